@@ -1,0 +1,197 @@
+"""Starlette app factory: /graphql, /auth/*, /healthz, /metrics and the built PWA at /."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import time
+import uuid
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import text
+from starlette.applications import Starlette
+from starlette.middleware import Middleware
+from starlette.requests import Request
+from starlette.responses import HTMLResponse, JSONResponse, PlainTextResponse, Response
+from starlette.routing import Mount, Route, WebSocketRoute
+from starlette.staticfiles import StaticFiles
+from starlette.types import ASGIApp, Receive, Scope, Send
+from strawberry.asgi import GraphQL
+from strawberry.subscriptions import GRAPHQL_TRANSPORT_WS_PROTOCOL
+
+from server.config import Settings
+from server.core.errors import DomainError, ErrorCode, Unauthenticated
+from server.core.graphql import Context
+from server.schema import build_schema
+from server.services import Services
+
+log = logging.getLogger("apotheca")
+
+
+class ApothecaGraphQL(GraphQL[Context, None]):
+    """Builds each request's context: the principal from the bearer token, fresh loaders."""
+
+    def __init__(self, services: Services, **kwargs: Any) -> None:
+        super().__init__(build_schema(services.settings), **kwargs)
+        self.services = services
+
+    async def get_context(self, request: Any, response: Any) -> Context:
+        header = request.headers.get("authorization", "")
+        principal, auth_error = None, None
+        if header:
+            scheme, _, token = header.partition(" ")
+            try:
+                if scheme.lower() != "bearer" or not token:
+                    raise Unauthenticated("use 'Authorization: Bearer <access token>'")
+                user_id = self.services.tokens.decode_access_token(token.strip())
+                principal = await self.services.network.load_principal(
+                    user_id, request_id=request.headers.get("x-request-id") or uuid.uuid4().hex
+                )
+            except DomainError as error:
+                auth_error = error
+        return Context(
+            services=self.services,
+            principal=principal,
+            auth_error=auth_error,
+            request=request,
+            response=response,
+        )
+
+
+class BodySizeLimit:
+    """Refuse request bodies over the limit before anyone parses them."""
+
+    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+        self.app = app
+        self.max_bytes = max_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        length = dict(scope.get("headers", [])).get(b"content-length")
+        if length is not None and length.isdigit() and int(length) > self.max_bytes:
+            response = JSONResponse(
+                {
+                    "errors": [
+                        {
+                            "message": f"request body over {self.max_bytes} bytes",
+                            "extensions": {"code": "REQUEST_TOO_LARGE"},
+                        }
+                    ]
+                },
+                status_code=413,
+            )
+            await response(scope, receive, send)
+            return
+        await self.app(scope, receive, send)
+
+
+def _oauth_error(error: str, description: str, status: int = 400) -> JSONResponse:
+    return JSONResponse(
+        {"error": error, "error_description": description},
+        status_code=status,
+        headers={"Cache-Control": "no-store"},
+    )
+
+
+def auth_routes(services: Services) -> list[Route]:
+    async def token(request: Request) -> Response:
+        """RFC 6749 token endpoint: password and refresh_token grants (form-encoded)."""
+        form = await request.form()
+        grant = str(form.get("grant_type", ""))
+        try:
+            if grant == "password":
+                pair = await services.network.password_grant(
+                    str(form.get("username", "")).strip().lower(), str(form.get("password", ""))
+                )
+            elif grant == "refresh_token":
+                pair = await services.network.refresh_grant(str(form.get("refresh_token", "")))
+            else:
+                return _oauth_error(
+                    "unsupported_grant_type", "grant_type must be password or refresh_token"
+                )
+        except DomainError as error:
+            if error.code is ErrorCode.INVALID_CREDENTIALS:
+                return _oauth_error("invalid_grant", error.message)
+            return _oauth_error("invalid_request", error.message)
+        return JSONResponse(
+            {
+                "access_token": pair.access_token,
+                "token_type": "Bearer",
+                "expires_in": pair.expires_in,
+                "refresh_token": pair.refresh_token,
+            },
+            headers={"Cache-Control": "no-store"},
+        )
+
+    async def revoke(request: Request) -> Response:
+        """RFC 7009: always 200, whether or not the token existed."""
+        form = await request.form()
+        await services.network.revoke(str(form.get("token", "")))
+        return Response(status_code=200)
+
+    return [
+        Route("/auth/token", token, methods=["POST"]),
+        Route("/auth/revoke", revoke, methods=["POST"]),
+    ]
+
+
+def create_app(settings: Settings | None = None, services: Services | None = None) -> Starlette:
+    settings = settings or Settings.from_env()
+    services = services or Services.build(settings)
+    started = time.monotonic()
+
+    async def healthz(_: Request) -> Response:
+        async with services.db.read() as session:
+            await session.execute(text("SELECT 1"))
+        return JSONResponse({"status": "ok", "database": services.db.dialect})
+
+    async def metrics(_: Request) -> Response:
+        lines = [
+            "# TYPE apotheca_uptime_seconds gauge",
+            f"apotheca_uptime_seconds {time.monotonic() - started:.0f}",
+        ]
+        return PlainTextResponse("\n".join(lines) + "\n")
+
+    graphql = ApothecaGraphQL(
+        services,
+        graphql_ide="graphiql",
+        subscription_protocols=[GRAPHQL_TRANSPORT_WS_PROTOCOL],
+    )
+    routes: list[Any] = [
+        Route("/healthz", healthz),
+        Route("/metrics", metrics),
+        *auth_routes(services),
+        Route("/graphql", graphql, methods=["GET", "POST"]),
+        WebSocketRoute("/graphql", graphql),
+    ]
+    routes.append(_pwa_route(settings.pwa_dir))
+
+    @contextlib.asynccontextmanager
+    async def lifespan(_: Starlette) -> AsyncIterator[None]:
+        yield
+        await services.close()
+
+    app = Starlette(
+        routes=routes,
+        middleware=[Middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)],
+        lifespan=lifespan,
+    )
+    app.state.services = services
+    return app
+
+
+def _pwa_route(pwa_dir: Path) -> Any:
+    if (pwa_dir / "index.html").exists():
+        return Mount("/", StaticFiles(directory=pwa_dir, html=True), name="pwa")
+
+    async def placeholder(_: Request) -> Response:
+        return HTMLResponse(
+            "<!doctype html><title>Apotheca</title><h1>Apotheca</h1>"
+            "<p>The app has not been built yet. GraphiQL is at <a href=/graphql>/graphql</a>.</p>"
+        )
+
+    return Route("/", placeholder)

@@ -1,0 +1,108 @@
+"""GraphQL for the audit trail: who did what, when, with before and after."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Self
+
+import strawberry
+from sqlalchemy import select
+from strawberry import relay
+from strawberry.scalars import JSON
+
+from server.core import audit
+from server.core.graphql import Info, decode_id, keyset_page, to_connection
+from server.core.security import Permission
+from server.network.api import User
+
+
+@strawberry.type
+class AuditEvent:
+    seq: int
+    occurred_at: datetime
+    actor_name: str
+    role: str
+    action: str
+    entity_type: str
+    entity_id: str
+    before: JSON | None
+    after: JSON | None
+    reason: str | None
+    request_id: str | None
+    hash: str
+
+    @classmethod
+    def from_model(cls, e: audit.AuditEvent) -> Self:
+        return cls(
+            seq=e.seq,
+            occurred_at=e.occurred_at,
+            actor_name=e.actor_name,
+            role=e.role,
+            action=e.action,
+            entity_type=e.entity_type,
+            entity_id=e.entity_id,
+            before=e.before,
+            after=e.after,
+            reason=e.reason,
+            request_id=e.request_id,
+            hash=e.hash,
+        )
+
+
+@strawberry.type
+class AuditEventEdge:
+    cursor: str
+    node: AuditEvent
+
+
+@strawberry.type
+class AuditEventConnection:
+    edges: list[AuditEventEdge]
+    page_info: relay.PageInfo
+
+
+@strawberry.type
+class Query:
+    @strawberry.field(description="Audit events, newest first. Administrators and auditors.")
+    async def audit_trail(
+        self,
+        info: Info,
+        first: int,
+        after: str | None = None,
+        entity_type: str | None = None,
+        entity_id: str | None = None,
+        actor: relay.GlobalID | None = None,
+        action: str | None = None,
+        since: datetime | None = None,
+        until: datetime | None = None,
+    ) -> AuditEventConnection:
+        info.context.require_principal().require(Permission.AUDIT_READ)
+        E = audit.AuditEvent
+        stmt = select(E)
+        if entity_type:
+            stmt = stmt.where(E.entity_type == entity_type)
+        if entity_id:
+            stmt = stmt.where(E.entity_id == entity_id)
+        if actor is not None:
+            stmt = stmt.where(E.actor_id == decode_id(actor, User, "actor"))
+        if action:
+            stmt = stmt.where(E.action == action)
+        if since is not None:
+            stmt = stmt.where(E.occurred_at >= since)
+        if until is not None:
+            stmt = stmt.where(E.occurred_at < until)
+        page = await keyset_page(
+            info.context.db,
+            stmt,
+            keys=[E.seq],
+            first=first,
+            after=after,
+            descending=True,
+            max_page_size=info.context.services.settings.max_page_size,
+            key_of=lambda r: [r.seq],
+        )
+        connection = to_connection(relay.Connection, page, AuditEvent.from_model)
+        return AuditEventConnection(
+            edges=[AuditEventEdge(cursor=e.cursor, node=e.node) for e in connection.edges],
+            page_info=connection.page_info,
+        )

@@ -1,0 +1,209 @@
+"""Append-only, hash-chained audit log.
+
+Each event stores the hash of the one before it and its own sequence number; a one-row head
+holds the last sequence and hash. Editing, deleting or reordering any row breaks the chain at
+that row, and `verify()` names the first one that does not add up.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import JSON, ForeignKey, Integer, String, select
+from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import Mapped, mapped_column
+
+from server.core.db import Base, UTCDateTime, utcnow
+from server.core.security import Principal
+
+GENESIS_HASH = "0" * 64
+
+
+class AuditEvent(Base):
+    __tablename__ = "audit_events"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    seq: Mapped[int] = mapped_column(Integer, unique=True)
+    occurred_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, index=True)
+    actor_id: Mapped[int | None] = mapped_column(ForeignKey("users.id"), index=True)
+    actor_name: Mapped[str] = mapped_column(String(100))
+    role: Mapped[str] = mapped_column(String(200))
+    action: Mapped[str] = mapped_column(String(64))
+    entity_type: Mapped[str] = mapped_column(String(64))
+    entity_id: Mapped[str] = mapped_column(String(64))
+    before: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    after: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    reason: Mapped[str | None] = mapped_column(String(200))
+    request_id: Mapped[str | None] = mapped_column(String(64))
+    prev_hash: Mapped[str] = mapped_column(String(64))
+    hash: Mapped[str] = mapped_column(String(64))
+
+
+class AuditHead(Base):
+    """The single row every audit write locks, so the chain never forks under concurrency."""
+
+    __tablename__ = "audit_head"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    last_seq: Mapped[int] = mapped_column(Integer, default=0)
+    last_hash: Mapped[str] = mapped_column(String(64), default=GENESIS_HASH)
+
+
+def _canonical(value: Any) -> str:
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), default=str)
+
+
+def compute_hash(event: AuditEvent) -> str:
+    payload = {
+        "seq": event.seq,
+        "occurred_at": event.occurred_at.isoformat(),
+        "actor_id": event.actor_id,
+        "actor_name": event.actor_name,
+        "role": event.role,
+        "action": event.action,
+        "entity_type": event.entity_type,
+        "entity_id": event.entity_id,
+        "before": event.before,
+        "after": event.after,
+        "reason": event.reason,
+        "request_id": event.request_id,
+        "prev_hash": event.prev_hash,
+    }
+    return hashlib.sha256(_canonical(payload).encode()).hexdigest()
+
+
+def jsonable(value: Any) -> Any:
+    """Before/after snapshots as plain JSON (dates, decimals and enums as strings)."""
+    return json.loads(_canonical(value))
+
+
+@dataclass(frozen=True)
+class AuditEntry:
+    """What happened to one entity; `record_many` turns entries into chained events."""
+
+    action: str
+    entity_type: str
+    entity_id: object
+    before: dict[str, Any] | None = None
+    after: dict[str, Any] | None = None
+    reason: str | None = None
+
+
+async def record(
+    session: AsyncSession,
+    principal: Principal | None,
+    *,
+    action: str,
+    entity_type: str,
+    entity_id: object,
+    before: dict[str, Any] | None = None,
+    after: dict[str, Any] | None = None,
+    reason: str | None = None,
+) -> AuditEvent:
+    """Append one event in the caller's transaction. Call it last: it holds the chain's lock."""
+    entry = AuditEntry(action, entity_type, entity_id, before, after, reason)
+    return (await record_many(session, principal, [entry]))[0]
+
+
+async def record_many(
+    session: AsyncSession, principal: Principal | None, entries: list[AuditEntry]
+) -> list[AuditEvent]:
+    """Append several events under one lock of the chain head, in one flush."""
+    head = (
+        await session.execute(select(AuditHead).where(AuditHead.id == 1).with_for_update())
+    ).scalar_one_or_none()
+    if head is None:
+        head = AuditHead(id=1, last_seq=0, last_hash=GENESIS_HASH)
+        session.add(head)
+    now = utcnow()
+    events: list[AuditEvent] = []
+    for entry in entries:
+        event = AuditEvent(
+            seq=head.last_seq + 1,
+            occurred_at=now,
+            actor_id=principal.user_id if principal else None,
+            actor_name=principal.username if principal else "system",
+            role=principal.primary_role if principal else "SYSTEM",
+            action=entry.action,
+            entity_type=entry.entity_type,
+            entity_id=str(entry.entity_id),
+            before=jsonable(entry.before) if entry.before is not None else None,
+            after=jsonable(entry.after) if entry.after is not None else None,
+            reason=entry.reason,
+            request_id=principal.request_id if principal else None,
+            prev_hash=head.last_hash,
+        )
+        event.hash = compute_hash(event)
+        head.last_seq = event.seq
+        head.last_hash = event.hash
+        events.append(event)
+    session.add_all(events)
+    await session.flush()
+    return events
+
+
+@dataclass(frozen=True)
+class AuditVerification:
+    ok: bool
+    checked: int
+    first_bad_seq: int | None = None
+    first_bad_id: int | None = None
+    problem: str | None = None
+
+
+async def verify(session: AsyncSession, *, batch_size: int = 5000) -> AuditVerification:
+    """Walk the chain in sequence order; report the first event whose hash or link is wrong."""
+    expected_prev = GENESIS_HASH
+    expected_seq = 1
+    checked = 0
+    last_id = 0
+    while True:
+        rows = (
+            (
+                await session.execute(
+                    select(AuditEvent)
+                    .where(AuditEvent.id > last_id)
+                    .order_by(AuditEvent.id)
+                    .limit(batch_size)
+                )
+            )
+            .scalars()
+            .all()
+        )
+        if not rows:
+            break
+        for event in rows:
+            problem = None
+            if event.seq != expected_seq:
+                problem = (
+                    f"sequence {event.seq} where {expected_seq} was expected "
+                    "(an event was deleted or rows were reordered)"
+                )
+            elif event.prev_hash != expected_prev:
+                problem = "its previous-hash link does not match the event before it"
+            elif compute_hash(event) != event.hash:
+                problem = "its contents do not match its hash (the row was edited)"
+            if problem:
+                return AuditVerification(False, checked, event.seq, event.id, problem)
+            expected_prev = event.hash
+            expected_seq += 1
+            checked += 1
+            last_id = event.id
+        session.expunge_all()
+    head = (await session.execute(select(AuditHead).where(AuditHead.id == 1))).scalar_one_or_none()
+    head_seq = head.last_seq if head else 0
+    head_hash = head.last_hash if head else GENESIS_HASH
+    if head_seq != expected_seq - 1 or head_hash != expected_prev:
+        return AuditVerification(
+            False,
+            checked,
+            expected_seq,
+            None,
+            f"the chain ends at sequence {expected_seq - 1} but the head records {head_seq} "
+            "(trailing events were deleted)",
+        )
+    return AuditVerification(True, checked)

@@ -1,0 +1,60 @@
+"""Expected failures as data: each carries a stable code clients can switch on."""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+
+class ErrorCode(StrEnum):
+    UNAUTHENTICATED = "UNAUTHENTICATED"
+    FORBIDDEN = "FORBIDDEN"
+    NOT_FOUND = "NOT_FOUND"
+    INVALID_INPUT = "INVALID_INPUT"
+    INVALID_ID = "INVALID_ID"
+    INSUFFICIENT_STOCK = "INSUFFICIENT_STOCK"
+    EXPIRED_LOT = "EXPIRED_LOT"
+    LOT_NOT_ISSUABLE = "LOT_NOT_ISSUABLE"
+    DUPLICATE = "DUPLICATE"
+    IDEMPOTENCY_KEY_REUSED = "IDEMPOTENCY_KEY_REUSED"
+    INVALID_CREDENTIALS = "INVALID_CREDENTIALS"
+
+
+class DomainError(Exception):
+    """A refusal the user can act on; never a crash. `field` names the offending input."""
+
+    code: ErrorCode = ErrorCode.INVALID_INPUT
+
+    def __init__(self, message: str, *, field: str | None = None, code: ErrorCode | None = None):
+        super().__init__(message)
+        self.message = message
+        self.field = field
+        if code is not None:
+            self.code = code
+
+
+class NotFound(DomainError):
+    code = ErrorCode.NOT_FOUND
+
+
+class Forbidden(DomainError):
+    code = ErrorCode.FORBIDDEN
+
+
+class Unauthenticated(DomainError):
+    code = ErrorCode.UNAUTHENTICATED
+
+
+class InvalidInput(DomainError):
+    code = ErrorCode.INVALID_INPUT
+
+
+class InsufficientStock(DomainError):
+    code = ErrorCode.INSUFFICIENT_STOCK
+
+
+class ExpiredLot(DomainError):
+    code = ErrorCode.EXPIRED_LOT
+
+
+class Duplicate(DomainError):
+    code = ErrorCode.DUPLICATE

@@ -1,0 +1,281 @@
+"""GraphQL plumbing shared by every domain: context, errors, pagination, loaders.
+
+Domains import from here; this module knows nothing about any domain.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import logging
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import date, datetime
+from typing import Any, Generic, TypeVar
+
+import strawberry
+from graphql.error import GraphQLError
+from sqlalchemy import Select, select, tuple_
+from strawberry import relay
+from strawberry.dataloader import DataLoader
+from strawberry.extensions import MaskErrors
+from strawberry.relay.types import GlobalIDValueError
+from strawberry.types import Info as StrawberryInfo
+
+from server.core.db import Database
+from server.core.errors import DomainError, ErrorCode, InvalidInput
+from server.core.security import Principal, require_principal
+
+log = logging.getLogger("apotheca.graphql")
+
+T = TypeVar("T")
+NodeT = TypeVar("NodeT", bound=relay.Node)
+
+
+@dataclass
+class Context:
+    """What every resolver may use: services, the principal and this request's loaders."""
+
+    services: Any
+    principal: Principal | None
+    auth_error: DomainError | None = None
+    request: Any = None
+    response: Any = None
+    loaders: dict[Any, DataLoader[Any, Any]] = field(default_factory=dict)
+
+    @property
+    def db(self) -> Database:
+        return self.services.db
+
+    def require_principal(self) -> Principal:
+        if self.principal is None and self.auth_error is not None:
+            raise self.auth_error
+        return require_principal(self.principal)
+
+    def loader(self, key: Any, factory: Callable[[], DataLoader[Any, Any]]) -> DataLoader[Any, Any]:
+        """One loader per key per request, so sibling fields share a batch."""
+        if key not in self.loaders:
+            self.loaders[key] = factory()
+        return self.loaders[key]
+
+    def by_id(self, model: type[T]) -> DataLoader[int, T | None]:
+        """Batch-load rows of `model` by primary key."""
+
+        async def load(ids: list[int]) -> list[T | None]:
+            async with self.db.read() as session:
+                rows = (await session.execute(select(model).where(model.id.in_(ids)))).scalars()
+                found = {row.id: row for row in rows}
+            return [found.get(i) for i in ids]
+
+        return self.loader(("by_id", model), lambda: DataLoader(load_fn=load))
+
+    def grouped(self, name: str, column: Any, order_by: Any = None) -> DataLoader[int, list[Any]]:
+        """Batch-load the rows whose `column` is each key (one-to-many), in `order_by` order."""
+        model = column.class_
+
+        async def load(keys: list[int]) -> list[list[Any]]:
+            stmt = select(model).where(column.in_(keys))
+            if order_by is not None:
+                stmt = stmt.order_by(order_by)
+            async with self.db.read() as session:
+                rows = (await session.execute(stmt)).scalars().all()
+            groups: dict[int, list[Any]] = {k: [] for k in keys}
+            for row in rows:
+                groups[getattr(row, column.key)].append(row)
+            return [groups[k] for k in keys]
+
+        return self.loader(("grouped", name), lambda: DataLoader(load_fn=load))
+
+
+Info = StrawberryInfo[Context, None]
+
+
+def decode_id(global_id: relay.GlobalID | str, expected: type | str, field: str) -> int:
+    """The integer id inside a global ID of the expected type, or an INVALID_ID error."""
+    type_name = expected if isinstance(expected, str) else expected.__name__
+    try:
+        gid = (
+            global_id
+            if isinstance(global_id, relay.GlobalID)
+            else relay.GlobalID.from_id(global_id)
+        )
+    except GlobalIDValueError:
+        raise DomainError(
+            f"{field} is not a valid ID", field=field, code=ErrorCode.INVALID_ID
+        ) from None
+    if gid.type_name != type_name or not gid.node_id.isdigit():
+        raise DomainError(
+            f"{field} must be the ID of a {type_name}", field=field, code=ErrorCode.INVALID_ID
+        )
+    return int(gid.node_id)
+
+
+# --- typed mutation errors -------------------------------------------------------------------
+
+ErrorCodeEnum = strawberry.enum(ErrorCode, name="ErrorCode")
+
+
+@strawberry.type(description="Why a mutation was refused; `field` names the input at fault.")
+class MutationError:
+    code: ErrorCodeEnum  # type: ignore[valid-type]
+    field: str | None
+    message: str
+
+    @classmethod
+    def from_domain(cls, error: DomainError) -> MutationError:
+        return cls(code=error.code, field=error.field, message=error.message)
+
+
+# --- error masking with stable codes ---------------------------------------------------------
+
+_LIMIT_CODES = (
+    ("depth", "QUERY_TOO_DEEP"),
+    ("alias", "TOO_MANY_ALIASES"),
+    ("token", "TOO_MANY_TOKENS"),
+)
+
+
+class ApiErrors(MaskErrors):
+    """Expected errors keep their message and code; anything else becomes INTERNAL_SERVER_ERROR."""
+
+    def __init__(self) -> None:
+        super().__init__(error_message="Internal server error")
+
+    def _process_errors(self, errors: list[GraphQLError]) -> list[GraphQLError]:
+        return [self._convert(error) for error in errors]
+
+    def _convert(self, error: GraphQLError) -> GraphQLError:
+        original = error.original_error
+        if isinstance(original, DomainError):
+            return self._with_code(
+                error, original.message, original.code.value, {"field": original.field}
+            )
+        if isinstance(original, GlobalIDValueError):
+            return self._with_code(error, error.message, ErrorCode.INVALID_ID.value)
+        if original is None or isinstance(original, GraphQLError):
+            if error.extensions and "code" in error.extensions:
+                return error
+            code = "GRAPHQL_VALIDATION_FAILED"
+            lowered = error.message.lower()
+            for needle, limit_code in _LIMIT_CODES:
+                if needle in lowered and ("maximum" in lowered or "exceed" in lowered):
+                    code = limit_code
+            return self._with_code(error, error.message, code)
+        log.error("unexpected error in %s", error.path, exc_info=original)
+        return self._with_code(error, self.error_message, "INTERNAL_SERVER_ERROR")
+
+    @staticmethod
+    def _with_code(
+        error: GraphQLError, message: str, code: str, extra: dict[str, Any] | None = None
+    ) -> GraphQLError:
+        extensions = {**(error.extensions or {}), "code": code, **(extra or {})}
+        return GraphQLError(
+            message,
+            nodes=error.nodes,
+            source=error.source,
+            positions=error.positions,
+            path=error.path,
+            extensions=extensions,
+        )
+
+
+# --- keyset pagination -----------------------------------------------------------------------
+
+
+def _jsonable(value: Any) -> Any:
+    return value.isoformat() if isinstance(value, date | datetime) else value
+
+
+def _restore(value: Any, column: Any) -> Any:
+    python_type = getattr(column.type, "python_type", None)
+    try:
+        if isinstance(value, str) and python_type is datetime:
+            return datetime.fromisoformat(value)
+        if isinstance(value, str) and python_type is date:
+            return date.fromisoformat(value)
+    except ValueError:
+        raise InvalidInput("malformed cursor", field="after") from None
+    return value
+
+
+def encode_cursor(values: Sequence[Any]) -> str:
+    raw = json.dumps([_jsonable(v) for v in values], separators=(",", ":"))
+    return base64.urlsafe_b64encode(raw.encode()).decode()
+
+
+def decode_cursor(cursor: str, columns: Sequence[Any]) -> list[Any]:
+    try:
+        values = json.loads(base64.urlsafe_b64decode(cursor.encode()))
+    except (binascii.Error, ValueError, UnicodeDecodeError):
+        raise InvalidInput("malformed cursor", field="after") from None
+    if not isinstance(values, list) or len(values) != len(columns):
+        raise InvalidInput("malformed cursor", field="after")
+    return [_restore(v, c) for v, c in zip(values, columns, strict=True)]
+
+
+def check_first(first: int, max_page_size: int) -> None:
+    if first < 1 or first > max_page_size:
+        raise InvalidInput(f"first must be between 1 and {max_page_size}", field="first")
+
+
+@dataclass(frozen=True)
+class Page(Generic[T]):
+    rows: list[T]
+    cursors: list[str]
+    has_next_page: bool
+    has_previous_page: bool
+
+
+async def keyset_page(
+    db: Database,
+    stmt: Select[Any],
+    *,
+    keys: Sequence[Any],
+    first: int,
+    after: str | None,
+    max_page_size: int,
+    descending: bool = False,
+    key_of: Callable[[Any], Sequence[Any]],
+) -> Page[Any]:
+    """One page ordered by `keys` (a unique tuple); the cursor is the last row's key values."""
+    check_first(first, max_page_size)
+    if after is not None:
+        values = decode_cursor(after, keys)
+        bound = tuple_(*keys) < tuple_(*values) if descending else tuple_(*keys) > tuple_(*values)
+        stmt = stmt.where(bound)
+    order = [k.desc() for k in keys] if descending else list(keys)
+    stmt = stmt.order_by(*order).limit(first + 1)
+    async with db.read() as session:
+        result = (await session.execute(stmt)).all()
+    rows = [r[0] if len(r) == 1 else r for r in result]
+    has_next = len(rows) > first
+    rows = rows[:first]
+    return Page(rows, [encode_cursor(key_of(r)) for r in rows], has_next, after is not None)
+
+
+def to_connection(
+    connection_type: type[relay.Connection[NodeT]], page: Page[Any], convert: Callable[[Any], NodeT]
+) -> relay.Connection[NodeT]:
+    edges = [
+        relay.Edge(cursor=c, node=convert(r)) for r, c in zip(page.rows, page.cursors, strict=True)
+    ]
+    return connection_type(
+        edges=edges,
+        page_info=relay.PageInfo(
+            has_next_page=page.has_next_page,
+            has_previous_page=page.has_previous_page,
+            start_cursor=page.cursors[0] if page.cursors else None,
+            end_cursor=page.cursors[-1] if page.cursors else None,
+        ),
+    )
+
+
+async def attempt(
+    info: Info, action: Callable[[Principal], Any]
+) -> tuple[Any, list[MutationError]]:
+    """Run a mutation's service call; expected refusals come back as typed errors, not raised."""
+    try:
+        return await action(info.context.require_principal()), []
+    except DomainError as error:
+        return None, [MutationError.from_domain(error)]

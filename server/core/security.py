@@ -1,0 +1,176 @@
+"""Who is asking and what they may do: passwords, tokens, principals, roles and scopes.
+
+Every check in the system goes through `Principal.require`, so the access rules live here once.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+import uuid
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from enum import StrEnum
+from typing import Any
+
+from argon2 import PasswordHasher
+from argon2.exceptions import InvalidHashError, VerificationError
+from joserfc import jwt
+from joserfc.errors import JoseError
+from joserfc.jwk import OctKey
+
+from server.core.errors import Forbidden, Unauthenticated
+
+
+class Role(StrEnum):
+    ADMIN = "ADMIN"
+    PHARMACIST = "PHARMACIST"
+    WAREHOUSE_MANAGER = "WAREHOUSE_MANAGER"
+    NURSE = "NURSE"
+    SUPPLIER = "SUPPLIER"
+    AUDITOR = "AUDITOR"
+    REGULATOR = "REGULATOR"
+
+
+class Permission(StrEnum):
+    STOCK_READ = "STOCK_READ"
+    STOCK_RECEIVE = "STOCK_RECEIVE"
+    STOCK_DISPENSE = "STOCK_DISPENSE"
+    STOCK_RETURN = "STOCK_RETURN"
+    STOCK_ADJUST = "STOCK_ADJUST"
+    STOCK_DISPOSE = "STOCK_DISPOSE"
+    CATALOG_READ = "CATALOG_READ"
+    CATALOG_MANAGE = "CATALOG_MANAGE"
+    NETWORK_READ = "NETWORK_READ"
+    NETWORK_MANAGE = "NETWORK_MANAGE"
+    USERS_MANAGE = "USERS_MANAGE"
+    AUDIT_READ = "AUDIT_READ"
+
+
+_ALL_ROLES = frozenset(Role)
+_STOCK_STAFF = frozenset({Role.ADMIN, Role.PHARMACIST, Role.WAREHOUSE_MANAGER})
+
+ROLE_PERMISSIONS: dict[Permission, frozenset[Role]] = {
+    Permission.STOCK_READ: _ALL_ROLES - {Role.SUPPLIER},
+    Permission.STOCK_RECEIVE: _STOCK_STAFF,
+    Permission.STOCK_DISPENSE: frozenset({Role.ADMIN, Role.PHARMACIST, Role.NURSE}),
+    Permission.STOCK_RETURN: frozenset({Role.ADMIN, Role.PHARMACIST, Role.NURSE}),
+    Permission.STOCK_ADJUST: _STOCK_STAFF,
+    Permission.STOCK_DISPOSE: _STOCK_STAFF | {Role.NURSE},
+    Permission.CATALOG_READ: _ALL_ROLES,
+    Permission.CATALOG_MANAGE: frozenset({Role.ADMIN, Role.PHARMACIST}),
+    Permission.NETWORK_READ: _ALL_ROLES,
+    Permission.NETWORK_MANAGE: frozenset({Role.ADMIN}),
+    Permission.USERS_MANAGE: frozenset({Role.ADMIN}),
+    Permission.AUDIT_READ: frozenset({Role.ADMIN, Role.AUDITOR}),
+}
+
+# Roles that are not confined to their organisation's locations.
+GLOBAL_ROLES = frozenset({Role.ADMIN, Role.AUDITOR, Role.REGULATOR})
+
+
+@dataclass(frozen=True)
+class Principal:
+    """The signed-in user of one request. `location_ids` None means every location."""
+
+    user_id: int
+    username: str
+    roles: frozenset[Role]
+    organisation_id: int | None
+    location_ids: frozenset[int] | None
+    request_id: str = field(default_factory=lambda: uuid.uuid4().hex)
+
+    def can(self, permission: Permission) -> bool:
+        return bool(self.roles & ROLE_PERMISSIONS[permission])
+
+    def sees_location(self, location_id: int) -> bool:
+        return self.location_ids is None or location_id in self.location_ids
+
+    def require(self, permission: Permission, *, location_id: int | None = None) -> None:
+        """Raise Forbidden unless a role grants `permission` (at `location_id`, when given)."""
+        if not self.can(permission):
+            roles = ", ".join(sorted(self.roles)) or "no role"
+            raise Forbidden(f"{roles} may not {permission.value.lower().replace('_', ' ')}")
+        if location_id is not None and not self.sees_location(location_id):
+            raise Forbidden(
+                f"location {location_id} is outside {self.username}'s scope", field="location"
+            )
+
+    @property
+    def primary_role(self) -> str:
+        return ",".join(sorted(self.roles))
+
+
+def require_principal(principal: Principal | None) -> Principal:
+    if principal is None:
+        raise Unauthenticated("sign in first: send 'Authorization: Bearer <access token>'")
+    return principal
+
+
+# --- passwords -------------------------------------------------------------------------------
+
+_hasher = PasswordHasher()
+_DUMMY_HASH = _hasher.hash("timing-equaliser")
+
+
+def hash_password(password: str) -> str:
+    return _hasher.hash(password)
+
+
+def verify_password(password_hash: str | None, password: str) -> bool:
+    """Constant work whether or not the user exists, so usernames cannot be probed by timing."""
+    try:
+        return _hasher.verify(password_hash or _DUMMY_HASH, password) and password_hash is not None
+    except (VerificationError, InvalidHashError):
+        return False
+
+
+# --- tokens ----------------------------------------------------------------------------------
+
+ACCESS_TOKEN_ALGORITHM = "HS256"
+ISSUER = "apotheca"
+
+
+@dataclass(frozen=True)
+class TokenService:
+    secret_key: str
+    access_ttl: timedelta
+    refresh_ttl: timedelta
+
+    @property
+    def _key(self) -> OctKey:
+        return OctKey.import_key(self.secret_key.encode())
+
+    def issue_access_token(self, user_id: int, roles: frozenset[Role]) -> str:
+        now = datetime.now(UTC)
+        claims: dict[str, Any] = {
+            "iss": ISSUER,
+            "sub": str(user_id),
+            "roles": sorted(roles),
+            "iat": int(now.timestamp()),
+            "exp": int((now + self.access_ttl).timestamp()),
+            "jti": uuid.uuid4().hex,
+        }
+        return jwt.encode({"alg": ACCESS_TOKEN_ALGORITHM}, claims, self._key)
+
+    def decode_access_token(self, token: str) -> int:
+        """Return the user id of a valid, unexpired access token, else raise Unauthenticated."""
+        try:
+            decoded = jwt.decode(token, self._key, algorithms=[ACCESS_TOKEN_ALGORITHM])
+            jwt.JWTClaimsRegistry(
+                iss={"essential": True, "value": ISSUER}, sub={"essential": True}
+            ).validate(decoded.claims)
+            return int(decoded.claims["sub"])
+        except (JoseError, ValueError, KeyError) as exc:
+            reason = exc.__class__.__name__
+            raise Unauthenticated(f"invalid or expired access token ({reason})") from None
+
+    @staticmethod
+    def new_refresh_token() -> tuple[str, str]:
+        """An opaque token for the client and the hash we store (never the token itself)."""
+        token = secrets.token_urlsafe(32)
+        return token, hash_refresh_token(token)
+
+
+def hash_refresh_token(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()

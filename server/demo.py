@@ -1,0 +1,357 @@
+"""The demo network: organisations, locations, one user per role, the catalogue, and a year of
+stock history (supply chain receipts, weekly ward top-ups, daily dispensing with weekly,
+seasonal and intermittent patterns), written through the ledger so every invariant holds.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+from collections import defaultdict
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, time, timedelta
+from decimal import Decimal
+
+from sqlalchemy import func, select
+
+from server.catalog.demo_data import DEMO_PRODUCTS, DemoProduct, make_gtin14
+from server.catalog.models import Lot, StorageCondition
+from server.catalog.service import ProductFields
+from server.core.security import Principal, Role
+from server.inventory.models import Movement, MovementKind
+from server.inventory.service import MovementRequest, apply_movements
+from server.network.models import LocationKind, Organisation, OrganisationKind
+from server.services import Services
+
+DEMO_PASSWORD = "apotheca-demo"
+HISTORY_DAYS = 365
+# Lot plan relative to today: (received days ago, expires in days). The first is already
+# expired with packs left in the warehouse reserve; the second expires within the month.
+LOT_PLAN = ((365, -20), (270, 25), (180, 180), (90, 400), (30, 700))
+
+
+@dataclass
+class DemoNetwork:
+    orgs: dict[str, int]
+    locations: dict[str, int]
+    users: dict[str, int]
+
+
+def daily_demand(product: DemoProduct, day: date, rng: random.Random) -> int:
+    """Packs used on `day`: weekly rhythm, seasons, or rare intermittent use."""
+    profile = product.demand
+    if profile.pattern == "INTERMITTENT":
+        if rng.random() >= min(0.9, profile.mean_daily_packs / 2):
+            return 0
+        return 1 + _poisson(rng, 1.0)
+    mean = profile.mean_daily_packs * (1.15 if day.weekday() < 5 else 0.62)
+    doy = day.timetuple().tm_yday
+    if profile.pattern == "SEASONAL_WINTER":
+        mean *= 1 + 0.7 * math.cos(2 * math.pi * (doy - 20) / 365)
+    elif profile.pattern == "SEASONAL_SUMMER":
+        mean *= 1 + 0.7 * math.cos(2 * math.pi * (doy - 200) / 365)
+    return _poisson(rng, max(mean, 0.0))
+
+
+def _poisson(rng: random.Random, lam: float) -> int:
+    if lam <= 0:
+        return 0
+    if lam > 30:
+        return max(0, round(rng.gauss(lam, math.sqrt(lam))))
+    threshold, k, p = math.exp(-lam), 0, 1.0
+    while True:
+        p *= rng.random()
+        if p <= threshold:
+            return k
+        k += 1
+
+
+async def _build_network(services: Services) -> tuple[DemoNetwork, Principal]:
+    network = services.network
+    bootstrap = await network.create_user(
+        None, username="admin", full_name="Ada Admin", password=DEMO_PASSWORD, roles=[Role.ADMIN]
+    )
+    admin = await network.load_principal(bootstrap.id)
+    orgs: dict[str, int] = {}
+    for key, name, kind, gln in (
+        ("mfg", "Helvepharm Manufacturing AG", OrganisationKind.MANUFACTURER, "7612345000008"),
+        ("whs", "MedDistri Wholesale", OrganisationKind.WHOLESALER, "7612345000015"),
+        ("hosp", "St. Aurelia General Hospital", OrganisationKind.HOSPITAL, "7612345000022"),
+        ("pharm", "Lindenhof Pharmacy", OrganisationKind.PHARMACY, "7612345000039"),
+        ("reg", "Regional Medicines Agency", OrganisationKind.REGULATOR, None),
+    ):
+        orgs[key] = (await network.create_organisation(admin, name=name, kind=kind, gln=gln)).id
+    locations: dict[str, int] = {}
+    for code, name, kind, org, parent in (
+        ("MFG-01", "Helvepharm production site", LocationKind.WAREHOUSE, "mfg", None),
+        ("WHS-DC", "MedDistri distribution centre", LocationKind.WAREHOUSE, "whs", None),
+        ("HOSP-WH", "Hospital warehouse", LocationKind.WAREHOUSE, "hosp", None),
+        ("HOSP-QA", "Hospital quarantine store", LocationKind.QUARANTINE, "hosp", "HOSP-WH"),
+        ("HOSP-CP", "Central pharmacy", LocationKind.PHARMACY, "hosp", None),
+        ("WARD-A", "Ward A - Internal medicine", LocationKind.WARD, "hosp", "HOSP-CP"),
+        ("WARD-B", "Ward B - Surgery", LocationKind.WARD, "hosp", "HOSP-CP"),
+        ("WARD-C", "Ward C - Paediatrics", LocationKind.WARD, "hosp", "HOSP-CP"),
+        ("PHARM-01", "Lindenhof Pharmacy dispensary", LocationKind.PHARMACY, "pharm", None),
+    ):
+        location = await network.create_location(
+            admin,
+            organisation_id=orgs[org],
+            code=code,
+            name=name,
+            kind=kind,
+            parent_id=locations.get(parent) if parent else None,
+        )
+        locations[code] = location.id
+    await network.update_user(admin, bootstrap.id, organisation_id=orgs["hosp"])
+    users = {"admin": bootstrap.id}
+    for username, full_name, role, org, scope in (
+        ("pharmacist", "Paula Pharmacist", Role.PHARMACIST, "hosp", []),
+        ("warehouse", "Walter Warehouse", Role.WAREHOUSE_MANAGER, "hosp", ["HOSP-WH"]),
+        ("nurse", "Nora Nurse", Role.NURSE, "hosp", ["WARD-A"]),
+        ("nurse.b", "Nils Nurse", Role.NURSE, "hosp", ["WARD-B"]),
+        ("supplier", "Sam Supplier", Role.SUPPLIER, "whs", []),
+        ("auditor", "Aude Auditor", Role.AUDITOR, "hosp", []),
+        ("regulator", "Rita Regulator", Role.REGULATOR, "reg", []),
+    ):
+        user = await network.create_user(
+            admin,
+            username=username,
+            full_name=full_name,
+            password=DEMO_PASSWORD,
+            roles=[role],
+            organisation_id=orgs[org],
+            location_ids=[locations[c] for c in scope],
+        )
+        users[username] = user.id
+    return DemoNetwork(orgs, locations, users), admin
+
+
+def _at(day: date, hour: int) -> datetime:
+    return datetime.combine(day, time(hour, 0), tzinfo=UTC)
+
+
+class _Shelf:
+    """In-memory stock per (location, lot) so the simulation only asks for what is there."""
+
+    def __init__(self) -> None:
+        self.qty: dict[tuple[int, int], int] = defaultdict(int)
+
+    def fefo(self, location: int, lots: list[Lot], wanted: int, on: date) -> list[tuple[Lot, int]]:
+        picked: list[tuple[Lot, int]] = []
+        for lot in sorted(lots, key=lambda x: (x.expiry_date, x.id)):
+            if wanted == 0:
+                break
+            available = self.qty[(location, lot.id)]
+            if lot.expiry_date >= on and available > 0:
+                take = min(available, wanted)
+                picked.append((lot, take))
+                wanted -= take
+        return picked
+
+
+async def seed_demo(
+    services: Services,
+    *,
+    only_if_empty: bool = False,
+    today: date | None = None,
+    history_days: int = HISTORY_DAYS,
+) -> str:
+    async with services.db.read() as session:
+        existing = (await session.execute(select(func.count(Organisation.id)))).scalar_one()
+    if existing:
+        if only_if_empty:
+            return "database already has data; demo seed skipped"
+        raise RuntimeError("the demo seed needs an empty database")
+    today = today or datetime.now(UTC).date()
+    rng = random.Random(20261123)
+    net, admin = await _build_network(services)
+    loc = net.locations
+    products = []
+    for item in DEMO_PRODUCTS:
+        products.append(
+            await services.catalog.create_product(
+                admin,
+                ProductFields(
+                    name=item.name,
+                    strength=item.strength,
+                    dosage_form=item.dosage_form,
+                    unit=item.unit,
+                    approval_number=item.approval_number,
+                    gtins=[make_gtin14(b) for b in item.gtin_bodies],
+                    atc_code=item.atc_code,
+                    controlled_schedule=item.controlled_schedule,
+                    storage=StorageCondition(item.storage),
+                    unit_cost=Decimal(item.unit_cost),
+                ),
+            )
+        )
+    shelf = _Shelf()
+    lots_by_product: dict[int, list[Lot]] = defaultdict(list)
+    receipts: dict[date, list[tuple[int, DemoProduct, Lot, int]]] = defaultdict(list)
+    wards = ["WARD-A", "WARD-B", "WARD-C"]
+    async with services.db.write() as session:
+        for index, (item, product) in enumerate(zip(DEMO_PRODUCTS, products, strict=True)):
+            quantity = math.ceil(item.demand.mean_daily_packs * 95 * 1.3) + 6
+            for lot_index, (received_ago, expires_in) in enumerate(LOT_PLAN):
+                if received_ago > history_days:
+                    continue
+                lot = Lot(
+                    product_id=product.id,
+                    batch_number=f"B{index:02d}{lot_index}"
+                    f"{(today - timedelta(days=received_ago)).strftime('%y%m')}",
+                    expiry_date=today + timedelta(days=expires_in),
+                    manufacturer_id=net.orgs["mfg"],
+                )
+                session.add(lot)
+                await session.flush()
+                lots_by_product[product.id].append(lot)
+                receipts[today - timedelta(days=received_ago)].append((index, item, lot, quantity))
+    requests: list[MovementRequest] = []
+    for offset in range(history_days, -1, -1):
+        day = today - timedelta(days=offset)
+        for index, item, lot, quantity in receipts.get(day, []):
+            requests += _supply_chain(net, item, lot, quantity, index, day)
+            reserve = max(2, quantity // 10)
+            shelf.qty[(loc["HOSP-CP"], lot.id)] += quantity
+            shelf.qty[(loc["HOSP-WH"], lot.id)] += reserve
+        for index, (item, product) in enumerate(zip(DEMO_PRODUCTS, products, strict=True)):
+            ward = loc[wards[index % 3]]
+            lots = lots_by_product[product.id]
+            if day.weekday() == 0:
+                on_ward = sum(
+                    q
+                    for (l_id, _), q in ((k[::-1], v) for k, v in shelf.qty.items() if k[0] == ward)
+                    if any(x.id == l_id and x.expiry_date >= day for x in lots)
+                )
+                target = math.ceil(item.demand.mean_daily_packs * 10) + 2
+                for lot, qty in shelf.fefo(loc["HOSP-CP"], lots, max(0, target - on_ward), day):
+                    shelf.qty[(loc["HOSP-CP"], lot.id)] -= qty
+                    shelf.qty[(ward, lot.id)] += qty
+                    ref = f"TOPUP-{day.isoformat()}-{index}"
+                    requests.append(
+                        MovementRequest(
+                            MovementKind.TRANSFER_OUT,
+                            loc["HOSP-CP"],
+                            qty,
+                            lot_id=lot.id,
+                            reference=ref,
+                            occurred_at=_at(day, 7),
+                        )
+                    )
+                    requests.append(
+                        MovementRequest(
+                            MovementKind.TRANSFER_IN,
+                            ward,
+                            qty,
+                            lot_id=lot.id,
+                            reference=ref,
+                            occurred_at=_at(day, 8),
+                        )
+                    )
+            demand = daily_demand(item, day, rng)
+            for lot, qty in shelf.fefo(ward, lots, demand, day):
+                shelf.qty[(ward, lot.id)] -= qty
+                requests.append(
+                    MovementRequest(
+                        MovementKind.DISPENSE,
+                        ward,
+                        qty,
+                        lot_id=lot.id,
+                        patient_reference=f"ENC-{rng.randint(100000, 999999)}",
+                        occurred_at=_at(day, 9 + rng.randint(0, 10)),
+                    )
+                )
+        if requests and (day.weekday() == 6 or offset == 0):  # one transaction per week
+            async with services.db.write() as session:
+                await apply_movements(session, admin, requests)
+            requests = []
+    async with services.db.read() as session:
+        stored = (await session.execute(select(func.count(Movement.id)))).scalar_one()
+    return (
+        f"demo network seeded: {len(net.orgs)} organisations, {len(net.locations)} "
+        f"locations, {len(net.users)} users, {len(products)} products, {stored} movements "
+        f"(password for every demo user: {DEMO_PASSWORD})"
+    )
+
+
+def _supply_chain(
+    net: DemoNetwork, item: DemoProduct, lot: Lot, quantity: int, index: int, day: date
+) -> list[MovementRequest]:
+    """Produced by the manufacturer, through the wholesaler, into the hospital (and pharmacy)."""
+    loc, org = net.locations, net.orgs
+    reserve = max(2, quantity // 10)
+    retail = max(1, quantity // 5) if index % 4 == 0 else 0
+    produced = quantity + reserve + retail
+    ref = f"DN-{lot.batch_number}"
+    chain = [
+        MovementRequest(
+            MovementKind.PRODUCE, loc["MFG-01"], produced, lot_id=lot.id, occurred_at=_at(day, 1)
+        ),
+        MovementRequest(
+            MovementKind.SHIP,
+            loc["MFG-01"],
+            produced,
+            lot_id=lot.id,
+            counterparty_id=org["whs"],
+            reference=ref,
+            occurred_at=_at(day, 2),
+        ),
+        MovementRequest(
+            MovementKind.RECEIVE,
+            loc["WHS-DC"],
+            produced,
+            lot_id=lot.id,
+            counterparty_id=org["mfg"],
+            reference=ref,
+            occurred_at=_at(day, 3),
+        ),
+        MovementRequest(
+            MovementKind.SHIP,
+            loc["WHS-DC"],
+            quantity + reserve,
+            lot_id=lot.id,
+            counterparty_id=org["hosp"],
+            reference=ref,
+            occurred_at=_at(day, 4),
+        ),
+        MovementRequest(
+            MovementKind.RECEIVE,
+            loc["HOSP-CP"],
+            quantity,
+            lot_id=lot.id,
+            counterparty_id=org["whs"],
+            reference=ref,
+            occurred_at=_at(day, 5),
+        ),
+        MovementRequest(
+            MovementKind.RECEIVE,
+            loc["HOSP-WH"],
+            reserve,
+            lot_id=lot.id,
+            counterparty_id=org["whs"],
+            reference=ref,
+            occurred_at=_at(day, 5),
+        ),
+    ]
+    if retail:
+        chain += [
+            MovementRequest(
+                MovementKind.SHIP,
+                loc["WHS-DC"],
+                retail,
+                lot_id=lot.id,
+                counterparty_id=org["pharm"],
+                reference=ref,
+                occurred_at=_at(day, 4),
+            ),
+            MovementRequest(
+                MovementKind.RECEIVE,
+                loc["PHARM-01"],
+                retail,
+                lot_id=lot.id,
+                counterparty_id=org["whs"],
+                reference=ref,
+                occurred_at=_at(day, 6),
+            ),
+        ]
+    return chain

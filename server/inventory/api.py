@@ -1,0 +1,452 @@
+"""GraphQL for stock: levels, movement history and the stock-moving mutations."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from datetime import date, datetime
+from decimal import Decimal
+from enum import StrEnum
+from typing import Self
+
+import strawberry
+from sqlalchemy import select
+from strawberry import relay
+
+from server.catalog import models as catalog_models
+from server.catalog.api import Lot, Product
+from server.core.errors import Forbidden, InvalidInput
+from server.core.graphql import Info, MutationError, attempt, decode_id, keyset_page, to_connection
+from server.core.security import Permission, Principal
+from server.inventory import models
+from server.inventory.service import LedgerResult, MovementRequest, NewLot
+from server.network import models as network_models
+from server.network.api import Location, Organisation
+
+MovementKind = strawberry.enum(models.MovementKind)
+
+
+def _check_visible(principal: Principal, location_ids: Iterable[int]) -> None:
+    for location_id in location_ids:
+        if not principal.sees_location(location_id):
+            raise Forbidden(f"location {location_id} is outside your scope", field="location")
+
+
+@strawberry.type
+class StockLevel(relay.Node):
+    """Quantity on hand of one lot at one location."""
+
+    id: relay.NodeID[int]
+    quantity: int
+    updated_at: datetime
+    location_id: strawberry.Private[int]
+    lot_id: strawberry.Private[int]
+
+    @classmethod
+    def from_model(cls, balance: models.Balance) -> Self:
+        return cls(
+            id=balance.id,
+            quantity=balance.quantity,
+            updated_at=balance.updated_at,
+            location_id=balance.location_id,
+            lot_id=balance.lot_id,
+        )
+
+    @classmethod
+    async def resolve_nodes(
+        cls, *, info: Info, node_ids: Iterable[str], required: bool = False
+    ) -> list[Self | None]:
+        principal = info.context.require_principal()
+        principal.require(Permission.STOCK_READ)
+        rows = await info.context.by_id(models.Balance).load_many([int(i) for i in node_ids])
+        _check_visible(principal, [r.location_id for r in rows if r])
+        return [cls.from_model(r) if r else None for r in rows]
+
+    @strawberry.field
+    async def location(self, info: Info) -> Location:
+        loc = await info.context.by_id(network_models.Location).load(self.location_id)
+        return Location.from_model(loc)
+
+    @strawberry.field
+    async def lot(self, info: Info) -> Lot:
+        return Lot.from_model(await info.context.by_id(catalog_models.Lot).load(self.lot_id))
+
+    @strawberry.field
+    async def product(self, info: Info) -> Product:
+        lot = await info.context.by_id(catalog_models.Lot).load(self.lot_id)
+        product = await info.context.by_id(catalog_models.Product).load(lot.product_id)
+        return Product.from_model(product)
+
+    @strawberry.field(description="Quantity times the product's unit cost.")
+    async def value(self, info: Info) -> Decimal:
+        lot = await info.context.by_id(catalog_models.Lot).load(self.lot_id)
+        product = await info.context.by_id(catalog_models.Product).load(lot.product_id)
+        return product.unit_cost * self.quantity
+
+
+@strawberry.type
+class Movement(relay.Node):
+    """One immutable change of stock; `quantity` is signed (+ in, - out)."""
+
+    id: relay.NodeID[int]
+    kind: MovementKind  # type: ignore[valid-type]
+    quantity: int
+    balance_after: int
+    reference: str | None
+    patient_reference: str | None
+    reason: str | None
+    occurred_at: datetime
+    recorded_at: datetime
+    location_id: strawberry.Private[int]
+    lot_id: strawberry.Private[int]
+    organisation_id: strawberry.Private[int]
+    counterparty_id: strawberry.Private[int | None]
+    actor_id: strawberry.Private[int | None]
+
+    @classmethod
+    def from_model(cls, m: models.Movement) -> Self:
+        return cls(
+            id=m.id,
+            kind=m.kind,
+            quantity=m.quantity,
+            balance_after=m.balance_after,
+            reference=m.reference,
+            patient_reference=m.patient_reference,
+            reason=m.reason,
+            occurred_at=m.occurred_at,
+            recorded_at=m.recorded_at,
+            location_id=m.location_id,
+            lot_id=m.lot_id,
+            organisation_id=m.organisation_id,
+            counterparty_id=m.counterparty_id,
+            actor_id=m.actor_id,
+        )
+
+    @classmethod
+    async def resolve_nodes(
+        cls, *, info: Info, node_ids: Iterable[str], required: bool = False
+    ) -> list[Self | None]:
+        principal = info.context.require_principal()
+        principal.require(Permission.STOCK_READ)
+        rows = await info.context.by_id(models.Movement).load_many([int(i) for i in node_ids])
+        _check_visible(principal, [r.location_id for r in rows if r])
+        return [cls.from_model(r) if r else None for r in rows]
+
+    @strawberry.field
+    async def location(self, info: Info) -> Location:
+        loc = await info.context.by_id(network_models.Location).load(self.location_id)
+        return Location.from_model(loc)
+
+    @strawberry.field
+    async def lot(self, info: Info) -> Lot:
+        return Lot.from_model(await info.context.by_id(catalog_models.Lot).load(self.lot_id))
+
+    @strawberry.field(description="The organisation that reported this movement.")
+    async def organisation(self, info: Info) -> Organisation:
+        org = await info.context.by_id(network_models.Organisation).load(self.organisation_id)
+        return Organisation.from_model(org)
+
+    @strawberry.field
+    async def counterparty(self, info: Info) -> Organisation | None:
+        if self.counterparty_id is None:
+            return None
+        org = await info.context.by_id(network_models.Organisation).load(self.counterparty_id)
+        return Organisation.from_model(org)
+
+    @strawberry.field(description="Username of who recorded it.")
+    async def actor(self, info: Info) -> str | None:
+        if self.actor_id is None:
+            return None
+        user = await info.context.by_id(network_models.User).load(self.actor_id)
+        return user.username if user else None
+
+
+@strawberry.type
+class StockLevelConnection(relay.Connection[StockLevel]):
+    pass
+
+
+@strawberry.type
+class MovementConnection(relay.Connection[Movement]):
+    pass
+
+
+def _location_filter(principal: Principal, location: relay.GlobalID | None) -> list[int] | None:
+    """The locations a stock query may read: the one asked for (if in scope), else the scope."""
+    if location is not None:
+        location_id = decode_id(location, Location, "location")
+        principal.require(Permission.STOCK_READ, location_id=location_id)
+        return [location_id]
+    principal.require(Permission.STOCK_READ)
+    return None if principal.location_ids is None else sorted(principal.location_ids)
+
+
+@strawberry.type
+class Query:
+    @strawberry.field(description="Stock on hand per lot and location, earliest expiry first.")
+    async def stock_levels(
+        self,
+        info: Info,
+        first: int,
+        after: str | None = None,
+        location: relay.GlobalID | None = None,
+        product: relay.GlobalID | None = None,
+        expiring_before: date | None = None,
+        include_empty: bool = False,
+    ) -> StockLevelConnection:
+        principal = info.context.require_principal()
+        Balance, LotModel = models.Balance, catalog_models.Lot
+        stmt = select(Balance, LotModel.expiry_date).join(LotModel, LotModel.id == Balance.lot_id)
+        if (locations := _location_filter(principal, location)) is not None:
+            stmt = stmt.where(Balance.location_id.in_(locations))
+        if product is not None:
+            stmt = stmt.where(LotModel.product_id == decode_id(product, Product, "product"))
+        if expiring_before is not None:
+            stmt = stmt.where(LotModel.expiry_date < expiring_before)
+        if not include_empty:
+            stmt = stmt.where(Balance.quantity != 0)
+        page = await keyset_page(
+            info.context.db,
+            stmt,
+            keys=[LotModel.expiry_date, Balance.id],
+            first=first,
+            after=after,
+            max_page_size=info.context.services.settings.max_page_size,
+            key_of=lambda r: [r[1], r[0].id],
+        )
+        return to_connection(StockLevelConnection, page, lambda r: StockLevel.from_model(r[0]))
+
+    @strawberry.field(description="Movement history, newest first.")
+    async def movements(
+        self,
+        info: Info,
+        first: int,
+        after: str | None = None,
+        location: relay.GlobalID | None = None,
+        product: relay.GlobalID | None = None,
+        lot: relay.GlobalID | None = None,
+        kinds: list[MovementKind] | None = None,  # type: ignore[valid-type]
+        since: datetime | None = None,
+        until: datetime | None = None,
+    ) -> MovementConnection:
+        principal = info.context.require_principal()
+        M = models.Movement
+        stmt = select(M)
+        if (locations := _location_filter(principal, location)) is not None:
+            stmt = stmt.where(M.location_id.in_(locations))
+        if product is not None:
+            stmt = stmt.where(
+                M.lot_id.in_(
+                    select(catalog_models.Lot.id).where(
+                        catalog_models.Lot.product_id == decode_id(product, Product, "product")
+                    )
+                )
+            )
+        if lot is not None:
+            stmt = stmt.where(M.lot_id == decode_id(lot, Lot, "lot"))
+        if kinds:
+            stmt = stmt.where(M.kind.in_(kinds))
+        if since is not None:
+            stmt = stmt.where(M.occurred_at >= since)
+        if until is not None:
+            stmt = stmt.where(M.occurred_at < until)
+        page = await keyset_page(
+            info.context.db,
+            stmt,
+            keys=[M.id],
+            first=first,
+            after=after,
+            descending=True,
+            max_page_size=info.context.services.settings.max_page_size,
+            key_of=lambda r: [r.id],
+        )
+        return to_connection(MovementConnection, page, Movement.from_model)
+
+
+# --- mutations -------------------------------------------------------------------------------
+
+
+@strawberry.enum
+class DisposalReason(StrEnum):
+    EXPIRED = "EXPIRED"
+    DAMAGED = "DAMAGED"
+    RECALLED = "RECALLED"
+    CONTAMINATED = "CONTAMINATED"
+    PATIENT_REFUSED = "PATIENT_REFUSED"
+    OTHER = "OTHER"
+
+
+@strawberry.input(description="Receive into a location: an existing lot, or product + batch.")
+class ReceiveStockInput:
+    location: relay.GlobalID
+    quantity: int
+    idempotency_key: str
+    lot: relay.GlobalID | None = None
+    product: relay.GlobalID | None = None
+    batch_number: str | None = None
+    expiry_date: date | None = None
+    counterparty: relay.GlobalID | None = None
+    reference: str | None = None
+
+
+@strawberry.input(description="Without `lot`, lots are picked first-expired-first-out.")
+class DispenseStockInput:
+    location: relay.GlobalID
+    quantity: int
+    idempotency_key: str
+    lot: relay.GlobalID | None = None
+    product: relay.GlobalID | None = None
+    patient_reference: str | None = None
+
+
+@strawberry.input(description="A patient brings packs back; they re-enter stock.")
+class ReturnStockInput:
+    location: relay.GlobalID
+    lot: relay.GlobalID
+    quantity: int
+    idempotency_key: str
+    patient_reference: str | None = None
+    reason: str | None = None
+
+
+@strawberry.input(description="A correction: positive adds, negative removes; reason required.")
+class AdjustStockInput:
+    location: relay.GlobalID
+    lot: relay.GlobalID
+    quantity: int
+    reason: str
+    idempotency_key: str
+
+
+@strawberry.input(description="Waste: expired, damaged, recalled... Removes stock for good.")
+class DisposeStockInput:
+    location: relay.GlobalID
+    lot: relay.GlobalID
+    quantity: int
+    reason: DisposalReason
+    idempotency_key: str
+    note: str | None = None
+
+
+@strawberry.type
+class StockMovementPayload:
+    movements: list[Movement] = strawberry.field(default_factory=list)
+    replayed: bool = strawberry.field(
+        default=False, description="True when this idempotency key was already processed."
+    )
+    errors: list[MutationError] = strawberry.field(default_factory=list)
+
+
+def _optional(gid: relay.GlobalID | None, node_type: type, field: str) -> int | None:
+    return None if gid is None else decode_id(gid, node_type, field)
+
+
+async def _record(
+    info: Info, operation: str, key: str, build: Callable[[], MovementRequest]
+) -> StockMovementPayload:
+    result: LedgerResult | None
+    result, errors = await attempt(
+        info,
+        lambda p: info.context.services.ledger.record(
+            p, [build()], operation=operation, idempotency_key=key
+        ),
+    )
+    if result is None:
+        return StockMovementPayload(errors=errors)
+    return StockMovementPayload(
+        movements=[Movement.from_model(m) for m in result.movements], replayed=result.replayed
+    )
+
+
+def _receive_request(input: ReceiveStockInput) -> MovementRequest:
+    new_lot = None
+    if input.lot is None:
+        if input.product is None or not input.batch_number or input.expiry_date is None:
+            raise InvalidInput(
+                "give a lot, or a product with batch number and expiry date", field="lot"
+            )
+        new_lot = NewLot(
+            product_id=decode_id(input.product, Product, "product"),
+            batch_number=input.batch_number,
+            expiry_date=input.expiry_date,
+        )
+    return MovementRequest(
+        kind=models.MovementKind.RECEIVE,
+        location_id=decode_id(input.location, Location, "location"),
+        quantity=input.quantity,
+        lot_id=_optional(input.lot, Lot, "lot"),
+        new_lot=new_lot,
+        counterparty_id=_optional(input.counterparty, Organisation, "counterparty"),
+        reference=input.reference,
+    )
+
+
+@strawberry.type
+class Mutation:
+    @strawberry.mutation
+    async def receive_stock(self, info: Info, input: ReceiveStockInput) -> StockMovementPayload:
+        return await _record(
+            info, "receiveStock", input.idempotency_key, lambda: _receive_request(input)
+        )
+
+    @strawberry.mutation
+    async def dispense_stock(self, info: Info, input: DispenseStockInput) -> StockMovementPayload:
+        return await _record(
+            info,
+            "dispenseStock",
+            input.idempotency_key,
+            lambda: MovementRequest(
+                kind=models.MovementKind.DISPENSE,
+                location_id=decode_id(input.location, Location, "location"),
+                quantity=input.quantity,
+                lot_id=_optional(input.lot, Lot, "lot"),
+                product_id=_optional(input.product, Product, "product"),
+                patient_reference=input.patient_reference,
+            ),
+        )
+
+    @strawberry.mutation
+    async def return_stock(self, info: Info, input: ReturnStockInput) -> StockMovementPayload:
+        return await _record(
+            info,
+            "returnStock",
+            input.idempotency_key,
+            lambda: MovementRequest(
+                kind=models.MovementKind.RETURN,
+                location_id=decode_id(input.location, Location, "location"),
+                quantity=input.quantity,
+                lot_id=decode_id(input.lot, Lot, "lot"),
+                patient_reference=input.patient_reference,
+                reason=input.reason,
+            ),
+        )
+
+    @strawberry.mutation
+    async def adjust_stock(self, info: Info, input: AdjustStockInput) -> StockMovementPayload:
+        return await _record(
+            info,
+            "adjustStock",
+            input.idempotency_key,
+            lambda: MovementRequest(
+                kind=models.MovementKind.ADJUST,
+                location_id=decode_id(input.location, Location, "location"),
+                quantity=input.quantity,
+                lot_id=decode_id(input.lot, Lot, "lot"),
+                reason=input.reason,
+            ),
+        )
+
+    @strawberry.mutation
+    async def dispose_stock(self, info: Info, input: DisposeStockInput) -> StockMovementPayload:
+        reason = input.reason.value + (f": {input.note.strip()}" if input.note else "")
+        return await _record(
+            info,
+            "disposeStock",
+            input.idempotency_key,
+            lambda: MovementRequest(
+                kind=models.MovementKind.DISPOSE,
+                location_id=decode_id(input.location, Location, "location"),
+                quantity=input.quantity,
+                lot_id=decode_id(input.lot, Lot, "lot"),
+                reason=reason[:200],
+            ),
+        )

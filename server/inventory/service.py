@@ -1,0 +1,348 @@
+"""Ledger use cases. Each public method is one transaction: movements, balances, audit, events.
+
+Other services that move stock inside their own transaction (transfers, receiving) call
+`apply_movements` with their session, so the ledger rules are written exactly once.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from datetime import date, datetime
+
+from sqlalchemy import select
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from server.catalog.models import Lot, LotStatus
+from server.catalog.service import find_or_create_lot
+from server.core import audit
+from server.core.db import Database, utcnow
+from server.core.errors import (
+    DomainError,
+    ErrorCode,
+    InsufficientStock,
+    InvalidInput,
+    NotFound,
+)
+from server.core.events import Event, EventBus
+from server.core.security import Principal
+from server.inventory.models import Balance, IdempotencyRecord, Movement, MovementKind
+from server.inventory.rules import (
+    KIND_PERMISSION,
+    OUTFLOWS,
+    REASON_REQUIRED,
+    check_issuable,
+    signed_quantity,
+)
+from server.network.models import Location
+
+STOCK_TOPIC = "stock"
+
+
+@dataclass(frozen=True)
+class MovementRequest:
+    """What a caller asks for. Without `lot_id`, outflows pick lots first-expired-first-out."""
+
+    kind: MovementKind
+    location_id: int
+    quantity: int
+    lot_id: int | None = None
+    product_id: int | None = None
+    reason: str | None = None
+    patient_reference: str | None = None
+    reference: str | None = None
+    counterparty_id: int | None = None
+    occurred_at: datetime | None = None
+    new_lot: NewLot | None = None
+
+
+@dataclass(frozen=True)
+class NewLot:
+    """A batch seen for the first time on receipt: found, or created with this expiry."""
+
+    product_id: int
+    batch_number: str
+    expiry_date: date
+    manufacturer_id: int | None = None
+
+
+@dataclass(frozen=True)
+class LedgerResult:
+    movements: list[Movement]
+    replayed: bool = False
+
+
+def _request_hash(operation: str, requests: Sequence[MovementRequest]) -> str:
+    body = json.dumps(
+        {"operation": operation, "requests": [asdict(r) for r in requests]},
+        sort_keys=True,
+        default=str,
+    )
+    return hashlib.sha256(body.encode()).hexdigest()
+
+
+def movement_snapshot(movement: Movement) -> dict[str, object]:
+    return {
+        "kind": movement.kind.value,
+        "lot_id": movement.lot_id,
+        "location_id": movement.location_id,
+        "quantity": movement.quantity,
+        "balance_after": movement.balance_after,
+        "reason": movement.reason,
+        "reference": movement.reference,
+        "patient_reference": movement.patient_reference,
+    }
+
+
+def stock_event(movement: Movement, product_id: int) -> Event:
+    return Event(
+        STOCK_TOPIC,
+        {
+            "movement_id": movement.id,
+            "location_id": movement.location_id,
+            "lot_id": movement.lot_id,
+            "product_id": product_id,
+            "quantity": movement.balance_after,
+            "actor_id": movement.actor_id,
+        },
+    )
+
+
+async def _upsert_balance(
+    session: AsyncSession, location_id: int, lot_id: int, delta: int, now: datetime
+) -> int:
+    """Atomically add `delta` and return the new quantity (row-locked on PostgreSQL)."""
+    insert = sqlite_insert if session.bind.dialect.name == "sqlite" else pg_insert
+    stmt = insert(Balance).values(
+        location_id=location_id, lot_id=lot_id, quantity=delta, updated_at=now
+    )
+    stmt = stmt.on_conflict_do_update(
+        index_elements=["location_id", "lot_id"],
+        set_={"quantity": Balance.quantity + stmt.excluded.quantity, "updated_at": now},
+    ).returning(Balance.quantity)
+    return (await session.execute(stmt)).scalar_one()
+
+
+async def _fefo_allocation(
+    session: AsyncSession, request: MovementRequest, on_date: datetime
+) -> list[tuple[Lot, int]]:
+    """Split an outflow across issuable lots, earliest expiry first (locks rows on PostgreSQL)."""
+    if request.product_id is None:
+        raise InvalidInput("name a lot or a product to issue from", field="product")
+    rows = (
+        await session.execute(
+            select(Lot, Balance.quantity)
+            .join(Balance, Balance.lot_id == Lot.id)
+            .where(
+                Balance.location_id == request.location_id,
+                Lot.product_id == request.product_id,
+                Balance.quantity > 0,
+                Lot.status == LotStatus.RELEASED,
+                Lot.expiry_date >= on_date.date(),
+            )
+            .order_by(Lot.expiry_date, Lot.id)
+            .with_for_update(of=Balance)
+        )
+    ).all()
+    remaining = request.quantity
+    allocation: list[tuple[Lot, int]] = []
+    for lot, available in rows:
+        take = min(available, remaining)
+        allocation.append((lot, take))
+        remaining -= take
+        if remaining == 0:
+            return allocation
+    available_total = request.quantity - remaining
+    raise InsufficientStock(
+        f"only {available_total} issuable on hand at this location "
+        f"(expired and held lots excluded), {request.quantity} requested",
+        field="quantity",
+    )
+
+
+async def _resolve(
+    session: AsyncSession, principal: Principal, request: MovementRequest, field: str
+) -> list[tuple[Lot, Location, int]]:
+    """Check one request and decide which lots it touches (FEFO for outflows without a lot)."""
+    try:
+        signed_quantity(request.kind, request.quantity)
+    except InvalidInput as exc:
+        raise InvalidInput(exc.message, field=field) from None
+    principal.require(KIND_PERMISSION[request.kind], location_id=request.location_id)
+    if request.kind in REASON_REQUIRED and not (request.reason or "").strip():
+        raise InvalidInput(f"{request.kind.value} needs a reason", field="reason")
+    location = await session.get(Location, request.location_id)
+    if location is None or not location.active:
+        raise NotFound(f"location {request.location_id} does not exist", field="location")
+    occurred_at = request.occurred_at or utcnow()
+    if request.lot_id is None and request.kind in OUTFLOWS:
+        allocation = await _fefo_allocation(session, request, occurred_at)
+        return [(lot, location, quantity) for lot, quantity in allocation]
+    if request.lot_id is not None:
+        lot = await session.get(Lot, request.lot_id)
+        if lot is None:
+            raise NotFound(f"lot {request.lot_id} does not exist", field="lot")
+    elif request.new_lot is not None:
+        lot = await find_or_create_lot(session, principal, **asdict(request.new_lot))
+    else:
+        raise InvalidInput("name the lot this stock belongs to", field="lot")
+    if request.product_id is not None and lot.product_id != request.product_id:
+        raise InvalidInput(f"lot {lot.batch_number} is not of that product", field="lot")
+    check_issuable(
+        request.kind,
+        batch=lot.batch_number,
+        expiry=lot.expiry_date,
+        status=lot.status,
+        on=occurred_at.date(),
+    )
+    return [(lot, location, request.quantity)]
+
+
+async def _preload(session: AsyncSession, requests: Sequence[MovementRequest]) -> None:
+    """Load every named lot and location in two queries; later gets hit the identity map."""
+    lot_ids = {r.lot_id for r in requests if r.lot_id is not None}
+    location_ids = {r.location_id for r in requests}
+    if lot_ids:
+        await session.execute(select(Lot).where(Lot.id.in_(lot_ids)))
+    await session.execute(select(Location).where(Location.id.in_(location_ids)))
+
+
+async def apply_movements(
+    session: AsyncSession,
+    principal: Principal,
+    requests: Sequence[MovementRequest],
+    *,
+    request_key: str | None = None,
+) -> list[tuple[Movement, Lot]]:
+    """Check and write movements in the caller's transaction; raise before anything is kept."""
+    if not requests:
+        raise InvalidInput("no movements given", field="movements")
+    now = utcnow()
+    written: list[tuple[Movement, Lot]] = []
+    await _preload(session, requests)
+    with session.no_autoflush:
+        for index, request in enumerate(requests):
+            field = "quantity" if len(requests) == 1 else f"movements.{index}.quantity"
+            for lot, location, quantity in await _resolve(session, principal, request, field):
+                delta = signed_quantity(request.kind, quantity)
+                balance = await _upsert_balance(session, location.id, lot.id, delta, now)
+                if balance < 0 and not location.allow_negative_stock:
+                    raise InsufficientStock(
+                        f"only {balance - delta} of lot {lot.batch_number} on hand at "
+                        f"{location.code}, {abs(delta)} requested",
+                        field=field,
+                    )
+                movement = Movement(
+                    kind=request.kind,
+                    lot_id=lot.id,
+                    location_id=location.id,
+                    organisation_id=location.organisation_id,
+                    counterparty_id=request.counterparty_id,
+                    quantity=delta,
+                    balance_after=balance,
+                    reference=request.reference,
+                    patient_reference=request.patient_reference,
+                    reason=request.reason,
+                    actor_id=principal.user_id,
+                    request_key=request_key,
+                    occurred_at=request.occurred_at or now,
+                    recorded_at=now,
+                )
+                written.append((movement, lot))
+    session.add_all([m for m, _ in written])
+    await session.flush()
+    await audit.record_many(
+        session,
+        principal,
+        [
+            audit.AuditEntry(
+                action=f"stock.{movement.kind.value.lower()}",
+                entity_type="Movement",
+                entity_id=movement.id,
+                after=movement_snapshot(movement),
+                reason=movement.reason,
+            )
+            for movement, _lot in written
+        ],
+    )
+    return written
+
+
+class LedgerService:
+    def __init__(self, db: Database, bus: EventBus) -> None:
+        self.db = db
+        self.bus = bus
+
+    async def record(
+        self,
+        principal: Principal,
+        requests: Sequence[MovementRequest],
+        *,
+        operation: str,
+        idempotency_key: str | None = None,
+    ) -> LedgerResult:
+        """Record movements all-or-nothing; a known idempotency key returns the first result."""
+        key = (idempotency_key or "").strip() or None
+        if key is not None and len(key) > 100:
+            raise InvalidInput(
+                "idempotency key is longer than 100 characters", field="idempotencyKey"
+            )
+        request_hash = _request_hash(operation, requests)
+        if key is not None and (replay := await self._replay(principal, key, request_hash)):
+            return replay
+        try:
+            async with self.db.write() as session:
+                if key is not None:
+                    # Claimed first: a concurrent twin blocks here, then fails and replays.
+                    session.add(
+                        IdempotencyRecord(
+                            key=key,
+                            actor_id=principal.user_id,
+                            operation=operation,
+                            request_hash=request_hash,
+                            movement_ids=[],
+                        )
+                    )
+                    await session.flush()
+                written = await apply_movements(session, principal, requests, request_key=key)
+                if key is not None:
+                    record = await session.get(IdempotencyRecord, key)
+                    assert record is not None
+                    record.movement_ids = [m.id for m, _ in written]
+        except IntegrityError:
+            if key is not None and (replay := await self._replay(principal, key, request_hash)):
+                return replay
+            raise
+        self.bus.publish([stock_event(m, lot.product_id) for m, lot in written])
+        return LedgerResult([m for m, _ in written])
+
+    async def _replay(
+        self, principal: Principal, key: str, request_hash: str
+    ) -> LedgerResult | None:
+        async with self.db.read() as session:
+            record = await session.get(IdempotencyRecord, key)
+            if record is None:
+                return None
+            if record.actor_id != principal.user_id or record.request_hash != request_hash:
+                raise DomainError(
+                    "this idempotency key was already used for a different request",
+                    field="idempotencyKey",
+                    code=ErrorCode.IDEMPOTENCY_KEY_REUSED,
+                )
+            movements = (
+                (
+                    await session.execute(
+                        select(Movement)
+                        .where(Movement.id.in_(record.movement_ids))
+                        .order_by(Movement.id)
+                    )
+                )
+                .scalars()
+                .all()
+            )
+            return LedgerResult(list(movements), replayed=True)

@@ -1,0 +1,422 @@
+"""GraphQL for organisations, locations and users: types, queries and mutations."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Self
+
+import strawberry
+from sqlalchemy import or_, select
+from strawberry import relay
+
+from server.core.graphql import Info, MutationError, attempt, decode_id, keyset_page, to_connection
+from server.core.security import Permission, Role
+from server.network import models
+
+OrganisationKind = strawberry.enum(models.OrganisationKind)
+LocationKind = strawberry.enum(models.LocationKind)
+RoleEnum = strawberry.enum(Role, name="Role")
+
+
+@strawberry.type
+class Organisation(relay.Node):
+    id: relay.NodeID[int]
+    name: str
+    kind: OrganisationKind  # type: ignore[valid-type]
+    gln: str | None
+
+    @classmethod
+    def from_model(cls, org: models.Organisation) -> Self:
+        return cls(id=org.id, name=org.name, kind=org.kind, gln=org.gln)
+
+    @classmethod
+    async def resolve_nodes(
+        cls, *, info: Info, node_ids: Iterable[str], required: bool = False
+    ) -> list[Self | None]:
+        info.context.require_principal()
+        rows = await info.context.by_id(models.Organisation).load_many([int(i) for i in node_ids])
+        return [cls.from_model(r) if r else None for r in rows]
+
+    @strawberry.field
+    async def locations(self, info: Info) -> list[Location]:
+        rows = await info.context.grouped(
+            "locations_by_org", models.Location.organisation_id, models.Location.code
+        ).load(self.id)
+        return [Location.from_model(r) for r in rows]
+
+
+@strawberry.type
+class Location(relay.Node):
+    id: relay.NodeID[int]
+    code: str
+    name: str
+    kind: LocationKind  # type: ignore[valid-type]
+    allow_negative_stock: bool
+    active: bool
+    organisation_id: strawberry.Private[int]
+    parent_id: strawberry.Private[int | None]
+
+    @classmethod
+    def from_model(cls, loc: models.Location) -> Self:
+        return cls(
+            id=loc.id,
+            code=loc.code,
+            name=loc.name,
+            kind=loc.kind,
+            allow_negative_stock=loc.allow_negative_stock,
+            active=loc.active,
+            organisation_id=loc.organisation_id,
+            parent_id=loc.parent_id,
+        )
+
+    @classmethod
+    async def resolve_nodes(
+        cls, *, info: Info, node_ids: Iterable[str], required: bool = False
+    ) -> list[Self | None]:
+        info.context.require_principal()
+        rows = await info.context.by_id(models.Location).load_many([int(i) for i in node_ids])
+        return [cls.from_model(r) if r else None for r in rows]
+
+    @strawberry.field
+    async def organisation(self, info: Info) -> Organisation:
+        org = await info.context.by_id(models.Organisation).load(self.organisation_id)
+        return Organisation.from_model(org)
+
+    @strawberry.field
+    async def parent(self, info: Info) -> Location | None:
+        if self.parent_id is None:
+            return None
+        return Location.from_model(await info.context.by_id(models.Location).load(self.parent_id))
+
+    @strawberry.field(description="Whether the signed-in user may see and move stock here.")
+    def in_my_scope(self, info: Info) -> bool:
+        return info.context.require_principal().sees_location(self.id)
+
+
+@strawberry.type
+class User(relay.Node):
+    id: relay.NodeID[int]
+    username: str
+    full_name: str
+    active: bool
+    organisation_id: strawberry.Private[int | None]
+
+    @classmethod
+    def from_model(cls, user: models.User) -> Self:
+        return cls(
+            id=user.id,
+            username=user.username,
+            full_name=user.full_name,
+            active=user.active,
+            organisation_id=user.organisation_id,
+        )
+
+    @classmethod
+    async def resolve_nodes(
+        cls, *, info: Info, node_ids: Iterable[str], required: bool = False
+    ) -> list[Self | None]:
+        principal = info.context.require_principal()
+        ids = [int(i) for i in node_ids]
+        if any(i != principal.user_id for i in ids):
+            principal.require(Permission.USERS_MANAGE)
+        rows = await info.context.by_id(models.User).load_many(ids)
+        return [cls.from_model(r) if r else None for r in rows]
+
+    @strawberry.field
+    async def roles(self, info: Info) -> list[RoleEnum]:  # type: ignore[valid-type]
+        rows = await info.context.grouped("roles_by_user", models.UserRole.user_id).load(self.id)
+        return sorted(r.role for r in rows)
+
+    @strawberry.field(description="Explicit location scope; empty means the whole organisation.")
+    async def locations(self, info: Info) -> list[Location]:
+        links = await info.context.grouped("locations_by_user", models.UserLocation.user_id).load(
+            self.id
+        )
+        rows = await info.context.by_id(models.Location).load_many([x.location_id for x in links])
+        return [Location.from_model(r) for r in rows if r]
+
+    @strawberry.field
+    async def organisation(self, info: Info) -> Organisation | None:
+        if self.organisation_id is None:
+            return None
+        org = await info.context.by_id(models.Organisation).load(self.organisation_id)
+        return Organisation.from_model(org)
+
+
+@strawberry.type
+class OrganisationConnection(relay.Connection[Organisation]):
+    pass
+
+
+@strawberry.type
+class LocationConnection(relay.Connection[Location]):
+    pass
+
+
+@strawberry.type
+class UserConnection(relay.Connection[User]):
+    pass
+
+
+@strawberry.type
+class Query:
+    @strawberry.field(description="The signed-in user.")
+    async def me(self, info: Info) -> User:
+        principal = info.context.require_principal()
+        return User.from_model(await info.context.by_id(models.User).load(principal.user_id))
+
+    @strawberry.field
+    async def organisations(
+        self,
+        info: Info,
+        first: int,
+        after: str | None = None,
+        kind: OrganisationKind | None = None,  # type: ignore[valid-type]
+    ) -> OrganisationConnection:
+        info.context.require_principal().require(Permission.NETWORK_READ)
+        stmt = select(models.Organisation)
+        if kind is not None:
+            stmt = stmt.where(models.Organisation.kind == kind)
+        page = await keyset_page(
+            info.context.db,
+            stmt,
+            keys=[models.Organisation.id],
+            first=first,
+            after=after,
+            max_page_size=info.context.services.settings.max_page_size,
+            key_of=lambda r: [r.id],
+        )
+        return to_connection(OrganisationConnection, page, Organisation.from_model)
+
+    @strawberry.field
+    async def locations(
+        self,
+        info: Info,
+        first: int,
+        after: str | None = None,
+        organisation: relay.GlobalID | None = None,
+        kind: LocationKind | None = None,  # type: ignore[valid-type]
+        search: str | None = None,
+        mine: bool = False,
+    ) -> LocationConnection:
+        principal = info.context.require_principal()
+        principal.require(Permission.NETWORK_READ)
+        stmt = select(models.Location)
+        if organisation is not None:
+            org_id = decode_id(organisation, Organisation, "organisation")
+            stmt = stmt.where(models.Location.organisation_id == org_id)
+        if kind is not None:
+            stmt = stmt.where(models.Location.kind == kind)
+        if search:
+            pattern = f"%{search.strip().lower()}%"
+            stmt = stmt.where(
+                or_(models.Location.code.ilike(pattern), models.Location.name.ilike(pattern))
+            )
+        if mine and principal.location_ids is not None:
+            stmt = stmt.where(models.Location.id.in_(principal.location_ids))
+        page = await keyset_page(
+            info.context.db,
+            stmt,
+            keys=[models.Location.id],
+            first=first,
+            after=after,
+            max_page_size=info.context.services.settings.max_page_size,
+            key_of=lambda r: [r.id],
+        )
+        return to_connection(LocationConnection, page, Location.from_model)
+
+    @strawberry.field(description="Administrators only.")
+    async def users(self, info: Info, first: int, after: str | None = None) -> UserConnection:
+        info.context.require_principal().require(Permission.USERS_MANAGE)
+        page = await keyset_page(
+            info.context.db,
+            select(models.User),
+            keys=[models.User.id],
+            first=first,
+            after=after,
+            max_page_size=info.context.services.settings.max_page_size,
+            key_of=lambda r: [r.id],
+        )
+        return to_connection(UserConnection, page, User.from_model)
+
+
+# --- mutations -------------------------------------------------------------------------------
+
+
+@strawberry.input
+class CreateOrganisationInput:
+    name: str
+    kind: OrganisationKind  # type: ignore[valid-type]
+    gln: str | None = None
+
+
+@strawberry.input
+class UpdateOrganisationInput:
+    id: relay.GlobalID
+    name: str | None = None
+    kind: OrganisationKind | None = None  # type: ignore[valid-type]
+    gln: str | None = None
+
+
+@strawberry.type
+class OrganisationPayload:
+    organisation: Organisation | None = None
+    errors: list[MutationError] = strawberry.field(default_factory=list)
+
+
+@strawberry.input
+class CreateLocationInput:
+    organisation: relay.GlobalID
+    code: str
+    name: str
+    kind: LocationKind  # type: ignore[valid-type]
+    parent: relay.GlobalID | None = None
+    allow_negative_stock: bool = False
+
+
+@strawberry.input
+class UpdateLocationInput:
+    id: relay.GlobalID
+    code: str | None = None
+    name: str | None = None
+    kind: LocationKind | None = None  # type: ignore[valid-type]
+    parent: relay.GlobalID | None = None
+    allow_negative_stock: bool | None = None
+    active: bool | None = None
+
+
+@strawberry.type
+class LocationPayload:
+    location: Location | None = None
+    errors: list[MutationError] = strawberry.field(default_factory=list)
+
+
+@strawberry.input
+class CreateUserInput:
+    username: str
+    full_name: str
+    password: str
+    roles: list[RoleEnum]  # type: ignore[valid-type]
+    organisation: relay.GlobalID | None = None
+    locations: list[relay.GlobalID] = strawberry.field(default_factory=list)
+
+
+@strawberry.input
+class UpdateUserInput:
+    id: relay.GlobalID
+    full_name: str | None = None
+    password: str | None = None
+    roles: list[RoleEnum] | None = None  # type: ignore[valid-type]
+    organisation: relay.GlobalID | None = None
+    locations: list[relay.GlobalID] | None = None
+    active: bool | None = None
+
+
+@strawberry.type
+class UserPayload:
+    user: User | None = None
+    errors: list[MutationError] = strawberry.field(default_factory=list)
+
+
+def _optional_id(value: relay.GlobalID | None, node_type: type, field: str) -> int | None:
+    return None if value is None else decode_id(value, node_type, field)
+
+
+@strawberry.type
+class Mutation:
+    @strawberry.mutation
+    async def create_organisation(
+        self, info: Info, input: CreateOrganisationInput
+    ) -> OrganisationPayload:
+        org, errors = await attempt(
+            info,
+            lambda p: info.context.services.network.create_organisation(
+                p, name=input.name, kind=input.kind, gln=input.gln
+            ),
+        )
+        return OrganisationPayload(organisation=org and Organisation.from_model(org), errors=errors)
+
+    @strawberry.mutation
+    async def update_organisation(
+        self, info: Info, input: UpdateOrganisationInput
+    ) -> OrganisationPayload:
+        org, errors = await attempt(
+            info,
+            lambda p: info.context.services.network.update_organisation(
+                p,
+                decode_id(input.id, Organisation, "id"),
+                name=input.name,
+                kind=input.kind,
+                gln=input.gln,
+            ),
+        )
+        return OrganisationPayload(organisation=org and Organisation.from_model(org), errors=errors)
+
+    @strawberry.mutation
+    async def create_location(self, info: Info, input: CreateLocationInput) -> LocationPayload:
+        loc, errors = await attempt(
+            info,
+            lambda p: info.context.services.network.create_location(
+                p,
+                organisation_id=decode_id(input.organisation, Organisation, "organisation"),
+                code=input.code,
+                name=input.name,
+                kind=input.kind,
+                parent_id=_optional_id(input.parent, Location, "parent"),
+                allow_negative_stock=input.allow_negative_stock,
+            ),
+        )
+        return LocationPayload(location=loc and Location.from_model(loc), errors=errors)
+
+    @strawberry.mutation
+    async def update_location(self, info: Info, input: UpdateLocationInput) -> LocationPayload:
+        loc, errors = await attempt(
+            info,
+            lambda p: info.context.services.network.update_location(
+                p,
+                decode_id(input.id, Location, "id"),
+                code=input.code,
+                name=input.name,
+                kind=input.kind,
+                parent_id=_optional_id(input.parent, Location, "parent"),
+                allow_negative_stock=input.allow_negative_stock,
+                active=input.active,
+            ),
+        )
+        return LocationPayload(location=loc and Location.from_model(loc), errors=errors)
+
+    @strawberry.mutation
+    async def create_user(self, info: Info, input: CreateUserInput) -> UserPayload:
+        user, errors = await attempt(
+            info,
+            lambda p: info.context.services.network.create_user(
+                p,
+                username=input.username,
+                full_name=input.full_name,
+                password=input.password,
+                roles=input.roles,
+                organisation_id=_optional_id(input.organisation, Organisation, "organisation"),
+                location_ids=[decode_id(x, Location, "locations") for x in input.locations],
+            ),
+        )
+        return UserPayload(user=user and User.from_model(user), errors=errors)
+
+    @strawberry.mutation
+    async def update_user(self, info: Info, input: UpdateUserInput) -> UserPayload:
+        locations = input.locations
+        user, errors = await attempt(
+            info,
+            lambda p: info.context.services.network.update_user(
+                p,
+                decode_id(input.id, User, "id"),
+                full_name=input.full_name,
+                password=input.password,
+                roles=input.roles,
+                organisation_id=_optional_id(input.organisation, Organisation, "organisation"),
+                location_ids=None
+                if locations is None
+                else [decode_id(x, Location, "locations") for x in locations],
+                active=input.active,
+            ),
+        )
+        return UserPayload(user=user and User.from_model(user), errors=errors)

@@ -1,0 +1,557 @@
+"""Organisations, locations, users and sign-in. Each write is one audited transaction."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from sqlalchemy import delete, select, update
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from server.catalog.gtin import gtin_check_digit
+from server.core import audit
+from server.core.db import Database, utcnow
+from server.core.errors import DomainError, ErrorCode, InvalidInput, Unauthenticated
+from server.core.security import (
+    GLOBAL_ROLES,
+    Permission,
+    Principal,
+    Role,
+    TokenService,
+    hash_password,
+    hash_refresh_token,
+    verify_password,
+)
+from server.core.validation import ensure_unique, get_or_not_found, required_text
+from server.network.models import (
+    Location,
+    LocationKind,
+    Organisation,
+    OrganisationKind,
+    RefreshToken,
+    User,
+    UserLocation,
+    UserRole,
+)
+
+
+@dataclass(frozen=True)
+class TokenPair:
+    access_token: str
+    refresh_token: str
+    expires_in: int
+
+
+def location_descendants(locations: Iterable[tuple[int, int | None]], roots: set[int]) -> set[int]:
+    """All locations at or below `roots` in the tree given as (id, parent_id) pairs."""
+    children: dict[int | None, list[int]] = {}
+    for location_id, parent_id in locations:
+        children.setdefault(parent_id, []).append(location_id)
+    seen: set[int] = set()
+    stack = list(roots)
+    while stack:
+        current = stack.pop()
+        if current in seen:
+            continue
+        seen.add(current)
+        stack.extend(children.get(current, ()))
+    return seen
+
+
+def organisation_snapshot(org: Organisation) -> dict[str, object]:
+    return {"name": org.name, "kind": org.kind.value, "gln": org.gln}
+
+
+def location_snapshot(loc: Location) -> dict[str, object]:
+    return {
+        "organisation_id": loc.organisation_id,
+        "parent_id": loc.parent_id,
+        "code": loc.code,
+        "name": loc.name,
+        "kind": loc.kind.value,
+        "allow_negative_stock": loc.allow_negative_stock,
+        "active": loc.active,
+    }
+
+
+class NetworkService:
+    def __init__(self, db: Database, tokens: TokenService) -> None:
+        self.db = db
+        self.tokens = tokens
+
+    # --- principals and sign-in -----------------------------------------------------------
+
+    async def load_principal(self, user_id: int, request_id: str | None = None) -> Principal:
+        """Build the request's principal from the database, so role changes apply at once."""
+        async with self.db.read() as session:
+            user = await session.get(User, user_id)
+            if user is None or not user.active:
+                raise Unauthenticated("this account no longer exists or is disabled")
+            roles = frozenset(
+                (await session.execute(select(UserRole.role).where(UserRole.user_id == user_id)))
+                .scalars()
+                .all()
+            )
+            location_ids = await self._scope(session, user, roles)
+        principal = Principal(
+            user_id=user.id,
+            username=user.username,
+            roles=roles,
+            organisation_id=user.organisation_id,
+            location_ids=location_ids,
+        )
+        if request_id:
+            principal = Principal(**{**principal.__dict__, "request_id": request_id})
+        return principal
+
+    async def _scope(
+        self, session: AsyncSession, user: User, roles: frozenset[Role]
+    ) -> frozenset[int] | None:
+        if roles & GLOBAL_ROLES:
+            return None
+        tree = (await session.execute(select(Location.id, Location.parent_id))).all()
+        explicit = set(
+            (
+                await session.execute(
+                    select(UserLocation.location_id).where(UserLocation.user_id == user.id)
+                )
+            ).scalars()
+        )
+        if not explicit and user.organisation_id is not None:
+            explicit = set(
+                (
+                    await session.execute(
+                        select(Location.id).where(
+                            Location.organisation_id == user.organisation_id,
+                            Location.parent_id.is_(None),
+                        )
+                    )
+                ).scalars()
+            )
+        return frozenset(location_descendants(tree, explicit))
+
+    async def password_grant(self, username: str, password: str) -> TokenPair:
+        async with self.db.read() as session:
+            user = (
+                await session.execute(select(User).where(User.username == username))
+            ).scalar_one_or_none()
+        ok = verify_password(user.password_hash if user else None, password)
+        if user is None or not ok or not user.active:
+            raise DomainError("wrong username or password", code=ErrorCode.INVALID_CREDENTIALS)
+        async with self.db.write() as session:
+            return await self._issue(session, user.id, family=uuid.uuid4().hex)
+
+    async def refresh_grant(self, refresh_token: str) -> TokenPair:
+        """Rotate: the presented token is spent; presenting a spent one revokes its family."""
+        now = utcnow()
+        token_hash = hash_refresh_token(refresh_token)
+        reused_family: str | None = None
+        async with self.db.write() as session:
+            token = (
+                await session.execute(
+                    select(RefreshToken)
+                    .where(RefreshToken.token_hash == token_hash)
+                    .with_for_update()
+                )
+            ).scalar_one_or_none()
+            if token is None or token.expires_at < now:
+                raise DomainError(
+                    "unknown or expired refresh token", code=ErrorCode.INVALID_CREDENTIALS
+                )
+            if token.revoked_at is not None:
+                reused_family = token.family
+                await session.execute(
+                    update(RefreshToken)
+                    .where(RefreshToken.family == token.family, RefreshToken.revoked_at.is_(None))
+                    .values(revoked_at=now)
+                )
+            else:
+                user = await session.get(User, token.user_id)
+                if user is None or not user.active:
+                    raise DomainError("account disabled", code=ErrorCode.INVALID_CREDENTIALS)
+                token.revoked_at = now
+                return await self._issue(session, token.user_id, family=token.family)
+        raise DomainError(
+            f"refresh token already used; every session of sign-in {reused_family[:8]} revoked",
+            code=ErrorCode.INVALID_CREDENTIALS,
+        )
+
+    async def revoke(self, refresh_token: str) -> bool:
+        async with self.db.write() as session:
+            result = await session.execute(
+                update(RefreshToken)
+                .where(
+                    RefreshToken.token_hash == hash_refresh_token(refresh_token),
+                    RefreshToken.revoked_at.is_(None),
+                )
+                .values(revoked_at=utcnow())
+            )
+            return bool(result.rowcount)
+
+    async def _issue(self, session: AsyncSession, user_id: int, *, family: str) -> TokenPair:
+        roles = frozenset(
+            (await session.execute(select(UserRole.role).where(UserRole.user_id == user_id)))
+            .scalars()
+            .all()
+        )
+        refresh, refresh_hash = self.tokens.new_refresh_token()
+        session.add(
+            RefreshToken(
+                user_id=user_id,
+                family=family,
+                token_hash=refresh_hash,
+                expires_at=utcnow() + self.tokens.refresh_ttl,
+            )
+        )
+        return TokenPair(
+            access_token=self.tokens.issue_access_token(user_id, roles),
+            refresh_token=refresh,
+            expires_in=int(self.tokens.access_ttl.total_seconds()),
+        )
+
+    # --- organisations -------------------------------------------------------------------
+
+    async def create_organisation(
+        self, principal: Principal, *, name: str, kind: OrganisationKind, gln: str | None = None
+    ) -> Organisation:
+        principal.require(Permission.NETWORK_MANAGE)
+        name = required_text(name, "name")
+        gln = _valid_gln(gln)
+        async with self.db.write() as session:
+            await ensure_unique(session, Organisation.name, name, "name")
+            if gln:
+                await ensure_unique(session, Organisation.gln, gln, "gln")
+            org = Organisation(name=name, kind=kind, gln=gln)
+            session.add(org)
+            await session.flush()
+            await audit.record(
+                session,
+                principal,
+                action="organisation.create",
+                entity_type="Organisation",
+                entity_id=org.id,
+                after=organisation_snapshot(org),
+            )
+            return org
+
+    async def update_organisation(
+        self,
+        principal: Principal,
+        organisation_id: int,
+        *,
+        name: str | None = None,
+        kind: OrganisationKind | None = None,
+        gln: str | None = None,
+    ) -> Organisation:
+        principal.require(Permission.NETWORK_MANAGE)
+        async with self.db.write() as session:
+            org = await get_or_not_found(session, Organisation, organisation_id, "organisation")
+            before = organisation_snapshot(org)
+            if name is not None and name != org.name:
+                org.name = required_text(name, "name")
+                await ensure_unique(session, Organisation.name, org.name, "name")
+            if kind is not None:
+                org.kind = kind
+            if gln is not None and gln != org.gln:
+                org.gln = _valid_gln(gln)
+                if org.gln:
+                    await ensure_unique(session, Organisation.gln, org.gln, "gln")
+            await session.flush()
+            await audit.record(
+                session,
+                principal,
+                action="organisation.update",
+                entity_type="Organisation",
+                entity_id=org.id,
+                before=before,
+                after=organisation_snapshot(org),
+            )
+            return org
+
+    # --- locations -----------------------------------------------------------------------
+
+    async def create_location(
+        self,
+        principal: Principal,
+        *,
+        organisation_id: int,
+        code: str,
+        name: str,
+        kind: LocationKind,
+        parent_id: int | None = None,
+        allow_negative_stock: bool = False,
+    ) -> Location:
+        principal.require(Permission.NETWORK_MANAGE)
+        code = _location_code(code)
+        name = required_text(name, "name")
+        async with self.db.write() as session:
+            await get_or_not_found(session, Organisation, organisation_id, "organisation")
+            if parent_id is not None:
+                parent = await get_or_not_found(session, Location, parent_id, "parent")
+                if parent.organisation_id != organisation_id:
+                    raise InvalidInput(
+                        "a location's parent must belong to the same organisation", field="parent"
+                    )
+            await ensure_unique(session, Location.code, code, "code")
+            location = Location(
+                organisation_id=organisation_id,
+                code=code,
+                name=name,
+                kind=kind,
+                parent_id=parent_id,
+                allow_negative_stock=allow_negative_stock,
+            )
+            session.add(location)
+            await session.flush()
+            await audit.record(
+                session,
+                principal,
+                action="location.create",
+                entity_type="Location",
+                entity_id=location.id,
+                after=location_snapshot(location),
+            )
+            return location
+
+    async def update_location(
+        self,
+        principal: Principal,
+        location_id: int,
+        *,
+        name: str | None = None,
+        code: str | None = None,
+        kind: LocationKind | None = None,
+        parent_id: int | None = None,
+        allow_negative_stock: bool | None = None,
+        active: bool | None = None,
+    ) -> Location:
+        principal.require(Permission.NETWORK_MANAGE)
+        async with self.db.write() as session:
+            location = await get_or_not_found(session, Location, location_id, "location")
+            before = location_snapshot(location)
+            if name is not None:
+                location.name = required_text(name, "name")
+            if code is not None and _location_code(code) != location.code:
+                location.code = _location_code(code)
+                await ensure_unique(session, Location.code, location.code, "code")
+            if kind is not None:
+                location.kind = kind
+            if parent_id is not None:
+                await self._check_parent(session, location, parent_id)
+                location.parent_id = parent_id
+            if allow_negative_stock is not None:
+                location.allow_negative_stock = allow_negative_stock
+            if active is not None:
+                location.active = active
+            await session.flush()
+            await audit.record(
+                session,
+                principal,
+                action="location.update",
+                entity_type="Location",
+                entity_id=location.id,
+                before=before,
+                after=location_snapshot(location),
+            )
+            return location
+
+    async def _check_parent(
+        self, session: AsyncSession, location: Location, parent_id: int
+    ) -> None:
+        parent = await get_or_not_found(session, Location, parent_id, "parent")
+        if parent.organisation_id != location.organisation_id:
+            raise InvalidInput(
+                "a location's parent must belong to the same organisation", field="parent"
+            )
+        tree = (await session.execute(select(Location.id, Location.parent_id))).all()
+        if parent_id in location_descendants(tree, {location.id}):
+            raise InvalidInput("a location cannot be moved under itself", field="parent")
+
+    # --- users ---------------------------------------------------------------------------
+
+    async def create_user(
+        self,
+        principal: Principal | None,
+        *,
+        username: str,
+        full_name: str,
+        password: str,
+        roles: Iterable[Role],
+        organisation_id: int | None = None,
+        location_ids: Iterable[int] = (),
+    ) -> User:
+        """`principal` None is the command line (the operator of the machine), never the API."""
+        if principal is not None:
+            principal.require(Permission.USERS_MANAGE)
+        username = required_text(username, "username").lower()
+        roles = frozenset(roles)
+        _check_password(password)
+        if not roles:
+            raise InvalidInput("give the user at least one role", field="roles")
+        async with self.db.write() as session:
+            await ensure_unique(session, User.username, username, "username")
+            if organisation_id is not None:
+                await get_or_not_found(session, Organisation, organisation_id, "organisation")
+            user = User(
+                username=username,
+                full_name=required_text(full_name, "fullName"),
+                password_hash=hash_password(password),
+                organisation_id=organisation_id,
+            )
+            session.add(user)
+            await session.flush()
+            await self._set_roles_and_scope(session, user, roles, location_ids)
+            await audit.record(
+                session,
+                principal,
+                action="user.create",
+                entity_type="User",
+                entity_id=user.id,
+                after=await self._user_snapshot(session, user),
+            )
+            return user
+
+    async def update_user(
+        self,
+        principal: Principal,
+        user_id: int,
+        *,
+        full_name: str | None = None,
+        password: str | None = None,
+        roles: Iterable[Role] | None = None,
+        organisation_id: int | None = None,
+        location_ids: Iterable[int] | None = None,
+        active: bool | None = None,
+    ) -> User:
+        principal.require(Permission.USERS_MANAGE)
+        async with self.db.write() as session:
+            user = await get_or_not_found(session, User, user_id, "user")
+            before = await self._user_snapshot(session, user)
+            if full_name is not None:
+                user.full_name = required_text(full_name, "fullName")
+            if password is not None:
+                _check_password(password)
+                user.password_hash = hash_password(password)
+            if organisation_id is not None:
+                await get_or_not_found(session, Organisation, organisation_id, "organisation")
+                user.organisation_id = organisation_id
+            if active is not None:
+                if not active and user.id == principal.user_id:
+                    raise InvalidInput("you cannot disable your own account", field="active")
+                user.active = active
+            if roles is not None or location_ids is not None:
+                current_roles = (
+                    frozenset(roles)
+                    if roles is not None
+                    else frozenset(
+                        (
+                            await session.execute(
+                                select(UserRole.role).where(UserRole.user_id == user.id)
+                            )
+                        ).scalars()
+                    )
+                )
+                if not current_roles:
+                    raise InvalidInput("give the user at least one role", field="roles")
+                current_locations = (
+                    list(location_ids)
+                    if location_ids is not None
+                    else list(
+                        (
+                            await session.execute(
+                                select(UserLocation.location_id).where(
+                                    UserLocation.user_id == user.id
+                                )
+                            )
+                        ).scalars()
+                    )
+                )
+                await self._set_roles_and_scope(session, user, current_roles, current_locations)
+            if active is False or password is not None:
+                await session.execute(
+                    update(RefreshToken)
+                    .where(RefreshToken.user_id == user.id, RefreshToken.revoked_at.is_(None))
+                    .values(revoked_at=utcnow())
+                )
+            await session.flush()
+            await audit.record(
+                session,
+                principal,
+                action="user.update",
+                entity_type="User",
+                entity_id=user.id,
+                before=before,
+                after=await self._user_snapshot(session, user),
+            )
+            return user
+
+    async def _set_roles_and_scope(
+        self,
+        session: AsyncSession,
+        user: User,
+        roles: frozenset[Role],
+        location_ids: Iterable[int],
+    ) -> None:
+        location_ids = sorted(set(location_ids))
+        for location_id in location_ids:
+            location = await get_or_not_found(session, Location, location_id, "locations")
+            if (
+                user.organisation_id is not None
+                and location.organisation_id != user.organisation_id
+            ):
+                raise InvalidInput(
+                    f"location {location.code} belongs to another organisation", field="locations"
+                )
+        if Role.NURSE in roles and not location_ids and not roles & GLOBAL_ROLES:
+            raise InvalidInput("a nurse must be scoped to at least one ward", field="locations")
+        await session.execute(delete(UserRole).where(UserRole.user_id == user.id))
+        await session.execute(delete(UserLocation).where(UserLocation.user_id == user.id))
+        session.add_all([UserRole(user_id=user.id, role=role) for role in sorted(roles)])
+        session.add_all([UserLocation(user_id=user.id, location_id=loc) for loc in location_ids])
+        await session.flush()
+
+    async def _user_snapshot(self, session: AsyncSession, user: User) -> dict[str, object]:
+        roles = (
+            (await session.execute(select(UserRole.role).where(UserRole.user_id == user.id)))
+            .scalars()
+            .all()
+        )
+        locations = (
+            (
+                await session.execute(
+                    select(UserLocation.location_id).where(UserLocation.user_id == user.id)
+                )
+            )
+            .scalars()
+            .all()
+        )
+        return {
+            "username": user.username,
+            "full_name": user.full_name,
+            "organisation_id": user.organisation_id,
+            "active": user.active,
+            "roles": sorted(r.value for r in roles),
+            "location_ids": sorted(locations),
+        }
+
+
+def _location_code(code: str) -> str:
+    code = (code or "").strip().upper()
+    if not code or len(code) > 32 or not all(c.isalnum() or c in "-_." for c in code):
+        raise InvalidInput("a location code is 1-32 letters, digits, '-', '_' or '.'", field="code")
+    return code
+
+
+def _valid_gln(gln: str | None) -> str | None:
+    if gln is None or not gln.strip():
+        return None
+    gln = gln.strip()
+    if len(gln) != 13 or not gln.isdigit() or gtin_check_digit(gln[:-1]) != gln[-1]:
+        raise InvalidInput(f"{gln!r} is not a valid 13-digit GLN", field="gln")
+    return gln
+
+
+def _check_password(password: str) -> None:
+    if len(password or "") < 8:
+        raise InvalidInput("a password needs at least 8 characters", field="password")

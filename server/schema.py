@@ -1,0 +1,56 @@
+"""One schema from every domain's Query and Mutation, with the API's limits and error policy."""
+
+from __future__ import annotations
+
+import strawberry
+from strawberry import relay
+from strawberry.extensions import (
+    MaxAliasesLimiter,
+    MaxTokensLimiter,
+    ParserCache,
+    QueryDepthLimiter,
+    ValidationCache,
+)
+from strawberry.printer import print_schema
+from strawberry.tools import merge_types
+
+from server.audit import api as audit_api
+from server.catalog import api as catalog_api
+from server.config import Settings
+from server.core.graphql import ApiErrors
+from server.inventory import api as inventory_api
+from server.network import api as network_api
+
+
+@strawberry.type
+class NodeQuery:
+    node: relay.Node = relay.node()
+
+
+Query = merge_types(
+    "Query",
+    (NodeQuery, network_api.Query, catalog_api.Query, inventory_api.Query, audit_api.Query),
+)
+Mutation = merge_types(
+    "Mutation", (network_api.Mutation, catalog_api.Mutation, inventory_api.Mutation)
+)
+
+
+def build_schema(settings: Settings | None = None) -> strawberry.Schema:
+    settings = settings or Settings()
+    return strawberry.Schema(
+        query=Query,
+        mutation=Mutation,
+        extensions=[
+            MaxTokensLimiter(max_token_count=settings.max_tokens),
+            QueryDepthLimiter(max_depth=settings.max_query_depth),
+            MaxAliasesLimiter(max_alias_count=settings.max_aliases),
+            ParserCache(maxsize=256),
+            ValidationCache(maxsize=256),
+            ApiErrors(),
+        ],
+    )
+
+
+def schema_sdl() -> str:
+    return print_schema(build_schema()) + "\n"

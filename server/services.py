@@ -1,0 +1,47 @@
+"""The wired set of services one process uses (the app, the CLI, tests and benchmarks alike)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import timedelta
+
+from server.catalog.service import CatalogService
+from server.config import Settings
+from server.core.db import Database
+from server.core.events import EventBus
+from server.core.security import TokenService
+from server.inventory.service import LedgerService
+from server.network.service import NetworkService
+
+
+@dataclass
+class Services:
+    settings: Settings
+    db: Database
+    bus: EventBus
+    tokens: TokenService
+    network: NetworkService
+    catalog: CatalogService
+    ledger: LedgerService
+
+    @classmethod
+    def build(cls, settings: Settings) -> Services:
+        db = Database(settings.database_url, echo=settings.sql_echo)
+        bus = EventBus()
+        tokens = TokenService(
+            secret_key=settings.secret_key,
+            access_ttl=timedelta(minutes=settings.access_token_minutes),
+            refresh_ttl=timedelta(days=settings.refresh_token_days),
+        )
+        return cls(
+            settings=settings,
+            db=db,
+            bus=bus,
+            tokens=tokens,
+            network=NetworkService(db, tokens),
+            catalog=CatalogService(db),
+            ledger=LedgerService(db, bus),
+        )
+
+    async def close(self) -> None:
+        await self.db.dispose()
