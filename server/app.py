@@ -17,13 +17,13 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, PlainTextResponse, Response
 from starlette.routing import Mount, Route, WebSocketRoute
 from starlette.staticfiles import StaticFiles
-from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from strawberry.asgi import GraphQL
 from strawberry.subscriptions import GRAPHQL_TRANSPORT_WS_PROTOCOL
 
 from server.config import Settings
 from server.core.errors import DomainError, ErrorCode, Unauthenticated
-from server.core.graphql import Context
+from server.core.graphql import Context, request_error_code
 from server.schema import build_schema
 from server.services import Services
 
@@ -59,34 +59,63 @@ class ApothecaGraphQL(GraphQL[Context, None]):
             response=response,
         )
 
+    async def process_result(self, request: Any, result: Any) -> Any:
+        """Errors raised before execution (syntax, token limit) get a code like all others."""
+        data = await super().process_result(request, result)
+        for error in data.get("errors") or []:
+            extensions = error.setdefault("extensions", {})
+            extensions.setdefault("code", request_error_code(error.get("message", "")))
+        return data
+
 
 class BodySizeLimit:
-    """Refuse request bodies over the limit before anyone parses them."""
+    """Refuse request bodies over the limit before anyone parses them, chunked or not."""
 
     def __init__(self, app: ASGIApp, max_bytes: int) -> None:
         self.app = app
         self.max_bytes = max_bytes
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
+        if scope["type"] != "http" or scope["method"] in ("GET", "HEAD", "OPTIONS"):
             await self.app(scope, receive, send)
             return
         length = dict(scope.get("headers", [])).get(b"content-length")
         if length is not None and length.isdigit() and int(length) > self.max_bytes:
-            response = JSONResponse(
-                {
-                    "errors": [
-                        {
-                            "message": f"request body over {self.max_bytes} bytes",
-                            "extensions": {"code": "REQUEST_TOO_LARGE"},
-                        }
-                    ]
-                },
-                status_code=413,
-            )
-            await response(scope, receive, send)
+            await self._refuse(scope, receive, send)
             return
-        await self.app(scope, receive, send)
+        # Read the body here (bounded), then hand it on: a chunked body cannot slip past.
+        chunks: list[bytes] = []
+        size = 0
+        while True:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                return
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > self.max_bytes:
+                await self._refuse(scope, receive, send)
+                return
+            chunks.append(chunk)
+            if not message.get("more_body", False):
+                break
+        body = b"".join(chunks)
+        delivered = False
+
+        async def replay() -> Message:
+            nonlocal delivered
+            if delivered:
+                return await receive()
+            delivered = True
+            return {"type": "http.request", "body": body, "more_body": False}
+
+        await self.app(scope, replay, send)
+
+    async def _refuse(self, scope: Scope, receive: Receive, send: Send) -> None:
+        error = {
+            "message": f"request body over {self.max_bytes} bytes",
+            "extensions": {"code": "REQUEST_TOO_LARGE"},
+        }
+        await JSONResponse({"errors": [error]}, status_code=413)(scope, receive, send)
 
 
 def _oauth_error(error: str, description: str, status: int = 400) -> JSONResponse:

@@ -43,7 +43,11 @@ def cmd_seed(args: argparse.Namespace) -> int:
     async def run() -> int:
         services = _services()
         try:
-            summary = await seed_demo(services, only_if_empty=args.if_empty)  # type: ignore[arg-type]
+            summary = await seed_demo(
+                services,  # type: ignore[arg-type]
+                only_if_empty=args.if_empty,
+                progress=lambda line: print(line, flush=True),
+            )
         finally:
             await services.close()  # type: ignore[attr-defined]
         print(summary)

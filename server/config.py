@@ -47,6 +47,8 @@ class Settings:
             "max_page_size": int(env.get("APOTHECA_MAX_PAGE_SIZE", "100")),
             "sql_echo": env.get("APOTHECA_SQL_ECHO", "") == "1",
         }
+        if pwa_dir := env.get("APOTHECA_PWA_DIR"):
+            values["pwa_dir"] = Path(pwa_dir)
         values.update(overrides)
         if not values.get("secret_key"):
             values["secret_key"] = _secret_key()

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+
 import strawberry
 from strawberry import relay
 from strawberry.extensions import (
@@ -24,7 +26,7 @@ from server.network import api as network_api
 
 @strawberry.type
 class NodeQuery:
-    node: relay.Node = relay.node()
+    node: relay.Node | None = relay.node()
 
 
 Query = merge_types(
@@ -38,16 +40,22 @@ Mutation = merge_types(
 
 def build_schema(settings: Settings | None = None) -> strawberry.Schema:
     settings = settings or Settings()
+    return _schema(settings.max_tokens, settings.max_query_depth, settings.max_aliases)
+
+
+@functools.cache
+def _schema(max_tokens: int, max_depth: int, max_aliases: int) -> strawberry.Schema:
+    """Built once per process and limits: Strawberry's relay fields may only be bound once."""
     return strawberry.Schema(
         query=Query,
         mutation=Mutation,
         extensions=[
-            MaxTokensLimiter(max_token_count=settings.max_tokens),
-            QueryDepthLimiter(max_depth=settings.max_query_depth),
-            MaxAliasesLimiter(max_alias_count=settings.max_aliases),
-            ParserCache(maxsize=256),
-            ValidationCache(maxsize=256),
-            ApiErrors(),
+            lambda: MaxTokensLimiter(max_token_count=max_tokens),
+            lambda: QueryDepthLimiter(max_depth=max_depth),
+            lambda: MaxAliasesLimiter(max_alias_count=max_aliases),
+            lambda: ParserCache(maxsize=256),
+            lambda: ValidationCache(maxsize=256),
+            ApiErrors,
         ],
     )
 

@@ -15,7 +15,15 @@ from server.catalog import models
 from server.catalog.gtin import normalize_gtin
 from server.catalog.service import ProductFields
 from server.core.db import utcnow
-from server.core.graphql import Info, MutationError, attempt, decode_id, keyset_page, to_connection
+from server.core.graphql import (
+    Info,
+    MutationError,
+    attempt,
+    decode_id,
+    keyset_page,
+    parse_pks,
+    to_connection,
+)
 from server.core.security import Permission
 from server.network import models as network_models
 from server.network.api import Organisation
@@ -59,7 +67,7 @@ class Product(relay.Node):
         cls, *, info: Info, node_ids: Iterable[str], required: bool = False
     ) -> list[Self | None]:
         info.context.require_principal()
-        rows = await info.context.by_id(models.Product).load_many([int(i) for i in node_ids])
+        rows = await info.context.by_id(models.Product).load_many(parse_pks(node_ids))
         return [cls.from_model(r) if r else None for r in rows]
 
     @strawberry.field
@@ -99,7 +107,7 @@ class Lot(relay.Node):
         cls, *, info: Info, node_ids: Iterable[str], required: bool = False
     ) -> list[Self | None]:
         info.context.require_principal()
-        rows = await info.context.by_id(models.Lot).load_many([int(i) for i in node_ids])
+        rows = await info.context.by_id(models.Lot).load_many(parse_pks(node_ids))
         return [cls.from_model(r) if r else None for r in rows]
 
     @strawberry.field

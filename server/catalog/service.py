@@ -84,7 +84,7 @@ def product_snapshot(product: Product, gtins: Sequence[str]) -> dict[str, object
         "atc_code": product.atc_code,
         "controlled_schedule": product.controlled_schedule,
         "storage": product.storage.value,
-        "unit_cost": str(product.unit_cost),
+        "unit_cost": str(Decimal(product.unit_cost).quantize(Decimal("0.0001"))),
         "active": product.active,
         "gtins": list(gtins),
     }
@@ -126,7 +126,24 @@ CSV_COLUMNS = (
 )
 
 
-def parse_catalog_csv(text: str) -> tuple[list[ProductFields], list[ImportRowError]]:
+# GraphQL field names used by the shared checks, as the CSV column a user would fix.
+_CSV_FIELD: dict[str | None, str | None] = {
+    "name": "name",
+    "strength": "strength",
+    "dosageForm": "dosage_form",
+    "unit": "unit",
+    "approvalNumber": "approval_number",
+    "gtins": "gtins",
+    "atcCode": "atc_code",
+    "controlledSchedule": "controlled_schedule",
+    "storage": "storage",
+    "unitCost": "unit_cost",
+    "unit_cost": "unit_cost",
+    None: None,
+}
+
+
+def parse_catalog_csv(text: str) -> tuple[list[tuple[int, ProductFields]], list[ImportRowError]]:
     """Read every row and collect every problem, so the user fixes the file in one pass."""
     reader = csv.DictReader(io.StringIO(text))
     missing = [
@@ -136,7 +153,7 @@ def parse_catalog_csv(text: str) -> tuple[list[ProductFields], list[ImportRowErr
     ]
     if missing:
         return [], [ImportRowError(1, None, f"missing column(s): {', '.join(missing)}")]
-    products: list[ProductFields] = []
+    products: list[tuple[int, ProductFields]] = []
     errors: list[ImportRowError] = []
     seen_approvals: dict[str, int] = {}
     seen_gtins: dict[str, int] = {}
@@ -168,7 +185,7 @@ def parse_catalog_csv(text: str) -> tuple[list[ProductFields], list[ImportRowErr
                 )
             )
         except InvalidInput as exc:
-            errors.append(ImportRowError(line, exc.field, exc.message))
+            errors.append(ImportRowError(line, _CSV_FIELD.get(exc.field, exc.field), exc.message))
             continue
         if (first := seen_approvals.get(cleaned.approval_number)) is not None:
             errors.append(
@@ -180,7 +197,7 @@ def parse_catalog_csv(text: str) -> tuple[list[ProductFields], list[ImportRowErr
             if (first := seen_gtins.get(gtin)) is not None:
                 errors.append(ImportRowError(line, "gtins", f"GTIN {gtin} also on row {first}"))
             seen_gtins.setdefault(gtin, line)
-        products.append(cleaned)
+        products.append((line, cleaned))
     return products, errors
 
 
@@ -266,15 +283,13 @@ class CatalogService:
         if principal is not None:
             principal.require(Permission.CATALOG_MANAGE)
         rows, errors = parse_catalog_csv(text)
-        if errors:
-            raise CatalogImportError(errors)
         async with self.db.write() as session:
             created: list[Product] = []
-            for line, fields in enumerate(rows, start=2):
+            for line, fields in rows:
                 try:
                     product = await self._insert_product(session, fields)
                 except DomainError as exc:
-                    errors.append(ImportRowError(line, exc.field, exc.message))
+                    errors.append(ImportRowError(line, _CSV_FIELD.get(exc.field), exc.message))
                     continue
                 created.append(product)
                 await audit.record(
@@ -286,7 +301,8 @@ class CatalogService:
                     after=product_snapshot(product, fields.gtins),
                 )
             if errors:
-                raise CatalogImportError(errors)
+                # Raising rolls back every insert above: the file imports whole or not at all.
+                raise CatalogImportError(sorted(errors, key=lambda e: e.row))
             return created
 
     async def _insert_product(self, session: AsyncSession, fields: ProductFields) -> Product:

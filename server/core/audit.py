@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import JSON, ForeignKey, Integer, String, select
+from sqlalchemy import JSON, ForeignKey, Integer, String, insert, select
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Mapped, mapped_column
 
@@ -103,16 +103,17 @@ async def record(
     before: dict[str, Any] | None = None,
     after: dict[str, Any] | None = None,
     reason: str | None = None,
-) -> AuditEvent:
+) -> None:
     """Append one event in the caller's transaction. Call it last: it holds the chain's lock."""
-    entry = AuditEntry(action, entity_type, entity_id, before, after, reason)
-    return (await record_many(session, principal, [entry]))[0]
+    await record_many(
+        session, principal, [AuditEntry(action, entity_type, entity_id, before, after, reason)]
+    )
 
 
 async def record_many(
     session: AsyncSession, principal: Principal | None, entries: list[AuditEntry]
-) -> list[AuditEvent]:
-    """Append several events under one lock of the chain head, in one flush."""
+) -> None:
+    """Append several events under one lock of the chain head, in one multi-row insert."""
     head = (
         await session.execute(select(AuditHead).where(AuditHead.id == 1).with_for_update())
     ).scalar_one_or_none()
@@ -141,9 +142,9 @@ async def record_many(
         head.last_seq = event.seq
         head.last_hash = event.hash
         events.append(event)
-    session.add_all(events)
+    columns = [c.key for c in AuditEvent.__table__.columns if c.key != "id"]
+    await session.execute(insert(AuditEvent), [{c: getattr(e, c) for c in columns} for e in events])
     await session.flush()
-    return events
 
 
 @dataclass(frozen=True)

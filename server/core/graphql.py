@@ -9,7 +9,7 @@ import base64
 import binascii
 import json
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime
 from typing import Any, Generic, TypeVar
@@ -104,11 +104,26 @@ def decode_id(global_id: relay.GlobalID | str, expected: type | str, field: str)
         raise DomainError(
             f"{field} is not a valid ID", field=field, code=ErrorCode.INVALID_ID
         ) from None
-    if gid.type_name != type_name or not gid.node_id.isdigit():
+    if gid.type_name != type_name:
         raise DomainError(
             f"{field} must be the ID of a {type_name}", field=field, code=ErrorCode.INVALID_ID
         )
-    return int(gid.node_id)
+    return parse_pk(gid.node_id, field)
+
+
+MAX_PK = 2**31 - 1  # the INTEGER primary keys of both databases
+
+
+def parse_pk(node_id: str, field: str = "id") -> int:
+    """The primary key inside a global ID: ASCII digits within the column's range."""
+    if not (node_id.isascii() and node_id.isdigit()) or not 0 < int(node_id) <= MAX_PK:
+        raise DomainError(f"{field} is not a valid ID", field=field, code=ErrorCode.INVALID_ID)
+    return int(node_id)
+
+
+def parse_pks(node_ids: Iterable[str]) -> list[int]:
+    """For `resolve_nodes`: every id must parse, or the whole lookup is an INVALID_ID error."""
+    return [parse_pk(i) for i in node_ids]
 
 
 # --- typed mutation errors -------------------------------------------------------------------
@@ -129,11 +144,21 @@ class MutationError:
 
 # --- error masking with stable codes ---------------------------------------------------------
 
-_LIMIT_CODES = (
-    ("depth", "QUERY_TOO_DEEP"),
-    ("alias", "TOO_MANY_ALIASES"),
-    ("token", "TOO_MANY_TOKENS"),
+# How the limiters and the parser word their refusals, and the code each gets.
+_REQUEST_ERROR_CODES = (
+    ("exceeds maximum operation depth", "QUERY_TOO_DEEP"),
+    ("aliases found", "TOO_MANY_ALIASES"),
+    ("tokens", "TOO_MANY_TOKENS"),
 )
+
+
+def request_error_code(message: str) -> str:
+    """A stable code for errors about the request itself (syntax, validation, limits)."""
+    lowered = message.lower()
+    for needle, code in _REQUEST_ERROR_CODES:
+        if needle in lowered:
+            return code
+    return "GRAPHQL_VALIDATION_FAILED"
 
 
 class ApiErrors(MaskErrors):
@@ -156,12 +181,7 @@ class ApiErrors(MaskErrors):
         if original is None or isinstance(original, GraphQLError):
             if error.extensions and "code" in error.extensions:
                 return error
-            code = "GRAPHQL_VALIDATION_FAILED"
-            lowered = error.message.lower()
-            for needle, limit_code in _LIMIT_CODES:
-                if needle in lowered and ("maximum" in lowered or "exceed" in lowered):
-                    code = limit_code
-            return self._with_code(error, error.message, code)
+            return self._with_code(error, error.message, request_error_code(error.message))
         log.error("unexpected error in %s", error.path, exc_info=original)
         return self._with_code(error, self.error_message, "INTERNAL_SERVER_ERROR")
 
@@ -188,15 +208,20 @@ def _jsonable(value: Any) -> Any:
 
 
 def _restore(value: Any, column: Any) -> Any:
+    """A cursor value back to the column's type; anything else is a malformed cursor."""
     python_type = getattr(column.type, "python_type", None)
     try:
-        if isinstance(value, str) and python_type is datetime:
+        if python_type is datetime and isinstance(value, str):
             return datetime.fromisoformat(value)
-        if isinstance(value, str) and python_type is date:
+        if python_type is date and isinstance(value, str):
             return date.fromisoformat(value)
+        if python_type is int and type(value) is int and abs(value) <= MAX_PK:
+            return value
+        if python_type is str and isinstance(value, str):
+            return value
     except ValueError:
-        raise InvalidInput("malformed cursor", field="after") from None
-    return value
+        pass
+    raise InvalidInput("malformed cursor", field="after")
 
 
 def encode_cursor(values: Sequence[Any]) -> str:

@@ -36,7 +36,9 @@ async def get_or_not_found(session: AsyncSession, model: type[T], entity_id: int
 async def ensure_unique(
     session: AsyncSession, column: Any, value: object, field: str, *, exclude_id: Any = None
 ) -> None:
-    stmt = select(column).where(column == value)
+    # Checked before the caller assigns, and without autoflush, so a pending change of this very
+    # row is neither written early nor mistaken for someone else's.
+    stmt = select(column).where(column == value).execution_options(autoflush=False)
     if exclude_id is not None:
         stmt = stmt.where(column.class_.id != exclude_id)
     if (await session.execute(stmt.limit(1))).first() is not None:

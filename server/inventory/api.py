@@ -15,7 +15,15 @@ from strawberry import relay
 from server.catalog import models as catalog_models
 from server.catalog.api import Lot, Product
 from server.core.errors import Forbidden, InvalidInput
-from server.core.graphql import Info, MutationError, attempt, decode_id, keyset_page, to_connection
+from server.core.graphql import (
+    Info,
+    MutationError,
+    attempt,
+    decode_id,
+    keyset_page,
+    parse_pks,
+    to_connection,
+)
 from server.core.security import Permission, Principal
 from server.inventory import models
 from server.inventory.service import LedgerResult, MovementRequest, NewLot
@@ -57,7 +65,7 @@ class StockLevel(relay.Node):
     ) -> list[Self | None]:
         principal = info.context.require_principal()
         principal.require(Permission.STOCK_READ)
-        rows = await info.context.by_id(models.Balance).load_many([int(i) for i in node_ids])
+        rows = await info.context.by_id(models.Balance).load_many(parse_pks(node_ids))
         _check_visible(principal, [r.location_id for r in rows if r])
         return [cls.from_model(r) if r else None for r in rows]
 
@@ -127,7 +135,7 @@ class Movement(relay.Node):
     ) -> list[Self | None]:
         principal = info.context.require_principal()
         principal.require(Permission.STOCK_READ)
-        rows = await info.context.by_id(models.Movement).load_many([int(i) for i in node_ids])
+        rows = await info.context.by_id(models.Movement).load_many(parse_pks(node_ids))
         _check_visible(principal, [r.location_id for r in rows if r])
         return [cls.from_model(r) if r else None for r in rows]
 

@@ -6,13 +6,15 @@ Other services that move stock inside their own transaction (transfers, receivin
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from datetime import date, datetime
+from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import bindparam, insert, select
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import IntegrityError
@@ -31,6 +33,7 @@ from server.core.errors import (
 )
 from server.core.events import Event, EventBus
 from server.core.security import Principal
+from server.core.validation import optional_text
 from server.inventory.models import Balance, IdempotencyRecord, Movement, MovementKind
 from server.inventory.rules import (
     KIND_PERMISSION,
@@ -113,19 +116,32 @@ def stock_event(movement: Movement, product_id: int) -> Event:
     )
 
 
+@functools.cache
+def _balance_upsert(dialect: str) -> Any:
+    """Built once per dialect: constructing upserts per call costs more than running them."""
+    insert = sqlite_insert if dialect == "sqlite" else pg_insert
+    stmt = insert(Balance).values(
+        location_id=bindparam("location_id"),
+        lot_id=bindparam("lot_id"),
+        quantity=bindparam("delta"),
+        updated_at=bindparam("now"),
+    )
+    return stmt.on_conflict_do_update(
+        index_elements=["location_id", "lot_id"],
+        set_={
+            "quantity": Balance.quantity + stmt.excluded.quantity,
+            "updated_at": stmt.excluded.updated_at,
+        },
+    ).returning(Balance.quantity)
+
+
 async def _upsert_balance(
     session: AsyncSession, location_id: int, lot_id: int, delta: int, now: datetime
 ) -> int:
     """Atomically add `delta` and return the new quantity (row-locked on PostgreSQL)."""
-    insert = sqlite_insert if session.bind.dialect.name == "sqlite" else pg_insert
-    stmt = insert(Balance).values(
-        location_id=location_id, lot_id=lot_id, quantity=delta, updated_at=now
-    )
-    stmt = stmt.on_conflict_do_update(
-        index_elements=["location_id", "lot_id"],
-        set_={"quantity": Balance.quantity + stmt.excluded.quantity, "updated_at": now},
-    ).returning(Balance.quantity)
-    return (await session.execute(stmt)).scalar_one()
+    stmt = _balance_upsert(session.bind.dialect.name)
+    params = {"location_id": location_id, "lot_id": lot_id, "delta": delta, "now": now}
+    return (await session.execute(stmt, params)).scalar_one()
 
 
 async def _fefo_allocation(
@@ -166,7 +182,11 @@ async def _fefo_allocation(
 
 
 async def _resolve(
-    session: AsyncSession, principal: Principal, request: MovementRequest, field: str
+    session: AsyncSession,
+    principal: Principal,
+    request: MovementRequest,
+    field: str,
+    known: _Known,
 ) -> list[tuple[Lot, Location, int]]:
     """Check one request and decide which lots it touches (FEFO for outflows without a lot)."""
     try:
@@ -176,7 +196,10 @@ async def _resolve(
     principal.require(KIND_PERMISSION[request.kind], location_id=request.location_id)
     if request.kind in REASON_REQUIRED and not (request.reason or "").strip():
         raise InvalidInput(f"{request.kind.value} needs a reason", field="reason")
-    location = await session.get(Location, request.location_id)
+    optional_text(request.reason, "reason", max_length=200)
+    optional_text(request.reference, "reference", max_length=100)
+    optional_text(request.patient_reference, "patientReference", max_length=100)
+    location = known.locations.get(request.location_id)
     if location is None or not location.active:
         raise NotFound(f"location {request.location_id} does not exist", field="location")
     occurred_at = request.occurred_at or utcnow()
@@ -184,7 +207,7 @@ async def _resolve(
         allocation = await _fefo_allocation(session, request, occurred_at)
         return [(lot, location, quantity) for lot, quantity in allocation]
     if request.lot_id is not None:
-        lot = await session.get(Lot, request.lot_id)
+        lot = known.lots.get(request.lot_id)
         if lot is None:
             raise NotFound(f"lot {request.lot_id} does not exist", field="lot")
     elif request.new_lot is not None:
@@ -203,13 +226,24 @@ async def _resolve(
     return [(lot, location, request.quantity)]
 
 
-async def _preload(session: AsyncSession, requests: Sequence[MovementRequest]) -> None:
-    """Load every named lot and location in two queries; later gets hit the identity map."""
+@dataclass
+class _Known:
+    """Lots and locations a batch names, loaded in two queries and held for its duration."""
+
+    lots: dict[int, Lot]
+    locations: dict[int, Location]
+
+
+async def _preload(session: AsyncSession, requests: Sequence[MovementRequest]) -> _Known:
     lot_ids = {r.lot_id for r in requests if r.lot_id is not None}
     location_ids = {r.location_id for r in requests}
-    if lot_ids:
-        await session.execute(select(Lot).where(Lot.id.in_(lot_ids)))
-    await session.execute(select(Location).where(Location.id.in_(location_ids)))
+    lots = (
+        (await session.execute(select(Lot).where(Lot.id.in_(lot_ids)))).scalars() if lot_ids else []
+    )
+    locations = (
+        await session.execute(select(Location).where(Location.id.in_(location_ids)))
+    ).scalars()
+    return _Known({x.id: x for x in lots}, {x.id: x for x in locations})
 
 
 async def apply_movements(
@@ -223,12 +257,14 @@ async def apply_movements(
     if not requests:
         raise InvalidInput("no movements given", field="movements")
     now = utcnow()
-    written: list[tuple[Movement, Lot]] = []
-    await _preload(session, requests)
+    pending: list[tuple[dict[str, Any], Lot]] = []
+    known = await _preload(session, requests)
     with session.no_autoflush:
         for index, request in enumerate(requests):
             field = "quantity" if len(requests) == 1 else f"movements.{index}.quantity"
-            for lot, location, quantity in await _resolve(session, principal, request, field):
+            for lot, location, quantity in await _resolve(
+                session, principal, request, field, known
+            ):
                 delta = signed_quantity(request.kind, quantity)
                 balance = await _upsert_balance(session, location.id, lot.id, delta, now)
                 if balance < 0 and not location.allow_negative_stock:
@@ -237,7 +273,7 @@ async def apply_movements(
                         f"{location.code}, {abs(delta)} requested",
                         field=field,
                     )
-                movement = Movement(
+                row = dict(
                     kind=request.kind,
                     lot_id=lot.id,
                     location_id=location.id,
@@ -253,9 +289,14 @@ async def apply_movements(
                     occurred_at=request.occurred_at or now,
                     recorded_at=now,
                 )
-                written.append((movement, lot))
-    session.add_all([m for m, _ in written])
-    await session.flush()
+                pending.append((row, lot))
+    stored = (
+        await session.scalars(
+            insert(Movement).returning(Movement, sort_by_parameter_order=True),
+            [row for row, _ in pending],
+        )
+    ).all()
+    written = list(zip(stored, [lot for _, lot in pending], strict=True))
     await audit.record_many(
         session,
         principal,
@@ -297,23 +338,21 @@ class LedgerService:
             return replay
         try:
             async with self.db.write() as session:
+                claim = None
                 if key is not None:
                     # Claimed first: a concurrent twin blocks here, then fails and replays.
-                    session.add(
-                        IdempotencyRecord(
-                            key=key,
-                            actor_id=principal.user_id,
-                            operation=operation,
-                            request_hash=request_hash,
-                            movement_ids=[],
-                        )
+                    claim = IdempotencyRecord(
+                        key=key,
+                        actor_id=principal.user_id,
+                        operation=operation,
+                        request_hash=request_hash,
+                        movement_ids=[],
                     )
+                    session.add(claim)
                     await session.flush()
                 written = await apply_movements(session, principal, requests, request_key=key)
-                if key is not None:
-                    record = await session.get(IdempotencyRecord, key)
-                    assert record is not None
-                    record.movement_ids = [m.id for m, _ in written]
+                if claim is not None:
+                    claim.movement_ids = [m.id for m, _ in written]
         except IntegrityError:
             if key is not None and (replay := await self._replay(principal, key, request_hash)):
                 return replay

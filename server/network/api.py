@@ -9,7 +9,15 @@ import strawberry
 from sqlalchemy import or_, select
 from strawberry import relay
 
-from server.core.graphql import Info, MutationError, attempt, decode_id, keyset_page, to_connection
+from server.core.graphql import (
+    Info,
+    MutationError,
+    attempt,
+    decode_id,
+    keyset_page,
+    parse_pks,
+    to_connection,
+)
 from server.core.security import Permission, Role
 from server.network import models
 
@@ -34,7 +42,7 @@ class Organisation(relay.Node):
         cls, *, info: Info, node_ids: Iterable[str], required: bool = False
     ) -> list[Self | None]:
         info.context.require_principal()
-        rows = await info.context.by_id(models.Organisation).load_many([int(i) for i in node_ids])
+        rows = await info.context.by_id(models.Organisation).load_many(parse_pks(node_ids))
         return [cls.from_model(r) if r else None for r in rows]
 
     @strawberry.field
@@ -74,7 +82,7 @@ class Location(relay.Node):
         cls, *, info: Info, node_ids: Iterable[str], required: bool = False
     ) -> list[Self | None]:
         info.context.require_principal()
-        rows = await info.context.by_id(models.Location).load_many([int(i) for i in node_ids])
+        rows = await info.context.by_id(models.Location).load_many(parse_pks(node_ids))
         return [cls.from_model(r) if r else None for r in rows]
 
     @strawberry.field
@@ -116,7 +124,7 @@ class User(relay.Node):
         cls, *, info: Info, node_ids: Iterable[str], required: bool = False
     ) -> list[Self | None]:
         principal = info.context.require_principal()
-        ids = [int(i) for i in node_ids]
+        ids = parse_pks(node_ids)
         if any(i != principal.user_id for i in ids):
             principal.require(Permission.USERS_MANAGE)
         rows = await info.context.by_id(models.User).load_many(ids)

@@ -249,14 +249,18 @@ class NetworkService:
             org = await get_or_not_found(session, Organisation, organisation_id, "organisation")
             before = organisation_snapshot(org)
             if name is not None and name != org.name:
-                org.name = required_text(name, "name")
-                await ensure_unique(session, Organisation.name, org.name, "name")
+                new_name = required_text(name, "name")
+                await ensure_unique(session, Organisation.name, new_name, "name", exclude_id=org.id)
+                org.name = new_name
             if kind is not None:
                 org.kind = kind
             if gln is not None and gln != org.gln:
-                org.gln = _valid_gln(gln)
-                if org.gln:
-                    await ensure_unique(session, Organisation.gln, org.gln, "gln")
+                new_gln = _valid_gln(gln)
+                if new_gln:
+                    await ensure_unique(
+                        session, Organisation.gln, new_gln, "gln", exclude_id=org.id
+                    )
+                org.gln = new_gln
             await session.flush()
             await audit.record(
                 session,
@@ -333,8 +337,11 @@ class NetworkService:
             if name is not None:
                 location.name = required_text(name, "name")
             if code is not None and _location_code(code) != location.code:
-                location.code = _location_code(code)
-                await ensure_unique(session, Location.code, location.code, "code")
+                new_code = _location_code(code)
+                await ensure_unique(
+                    session, Location.code, new_code, "code", exclude_id=location.id
+                )
+                location.code = new_code
             if kind is not None:
                 location.kind = kind
             if parent_id is not None:

@@ -1,0 +1,91 @@
+"""Token endpoint (RFC 6749 form posts): password and refresh_token grants, rotation,
+reuse detection, revocation, and what the API does with bad tokens."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from server.core.security import Role, TokenService, hash_password, verify_password
+from tests.conftest import TEST_SECRET, Demo, gql
+
+
+async def _password(client, username: str = "nurse", password: str = "apotheca-demo"):
+    return await client.post("/auth/token", data={
+        "grant_type": "password", "username": username, "password": password})
+
+
+async def test_password_grant_gives_working_access_and_refresh_tokens(demo: Demo, client) -> None:
+    response = await _password(client)
+    assert response.status_code == 200
+    assert response.headers["cache-control"] == "no-store"
+    tokens = response.json()
+    assert tokens["token_type"] == "Bearer"
+    assert tokens["expires_in"] == 15 * 60
+    body = await gql(client, "{ me { username roles locations { code } } }",
+                     token=tokens["access_token"])
+    assert body["data"]["me"] == {"username": "nurse", "roles": ["NURSE"],
+                                  "locations": [{"code": "WARD-A"}]}
+
+
+async def test_wrong_password_and_unknown_user_look_the_same(demo: Demo, client) -> None:
+    wrong = await _password(client, password="nope-nope")
+    unknown = await _password(client, username="nobody")
+    assert wrong.status_code == unknown.status_code == 400
+    assert wrong.json() == unknown.json()
+    assert wrong.json()["error"] == "invalid_grant"
+
+
+async def test_refresh_rotates_and_reuse_revokes_the_whole_sign_in(demo: Demo, client) -> None:
+    first = (await _password(client)).json()
+    second = await client.post("/auth/token", data={
+        "grant_type": "refresh_token", "refresh_token": first["refresh_token"]})
+    assert second.status_code == 200
+    rotated = second.json()
+    assert rotated["refresh_token"] != first["refresh_token"]
+    # The spent token presented again: refused, and the token it was rotated into dies too.
+    reuse = await client.post("/auth/token", data={
+        "grant_type": "refresh_token", "refresh_token": first["refresh_token"]})
+    assert reuse.status_code == 400
+    assert reuse.json()["error"] == "invalid_grant"
+    after_reuse = await client.post("/auth/token", data={
+        "grant_type": "refresh_token", "refresh_token": rotated["refresh_token"]})
+    assert after_reuse.status_code == 400
+
+
+async def test_revoked_refresh_token_is_refused(demo: Demo, client) -> None:
+    tokens = (await _password(client)).json()
+    assert (await client.post("/auth/revoke", data={"token": tokens["refresh_token"]})
+            ).status_code == 200
+    refused = await client.post("/auth/token", data={
+        "grant_type": "refresh_token", "refresh_token": tokens["refresh_token"]})
+    assert refused.status_code == 400
+
+
+async def test_unsupported_grant(demo: Demo, client) -> None:
+    response = await client.post("/auth/token", data={"grant_type": "client_credentials"})
+    assert response.status_code == 400
+    assert response.json()["error"] == "unsupported_grant_type"
+
+
+async def test_expired_forged_and_malformed_tokens_are_unauthenticated(
+    demo: Demo, client
+) -> None:
+    expired = TokenService(TEST_SECRET, timedelta(seconds=-60), timedelta(days=1))
+    forged = TokenService("another-secret-entirely-0123456789-abcdefghijkl",
+                          timedelta(minutes=5), timedelta(days=1))
+    user_id = demo.users["admin"]
+    for token in (expired.issue_access_token(user_id, frozenset({Role.ADMIN})),
+                  forged.issue_access_token(user_id, frozenset({Role.ADMIN})),
+                  "not-a-jwt"):
+        body = await gql(client, "{ me { username } }", token=token)
+        assert body["errors"][0]["extensions"]["code"] == "UNAUTHENTICATED"
+        assert body["data"] is None
+
+
+def test_password_hashes_are_argon2_and_salted() -> None:
+    first, second = hash_password("correct horse"), hash_password("correct horse")
+    assert first.startswith("$argon2id$")
+    assert first != second
+    assert verify_password(first, "correct horse")
+    assert not verify_password(first, "wrong horse")
+    assert not verify_password(None, "anything")

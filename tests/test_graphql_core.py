@@ -1,0 +1,103 @@
+"""GraphQL core guarantees: no N+1 queries, the committed SDL matches the code, internal
+errors are masked with a stable code, and pagination walks every row once."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from sqlalchemy import event, text
+
+from server.cli import SCHEMA_PATH
+from server.schema import schema_sdl
+from tests.conftest import ROOT, Demo, first_product_id, gid, gql, receive, token_for
+
+NESTED = """query($location: ID!) {
+  stockLevels(first: 100, location: $location) {
+    edges { node {
+      quantity value
+      location { code organisation { name locations { code } } }
+      lot { batchNumber expiryDate product { name gtins } manufacturer { name } }
+      product { atcCode gtins }
+    } }
+  }
+}"""
+
+
+@contextmanager
+def count_statements(demo: Demo) -> Iterator[list[str]]:
+    statements: list[str] = []
+
+    def listener(*args: object) -> None:
+        if str(args[2]).lstrip().upper().startswith("SELECT"):
+            statements.append(str(args[2]))
+
+    engines = [e.sync_engine for e in demo.services.db.engines]
+    for engine in engines:
+        event.listen(engine, "before_cursor_execute", listener)
+    try:
+        yield statements
+    finally:
+        for engine in engines:
+            event.remove(engine, "before_cursor_execute", listener)
+
+
+async def test_nested_query_statement_count_does_not_grow_with_rows(demo: Demo, client) -> None:
+    token = await token_for(client, "pharmacist")
+    variables = {"location": gid("Location", demo.locations["HOSP-CP"])}
+    for offset in range(3):
+        await receive(demo, "HOSP-CP", 5, product_id=await first_product_id(demo.services, offset))
+    with count_statements(demo) as few:
+        body = await gql(client, NESTED, variables, token)
+    assert len(body["data"]["stockLevels"]["edges"]) == 3
+    for offset in range(3, 30):
+        await receive(demo, "HOSP-CP", 5, product_id=await first_product_id(demo.services, offset))
+    with count_statements(demo) as many:
+        body = await gql(client, NESTED, variables, token)
+    assert len(body["data"]["stockLevels"]["edges"]) == 30
+    assert len(many) == len(few), "statement count grew with the number of rows (N+1)"
+    assert len(many) <= 13, "\n".join(s.split("\n")[0][:90] for s in many)
+
+
+def test_committed_schema_matches_the_code() -> None:
+    assert SCHEMA_PATH.read_text() == schema_sdl(), "run `apotheca export-schema` and commit"
+    check = subprocess.run([sys.executable, "-m", "server.cli", "export-schema", "--check"],
+                           cwd=ROOT, capture_output=True, text=True)
+    assert check.returncode == 0, check.stderr
+
+
+async def test_internal_errors_are_masked_with_a_stable_code(demo: Demo, client) -> None:
+    token = await token_for(client, "pharmacist")
+    async with demo.services.db.write() as session:
+        await session.execute(text("DROP TABLE product_gtins"))
+    body = await gql(client, "{ products(first: 2) { edges { node { name gtins } } } }",
+                     token=token)
+    error = body["errors"][0]
+    assert error["extensions"]["code"] == "INTERNAL_SERVER_ERROR"
+    assert error["message"] == "Internal server error"
+    assert "product_gtins" not in str(body)
+
+
+async def test_keyset_pagination_visits_each_stock_level_once(demo: Demo, client) -> None:
+    token = await token_for(client, "pharmacist")
+    for offset in range(11):
+        await receive(demo, "HOSP-CP", 1 + offset,
+                      product_id=await first_product_id(demo.services, offset),
+                      expiry_days=30 + (offset % 4) * 10)
+    seen: list[int] = []
+    after = None
+    query = """query($after: String) { stockLevels(first: 4, after: $after) {
+        edges { node { quantity lot { expiryDate } } }
+        pageInfo { hasNextPage endCursor } } }"""
+    expiries: list[str] = []
+    while True:
+        page = (await gql(client, query, {"after": after}, token))["data"]["stockLevels"]
+        seen += [e["node"]["quantity"] for e in page["edges"]]
+        expiries += [e["node"]["lot"]["expiryDate"] for e in page["edges"]]
+        if not page["pageInfo"]["hasNextPage"]:
+            break
+        after = page["pageInfo"]["endCursor"]
+    assert sorted(seen) == list(range(1, 12))
+    assert expiries == sorted(expiries)
