@@ -8,17 +8,30 @@ import asyncio
 import getpass
 import os
 import sys
+from collections.abc import Awaitable, Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from server.config import Settings
+
+if TYPE_CHECKING:
+    from server.services import Services
 
 SCHEMA_PATH = Path(__file__).resolve().parent.parent / "graphql_schema" / "schema.graphql"
 
 
-def _services() -> object:
+def with_services(action: Callable[[Services], Awaitable[int]]) -> int:
+    """Run one async command against the configured database, closing it afterwards."""
     from server.services import Services
 
-    return Services.build(Settings.from_env())
+    async def run() -> int:
+        services = Services.build(Settings.from_env())
+        try:
+            return await action(services)
+        finally:
+            await services.close()
+
+    return asyncio.run(run())
 
 
 async def _migrate(settings: Settings) -> None:
@@ -40,23 +53,16 @@ def cmd_migrate(_: argparse.Namespace) -> int:
 def cmd_seed(args: argparse.Namespace) -> int:
     from server.demo import seed_demo
 
-    async def run() -> int:
-        services = _services()
-        try:
-            summary = await seed_demo(
-                services,  # type: ignore[arg-type]
-                only_if_empty=args.if_empty,
-                progress=lambda line: print(line, flush=True),
-            )
-        finally:
-            await services.close()  # type: ignore[attr-defined]
-        print(summary)
-        return 0
-
     if not args.demo:
         print("only `apotheca seed --demo` exists for now", file=sys.stderr)
         return 2
-    return asyncio.run(run())
+
+    async def seed(services: Services) -> int:
+        progress = lambda line: print(line, flush=True)  # noqa: E731
+        print(await seed_demo(services, only_if_empty=args.if_empty, progress=progress))
+        return 0
+
+    return with_services(seed)
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
@@ -77,40 +83,37 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 
 def cmd_create_user(args: argparse.Namespace) -> int:
+    from sqlalchemy import select
+
     from server.core.errors import DomainError
     from server.core.security import Role
     from server.network.models import Location, Organisation
 
     password = args.password or os.environ.get("APOTHECA_NEW_PASSWORD") or getpass.getpass()
 
-    async def run() -> int:
-        from sqlalchemy import select
-
-        services = _services()
+    async def create(services: Services) -> int:
+        async with services.db.read() as session:
+            org_id = None
+            if args.organisation:
+                org_id = (
+                    await session.execute(
+                        select(Organisation.id).where(Organisation.name == args.organisation)
+                    )
+                ).scalar()
+                if org_id is None:
+                    print(f"no organisation named {args.organisation!r}", file=sys.stderr)
+                    return 1
+            location_ids = []
+            for code in args.location or []:
+                location_id = (
+                    await session.execute(select(Location.id).where(Location.code == code.upper()))
+                ).scalar()
+                if location_id is None:
+                    print(f"no location with code {code!r}", file=sys.stderr)
+                    return 1
+                location_ids.append(location_id)
         try:
-            async with services.db.read() as session:  # type: ignore[attr-defined]
-                org_id = None
-                if args.organisation:
-                    org_id = (
-                        await session.execute(
-                            select(Organisation.id).where(Organisation.name == args.organisation)
-                        )
-                    ).scalar()
-                    if org_id is None:
-                        print(f"no organisation named {args.organisation!r}", file=sys.stderr)
-                        return 1
-                location_ids = []
-                for code in args.location or []:
-                    loc = (
-                        await session.execute(
-                            select(Location.id).where(Location.code == code.upper())
-                        )
-                    ).scalar()
-                    if loc is None:
-                        print(f"no location with code {code!r}", file=sys.stderr)
-                        return 1
-                    location_ids.append(loc)
-            user = await services.network.create_user(  # type: ignore[attr-defined]
+            user = await services.network.create_user(
                 None,
                 username=args.username,
                 full_name=args.full_name or args.username,
@@ -122,12 +125,10 @@ def cmd_create_user(args: argparse.Namespace) -> int:
         except DomainError as error:
             print(f"refused: {error.message}", file=sys.stderr)
             return 1
-        finally:
-            await services.close()  # type: ignore[attr-defined]
         print(f"created user {user.username} (id {user.id})")
         return 0
 
-    return asyncio.run(run())
+    return with_services(create)
 
 
 def cmd_import_catalog(args: argparse.Namespace) -> int:
@@ -135,22 +136,19 @@ def cmd_import_catalog(args: argparse.Namespace) -> int:
 
     text = Path(args.csv).read_text(encoding="utf-8-sig")
 
-    async def run() -> int:
-        services = _services()
+    async def import_csv(services: Services) -> int:
         try:
-            products = await services.catalog.import_csv(None, text)  # type: ignore[attr-defined]
+            products = await services.catalog.import_csv(None, text)
         except CatalogImportError as error:
             print(f"refused: {error.message}", file=sys.stderr)
             for row in error.errors:
                 where = f"row {row.row}" + (f", {row.field}" if row.field else "")
                 print(f"  {where}: {row.message}", file=sys.stderr)
             return 1
-        finally:
-            await services.close()  # type: ignore[attr-defined]
         print(f"imported {len(products)} products")
         return 0
 
-    return asyncio.run(run())
+    return with_services(import_csv)
 
 
 def cmd_export_schema(args: argparse.Namespace) -> int:
@@ -176,13 +174,9 @@ def cmd_export_schema(args: argparse.Namespace) -> int:
 def cmd_verify_audit(_: argparse.Namespace) -> int:
     from server.core.audit import verify
 
-    async def run() -> int:
-        services = _services()
-        try:
-            async with services.db.read() as session:  # type: ignore[attr-defined]
-                result = await verify(session)
-        finally:
-            await services.close()  # type: ignore[attr-defined]
+    async def check(services: Services) -> int:
+        async with services.db.read() as session:
+            result = await verify(session)
         if result.ok:
             print(f"audit chain intact: {result.checked} events verified")
             return 0
@@ -194,7 +188,7 @@ def cmd_verify_audit(_: argparse.Namespace) -> int:
         )
         return 1
 
-    return asyncio.run(run())
+    return with_services(check)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -21,7 +21,8 @@ from server.core.graphql import (
     attempt,
     decode_id,
     keyset_page,
-    parse_pks,
+    load_nodes,
+    load_related,
     to_connection,
 )
 from server.core.security import Permission
@@ -66,9 +67,7 @@ class Product(relay.Node):
     async def resolve_nodes(
         cls, *, info: Info, node_ids: Iterable[str], required: bool = False
     ) -> list[Self | None]:
-        info.context.require_principal()
-        rows = await info.context.by_id(models.Product).load_many(parse_pks(node_ids))
-        return [cls.from_model(r) if r else None for r in rows]
+        return await load_nodes(info, models.Product, node_ids, cls.from_model)
 
     @strawberry.field
     async def gtins(self, info: Info) -> list[str]:
@@ -106,9 +105,7 @@ class Lot(relay.Node):
     async def resolve_nodes(
         cls, *, info: Info, node_ids: Iterable[str], required: bool = False
     ) -> list[Self | None]:
-        info.context.require_principal()
-        rows = await info.context.by_id(models.Lot).load_many(parse_pks(node_ids))
-        return [cls.from_model(r) if r else None for r in rows]
+        return await load_nodes(info, models.Lot, node_ids, cls.from_model)
 
     @strawberry.field
     def expired(self) -> bool:
@@ -116,14 +113,13 @@ class Lot(relay.Node):
 
     @strawberry.field
     async def product(self, info: Info) -> Product:
-        return Product.from_model(await info.context.by_id(models.Product).load(self.product_id))
+        return await load_related(info, models.Product, self.product_id, Product.from_model)
 
     @strawberry.field
     async def manufacturer(self, info: Info) -> Organisation | None:
-        if self.manufacturer_id is None:
-            return None
-        org = await info.context.by_id(network_models.Organisation).load(self.manufacturer_id)
-        return Organisation.from_model(org)
+        return await load_related(
+            info, network_models.Organisation, self.manufacturer_id, Organisation.from_model
+        )
 
 
 @strawberry.type

@@ -11,22 +11,12 @@ from dataclasses import dataclass
 from typing import Literal
 
 from server.catalog.gtin import gtin_check_digit
+from server.catalog.service import CSV_COLUMNS
 
 DemandPattern = Literal["STEADY_WEEKLY", "SEASONAL_WINTER", "SEASONAL_SUMMER", "INTERMITTENT"]
 Storage = Literal["ROOM", "REFRIGERATED", "FROZEN"]
 
-CSV_FIELDS: tuple[str, ...] = (
-    "name",
-    "strength",
-    "dosage_form",
-    "unit",
-    "atc_code",
-    "approval_number",
-    "gtins",
-    "controlled_schedule",
-    "storage",
-    "unit_cost",
-)
+CSV_FIELDS = CSV_COLUMNS  # the `apotheca import-catalog` format
 
 
 def make_gtin14(body13: str) -> str:

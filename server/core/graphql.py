@@ -24,8 +24,8 @@ from strawberry.relay.types import GlobalIDValueError
 from strawberry.types import Info as StrawberryInfo
 
 from server.core.db import Database
-from server.core.errors import DomainError, ErrorCode, InvalidInput
-from server.core.security import Principal, require_principal
+from server.core.errors import DomainError, ErrorCode, Forbidden, InvalidInput
+from server.core.security import Permission, Principal, require_principal
 
 log = logging.getLogger("apotheca.graphql")
 
@@ -304,3 +304,34 @@ async def attempt(
         return await action(info.context.require_principal()), []
     except DomainError as error:
         return None, [MutationError.from_domain(error)]
+
+
+async def load_nodes(
+    info: Info,
+    model: type[Any],
+    node_ids: Iterable[str],
+    convert: Callable[[Any], T],
+    *,
+    permission: Permission | None = None,
+    location_of: Callable[[Any], int] | None = None,
+) -> list[T | None]:
+    """`resolve_nodes` for every type: signed in, allowed, in scope, batched through a loader."""
+    principal = info.context.require_principal()
+    if permission is not None:
+        principal.require(permission)
+    rows = await info.context.by_id(model).load_many(parse_pks(node_ids))
+    if location_of is not None:
+        for row in rows:
+            if row is not None and not principal.sees_location(location_of(row)):
+                raise Forbidden("that record belongs to a location outside your scope")
+    return [convert(row) if row is not None else None for row in rows]
+
+
+async def load_related(
+    info: Info, model: type[Any], pk: int | None, convert: Callable[[Any], T]
+) -> T | None:
+    """A to-one relation through this request's loader (None when the key is None)."""
+    if pk is None:
+        return None
+    row = await info.context.by_id(model).load(pk)
+    return convert(row) if row is not None else None

@@ -6,7 +6,7 @@ from collections.abc import Callable, Iterable
 from datetime import date, datetime
 from decimal import Decimal
 from enum import StrEnum
-from typing import Self
+from typing import Any, Self
 
 import strawberry
 from sqlalchemy import select
@@ -14,14 +14,15 @@ from strawberry import relay
 
 from server.catalog import models as catalog_models
 from server.catalog.api import Lot, Product
-from server.core.errors import Forbidden, InvalidInput
+from server.core.errors import InvalidInput
 from server.core.graphql import (
     Info,
     MutationError,
     attempt,
     decode_id,
     keyset_page,
-    parse_pks,
+    load_nodes,
+    load_related,
     to_connection,
 )
 from server.core.security import Permission, Principal
@@ -33,10 +34,14 @@ from server.network.api import Location, Organisation
 MovementKind = strawberry.enum(models.MovementKind)
 
 
-def _check_visible(principal: Principal, location_ids: Iterable[int]) -> None:
-    for location_id in location_ids:
-        if not principal.sees_location(location_id):
-            raise Forbidden(f"location {location_id} is outside your scope", field="location")
+async def resolve_location(root: Any, info: Info) -> Location:
+    """`location` of anything that carries a `location_id`."""
+    return await load_related(info, network_models.Location, root.location_id, Location.from_model)
+
+
+async def resolve_lot(root: Any, info: Info) -> Lot:
+    """`lot` of anything that carries a `lot_id`."""
+    return await load_related(info, catalog_models.Lot, root.lot_id, Lot.from_model)
 
 
 @strawberry.type
@@ -63,20 +68,17 @@ class StockLevel(relay.Node):
     async def resolve_nodes(
         cls, *, info: Info, node_ids: Iterable[str], required: bool = False
     ) -> list[Self | None]:
-        principal = info.context.require_principal()
-        principal.require(Permission.STOCK_READ)
-        rows = await info.context.by_id(models.Balance).load_many(parse_pks(node_ids))
-        _check_visible(principal, [r.location_id for r in rows if r])
-        return [cls.from_model(r) if r else None for r in rows]
+        return await load_nodes(
+            info,
+            models.Balance,
+            node_ids,
+            cls.from_model,
+            permission=Permission.STOCK_READ,
+            location_of=lambda row: row.location_id,
+        )
 
-    @strawberry.field
-    async def location(self, info: Info) -> Location:
-        loc = await info.context.by_id(network_models.Location).load(self.location_id)
-        return Location.from_model(loc)
-
-    @strawberry.field
-    async def lot(self, info: Info) -> Lot:
-        return Lot.from_model(await info.context.by_id(catalog_models.Lot).load(self.lot_id))
+    location: Location = strawberry.field(resolver=resolve_location)
+    lot: Lot = strawberry.field(resolver=resolve_lot)
 
     @strawberry.field
     async def product(self, info: Info) -> Product:
@@ -133,32 +135,29 @@ class Movement(relay.Node):
     async def resolve_nodes(
         cls, *, info: Info, node_ids: Iterable[str], required: bool = False
     ) -> list[Self | None]:
-        principal = info.context.require_principal()
-        principal.require(Permission.STOCK_READ)
-        rows = await info.context.by_id(models.Movement).load_many(parse_pks(node_ids))
-        _check_visible(principal, [r.location_id for r in rows if r])
-        return [cls.from_model(r) if r else None for r in rows]
+        return await load_nodes(
+            info,
+            models.Movement,
+            node_ids,
+            cls.from_model,
+            permission=Permission.STOCK_READ,
+            location_of=lambda row: row.location_id,
+        )
 
-    @strawberry.field
-    async def location(self, info: Info) -> Location:
-        loc = await info.context.by_id(network_models.Location).load(self.location_id)
-        return Location.from_model(loc)
-
-    @strawberry.field
-    async def lot(self, info: Info) -> Lot:
-        return Lot.from_model(await info.context.by_id(catalog_models.Lot).load(self.lot_id))
+    location: Location = strawberry.field(resolver=resolve_location)
+    lot: Lot = strawberry.field(resolver=resolve_lot)
 
     @strawberry.field(description="The organisation that reported this movement.")
     async def organisation(self, info: Info) -> Organisation:
-        org = await info.context.by_id(network_models.Organisation).load(self.organisation_id)
-        return Organisation.from_model(org)
+        return await load_related(
+            info, network_models.Organisation, self.organisation_id, Organisation.from_model
+        )
 
     @strawberry.field
     async def counterparty(self, info: Info) -> Organisation | None:
-        if self.counterparty_id is None:
-            return None
-        org = await info.context.by_id(network_models.Organisation).load(self.counterparty_id)
-        return Organisation.from_model(org)
+        return await load_related(
+            info, network_models.Organisation, self.counterparty_id, Organisation.from_model
+        )
 
     @strawberry.field(description="Username of who recorded it.")
     async def actor(self, info: Info) -> str | None:

@@ -15,6 +15,8 @@ from server.core.graphql import (
     attempt,
     decode_id,
     keyset_page,
+    load_nodes,
+    load_related,
     parse_pks,
     to_connection,
 )
@@ -41,9 +43,7 @@ class Organisation(relay.Node):
     async def resolve_nodes(
         cls, *, info: Info, node_ids: Iterable[str], required: bool = False
     ) -> list[Self | None]:
-        info.context.require_principal()
-        rows = await info.context.by_id(models.Organisation).load_many(parse_pks(node_ids))
-        return [cls.from_model(r) if r else None for r in rows]
+        return await load_nodes(info, models.Organisation, node_ids, cls.from_model)
 
     @strawberry.field
     async def locations(self, info: Info) -> list[Location]:
@@ -81,20 +81,17 @@ class Location(relay.Node):
     async def resolve_nodes(
         cls, *, info: Info, node_ids: Iterable[str], required: bool = False
     ) -> list[Self | None]:
-        info.context.require_principal()
-        rows = await info.context.by_id(models.Location).load_many(parse_pks(node_ids))
-        return [cls.from_model(r) if r else None for r in rows]
+        return await load_nodes(info, models.Location, node_ids, cls.from_model)
 
     @strawberry.field
     async def organisation(self, info: Info) -> Organisation:
-        org = await info.context.by_id(models.Organisation).load(self.organisation_id)
-        return Organisation.from_model(org)
+        return await load_related(
+            info, models.Organisation, self.organisation_id, Organisation.from_model
+        )
 
     @strawberry.field
     async def parent(self, info: Info) -> Location | None:
-        if self.parent_id is None:
-            return None
-        return Location.from_model(await info.context.by_id(models.Location).load(self.parent_id))
+        return await load_related(info, models.Location, self.parent_id, Location.from_model)
 
     @strawberry.field(description="Whether the signed-in user may see and move stock here.")
     def in_my_scope(self, info: Info) -> bool:
@@ -124,11 +121,9 @@ class User(relay.Node):
         cls, *, info: Info, node_ids: Iterable[str], required: bool = False
     ) -> list[Self | None]:
         principal = info.context.require_principal()
-        ids = parse_pks(node_ids)
-        if any(i != principal.user_id for i in ids):
+        if any(pk != principal.user_id for pk in parse_pks(node_ids)):
             principal.require(Permission.USERS_MANAGE)
-        rows = await info.context.by_id(models.User).load_many(ids)
-        return [cls.from_model(r) if r else None for r in rows]
+        return await load_nodes(info, models.User, node_ids, cls.from_model)
 
     @strawberry.field
     async def roles(self, info: Info) -> list[RoleEnum]:  # type: ignore[valid-type]
@@ -145,10 +140,9 @@ class User(relay.Node):
 
     @strawberry.field
     async def organisation(self, info: Info) -> Organisation | None:
-        if self.organisation_id is None:
-            return None
-        org = await info.context.by_id(models.Organisation).load(self.organisation_id)
-        return Organisation.from_model(org)
+        return await load_related(
+            info, models.Organisation, self.organisation_id, Organisation.from_model
+        )
 
 
 @strawberry.type
