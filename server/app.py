@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 import time
 import uuid
 from collections.abc import AsyncIterator
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +21,7 @@ from starlette.routing import Mount, Route, WebSocketRoute
 from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from strawberry.asgi import GraphQL
+from strawberry.exceptions import ConnectionRejectionError
 from strawberry.subscriptions import GRAPHQL_TRANSPORT_WS_PROTOCOL
 
 from server.config import Settings
@@ -58,6 +61,21 @@ class ApothecaGraphQL(GraphQL[Context, None]):
             request=request,
             response=response,
         )
+
+    async def on_ws_connect(self, context: Context) -> Any:
+        """graphql-transport-ws: the token comes in connection_init's payload."""
+        params = getattr(context, "connection_params", None) or {}
+        token = str(params.get("token") or params.get("Authorization") or "")
+        token = token.removeprefix("Bearer ").strip()
+        try:
+            user_id = self.services.tokens.decode_access_token(token)
+            context.principal = await self.services.network.load_principal(user_id)
+        except DomainError as error:
+            raise ConnectionRejectionError(
+                {"code": error.code.value, "message": error.message}
+            ) from None
+        context.auth_error = None
+        return {"user": context.principal.username}
 
     async def process_result(self, request: Any, result: Any) -> Any:
         """Errors raised before execution (syntax, token limit) get a code like all others."""
@@ -182,6 +200,11 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
         lines = [
             "# TYPE apotheca_uptime_seconds gauge",
             f"apotheca_uptime_seconds {time.monotonic() - started:.0f}",
+            "# TYPE apotheca_subscribers gauge",
+            *(
+                f'apotheca_subscribers{{topic="{topic}"}} {services.bus.subscriber_count(topic)}'
+                for topic in ("stock", "alert")
+            ),
         ]
         return PlainTextResponse("\n".join(lines) + "\n")
 
@@ -189,6 +212,8 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
         services,
         graphql_ide="graphiql",
         subscription_protocols=[GRAPHQL_TRANSPORT_WS_PROTOCOL],
+        max_subscriptions_per_connection=settings.max_subscriptions_per_connection,
+        connection_init_wait_timeout=timedelta(seconds=10),
     )
     routes: list[Any] = [
         Route("/healthz", healthz),
@@ -201,8 +226,15 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
 
     @contextlib.asynccontextmanager
     async def lifespan(_: Starlette) -> AsyncIterator[None]:
-        yield
-        await services.close()
+        await services.start()
+        expiry = asyncio.create_task(_expiry_checks(services))
+        try:
+            yield
+        finally:
+            expiry.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await expiry
+            await services.close()
 
     app = Starlette(
         routes=routes,
@@ -211,6 +243,17 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
     )
     app.state.services = services
     return app
+
+
+async def _expiry_checks(services: Services) -> None:
+    """Periodic expiry alerts inside the server (also `apotheca check-expiry`)."""
+    while True:
+        try:
+            result = await services.alerts.check_expiry()
+            log.info("expiry check: %s raised, %s resolved", result.raised, result.resolved)
+        except Exception:
+            log.exception("expiry check failed; retrying at the next interval")
+        await asyncio.sleep(services.settings.expiry_check_seconds)
 
 
 def _pwa_route(pwa_dir: Path) -> Any:

@@ -35,6 +35,9 @@ class Settings:
     max_tokens: int = 3000
     max_body_bytes: int = 256 * 1024
     sql_echo: bool = False
+    expiry_window_days: int = 90
+    expiry_check_seconds: int = 3600
+    max_subscriptions_per_connection: int = 20
     pwa_dir: Path = Path(__file__).resolve().parent.parent / "pwa" / "dist"
 
     @classmethod
@@ -46,6 +49,8 @@ class Settings:
             "refresh_token_days": int(env.get("APOTHECA_REFRESH_TOKEN_DAYS", "30")),
             "max_page_size": int(env.get("APOTHECA_MAX_PAGE_SIZE", "100")),
             "sql_echo": env.get("APOTHECA_SQL_ECHO", "") == "1",
+            "expiry_window_days": int(env.get("APOTHECA_EXPIRY_WINDOW_DAYS", "90")),
+            "expiry_check_seconds": int(env.get("APOTHECA_EXPIRY_CHECK_SECONDS", "3600")),
         }
         if pwa_dir := env.get("APOTHECA_PWA_DIR"):
             values["pwa_dir"] = Path(pwa_dir)

@@ -1,11 +1,23 @@
 """Every table, imported once so Alembic and tests see the whole metadata."""
 
+from server.alerts import models as alert_models
 from server.catalog import models as catalog_models
 from server.core import audit
 from server.core.db import Base
+from server.counts import models as count_models
 from server.inventory import models as inventory_models
 from server.network import models as network_models
+from server.scanning import models as scanning_models
 
 metadata = Base.metadata
 
-__all__ = ["audit", "catalog_models", "inventory_models", "metadata", "network_models"]
+__all__ = [
+    "alert_models",
+    "audit",
+    "catalog_models",
+    "count_models",
+    "inventory_models",
+    "metadata",
+    "network_models",
+    "scanning_models",
+]

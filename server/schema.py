@@ -16,12 +16,16 @@ from strawberry.extensions import (
 from strawberry.printer import print_schema
 from strawberry.tools import merge_types
 
+from server.alerts import api as alerts_api
 from server.audit import api as audit_api
 from server.catalog import api as catalog_api
 from server.config import Settings
 from server.core.graphql import ApiErrors
+from server.counts import api as counts_api
 from server.inventory import api as inventory_api
 from server.network import api as network_api
+from server.reports import api as reports_api
+from server.scanning import api as scanning_api
 
 
 @strawberry.type
@@ -31,11 +35,30 @@ class NodeQuery:
 
 Query = merge_types(
     "Query",
-    (NodeQuery, network_api.Query, catalog_api.Query, inventory_api.Query, audit_api.Query),
+    (
+        NodeQuery,
+        network_api.Query,
+        catalog_api.Query,
+        inventory_api.Query,
+        scanning_api.Query,
+        alerts_api.Query,
+        counts_api.Query,
+        reports_api.Query,
+        audit_api.Query,
+    ),
 )
 Mutation = merge_types(
-    "Mutation", (network_api.Mutation, catalog_api.Mutation, inventory_api.Mutation)
+    "Mutation",
+    (
+        network_api.Mutation,
+        catalog_api.Mutation,
+        inventory_api.Mutation,
+        scanning_api.Mutation,
+        alerts_api.Mutation,
+        counts_api.Mutation,
+    ),
 )
+Subscription = merge_types("Subscription", (inventory_api.Subscription, alerts_api.Subscription))
 
 
 def build_schema(settings: Settings | None = None) -> strawberry.Schema:
@@ -49,6 +72,7 @@ def _schema(max_tokens: int, max_depth: int, max_aliases: int) -> strawberry.Sch
     return strawberry.Schema(
         query=Query,
         mutation=Mutation,
+        subscription=Subscription,
         extensions=[
             lambda: MaxTokensLimiter(max_token_count=max_tokens),
             lambda: QueryDepthLimiter(max_depth=max_depth),

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import timedelta
 
+from server.alerts.service import AlertService
 from server.catalog.service import CatalogService
 from server.config import Settings
 from server.core.db import Database
@@ -23,6 +24,7 @@ class Services:
     network: NetworkService
     catalog: CatalogService
     ledger: LedgerService
+    alerts: AlertService
 
     @classmethod
     def build(cls, settings: Settings) -> Services:
@@ -33,6 +35,7 @@ class Services:
             access_ttl=timedelta(minutes=settings.access_token_minutes),
             refresh_ttl=timedelta(days=settings.refresh_token_days),
         )
+        alerts = AlertService(db, bus, expiry_window_days=settings.expiry_window_days)
         return cls(
             settings=settings,
             db=db,
@@ -40,8 +43,14 @@ class Services:
             tokens=tokens,
             network=NetworkService(db, tokens),
             catalog=CatalogService(db),
-            ledger=LedgerService(db, bus),
+            ledger=LedgerService(db, bus, alerts),
+            alerts=alerts,
         )
 
+    async def start(self) -> None:
+        """Background parts of a serving process: the PostgreSQL event listener."""
+        await self.bus.start(self.settings.database_url)
+
     async def close(self) -> None:
+        await self.bus.stop()
         await self.db.dispose()

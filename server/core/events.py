@@ -1,16 +1,34 @@
-"""Event bus: services publish small events after commit; subscribers get them from a queue.
+"""Event bus: services emit small events inside their transaction; subscribers receive them
+only once it commits.
 
-This is the in-memory bus for one process (SQLite). Each subscriber has a bounded queue: a
-slow reader loses its oldest events (and is told so) instead of stalling the publisher.
+- In memory (SQLite, one process): events wait on the session and are published after commit.
+- PostgreSQL: events are sent with pg_notify inside the transaction (PostgreSQL delivers them
+  only on commit) and every worker LISTENs, so all workers on all hosts fan out the same events.
+
+Each subscriber has a bounded queue: a slow reader loses its oldest events (and `dropped` counts
+them) instead of stalling the publisher or growing memory.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import json
+import logging
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any
+
+from sqlalchemy import event as sa_event
+from sqlalchemy import func, select
+from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import Session
+
+log = logging.getLogger("apotheca.events")
+
+CHANNEL = "apotheca_events"
+NOTIFY_LIMIT = 7000  # PostgreSQL refuses NOTIFY payloads of 8000 bytes or more
+_PENDING = "apotheca_pending_events"
 
 
 @dataclass(frozen=True)
@@ -19,26 +37,138 @@ class Event:
     payload: dict[str, Any] = field(default_factory=dict)
 
 
+class Subscription:
+    """One subscriber's bounded queue."""
+
+    def __init__(self, size: int) -> None:
+        self.queue: asyncio.Queue[Event] = asyncio.Queue(size)
+        self.dropped = 0
+
+    def offer(self, event: Event) -> None:
+        if self.queue.full():
+            self.queue.get_nowait()
+            self.dropped += 1
+        self.queue.put_nowait(event)
+
+    async def get(self) -> Event:
+        return await self.queue.get()
+
+
+def _chunks(events: list[Event]) -> list[str]:
+    """Pack events into as few notifications as fit under PostgreSQL's payload limit."""
+    payloads: list[str] = []
+    batch: list[dict[str, Any]] = []
+    size = 2
+    for event in events:
+        item = {"t": event.topic, "p": event.payload}
+        item_size = len(json.dumps(item, default=str)) + 1
+        if batch and size + item_size > NOTIFY_LIMIT:
+            payloads.append(json.dumps(batch, default=str))
+            batch, size = [], 2
+        batch.append(item)
+        size += item_size
+    if batch:
+        payloads.append(json.dumps(batch, default=str))
+    return payloads
+
+
 class EventBus:
-    def __init__(self, queue_size: int = 1000) -> None:
+    def __init__(self, queue_size: int = 256) -> None:
         self._queue_size = queue_size
-        self._subscribers: dict[str, set[asyncio.Queue[Event]]] = {}
+        self._subscribers: dict[str, set[Subscription]] = {}
+        self._pg_dsn: str | None = None
+        self._listener: Any = None
+        self._listen_task: asyncio.Task[None] | None = None
+
+    # --- publishing --------------------------------------------------------------------------
+
+    async def emit(self, session: AsyncSession, events: list[Event]) -> None:
+        """Queue events in the caller's transaction; they go out only if it commits."""
+        if not events:
+            return
+        if session.bind.dialect.name == "postgresql":
+            for payload in _chunks(events):
+                await session.execute(select(func.pg_notify(CHANNEL, payload)))
+            return
+        sync_session = session.sync_session
+        pending = sync_session.info.setdefault(_PENDING, [])
+        if not pending:
+            sa_event.listen(sync_session, "after_commit", self._after_commit, once=True)
+            sa_event.listen(sync_session, "after_rollback", _forget, once=True)
+        pending.extend(events)
+
+    def _after_commit(self, sync_session: Session) -> None:
+        self.publish(sync_session.info.pop(_PENDING, []))
 
     def publish(self, events: list[Event]) -> None:
+        """Hand events to this process's subscribers (never blocks)."""
         for event in events:
-            for queue in self._subscribers.get(event.topic, ()):
-                if queue.full():
-                    queue.get_nowait()  # drop the oldest rather than block everyone
-                queue.put_nowait(event)
+            for subscription in tuple(self._subscribers.get(event.topic, ())):
+                subscription.offer(event)
 
-    @asynccontextmanager
-    async def subscribe(self, topic: str) -> AsyncIterator[asyncio.Queue[Event]]:
-        queue: asyncio.Queue[Event] = asyncio.Queue(self._queue_size)
-        self._subscribers.setdefault(topic, set()).add(queue)
+    # --- subscribing -------------------------------------------------------------------------
+
+    @contextlib.asynccontextmanager
+    async def subscribe(self, *topics: str) -> AsyncIterator[Subscription]:
+        subscription = Subscription(self._queue_size)
+        for topic in topics:
+            self._subscribers.setdefault(topic, set()).add(subscription)
         try:
-            yield queue
+            yield subscription
         finally:
-            self._subscribers[topic].discard(queue)
+            for topic in topics:
+                self._subscribers.get(topic, set()).discard(subscription)
 
     def subscriber_count(self, topic: str) -> int:
         return len(self._subscribers.get(topic, ()))
+
+    # --- PostgreSQL fan-out ------------------------------------------------------------------
+
+    async def start(self, database_url: str) -> None:
+        """On PostgreSQL, LISTEN (and keep listening across reconnects) in this worker."""
+        if not database_url.startswith("postgresql"):
+            return
+        self._pg_dsn = database_url.replace("postgresql+asyncpg://", "postgresql://", 1)
+        ready = asyncio.Event()
+        self._listen_task = asyncio.create_task(self._listen_forever(ready))
+        await asyncio.wait_for(ready.wait(), timeout=10)
+
+    async def _listen_forever(self, ready: asyncio.Event) -> None:
+        import asyncpg
+
+        while True:
+            lost = asyncio.Event()
+            try:
+                self._listener = await asyncpg.connect(self._pg_dsn)
+                self._listener.add_termination_listener(lambda _conn, lost=lost: lost.set())
+                await self._listener.add_listener(CHANNEL, self._on_notify)
+                ready.set()
+                await lost.wait()
+                log.warning("event listener connection lost; reconnecting")
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("event listener failed; retrying in 1 s")
+            await asyncio.sleep(1)
+
+    def _on_notify(self, _conn: Any, _pid: int, _channel: str, payload: str) -> None:
+        try:
+            items = json.loads(payload)
+            self.publish([Event(item["t"], item["p"]) for item in items])
+        except (ValueError, KeyError, TypeError):
+            log.exception("malformed event notification dropped")
+
+    async def stop(self) -> None:
+        if self._listen_task is not None:
+            self._listen_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._listen_task
+            self._listen_task = None
+        if self._listener is not None:
+            with contextlib.suppress(Exception):
+                await self._listener.close()
+            self._listener = None
+
+
+def _forget(sync_session: Session) -> None:
+    sync_session.info.pop(_PENDING, None)

@@ -43,6 +43,7 @@ class Context:
     request: Any = None
     response: Any = None
     loaders: dict[Any, DataLoader[Any, Any]] = field(default_factory=dict)
+    connection_params: dict[str, Any] | None = None  # graphql-transport-ws connection_init
 
     @property
     def db(self) -> Database:

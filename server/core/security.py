@@ -45,6 +45,8 @@ class Permission(StrEnum):
     NETWORK_MANAGE = "NETWORK_MANAGE"
     USERS_MANAGE = "USERS_MANAGE"
     AUDIT_READ = "AUDIT_READ"
+    ALERT_ACKNOWLEDGE = "ALERT_ACKNOWLEDGE"
+    COUNT_MANAGE = "COUNT_MANAGE"
 
 
 _ALL_ROLES = frozenset(Role)
@@ -63,6 +65,8 @@ ROLE_PERMISSIONS: dict[Permission, frozenset[Role]] = {
     Permission.NETWORK_MANAGE: frozenset({Role.ADMIN}),
     Permission.USERS_MANAGE: frozenset({Role.ADMIN}),
     Permission.AUDIT_READ: frozenset({Role.ADMIN, Role.AUDITOR}),
+    Permission.ALERT_ACKNOWLEDGE: _STOCK_STAFF | {Role.NURSE},
+    Permission.COUNT_MANAGE: _STOCK_STAFF | {Role.NURSE},
 }
 
 # Roles that are not confined to their organisation's locations.

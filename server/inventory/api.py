@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import AsyncGenerator, Callable, Iterable
 from datetime import date, datetime
 from decimal import Decimal
 from enum import StrEnum
@@ -27,7 +27,7 @@ from server.core.graphql import (
 )
 from server.core.security import Permission, Principal
 from server.inventory import models
-from server.inventory.service import LedgerResult, MovementRequest, NewLot
+from server.inventory.service import STOCK_TOPIC, LedgerResult, MovementRequest, NewLot
 from server.network import models as network_models
 from server.network.api import Location, Organisation
 
@@ -457,3 +457,57 @@ class Mutation:
                 reason=reason[:200],
             ),
         )
+
+
+@strawberry.type(description="A balance that changed: where, which lot, how much is left now.")
+class StockChange:
+    quantity: int
+    location_id: strawberry.Private[int]
+    lot_id: strawberry.Private[int]
+    product_id: strawberry.Private[int]
+    movement_id: strawberry.Private[int]
+    location: Location = strawberry.field(resolver=resolve_location)
+    lot: Lot = strawberry.field(resolver=resolve_lot)
+
+    @strawberry.field
+    async def product(self, info: Info) -> Product:
+        return await load_related(info, catalog_models.Product, self.product_id, Product.from_model)
+
+    @strawberry.field(description="The movement that caused it (kind, signed quantity, actor).")
+    async def movement(self, info: Info) -> Movement:
+        return await load_related(info, models.Movement, self.movement_id, Movement.from_model)
+
+
+@strawberry.type
+class Subscription:
+    @strawberry.subscription(description="Stock changes within your scope, as they commit.")
+    async def stock_changed(
+        self,
+        info: Info,
+        locations: list[relay.GlobalID] | None = None,
+        products: list[relay.GlobalID] | None = None,
+    ) -> AsyncGenerator[StockChange, None]:
+        principal = info.context.require_principal()
+        principal.require(Permission.STOCK_READ)
+        wanted_locations = {decode_id(x, Location, "locations") for x in locations or []}
+        for location_id in wanted_locations:
+            principal.require(Permission.STOCK_READ, location_id=location_id)
+        wanted_products = {decode_id(x, Product, "products") for x in products or []}
+        async with info.context.services.bus.subscribe(STOCK_TOPIC) as subscription:
+            while True:
+                event = await subscription.get()
+                payload = event.payload
+                if wanted_locations and payload["location_id"] not in wanted_locations:
+                    continue
+                if wanted_products and payload["product_id"] not in wanted_products:
+                    continue
+                if not principal.sees_location(payload["location_id"]):
+                    continue
+                info.context.loaders.clear()  # each event reads fresh rows
+                yield StockChange(
+                    quantity=payload["quantity"],
+                    location_id=payload["location_id"],
+                    lot_id=payload["lot_id"],
+                    product_id=payload["product_id"],
+                    movement_id=payload["movement_id"],
+                )

@@ -20,6 +20,7 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from server.alerts.service import AlertService
 from server.catalog.models import Lot, LotStatus
 from server.catalog.service import find_or_create_lot
 from server.core import audit
@@ -315,9 +316,27 @@ async def apply_movements(
 
 
 class LedgerService:
-    def __init__(self, db: Database, bus: EventBus) -> None:
+    def __init__(self, db: Database, bus: EventBus, alerts: AlertService) -> None:
         self.db = db
         self.bus = bus
+        self.alerts = alerts
+
+    async def apply(
+        self,
+        session: AsyncSession,
+        principal: Principal,
+        requests: Sequence[MovementRequest],
+        *,
+        request_key: str | None = None,
+    ) -> list[tuple[Movement, Lot]]:
+        """Movements in the caller's transaction, with their stock events and alert checks."""
+        written = await apply_movements(session, principal, requests, request_key=request_key)
+        await self.bus.emit(session, [stock_event(m, lot.product_id) for m, lot in written])
+        await self.alerts.evaluate_stock(
+            session, {(m.location_id, lot.product_id) for m, lot in written}
+        )
+        await self.alerts.evaluate_expiry(session, {(m.location_id, m.lot_id) for m, _ in written})
+        return written
 
     async def record(
         self,
@@ -350,14 +369,13 @@ class LedgerService:
                     )
                     session.add(claim)
                     await session.flush()
-                written = await apply_movements(session, principal, requests, request_key=key)
+                written = await self.apply(session, principal, requests, request_key=key)
                 if claim is not None:
                     claim.movement_ids = [m.id for m, _ in written]
         except IntegrityError:
             if key is not None and (replay := await self._replay(principal, key, request_hash)):
                 return replay
             raise
-        self.bus.publish([stock_event(m, lot.product_id) for m, lot in written])
         return LedgerResult([m for m, _ in written])
 
     async def _replay(

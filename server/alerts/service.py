@@ -1,0 +1,325 @@
+"""Alert use cases: raise once while a condition holds, resolve when it clears, acknowledge.
+
+Raising and resolving happen inside the transaction of the change that caused them (a
+dispense that empties a shelf resolves its expiry alert in the same commit), and each raised
+alert is emitted on the `alert` topic after commit.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from datetime import date
+from typing import Any
+
+from sqlalchemy import func, select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from server.alerts.models import Alert, AlertKind, AlertStatus, MinimumLevel
+from server.alerts.rules import expiry_condition, expiry_key, low_stock_key
+from server.catalog.models import Lot, LotStatus, Product
+from server.core import audit
+from server.core.db import Database, utcnow
+from server.core.errors import DomainError, ErrorCode, InvalidInput
+from server.core.events import Event, EventBus
+from server.core.security import Permission, Principal
+from server.core.validation import get_or_not_found, optional_text
+from server.inventory.models import Balance
+from server.network.models import Location
+
+ALERT_TOPIC = "alert"
+
+
+@dataclass(frozen=True)
+class AlertSpec:
+    kind: AlertKind
+    condition_key: str
+    message: str
+    location_id: int | None = None
+    product_id: int | None = None
+    lot_id: int | None = None
+    details: dict[str, Any] = field(default_factory=dict)
+
+
+def alert_event(alert: Alert) -> Event:
+    return Event(
+        ALERT_TOPIC,
+        {
+            "alert_id": alert.id,
+            "kind": alert.kind.value,
+            "location_id": alert.location_id,
+            "message": alert.message,
+        },
+    )
+
+
+@dataclass(frozen=True)
+class ExpiryCheckResult:
+    raised: int
+    resolved: int
+    open_total: int
+
+
+class AlertService:
+    def __init__(self, db: Database, bus: EventBus, *, expiry_window_days: int = 90) -> None:
+        self.db = db
+        self.bus = bus
+        self.expiry_window_days = expiry_window_days
+
+    # --- used inside other services' transactions -------------------------------------------
+
+    async def raise_alert(self, session: AsyncSession, spec: AlertSpec) -> Alert | None:
+        """Insert the alert unless one is already live for the condition; None if it was."""
+        live = (
+            await session.execute(
+                select(Alert.id).where(
+                    Alert.condition_key == spec.condition_key, Alert.active.is_(True)
+                )
+            )
+        ).first()
+        if live is not None:
+            return None
+        alert = Alert(
+            kind=spec.kind,
+            condition_key=spec.condition_key,
+            message=spec.message[:500],
+            location_id=spec.location_id,
+            product_id=spec.product_id,
+            lot_id=spec.lot_id,
+            details=spec.details,
+            raised_at=utcnow(),
+        )
+        try:
+            async with session.begin_nested():
+                session.add(alert)
+                await session.flush()
+        except IntegrityError:
+            return None  # a concurrent writer raised the same condition first
+        await self.bus.emit(session, [alert_event(alert)])
+        return alert
+
+    async def resolve(self, session: AsyncSession, condition_keys: Iterable[str]) -> int:
+        keys = list(condition_keys)
+        if not keys:
+            return 0
+        result = await session.execute(
+            update(Alert)
+            .where(Alert.condition_key.in_(keys), Alert.active.is_(True))
+            .values(active=False, status=AlertStatus.RESOLVED, resolved_at=utcnow())
+        )
+        return int(result.rowcount or 0)
+
+    async def evaluate_stock(
+        self, session: AsyncSession, touched: Iterable[tuple[int, int]]
+    ) -> None:
+        """After movements: LOW_STOCK for (location, product) pairs under their minimum."""
+        pairs = set(touched)
+        if not pairs:
+            return
+        levels = (
+            (
+                await session.execute(
+                    select(MinimumLevel).where(
+                        MinimumLevel.location_id.in_({loc for loc, _ in pairs}),
+                        MinimumLevel.product_id.in_({prod for _, prod in pairs}),
+                    )
+                )
+            )
+            .scalars()
+            .all()
+        )
+        today = utcnow().date()
+        for level in levels:
+            if (level.location_id, level.product_id) not in pairs:
+                continue
+            await self._check_level(session, level, today)
+
+    async def _check_level(self, session: AsyncSession, level: MinimumLevel, today: date) -> None:
+        on_hand = (
+            await session.execute(
+                select(func.coalesce(func.sum(Balance.quantity), 0))
+                .join(Lot, Lot.id == Balance.lot_id)
+                .where(
+                    Balance.location_id == level.location_id,
+                    Lot.product_id == level.product_id,
+                    Lot.status == LotStatus.RELEASED,
+                    Lot.expiry_date >= today,
+                )
+            )
+        ).scalar_one()
+        key = low_stock_key(level.location_id, level.product_id)
+        if on_hand < level.minimum_quantity:
+            product = await session.get(Product, level.product_id)
+            location = await session.get(Location, level.location_id)
+            await self.raise_alert(
+                session,
+                AlertSpec(
+                    AlertKind.LOW_STOCK,
+                    key,
+                    f"{product.name} {product.strength} at {location.code}: {on_hand} usable, "
+                    f"minimum {level.minimum_quantity}",
+                    location_id=level.location_id,
+                    product_id=level.product_id,
+                    details={"on_hand": on_hand, "minimum": level.minimum_quantity},
+                ),
+            )
+        else:
+            await self.resolve(session, [key])
+
+    async def evaluate_expiry(
+        self, session: AsyncSession, touched: Iterable[tuple[int, int]]
+    ) -> None:
+        """After movements: an emptied shelf resolves its expiry alerts at once."""
+        keys = [
+            expiry_key(kind, loc, lot)
+            for loc, lot in set(touched)
+            for kind in (AlertKind.EXPIRING_SOON, AlertKind.EXPIRED_ON_SHELF)
+        ]
+        empty = {
+            (b.location_id, b.lot_id)
+            for b in (
+                await session.execute(
+                    select(Balance).where(
+                        Balance.quantity <= 0, Balance.location_id.in_({loc for loc, _ in touched})
+                    )
+                )
+            ).scalars()
+        }
+        await self.resolve(
+            session, [k for k in keys if tuple(int(x) for x in k.split(":")[1:]) in empty]
+        )
+
+    # --- periodic -----------------------------------------------------------------------------
+
+    async def check_expiry(self, today: date | None = None) -> ExpiryCheckResult:
+        """Raise EXPIRING_SOON / EXPIRED_ON_SHELF for stock on shelves; resolve what cleared."""
+        today = today or utcnow().date()
+        raised = 0
+        async with self.db.write() as session:
+            rows = (
+                await session.execute(
+                    select(
+                        Balance.location_id,
+                        Balance.lot_id,
+                        Balance.quantity,
+                        Lot.expiry_date,
+                        Lot.batch_number,
+                        Lot.product_id,
+                        Product.name,
+                        Location.code,
+                    )
+                    .join(Lot, Lot.id == Balance.lot_id)
+                    .join(Product, Product.id == Lot.product_id)
+                    .join(Location, Location.id == Balance.location_id)
+                    .where(Balance.quantity > 0)
+                )
+            ).all()
+            holding: set[str] = set()
+            for loc, lot, qty, expiry, batch, product_id, name, code in rows:
+                kind = expiry_condition(expiry, qty, today, self.expiry_window_days)
+                if kind is None:
+                    continue
+                key = expiry_key(kind, loc, lot)
+                holding.add(key)
+                verb = "expired on" if kind is AlertKind.EXPIRED_ON_SHELF else "expires on"
+                alert = await self.raise_alert(
+                    session,
+                    AlertSpec(
+                        kind,
+                        key,
+                        f"{qty} x {name} lot {batch} at {code} {verb} {expiry}",
+                        location_id=loc,
+                        product_id=product_id,
+                        lot_id=lot,
+                        details={"quantity": qty, "expiry_date": expiry.isoformat()},
+                    ),
+                )
+                raised += alert is not None
+            stale = (
+                await session.execute(
+                    select(Alert.condition_key).where(
+                        Alert.active.is_(True),
+                        Alert.kind.in_([AlertKind.EXPIRING_SOON, AlertKind.EXPIRED_ON_SHELF]),
+                    )
+                )
+            ).scalars()
+            resolved = await self.resolve(session, [k for k in stale if k not in holding])
+            open_total = (
+                await session.execute(select(func.count(Alert.id)).where(Alert.active.is_(True)))
+            ).scalar_one()
+        return ExpiryCheckResult(raised, resolved, open_total)
+
+    # --- user actions ---------------------------------------------------------------------------
+
+    async def acknowledge(self, principal: Principal, alert_id: int, note: str | None) -> Alert:
+        principal.require(Permission.ALERT_ACKNOWLEDGE)
+        note = optional_text(note, "note", max_length=500)
+        async with self.db.write() as session:
+            alert = await get_or_not_found(session, Alert, alert_id, "alert")
+            if alert.location_id is not None:
+                principal.require(Permission.ALERT_ACKNOWLEDGE, location_id=alert.location_id)
+            if alert.status is not AlertStatus.OPEN:
+                raise DomainError(
+                    f"alert is already {alert.status.value.lower()}",
+                    field="id",
+                    code=ErrorCode.INVALID_INPUT,
+                )
+            alert.status = AlertStatus.ACKNOWLEDGED
+            alert.acknowledged_at = utcnow()
+            alert.acknowledged_by = principal.user_id
+            alert.acknowledgement_note = note
+            await session.flush()
+            await audit.record(
+                session,
+                principal,
+                action="alert.acknowledge",
+                entity_type="Alert",
+                entity_id=alert.id,
+                after={"status": alert.status.value, "note": note},
+            )
+            return alert
+
+    async def set_minimum_level(
+        self, principal: Principal, *, location_id: int, product_id: int, minimum_quantity: int
+    ) -> MinimumLevel:
+        principal.require(Permission.STOCK_ADJUST, location_id=location_id)
+        if minimum_quantity < 0:
+            raise InvalidInput("a minimum level cannot be negative", field="minimumQuantity")
+        async with self.db.write() as session:
+            await get_or_not_found(session, Location, location_id, "location")
+            await get_or_not_found(session, Product, product_id, "product")
+            level = (
+                await session.execute(
+                    select(MinimumLevel).where(
+                        MinimumLevel.location_id == location_id,
+                        MinimumLevel.product_id == product_id,
+                    )
+                )
+            ).scalar_one_or_none()
+            before = {"minimum_quantity": level.minimum_quantity} if level else None
+            if level is None:
+                level = MinimumLevel(
+                    location_id=location_id,
+                    product_id=product_id,
+                    minimum_quantity=minimum_quantity,
+                )
+                session.add(level)
+            level.minimum_quantity = minimum_quantity
+            level.updated_at = utcnow()
+            await session.flush()
+            await self._check_level(session, level, utcnow().date())
+            await audit.record(
+                session,
+                principal,
+                action="minimum_level.set",
+                entity_type="MinimumLevel",
+                entity_id=level.id,
+                before=before,
+                after={
+                    "location_id": location_id,
+                    "product_id": product_id,
+                    "minimum_quantity": minimum_quantity,
+                },
+            )
+            return level

@@ -1,0 +1,19 @@
+"""GraphQL for scanning (being written)."""
+
+from __future__ import annotations
+
+import strawberry
+
+
+@strawberry.type
+class Query:
+    @strawberry.field(description="Placeholder until the scanning API lands.")
+    def scanning_pending(self) -> bool:
+        return True
+
+
+@strawberry.type
+class Mutation:
+    @strawberry.mutation(description="Placeholder until the scanning API lands.")
+    def scanning_pending(self) -> bool:
+        return True
