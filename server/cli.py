@@ -1,5 +1,5 @@
 """`apotheca` command line: serve | migrate | seed | create-user | import-catalog |
-export-schema | verify-audit."""
+export-schema | verify-audit | check-expiry."""
 
 from __future__ import annotations
 
@@ -191,6 +191,20 @@ def cmd_verify_audit(_: argparse.Namespace) -> int:
     return with_services(check)
 
 
+def cmd_check_expiry(_: argparse.Namespace) -> int:
+    """One expiry sweep, for cron or an operator; the server also runs it periodically."""
+
+    async def check(services: Services) -> int:
+        result = await services.alerts.check_expiry()
+        print(
+            f"expiry check: {result.raised} raised, {result.resolved} resolved, "
+            f"{result.open_total} open"
+        )
+        return 0
+
+    return with_services(check)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="apotheca", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -244,6 +258,10 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser("verify-audit", help="check the audit hash chain").set_defaults(
         func=cmd_verify_audit
     )
+
+    sub.add_parser(
+        "check-expiry", help="raise and resolve expiry alerts now (prints the counts)"
+    ).set_defaults(func=cmd_check_expiry)
     return parser
 
 

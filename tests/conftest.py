@@ -49,6 +49,8 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     if "backend" in metafunc.fixturenames:
         choice = metafunc.config.getoption("--db")
         backends = ["sqlite", "postgresql"] if choice == "both" else [choice]
+        if metafunc.definition.get_closest_marker("postgres_only"):
+            backends = [b for b in backends if b == "postgresql"]
         metafunc.parametrize("backend", backends, scope="session")
 
 
