@@ -55,8 +55,8 @@ async def _dispense(http: httpx.AsyncClient, token: str, location: int, lot: int
     assert body["data"]["dispenseStock"]["errors"] == [], body
 
 
-async def _next_data(ws: GraphQLWebSocket, timeout: float = 5) -> dict:
-    message = await asyncio.wait_for(ws.receive(), timeout)
+async def _next_data(ws: GraphQLWebSocket, wait_seconds: float = 5) -> dict:
+    message = await asyncio.wait_for(ws.receive(), wait_seconds)
     assert message["type"] == "next", message
     return message["payload"]["data"]
 
@@ -138,7 +138,7 @@ async def test_dropped_and_stalled_subscribers_neither_leak_nor_stall_others(
         for _ in range(300):
             await _dispense(http, nurse, ward, lot)
         while seen < 300:
-            data = await _next_data(healthy, timeout=10)
+            data = await _next_data(healthy, wait_seconds=10)
             seen += 1
             assert data["stockChanged"]["location"]["code"] == "WARD-A"
         assert data["stockChanged"]["quantity"] == 100
