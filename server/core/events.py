@@ -15,7 +15,7 @@ import asyncio
 import contextlib
 import json
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -172,3 +172,27 @@ class EventBus:
 
 def _forget(sync_session: Session) -> None:
     sync_session.info.pop(_PENDING, None)
+
+
+class SharedLookups:
+    """Work done once per event for all subscribers: with 1,000 listeners, the first one that
+    needs an event's rows loads them and the other 999 await the same result."""
+
+    def __init__(self, size: int = 512) -> None:
+        self._size = size
+        self._results: dict[Any, asyncio.Future[Any]] = {}
+
+    async def get(self, key: Any, load: Callable[[], Awaitable[Any]]) -> Any:
+        future = self._results.get(key)
+        if future is None:
+            future = asyncio.get_running_loop().create_future()
+            self._results[key] = future
+            while len(self._results) > self._size:
+                self._results.pop(next(iter(self._results)))
+            try:
+                future.set_result(await load())
+            except Exception as error:
+                future.set_exception(error)
+                self._results.pop(key, None)
+                raise
+        return await future

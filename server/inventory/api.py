@@ -14,7 +14,9 @@ from strawberry import relay
 
 from server.catalog import models as catalog_models
 from server.catalog.api import Lot, Product
+from server.core.db import Database
 from server.core.errors import InvalidInput
+from server.core.events import SharedLookups
 from server.core.graphql import (
     Info,
     MutationError,
@@ -462,20 +464,35 @@ class Mutation:
 @strawberry.type(description="A balance that changed: where, which lot, how much is left now.")
 class StockChange:
     quantity: int
-    location_id: strawberry.Private[int]
-    lot_id: strawberry.Private[int]
-    product_id: strawberry.Private[int]
-    movement_id: strawberry.Private[int]
-    location: Location = strawberry.field(resolver=resolve_location)
-    lot: Lot = strawberry.field(resolver=resolve_lot)
+    location: Location
+    lot: Lot
+    product: Product
+    movement: Movement = strawberry.field(
+        description="The movement that caused it (kind, signed quantity, actor)."
+    )
 
-    @strawberry.field
-    async def product(self, info: Info) -> Product:
-        return await load_related(info, catalog_models.Product, self.product_id, Product.from_model)
 
-    @strawberry.field(description="The movement that caused it (kind, signed quantity, actor).")
-    async def movement(self, info: Info) -> Movement:
-        return await load_related(info, models.Movement, self.movement_id, Movement.from_model)
+_stock_lookups = SharedLookups()
+
+
+async def _stock_change(db: Database, payload: dict[str, Any]) -> StockChange:
+    """The rows behind one stock event, read once however many subscribers receive it."""
+
+    async def load() -> StockChange:
+        async with db.read() as session:
+            location = await session.get(network_models.Location, payload["location_id"])
+            lot = await session.get(catalog_models.Lot, payload["lot_id"])
+            product = await session.get(catalog_models.Product, payload["product_id"])
+            movement = await session.get(models.Movement, payload["movement_id"])
+        return StockChange(
+            quantity=payload["quantity"],
+            location=Location.from_model(location),
+            lot=Lot.from_model(lot),
+            product=Product.from_model(product),
+            movement=Movement.from_model(movement),
+        )
+
+    return await _stock_lookups.get(payload["movement_id"], load)
 
 
 @strawberry.type
@@ -495,19 +512,12 @@ class Subscription:
         wanted_products = {decode_id(x, Product, "products") for x in products or []}
         async with info.context.services.bus.subscribe(STOCK_TOPIC) as subscription:
             while True:
-                event = await subscription.get()
-                payload = event.payload
+                payload = (await subscription.get()).payload
                 if wanted_locations and payload["location_id"] not in wanted_locations:
                     continue
                 if wanted_products and payload["product_id"] not in wanted_products:
                     continue
                 if not principal.sees_location(payload["location_id"]):
                     continue
-                info.context.loaders.clear()  # each event reads fresh rows
-                yield StockChange(
-                    quantity=payload["quantity"],
-                    location_id=payload["location_id"],
-                    lot_id=payload["lot_id"],
-                    product_id=payload["product_id"],
-                    movement_id=payload["movement_id"],
-                )
+                info.context.loaders.clear()  # nested fields read fresh rows per event
+                yield await _stock_change(info.context.db, payload)
