@@ -17,12 +17,12 @@ from server.inventory.models import MovementKind
 from server.inventory.service import MovementRequest, NewLot
 from server.reports.service import (
     EXPIRED_ON_SHELF,
+    ReportService,
     WasteGrouping,
     WasteItem,
     WasteRow,
     add_years,
     group_waste,
-    merge_items,
     month_of,
     normalise_grouping,
     reason_code,
@@ -120,13 +120,14 @@ def test_group_by_product_and_nothing() -> None:
     assert total_of([]).quantity == 0 and total_of([]).value == Decimal("0")
 
 
-def test_grouping_is_normalised_and_merging_collapses_notes() -> None:
-    assert normalise_grouping([WasteGrouping.REASON, WasteGrouping.REASON, "MONTH"]) == (  # type: ignore[list-item]
-        WasteGrouping.REASON,
+def test_grouping_is_normalised() -> None:
+    twice = [WasteGrouping.REASON, WasteGrouping.REASON, WasteGrouping.MONTH]
+    assert normalise_grouping(twice) == (WasteGrouping.REASON, WasteGrouping.MONTH)
+    assert normalise_grouping(None) == (
         WasteGrouping.MONTH,
+        WasteGrouping.LOCATION,
+        WasteGrouping.REASON,
     )
-    merged = merge_items([ITEMS[0], ITEMS[0], ITEMS[1]])
-    assert sorted((i.product_id, i.quantity) for i in merged) == [(10, 6), (11, 2)]
 
 
 # --- the report over GraphQL -------------------------------------------------------------------
@@ -275,9 +276,7 @@ async def test_rows_per_month_location_and_reason(
     assert Decimal(report["totals"]["value"]) == 17 * c1 + 13 * c2
 
 
-async def test_grouped_by_reason_and_product(
-    world: WasteWorld, client: httpx.AsyncClient
-) -> None:
+async def test_grouped_by_reason_and_product(world: WasteWorld, client: httpx.AsyncClient) -> None:
     by_reason = _rows(await _report(client, groupBy=["REASON"]))
     assert [(r[2], r[3]) for r in by_reason] == [
         ("CONTAMINATED", 5),
@@ -287,8 +286,6 @@ async def test_grouped_by_reason_and_product(
         ("RECALLED", 6),
     ]
     assert all(r[0] is None and r[1] is None for r in by_reason)
-    body = await _report(client, groupBy=["PRODUCT", "REASON"], location=gid("Location", 0))
-    assert body["errors"][0]["extensions"]["code"] == "INVALID_ID"
     body = await _report(client, groupBy=["PRODUCT"])
     products = {r["product"]["id"]: r["quantity"] for r in body["data"]["wasteReport"]["rows"]}
     assert products[gid("Product", world.product2)] == 13
@@ -311,14 +308,9 @@ async def test_one_location_and_empty_periods(
     assert empty["data"]["wasteReport"]["totals"] == {"quantity": 0, "value": "0.0000"}
 
 
-async def test_expired_on_shelf_waits_for_the_expiry_to_pass(
-    world: WasteWorld, demo: Demo
-) -> None:
+async def test_expired_on_shelf_waits_for_the_expiry_to_pass(world: WasteWorld, demo: Demo) -> None:
     """The same lot is not waste yet the day it expires, only from the day after."""
-    report = demo.services  # the service directly, with a chosen `today`
-    from server.reports.service import ReportService
-
-    service = ReportService(report.db)
+    service = ReportService(demo.services.db)  # directly, to choose `today`
     admin = demo.principals["admin"]
     on_expiry = await service.waste_report(
         admin, since=JAN, until=MAR, today=date(2025, 2, 20), group_by=[WasteGrouping.REASON]
@@ -358,6 +350,8 @@ async def test_bad_periods_are_invalid_input(
     assert error["extensions"]["field"] == field
 
 
-async def test_unknown_location_is_not_found(demo: Demo, client: httpx.AsyncClient) -> None:
+async def test_unknown_or_malformed_location(demo: Demo, client: httpx.AsyncClient) -> None:
     body = await _report(client, location=gid("Location", 999999))
     assert body["errors"][0]["extensions"]["code"] == "NOT_FOUND"
+    body = await _report(client, location=gid("Product", 1))
+    assert body["errors"][0]["extensions"]["code"] == "INVALID_ID"

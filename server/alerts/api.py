@@ -77,7 +77,7 @@ class Alert(relay.Node):
             node_ids,
             cls.from_model,
             permission=Permission.STOCK_READ,
-            location_of=lambda row: row.location_id or 0,
+            location_of=lambda row: row.location_id,
         )
 
     @strawberry.field

@@ -171,6 +171,7 @@ class AlertService:
         self, session: AsyncSession, touched: Iterable[tuple[int, int]]
     ) -> None:
         """After movements: an emptied shelf resolves its expiry alerts at once."""
+        touched = set(touched)
         keys = [
             expiry_key(kind, loc, lot)
             for loc, lot in set(touched)
@@ -236,6 +237,9 @@ class AlertService:
                     ),
                 )
                 raised += alert is not None
+            # Expiry also shrinks usable stock: minimum levels are re-checked on every sweep.
+            for level in (await session.execute(select(MinimumLevel))).scalars().all():
+                await self._check_level(session, level, today)
             stale = (
                 await session.execute(
                     select(Alert.condition_key).where(

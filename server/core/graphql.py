@@ -314,7 +314,7 @@ async def load_nodes(
     convert: Callable[[Any], T],
     *,
     permission: Permission | None = None,
-    location_of: Callable[[Any], int] | None = None,
+    location_of: Callable[[Any], int | None] | None = None,
 ) -> list[T | None]:
     """`resolve_nodes` for every type: signed in, allowed, in scope, batched through a loader."""
     principal = info.context.require_principal()
@@ -323,7 +323,8 @@ async def load_nodes(
     rows = await info.context.by_id(model).load_many(parse_pks(node_ids))
     if location_of is not None:
         for row in rows:
-            if row is not None and not principal.sees_location(location_of(row)):
+            location_id = None if row is None else location_of(row)
+            if location_id is not None and not principal.sees_location(location_id):
                 raise Forbidden("that record belongs to a location outside your scope")
     return [convert(row) if row is not None else None for row in rows]
 

@@ -149,6 +149,9 @@ def normalise_grouping(group_by: Iterable[WasteGrouping] | None) -> tuple[WasteG
     return tuple(dict.fromkeys(WasteGrouping(g) for g in group_by))
 
 
+_RowKey = tuple[str | None, int | None, str | None, int | None]
+
+
 def _sort_key(row: WasteRow) -> tuple[str, int, str, int]:
     return (row.month or "", row.location_id or 0, row.reason or "", row.product_id or 0)
 
@@ -160,10 +163,8 @@ def group_waste(items: Iterable[WasteItem], group_by: Sequence[WasteGrouping]) -
     products together never averages their prices.
     """
     wanted = set(group_by)
-    quantities: dict[tuple[str | None, int | None, str | None, int | None], int] = defaultdict(int)
-    values: dict[tuple[str | None, int | None, str | None, int | None], Decimal] = defaultdict(
-        Decimal
-    )
+    quantities: dict[_RowKey, int] = defaultdict(int)
+    values: dict[_RowKey, Decimal] = defaultdict(Decimal)
     for item in items:
         key = (
             item.month if WasteGrouping.MONTH in wanted else None,
@@ -187,14 +188,6 @@ def total_of(rows: Iterable[WasteRow]) -> WasteTotals:
         quantity += row.quantity
         value += row.value
     return WasteTotals(quantity, value.quantize(COST_PRECISION))
-
-
-def merge_items(items: Iterable[WasteItem]) -> list[WasteItem]:
-    """Collapse items whose normalised facts match (e.g. many notes under one reason code)."""
-    merged: dict[tuple[str, int, str, int, Decimal], int] = defaultdict(int)
-    for i in items:
-        merged[(i.month, i.location_id, i.reason, i.product_id, i.unit_cost)] += i.quantity
-    return [WasteItem(*key[:4], quantity=q, unit_cost=key[4]) for key, q in merged.items()]
 
 
 # --- queries ---------------------------------------------------------------------------------
@@ -248,7 +241,7 @@ class ReportService:
                 *await self._disposals(session, since, until, scope),
                 *await self._expired_on_shelf(session, since, min(until, today), scope),
             ]
-        rows = group_waste(merge_items(items), grouping)
+        rows = group_waste(items, grouping)
         return WasteReport(since, until, grouping, rows, total_of(rows))
 
     async def _disposals(
