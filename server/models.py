@@ -7,7 +7,10 @@ from server.core.db import Base
 from server.counts import models as count_models
 from server.inventory import models as inventory_models
 from server.network import models as network_models
+from server.procurement import models as procurement_models
 from server.scanning import models as scanning_models
+from server.supervision import models as supervision_models
+from server.transfers import models as transfer_models
 
 metadata = Base.metadata
 
@@ -19,5 +22,8 @@ __all__ = [
     "inventory_models",
     "metadata",
     "network_models",
+    "procurement_models",
     "scanning_models",
+    "supervision_models",
+    "transfer_models",
 ]
