@@ -11,8 +11,10 @@ from server.config import Settings
 from server.core.db import Database
 from server.core.events import EventBus
 from server.core.security import TokenService
+from server.counts.service import CountService
 from server.inventory.service import LedgerService
 from server.network.service import NetworkService
+from server.scanning.service import ScanningService
 
 
 @dataclass
@@ -25,6 +27,8 @@ class Services:
     catalog: CatalogService
     ledger: LedgerService
     alerts: AlertService
+    counts: CountService
+    scanning: ScanningService
 
     @classmethod
     def build(cls, settings: Settings) -> Services:
@@ -36,6 +40,7 @@ class Services:
             refresh_ttl=timedelta(days=settings.refresh_token_days),
         )
         alerts = AlertService(db, bus, expiry_window_days=settings.expiry_window_days)
+        ledger = LedgerService(db, bus, alerts)
         return cls(
             settings=settings,
             db=db,
@@ -43,8 +48,10 @@ class Services:
             tokens=tokens,
             network=NetworkService(db, tokens),
             catalog=CatalogService(db),
-            ledger=LedgerService(db, bus, alerts),
+            ledger=ledger,
             alerts=alerts,
+            counts=CountService(db, bus, ledger),
+            scanning=ScanningService(db, ledger, alerts),
         )
 
     async def start(self) -> None:

@@ -1,19 +1,338 @@
-"""GraphQL for counts (being written)."""
+"""GraphQL for stock counts: start, record lines, watch the variance live, finalize or cancel.
+
+Scanned entry needs no mutation of its own: the app resolves a scanned DataMatrix to a lot with
+`parseBarcode`, then calls `recordCountLine` with that lot's id, exactly as for a typed entry.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+from datetime import datetime
+from typing import Self
+
 import strawberry
+from sqlalchemy import select
+from strawberry import relay
+from strawberry.dataloader import DataLoader
+
+from server.catalog import models as catalog_models
+from server.catalog.api import Lot, Product
+from server.core.graphql import (
+    Info,
+    MutationError,
+    attempt,
+    decode_id,
+    keyset_page,
+    load_nodes,
+    load_related,
+    to_connection,
+)
+from server.core.security import Permission
+from server.counts import models
+from server.counts.service import FinalizeResult, LineView
+from server.inventory import models as inventory_models
+from server.inventory.api import Movement, StockLevel
+from server.network import models as network_models
+from server.network.api import Location
+
+CountStatus = strawberry.enum(models.CountStatus)
+
+
+async def _username(info: Info, user_id: int | None) -> str | None:
+    if user_id is None:
+        return None
+    user = await info.context.by_id(network_models.User).load(user_id)
+    return user.username if user else None
+
+
+def _lines_loader(info: Info) -> DataLoader[int, list[LineView]]:
+    """One batch per request, so a page of counts does not query once per count."""
+    counts = info.context.services.counts
+    return info.context.loader(
+        ("count_lines",), lambda: DataLoader(load_fn=counts.line_views, cache=True)
+    )
+
+
+def _uncounted_loader(info: Info) -> DataLoader[int, list[inventory_models.Balance]]:
+    counts = info.context.services.counts
+    return info.context.loader(
+        ("count_uncounted",), lambda: DataLoader(load_fn=counts.uncounted, cache=True)
+    )
+
+
+@strawberry.type(description="What was counted of one lot, against what the system held.")
+class StockCountLine:
+    counted_quantity: int
+    system_quantity_at_count: int = strawberry.field(
+        description="The balance of this lot here at the moment the line was recorded."
+    )
+    variance: int = strawberry.field(
+        description="countedQuantity - systemQuantityAtCount: what finalizing will post."
+    )
+    current_system_quantity: int = strawberry.field(description="The balance now (live).")
+    movements_since_counted: list[Movement] = strawberry.field(
+        description="Movements of this lot here after it was counted (up to closing); kept."
+    )
+    movements_since_counted_quantity: int = strawberry.field(
+        description="Their signed sum: why the balance moved although the shelf was counted."
+    )
+    adjustment: Movement | None = strawberry.field(
+        description="The COUNT movement finalizing wrote (null while open or with no variance)."
+    )
+    balance_after_count: int | None = strawberry.field(
+        description="OPEN: what finalizing now would leave; FINALIZED: what it left."
+    )
+    explanation: str
+    counted_at: datetime
+    lot_id: strawberry.Private[int]
+    product_id: strawberry.Private[int]
+    counted_by_id: strawberry.Private[int]
+
+    @classmethod
+    def from_view(cls, view: LineView) -> Self:
+        line = view.line
+        return cls(
+            counted_quantity=line.counted_quantity,
+            system_quantity_at_count=line.system_quantity_at_count,
+            variance=view.variance,
+            current_system_quantity=view.current_quantity,
+            movements_since_counted=[Movement.from_model(m) for m in view.movements_since],
+            movements_since_counted_quantity=view.quantity_since,
+            adjustment=Movement.from_model(view.adjustment) if view.adjustment else None,
+            balance_after_count=view.balance_after_count,
+            explanation=view.explanation,
+            counted_at=line.counted_at,
+            lot_id=line.lot_id,
+            product_id=view.lot.product_id,
+            counted_by_id=line.counted_by,
+        )
+
+    @strawberry.field
+    async def lot(self, info: Info) -> Lot:
+        return await load_related(info, catalog_models.Lot, self.lot_id, Lot.from_model)
+
+    @strawberry.field
+    async def product(self, info: Info) -> Product:
+        return await load_related(info, catalog_models.Product, self.product_id, Product.from_model)
+
+    @strawberry.field(description="Username of who counted it.")
+    async def counted_by(self, info: Info) -> str | None:
+        return await _username(info, self.counted_by_id)
+
+
+@strawberry.type(description="A stock-take of one location: OPEN, then FINALIZED or CANCELLED.")
+class StockCount(relay.Node):
+    id: relay.NodeID[int]
+    status: CountStatus  # type: ignore[valid-type]
+    reason: str | None
+    started_at: datetime
+    closed_at: datetime | None
+    location_id: strawberry.Private[int]
+    started_by_id: strawberry.Private[int]
+    closed_by_id: strawberry.Private[int | None]
+
+    @classmethod
+    def from_model(cls, count: models.StockCount) -> Self:
+        return cls(
+            id=count.id,
+            status=count.status,
+            reason=count.reason,
+            started_at=count.started_at,
+            closed_at=count.closed_at,
+            location_id=count.location_id,
+            started_by_id=count.started_by,
+            closed_by_id=count.closed_by,
+        )
+
+    @classmethod
+    async def resolve_nodes(
+        cls, *, info: Info, node_ids: Iterable[str], required: bool = False
+    ) -> list[Self | None]:
+        return await load_nodes(
+            info,
+            models.StockCount,
+            node_ids,
+            cls.from_model,
+            permission=Permission.STOCK_READ,
+            location_of=lambda row: row.location_id,
+        )
+
+    @strawberry.field
+    async def location(self, info: Info) -> Location:
+        return await load_related(
+            info, network_models.Location, self.location_id, Location.from_model
+        )
+
+    @strawberry.field(description="Username of who started it.")
+    async def started_by(self, info: Info) -> str | None:
+        return await _username(info, self.started_by_id)
+
+    @strawberry.field(description="Username of who finalized or cancelled it.")
+    async def closed_by(self, info: Info) -> str | None:
+        return await _username(info, self.closed_by_id)
+
+    @strawberry.field(description="Counted lots with their live variance, in counting order.")
+    async def lines(self, info: Info) -> list[StockCountLine]:
+        return [StockCountLine.from_view(v) for v in await _lines_loader(info).load(self.id)]
+
+    @strawberry.field(
+        description="Lots with stock here that no line mentions (live). Finalizing leaves "
+        "them untouched: a lot is only corrected when it was counted."
+    )
+    async def uncounted_lots(self, info: Info) -> list[StockLevel]:
+        return [StockLevel.from_model(b) for b in await _uncounted_loader(info).load(self.id)]
+
+
+@strawberry.type
+class StockCountConnection(relay.Connection[StockCount]):
+    pass
 
 
 @strawberry.type
 class Query:
-    @strawberry.field(description="Placeholder until the counts API lands.")
-    def counts_pending(self) -> bool:
-        return True
+    @strawberry.field(description="One stock count with its live variance.")
+    async def stock_count(self, info: Info, id: relay.GlobalID) -> StockCount | None:
+        node_id = str(decode_id(id, StockCount, "id"))
+        return (await StockCount.resolve_nodes(info=info, node_ids=[node_id]))[0]
+
+    @strawberry.field(description="Stock counts in your scope, newest first.")
+    async def stock_counts(
+        self,
+        info: Info,
+        first: int,
+        after: str | None = None,
+        location: relay.GlobalID | None = None,
+        status: CountStatus | None = None,  # type: ignore[valid-type]
+    ) -> StockCountConnection:
+        principal = info.context.require_principal()
+        C = models.StockCount
+        stmt = select(C)
+        if location is not None:
+            location_id = decode_id(location, Location, "location")
+            principal.require(Permission.STOCK_READ, location_id=location_id)
+            stmt = stmt.where(C.location_id == location_id)
+        else:
+            principal.require(Permission.STOCK_READ)
+            if principal.location_ids is not None:
+                stmt = stmt.where(C.location_id.in_(principal.location_ids))
+        if status is not None:
+            stmt = stmt.where(C.status == status)
+        page = await keyset_page(
+            info.context.db,
+            stmt,
+            keys=[C.id],
+            first=first,
+            after=after,
+            descending=True,
+            max_page_size=info.context.services.settings.max_page_size,
+            key_of=lambda r: [r.id],
+        )
+        return to_connection(StockCountConnection, page, StockCount.from_model)
+
+
+# --- mutations -------------------------------------------------------------------------------
+
+
+@strawberry.type
+class StockCountPayload:
+    stock_count: StockCount | None = None
+    errors: list[MutationError] = strawberry.field(default_factory=list)
+
+
+@strawberry.type
+class CountLinePayload:
+    line: StockCountLine | None = None
+    errors: list[MutationError] = strawberry.field(default_factory=list)
+
+
+@strawberry.type(description="The outcome of a count, line by line, and what it left alone.")
+class FinalizeCountPayload:
+    stock_count: StockCount | None = None
+    lines: list[StockCountLine] = strawberry.field(
+        default_factory=list,
+        description="Per counted lot: counted, system at count, movements since, adjustment, "
+        "final balance.",
+    )
+    uncounted_lots: list[StockLevel] = strawberry.field(
+        default_factory=list, description="Lots with stock that were not counted: untouched."
+    )
+    movements: list[Movement] = strawberry.field(
+        default_factory=list, description="The COUNT movements written."
+    )
+    replayed: bool = strawberry.field(
+        default=False, description="True when this idempotency key was already processed."
+    )
+    errors: list[MutationError] = strawberry.field(default_factory=list)
+
+
+def _finalize_payload(result: FinalizeResult) -> FinalizeCountPayload:
+    return FinalizeCountPayload(
+        stock_count=StockCount.from_model(result.count),
+        lines=[StockCountLine.from_view(v) for v in result.lines],
+        uncounted_lots=[StockLevel.from_model(b) for b in result.uncounted],
+        movements=[Movement.from_model(m) for m in result.movements],
+        replayed=result.replayed,
+    )
 
 
 @strawberry.type
 class Mutation:
-    @strawberry.mutation(description="Placeholder until the counts API lands.")
-    def counts_pending(self) -> bool:
-        return True
+    @strawberry.mutation(description="Open a count at a location (one open count per location).")
+    async def start_count(
+        self, info: Info, location: relay.GlobalID, reason: str | None = None
+    ) -> StockCountPayload:
+        count, errors = await attempt(
+            info,
+            lambda p: info.context.services.counts.start(
+                p, decode_id(location, Location, "location"), reason
+            ),
+        )
+        return StockCountPayload(stock_count=count and StockCount.from_model(count), errors=errors)
+
+    @strawberry.mutation(
+        description="Record what is on the shelf of one lot; recording it again replaces the "
+        "line and its snapshot. Typed or scanned: resolve a scan with parseBarcode, then send "
+        "the lot's id here."
+    )
+    async def record_count_line(
+        self, info: Info, count: relay.GlobalID, lot: relay.GlobalID, counted_quantity: int
+    ) -> CountLinePayload:
+        view, errors = await attempt(
+            info,
+            lambda p: info.context.services.counts.record_line(
+                p,
+                decode_id(count, StockCount, "count"),
+                decode_id(lot, Lot, "lot"),
+                counted_quantity,
+            ),
+        )
+        return CountLinePayload(line=view and StockCountLine.from_view(view), errors=errors)
+
+    @strawberry.mutation(
+        description="Post every variance as a COUNT movement on the current balance, in one "
+        "transaction; movements after a lot was counted are kept and reported."
+    )
+    async def finalize_count(
+        self, info: Info, count: relay.GlobalID, idempotency_key: str | None = None
+    ) -> FinalizeCountPayload:
+        result, errors = await attempt(
+            info,
+            lambda p: info.context.services.counts.finalize(
+                p, decode_id(count, StockCount, "count"), idempotency_key
+            ),
+        )
+        return _finalize_payload(result) if result else FinalizeCountPayload(errors=errors)
+
+    @strawberry.mutation(description="Abandon an open count; stock is not touched.")
+    async def cancel_count(
+        self, info: Info, count: relay.GlobalID, reason: str
+    ) -> StockCountPayload:
+        closed, errors = await attempt(
+            info,
+            lambda p: info.context.services.counts.cancel(
+                p, decode_id(count, StockCount, "count"), reason
+            ),
+        )
+        return StockCountPayload(
+            stock_count=closed and StockCount.from_model(closed), errors=errors
+        )

@@ -147,9 +147,7 @@ class FinalizeResult:
 
 async def _lock_count(session: AsyncSession, count_id: int) -> StockCount:
     count = (
-        await session.execute(
-            select(StockCount).where(StockCount.id == count_id).with_for_update()
-        )
+        await session.execute(select(StockCount).where(StockCount.id == count_id).with_for_update())
     ).scalar_one_or_none()
     if count is None:
         raise NotFound(f"stock count {count_id} does not exist", field="count")
@@ -226,7 +224,9 @@ async def _movements_since(
     return since, adjustments
 
 
-async def _line_views(session: AsyncSession, count: StockCount, *, lock: bool = False) -> list[LineView]:
+async def _line_views(
+    session: AsyncSession, count: StockCount, *, lock: bool = False
+) -> list[LineView]:
     pairs = await _lines(session, count.id)
     lines = [line for line, _ in pairs]
     balances = await _balances(session, count.location_id, [x.lot_id for x in lines], lock=lock)
@@ -415,7 +415,9 @@ class CountService:
         """Turn each non-zero variance into a COUNT movement on the current balance, at once."""
         key = optional_text(idempotency_key, "idempotencyKey", max_length=100)
         request_hash = _finalize_hash(count_id)
-        if key is not None and (replay := await self._replay(principal, key, request_hash)):
+        if key is not None and (
+            replay := await self._replay(principal, key, request_hash, count_id)
+        ):
             return replay
         try:
             async with self.db.write() as session:
@@ -435,7 +437,9 @@ class CountService:
                 if claim is not None:
                     claim.movement_ids = [m.id for m in result.movements]
         except IntegrityError:
-            if key is not None and (replay := await self._replay(principal, key, request_hash)):
+            if key is not None and (
+                replay := await self._replay(principal, key, request_hash, count_id)
+            ):
                 return replay
             raise
         return result
@@ -454,7 +458,7 @@ class CountService:
                 field="count",
             )
         for view in views:
-            final = view.balance_after_count or 0
+            final = balance_after_count(view.line.counted_quantity, view.quantity_since)
             if final < 0 and not location.allow_negative_stock:
                 raise InsufficientStock(
                     f"lot {view.lot.batch_number}: counted {view.line.counted_quantity}, but "
@@ -530,8 +534,9 @@ class CountService:
         return FinalizeResult(count, lines, uncounted, [m for m, _ in written])
 
     async def _replay(
-        self, principal: Principal, key: str, request_hash: str
+        self, principal: Principal, key: str, request_hash: str, count_id: int
     ) -> FinalizeResult | None:
+        """The first finalization's outcome, rebuilt from the ledger (the hash pins the count)."""
         async with self.db.read() as session:
             record = await session.get(IdempotencyRecord, key)
             if record is None:
@@ -542,7 +547,9 @@ class CountService:
                     field="idempotencyKey",
                     code=ErrorCode.IDEMPOTENCY_KEY_REUSED,
                 )
-            count = await _lock_count(session, json.loads(_count_id_of(record)))
+            count = await session.get(StockCount, count_id)
+            if count is None:  # pragma: no cover - the hash names an existing count
+                raise NotFound(f"stock count {count_id} does not exist", field="count")
             views = await _line_views(session, count)
             movements = [v.adjustment for v in views if v.adjustment is not None]
             return FinalizeResult(
@@ -585,9 +592,7 @@ class CountService:
                     await session.execute(select(StockCount).where(StockCount.id.in_(count_ids)))
                 ).scalars()
             }
-            return [
-                await _line_views(session, counts[i]) if i in counts else [] for i in count_ids
-            ]
+            return [await _line_views(session, counts[i]) if i in counts else [] for i in count_ids]
 
     async def uncounted(self, count_ids: Sequence[int]) -> list[list[Balance]]:
         """Lots with stock but no line, per count, live."""

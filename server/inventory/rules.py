@@ -29,7 +29,7 @@ KIND_PERMISSION: dict[MovementKind, Permission] = {
     MovementKind.DISPENSE: Permission.STOCK_DISPENSE,
     MovementKind.RETURN: Permission.STOCK_RETURN,
     MovementKind.ADJUST: Permission.STOCK_ADJUST,
-    MovementKind.COUNT: Permission.STOCK_ADJUST,
+    MovementKind.COUNT: Permission.COUNT_MANAGE,
     MovementKind.DISPOSE: Permission.STOCK_DISPOSE,
 }
 
