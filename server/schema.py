@@ -24,8 +24,11 @@ from server.core.graphql import ApiErrors
 from server.counts import api as counts_api
 from server.inventory import api as inventory_api
 from server.network import api as network_api
+from server.procurement import api as procurement_api
 from server.reports import api as reports_api
 from server.scanning import api as scanning_api
+from server.supervision import api as supervision_api
+from server.transfers import api as transfers_api
 
 
 @strawberry.type
@@ -44,6 +47,9 @@ Query = merge_types(
         alerts_api.Query,
         counts_api.Query,
         reports_api.Query,
+        procurement_api.Query,
+        transfers_api.Query,
+        supervision_api.Query,
         audit_api.Query,
     ),
 )
@@ -56,6 +62,9 @@ Mutation = merge_types(
         scanning_api.Mutation,
         alerts_api.Mutation,
         counts_api.Mutation,
+        procurement_api.Mutation,
+        transfers_api.Mutation,
+        supervision_api.Mutation,
     ),
 )
 Subscription = merge_types("Subscription", (inventory_api.Subscription, alerts_api.Subscription))

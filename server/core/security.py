@@ -47,6 +47,18 @@ class Permission(StrEnum):
     AUDIT_READ = "AUDIT_READ"
     ALERT_ACKNOWLEDGE = "ALERT_ACKNOWLEDGE"
     COUNT_MANAGE = "COUNT_MANAGE"
+    SUPPLIER_MANAGE = "SUPPLIER_MANAGE"
+    PROCUREMENT_READ = "PROCUREMENT_READ"
+    ORDER_MANAGE = "ORDER_MANAGE"
+    ORDER_ACKNOWLEDGE = "ORDER_ACKNOWLEDGE"
+    SHIPMENT_SEND = "SHIPMENT_SEND"
+    SHIPMENT_RECEIVE = "SHIPMENT_RECEIVE"
+    TRANSFER_REQUEST = "TRANSFER_REQUEST"
+    TRANSFER_APPROVE = "TRANSFER_APPROVE"
+    TRANSFER_FULFIL = "TRANSFER_FULFIL"
+    TRANSFER_RECEIVE = "TRANSFER_RECEIVE"
+    RECALL_MANAGE = "RECALL_MANAGE"
+    TRACE_READ = "TRACE_READ"
 
 
 _ALL_ROLES = frozenset(Role)
@@ -67,6 +79,19 @@ ROLE_PERMISSIONS: dict[Permission, frozenset[Role]] = {
     Permission.AUDIT_READ: frozenset({Role.ADMIN, Role.AUDITOR}),
     Permission.ALERT_ACKNOWLEDGE: _STOCK_STAFF | {Role.NURSE},
     Permission.COUNT_MANAGE: _STOCK_STAFF | {Role.NURSE},
+    Permission.SUPPLIER_MANAGE: frozenset({Role.ADMIN, Role.PHARMACIST}),
+    # Suppliers read procurement too, but only their own orders and shipments (services check).
+    Permission.PROCUREMENT_READ: _STOCK_STAFF | {Role.SUPPLIER, Role.AUDITOR},
+    Permission.ORDER_MANAGE: _STOCK_STAFF,
+    Permission.ORDER_ACKNOWLEDGE: frozenset({Role.ADMIN, Role.SUPPLIER}),
+    Permission.SHIPMENT_SEND: _STOCK_STAFF | {Role.SUPPLIER},
+    Permission.SHIPMENT_RECEIVE: _STOCK_STAFF,
+    Permission.TRANSFER_REQUEST: _STOCK_STAFF | {Role.NURSE},
+    Permission.TRANSFER_APPROVE: _STOCK_STAFF,
+    Permission.TRANSFER_FULFIL: _STOCK_STAFF,
+    Permission.TRANSFER_RECEIVE: _STOCK_STAFF | {Role.NURSE},
+    Permission.RECALL_MANAGE: frozenset({Role.ADMIN, Role.PHARMACIST, Role.REGULATOR}),
+    Permission.TRACE_READ: _STOCK_STAFF | {Role.AUDITOR, Role.REGULATOR},
 }
 
 # Roles that are not confined to their organisation's locations.
