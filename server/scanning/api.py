@@ -1,19 +1,142 @@
-"""GraphQL for scanning (being written)."""
+"""GraphQL for scanning: `parseBarcode` previews what a pack's barcode means, `recordScan`
+acts on it (dispense, receive, return, dispose, or COUNT, which records nothing)."""
 
 from __future__ import annotations
 
+from datetime import date
+from typing import Self
+
 import strawberry
+from strawberry import relay
+
+from server.catalog.api import Lot, Product
+from server.core.db import utcnow
+from server.core.graphql import Info, MutationError, attempt, decode_id
+from server.inventory.api import Movement
+from server.network.api import Location
+from server.scanning import gs1, service
+
+ScanAction = strawberry.enum(
+    service.ScanAction,
+    description="What the scan does. COUNT records nothing: it returns what the system holds "
+    "of the lot at the location, for the person counting (stock-takes have their own API).",
+)
+BarcodeSymbology = strawberry.enum(gs1.BarcodeSymbology)
+
+
+@strawberry.type(
+    description="What a barcode means: the pack it identifies, and the product and lot here. "
+    "`valid` is false when `errors` says what is wrong (unreadable barcode, unknown GTIN, "
+    "expiry that disagrees with the recorded lot). An unknown batch is not an error here: "
+    "`lot` is null until the batch is received."
+)
+class BarcodeParse:
+    valid: bool
+    errors: list[MutationError]
+    symbology: BarcodeSymbology | None  # type: ignore[valid-type]
+    gtin: str | None = strawberry.field(description="As GTIN-14.")
+    ndc: str | None = strawberry.field(description="US NDC-10 carried in a GTIN starting 003.")
+    batch_number: str | None
+    expiry_date: date | None = strawberry.field(description="As printed on the barcode.")
+    serial: str | None
+    product: Product | None
+    lot: Lot | None
+    expired: bool | None = strawberry.field(
+        description="Of the lot when known, else of the barcode's expiry date."
+    )
+    days_to_expiry: int | None
+    quantity_on_hand: int | None = strawberry.field(
+        description="At the location asked about: of the lot, or of the product without a batch."
+    )
+
+    @classmethod
+    def from_preview(cls, preview: service.ScanPreview) -> Self:
+        pack = preview.pack
+        expiry = preview.lot.expiry_date if preview.lot else pack.expiry_date if pack else None
+        today = utcnow().date()
+        return cls(
+            valid=not preview.problems,
+            errors=[MutationError.from_domain(e) for e in preview.problems],
+            symbology=pack.symbology if pack else None,
+            gtin=pack.gtin if pack else None,
+            ndc=pack.ndc if pack else None,
+            batch_number=pack.batch_number if pack else None,
+            expiry_date=pack.expiry_date if pack else None,
+            serial=pack.serial if pack else None,
+            product=Product.from_model(preview.product) if preview.product else None,
+            lot=Lot.from_model(preview.lot) if preview.lot else None,
+            expired=expiry < today if expiry else None,
+            days_to_expiry=(expiry - today).days if expiry else None,
+            quantity_on_hand=preview.quantity_on_hand,
+        )
+
+
+@strawberry.input(description="One scan of a pack; replays with the same key change nothing.")
+class RecordScanInput:
+    barcode: str = strawberry.field(
+        description="Raw scanner text: GS1 element strings (GS as \\x1d, <GS> or |, with or "
+        "without ]d2), (01)...(17)... text, a GS1 Digital Link URI, or an EAN/UPC/GTIN."
+    )
+    location: relay.GlobalID
+    action: ScanAction  # type: ignore[valid-type]
+    idempotency_key: str
+    quantity: int = strawberry.field(default=1, description="Packs; 1 for a serialised pack.")
+    patient_reference: str | None = None
+    reason: str | None = strawberry.field(default=None, description="Required for DISPOSE.")
+
+
+@strawberry.type
+class ScanPayload:
+    scan: BarcodeParse | None = strawberry.field(
+        default=None, description="What the barcode meant (also on refusals, when readable)."
+    )
+    movements: list[Movement] = strawberry.field(default_factory=list)
+    replayed: bool = strawberry.field(
+        default=False, description="True when this idempotency key was already processed."
+    )
+    errors: list[MutationError] = strawberry.field(default_factory=list)
 
 
 @strawberry.type
 class Query:
-    @strawberry.field(description="Placeholder until the scanning API lands.")
-    def scanning_pending(self) -> bool:
-        return True
+    @strawberry.field(description="Preview a scan: what the barcode means, nothing recorded.")
+    async def parse_barcode(
+        self, info: Info, barcode: str, location: relay.GlobalID | None = None
+    ) -> BarcodeParse:
+        principal = info.context.require_principal()
+        location_id = None if location is None else decode_id(location, Location, "location")
+        preview = await info.context.services.scanning.preview(
+            principal, barcode, location_id=location_id
+        )
+        return BarcodeParse.from_preview(preview)
 
 
 @strawberry.type
 class Mutation:
-    @strawberry.mutation(description="Placeholder until the scanning API lands.")
-    def scanning_pending(self) -> bool:
-        return True
+    @strawberry.mutation(description="Act on a scanned pack through the ledger.")
+    async def record_scan(self, info: Info, input: RecordScanInput) -> ScanPayload:
+        scanning = info.context.services.scanning
+
+        def command() -> service.ScanCommand:
+            return service.ScanCommand(
+                barcode=input.barcode,
+                location_id=decode_id(input.location, Location, "location"),
+                action=service.ScanAction(input.action),
+                idempotency_key=input.idempotency_key,
+                quantity=input.quantity,
+                patient_reference=input.patient_reference,
+                reason=input.reason,
+            )
+
+        result: service.ScanResult | None
+        result, errors = await attempt(info, lambda p: scanning.record(p, command()))
+        if result is not None:
+            return ScanPayload(
+                scan=BarcodeParse.from_preview(result.scan),
+                movements=[Movement.from_model(m) for m in result.movements],
+                replayed=result.replayed,
+            )
+        # Refused: still say what the barcode meant, when the caller may read the catalogue.
+        preview, _ = await attempt(info, lambda p: scanning.preview(p, input.barcode))
+        scan = BarcodeParse.from_preview(preview) if preview is not None else None
+        return ScanPayload(scan=scan, errors=errors)

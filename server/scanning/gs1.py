@@ -28,9 +28,13 @@ GS = "\x1d"
 # What keyboard-wedge scanners and people type for the invisible group separator (FNC1).
 SEPARATOR_ALIASES = ("<GS>", "<gs>", "{GS}", "\\x1d", "\\x1D", "\u241d", "|")
 MAX_BARCODE_LENGTH = 1000  # a pack's DataMatrix or Digital Link is far shorter
+GTIN_LENGTHS = (6, 7, 8, 12, 13, 14)  # with UPC-E's short forms
 DATE_AIS = frozenset({"11", "12", "13", "15", "16", "17"})
 _SYMBOLOGY_ID = re.compile(r"^\][A-Za-z][0-9A-Za-z]")
 _HRI_ELEMENT = re.compile(r"\((\d{2,4})\)([^(]*)")
+_URI_ORIGIN = re.compile(r"^https?://[^/?#]*", re.IGNORECASE)
+_DL_GTIN = re.compile(r"/01/([^/?#]*)")
+_FIXED_DIGITS = re.compile(r"^N\d\+N(\d+)$")
 
 
 class BarcodeSymbology(StrEnum):
@@ -117,9 +121,14 @@ def parse_barcode(text: str) -> ScannedPack:
             raise BarcodeInvalid("the barcode holds only a symbology identifier, no data")
     if value.startswith("("):
         return _from_human_readable(value)
-    if value[:8].lower().startswith(("http://", "https://")):
-        return _from_digital_link(value)
-    if value.isascii() and value.isdigit() and len(value) <= 14:
+    if _URI_ORIGIN.match(value):
+        # Scheme and host are case-insensitive; biip only recognises them in lower case.
+        return _from_digital_link(_URI_ORIGIN.sub(lambda m: m.group(0).lower(), value, 1))
+    # A GS1 symbology (]d2, ]C1...) carries element strings; bare short digits are a GTIN,
+    # unless they start like a cut-off (01) element string.
+    short_digits = value.isascii() and value.isdigit() and len(value) <= 14
+    cut_off_element = value.startswith("01") and len(value) not in GTIN_LENGTHS
+    if symbology is None and short_digits and not cut_off_element:
         return _from_gtin(value)
     return _from_element_strings(value, symbology or BarcodeSymbology.GS1_ELEMENT_STRING)
 
@@ -129,14 +138,15 @@ def parse_barcode(text: str) -> ScannedPack:
 
 def _from_gtin(digits: str) -> ScannedPack:
     """A linear barcode or a typed GTIN: EAN-13, EAN-8, UPC-A, UPC-E or GTIN-14."""
-    if len(digits) not in (6, 7, 8, 12, 13, 14):
+    if len(digits) not in GTIN_LENGTHS:
         raise BarcodeInvalid(
             f"{digits} has {len(digits)} digits: a GTIN has 8, 12, 13 or 14 "
             "(or a GS1 barcode starts with an AI such as (01))"
         )
     result = _biip(digits)
     if result.gtin is None:
-        raise BarcodeInvalid(_check_digit_problem(digits) or f"{digits} is not a valid GTIN")
+        kind = "UPC-E" if len(digits) < 8 else "GTIN"
+        raise BarcodeInvalid(_check_digit_problem(digits) or f"{digits} is not a valid {kind}")
     symbology = {
         12: BarcodeSymbology.UPC_A,
         13: BarcodeSymbology.EAN_13,
@@ -157,6 +167,9 @@ def _from_element_strings(value: str, symbology: BarcodeSymbology) -> ScannedPac
 
 def _from_human_readable(value: str) -> ScannedPack:
     """The text printed under a GS1 barcode: (01)...(17)...(10)...(21)..."""
+    for number, data in _HRI_ELEMENT.findall("".join(value.split())):
+        if not data:  # biip would skip an empty field silently
+            raise BarcodeInvalid(f"({number}) is cut off: nothing follows the AI")
     try:
         message = GS1Message.parse_hri(value)
     except Exception:  # biip's failures on hostile text are not all ParseError
@@ -168,12 +181,21 @@ def _from_digital_link(value: str) -> ScannedPack:
     """A GS1 Digital Link URI: https://id.gs1.org/01/<gtin>/10/<batch>/21/<serial>?17=<expiry>."""
     result = _biip(value)
     if result.gs1_digital_link_uri is None:
-        reason = (result.gs1_digital_link_uri_error or "").rstrip(".")
+        reason = (result.gs1_digital_link_uri_error or "").rstrip(".") or _show(value, 80)
         raise BarcodeInvalid(
             f"not a GS1 Digital Link URI (expected .../01/<GTIN>[/10/<batch>][/21/<serial>]): "
             f"{_clip(reason, 160)}"
         )
-    return _pack(list(result.gs1_digital_link_uri.element_strings), BarcodeSymbology.GS1_DIGITAL_LINK)
+    # biip pads a short or empty GTIN path segment with zeros; a pack's GTIN has 8-14 digits.
+    written = _DL_GTIN.search(value)
+    digits = written.group(1) if written else ""
+    if written and not (digits.isascii() and digits.isdigit() and len(digits) in (8, 12, 13, 14)):
+        raise BarcodeInvalid(
+            f"the Digital Link's GTIN {_show(digits)} is not 8, 12, 13 or 14 digits (truncated?)"
+        )
+    return _pack(
+        list(result.gs1_digital_link_uri.element_strings), BarcodeSymbology.GS1_DIGITAL_LINK
+    )
 
 
 def _pack(elements: list[GS1ElementString], symbology: BarcodeSymbology) -> ScannedPack:
@@ -226,17 +248,23 @@ def _biip(value: str) -> Any:
 def _element_string_problem(value: str) -> str:
     """Walk the element strings as biip does and name the first one that fails."""
     rest = value.lstrip(GS)
-    position = 0
+    previous: GS1ElementString | None = None
     while rest:
         try:
             ai = GS1ApplicationIdentifier.extract(rest)
         except ParseError:
-            if position == 0:
+            if previous is None:
                 return (
                     f"{_show(value)} is not a GS1 barcode: it starts with no GS1 Application "
                     "Identifier and is not a GTIN or a Digital Link URI"
                 )
-            return f"unknown GS1 Application Identifier at {_show(rest)}"
+            problem = f"unknown GS1 Application Identifier at {_show(rest)}"
+            if previous.ai.separator_required:
+                problem += (
+                    f" after ({previous.ai.ai}) {previous.ai.data_title} "
+                    f"{_show(previous.value)}: is that field too long, or its GS separator missing?"
+                )
+            return problem
         try:
             element = GS1ElementString.extract(rest)
         except Exception:
@@ -244,7 +272,7 @@ def _element_string_problem(value: str) -> str:
         if ai.ai == "01" and element.gtin is None:
             return _check_digit_problem(element.value) or f"GTIN {element.value} is not valid"
         rest = rest[len(element) :].lstrip(GS)
-        position += 1
+        previous = element
     return f"{_show(value)} is not a GS1 barcode Apotheca can read"
 
 
@@ -284,6 +312,9 @@ def _element_problem(ai: GS1ApplicationIdentifier, data: str) -> str:
         if not (head.isascii() and head.isdigit()) or len(head) < 6:
             return f"{label} {_show(data)} is truncated or not a date: it needs YYMMDD"
         return f"{label} {head} is not a date (YYMMDD; day 00 means end of month)"
+    fixed = _FIXED_DIGITS.match(ai.format)
+    if fixed and data.isascii() and data.isdigit() and len(data) < int(fixed.group(1)):
+        return f"{label} has {len(data)} digits, needs {fixed.group(1)} (truncated barcode?)"
     return f"{label} {_show(data)} does not fit its format {ai.format}"
 
 
