@@ -29,42 +29,38 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
-import socket
 import sqlite3
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
-import uuid
-from collections.abc import AsyncIterator, Iterator
-from contextlib import asynccontextmanager, contextmanager
-from dataclasses import dataclass, field
-from datetime import UTC, date, datetime, timedelta
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
 import asyncpg
 import httpx
-from sqlalchemy import func, select
-from sqlalchemy.engine import make_url
 from strawberry.relay import to_base64
 
-from server.catalog.models import Product
-from server.config import Settings
-from server.core.migrate import upgrade
-from server.core.security import Principal
-from server.demo import DEMO_PASSWORD, seed_demo
-from server.inventory.models import Movement, MovementKind
-from server.inventory.service import MovementRequest, NewLot
-from server.network.models import Location, User
-from server.services import Services
+from bench.common import (
+    DEMO_PASSWORD,
+    LOT_COUNT,
+    OPENING_STOCK,
+    Backend,
+    Stopwatch,
+    live_server,
+    load,
+    percentile,
+    prepared,
+    process_cpu,
+    table_lines,
+)
+from server.inventory.models import MovementKind
 
-ROOT = Path(__file__).resolve().parent.parent
-SECRET = "bench-secret-key-that-is-long-enough-for-hs256-0123456789abcdef"
-LOCATION_CODE = "HOSP-CP"
-LOT_COUNT = 4
-OPENING_STOCK = 1_000_000  # received per lot before timing, so dispenses never run short
 BATCH_SIZE = 100
 CLIENTS = 20
 WARMUP = 20  # untimed movements per path: compiled SQL caches, connections, GraphQL schema
@@ -92,147 +88,6 @@ class Result:
     @property
     def rate(self) -> float:
         return self.movements / self.seconds
-
-
-class Stopwatch:
-    """Wall time by time.perf_counter and this process's CPU time (all its threads)."""
-
-    def __enter__(self) -> Stopwatch:
-        self.wall, self.cpu = time.perf_counter(), time.process_time()
-        return self
-
-    def __exit__(self, *_: object) -> None:
-        self.wall = time.perf_counter() - self.wall
-        self.cpu = time.process_time() - self.cpu
-
-
-def process_cpu(pid: int) -> float | None:
-    """CPU seconds (user + system) another process has used so far; Linux /proc only."""
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except OSError:
-        return None
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-@dataclass
-class Fixture:
-    """A migrated, seeded database with lots in stock at one location."""
-
-    url: str
-    services: Services
-    principal: Principal
-    location_id: int
-    lot_ids: list[int]
-    tag: str = field(default_factory=lambda: uuid.uuid4().hex[:8])
-
-    def kind(self, i: int) -> MovementKind:
-        return MovementKind.RECEIVE if i % 2 == 0 else MovementKind.DISPENSE
-
-    def lot(self, i: int) -> int:
-        return self.lot_ids[(i // 2) % len(self.lot_ids)]
-
-    def request(self, i: int) -> MovementRequest:
-        return MovementRequest(self.kind(i), self.location_id, 1, lot_id=self.lot(i))
-
-    async def count(self, key_prefix: str) -> int:
-        """Movements written under idempotency keys starting with `key_prefix`."""
-        async with self.services.db.read() as session:
-            stmt = select(func.count()).where(Movement.request_key.like(f"{key_prefix}%"))
-            return int((await session.execute(stmt)).scalar_one())
-
-
-# --- databases ----------------------------------------------------------------------------------
-
-
-class Backend:
-    """Hands out fresh, empty databases and removes them afterwards."""
-
-    def __init__(self, name: str, pg_url: str, workdir: Path) -> None:
-        self.name = name
-        self.workdir = workdir
-        self.pg = make_url(pg_url)
-        self.run_id = uuid.uuid4().hex[:8]
-        self.created: list[str] = []
-
-    def _pg_dsn(self, database: str) -> str:
-        return self.pg.set(drivername="postgresql", database=database).render_as_string(
-            hide_password=False
-        )
-
-    async def _pg_admin(self, sql: str) -> None:
-        connection = await asyncpg.connect(self._pg_dsn(self.pg.database or "postgres"))
-        try:
-            await connection.execute(sql)
-        finally:
-            await connection.close()
-
-    async def describe(self) -> str:
-        if self.name == "sqlite":
-            return f"sqlite {sqlite3.sqlite_version}"
-        connection = await asyncpg.connect(self._pg_dsn(self.pg.database or "postgres"))
-        try:
-            return f"postgresql {await connection.fetchval('SHOW server_version')}"
-        finally:
-            await connection.close()
-
-    async def create(self, label: str) -> tuple[str, str]:
-        """A new empty database: (SQLAlchemy url, driver-level dsn or file path)."""
-        if self.name == "sqlite":
-            path = self.workdir / f"{label}.db"
-            return f"sqlite+aiosqlite:///{path}", str(path)
-        database = f"apotheca_bench_{self.run_id}_{label}"
-        await self._pg_admin(f'CREATE DATABASE "{database}"')
-        self.created.append(database)
-        url = self.pg.set(drivername="postgresql+asyncpg", database=database)
-        return url.render_as_string(hide_password=False), self._pg_dsn(database)
-
-    async def drop_all(self) -> None:
-        for database in self.created:
-            await self._pg_admin(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')
-        self.created.clear()
-
-
-@asynccontextmanager
-async def prepared(backend: Backend, label: str) -> AsyncIterator[Fixture]:
-    """Migrate, seed the demo network (no history) and receive opening stock into a few lots."""
-    url, _ = await backend.create(label)
-    await upgrade(url)
-    services = Services.build(Settings(database_url=url, secret_key=SECRET))
-    try:
-        await seed_demo(services, history_days=-1)
-        async with services.db.read() as session:
-            admin_id = (
-                await session.execute(select(User.id).where(User.username == "admin"))
-            ).scalar_one()
-            location_id = (
-                await session.execute(select(Location.id).where(Location.code == LOCATION_CODE))
-            ).scalar_one()
-            product_ids = list(
-                (
-                    await session.execute(select(Product.id).order_by(Product.id).limit(LOT_COUNT))
-                ).scalars()
-            )
-        principal = await services.network.load_principal(admin_id)
-        expiry = date.today() + timedelta(days=730)
-        lot_ids = []
-        for index, product_id in enumerate(product_ids):
-            result = await services.ledger.record(
-                principal,
-                [
-                    MovementRequest(
-                        MovementKind.RECEIVE,
-                        location_id,
-                        OPENING_STOCK,
-                        new_lot=NewLot(product_id, f"BENCH{index:03d}", expiry),
-                    )
-                ],
-                operation="bench.open",
-            )
-            lot_ids.append(result.movements[0].lot_id)
-        yield Fixture(url, services, principal, location_id, lot_ids)
-    finally:
-        await services.close()
 
 
 def check_count(fixture_count: int, expected: int, path: str) -> None:
@@ -290,54 +145,6 @@ async def bench_batched(backend: Backend, n: int) -> Result:
 
 
 # --- (b) GraphQL over HTTP ---------------------------------------------------------------------
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-@contextmanager
-def live_server(database_url: str) -> Iterator[tuple[str, int]]:
-    port = free_port()
-    env = {
-        **os.environ,
-        "APOTHECA_DATABASE_URL": database_url,
-        "APOTHECA_SECRET_KEY": SECRET,
-        "APOTHECA_LOG_LEVEL": "warning",
-    }
-    process = subprocess.Popen(
-        [sys.executable, "-m", "server.cli", "serve", "--port", str(port)], cwd=ROOT, env=env
-    )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 30
-        while True:
-            if process.poll() is not None:
-                raise RuntimeError(f"server exited with {process.returncode}")
-            try:
-                if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            if time.monotonic() > deadline:
-                raise RuntimeError("server did not become healthy in 30 s")
-            time.sleep(0.1)
-        yield url, process.pid
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
-
-
-def percentile(sorted_values: list[float], p: float) -> float:
-    """Nearest-rank percentile of already sorted values."""
-    rank = max(1, round(p / 100 * len(sorted_values)))
-    return sorted_values[min(rank, len(sorted_values)) - 1]
 
 
 async def bench_graphql(backend: Backend, n: int, clients: int) -> Result:
@@ -553,20 +360,10 @@ def print_table(database: str, results: list[Result], context: str) -> None:
         )
         for r in results
     ]
-    widths = [max(len(h), *(len(row[k]) for row in rows)) for k, h in enumerate(headers)]
-
-    def line(cells: tuple[str, ...]) -> str:
-        first, *rest = cells
-        return "  ".join(
-            [first.ljust(widths[0])] + [c.rjust(w) for c, w in zip(rest, widths[1:], strict=True)]
-        )
-
     print(f"\nApotheca ledger benchmark: {database}, {raw.movements} movements per path")
     print(context)
-    print(line(headers))
-    print("  ".join("-" * w for w in widths))
-    for row in rows:
-        print(line(row))
+    for text in table_lines(headers, rows):
+        print(text)
     for r in results:
         if r.note:
             print(f"{r.path}: {r.note}")
@@ -574,10 +371,6 @@ def print_table(database: str, results: list[Result], context: str) -> None:
         "CPU s: CPU time of the Python process doing the work (this one; for (b) the uvicorn"
         " server), all threads; the database server's own CPU is not in it."
     )
-
-
-def load() -> str:
-    return "/".join(f"{x:.2f}" for x in os.getloadavg())
 
 
 async def main_async(args: argparse.Namespace) -> None:

@@ -1,0 +1,296 @@
+"""Helpers shared by the benchmarks: fresh seeded databases, a real uvicorn server in a
+subprocess, timing, percentiles and plain-text tables.
+
+The scripts run as files (`.venv/bin/python bench/<name>.py`): each puts the repository root on
+sys.path before importing this module, so `bench.common` and `tests.wsclient` resolve.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import sqlite3
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import AsyncIterator, Iterator, Sequence
+from contextlib import asynccontextmanager, contextmanager
+from dataclasses import dataclass, field
+from datetime import date, timedelta
+from pathlib import Path
+
+import asyncpg
+import httpx
+from sqlalchemy import func, select
+from sqlalchemy.engine import make_url
+
+from server.catalog.models import Product
+from server.config import Settings
+from server.core.migrate import upgrade
+from server.core.security import Principal
+from server.demo import DEMO_PASSWORD, seed_demo
+from server.inventory.models import Movement, MovementKind
+from server.inventory.service import MovementRequest, NewLot
+from server.network.models import Location, User
+from server.services import Services
+from tests.wsclient import GraphQLWebSocket  # the tests' graphql-transport-ws client
+
+ROOT = Path(__file__).resolve().parent.parent
+SECRET = "bench-secret-key-that-is-long-enough-for-hs256-0123456789abcdef"
+LOCATION_CODE = "HOSP-CP"
+LOT_COUNT = 4
+OPENING_STOCK = 1_000_000  # received per lot before timing, so dispenses never run short
+EXPIRY_DAYS = 730
+
+__all__ = [
+    "DEMO_PASSWORD",
+    "ROOT",
+    "SECRET",
+    "Backend",
+    "Fixture",
+    "GraphQLWebSocket",
+    "Stopwatch",
+    "free_port",
+    "live_server",
+    "load",
+    "percentile",
+    "prepared",
+    "process_cpu",
+    "table_lines",
+    "token_for",
+]
+
+
+class Stopwatch:
+    """Wall time by time.perf_counter and this process's CPU time (all its threads)."""
+
+    def __enter__(self) -> Stopwatch:
+        self.wall, self.cpu = time.perf_counter(), time.process_time()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.wall = time.perf_counter() - self.wall
+        self.cpu = time.process_time() - self.cpu
+
+
+def process_cpu(pid: int) -> float | None:
+    """CPU seconds (user + system) another process has used so far; Linux /proc only."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def load() -> str:
+    return "/".join(f"{x:.2f}" for x in os.getloadavg())
+
+
+def percentile(sorted_values: list[float], p: float) -> float:
+    """Nearest-rank percentile of already sorted values."""
+    rank = max(1, round(p / 100 * len(sorted_values)))
+    return sorted_values[min(rank, len(sorted_values)) - 1]
+
+
+def table_lines(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> list[str]:
+    """A plain-text table: first column left-aligned, the others right-aligned."""
+    widths = [max(len(h), *(len(row[k]) for row in rows)) for k, h in enumerate(headers)]
+
+    def line(cells: Sequence[str]) -> str:
+        first, *rest = cells
+        return "  ".join(
+            [first.ljust(widths[0])] + [c.rjust(w) for c, w in zip(rest, widths[1:], strict=True)]
+        )
+
+    return [line(headers), "  ".join("-" * w for w in widths), *(line(row) for row in rows)]
+
+
+# --- databases ----------------------------------------------------------------------------------
+
+
+class Backend:
+    """Hands out fresh, empty databases and removes them afterwards."""
+
+    def __init__(self, name: str, pg_url: str, workdir: Path) -> None:
+        self.name = name
+        self.workdir = workdir
+        self.pg = make_url(pg_url)
+        self.run_id = uuid.uuid4().hex[:8]
+        self.created: list[str] = []
+
+    def _pg_dsn(self, database: str) -> str:
+        return self.pg.set(drivername="postgresql", database=database).render_as_string(
+            hide_password=False
+        )
+
+    async def _pg_admin(self, sql: str) -> None:
+        connection = await asyncpg.connect(self._pg_dsn(self.pg.database or "postgres"))
+        try:
+            await connection.execute(sql)
+        finally:
+            await connection.close()
+
+    async def describe(self) -> str:
+        if self.name == "sqlite":
+            return f"sqlite {sqlite3.sqlite_version}"
+        connection = await asyncpg.connect(self._pg_dsn(self.pg.database or "postgres"))
+        try:
+            return f"postgresql {await connection.fetchval('SHOW server_version')}"
+        finally:
+            await connection.close()
+
+    async def create(self, label: str) -> tuple[str, str]:
+        """A new empty database: (SQLAlchemy url, driver-level dsn or file path)."""
+        if self.name == "sqlite":
+            path = self.workdir / f"{label}.db"
+            return f"sqlite+aiosqlite:///{path}", str(path)
+        database = f"apotheca_bench_{self.run_id}_{label}"
+        await self._pg_admin(f'CREATE DATABASE "{database}"')
+        self.created.append(database)
+        url = self.pg.set(drivername="postgresql+asyncpg", database=database)
+        return url.render_as_string(hide_password=False), self._pg_dsn(database)
+
+    async def drop_all(self) -> None:
+        for database in self.created:
+            await self._pg_admin(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')
+        self.created.clear()
+
+
+@dataclass
+class Fixture:
+    """A migrated, seeded database with lots in stock at one location."""
+
+    url: str
+    services: Services
+    principal: Principal
+    location_id: int
+    lot_ids: list[int]
+    product_ids: list[int] = field(default_factory=list)  # lot_ids[i] is of product_ids[i]
+    batches: list[str] = field(default_factory=list)  # batch number of lot_ids[i]
+    expiry: date | None = None  # of every lot
+    tag: str = field(default_factory=lambda: uuid.uuid4().hex[:8])
+
+    def kind(self, i: int) -> MovementKind:
+        return MovementKind.RECEIVE if i % 2 == 0 else MovementKind.DISPENSE
+
+    def lot(self, i: int) -> int:
+        return self.lot_ids[(i // 2) % len(self.lot_ids)]
+
+    def request(self, i: int) -> MovementRequest:
+        return MovementRequest(self.kind(i), self.location_id, 1, lot_id=self.lot(i))
+
+    async def count(self, key_prefix: str) -> int:
+        """Movements written under idempotency keys starting with `key_prefix`."""
+        async with self.services.db.read() as session:
+            stmt = select(func.count()).where(Movement.request_key.like(f"{key_prefix}%"))
+            return int((await session.execute(stmt)).scalar_one())
+
+
+@asynccontextmanager
+async def prepared(
+    backend: Backend,
+    label: str,
+    *,
+    location_code: str = LOCATION_CODE,
+    lot_count: int = LOT_COUNT,
+    opening_stock: int = OPENING_STOCK,
+    batch_prefix: str = "BENCH",
+) -> AsyncIterator[Fixture]:
+    """Migrate, seed the demo network (no history) and receive opening stock into a few lots:
+    one new lot (batch `{batch_prefix}000`, `001`, ...) of each of the first `lot_count`
+    products, all expiring EXPIRY_DAYS from today, received by admin at `location_code`."""
+    url, _ = await backend.create(label)
+    await upgrade(url)
+    services = Services.build(Settings(database_url=url, secret_key=SECRET))
+    try:
+        await seed_demo(services, history_days=-1)
+        async with services.db.read() as session:
+            admin_id = (
+                await session.execute(select(User.id).where(User.username == "admin"))
+            ).scalar_one()
+            location_id = (
+                await session.execute(select(Location.id).where(Location.code == location_code))
+            ).scalar_one()
+            product_ids = list(
+                (
+                    await session.execute(select(Product.id).order_by(Product.id).limit(lot_count))
+                ).scalars()
+            )
+        principal = await services.network.load_principal(admin_id)
+        expiry = date.today() + timedelta(days=EXPIRY_DAYS)
+        lot_ids, batches = [], []
+        for index, product_id in enumerate(product_ids):
+            batch = f"{batch_prefix}{index:03d}"
+            result = await services.ledger.record(
+                principal,
+                [
+                    MovementRequest(
+                        MovementKind.RECEIVE,
+                        location_id,
+                        opening_stock,
+                        new_lot=NewLot(product_id, batch, expiry),
+                    )
+                ],
+                operation="bench.open",
+            )
+            lot_ids.append(result.movements[0].lot_id)
+            batches.append(batch)
+        yield Fixture(url, services, principal, location_id, lot_ids, product_ids, batches, expiry)
+    finally:
+        await services.close()
+
+
+# --- a real server ------------------------------------------------------------------------------
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@contextmanager
+def live_server(database_url: str) -> Iterator[tuple[str, int]]:
+    """`apotheca serve` (uvicorn, one worker) in a subprocess: yields (base url, pid)."""
+    port = free_port()
+    env = {
+        **os.environ,
+        "APOTHECA_DATABASE_URL": database_url,
+        "APOTHECA_SECRET_KEY": SECRET,
+        "APOTHECA_LOG_LEVEL": "warning",
+    }
+    process = subprocess.Popen(
+        [sys.executable, "-m", "server.cli", "serve", "--port", str(port)], cwd=ROOT, env=env
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            if process.poll() is not None:
+                raise RuntimeError(f"server exited with {process.returncode}")
+            try:
+                if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            if time.monotonic() > deadline:
+                raise RuntimeError("server did not become healthy in 30 s")
+            time.sleep(0.1)
+        yield url, process.pid
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+async def token_for(http: httpx.AsyncClient, username: str, password: str = DEMO_PASSWORD) -> str:
+    """An access token by the password grant."""
+    response = await http.post(
+        "/auth/token", data={"grant_type": "password", "username": username, "password": password}
+    )
+    response.raise_for_status()
+    return str(response.json()["access_token"])
