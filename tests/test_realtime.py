@@ -171,3 +171,44 @@ async def test_event_from_worker_a_reaches_subscriber_on_worker_b(
         for worker in (worker_a, worker_b):
             worker.process.terminate()
             worker.process.wait(timeout=10)
+
+
+ALERT_RAISED = (
+    """subscription { alertRaised { kind message location { code } product { name } } }"""
+)
+
+
+async def test_alerts_are_pushed_to_subscribers_in_scope(
+    demo: Demo, live_server: LiveServer
+) -> None:
+    from tests.conftest import first_product_id
+
+    product_id = await first_product_id(demo.services)
+    lot = await receive(demo, "WARD-A", 3, batch="LOWSTOCK", product_id=product_id)
+    async with httpx.AsyncClient(base_url=live_server.url, timeout=30) as http:
+        nurse = await token_for(http, "nurse")
+        pharmacist = await token_for(http, "pharmacist")
+        nurse_b = await token_for(http, "nurse.b")
+        watcher = await GraphQLWebSocket.open(live_server.url, nurse)
+        await watcher.subscribe(ALERT_RAISED)
+        other_ward = await GraphQLWebSocket.open(live_server.url, nurse_b)
+        await other_ward.subscribe(ALERT_RAISED)
+        await asyncio.sleep(0.3)
+        body = await gql(
+            http,
+            """mutation($l: ID!, $p: ID!) {
+            setMinimumLevel(location: $l, product: $p, minimumQuantity: 5) {
+              errors { code } } }""",
+            {"l": gid("Location", demo.locations["WARD-A"]), "p": gid("Product", product_id)},
+            pharmacist,
+        )
+        assert body["data"]["setMinimumLevel"]["errors"] == []
+        alert = (await _next_data(watcher))["alertRaised"]
+        assert alert["kind"] == "LOW_STOCK"
+        assert alert["location"]["code"] == "WARD-A"
+        assert "minimum 5" in alert["message"]
+        with pytest.raises(TimeoutError):
+            await asyncio.wait_for(other_ward.receive(), 1.0)
+        await watcher.close()
+        await other_ward.close()
+    assert await balance_of(demo.services, demo.locations["WARD-A"], lot) == 3
