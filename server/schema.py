@@ -67,7 +67,15 @@ Mutation = merge_types(
         supervision_api.Mutation,
     ),
 )
-Subscription = merge_types("Subscription", (inventory_api.Subscription, alerts_api.Subscription))
+Subscription = merge_types(
+    "Subscription",
+    (
+        inventory_api.Subscription,
+        alerts_api.Subscription,
+        procurement_api.Subscription,
+        transfers_api.Subscription,
+    ),
+)
 
 
 def build_schema(settings: Settings | None = None) -> strawberry.Schema:

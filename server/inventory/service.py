@@ -238,9 +238,9 @@ class _Known:
 async def _preload(session: AsyncSession, requests: Sequence[MovementRequest]) -> _Known:
     lot_ids = {r.lot_id for r in requests if r.lot_id is not None}
     location_ids = {r.location_id for r in requests}
-    lots = (
-        (await session.execute(select(Lot).where(Lot.id.in_(lot_ids)))).scalars() if lot_ids else []
-    )
+    # Share-locked (PostgreSQL) so a recall or quarantine committing meanwhile is seen, not raced.
+    lot_query = select(Lot).where(Lot.id.in_(lot_ids)).with_for_update(read=True)
+    lots = (await session.execute(lot_query)).scalars() if lot_ids else []
     locations = (
         await session.execute(select(Location).where(Location.id.in_(location_ids)))
     ).scalars()
