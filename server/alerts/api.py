@@ -7,7 +7,7 @@ from datetime import datetime
 from typing import Any, Self
 
 import strawberry
-from sqlalchemy import select
+from sqlalchemy import and_, or_, select
 from strawberry import relay
 from strawberry.scalars import JSON
 
@@ -15,6 +15,7 @@ from server.alerts import models
 from server.alerts.service import ALERT_TOPIC
 from server.catalog import models as catalog_models
 from server.catalog.api import Lot, Product
+from server.core.errors import Forbidden
 from server.core.graphql import (
     Info,
     MutationError,
@@ -25,11 +26,22 @@ from server.core.graphql import (
     load_related,
     to_connection,
 )
-from server.core.security import Permission
+from server.core.security import Permission, Principal
 from server.network import models as network_models
 from server.network.api import Location
 
 AlertKind = strawberry.enum(models.AlertKind)
+
+
+def alert_visible(principal: Principal, alert: models.Alert) -> bool:
+    """Shelf alerts follow location scope; organisation alerts go to that organisation."""
+    if principal.location_ids is None:
+        return True
+    if alert.location_id is not None:
+        return principal.sees_location(alert.location_id)
+    return alert.organisation_id is not None and alert.organisation_id == principal.organisation_id
+
+
 AlertStatus = strawberry.enum(models.AlertStatus)
 
 
@@ -71,13 +83,15 @@ class Alert(relay.Node):
     async def resolve_nodes(
         cls, *, info: Info, node_ids: Iterable[str], required: bool = False
     ) -> list[Self | None]:
+        principal = info.context.require_principal()
+
+        def visible(alert: models.Alert) -> Self:
+            if not alert_visible(principal, alert):
+                raise Forbidden("that alert is outside your scope")
+            return cls.from_model(alert)
+
         return await load_nodes(
-            info,
-            models.Alert,
-            node_ids,
-            cls.from_model,
-            permission=Permission.STOCK_READ,
-            location_of=lambda row: row.location_id,
+            info, models.Alert, node_ids, visible, permission=Permission.STOCK_READ
         )
 
     @strawberry.field
@@ -123,7 +137,15 @@ class Query:
         else:
             principal.require(Permission.STOCK_READ)
             if principal.location_ids is not None:
-                stmt = stmt.where(A.location_id.in_(principal.location_ids))
+                stmt = stmt.where(
+                    or_(
+                        A.location_id.in_(principal.location_ids),
+                        and_(
+                            A.location_id.is_(None),
+                            A.organisation_id == principal.organisation_id,
+                        ),
+                    )
+                )
         if status:
             stmt = stmt.where(A.status.in_(status))
         if kinds:
@@ -233,5 +255,7 @@ class Subscription:
                     continue
                 async with info.context.db.read() as session:
                     alert = await session.get(models.Alert, event.payload["alert_id"])
+                if alert is not None and not alert_visible(principal, alert):
+                    continue
                 if alert is not None:
                     yield Alert.from_model(alert)

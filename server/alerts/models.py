@@ -29,6 +29,7 @@ class AlertKind(StrEnum):
     SERIAL_DECOMMISSIONED_TWICE = "SERIAL_DECOMMISSIONED_TWICE"
     RECALL = "RECALL"
     SHIPMENT_OVERDUE = "SHIPMENT_OVERDUE"
+    SUPERVISION_STATUS = "SUPERVISION_STATUS"
 
 
 class AlertStatus(StrEnum):
@@ -59,6 +60,10 @@ class Alert(Base):
     active: Mapped[bool] = mapped_column(Boolean, default=True)
     condition_key: Mapped[str] = mapped_column(String(200))
     location_id: Mapped[int | None] = mapped_column(ForeignKey("locations.id"))
+    # Alerts about an organisation rather than a shelf (e.g. supervision): visible to that
+    # organisation's users and to global roles; location_id and organisation_id both None
+    # means global roles only.
+    organisation_id: Mapped[int | None] = mapped_column(ForeignKey("organisations.id"), index=True)
     product_id: Mapped[int | None] = mapped_column(ForeignKey("products.id"))
     lot_id: Mapped[int | None] = mapped_column(ForeignKey("lots.id"))
     message: Mapped[str] = mapped_column(String(500))

@@ -39,6 +39,7 @@ class AlertSpec:
     location_id: int | None = None
     product_id: int | None = None
     lot_id: int | None = None
+    organisation_id: int | None = None
     details: dict[str, Any] = field(default_factory=dict)
 
 
@@ -85,6 +86,7 @@ class AlertService:
             condition_key=spec.condition_key,
             message=spec.message[:500],
             location_id=spec.location_id,
+            organisation_id=spec.organisation_id,
             product_id=spec.product_id,
             lot_id=spec.lot_id,
             details=spec.details,

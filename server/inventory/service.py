@@ -44,6 +44,7 @@ from server.inventory.rules import (
     signed_quantity,
 )
 from server.network.models import Location
+from server.supervision.totals import record_totals
 
 STOCK_TOPIC = "stock"
 
@@ -331,6 +332,7 @@ class LedgerService:
     ) -> list[tuple[Movement, Lot]]:
         """Movements in the caller's transaction, with their stock events and alert checks."""
         written = await apply_movements(session, principal, requests, request_key=request_key)
+        await record_totals(session, written)
         await self.bus.emit(session, [stock_event(m, lot.product_id) for m, lot in written])
         await self.alerts.evaluate_stock(
             session, {(m.location_id, lot.product_id) for m, lot in written}
