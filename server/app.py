@@ -246,11 +246,14 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
 
 
 async def _expiry_checks(services: Services) -> None:
-    """Periodic expiry alerts inside the server (also `apotheca check-expiry`)."""
+    """Periodic checks inside the server: expiry alerts (also `apotheca check-expiry`) and
+    overdue shipments."""
     while True:
         try:
             result = await services.alerts.check_expiry()
             log.info("expiry check: %s raised, %s resolved", result.raised, result.resolved)
+            overdue = await services.procurement.check_overdue_shipments()
+            log.info("overdue shipments: %s (%s new alerts)", overdue.overdue, overdue.raised)
         except Exception:
             log.exception("expiry check failed; retrying at the next interval")
         await asyncio.sleep(services.settings.expiry_check_seconds)

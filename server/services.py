@@ -14,7 +14,10 @@ from server.core.security import TokenService
 from server.counts.service import CountService
 from server.inventory.service import LedgerService
 from server.network.service import NetworkService
+from server.procurement.service import ProcurementService
 from server.scanning.service import ScanningService
+from server.supervision.service import SupervisionService
+from server.transfers.service import TransferService
 
 
 @dataclass
@@ -29,6 +32,9 @@ class Services:
     alerts: AlertService
     counts: CountService
     scanning: ScanningService
+    supervision: SupervisionService
+    transfers: TransferService
+    procurement: ProcurementService
 
     @classmethod
     def build(cls, settings: Settings) -> Services:
@@ -52,6 +58,9 @@ class Services:
             alerts=alerts,
             counts=CountService(db, bus, ledger),
             scanning=ScanningService(db, ledger, alerts),
+            supervision=SupervisionService(db, bus, alerts),
+            transfers=TransferService(db, bus, ledger),
+            procurement=ProcurementService(db, bus, ledger, alerts),
         )
 
     async def start(self) -> None:

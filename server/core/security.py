@@ -8,7 +8,7 @@ from __future__ import annotations
 import hashlib
 import secrets
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from typing import Any
@@ -108,9 +108,16 @@ class Principal:
     organisation_id: int | None
     location_ids: frozenset[int] | None
     request_id: str = field(default_factory=lambda: uuid.uuid4().hex)
+    # Permissions lent for one use case a service has already authorised (e.g. a nurse
+    # receiving a transfer writes TRANSFER_IN); location scope still applies.
+    grants: frozenset[Permission] = frozenset()
 
     def can(self, permission: Permission) -> bool:
-        return bool(self.roles & ROLE_PERMISSIONS[permission])
+        return permission in self.grants or bool(self.roles & ROLE_PERMISSIONS[permission])
+
+    def granted(self, *permissions: Permission) -> Principal:
+        """This principal, additionally allowed `permissions` (the audit still names its roles)."""
+        return replace(self, grants=self.grants | frozenset(permissions))
 
     def sees_location(self, location_id: int) -> bool:
         return self.location_ids is None or location_id in self.location_ids

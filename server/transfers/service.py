@@ -15,7 +15,7 @@ from __future__ import annotations
 import uuid
 from collections import defaultdict
 from collections.abc import Sequence
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from datetime import date, datetime
 from typing import Any
 
@@ -131,24 +131,6 @@ class TransferResult:
 
 
 # --- acting through a transfer ---------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class _TransferAgent(Principal):
-    """The user taking a transfer step they were allowed to take: the step's permission also
-    covers the ledger permission its movement needs (a nurse receiving her ward's transfer
-    records TRANSFER_IN without general receiving rights). Scope is still checked as always,
-    and the audit trail keeps the user's own name and roles."""
-
-    grants: frozenset[Permission] = frozenset()
-
-    def can(self, permission: Permission) -> bool:
-        return permission in self.grants or super().can(permission)
-
-
-def _acting(principal: Principal, kind: MovementKind) -> Principal:
-    values = {f.name: getattr(principal, f.name) for f in fields(Principal)}
-    return _TransferAgent(**values, grants=frozenset({KIND_PERMISSION[kind]}))
 
 
 # --- helpers -----------------------------------------------------------------------------------
@@ -600,7 +582,7 @@ class TransferService:
             ]
             try:
                 written = await self.ledger.apply(
-                    session, _acting(principal, MovementKind.TRANSFER_OUT), requests
+                    session, principal.granted(KIND_PERMISSION[MovementKind.TRANSFER_OUT]), requests
                 )
             except DomainError as error:
                 # The ledger names its own inputs; here the transfer is what the user sent.
@@ -709,7 +691,7 @@ class TransferService:
                     )
             written = (
                 await self.ledger.apply(
-                    session, _acting(principal, MovementKind.TRANSFER_IN), requests
+                    session, principal.granted(KIND_PERMISSION[MovementKind.TRANSFER_IN]), requests
                 )
                 if requests
                 else []
