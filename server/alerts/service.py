@@ -170,27 +170,16 @@ class AlertService:
             await self.resolve(session, [key])
 
     async def evaluate_expiry(
-        self, session: AsyncSession, touched: Iterable[tuple[int, int]]
+        self, session: AsyncSession, emptied: Iterable[tuple[int, int]]
     ) -> None:
-        """After movements: an emptied shelf resolves its expiry alerts at once."""
-        touched = set(touched)
-        keys = [
-            expiry_key(kind, loc, lot)
-            for loc, lot in set(touched)
-            for kind in (AlertKind.EXPIRING_SOON, AlertKind.EXPIRED_ON_SHELF)
-        ]
-        empty = {
-            (b.location_id, b.lot_id)
-            for b in (
-                await session.execute(
-                    select(Balance).where(
-                        Balance.quantity <= 0, Balance.location_id.in_({loc for loc, _ in touched})
-                    )
-                )
-            ).scalars()
-        }
+        """After movements: a shelf (location, lot) left empty resolves its expiry alerts."""
         await self.resolve(
-            session, [k for k in keys if tuple(int(x) for x in k.split(":")[1:]) in empty]
+            session,
+            [
+                expiry_key(kind, location_id, lot_id)
+                for location_id, lot_id in set(emptied)
+                for kind in (AlertKind.EXPIRING_SOON, AlertKind.EXPIRED_ON_SHELF)
+            ],
         )
 
     # --- periodic -----------------------------------------------------------------------------

@@ -337,7 +337,9 @@ class LedgerService:
         await self.alerts.evaluate_stock(
             session, {(m.location_id, lot.product_id) for m, lot in written}
         )
-        await self.alerts.evaluate_expiry(session, {(m.location_id, m.lot_id) for m, _ in written})
+        # The final balance of each shelf decides: emptied ones resolve their expiry alerts.
+        final = {(m.location_id, m.lot_id): m.balance_after for m, _ in written}
+        await self.alerts.evaluate_expiry(session, [k for k, q in final.items() if q <= 0])
         return written
 
     async def record(
