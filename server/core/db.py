@@ -62,6 +62,14 @@ def _install_sqlite_pragmas(engine: Engine, *, immediate: bool) -> None:
         connection.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
 
 
+AFTER_COMMIT = "apotheca_after_commit"
+
+
+def _run_after_commit(session: AsyncSession) -> None:
+    for callback in session.info.pop(AFTER_COMMIT, []):
+        callback()
+
+
 class Database:
     """Owns the engines; `read()` for queries, `write()` for one serialisable-enough transaction."""
 
@@ -91,13 +99,21 @@ class Database:
 
     @asynccontextmanager
     async def write(self) -> AsyncIterator[AsyncSession]:
-        """One transaction: committed on success, rolled back on any exception."""
+        """One transaction: committed on success, rolled back on any exception.
+
+        Callables appended to `session.info[AFTER_COMMIT]` run once the outermost transaction
+        has committed (never for a rollback, never at a savepoint).
+        """
         if self._write_lock is not None:
-            async with self._write_lock, self._write_sessions() as session, session.begin():
-                yield session
+            async with self._write_lock, self._write_sessions() as session:
+                async with session.begin():
+                    yield session
+                _run_after_commit(session)
         else:
-            async with self._write_sessions() as session, session.begin():
-                yield session
+            async with self._write_sessions() as session:
+                async with session.begin():
+                    yield session
+                _run_after_commit(session)
 
     async def dispose(self) -> None:
         await self.engine.dispose()

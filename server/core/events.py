@@ -19,10 +19,10 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import event as sa_event
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
-from sqlalchemy.orm import Session
+
+from server.core.db import AFTER_COMMIT
 
 log = logging.getLogger("apotheca.events")
 
@@ -90,15 +90,14 @@ class EventBus:
             for payload in _chunks(events):
                 await session.execute(select(func.pg_notify(CHANNEL, payload)))
             return
-        sync_session = session.sync_session
-        pending = sync_session.info.setdefault(_PENDING, [])
-        if not pending:
-            sa_event.listen(sync_session, "after_commit", self._after_commit, once=True)
-            sa_event.listen(sync_session, "after_rollback", _forget, once=True)
+        pending = session.info.get(_PENDING)
+        if pending is None:
+            pending = session.info[_PENDING] = []
+            # Published once the outermost transaction commits (see Database.write).
+            session.info.setdefault(AFTER_COMMIT, []).append(
+                lambda: self.publish(session.info.pop(_PENDING, []))
+            )
         pending.extend(events)
-
-    def _after_commit(self, sync_session: Session) -> None:
-        self.publish(sync_session.info.pop(_PENDING, []))
 
     def publish(self, events: list[Event]) -> None:
         """Hand events to this process's subscribers (never blocks)."""
@@ -168,10 +167,6 @@ class EventBus:
             with contextlib.suppress(Exception):
                 await self._listener.close()
             self._listener = None
-
-
-def _forget(sync_session: Session) -> None:
-    sync_session.info.pop(_PENDING, None)
 
 
 class SharedLookups:
