@@ -1,5 +1,6 @@
 """`apotheca` command line: serve | migrate | seed | create-user | import-catalog |
-export-schema | verify-audit | check-expiry."""
+export-schema | verify-audit | check-expiry | epcis-export | epcis-import |
+supervision-recompute."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import getpass
 import os
 import sys
 from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -205,6 +207,157 @@ def cmd_check_expiry(_: argparse.Namespace) -> int:
     return with_services(check)
 
 
+def _aware(value: str, name: str) -> datetime:
+    """A command-line date-time; without an offset it is taken as UTC."""
+    try:
+        parsed = datetime.fromisoformat(value)
+    except ValueError:
+        raise SystemExit(f"--{name}: {value!r} is not an ISO 8601 date-time") from None
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+
+
+async def _organisation_id(services: Services, name: str) -> int | None:
+    from sqlalchemy import select
+
+    from server.network.models import Organisation
+
+    async with services.db.read() as session:
+        return (
+            await session.execute(select(Organisation.id).where(Organisation.name == name))
+        ).scalar()
+
+
+def cmd_epcis_export(args: argparse.Namespace) -> int:
+    """Print (or write) the matching movements as one EPCIS 2.0 JSON-LD document."""
+    import json
+
+    from server.core.errors import DomainError
+
+    since = _aware(args.since, "since") if args.since else None
+    until = _aware(args.until, "until") if args.until else None
+    exported: list[dict[str, object]] = []
+
+    async def export(services: Services) -> int:
+        org_id = None
+        if args.organisation:
+            org_id = await _organisation_id(services, args.organisation)
+            if org_id is None:
+                print(f"no organisation named {args.organisation!r}", file=sys.stderr)
+                return 1
+        try:
+            exported.append(
+                await services.epcis.export(
+                    None,
+                    since=since,
+                    until=until,
+                    organisation_id=org_id,
+                    batch_number=args.lot,
+                    first=args.first,
+                )
+            )
+        except DomainError as error:
+            print(f"refused: {error.message}", file=sys.stderr)
+            return 1
+        return 0
+
+    status = with_services(export)
+    if status:
+        return status
+    document = exported[0]
+    text = json.dumps(document, indent=2, ensure_ascii=False) + "\n"
+    if args.output:
+        Path(args.output).write_text(text, encoding="utf-8")
+    else:
+        sys.stdout.write(text)
+    body = document["epcisBody"]
+    events = len(body["eventList"]) if isinstance(body, dict) else 0
+    print(f"exported {events} events", file=sys.stderr)
+    return 0
+
+
+def cmd_epcis_import(args: argparse.Namespace) -> int:
+    """Record a constituent's EPCIS document as its movements; list what was not recorded."""
+    import json
+
+    from server.core.errors import DomainError
+
+    try:
+        document = json.loads(Path(args.file).read_text(encoding="utf-8"))
+    except (OSError, ValueError) as error:
+        print(f"cannot read {args.file}: {error}", file=sys.stderr)
+        return 1
+
+    async def import_(services: Services) -> int:
+        org_id = await _organisation_id(services, args.organisation)
+        if org_id is None:
+            print(f"no organisation named {args.organisation!r}", file=sys.stderr)
+            return 1
+        try:
+            result = await services.epcis.import_document(None, org_id, document)
+        except DomainError as error:
+            print(f"refused: {error.message}", file=sys.stderr)
+            return 1
+        print(
+            f"{len(result.imported)} events imported ({len(result.movements)} movements), "
+            f"{len(result.already_imported)} already imported, {len(result.rejected)} rejected"
+        )
+        for rejection in result.rejected:
+            print(
+                f"  rejected #{rejection.index} {rejection.event_type or '?'} "
+                f"{rejection.event_id}: {rejection.reason}"
+            )
+        for warning in result.warnings:
+            print(f"  warning {warning.event_id}: {warning.message}")
+        return 0
+
+    return with_services(import_)
+
+
+def cmd_supervision_recompute(args: argparse.Namespace) -> int:
+    """Every supervision total again from the ledger, compared with the running totals."""
+
+    async def recompute(services: Services) -> int:
+        checks = services.supervision_checks
+        result = await checks.recompute(repair=args.repair)
+        if result.differences:
+            names = await _organisation_names(services)
+            for approval, batch in result.differing_batches:
+                print(f"batch {batch} ({approval}) differs:", file=sys.stderr)
+                for d in result.differences:
+                    if (d.approval_number, d.batch_number) == (approval, batch):
+                        print(f"  {d.describe(names)}", file=sys.stderr)
+            count = len(result.differing_batches)
+            if not result.repaired:
+                print(
+                    f"{count} of {result.batches} batches differ from the ledger "
+                    f"({result.movements} movements); `--repair` rewrites them",
+                    file=sys.stderr,
+                )
+                return 1
+            print(f"repaired {count} of {result.batches} batches from the ledger")
+        else:
+            print(f"{result.batches} batches agree ({result.movements} movements)")
+        sweep = await checks.check_all()
+        counts = ", ".join(f"{k.value} {v}" for k, v in sorted(sweep.by_status.items()))
+        print(
+            f"statuses: {sweep.checked} batches checked, {len(sweep.changes)} changed"
+            + (f" ({counts})" if counts else "")
+        )
+        return 0
+
+    return with_services(recompute)
+
+
+async def _organisation_names(services: Services) -> dict[int, str]:
+    from sqlalchemy import select
+
+    from server.network.models import Organisation
+
+    async with services.db.read() as session:
+        rows = await session.execute(select(Organisation.id, Organisation.name))
+        return dict(rows.all())
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="apotheca", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -262,6 +415,36 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser(
         "check-expiry", help="raise and resolve expiry alerts now (prints the counts)"
     ).set_defaults(func=cmd_check_expiry)
+
+    recompute = sub.add_parser(
+        "supervision-recompute",
+        help="recompute every supervision total from the ledger; exit 1 if any batch differs "
+        "from the running totals (then re-check every batch's status)",
+    )
+    recompute.add_argument(
+        "--repair", action="store_true", help="rewrite the differing batches' totals"
+    )
+    recompute.set_defaults(func=cmd_supervision_recompute)
+
+    epcis_export = sub.add_parser(
+        "epcis-export", help="write movements as an EPCIS 2.0 JSON-LD document (stdout)"
+    )
+    epcis_export.add_argument("--lot", help="batch number (every product's lot of that batch)")
+    epcis_export.add_argument("--organisation", help="reporting organisation name")
+    epcis_export.add_argument("--since", help="occurred at or after (ISO 8601; UTC if no offset)")
+    epcis_export.add_argument("--until", help="occurred before (ISO 8601; UTC if no offset)")
+    epcis_export.add_argument("--first", type=int, help="at most this many events")
+    epcis_export.add_argument("--output", "-o", help="write to this file instead of stdout")
+    epcis_export.set_defaults(func=cmd_epcis_export)
+
+    epcis_import = sub.add_parser(
+        "epcis-import", help="record a constituent's EPCIS 2.0 document as its movements"
+    )
+    epcis_import.add_argument(
+        "--organisation", required=True, help="name of the organisation the document is from"
+    )
+    epcis_import.add_argument("file", help="EPCIS 2.0 JSON-LD document")
+    epcis_import.set_defaults(func=cmd_epcis_import)
     return parser
 
 

@@ -38,6 +38,7 @@ class Settings:
     expiry_window_days: int = 90
     expiry_check_seconds: int = 3600
     max_subscriptions_per_connection: int = 20
+    transit_window_hours: int = 72
     pwa_dir: Path = Path(__file__).resolve().parent.parent / "pwa" / "dist"
 
     @classmethod
@@ -51,6 +52,7 @@ class Settings:
             "sql_echo": env.get("APOTHECA_SQL_ECHO", "") == "1",
             "expiry_window_days": int(env.get("APOTHECA_EXPIRY_WINDOW_DAYS", "90")),
             "expiry_check_seconds": int(env.get("APOTHECA_EXPIRY_CHECK_SECONDS", "3600")),
+            "transit_window_hours": int(env.get("APOTHECA_TRANSIT_WINDOW_HOURS", "72")),
         }
         if pwa_dir := env.get("APOTHECA_PWA_DIR"):
             values["pwa_dir"] = Path(pwa_dir)

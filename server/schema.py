@@ -22,6 +22,7 @@ from server.catalog import api as catalog_api
 from server.config import Settings
 from server.core.graphql import ApiErrors
 from server.counts import api as counts_api
+from server.integrations import api as integrations_api
 from server.inventory import api as inventory_api
 from server.network import api as network_api
 from server.procurement import api as procurement_api
@@ -51,6 +52,7 @@ Query = merge_types(
         transfers_api.Query,
         supervision_api.Query,
         audit_api.Query,
+        integrations_api.Query,
     ),
 )
 Mutation = merge_types(
@@ -65,6 +67,7 @@ Mutation = merge_types(
         procurement_api.Mutation,
         transfers_api.Mutation,
         supervision_api.Mutation,
+        integrations_api.Mutation,
     ),
 )
 Subscription = merge_types(

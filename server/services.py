@@ -12,10 +12,12 @@ from server.core.db import Database
 from server.core.events import EventBus
 from server.core.security import TokenService
 from server.counts.service import CountService
+from server.integrations.service import EpcisService
 from server.inventory.service import LedgerService
 from server.network.service import NetworkService
 from server.procurement.service import ProcurementService
 from server.scanning.service import ScanningService
+from server.supervision.checks import SupervisionCheckService
 from server.supervision.service import SupervisionService
 from server.transfers.service import TransferService
 
@@ -35,6 +37,8 @@ class Services:
     supervision: SupervisionService
     transfers: TransferService
     procurement: ProcurementService
+    epcis: EpcisService
+    supervision_checks: SupervisionCheckService
 
     @classmethod
     def build(cls, settings: Settings) -> Services:
@@ -46,7 +50,9 @@ class Services:
             refresh_ttl=timedelta(days=settings.refresh_token_days),
         )
         alerts = AlertService(db, bus, expiry_window_days=settings.expiry_window_days)
-        ledger = LedgerService(db, bus, alerts)
+        ledger = LedgerService(
+            db, bus, alerts, transit_window=timedelta(hours=settings.transit_window_hours)
+        )
         return cls(
             settings=settings,
             db=db,
@@ -61,6 +67,10 @@ class Services:
             supervision=SupervisionService(db, bus, alerts),
             transfers=TransferService(db, bus, ledger),
             procurement=ProcurementService(db, bus, ledger, alerts),
+            epcis=EpcisService(db, bus, ledger),
+            supervision_checks=SupervisionCheckService(
+                db, alerts, transit_window_hours=settings.transit_window_hours
+            ),
         )
 
     async def start(self) -> None:

@@ -11,7 +11,7 @@ import hashlib
 import json
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
-from datetime import date, datetime
+from datetime import date, datetime, timedelta
 from typing import Any
 
 from sqlalchemy import bindparam, insert, select
@@ -44,6 +44,7 @@ from server.inventory.rules import (
     signed_quantity,
 )
 from server.network.models import Location
+from server.supervision.checks import refresh_status
 from server.supervision.totals import record_totals
 
 STOCK_TOPIC = "stock"
@@ -317,10 +318,18 @@ async def apply_movements(
 
 
 class LedgerService:
-    def __init__(self, db: Database, bus: EventBus, alerts: AlertService) -> None:
+    def __init__(
+        self,
+        db: Database,
+        bus: EventBus,
+        alerts: AlertService,
+        *,
+        transit_window: timedelta = timedelta(hours=72),
+    ) -> None:
         self.db = db
         self.bus = bus
         self.alerts = alerts
+        self.transit_window = transit_window
 
     async def apply(
         self,
@@ -332,7 +341,9 @@ class LedgerService:
     ) -> list[tuple[Movement, Lot]]:
         """Movements in the caller's transaction, with their stock events and alert checks."""
         written = await apply_movements(session, principal, requests, request_key=request_key)
-        await record_totals(session, written)
+        batches = await record_totals(session, written)
+        # Supervision status of each touched batch, in this transaction; changes raise alerts.
+        await refresh_status(session, batches, self.alerts, transit_window=self.transit_window)
         await self.bus.emit(session, [stock_event(m, lot.product_id) for m, lot in written])
         await self.alerts.evaluate_stock(
             session, {(m.location_id, lot.product_id) for m, lot in written}

@@ -1,4 +1,5 @@
-"""GraphQL for recalls and lot traces: `recallLots`, `recalls`, `traceLot`, `traceLotCsv`.
+"""GraphQL for recalls, lot traces and batch supervision: `recallLots`, `recalls`, `traceLot`,
+`traceLotCsv`, `supervision`, `supervisionReport`.
 
 Resolvers only decode IDs and convert results; the service decides who may do what (see
 server/supervision/service.py for the recall scope and the patient-reference privacy rule).
@@ -32,7 +33,8 @@ from server.core.graphql import (
 from server.core.security import Permission
 from server.network import models as network_models
 from server.network.api import Location, Organisation
-from server.supervision import models, trace
+from server.supervision import gamma, models, trace
+from server.supervision.checks import BatchCheck
 from server.supervision.service import LotTrace as LotTraceResult
 from server.supervision.service import RecallResult
 
@@ -335,6 +337,292 @@ class RecallConnection(relay.Connection[Recall]):
     pass
 
 
+# --- supervision (gamma) -----------------------------------------------------------------------
+
+SupervisionStatus = strawberry.enum(gamma.SupervisionStatus, name="SupervisionStatus")
+GammaPartKind = strawberry.enum(gamma.PartKind, name="GammaPartKind")
+
+
+@strawberry.type(
+    description="One constituent's reports of the batch (its own side only) and the inventory "
+    "they leave it with: inflows (produced, received, transferredIn, returned, adjustedIn) "
+    "minus outflows (shipped, transferredOut, dispensed, disposed, adjustedOut)."
+)
+class ConstituentInventory:
+    inventory: int
+    produced: int
+    received: int
+    transferred_in: int
+    returned: int
+    adjusted_in: int
+    shipped: int
+    transferred_out: int
+    dispensed: int
+    disposed: int
+    adjusted_out: int
+    organisation_id: strawberry.Private[int]
+
+    @classmethod
+    def from_constituent(cls, c: gamma.Constituent) -> Self:
+        return cls(
+            inventory=c.inventory,
+            produced=c.produced,
+            received=c.received,
+            transferred_in=c.transferred_in,
+            returned=c.returned,
+            adjusted_in=c.adjusted_in,
+            shipped=c.shipped,
+            transferred_out=c.transferred_out,
+            dispensed=c.dispensed,
+            disposed=c.disposed,
+            adjusted_out=c.adjusted_out,
+            organisation_id=c.organisation_id,
+        )
+
+    @strawberry.field
+    async def organisation(self, info: Info) -> Organisation:
+        return await _organisation(info, self.organisation_id)  # type: ignore[return-value]
+
+
+@strawberry.type(description="A shipment row (or the part of it) its receiver never matched.")
+class UnmatchedShipment:
+    reference: str | None
+    quantity: int
+    shipped_at: datetime | None
+    in_transit_window: bool = strawberry.field(
+        description="True while the shipment is younger than the transit window (in transit); "
+        "false once it is overdue."
+    )
+
+
+@strawberry.type(description="A receipt row (or the part of it) no reported shipment matches.")
+class UnmatchedReceipt:
+    reference: str | None
+    quantity: int
+    received_at: datetime | None
+
+
+@strawberry.type(
+    description="What a sender reported shipping to a receiver and what the receiver reported "
+    "receiving from it (SHIP/TRANSFER_OUT vs RECEIVE/TRANSFER_IN). Receipts are matched to "
+    "shipments first-in-first-out by time, so the unmatched rows listed are the newest."
+)
+class SupervisionEdge:
+    shipped: int
+    received: int
+    in_transit: int = strawberry.field(
+        description="Unmatched shipments still inside the transit window."
+    )
+    unexplained: int = strawberry.field(
+        description="shipped - received - inTransit: > 0 shipped and never received (overdue), "
+        "< 0 received more than the sender reported shipping."
+    )
+    internal: bool = strawberry.field(
+        description="Transfers between one organisation's own locations."
+    )
+    last_shipped_at: datetime | None
+    unmatched_shipments: list[UnmatchedShipment]
+    unmatched_receipts: list[UnmatchedReceipt]
+    sender_id: strawberry.Private[int]
+    receiver_id: strawberry.Private[int]
+
+    @classmethod
+    def from_report(cls, e: gamma.EdgeReport) -> Self:
+        return cls(
+            shipped=e.shipped,
+            received=e.received,
+            in_transit=e.in_transit,
+            unexplained=e.unexplained,
+            internal=e.internal,
+            last_shipped_at=e.last_shipped_at,
+            unmatched_shipments=[
+                UnmatchedShipment(
+                    reference=u.reference,
+                    quantity=u.quantity,
+                    shipped_at=u.at,
+                    in_transit_window=u.in_window,
+                )
+                for u in e.shipments
+            ],
+            unmatched_receipts=[
+                UnmatchedReceipt(reference=u.reference, quantity=u.quantity, received_at=u.at)
+                for u in e.receipts
+            ],
+            sender_id=e.sender_id,
+            receiver_id=e.receiver_id,
+        )
+
+    @strawberry.field
+    async def sender(self, info: Info) -> Organisation:
+        return await _organisation(info, self.sender_id)  # type: ignore[return-value]
+
+    @strawberry.field
+    async def receiver(self, info: Info) -> Organisation:
+        return await _organisation(info, self.receiver_id)  # type: ignore[return-value]
+
+
+@strawberry.type(
+    description="One share of gamma and the constituent whose reports explain it. The "
+    "quantities of all parts add up to gamma (NEGATIVE_INVENTORY parts carry 0)."
+)
+class GammaPart:
+    kind: GammaPartKind  # type: ignore[valid-type]
+    quantity: int = strawberry.field(description="This part's signed share of gamma.")
+    message: str
+    references: list[str] = strawberry.field(
+        description="Movement references (delivery notes, transfers) of the rows behind it."
+    )
+    at: datetime | None = strawberry.field(description="The oldest of those rows.")
+    organisation_id: strawberry.Private[int]
+    counterparty_id: strawberry.Private[int | None]
+
+    @strawberry.field
+    async def organisation(self, info: Info) -> Organisation:
+        return await _organisation(info, self.organisation_id)  # type: ignore[return-value]
+
+    @strawberry.field(description="The other end of the edge, when the part is about one.")
+    async def counterparty(self, info: Info) -> Organisation | None:
+        return await _organisation(info, self.counterparty_id)
+
+
+@strawberry.type(
+    description="Supervision of one drug batch (approval number + batch number), computed "
+    "now from the running totals: gamma = totalInput - totalOutput - systemInventory."
+)
+class SupervisionCheck:
+    approval_number: str
+    batch_number: str
+    total_input: int = strawberry.field(description="PRODUCE reported by manufacturers.")
+    total_output: int = strawberry.field(description="DISPENSE + DISPOSE - RETURN.")
+    system_inventory: int = strawberry.field(description="The sum of every inventory.")
+    gamma: int
+    status: SupervisionStatus  # type: ignore[valid-type]
+    in_transit: int = strawberry.field(
+        description="Shipments not yet received that are still inside the transit window."
+    )
+    unexplained: int = strawberry.field(
+        description="Gamma less the part shipments inside their window explain."
+    )
+    transit_window_hours: float
+    summary: str
+    checked_at: datetime
+    scoped: bool = strawberry.field(
+        description="True when you see only your organisation's side: its inventory, the "
+        "edges it is an end of, the parts that name it (the batch-wide figures stay)."
+    )
+    constituents: list[ConstituentInventory]
+    edges: list[SupervisionEdge]
+    explanation: list[GammaPart]
+    product_id: strawberry.Private[int | None]
+    lot_id: strawberry.Private[int | None]
+
+    @classmethod
+    def from_check(cls, check: BatchCheck) -> Self:
+        a = check.analysis
+        return cls(
+            approval_number=check.approval_number,
+            batch_number=check.batch_number,
+            total_input=a.total_input,
+            total_output=a.total_output,
+            system_inventory=a.system_inventory,
+            gamma=a.gamma,
+            status=a.status,
+            in_transit=a.in_transit,
+            unexplained=a.unexplained,
+            transit_window_hours=check.transit_window.total_seconds() / 3600,
+            summary=check.summary,
+            checked_at=check.checked_at,
+            scoped=check.scoped_to is not None,
+            constituents=[ConstituentInventory.from_constituent(c) for c in a.constituents],
+            edges=[SupervisionEdge.from_report(e) for e in a.edges],
+            explanation=[
+                GammaPart(
+                    kind=p.kind,
+                    quantity=p.quantity,
+                    message=message,
+                    references=list(p.references),
+                    at=p.at,
+                    organisation_id=p.organisation_id,
+                    counterparty_id=p.counterparty_id,
+                )
+                for p, message in zip(a.parts, check.explanation, strict=True)
+            ],
+            product_id=check.product_id,
+            lot_id=check.lot_id,
+        )
+
+    @strawberry.field
+    async def product(self, info: Info) -> Product | None:
+        return await load_related(info, catalog_models.Product, self.product_id, Product.from_model)
+
+    @strawberry.field
+    async def lot(self, info: Info) -> Lot | None:
+        return await load_related(info, catalog_models.Lot, self.lot_id, Lot.from_model)
+
+
+def _products_by_approval(info: Info) -> DataLoader[str, catalog_models.Product | None]:
+    db = info.context.db
+
+    async def load(approvals: list[str]) -> list[catalog_models.Product | None]:
+        async with db.read() as session:
+            rows = (
+                await session.execute(
+                    select(catalog_models.Product).where(
+                        catalog_models.Product.approval_number.in_(approvals)
+                    )
+                )
+            ).scalars()
+            found = {p.approval_number: p for p in rows}
+        return [found.get(a) for a in approvals]
+
+    return info.context.loader(("products_by_approval",), lambda: DataLoader(load_fn=load))
+
+
+@strawberry.type(description="A batch's stored status, as the ledger and the sweeps left it.")
+class SupervisionReportItem:
+    approval_number: str
+    batch_number: str
+    status: SupervisionStatus  # type: ignore[valid-type]
+    gamma: int
+    since: datetime = strawberry.field(
+        description="When the batch reached this status and gamma (the last change of either)."
+    )
+
+    @classmethod
+    def from_model(cls, row: models.BatchStatus) -> Self:
+        return cls(
+            approval_number=row.approval_number,
+            batch_number=row.batch_number,
+            status=gamma.SupervisionStatus(row.status),
+            gamma=row.gamma,
+            since=row.checked_at,
+        )
+
+    @strawberry.field
+    async def product(self, info: Info) -> Product | None:
+        product = await _products_by_approval(info).load(self.approval_number)
+        return Product.from_model(product) if product is not None else None
+
+    @strawberry.field(description="The full check of this batch, computed now.")
+    async def check(self, info: Info) -> SupervisionCheck:
+        result = await info.context.services.supervision_checks.check(
+            info.context.require_principal(), self.approval_number, self.batch_number
+        )
+        return SupervisionCheck.from_check(result)
+
+
+@strawberry.type
+class SupervisionReportEdge:
+    cursor: str
+    node: SupervisionReportItem
+
+
+@strawberry.type
+class SupervisionReportConnection:
+    edges: list[SupervisionReportEdge]
+    page_info: relay.PageInfo
+
+
 @strawberry.type
 class Query:
     @strawberry.field(description="Recalls, newest first; optionally only those of one lot.")
@@ -383,6 +671,65 @@ class Query:
         principal = info.context.require_principal()
         return await info.context.services.supervision.trace_csv(
             principal, decode_id(lot, Lot, "lot")
+        )
+
+    @strawberry.field(
+        description="Supervision of one drug batch: gamma, status, every constituent's "
+        "inventory, the edge reconciliation and the explanation of a non-zero gamma. ADMIN, "
+        "AUDITOR and REGULATOR see everything; other roles only batches their organisation "
+        "handled (FORBIDDEN otherwise), and of those only their own side."
+    )
+    async def supervision(
+        self, info: Info, approval_number: str, batch_number: str
+    ) -> SupervisionCheck:
+        principal = info.context.require_principal()
+        result = await info.context.services.supervision_checks.check(
+            principal, approval_number, batch_number
+        )
+        return SupervisionCheck.from_check(result)
+
+    @strawberry.field(
+        description="Batches by stored status (every status but NORMAL unless `status` is "
+        "given), in approval/batch number order; optionally only batches an organisation "
+        "handled. Scoped roles see only their own organisation's batches."
+    )
+    async def supervision_report(
+        self,
+        info: Info,
+        first: int,
+        after: str | None = None,
+        status: SupervisionStatus | None = None,  # type: ignore[valid-type]
+        organisation: relay.GlobalID | None = None,
+    ) -> SupervisionReportConnection:
+        principal = info.context.require_principal()
+        stmt = await info.context.services.supervision_checks.report_query(
+            principal,
+            status=status,
+            organisation_id=None
+            if organisation is None
+            else decode_id(organisation, Organisation, "organisation"),
+        )
+        S = models.BatchStatus
+        page = await keyset_page(
+            info.context.db,
+            stmt,
+            keys=[S.approval_number, S.batch_number],
+            first=first,
+            after=after,
+            max_page_size=info.context.services.settings.max_page_size,
+            key_of=lambda r: [r.approval_number, r.batch_number],
+        )
+        return SupervisionReportConnection(
+            edges=[
+                SupervisionReportEdge(cursor=c, node=SupervisionReportItem.from_model(r))
+                for r, c in zip(page.rows, page.cursors, strict=True)
+            ],
+            page_info=relay.PageInfo(
+                has_next_page=page.has_next_page,
+                has_previous_page=page.has_previous_page,
+                start_cursor=page.cursors[0] if page.cursors else None,
+                end_cursor=page.cursors[-1] if page.cursors else None,
+            ),
         )
 
 

@@ -21,6 +21,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from server.catalog.models import Lot, Product
 from server.inventory.models import Movement, MovementKind
+from server.supervision.gamma import edge_of
 from server.supervision.models import BatchConstituentTotal, BatchEdgeTotal
 
 COUNTERS = (
@@ -77,7 +78,12 @@ class Totals:
 
 
 def totals_from_movements(facts: Iterable[MovementFact]) -> Totals:
-    """Each constituent reports its own side only; edges pair a sender's and a receiver's."""
+    """Each constituent reports its own side only; edges pair a sender's and a receiver's.
+
+    The edge of a row is `gamma.edge_of`: the named counterparty, or the organisation itself for
+    transfers between its own locations (so a transfer on the road is in transit like any
+    shipment); a SHIP or RECEIVE naming nobody has no edge (it left, or came from, outside).
+    """
     totals = Totals()
     for fact in facts:
         key = (fact.approval_number, fact.batch_number, fact.organisation_id)
@@ -88,31 +94,17 @@ def totals_from_movements(facts: Iterable[MovementFact]) -> Totals:
             counters["adjusted_in"] += fact.quantity
         else:
             counters["adjusted_out"] += -fact.quantity
-        if fact.counterparty_id is None or fact.counterparty_id == fact.organisation_id:
+        pair = edge_of(fact.kind, fact.organisation_id, fact.counterparty_id)
+        if pair is None:
             continue
+        edge = totals.edges[(fact.approval_number, fact.batch_number, *pair)]
         if fact.kind in SENDING:
-            edge = totals.edges[
-                (
-                    fact.approval_number,
-                    fact.batch_number,
-                    fact.organisation_id,
-                    fact.counterparty_id,
-                )
-            ]
             edge["shipped"] += abs(fact.quantity)
             last = edge["last_shipped_at"]
             edge["last_shipped_at"] = (
                 fact.occurred_at if last is None else max(last, fact.occurred_at)
             )
-        elif fact.kind in RECEIVING:
-            edge = totals.edges[
-                (
-                    fact.approval_number,
-                    fact.batch_number,
-                    fact.counterparty_id,
-                    fact.organisation_id,
-                )
-            ]
+        else:
             edge["received"] += abs(fact.quantity)
     return totals
 

@@ -1,0 +1,133 @@
+"""GraphQL for EPCIS 2.0: `epcisExport` (a JSON-LD document) and `importEpcis`.
+
+Who may do what is decided in server/integrations/service.py: export is open to ADMIN, AUDITOR
+and REGULATOR for every movement and to other stock readers for their own organisation's;
+import is for ADMIN and REGULATOR, who enter the data of a constituent that does not use
+Apotheca on its behalf.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+import strawberry
+from strawberry import relay
+from strawberry.scalars import JSON
+
+from server.catalog.api import Lot
+from server.core.graphql import Info, MutationError, attempt, decode_id
+from server.integrations.service import ImportResult
+from server.inventory.api import Movement
+from server.network.api import Organisation
+
+
+@strawberry.type(description="An event of the document that was not recorded, and why.")
+class EpcisRejection:
+    index: int = strawberry.field(description="Position of the event in the eventList (0-based).")
+    event_id: str = strawberry.field(
+        description="The event's eventID, or the hash of its content when it has none."
+    )
+    event_type: str | None
+    reason: str
+
+
+@strawberry.type(description="An event that was recorded with a caveat.")
+class EpcisWarning:
+    event_id: str
+    message: str
+
+
+@strawberry.type(description="What an EPCIS import recorded, skipped and refused.")
+class EpcisImportPayload:
+    organisation: Organisation | None = None
+    imported: list[str] = strawberry.field(
+        default_factory=list, description="Event IDs recorded now, in the order applied."
+    )
+    already_imported: list[str] = strawberry.field(
+        default_factory=list, description="Event IDs recorded by an earlier import: unchanged."
+    )
+    rejected: list[EpcisRejection] = strawberry.field(
+        default_factory=list, description="Events not recorded, with the reason (none dropped)."
+    )
+    warnings: list[EpcisWarning] = strawberry.field(default_factory=list)
+    movements: list[Movement] = strawberry.field(
+        default_factory=list, description="The movements written for the imported events."
+    )
+    errors: list[MutationError] = strawberry.field(default_factory=list)
+
+    @classmethod
+    def from_result(cls, result: ImportResult) -> EpcisImportPayload:
+        return cls(
+            organisation=Organisation.from_model(result.organisation),
+            imported=result.imported,
+            already_imported=result.already_imported,
+            rejected=[
+                EpcisRejection(
+                    index=r.index, event_id=r.event_id, event_type=r.event_type, reason=r.reason
+                )
+                for r in result.rejected
+            ],
+            warnings=[
+                EpcisWarning(event_id=w.event_id, message=w.message) for w in result.warnings
+            ],
+            movements=[Movement.from_model(m) for m in result.movements],
+        )
+
+
+@strawberry.type
+class Query:
+    @strawberry.field(
+        description="Movements as an EPCIS 2.0 JSON-LD document of ObjectEvents, oldest first: "
+        "lot-level GS1 Digital Link classes, CBV bizStep and disposition, the location as "
+        "readPoint and bizLocation, the parties as source and destination, hash-based event "
+        "IDs (the same movements always give the same document). `first` caps the events "
+        "(default and maximum 10000); `apotheca:complete` is false when more matched. ADMIN, "
+        "AUDITOR and REGULATOR export any movements, other stock readers their own "
+        "organisation's."
+    )
+    async def epcis_export(
+        self,
+        info: Info,
+        since: datetime | None = None,
+        until: datetime | None = None,
+        organisation: relay.GlobalID | None = None,
+        lot: relay.GlobalID | None = None,
+        first: int | None = None,
+    ) -> JSON:
+        principal = info.context.require_principal()
+        document: dict[str, Any] = await info.context.services.epcis.export(
+            principal,
+            since=since,
+            until=until,
+            organisation_id=(
+                decode_id(organisation, Organisation, "organisation") if organisation else None
+            ),
+            lot_id=decode_id(lot, Lot, "lot") if lot else None,
+            first=first,
+        )
+        return document
+
+
+@strawberry.type
+class Mutation:
+    @strawberry.mutation(
+        description="Record an EPCIS 2.0 document of a constituent that does not use Apotheca "
+        "as movements reported by that organisation (ADMIN or REGULATOR, entering the data as "
+        "the supervising authority). Idempotent by event ID; events are applied in eventTime "
+        "order, each all or nothing; events that cannot be mapped (unsupported type, unknown "
+        "GTIN, no quantity, insufficient stock, ...) are listed under `rejected` with the "
+        "reason."
+    )
+    async def import_epcis(
+        self, info: Info, organisation: relay.GlobalID, document: JSON
+    ) -> EpcisImportPayload:
+        result, errors = await attempt(
+            info,
+            lambda p: info.context.services.epcis.import_document(
+                p, decode_id(organisation, Organisation, "organisation"), document
+            ),
+        )
+        return (
+            EpcisImportPayload.from_result(result) if result else EpcisImportPayload(errors=errors)
+        )

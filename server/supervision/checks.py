@@ -1,0 +1,968 @@
+"""Supervision checks: gamma per batch from the running totals, the stored status of every batch,
+status-change alerts, the periodic sweep, and the full recomputation from the ledger.
+
+Cost: a check reads the batch's totals rows (one per constituent, one per edge), never its
+history. Receipts are matched to shipments first-in-first-out, so an edge's unmatched
+shipments are the sender's newest `gap` units: deciding the status reads only the shipments
+inside the transit window of edges that still have a gap (through the movements' (lot,
+occurred_at) index); naming the shipments behind each part (the API's check, the wording of a
+new alert) reads each unmatched side's newest SHIP/RECEIVE/TRANSFER rows of that batch until
+the gap is covered, and stops there.
+
+Status rows (`batch_statuses`) are kept current by `refresh_status`, which the ledger calls in
+its own transaction right after `record_totals`: it locks the batch's status row (so concurrent
+writers of one batch take turns and the last one sees every committed report), recomputes, and
+raises or resolves alerts when the status changes. Time alone turns IN_TRANSIT into
+OUTFLOW_LEAK, so `check_all(in_transit_only=True)` runs periodically; `check_all()` re-checks
+every batch (the CLI, and after a repair).
+
+Alerts (kind SUPERVISION_STATUS): on a change to ILLEGAL_INFLOW, OUTFLOW_LEAK or
+NEGATIVE_INVENTORY, one alert for the regulator (no organisation, no location: global roles
+only) and one per organisation whose reports explain it (organisation_id set: its users). Their
+condition key is per batch, status and organisation; a change of status resolves the alerts of
+the previous one. NORMAL and IN_TRANSIT raise nothing (a shipment on the road is the ordinary
+state of a batch).
+
+Who sees what: ADMIN, AUDITOR and REGULATOR every batch and everything; other roles with
+TRACE_READ only batches their organisation handled (it has a totals row; otherwise FORBIDDEN),
+and of those only their own inventory, the edges they are an end of, and the parts of the
+explanation that name them. Gamma, status and the batch-wide totals stay visible.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections import defaultdict
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import Select, and_, bindparam, delete, exists, or_, select, text, tuple_, update
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from server.alerts.models import Alert, AlertKind
+from server.alerts.service import AlertService, AlertSpec
+from server.catalog.models import Lot, Product
+from server.catalog.service import clean_batch_number
+from server.core.db import Database, utcnow
+from server.core.errors import Forbidden, InvalidInput, NotFound
+from server.core.security import GLOBAL_ROLES, Permission, Principal
+from server.inventory.models import Movement
+from server.network.models import Organisation, OrganisationKind
+from server.supervision.gamma import (
+    ALERTING,
+    ONE_SIDED_NAMES,
+    RECEIVING,
+    SENDING,
+    BatchAnalysis,
+    Constituent,
+    Edge,
+    Names,
+    PartKind,
+    Side,
+    SupervisionStatus,
+    TransferRow,
+    analyse,
+    edges_in_transit,
+    explain,
+    scoped,
+    sides_to_name,
+    summary,
+)
+from server.supervision.models import BatchConstituentTotal, BatchEdgeTotal, BatchStatus
+from server.supervision.totals import (
+    COUNTERS,
+    BatchKey,
+    MovementFact,
+    Totals,
+    totals_from_movements,
+)
+
+ALERT_PREFIX = "supervision:"
+SWEEP_CHUNK = 500
+MAX_EXACT_KEYS = 200  # batches named one by one in a query (SQLite's expression depth is 1000)
+RECOMPUTE_CHUNK = 20_000
+
+
+def status_alert_prefix(key: BatchKey) -> str:
+    return f"{ALERT_PREFIX}{key[0]}:{key[1]}:"
+
+
+def status_alert_key(key: BatchKey, status: SupervisionStatus, organisation_id: int | None) -> str:
+    """One live alert per batch, status and organisation ('network' = the regulator's)."""
+    who = "network" if organisation_id is None else str(organisation_id)
+    return f"{status_alert_prefix(key)}{status.value}:{who}"
+
+
+def is_global(principal: Principal) -> bool:
+    return bool(principal.roles & GLOBAL_ROLES)
+
+
+# --- results ---------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class BatchCheck:
+    """One batch checked: the analysis (scoped to the caller's organisation unless global)."""
+
+    approval_number: str
+    batch_number: str
+    product_id: int | None
+    lot_id: int | None
+    analysis: BatchAnalysis
+    summary: str
+    explanation: list[str]  # one sentence per analysis.parts entry
+    labels: dict[int, str]
+    transit_window: timedelta
+    checked_at: datetime
+    scoped_to: int | None = None
+
+
+@dataclass(frozen=True)
+class StatusChange:
+    key: BatchKey
+    previous: SupervisionStatus
+    current: SupervisionStatus
+    gamma: int
+
+
+@dataclass
+class SweepResult:
+    checked: int = 0
+    changes: list[StatusChange] = field(default_factory=list)
+    by_status: dict[SupervisionStatus, int] = field(default_factory=lambda: defaultdict(int))
+
+
+@dataclass(frozen=True)
+class Difference:
+    """One column of one totals row where the running total and the ledger disagree."""
+
+    approval_number: str
+    batch_number: str
+    organisations: tuple[int, ...]  # (constituent,) or (sender, receiver)
+    column: str
+    stored: Any
+    recomputed: Any
+
+    def describe(self, names: dict[int, str] | None = None) -> str:
+        def name(org_id: int) -> str:
+            return f"{names[org_id]} ({org_id})" if names and org_id in names else str(org_id)
+
+        row = (
+            f"constituent {name(self.organisations[0])}"
+            if len(self.organisations) == 1
+            else f"edge {name(self.organisations[0])} -> {name(self.organisations[1])}"
+        )
+        return f"{row} {self.column}: running total {self.stored}, ledger {self.recomputed}"
+
+
+@dataclass
+class RecomputeResult:
+    batches: int
+    movements: int
+    differences: list[Difference]
+    repaired: bool = False
+
+    @property
+    def differing_batches(self) -> list[BatchKey]:
+        return sorted({(d.approval_number, d.batch_number) for d in self.differences})
+
+
+# --- loading -----------------------------------------------------------------------------------
+
+
+def _key_filter(a: Any, b: Any, keys: Sequence[BatchKey], contiguous: bool) -> Any:
+    """Rows of these batches: a primary-key range for a sweep chunk (callers drop what is
+    between), else the exact keys as OR-ed equalities, which both databases answer from the
+    primary key (SQLite scans the table for a row-value IN list)."""
+    if contiguous:
+        return and_(tuple_(a, b) >= tuple_(*keys[0]), tuple_(a, b) <= tuple_(*keys[-1]))
+    if len(keys) > MAX_EXACT_KEYS:
+        raise ValueError(f"at most {MAX_EXACT_KEYS} batches per query, got {len(keys)}")
+    return or_(*(and_(a == x, b == y) for x, y in keys))
+
+
+def _chunks(keys: Sequence[BatchKey], size: int = MAX_EXACT_KEYS) -> Iterable[list[BatchKey]]:
+    for start in range(0, len(keys), size):
+        yield list(keys[start : start + size])
+
+
+_CONSTITUENT_COLUMNS = [getattr(BatchConstituentTotal, n) for n in COUNTERS]
+
+
+async def _load_totals(
+    session: AsyncSession, keys: Sequence[BatchKey], *, contiguous: bool = False
+) -> tuple[dict[BatchKey, list[Constituent]], dict[BatchKey, list[Edge]], dict[int, str]]:
+    """Constituent and edge totals of the batches (two queries), and the constituents' labels."""
+    C, E = BatchConstituentTotal, BatchEdgeTotal
+    wanted = set(keys)
+    constituents: dict[BatchKey, list[Constituent]] = defaultdict(list)
+    labels: dict[int, str] = {}
+    rows = await session.execute(
+        select(
+            C.approval_number,
+            C.batch_number,
+            C.organisation_id,
+            Organisation.kind,
+            Organisation.name,
+            *_CONSTITUENT_COLUMNS,
+        )
+        .join(Organisation, Organisation.id == C.organisation_id)
+        .where(_key_filter(C.approval_number, C.batch_number, keys, contiguous))
+    )
+    for a, b, org, kind, org_name, *counters in rows:
+        if (a, b) not in wanted:
+            continue
+        labels[org] = _label(kind, org_name)
+        constituents[(a, b)].append(
+            Constituent(org, kind == OrganisationKind.MANUFACTURER, *counters)
+        )
+    edges: dict[BatchKey, list[Edge]] = defaultdict(list)
+    rows = await session.execute(
+        select(
+            E.approval_number,
+            E.batch_number,
+            E.sender_id,
+            E.receiver_id,
+            E.shipped,
+            E.received,
+            E.last_shipped_at,
+        ).where(_key_filter(E.approval_number, E.batch_number, keys, contiguous))
+    )
+    for a, b, *edge in rows:
+        if (a, b) in wanted:
+            edges[(a, b)].append(Edge(*edge))
+    return constituents, edges, labels
+
+
+def _label(kind: OrganisationKind | str, name: str) -> str:
+    return f"{str(getattr(kind, 'value', kind)).lower()} {name}"
+
+
+async def _labels(session: AsyncSession, ids: Iterable[int], known: dict[int, str]) -> None:
+    """Fill in labels of organisations not yet known (edge ends that report nothing)."""
+    missing = {i for i in ids if i is not None and i not in known}
+    if missing:
+        rows = await session.execute(
+            select(Organisation.id, Organisation.kind, Organisation.name).where(
+                Organisation.id.in_(missing)
+            )
+        )
+        for org_id, kind, name in rows:
+            known[org_id] = _label(kind, name)
+
+
+async def _lots(session: AsyncSession, keys: Iterable[BatchKey]) -> dict[BatchKey, tuple[int, int]]:
+    """(lot id, product id) of each batch key (approval numbers are unique per product)."""
+    keys = list(set(keys))
+    if not keys:
+        return {}
+    rows = await session.execute(
+        select(Product.approval_number, Lot.batch_number, Lot.id, Lot.product_id)
+        .join(Product, Product.id == Lot.product_id)
+        .where(
+            Product.approval_number.in_({a for a, _ in keys}),
+            Lot.batch_number.in_({b for _, b in keys}),
+        )
+    )
+    wanted = set(keys)
+    return {(a, b): (lot, product) for a, b, lot, product in rows if (a, b) in wanted}
+
+
+_ROW_COLUMNS = (
+    Movement.lot_id,
+    Movement.id,
+    Movement.kind,
+    Movement.organisation_id,
+    Movement.counterparty_id,
+    Movement.quantity,
+    Movement.occurred_at,
+    Movement.reference,
+)
+
+
+def _row(mid: int, kind: Any, org: int, cp: int | None, q: int, at: datetime, ref: Any) -> Any:
+    return TransferRow(mid, kind, org, cp, abs(q), at, ref)
+
+
+async def _window_shipments(
+    session: AsyncSession,
+    wanted: dict[BatchKey, list[Edge]],
+    *,
+    now: datetime,
+    window: timedelta,
+) -> dict[BatchKey, list[TransferRow]]:
+    """For the status: the shipments inside the window of edges still in transit, through the
+    movements' (lot, occurred_at) index, so only recent rows are read, never the history."""
+    wanted = {k: v for k, v in wanted.items() if v}
+    if not wanted:
+        return {}
+    lots = await _lots(session, wanted)
+    by_lot = {lot_id: key for key, (lot_id, _) in lots.items()}
+    if not by_lot:
+        return {}
+    M = Movement
+    rows = await session.execute(
+        select(*_ROW_COLUMNS).where(
+            M.lot_id.in_(list(by_lot)),
+            M.occurred_at > now - window,
+            M.kind.in_(sorted(SENDING)),
+            M.organisation_id.in_({e.sender_id for edges in wanted.values() for e in edges}),
+        )
+    )
+    found: dict[BatchKey, list[TransferRow]] = defaultdict(list)
+    for lot_id, *fields in rows:
+        found[by_lot[lot_id]].append(_row(*fields))
+    return found
+
+
+async def _named_rows(session: AsyncSession, key: BatchKey, sides: list[Side]) -> list[TransferRow]:
+    """To name every part: each side's newest rows, newest first, until its amount is covered
+    (one-sided sides: at most ONE_SIDED_NAMES rows); the reading stops there."""
+    if not sides:
+        return []
+    lot = (await _lots(session, [key])).get(key)
+    if lot is None:
+        return []
+    kinds = set()
+    if any(side.sending for side in sides):
+        kinds |= SENDING
+    if any(not side.sending for side in sides):
+        kinds |= RECEIVING
+    M = Movement
+    stream = await session.stream(
+        select(*_ROW_COLUMNS)
+        .where(
+            M.lot_id == lot[0],
+            M.kind.in_(sorted(kinds)),
+            M.organisation_id.in_({side.organisation_id for side in sides}),
+        )
+        .order_by(M.occurred_at.desc(), M.id.desc())
+        .execution_options(yield_per=200)
+    )
+    left = [side.amount for side in sides]
+    named = [0] * len(sides)
+    found: list[TransferRow] = []
+    try:
+        async for _, *fields in stream:
+            row = _row(*fields)
+            for i, side in enumerate(sides):
+                open_side = left[i] > 0 and (side.edge is not None or named[i] < ONE_SIDED_NAMES)
+                if open_side and side.matches(row):
+                    found.append(row)
+                    left[i] -= row.quantity
+                    named[i] += 1
+                    break
+            if all(
+                x <= 0 or (side.edge is None and n >= ONE_SIDED_NAMES)
+                for x, n, side in zip(left, named, sides, strict=True)
+            ):
+                break
+    finally:
+        await stream.close()
+    return found
+
+
+async def evaluate(
+    session: AsyncSession,
+    keys: Sequence[BatchKey],
+    *,
+    now: datetime,
+    window: timedelta,
+    contiguous: bool = False,
+    named: bool = False,
+) -> tuple[dict[BatchKey, BatchAnalysis], dict[int, str]]:
+    """Analyse batches from their totals. For the status only the shipments inside the window
+    of edges in transit are read; `named` also reads, per batch, each unmatched side's newest
+    rows so every part names its shipments (the API's check, alert messages)."""
+    if not keys:
+        return {}, {}
+    constituents, edges, labels = await _load_totals(session, keys, contiguous=contiguous)
+    if named:
+        rows = {
+            key: await _named_rows(
+                session, key, sides_to_name(constituents.get(key, ()), edges.get(key, ()))
+            )
+            for key in keys
+        }
+    else:
+        rows = await _window_shipments(
+            session,
+            {key: edges_in_transit(edges.get(key, ()), now, window) for key in keys},
+            now=now,
+            window=window,
+        )
+    analyses = {
+        key: analyse(
+            constituents[key], edges.get(key, ()), rows.get(key, []), now=now, window=window
+        )
+        for key in keys
+        if key in constituents or key in edges
+    }
+    return analyses, labels
+
+
+# --- status rows and alerts ---------------------------------------------------------------------
+
+
+_STATUSES = BatchStatus.__table__
+
+
+@functools.cache
+def _status_seed(dialect: str, returning: bool) -> Any:
+    """Create the status row NORMAL if missing. With `returning`, one key at a time: the
+    conflict path updates the row to itself, which locks it (PostgreSQL) and returns it."""
+    insert = sqlite_insert if dialect == "sqlite" else pg_insert
+    stmt = insert(_STATUSES).values(
+        approval_number=bindparam("a"),
+        batch_number=bindparam("b"),
+        status=SupervisionStatus.NORMAL.value,
+        gamma=0,
+        checked_at=bindparam("now"),
+    )
+    keys = ["approval_number", "batch_number"]
+    if not returning:
+        return stmt.on_conflict_do_nothing(index_elements=keys)
+    return stmt.on_conflict_do_update(
+        index_elements=keys, set_={"status": _STATUSES.c.status}
+    ).returning(_STATUSES.c.status, _STATUSES.c.gamma)
+
+
+async def _lock_statuses(
+    session: AsyncSession, keys: Sequence[BatchKey], now: datetime, *, contiguous: bool = False
+) -> dict[BatchKey, tuple[SupervisionStatus, int]]:
+    """The status rows of these batches, created NORMAL if new, locked in key order (PostgreSQL;
+    SQLite has one writer): concurrent writers of one batch recompute one after the other."""
+    dialect = session.bind.dialect.name
+    if len(keys) <= 2 and not contiguous:  # the ledger's usual case: one statement per batch
+        found = {}
+        for a, b in keys:
+            result = await session.execute(
+                _status_seed(dialect, True), {"a": a, "b": b, "now": now}
+            )
+            status, gamma = result.one()
+            found[(a, b)] = (SupervisionStatus(status), gamma)
+        return found
+    await session.execute(
+        _status_seed(dialect, False), [{"a": a, "b": b, "now": now} for a, b in keys]
+    )
+    S = BatchStatus
+    rows = await session.execute(
+        select(S.approval_number, S.batch_number, S.status, S.gamma)
+        .where(_key_filter(S.approval_number, S.batch_number, keys, contiguous))
+        .order_by(S.approval_number, S.batch_number)
+        .with_for_update()
+    )
+    wanted = set(keys)
+    return {(a, b): (SupervisionStatus(s), g) for a, b, s, g in rows if (a, b) in wanted}
+
+
+# Core (not ORM) so a list of parameters runs as one executemany.
+_STATUS_UPDATE = (
+    update(_STATUSES)
+    .where(
+        _STATUSES.c.approval_number == bindparam("a"),
+        _STATUSES.c.batch_number == bindparam("b"),
+    )
+    .values(status=bindparam("s"), gamma=bindparam("g"), checked_at=bindparam("now"))
+)
+
+
+async def _record(
+    session: AsyncSession,
+    alerts: AlertService,
+    analyses: dict[BatchKey, BatchAnalysis],
+    old: dict[BatchKey, tuple[SupervisionStatus, int]],
+    labels: dict[int, str],
+    *,
+    now: datetime,
+    window: timedelta,
+) -> list[StatusChange]:
+    """Store the new statuses; a change resolves the previous status's alerts and, to an
+    alerting status, raises new ones (worded from a second, naming read of that batch)."""
+    stale = [
+        {"a": a, "b": b, "s": x.status.value, "g": x.gamma, "now": now}
+        for (a, b), x in analyses.items()
+        if old.get((a, b)) != (x.status, x.gamma)
+    ]
+    if not stale:
+        return []
+    await session.execute(_STATUS_UPDATE, stale)  # `checked_at`: since when it holds
+    changes: list[StatusChange] = []
+    for key, analysis in analyses.items():
+        before = old.get(key, (SupervisionStatus.NORMAL, 0))[0]
+        if analysis.status is before:
+            continue
+        changes.append(StatusChange(key, before, analysis.status, analysis.gamma))
+        await _resolve_other(session, alerts, key, analysis.status)
+    alerting = [c for c in changes if c.current in ALERTING]
+    if alerting:
+        lots = await _lots(session, [c.key for c in alerting])
+        products = await _product_names(session, {p for _, p in lots.values()})
+        for change in alerting:
+            found, more = await evaluate(session, [change.key], now=now, window=window, named=True)
+            labels.update(more)
+            analysis = found[change.key]
+            await _labels(
+                session,
+                {x for p in analysis.parts for x in (p.organisation_id, p.counterparty_id) if x},
+                labels,
+            )
+            lot_id, product_id = lots.get(change.key, (None, None))
+            await _raise(
+                session,
+                alerts,
+                change.key,
+                analysis,
+                change.previous,
+                Names(labels),
+                window=window,
+                lot_id=lot_id,
+                product_id=product_id,
+                product=products.get(product_id) if product_id else None,
+            )
+    return changes
+
+
+async def _product_names(session: AsyncSession, ids: set[int]) -> dict[int, str]:
+    if not ids:
+        return {}
+    rows = await session.execute(
+        select(Product.id, Product.name, Product.strength).where(Product.id.in_(ids))
+    )
+    return {pid: f"{name} {strength}".strip() for pid, name, strength in rows}
+
+
+async def _resolve_other(
+    session: AsyncSession, alerts: AlertService, key: BatchKey, status: SupervisionStatus
+) -> None:
+    """A new status ends the alerts of the previous one (all of them on NORMAL/IN_TRANSIT)."""
+    live = (
+        await session.execute(
+            select(Alert.condition_key).where(
+                Alert.kind == AlertKind.SUPERVISION_STATUS,
+                Alert.active.is_(True),
+                Alert.condition_key.startswith(status_alert_prefix(key), autoescape=True),
+            )
+        )
+    ).scalars()
+    keep = f"{status_alert_prefix(key)}{status.value}:"
+    stale = [k for k in live if not k.startswith(keep)]
+    if stale:
+        await alerts.resolve(session, stale)
+
+
+async def _raise(
+    session: AsyncSession,
+    alerts: AlertService,
+    key: BatchKey,
+    analysis: BatchAnalysis,
+    before: SupervisionStatus,
+    names: Names,
+    *,
+    window: timedelta,
+    lot_id: int | None,
+    product_id: int | None,
+    product: str | None,
+) -> None:
+    """One alert for the regulator (whole explanation), one per involved organisation (the
+    parts that name it)."""
+    approval, batch = key
+    head = f"Batch {batch}" + (f" of {product}" if product else "") + f" ({approval}): "
+    head += summary(analysis)
+    for org in [None, *sorted(analysis.involved())]:
+        view = analysis if org is None else scoped(analysis, org)
+        # Shipments still inside their window are not news: the alert names the culprits.
+        lines = [
+            line
+            for part, line in zip(view.parts, explain(view, names, window), strict=True)
+            if part.kind is not PartKind.IN_TRANSIT
+        ]
+        await alerts.raise_alert(
+            session,
+            AlertSpec(
+                AlertKind.SUPERVISION_STATUS,
+                status_alert_key(key, analysis.status, org),
+                ". ".join([head, *lines]),
+                product_id=product_id,
+                lot_id=lot_id,
+                organisation_id=org,
+                details={
+                    "approval_number": approval,
+                    "batch_number": batch,
+                    "status": analysis.status.value,
+                    "previous_status": before.value,
+                    "gamma": analysis.gamma,
+                    "in_transit": analysis.in_transit,
+                    "unexplained": analysis.unexplained,
+                    "explanation": lines,
+                },
+            ),
+        )
+
+
+async def refresh_status(
+    session: AsyncSession,
+    batch_keys: Iterable[BatchKey],
+    alerts: AlertService,
+    *,
+    transit_window: timedelta,
+    now: datetime | None = None,
+) -> list[StatusChange]:
+    """The ledger's hook, in its transaction after `record_totals`: recompute the touched
+    batches, store their status, alert on changes. Returns the changes."""
+    now = now or utcnow()
+    changes: list[StatusChange] = []
+    for keys in _chunks(sorted(set(batch_keys))):  # in key order: locks never cross
+        old = await _lock_statuses(session, keys, now)
+        analyses, labels = await evaluate(session, keys, now=now, window=transit_window)
+        changes += await _record(
+            session, alerts, analyses, old, labels, now=now, window=transit_window
+        )
+    return changes
+
+
+# --- the service --------------------------------------------------------------------------------
+
+
+class SupervisionCheckService:
+    def __init__(self, db: Database, alerts: AlertService, *, transit_window_hours: int) -> None:
+        if transit_window_hours < 0:
+            raise ValueError("the transit window cannot be negative")
+        self.db = db
+        self.alerts = alerts
+        self.transit_window = timedelta(hours=transit_window_hours)
+
+    # --- the ledger's hook ------------------------------------------------------------------
+
+    async def refresh_status(
+        self, session: AsyncSession, batch_keys: Iterable[BatchKey]
+    ) -> list[StatusChange]:
+        """`refresh_status` with this service's alerts and transit window."""
+        return await refresh_status(
+            session, batch_keys, self.alerts, transit_window=self.transit_window
+        )
+
+    # --- one batch ------------------------------------------------------------------------------
+
+    async def check(
+        self,
+        principal: Principal,
+        approval_number: str,
+        batch_number: str,
+        *,
+        now: datetime | None = None,
+    ) -> BatchCheck:
+        """Gamma, status, inventories, edges and explanation of one batch, computed now."""
+        principal.require(Permission.TRACE_READ)
+        approval = (approval_number or "").strip()
+        if not approval or len(approval) > 64:
+            raise InvalidInput("give the product's approval number", field="approvalNumber")
+        batch = clean_batch_number(batch_number)
+        key = (approval, batch)
+        now = now or utcnow()
+        async with self.db.read() as session:
+            analyses, labels = await evaluate(
+                session, [key], now=now, window=self.transit_window, named=True
+            )
+            lot_id, product_id = (await _lots(session, [key])).get(key, (None, None))
+            analysis = analyses.get(key)
+            if analysis is None:
+                if lot_id is None:
+                    raise NotFound(
+                        f"no batch {batch} of a product with approval number {approval}",
+                        field="batchNumber",
+                    )
+                analysis = analyse((), (), now=now, window=self.transit_window)
+            scope = None if is_global(principal) else principal.organisation_id
+            if not is_global(principal) and (
+                scope is None or scope not in {c.organisation_id for c in analysis.constituents}
+            ):
+                raise Forbidden(
+                    f"your organisation never handled batch {batch} ({approval}); "
+                    "a regulator can check it",
+                    field="batchNumber",
+                )
+            line = summary(analysis)
+            view = analysis if scope is None else scoped(analysis, scope)
+            ends = {x for e in view.edges for x in (e.sender_id, e.receiver_id)}
+            await _labels(session, ends | {p.counterparty_id for p in view.parts}, labels)
+        return BatchCheck(
+            approval_number=approval,
+            batch_number=batch,
+            product_id=product_id,
+            lot_id=lot_id,
+            analysis=view,
+            summary=line,
+            explanation=explain(view, Names(labels), self.transit_window),
+            labels=labels,
+            transit_window=self.transit_window,
+            checked_at=now,
+            scoped_to=scope,
+        )
+
+    # --- the report -----------------------------------------------------------------------------
+
+    async def report_query(
+        self,
+        principal: Principal,
+        *,
+        status: SupervisionStatus | None = None,
+        organisation_id: int | None = None,
+    ) -> Select[Any]:
+        """Stored statuses (not NORMAL unless asked for), optionally of batches one
+        organisation handled; scoped roles only ever see their own organisation's batches.
+        Page it by (approval_number, batch_number)."""
+        principal.require(Permission.TRACE_READ)
+        if not is_global(principal):
+            if principal.organisation_id is None:
+                raise Forbidden("you belong to no organisation, so no batch is yours to report")
+            if organisation_id is not None and organisation_id != principal.organisation_id:
+                raise Forbidden(
+                    "you may only report your own organisation's batches", field="organisation"
+                )
+            organisation_id = principal.organisation_id
+        elif organisation_id is not None:
+            async with self.db.read() as session:
+                if await session.get(Organisation, organisation_id) is None:
+                    raise NotFound(
+                        f"organisation {organisation_id} does not exist", field="organisation"
+                    )
+        S, C = BatchStatus, BatchConstituentTotal
+        stmt = select(S)
+        if status is None:
+            stmt = stmt.where(S.status != SupervisionStatus.NORMAL.value)
+        else:
+            stmt = stmt.where(S.status == status.value)
+        if organisation_id is not None:
+            stmt = stmt.where(
+                exists().where(
+                    C.approval_number == S.approval_number,
+                    C.batch_number == S.batch_number,
+                    C.organisation_id == organisation_id,
+                )
+            )
+        return stmt
+
+    # --- sweeps ---------------------------------------------------------------------------------
+
+    async def check_all(
+        self,
+        *,
+        in_transit_only: bool = False,
+        now: datetime | None = None,
+        chunk_size: int = SWEEP_CHUNK,
+    ) -> SweepResult:
+        """Re-check every batch (or only those IN_TRANSIT, the ones time alone can change), one
+        transaction per chunk of batches in key order; stores statuses and alerts on changes."""
+        now = now or utcnow()
+        result = SweepResult()
+        after: BatchKey | None = None
+        labels: dict[int, str] = {}
+        while True:
+            async with self.db.write() as session:
+                limit = min(chunk_size, MAX_EXACT_KEYS) if in_transit_only else chunk_size
+                keys = await self._next_keys(session, after, limit, in_transit_only)
+                if not keys:
+                    break
+                old = await _lock_statuses(session, keys, now, contiguous=not in_transit_only)
+                analyses, found = await evaluate(
+                    session,
+                    keys,
+                    now=now,
+                    window=self.transit_window,
+                    contiguous=not in_transit_only,
+                )
+                labels.update(found)
+                result.changes += await _record(
+                    session,
+                    self.alerts,
+                    analyses,
+                    old,
+                    labels,
+                    now=now,
+                    window=self.transit_window,
+                )
+            result.checked += len(analyses)
+            for analysis in analyses.values():
+                result.by_status[analysis.status] += 1
+            after = keys[-1]
+        return result
+
+    @staticmethod
+    async def _next_keys(
+        session: AsyncSession, after: BatchKey | None, limit: int, in_transit_only: bool
+    ) -> list[BatchKey]:
+        if in_transit_only:
+            S = BatchStatus
+            stmt = select(S.approval_number, S.batch_number).where(
+                S.status == SupervisionStatus.IN_TRANSIT.value
+            )
+            a, b = S.approval_number, S.batch_number
+        else:
+            C = BatchConstituentTotal
+            stmt = select(C.approval_number, C.batch_number).distinct()
+            a, b = C.approval_number, C.batch_number
+        if after is not None:
+            stmt = stmt.where(tuple_(a, b) > tuple_(*after))
+        rows = await session.execute(stmt.order_by(a, b).limit(limit))
+        return [(x, y) for x, y in rows]
+
+    # --- recomputation ------------------------------------------------------------------------
+
+    async def recompute(
+        self, *, repair: bool = False, chunk_size: int = RECOMPUTE_CHUNK
+    ) -> RecomputeResult:
+        """Every total again from the ledger (movements streamed in chunks through the same
+        `totals_from_movements` the ledger uses), compared with the running totals.
+
+        Reads one consistent snapshot (SQLite: one read transaction; PostgreSQL: REPEATABLE
+        READ). With `repair`, differing batches get their totals rewritten and their status
+        re-checked, in one transaction that locks both totals tables against the ledger first.
+        """
+        if repair:
+            async with self.db.write() as session:
+                if session.bind.dialect.name == "postgresql":
+                    await session.execute(
+                        text(
+                            "LOCK TABLE batch_constituent_totals, batch_edge_totals "
+                            "IN EXCLUSIVE MODE"
+                        )
+                    )
+                result, recomputed = await _recompute(session, chunk_size)
+                if result.differences:
+                    await self._rewrite(session, recomputed, result.differing_batches)
+                    result.repaired = True
+            return result
+        async with self.db.read() as session:
+            if session.bind.dialect.name == "postgresql":
+                await session.connection(execution_options={"isolation_level": "REPEATABLE READ"})
+            result, _ = await _recompute(session, chunk_size)
+        return result
+
+    async def _rewrite(
+        self, session: AsyncSession, recomputed: Totals, batches: list[BatchKey]
+    ) -> None:
+        wanted = set(batches)
+        C, E = BatchConstituentTotal, BatchEdgeTotal
+        for model in (C, E):
+            for chunk in _chunks(batches):
+                await session.execute(
+                    delete(model)
+                    .where(_key_filter(model.approval_number, model.batch_number, chunk, False))
+                    .execution_options(synchronize_session=False)
+                )
+        constituents = [
+            {"approval_number": a, "batch_number": b, "organisation_id": o, **counters}
+            for (a, b, o), counters in recomputed.constituents.items()
+            if (a, b) in wanted
+        ]
+        edges = [
+            {"approval_number": a, "batch_number": b, "sender_id": s, "receiver_id": r, **edge}
+            for (a, b, s, r), edge in recomputed.edges.items()
+            if (a, b) in wanted
+        ]
+        if constituents:
+            await session.execute(C.__table__.insert(), constituents)
+        if edges:
+            await session.execute(E.__table__.insert(), edges)
+        await refresh_status(session, batches, self.alerts, transit_window=self.transit_window)
+
+
+def merge_totals(into: Totals, part: Totals) -> None:
+    """Add one chunk's totals to the running sum (counters add; the last shipment is the max)."""
+    for key, counters in part.constituents.items():
+        target = into.constituents[key]
+        for name in COUNTERS:
+            target[name] += counters[name]
+    for key, edge in part.edges.items():
+        target_edge = into.edges[key]
+        target_edge["shipped"] += edge["shipped"]
+        target_edge["received"] += edge["received"]
+        dates = [d for d in (target_edge["last_shipped_at"], edge["last_shipped_at"]) if d]
+        target_edge["last_shipped_at"] = max(dates) if dates else None
+
+
+async def _recompute(session: AsyncSession, chunk_size: int) -> tuple[RecomputeResult, Totals]:
+    M = Movement
+    stmt = (
+        select(
+            Product.approval_number,
+            Lot.batch_number,
+            M.organisation_id,
+            M.counterparty_id,
+            M.kind,
+            M.quantity,
+            M.occurred_at,
+        )
+        .join(Lot, Lot.id == M.lot_id)
+        .join(Product, Product.id == Lot.product_id)
+        .execution_options(yield_per=chunk_size)
+    )
+    recomputed = Totals()
+    movements = 0
+    stream = await session.stream(stmt)
+    async for chunk in stream.partitions():
+        merge_totals(recomputed, totals_from_movements(MovementFact(*row) for row in chunk))
+        movements += len(chunk)
+    differences: list[Difference] = []
+    batches: set[BatchKey] = {(a, b) for a, b, _ in recomputed.constituents}
+    stored_constituents: dict[tuple[str, str, int], dict[str, int]] = {}
+    C = BatchConstituentTotal
+    cols = [getattr(C, name) for name in COUNTERS]
+    rows = await session.stream(
+        select(C.approval_number, C.batch_number, C.organisation_id, *cols).execution_options(
+            yield_per=chunk_size
+        )
+    )
+    async for chunk in rows.partitions():
+        for a, b, org, *values in chunk:
+            stored_constituents[(a, b, org)] = dict(zip(COUNTERS, values, strict=True))
+    zero = dict.fromkeys(COUNTERS, 0)
+    for key in sorted(set(stored_constituents) | set(recomputed.constituents)):
+        batches.add(key[:2])
+        stored = stored_constituents.get(key, zero)
+        fresh = recomputed.constituents.get(key, zero)
+        for name in COUNTERS:
+            if stored[name] != fresh[name]:
+                differences.append(Difference(*key[:2], (key[2],), name, stored[name], fresh[name]))
+    E = BatchEdgeTotal
+    stored_edges: dict[tuple[str, str, int, int], dict[str, Any]] = {}
+    rows = await session.stream(
+        select(
+            E.approval_number,
+            E.batch_number,
+            E.sender_id,
+            E.receiver_id,
+            E.shipped,
+            E.received,
+            E.last_shipped_at,
+        ).execution_options(yield_per=chunk_size)
+    )
+    async for chunk in rows.partitions():
+        for a, b, s, r, shipped, received, last in chunk:
+            stored_edges[(a, b, s, r)] = {
+                "shipped": shipped,
+                "received": received,
+                "last_shipped_at": last,
+            }
+    no_edge = {"shipped": 0, "received": 0, "last_shipped_at": None}
+    for key in sorted(set(stored_edges) | set(recomputed.edges)):
+        batches.add(key[:2])
+        stored = stored_edges.get(key, no_edge)
+        fresh = recomputed.edges.get(key, no_edge)
+        for name in ("shipped", "received", "last_shipped_at"):
+            if stored[name] != fresh[name]:
+                differences.append(Difference(*key[:2], key[2:], name, stored[name], fresh[name]))
+    return RecomputeResult(len(batches), movements, differences), recomputed
+
+
+async def supervision_check_all(
+    checks: SupervisionCheckService, *, in_transit_only: bool = False
+) -> SweepResult:
+    """Re-check every batch's status (the CLI; after a repair), or with `in_transit_only` just
+    the IN_TRANSIT ones, which time alone turns into OUTFLOW_LEAK (the periodic task)."""
+    return await checks.check_all(in_transit_only=in_transit_only)
