@@ -13,6 +13,7 @@ FROM node:20-slim AS pwa
 WORKDIR /pwa
 # The bracket glob copies pwa/ when it exists and nothing when it does not (an empty pwa/ is
 # not kept by git), so the image builds before the PWA is written.
+COPY graphql_schema /graphql_schema
 COPY pw[a] /pwa/
 RUN set -eu; \
     if [ -f package.json ]; then \

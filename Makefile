@@ -10,7 +10,10 @@ export APOTHECA_SECRET_FILE ?= $(CURDIR)/$(DATA_DIR)/secret.key
 PORT ?= 8000
 HOST ?= 127.0.0.1
 
-.PHONY: install run test lint schema schema-check bench clean
+CHROMIUM ?= /usr/bin/chromium
+PWA_STAMP := pwa/node_modules/.installed
+
+.PHONY: install run test lint schema schema-check bench clean pwa-install pwa-build chromium test-browser
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -20,18 +23,36 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
+$(PWA_STAMP): pwa/package.json pwa/package-lock.json
+	cd pwa && npm ci --no-audit --no-fund
+	touch $(PWA_STAMP)
+
+pwa-install: $(PWA_STAMP)
+
+## Build the PWA into pwa/dist (codegen from graphql_schema, tsc, Vite + service worker, size budget).
+pwa-build: pwa-install
+	cd pwa && npm run build
+
+chromium:
+	test -x $(CHROMIUM) || { apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y chromium; }
+
+## Real-browser tests: Debian's Chromium via playwright-core, servers from tests/browser/serve.py.
+test-browser: install pwa-build chromium
+	APOTHECA_PYTHON=$(CURDIR)/$(BIN)/python APOTHECA_CHROMIUM=$(CHROMIUM) node tests/browser/run.mjs
+
 ## Install, migrate a SQLite database, seed the demo network once, serve on :8000.
-run: install
+run: install pwa-build
 	mkdir -p $(DATA_DIR)
 	$(BIN)/apotheca migrate
 	$(BIN)/apotheca seed --demo --if-empty
 	$(BIN)/apotheca serve --host $(HOST) --port $(PORT)
 
 ## Lint, check the committed schema, and run every test on SQLite and PostgreSQL.
-test: install
+test: install pwa-build chromium
 	$(BIN)/ruff check server tests bench
 	$(BIN)/apotheca export-schema --check
 	$(BIN)/pytest
+	APOTHECA_PYTHON=$(CURDIR)/$(BIN)/python APOTHECA_CHROMIUM=$(CHROMIUM) node tests/browser/run.mjs
 
 lint: install
 	$(BIN)/ruff check server tests bench

@@ -252,6 +252,8 @@ async def _expiry_checks(services: Services) -> None:
         try:
             result = await services.alerts.check_expiry()
             log.info("expiry check: %s raised, %s resolved", result.raised, result.resolved)
+            # Shipments outliving their transit window turn IN_TRANSIT into OUTFLOW_LEAK.
+            await services.supervision_checks.check_all(in_transit_only=True)
             overdue = await services.procurement.check_overdue_shipments()
             log.info("overdue shipments: %s (%s new alerts)", overdue.overdue, overdue.raised)
         except Exception:

@@ -20,7 +20,7 @@ from server.catalog.models import Lot, StorageCondition
 from server.catalog.service import ProductFields
 from server.core.security import Principal, Role
 from server.inventory.models import Movement, MovementKind
-from server.inventory.service import MovementRequest, apply_movements
+from server.inventory.service import MovementRequest
 from server.network.models import LocationKind, Organisation, OrganisationKind
 from server.services import Services
 
@@ -267,7 +267,7 @@ async def seed_demo(
                 )
         if requests and (day.weekday() == 6 or offset == 0):  # one transaction per week
             async with services.db.write() as session:
-                await apply_movements(session, admin, requests)
+                await services.ledger.apply(session, admin, requests)
             requests = []
             if progress and day.day <= 7:
                 progress(f"  history written up to {day.isoformat()}")

@@ -31,9 +31,74 @@ from tests.conftest import (
     first_product_id,
     gid,
     gql,
-    receive,
     token_for,
 )
+
+
+async def receive(
+    demo: Demo,
+    location: str,
+    quantity: int,
+    *,
+    batch: str | None = None,
+    expiry_days: int = 365,
+    product_id: int | None = None,
+) -> int:
+    """Stock that came through the network (produced, shipped, received), so supervision sees
+    a NORMAL batch and the only alerts in these tests are the ones under test."""
+    import uuid
+    from datetime import timedelta
+
+    from server.core.db import utcnow
+    from server.inventory.models import MovementKind as K
+    from server.inventory.service import MovementRequest, NewLot
+
+    product_id = product_id or await first_product_id(demo.services)
+    admin = demo.principals["admin"]
+    new_lot = NewLot(
+        product_id,
+        batch or f"A{uuid.uuid4().hex[:10].upper()}",
+        utcnow().date() + timedelta(days=expiry_days),
+    )
+    made = await demo.services.ledger.record(
+        admin,
+        [MovementRequest(K.PRODUCE, demo.locations["MFG-01"], quantity, new_lot=new_lot)],
+        operation="t.produce",
+    )
+    lot_id = made.movements[0].lot_id
+    mfg = demo.orgs["Helvepharm Manufacturing AG"]
+    async with demo.services.db.read() as session:
+        from server.network.models import Location
+
+        receiver = (await session.get(Location, demo.locations[location])).organisation_id
+    # An already expired lot was shipped while it was still good.
+    when = utcnow() - timedelta(days=1 - expiry_days) if expiry_days < 0 else None
+    await demo.services.ledger.record(
+        admin,
+        [
+            MovementRequest(
+                K.SHIP,
+                demo.locations["MFG-01"],
+                quantity,
+                lot_id=lot_id,
+                counterparty_id=receiver,
+                reference=f"DN-{lot_id}",
+                occurred_at=when,
+            ),
+            MovementRequest(
+                K.RECEIVE,
+                demo.locations[location],
+                quantity,
+                lot_id=lot_id,
+                counterparty_id=mfg,
+                reference=f"DN-{lot_id}",
+                occurred_at=when,
+            ),
+        ],
+        operation="t.deliver",
+    )
+    return lot_id
+
 
 ALERTS_QUERY = """
 query($first: Int!, $after: String, $status: [AlertStatus!], $kinds: [AlertKind!],

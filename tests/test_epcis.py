@@ -54,7 +54,9 @@ from tests.conftest import (
 from tests.test_trace import HOSP_NAME, MFG_NAME, PHARM_NAME, WHS_NAME, build_chain
 
 K = MovementKind
-EPCIS_DIR = ROOT.parent / "shared" / "epcis"
+# A copy of ../shared/epcis (the GS1 schema and the standard's examples) kept with the tests,
+# so a clone on its own can run them.
+EPCIS_DIR = ROOT / "tests" / "data" / "epcis"
 EXAMPLES = sorted(EPCIS_DIR.glob("*.jsonld"))
 EXAMPLE_DOCUMENTS = {path.name: json.loads(path.read_text()) for path in EXAMPLES}
 T0 = datetime(2025, 5, 1, 8, 0, tzinfo=UTC)

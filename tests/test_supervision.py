@@ -6,7 +6,6 @@ report, the periodic sweep, and the recomputation of every total from the ledger
 from __future__ import annotations
 
 import asyncio
-import inspect
 import os
 import subprocess
 import sys
@@ -22,17 +21,16 @@ from hypothesis import strategies as st
 from sqlalchemy import select, update
 
 from server.alerts.models import Alert, AlertKind
-from server.catalog.models import Lot, Product
+from server.catalog.models import Product
 from server.config import Settings
 from server.core.db import utcnow
 from server.core.errors import DomainError, ErrorCode
 from server.core.security import Principal, Role
 from server.demo import DEMO_PASSWORD
 from server.inventory.models import MovementKind
-from server.inventory.service import LedgerService, MovementRequest, NewLot
+from server.inventory.service import MovementRequest, NewLot
 from server.network.models import Location, Organisation, User
 from server.services import Services
-from server.supervision.checks import refresh_status
 from server.supervision.gamma import PartKind, SupervisionStatus
 from server.supervision.models import BatchConstituentTotal, BatchStatus
 from tests.conftest import ROOT, TEST_SECRET, Demo, first_product_id, gql, token_for
@@ -43,28 +41,6 @@ MFG = "Helvepharm Manufacturing AG"
 WHS = "MedDistri Wholesale"
 HOSP = "St. Aurelia General Hospital"
 PHARM = "Lindenhof Pharmacy"
-
-
-@pytest.fixture(autouse=True)
-def ledger_refreshes_status(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Until LedgerService.apply calls `refresh_status` itself, call it after apply exactly as
-    the ledger will: same session and alerts, the default transit window."""
-    if "refresh_status" in inspect.getsource(LedgerService.apply):
-        return
-    original = LedgerService.apply
-
-    async def apply(self: LedgerService, session: Any, principal: Any, requests: Any, **kw: Any):
-        written = await original(self, session, principal, requests, **kw)
-        rows = await session.execute(
-            select(Product.approval_number, Lot.batch_number)
-            .join(Lot, Lot.product_id == Product.id)
-            .where(Lot.id.in_({lot.id for _, lot in written}))
-        )
-        window = timedelta(hours=Settings().transit_window_hours)
-        await refresh_status(session, {tuple(r) for r in rows}, self.alerts, transit_window=window)
-        return written
-
-    monkeypatch.setattr(LedgerService, "apply", apply)
 
 
 @dataclass

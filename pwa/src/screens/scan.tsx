@@ -1,0 +1,510 @@
+// Scan: camera (or typed GTIN / batch) → what the pack is → dispense, return, waste (receive
+// for pharmacy and warehouse roles). Every action goes through the outbox, online or not.
+import { useComputed, useSignal } from "@preact/signals";
+import { useEffect, useRef } from "preact/hooks";
+import {
+  ParseBarcodeDocument,
+  type ParseBarcodeQuery,
+  type ScanAction,
+  type StockLevelsQuery,
+} from "../gql/graphql";
+import { me } from "../lib/auth";
+import { cacheGet } from "../lib/db";
+import { NetworkError, describeError, request } from "../lib/graphql";
+import { composeBarcode, expiryState, gtinValid, parseLocal, toGtin14, type LocalParse } from "../lib/gs1";
+import { dismiss, enqueueScan, outbox } from "../lib/outbox";
+import type { Camera } from "../lib/scanner";
+import type { OutboxEntry } from "../lib/db";
+import { hasRole, myLocations, online, selectLocation, selectedLocation } from "../state";
+import { ExpiryTag, LocationPicker, Screen, formatDateTime } from "../ui";
+
+type Preview = ParseBarcodeQuery["parseBarcode"];
+type StockNode = StockLevelsQuery["stockLevels"]["edges"][number]["node"];
+
+interface Current {
+  barcode: string;
+  source: "camera" | "manual";
+  format?: string;
+  detectedAt: number;
+  local: LocalParse | null;
+  preview?: Preview;
+  previewAt?: number;
+  offline?: boolean;
+  offlineProduct?: string;
+  error?: string;
+}
+
+/** Timings of the last scan, for the browser tests and for anyone curious (DevTools). */
+const metrics: Record<string, number | string | undefined> = {};
+(window as unknown as { __apothecaScan: typeof metrics }).__apothecaScan = metrics;
+
+const REASONS = ["EXPIRED", "DAMAGED", "CONTAMINATED", "PATIENT_REFUSED", "RECALLED", "OTHER"] as const;
+
+const ACTION_LABEL: Record<string, string> = {
+  DISPENSE: "Dispense",
+  RETURN: "Return",
+  DISPOSE: "Waste",
+  RECEIVE: "Receive",
+};
+const ACTION_PAST: Record<string, string> = {
+  DISPENSE: "Dispensed",
+  RETURN: "Returned",
+  DISPOSE: "Wasted",
+  RECEIVE: "Received",
+};
+
+function actionsForRole(): ScanAction[] {
+  const actions: ScanAction[] = [];
+  if (hasRole("NURSE", "PHARMACIST", "ADMIN")) actions.push("DISPENSE", "RETURN");
+  if (hasRole("PHARMACIST", "WAREHOUSE_MANAGER", "ADMIN")) actions.push("RECEIVE");
+  if (hasRole("NURSE", "PHARMACIST", "WAREHOUSE_MANAGER", "ADMIN")) actions.push("DISPOSE");
+  return actions;
+}
+
+async function offlineProductName(locationId: string, gtin: string | null): Promise<string | undefined> {
+  const username = me.value?.username;
+  if (!gtin || !username) return undefined;
+  const cached = await cacheGet<StockNode[]>(`stock:${locationId}`, username);
+  const hit = cached?.find((row) => row.product.gtins.includes(gtin));
+  return hit ? `${hit.product.name} ${hit.product.strength}` : undefined;
+}
+
+export function ScanScreen() {
+  const current = useSignal<Current | null>(null);
+  const quantity = useSignal(1);
+  const patient = useSignal("");
+  const reason = useSignal<(typeof REASONS)[number]>("EXPIRED");
+  const wasting = useSignal(false);
+  const entryKey = useSignal<string | null>(null);
+  const camera = useSignal<Camera | null>(null);
+  const cameraBusy = useSignal(false);
+  const cameraError = useSignal<string | null>(null);
+  const cameras = useSignal<MediaDeviceInfo[]>([]);
+  const torch = useSignal(false);
+  const videoRef = useRef<HTMLVideoElement>(null);
+  const resultRef = useRef<HTMLDivElement>(null);
+  const manual = useSignal({ gtin: "", batch: "", expiry: "", serial: "" });
+  const manualError = useSignal<string | null>(null);
+  const locationId = selectedLocation.value;
+  const location = myLocations.value.find((l) => l.id === locationId);
+
+  const entry = useComputed<OutboxEntry | undefined>(() => outbox.value.find((e) => e.key === entryKey.value));
+
+  useEffect(() => () => camera.value?.stop(), []);
+
+  async function identify(barcode: string, source: Current["source"], format?: string) {
+    const detectedAt = performance.now();
+    metrics.detectedAt = detectedAt;
+    metrics.barcode = barcode;
+    metrics.previewAt = metrics.actionAt = metrics.confirmedAt = undefined;
+    entryKey.value = null;
+    wasting.value = false;
+    quantity.value = 1;
+    patient.value = "";
+    const local = parseLocal(barcode);
+    current.value = { barcode, source, format, detectedAt, local };
+    if (navigator.vibrate) navigator.vibrate(60);
+    if (!locationId) return;
+    try {
+      const data = await request(ParseBarcodeDocument, { barcode, location: locationId });
+      if (current.value?.barcode !== barcode) return;
+      metrics.previewAt = performance.now();
+      current.value = { ...current.value, preview: data.parseBarcode, previewAt: performance.now() };
+    } catch (error) {
+      if (current.value?.barcode !== barcode) return;
+      if (error instanceof NetworkError || !navigator.onLine) {
+        const offlineProduct = await offlineProductName(locationId, local?.gtin ?? null);
+        current.value = { ...current.value, offline: true, offlineProduct };
+      } else {
+        current.value = { ...current.value, error: describeError(error) };
+      }
+    }
+    resultRef.current?.focus();
+    resultRef.current?.scrollIntoView({ block: "start", behavior: "smooth" });
+  }
+
+  async function startCamera(deviceId?: string) {
+    cameraError.value = null;
+    cameraBusy.value = true;
+    metrics.cameraStartAt = performance.now();
+    try {
+      camera.value?.stop();
+      const { startCamera: start, listCameras } = await import("../lib/scanner");
+      camera.value = await start({
+        video: videoRef.current!,
+        deviceId,
+        onDetected: (result) => {
+          // While a result waits for a decision, the camera does not replace it.
+          if (current.value && !entryKey.value) return;
+          // Nor does the pack just acted on, still in view: "Scan next" clears it.
+          if (entryKey.value && result.rawValue === current.value?.barcode) return;
+          void identify(result.rawValue, "camera", result.format);
+        },
+        onError: (message) => {
+          cameraError.value = message;
+        },
+      });
+      metrics.engine = camera.value.engine;
+      torch.value = false;
+      cameras.value = await listCameras().catch(() => []);
+    } catch (error) {
+      cameraError.value = `Camera unavailable: ${(error as Error).message}. Type the GTIN and batch below.`;
+      camera.value = null;
+    } finally {
+      cameraBusy.value = false;
+    }
+  }
+
+  function stopCamera() {
+    camera.value?.stop();
+    camera.value = null;
+  }
+
+  function switchCamera() {
+    const list = cameras.value;
+    if (list.length < 2) return;
+    const index = list.findIndex((d) => d.deviceId === camera.value?.deviceId);
+    void startCamera(list[(index + 1) % list.length].deviceId);
+  }
+
+  async function toggleTorch() {
+    if (!camera.value) return;
+    try {
+      await camera.value.setTorch(!torch.value);
+      torch.value = !torch.value;
+    } catch (error) {
+      cameraError.value = `Torch: ${(error as Error).message}`;
+    }
+  }
+
+  function submitManual(event: Event) {
+    event.preventDefault();
+    const { gtin, batch, expiry, serial } = manual.value;
+    const digits = gtin.replace(/\s/g, "");
+    if (!gtinValid(digits)) {
+      manualError.value = "Enter the 8, 12, 13 or 14 digits of the GTIN (check digit included).";
+      return;
+    }
+    manualError.value = null;
+    void identify(composeBarcode({ gtin: toGtin14(digits), batch, expiry, serial }), "manual");
+  }
+
+  async function act(action: ScanAction) {
+    const scan = current.value;
+    if (!scan || !locationId) return;
+    metrics.actionAt = performance.now();
+    metrics.action = action;
+    const preview = scan.preview;
+    const serial = preview?.serial ?? scan.local?.serial;
+    const queued = await enqueueScan(
+      {
+        barcode: scan.barcode,
+        location: locationId,
+        action,
+        quantity: serial ? 1 : Math.max(1, quantity.value),
+        patientReference: action === "DISPENSE" || action === "RETURN" ? patient.value.trim() || null : null,
+        reason: action === "DISPOSE" ? reason.value : null,
+      },
+      {
+        product: preview?.product ? `${preview.product.name} ${preview.product.strength}` : scan.offlineProduct,
+        gtin: preview?.gtin ?? scan.local?.gtin,
+        batch: preview?.batchNumber ?? scan.local?.batch,
+        expiry: preview?.lot?.expiryDate ?? preview?.expiryDate ?? scan.local?.expiry,
+        serial,
+        location: location?.code,
+      },
+    );
+    entryKey.value = queued.key;
+  }
+
+  function next() {
+    current.value = null;
+    entryKey.value = null;
+    metrics.detectedAt = undefined;
+  }
+
+  // Record when the server confirmed the last action.
+  const settled = entry.value && entry.value.status !== "pending";
+  if (settled && metrics.actionAt && !metrics.confirmedAt) {
+    metrics.confirmedAt = performance.now();
+    metrics.outcome = entry.value!.status;
+  }
+
+  const scan = current.value;
+  const preview = scan?.preview;
+  const expiry = preview?.lot?.expiryDate ?? preview?.expiryDate ?? scan?.local?.expiry ?? null;
+  const state = expiryState(expiry, preview?.expired);
+  const serial = preview?.serial ?? scan?.local?.serial;
+  const actions = actionsForRole();
+  const invalid = preview && !preview.valid;
+
+  return (
+    <Screen title="Scan">
+      <LocationPicker locations={myLocations.value} value={locationId} onChange={selectLocation} id="scan-location" />
+
+      <div class="camera" hidden={!camera.value && !cameraBusy.value}>
+        <video ref={videoRef} aria-label="Camera preview" muted playsInline />
+        <div class="frame" aria-hidden="true" />
+      </div>
+      <div class="actions">
+        {camera.value ? (
+          <button type="button" onClick={stopCamera}>
+            Stop camera
+          </button>
+        ) : (
+          <button type="button" class="primary big" onClick={() => void startCamera()} disabled={cameraBusy.value}>
+            {cameraBusy.value ? "Starting camera…" : "Scan with camera"}
+          </button>
+        )}
+        {camera.value?.torchAvailable && (
+          <button type="button" aria-pressed={torch.value} onClick={() => void toggleTorch()}>
+            Torch {torch.value ? "off" : "on"}
+          </button>
+        )}
+        {camera.value && cameras.value.length > 1 && (
+          <button type="button" onClick={switchCamera}>
+            Switch camera
+          </button>
+        )}
+      </div>
+      {cameraError.value && (
+        <p class="notice danger" role="alert">
+          {cameraError.value}
+        </p>
+      )}
+
+      <div ref={resultRef} tabIndex={-1} aria-live="polite" data-testid="scan-result">
+        {scan && (
+          <div class={`card result ${state !== "ok" ? state : ""}`}>
+            <h2>
+              {preview?.product
+                ? `${preview.product.name} ${preview.product.strength}`
+                : scan.offlineProduct ?? (scan.local?.gtin ? `GTIN ${scan.local.gtin}` : "Unrecognised barcode")}
+            </h2>
+            {preview?.product && <p class="meta">{preview.product.dosageForm}{preview.product.controlled ? " · controlled substance" : ""}</p>}
+            <dl class="grid2">
+              <dt>GTIN</dt>
+              <dd>{preview?.gtin ?? scan.local?.gtin ?? "—"}</dd>
+              <dt>Batch</dt>
+              <dd data-testid="batch">{preview?.batchNumber ?? scan.local?.batch ?? "—"}</dd>
+              <dt>Expiry</dt>
+              <dd>
+                <ExpiryTag date={expiry} expired={preview?.expired} />
+              </dd>
+              {serial && (
+                <>
+                  <dt>Serial</dt>
+                  <dd>{serial}</dd>
+                </>
+              )}
+              {preview?.quantityOnHand != null && (
+                <>
+                  <dt>On hand here</dt>
+                  <dd data-testid="on-hand">{preview.quantityOnHand}</dd>
+                </>
+              )}
+            </dl>
+            {scan.offline && (
+              <p class="notice pending">Offline: the server will check this pack when the scan is sent.</p>
+            )}
+            {scan.error && <p class="notice danger">{scan.error}</p>}
+            {invalid &&
+              preview!.errors.map((e) => (
+                <p class="notice danger" key={e.code}>
+                  {e.message}
+                </p>
+              ))}
+            {state === "expired" && !invalid && (
+              <p class="notice danger">Expired: do not dispense. Waste it instead.</p>
+            )}
+            {!entryKey.value && !invalid && !scan.error && (
+              <>
+                {!serial && (
+                  <label for="scan-qty">
+                    Packs
+                    <input
+                      id="scan-qty"
+                      type="number"
+                      inputMode="numeric"
+                      min={1}
+                      value={quantity.value}
+                      onInput={(e) => (quantity.value = Number((e.target as HTMLInputElement).value) || 1)}
+                    />
+                  </label>
+                )}
+                {actions.some((a) => a === "DISPENSE" || a === "RETURN") && (
+                  <label for="scan-patient">
+                    Patient reference <span class="hint">(optional)</span>
+                    <input
+                      id="scan-patient"
+                      autoComplete="off"
+                      value={patient.value}
+                      onInput={(e) => (patient.value = (e.target as HTMLInputElement).value)}
+                    />
+                  </label>
+                )}
+                {wasting.value ? (
+                  <div class="card panel">
+                    <label for="scan-reason">
+                      Waste reason
+                      <select
+                        id="scan-reason"
+                        value={reason.value}
+                        onChange={(e) => (reason.value = (e.target as HTMLSelectElement).value as typeof reason.value)}
+                      >
+                        {REASONS.map((r) => (
+                          <option key={r} value={r}>
+                            {r.replace("_", " ").toLowerCase()}
+                          </option>
+                        ))}
+                      </select>
+                    </label>
+                    <div class="actions">
+                      <button type="button" class="danger big" onClick={() => void act("DISPOSE")}>
+                        Confirm waste
+                      </button>
+                      <button type="button" class="big" onClick={() => (wasting.value = false)}>
+                        Back
+                      </button>
+                    </div>
+                  </div>
+                ) : (
+                  <div class="actions">
+                    {actions.map((a) => (
+                      <button
+                        type="button"
+                        key={a}
+                        class={a === "DISPOSE" ? "danger big" : a === "DISPENSE" ? "primary big" : "big"}
+                        disabled={a === "DISPENSE" && state === "expired"}
+                        onClick={() => (a === "DISPOSE" ? (wasting.value = true) : void act(a))}
+                      >
+                        {ACTION_LABEL[a]}
+                      </button>
+                    ))}
+                  </div>
+                )}
+              </>
+            )}
+            {entryKey.value && <Outcome entry={entry.value} />}
+            <button type="button" class="big" onClick={next}>
+              {entryKey.value ? "Scan next" : "Cancel"}
+            </button>
+          </div>
+        )}
+      </div>
+
+      <details open={!camera.value && !scan}>
+        <summary>Type GTIN and batch</summary>
+        <form onSubmit={submitManual} class="card panel">
+          <label for="m-gtin">
+            GTIN / EAN
+            <input
+              id="m-gtin"
+              inputMode="numeric"
+              autoComplete="off"
+              required
+              value={manual.value.gtin}
+              onInput={(e) => (manual.value = { ...manual.value, gtin: (e.target as HTMLInputElement).value })}
+            />
+          </label>
+          <div class="row">
+            <label for="m-batch">
+              Batch
+              <input id="m-batch" autoComplete="off" value={manual.value.batch} onInput={(e) => (manual.value = { ...manual.value, batch: (e.target as HTMLInputElement).value })} />
+            </label>
+            <label for="m-expiry">
+              Expiry <span class="hint">(optional)</span>
+              <input id="m-expiry" type="date" value={manual.value.expiry} onInput={(e) => (manual.value = { ...manual.value, expiry: (e.target as HTMLInputElement).value })} />
+            </label>
+          </div>
+          <label for="m-serial">
+            Serial <span class="hint">(optional)</span>
+            <input id="m-serial" autoComplete="off" value={manual.value.serial} onInput={(e) => (manual.value = { ...manual.value, serial: (e.target as HTMLInputElement).value })} />
+          </label>
+          {manualError.value && (
+            <p class="error" role="alert">
+              {manualError.value}
+            </p>
+          )}
+          <button type="submit" class="primary big">
+            Look up pack
+          </button>
+        </form>
+      </details>
+
+      <OutboxPanel />
+      {!online.value && <p class="meta">You are offline. Scans are kept on this device and sent when the connection returns.</p>}
+      {!location && myLocations.value.length > 0 && <p class="error">Choose a location first.</p>}
+    </Screen>
+  );
+}
+
+function Outcome({ entry }: { entry: OutboxEntry | undefined }) {
+  if (!entry) return null;
+  const verb = ACTION_PAST[entry.input.action] ?? entry.input.action;
+  if (entry.status === "pending") {
+    return (
+      <p class="notice pending" role="status" data-testid="outcome" data-status="pending">
+        Queued: {verb.toLowerCase()} {entry.input.quantity ?? 1} — will be sent {navigator.onLine ? "now" : "when back online"}.
+      </p>
+    );
+  }
+  if (entry.status === "refused") {
+    return (
+      <p class="notice danger" role="alert" data-testid="outcome" data-status="refused">
+        Refused: {entry.errors?.map((e) => e.message).join("; ")}
+      </p>
+    );
+  }
+  return (
+    <p class="notice ok" role="status" data-testid="outcome" data-status="done">
+      {verb} {entry.input.quantity ?? 1}. Balance now {entry.balances?.join(", ") ?? "—"}.
+    </p>
+  );
+}
+
+export function OutboxPanel() {
+  const entries = outbox.value;
+  const pending = entries.filter((e) => e.status === "pending");
+  const refused = entries.filter((e) => e.status === "refused");
+  const done = entries.filter((e) => e.status === "done").slice(-5).reverse();
+  if (!entries.length) return null;
+  return (
+    <section class="card" aria-labelledby="outbox-title" data-testid="outbox">
+      <h2 id="outbox-title">Scans on this device</h2>
+      <ul class="list">
+        {refused.map((e) => (
+          <li key={e.key} data-status="refused" data-key={e.key}>
+            <span class="tag refused">Refused</span> <OutboxLine entry={e} />
+            <p class="error">{e.errors?.map((x) => `${x.message} (${x.code})`).join("; ")}</p>
+            <button type="button" onClick={() => void dismiss(e.seq!)}>
+              Dismiss
+            </button>
+          </li>
+        ))}
+        {pending.map((e) => (
+          <li key={e.key} data-status="pending" data-key={e.key}>
+            <span class="tag pending">Pending</span> <OutboxLine entry={e} />
+          </li>
+        ))}
+        {done.map((e) => (
+          <li key={e.key} data-status="done" data-key={e.key} data-replayed={e.replayed ? "true" : "false"}>
+            <span class="tag done">Sent</span> <OutboxLine entry={e} />
+          </li>
+        ))}
+      </ul>
+    </section>
+  );
+}
+
+function OutboxLine({ entry }: { entry: OutboxEntry }) {
+  const what = entry.label.product ?? (entry.label.gtin ? `GTIN ${entry.label.gtin}` : entry.input.barcode);
+  return (
+    <span>
+      <strong>{ACTION_LABEL[entry.input.action] ?? entry.input.action}</strong> {entry.input.quantity ?? 1} × {what}
+      {entry.label.batch && ` · batch ${entry.label.batch}`}
+      {entry.label.serial && ` · serial ${entry.label.serial}`}
+      <span class="meta"> · {formatDateTime(new Date(entry.createdAt).toISOString())}</span>
+    </span>
+  );
+}

@@ -1,0 +1,161 @@
+// Small shared pieces: expiry tags, location picker, data loading with offline cache.
+import { useSignal, useSignalEffect } from "@preact/signals";
+import type { ComponentChildren } from "preact";
+import { useEffect, useRef } from "preact/hooks";
+import type { LocationSummaryFragment } from "./gql/graphql";
+import { me } from "./lib/auth";
+import { cacheGet, cachePut } from "./lib/db";
+import { describeError } from "./lib/graphql";
+import { daysUntil, expiryState } from "./lib/gs1";
+import { reconnects } from "./lib/live";
+
+export function ExpiryTag({ date, expired }: { date: string | null | undefined; expired?: boolean | null }) {
+  if (!date) return <span class="tag neutral">No expiry</span>;
+  const state = expiryState(date, expired);
+  const days = daysUntil(date);
+  const text =
+    state === "expired" ? `EXPIRED ${date}` : state === "near" ? `Expires ${date} (${days} d)` : `Expires ${date}`;
+  return <span class={`tag ${state}`} data-expiry={state}>{text}</span>;
+}
+
+export function formatDateTime(iso: string | null | undefined): string {
+  if (!iso) return "—";
+  const date = new Date(iso);
+  return Number.isNaN(date.getTime()) ? iso : date.toLocaleString(undefined, { dateStyle: "medium", timeStyle: "short" });
+}
+
+export function percent(value: number | null | undefined): string {
+  return value == null ? "—" : `${Math.round(value * 100)} %`;
+}
+
+export function LocationPicker({
+  locations,
+  value,
+  onChange,
+  id = "location",
+}: {
+  locations: LocationSummaryFragment[];
+  value: string | null;
+  onChange: (id: string) => void;
+  id?: string;
+}) {
+  if (!locations.length) return <p class="meta">No locations in your scope.</p>;
+  return (
+    <label for={id}>
+      Location
+      <select id={id} value={value ?? ""} onChange={(e) => onChange((e.target as HTMLSelectElement).value)}>
+        {locations.map((l) => (
+          <option key={l.id} value={l.id}>
+            {l.code} — {l.name}
+          </option>
+        ))}
+      </select>
+    </label>
+  );
+}
+
+export interface Loaded<T> {
+  data: T | undefined;
+  error: string | null;
+  loading: boolean;
+  /** True when `data` came from the device's cache (offline). */
+  stale: boolean;
+  reload: () => void;
+}
+
+/**
+ * Load with `fetcher`, keep the last good answer in IndexedDB under `key` for offline opening,
+ * and refetch whenever the live socket reconnects (events may have been missed meanwhile).
+ */
+export function useLoad<T>(key: string | null, fetcher: () => Promise<T>): Loaded<T> {
+  const data = useSignal<T | undefined>(undefined);
+  const error = useSignal<string | null>(null);
+  const loading = useSignal(true);
+  const stale = useSignal(false);
+  const tick = useSignal(0);
+  const fetcherRef = useRef(fetcher);
+  fetcherRef.current = fetcher;
+
+  useSignalEffect(() => {
+    tick.value;
+    reconnects.value;
+    const username = me.value?.username;
+    if (!key || !username) return;
+    let cancelled = false;
+    loading.value = true;
+    const empty = data.peek() === undefined; // peek: this effect must not depend on data
+    void (async () => {
+      await Promise.resolve(); // nothing below is tracked by this effect
+      if (empty) {
+        const cached = await cacheGet<T>(key, username);
+        if (!cancelled && cached !== undefined && data.peek() === undefined) {
+          data.value = cached;
+          stale.value = true;
+        }
+      }
+      try {
+        const fresh = await fetcherRef.current();
+        if (cancelled) return;
+        data.value = fresh;
+        stale.value = false;
+        error.value = null;
+        void cachePut(key, username, fresh);
+      } catch (e) {
+        if (!cancelled) error.value = describeError(e);
+      } finally {
+        if (!cancelled) loading.value = false;
+      }
+    })();
+    return () => {
+      cancelled = true;
+    };
+  });
+
+  // A new key (another location) starts from nothing.
+  const previousKey = useRef(key);
+  useEffect(() => {
+    if (previousKey.current === key) return;
+    previousKey.current = key;
+    data.value = undefined;
+    stale.value = false;
+    tick.value++;
+  }, [key]);
+
+  return {
+    data: data.value,
+    error: error.value,
+    loading: loading.value,
+    stale: stale.value,
+    reload: () => {
+      tick.value++;
+    },
+  };
+}
+
+export function Status({ loaded, empty }: { loaded: Loaded<unknown>; empty?: boolean }) {
+  return (
+    <>
+      {loaded.error && (
+        <p class="notice danger" role="alert">
+          {loaded.error} {loaded.stale && "Showing what this device saved last."}
+        </p>
+      )}
+      {loaded.loading && loaded.data === undefined && <p aria-live="polite">Loading…</p>}
+      {empty && !loaded.loading && <p>Nothing here.</p>}
+    </>
+  );
+}
+
+export function Screen({ title, children, actions }: { title: string; children: ComponentChildren; actions?: ComponentChildren }) {
+  return (
+    <section aria-labelledby="screen-title">
+      <div class="row" style={{ alignItems: "center", marginBottom: "0.5rem" }}>
+        <h1 id="screen-title" tabIndex={-1} style={{ flex: "1 1 auto", margin: 0 }}>
+          {title}
+        </h1>
+        {actions}
+      </div>
+      {children}
+    </section>
+  );
+}

@@ -1,0 +1,58 @@
+import { defineConfig } from "vite";
+import preact from "@preact/preset-vite";
+import { VitePWA } from "vite-plugin-pwa";
+
+// The server (server/app.py) serves pwa/dist at /. In development, `npm run dev` proxies the
+// API to a server on :8000 (`make run`).
+const api = process.env.APOTHECA_API ?? "http://127.0.0.1:8000";
+
+export default defineConfig({
+  plugins: [
+    preact(),
+    VitePWA({
+      strategies: "injectManifest",
+      srcDir: "src",
+      filename: "sw.ts",
+      injectRegister: false, // src/lib/sw-register.ts registers it and offers updates
+      manifest: {
+        id: "/",
+        name: "Apotheca",
+        short_name: "Apotheca",
+        description: "Drug inventory: scan, dispense, stock and alerts, online or not.",
+        lang: "en",
+        start_url: "/",
+        scope: "/",
+        display: "standalone",
+        orientation: "any",
+        background_color: "#ffffff",
+        theme_color: "#0b5d57",
+        categories: ["medical", "business", "productivity"],
+        icons: [
+          { src: "/icons/icon-192.png", sizes: "192x192", type: "image/png", purpose: "any" },
+          { src: "/icons/icon-512.png", sizes: "512x512", type: "image/png", purpose: "any" },
+          { src: "/icons/maskable-192.png", sizes: "192x192", type: "image/png", purpose: "maskable" },
+          { src: "/icons/maskable-512.png", sizes: "512x512", type: "image/png", purpose: "maskable" },
+        ],
+      },
+      injectManifest: {
+        // The app shell, the icons and the barcode reader's wasm (so scanning works offline).
+        globPatterns: ["**/*.{html,js,css,png,svg,webmanifest,wasm}"],
+        maximumFileSizeToCacheInBytes: 3 * 1024 * 1024,
+      },
+      devOptions: { enabled: false },
+    }),
+  ],
+  build: {
+    target: "es2022",
+    outDir: "dist",
+    emptyOutDir: true,
+    sourcemap: false,
+    assetsInlineLimit: 0,
+  },
+  server: {
+    proxy: {
+      "/graphql": { target: api, ws: true },
+      "/auth": { target: api },
+    },
+  },
+});
