@@ -12,13 +12,10 @@ recorded into a count that is closing, and no movement slips in between a snapsh
 
 from __future__ import annotations
 
-import hashlib
-import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from sqlalchemy import and_, func, or_, select
-from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from server.catalog.models import Lot
@@ -33,9 +30,10 @@ from server.core.errors import (
 )
 from server.core.events import Event, EventBus
 from server.core.security import Permission, Principal
-from server.core.validation import optional_text, required_text
+from server.core.validation import get_or_not_found, optional_text, required_text
 from server.counts.models import CountStatus, StockCount, StockCountLine
-from server.inventory.models import Balance, IdempotencyRecord, Movement, MovementKind
+from server.inventory.idempotency import clean_key, request_hash, run_once
+from server.inventory.models import Balance, Movement, MovementKind
 from server.inventory.service import LedgerService, MovementRequest
 from server.network.models import Location
 
@@ -289,11 +287,6 @@ def _count_event(count: StockCount, lot_id: int | None = None) -> Event:
     )
 
 
-def _finalize_hash(count_id: int) -> str:
-    body = json.dumps({"operation": FINALIZE_OPERATION, "count_id": count_id}, sort_keys=True)
-    return hashlib.sha256(body.encode()).hexdigest()
-
-
 class CountService:
     def __init__(self, db: Database, bus: EventBus, ledger: LedgerService) -> None:
         self.db = db
@@ -413,36 +406,31 @@ class CountService:
         self, principal: Principal, count_id: int, idempotency_key: str | None = None
     ) -> FinalizeResult:
         """Turn each non-zero variance into a COUNT movement on the current balance, at once."""
-        key = optional_text(idempotency_key, "idempotencyKey", max_length=100)
-        request_hash = _finalize_hash(count_id)
-        if key is not None and (
-            replay := await self._replay(principal, key, request_hash, count_id)
-        ):
-            return replay
-        try:
-            async with self.db.write() as session:
-                claim = None
-                if key is not None:
-                    # Claimed first: a concurrent twin blocks here, then fails and replays.
-                    claim = IdempotencyRecord(
-                        key=key,
-                        actor_id=principal.user_id,
-                        operation=FINALIZE_OPERATION,
-                        request_hash=request_hash,
-                        movement_ids=[],
-                    )
-                    session.add(claim)
-                    await session.flush()
-                result = await self._finalize(session, principal, count_id, key)
-                if claim is not None:
-                    claim.movement_ids = [m.id for m in result.movements]
-        except IntegrityError:
-            if key is not None and (
-                replay := await self._replay(principal, key, request_hash, count_id)
-            ):
-                return replay
-            raise
-        return result
+        key = clean_key(idempotency_key)
+
+        async def work(session: AsyncSession) -> FinalizeResult:
+            return await self._finalize(session, principal, count_id, key)
+
+        async def replay(session: AsyncSession, _movements: list[Movement]) -> FinalizeResult:
+            """The first finalization's outcome, rebuilt from the ledger (the hash pins the
+            count)."""
+            count = await get_or_not_found(session, StockCount, count_id, "count")
+            views = await _line_views(session, count)
+            movements = [v.adjustment for v in views if v.adjustment is not None]
+            return FinalizeResult(
+                count, views, await _uncounted(session, count), movements, replayed=True
+            )
+
+        return await run_once(
+            self.db,
+            principal,
+            key=key,
+            operation=FINALIZE_OPERATION,
+            fingerprint=request_hash(FINALIZE_OPERATION, {"count_id": count_id}),
+            work=work,
+            movements_of=lambda result: result.movements,
+            replay=replay,
+        )
 
     async def _finalize(
         self, session: AsyncSession, principal: Principal, count_id: int, key: str | None
@@ -532,29 +520,6 @@ class CountService:
             reason=reason,
         )
         return FinalizeResult(count, lines, uncounted, [m for m, _ in written])
-
-    async def _replay(
-        self, principal: Principal, key: str, request_hash: str, count_id: int
-    ) -> FinalizeResult | None:
-        """The first finalization's outcome, rebuilt from the ledger (the hash pins the count)."""
-        async with self.db.read() as session:
-            record = await session.get(IdempotencyRecord, key)
-            if record is None:
-                return None
-            if record.actor_id != principal.user_id or record.request_hash != request_hash:
-                raise DomainError(
-                    "this idempotency key was already used for a different request",
-                    field="idempotencyKey",
-                    code=ErrorCode.IDEMPOTENCY_KEY_REUSED,
-                )
-            count = await session.get(StockCount, count_id)
-            if count is None:  # pragma: no cover - the hash names an existing count
-                raise NotFound(f"stock count {count_id} does not exist", field="count")
-            views = await _line_views(session, count)
-            movements = [v.adjustment for v in views if v.adjustment is not None]
-            return FinalizeResult(
-                count, views, await _uncounted(session, count), movements, replayed=True
-            )
 
     async def cancel(self, principal: Principal, count_id: int, reason: str) -> StockCount:
         """Close a count without touching stock; the reason says why it was abandoned."""

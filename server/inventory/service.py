@@ -7,8 +7,6 @@ Other services that move stock inside their own transaction (transfers, receivin
 from __future__ import annotations
 
 import functools
-import hashlib
-import json
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from datetime import date, datetime, timedelta
@@ -17,7 +15,6 @@ from typing import Any
 from sqlalchemy import bindparam, insert, select
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
-from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from server.alerts.service import AlertService
@@ -26,8 +23,6 @@ from server.catalog.service import find_or_create_lot
 from server.core import audit
 from server.core.db import Database, utcnow
 from server.core.errors import (
-    DomainError,
-    ErrorCode,
     InsufficientStock,
     InvalidInput,
     NotFound,
@@ -35,7 +30,8 @@ from server.core.errors import (
 from server.core.events import Event, EventBus
 from server.core.security import Principal
 from server.core.validation import optional_text
-from server.inventory.models import Balance, IdempotencyRecord, Movement, MovementKind
+from server.inventory.idempotency import clean_key, request_hash, run_once
+from server.inventory.models import Balance, Movement, MovementKind
 from server.inventory.rules import (
     KIND_PERMISSION,
     OUTFLOWS,
@@ -81,15 +77,6 @@ class NewLot:
 class LedgerResult:
     movements: list[Movement]
     replayed: bool = False
-
-
-def _request_hash(operation: str, requests: Sequence[MovementRequest]) -> str:
-    body = json.dumps(
-        {"operation": operation, "requests": [asdict(r) for r in requests]},
-        sort_keys=True,
-        default=str,
-    )
-    return hashlib.sha256(body.encode()).hexdigest()
 
 
 def movement_snapshot(movement: Movement) -> dict[str, object]:
@@ -362,59 +349,23 @@ class LedgerService:
         idempotency_key: str | None = None,
     ) -> LedgerResult:
         """Record movements all-or-nothing; a known idempotency key returns the first result."""
-        key = (idempotency_key or "").strip() or None
-        if key is not None and len(key) > 100:
-            raise InvalidInput(
-                "idempotency key is longer than 100 characters", field="idempotencyKey"
-            )
-        request_hash = _request_hash(operation, requests)
-        if key is not None and (replay := await self._replay(principal, key, request_hash)):
-            return replay
-        try:
-            async with self.db.write() as session:
-                claim = None
-                if key is not None:
-                    # Claimed first: a concurrent twin blocks here, then fails and replays.
-                    claim = IdempotencyRecord(
-                        key=key,
-                        actor_id=principal.user_id,
-                        operation=operation,
-                        request_hash=request_hash,
-                        movement_ids=[],
-                    )
-                    session.add(claim)
-                    await session.flush()
-                written = await self.apply(session, principal, requests, request_key=key)
-                if claim is not None:
-                    claim.movement_ids = [m.id for m, _ in written]
-        except IntegrityError:
-            if key is not None and (replay := await self._replay(principal, key, request_hash)):
-                return replay
-            raise
-        return LedgerResult([m for m, _ in written])
+        key = clean_key(idempotency_key)
+        fingerprint = request_hash(operation, [asdict(r) for r in requests])
 
-    async def _replay(
-        self, principal: Principal, key: str, request_hash: str
-    ) -> LedgerResult | None:
-        async with self.db.read() as session:
-            record = await session.get(IdempotencyRecord, key)
-            if record is None:
-                return None
-            if record.actor_id != principal.user_id or record.request_hash != request_hash:
-                raise DomainError(
-                    "this idempotency key was already used for a different request",
-                    field="idempotencyKey",
-                    code=ErrorCode.IDEMPOTENCY_KEY_REUSED,
-                )
-            movements = (
-                (
-                    await session.execute(
-                        select(Movement)
-                        .where(Movement.id.in_(record.movement_ids))
-                        .order_by(Movement.id)
-                    )
-                )
-                .scalars()
-                .all()
-            )
-            return LedgerResult(list(movements), replayed=True)
+        async def work(session: AsyncSession) -> LedgerResult:
+            written = await self.apply(session, principal, requests, request_key=key)
+            return LedgerResult([m for m, _ in written])
+
+        async def replay(_session: AsyncSession, movements: list[Movement]) -> LedgerResult:
+            return LedgerResult(movements, replayed=True)
+
+        return await run_once(
+            self.db,
+            principal,
+            key=key,
+            operation=operation,
+            fingerprint=fingerprint,
+            work=work,
+            movements_of=lambda result: result.movements,
+            replay=replay,
+        )

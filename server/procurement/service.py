@@ -25,8 +25,6 @@ and the second sees what the first received.
 
 from __future__ import annotations
 
-import hashlib
-import json
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass
@@ -54,8 +52,9 @@ from server.core.errors import (
 )
 from server.core.events import Event, EventBus
 from server.core.security import Permission, Principal, Role
-from server.core.validation import optional_text, required_text
-from server.inventory.models import IdempotencyRecord, Movement, MovementKind
+from server.core.validation import get_or_not_found, optional_text, required_text
+from server.inventory.idempotency import clean_key, request_hash, run_once
+from server.inventory.models import Movement, MovementKind
 from server.inventory.rules import KIND_PERMISSION
 from server.inventory.service import LedgerService, MovementRequest
 from server.network.models import Location, Organisation, OrganisationKind
@@ -257,12 +256,6 @@ def _aware(value: datetime | None, field: str) -> datetime | None:
 
 def _day_start(day: date) -> datetime:
     return datetime.combine(day, time(0), tzinfo=UTC)
-
-
-def _request_hash(command: LineReceiptCommand) -> str:
-    body = {k: v for k, v in asdict(command).items() if k != "idempotency_key"}
-    raw = json.dumps({"operation": RECEIVE_OPERATION, **body}, sort_keys=True, default=str)
-    return hashlib.sha256(raw.encode()).hexdigest()
 
 
 # --- snapshots and events ------------------------------------------------------------------
@@ -1240,32 +1233,50 @@ class ProcurementService:
         A replayed idempotency key returns the first receipt and changes nothing.
         """
         principal.require(Permission.SHIPMENT_RECEIVE)
-        key = optional_text(command.idempotency_key, "idempotencyKey", max_length=100)
-        request_hash = _request_hash(command)
-        if key is not None and (replay := await self._replay(principal, key, request_hash)):
-            return replay
-        try:
-            async with self.db.write() as session:
-                claim = None
-                if key is not None:
-                    # Claimed first: a concurrent twin blocks here, then fails and replays.
-                    claim = IdempotencyRecord(
-                        key=key,
-                        actor_id=principal.user_id,
-                        operation=RECEIVE_OPERATION,
-                        request_hash=request_hash,
-                        movement_ids=[],
+        key = clean_key(command.idempotency_key)
+        payload = {k: v for k, v in asdict(command).items() if k != "idempotency_key"}
+
+        async def work(session: AsyncSession) -> ReceiptResult:
+            return await self._receive(session, principal, command, key)
+
+        async def replay(session: AsyncSession, movements: list[Movement]) -> ReceiptResult:
+            """The first receipt, rebuilt: the hash pins the shipment, the key its discrepancies."""
+            shipment = await get_or_not_found(session, Shipment, command.shipment_id, "shipment")
+            discrepancies = [
+                d
+                for d in (
+                    await session.execute(
+                        select(Discrepancy)
+                        .where(Discrepancy.shipment_id == shipment.id)
+                        .order_by(Discrepancy.id)
                     )
-                    session.add(claim)
-                    await session.flush()
-                result = await self._receive(session, principal, command, key)
-                if claim is not None:
-                    claim.movement_ids = [m.id for m in result.movements]
-        except IntegrityError:
-            if key is not None and (replay := await self._replay(principal, key, request_hash)):
-                return replay
-            raise
-        return result
+                ).scalars()
+                if d.details.get("idempotency_key") == key
+            ]
+            lines = await _shipment_lines(session, shipment.id)
+            line_id = command.line_id or (
+                discrepancies[0].details.get("shipment_line_id") if discrepancies else None
+            )
+            line = next((x for x in lines if x.id == line_id), None) or next(
+                (x for x in lines if movements and x.lot_id == movements[0].lot_id), lines[0]
+            )
+            order = (
+                await session.get(PurchaseOrder, shipment.purchase_order_id)
+                if shipment.purchase_order_id
+                else None
+            )
+            return ReceiptResult(shipment, line, movements, discrepancies, order, True)
+
+        return await run_once(
+            self.db,
+            principal,
+            key=key,
+            operation=RECEIVE_OPERATION,
+            fingerprint=request_hash(RECEIVE_OPERATION, payload),
+            work=work,
+            movements_of=lambda result: result.movements,
+            replay=replay,
+        )
 
     async def _receive(
         self,
@@ -1567,68 +1578,6 @@ class ProcurementService:
                 ],
             },
         )
-
-    async def _replay(
-        self, principal: Principal, key: str, request_hash: str
-    ) -> ReceiptResult | None:
-        async with self.db.read() as session:
-            record = await session.get(IdempotencyRecord, key)
-            if record is None:
-                return None
-            if record.actor_id != principal.user_id or record.request_hash != request_hash:
-                raise DomainError(
-                    "this idempotency key was already used for a different request",
-                    field="idempotencyKey",
-                    code=ErrorCode.IDEMPOTENCY_KEY_REUSED,
-                )
-            movements = list(
-                (
-                    await session.execute(
-                        select(Movement)
-                        .where(Movement.id.in_(record.movement_ids))
-                        .order_by(Movement.id)
-                    )
-                ).scalars()
-            )
-            shipment_number = movements[0].reference if movements else None
-            discrepancies = [
-                d
-                for d in (
-                    await session.execute(
-                        select(Discrepancy)
-                        .where(Discrepancy.recorded_by == principal.user_id)
-                        .order_by(Discrepancy.id.desc())
-                        .limit(200)
-                    )
-                ).scalars()
-                if d.details.get("idempotency_key") == key
-            ]
-            line_id = discrepancies[0].details.get("shipment_line_id") if discrepancies else None
-            shipment = None
-            if shipment_number is not None:
-                shipment = (
-                    await session.execute(
-                        select(Shipment).where(Shipment.number == shipment_number)
-                    )
-                ).scalar_one_or_none()
-            elif discrepancies:
-                shipment = await session.get(Shipment, discrepancies[0].shipment_id)
-            if shipment is None:  # pragma: no cover - a claim always names a receipt
-                return None
-            line = None
-            if line_id is not None:
-                line = await session.get(ShipmentLine, int(line_id))
-            else:
-                lines = await _shipment_lines(session, shipment.id)
-                line = next((x for x in lines if x.lot_id == movements[0].lot_id), lines[0])
-            order = (
-                await session.get(PurchaseOrder, shipment.purchase_order_id)
-                if shipment.purchase_order_id
-                else None
-            )
-            return ReceiptResult(
-                shipment, line, movements, sorted(discrepancies, key=lambda d: d.id), order, True
-            )
 
     async def complete_receipt(
         self, principal: Principal, shipment_id: int, note: str | None = None

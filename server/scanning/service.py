@@ -18,8 +18,6 @@ person counting; stock-takes are recorded through the counts API.
 
 from __future__ import annotations
 
-import hashlib
-import json
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
@@ -36,7 +34,8 @@ from server.core import audit
 from server.core.db import Database
 from server.core.errors import DomainError, ErrorCode, InvalidInput, NotFound
 from server.core.security import Permission, Principal
-from server.inventory.models import Balance, IdempotencyRecord, Movement, MovementKind
+from server.inventory.idempotency import clean_key, request_hash, run_once
+from server.inventory.models import Balance, Movement, MovementKind
 from server.inventory.rules import KIND_PERMISSION
 from server.inventory.service import LedgerService, MovementRequest, NewLot
 from server.network.models import Location
@@ -127,10 +126,10 @@ def check_expiry(pack: ScannedPack, lot: Lot) -> None:
         )
 
 
-def _request_hash(command: ScanCommand) -> str:
-    body = json.dumps(
+def _fingerprint(command: ScanCommand) -> str:
+    return request_hash(
+        OPERATION,
         {
-            "operation": OPERATION,
             "barcode": normalize_barcode(command.barcode),
             "location_id": command.location_id,
             "action": command.action.value,
@@ -138,18 +137,7 @@ def _request_hash(command: ScanCommand) -> str:
             "patient_reference": command.patient_reference,
             "reason": command.reason,
         },
-        sort_keys=True,
     )
-    return hashlib.sha256(body.encode()).hexdigest()
-
-
-def _clean_key(key: str) -> str:
-    cleaned = (key or "").strip()
-    if not cleaned:
-        raise InvalidInput("a scan needs an idempotency key", field="idempotencyKey")
-    if len(cleaned) > 100:
-        raise InvalidInput("idempotency key is longer than 100 characters", field="idempotencyKey")
-    return cleaned
 
 
 class ScanningService:
@@ -199,7 +187,7 @@ class ScanningService:
 
     async def record(self, principal: Principal, command: ScanCommand) -> ScanResult:
         """Act on a scan all-or-nothing; a known idempotency key returns the first result."""
-        key = _clean_key(command.idempotency_key)
+        key = clean_key(command.idempotency_key, required=True)
         if command.action is ScanAction.COUNT:
             principal.require(Permission.STOCK_READ, location_id=command.location_id)
         else:
@@ -214,33 +202,33 @@ class ScanningService:
             )
         if command.action is ScanAction.COUNT:
             return await self._count(pack, command)
-        request_hash = _request_hash(command)
-        if replay := await self._replay(principal, key, request_hash, pack, command):
-            return replay
+
+        async def work(session: AsyncSession) -> ScanResult:
+            return await self._apply(session, principal, pack, command, key)
+
+        async def replay(session: AsyncSession, movements: list[Movement]) -> ScanResult:
+            scan = await self._describe(session, pack, None)
+            lot_ids = {m.lot_id for m in movements}
+            if scan.lot is None and len(lot_ids) == 1:
+                scan = ScanPreview(pack, scan.product, await session.get(Lot, lot_ids.pop()))
+            return ScanResult(scan, movements, replayed=True)
+
         try:
-            async with self.db.write() as session:
-                # Claimed first: a concurrent twin blocks here, then fails and replays.
-                claim = IdempotencyRecord(
-                    key=key,
-                    actor_id=principal.user_id,
-                    operation=OPERATION,
-                    request_hash=request_hash,
-                    movement_ids=[],
-                )
-                session.add(claim)
-                await session.flush()
-                result = await self._apply(session, principal, pack, command, key)
-                claim.movement_ids = [m.id for m in result.movements]
+            return await run_once(
+                self.db,
+                principal,
+                key=key,
+                operation=OPERATION,
+                fingerprint=_fingerprint(command),
+                work=work,
+                movements_of=lambda result: result.movements,
+                replay=replay,
+            )
         except SerialAlreadyDecommissioned as refused:
             # The scan rolled back; the warning that someone tried must not.
             async with self.db.write() as session:
                 await self.alerts.raise_alert(session, refused.alert)
             raise
-        except IntegrityError:
-            if replay := await self._replay(principal, key, request_hash, pack, command):
-                return replay
-            raise
-        return result
 
     async def _apply(
         self,
@@ -445,41 +433,6 @@ class ScanningService:
             check_expiry(pack, lot)
             on_hand = await self._on_hand(session, command.location_id, product.id, lot)
         return ScanResult(ScanPreview(pack, product, lot, on_hand))
-
-    async def _replay(
-        self,
-        principal: Principal,
-        key: str,
-        request_hash: str,
-        pack: ScannedPack,
-        command: ScanCommand,
-    ) -> ScanResult | None:
-        async with self.db.read() as session:
-            record = await session.get(IdempotencyRecord, key)
-            if record is None:
-                return None
-            if record.actor_id != principal.user_id or record.request_hash != request_hash:
-                raise DomainError(
-                    "this idempotency key was already used for a different request",
-                    field="idempotencyKey",
-                    code=ErrorCode.IDEMPOTENCY_KEY_REUSED,
-                )
-            movements = list(
-                (
-                    await session.execute(
-                        select(Movement)
-                        .where(Movement.id.in_(record.movement_ids))
-                        .order_by(Movement.id)
-                    )
-                ).scalars()
-            )
-            scan = await self._describe(session, pack, None)
-            lot_ids = {m.lot_id for m in movements}
-            if scan.lot is None and len(lot_ids) == 1:
-                scan = ScanPreview(pack, scan.product, await session.get(Lot, lot_ids.pop()))
-        return ScanResult(scan, movements, replayed=True)
-
-    # --- lookups ------------------------------------------------------------------------------
 
     @staticmethod
     async def _product(session: AsyncSession, pack: ScannedPack) -> Product:
