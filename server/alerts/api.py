@@ -21,9 +21,9 @@ from server.core.graphql import (
     MutationError,
     attempt,
     decode_id,
-    keyset_page,
     load_nodes,
     load_related,
+    paginate,
     to_connection,
 )
 from server.core.security import Permission, Principal
@@ -152,14 +152,13 @@ class Query:
             stmt = stmt.where(A.kind.in_(kinds))
         if active is not None:
             stmt = stmt.where(A.active.is_(active))
-        page = await keyset_page(
-            info.context.db,
+        page = await paginate(
+            info,
             stmt,
             keys=[A.id],
             first=first,
             after=after,
             descending=True,
-            max_page_size=info.context.services.settings.max_page_size,
             key_of=lambda r: [r.id],
         )
         return to_connection(AlertConnection, page, Alert.from_model)

@@ -11,7 +11,7 @@ from strawberry import relay
 from strawberry.scalars import JSON
 
 from server.core import audit
-from server.core.graphql import Info, decode_id, keyset_page, to_connection
+from server.core.graphql import Info, decode_id, paginate, to_connection
 from server.core.security import Permission
 from server.network.api import User
 
@@ -91,14 +91,13 @@ class Query:
             stmt = stmt.where(E.occurred_at >= since)
         if until is not None:
             stmt = stmt.where(E.occurred_at < until)
-        page = await keyset_page(
-            info.context.db,
+        page = await paginate(
+            info,
             stmt,
             keys=[E.seq],
             first=first,
             after=after,
             descending=True,
-            max_page_size=info.context.services.settings.max_page_size,
             key_of=lambda r: [r.seq],
         )
         connection = to_connection(relay.Connection, page, AuditEvent.from_model)

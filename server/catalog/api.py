@@ -20,9 +20,9 @@ from server.core.graphql import (
     MutationError,
     attempt,
     decode_id,
-    keyset_page,
     load_nodes,
     load_related,
+    paginate,
     to_connection,
 )
 from server.core.security import Permission
@@ -157,13 +157,12 @@ class Query:
             )
         if atc_code:
             stmt = stmt.where(models.Product.atc_code.startswith(atc_code.strip().upper()))
-        page = await keyset_page(
-            info.context.db,
+        page = await paginate(
+            info,
             stmt,
             keys=[models.Product.id],
             first=first,
             after=after,
-            max_page_size=info.context.services.settings.max_page_size,
             key_of=lambda r: [r.id],
         )
         return to_connection(ProductConnection, page, Product.from_model)
@@ -186,13 +185,12 @@ class Query:
             stmt = stmt.where(or_(models.Lot.batch_number == batch_number.strip()))
         if expiring_before is not None:
             stmt = stmt.where(models.Lot.expiry_date < expiring_before)
-        page = await keyset_page(
-            info.context.db,
+        page = await paginate(
+            info,
             stmt,
             keys=[models.Lot.expiry_date, models.Lot.id],
             first=first,
             after=after,
-            max_page_size=info.context.services.settings.max_page_size,
             key_of=lambda r: [r.expiry_date, r.id],
         )
         return to_connection(LotConnection, page, Lot.from_model)

@@ -337,3 +337,13 @@ async def load_related(
         return None
     row = await info.context.by_id(model).load(pk)
     return convert(row) if row is not None else None
+
+
+async def paginate(info: Info, stmt: Select[Any], **options: Any) -> Page[Any]:
+    """`keyset_page` with this request's database and the configured page cap."""
+    return await keyset_page(
+        info.context.db,
+        stmt,
+        max_page_size=info.context.services.settings.max_page_size,
+        **options,
+    )

@@ -22,9 +22,9 @@ from server.core.graphql import (
     MutationError,
     attempt,
     decode_id,
-    keyset_page,
     load_nodes,
     load_related,
+    paginate,
     to_connection,
 )
 from server.core.security import Permission
@@ -217,14 +217,13 @@ class Query:
                 stmt = stmt.where(C.location_id.in_(principal.location_ids))
         if status is not None:
             stmt = stmt.where(C.status == status)
-        page = await keyset_page(
-            info.context.db,
+        page = await paginate(
+            info,
             stmt,
             keys=[C.id],
             first=first,
             after=after,
             descending=True,
-            max_page_size=info.context.services.settings.max_page_size,
             key_of=lambda r: [r.id],
         )
         return to_connection(StockCountConnection, page, StockCount.from_model)

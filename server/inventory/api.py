@@ -22,9 +22,9 @@ from server.core.graphql import (
     MutationError,
     attempt,
     decode_id,
-    keyset_page,
     load_nodes,
     load_related,
+    paginate,
     to_connection,
 )
 from server.core.security import Permission, Principal
@@ -213,13 +213,12 @@ class Query:
             stmt = stmt.where(LotModel.expiry_date < expiring_before)
         if not include_empty:
             stmt = stmt.where(Balance.quantity != 0)
-        page = await keyset_page(
-            info.context.db,
+        page = await paginate(
+            info,
             stmt,
             keys=[LotModel.expiry_date, Balance.id],
             first=first,
             after=after,
-            max_page_size=info.context.services.settings.max_page_size,
             key_of=lambda r: [r[1], r[0].id],
         )
         return to_connection(StockLevelConnection, page, lambda r: StockLevel.from_model(r[0]))
@@ -258,14 +257,13 @@ class Query:
             stmt = stmt.where(M.occurred_at >= since)
         if until is not None:
             stmt = stmt.where(M.occurred_at < until)
-        page = await keyset_page(
-            info.context.db,
+        page = await paginate(
+            info,
             stmt,
             keys=[M.id],
             first=first,
             after=after,
             descending=True,
-            max_page_size=info.context.services.settings.max_page_size,
             key_of=lambda r: [r.id],
         )
         return to_connection(MovementConnection, page, Movement.from_model)

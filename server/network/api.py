@@ -14,9 +14,9 @@ from server.core.graphql import (
     MutationError,
     attempt,
     decode_id,
-    keyset_page,
     load_nodes,
     load_related,
+    paginate,
     parse_pks,
     to_connection,
 )
@@ -179,13 +179,12 @@ class Query:
         stmt = select(models.Organisation)
         if kind is not None:
             stmt = stmt.where(models.Organisation.kind == kind)
-        page = await keyset_page(
-            info.context.db,
+        page = await paginate(
+            info,
             stmt,
             keys=[models.Organisation.id],
             first=first,
             after=after,
-            max_page_size=info.context.services.settings.max_page_size,
             key_of=lambda r: [r.id],
         )
         return to_connection(OrganisationConnection, page, Organisation.from_model)
@@ -216,13 +215,12 @@ class Query:
             )
         if mine and principal.location_ids is not None:
             stmt = stmt.where(models.Location.id.in_(principal.location_ids))
-        page = await keyset_page(
-            info.context.db,
+        page = await paginate(
+            info,
             stmt,
             keys=[models.Location.id],
             first=first,
             after=after,
-            max_page_size=info.context.services.settings.max_page_size,
             key_of=lambda r: [r.id],
         )
         return to_connection(LocationConnection, page, Location.from_model)
@@ -230,13 +228,12 @@ class Query:
     @strawberry.field(description="Administrators only.")
     async def users(self, info: Info, first: int, after: str | None = None) -> UserConnection:
         info.context.require_principal().require(Permission.USERS_MANAGE)
-        page = await keyset_page(
-            info.context.db,
+        page = await paginate(
+            info,
             select(models.User),
             keys=[models.User.id],
             first=first,
             after=after,
-            max_page_size=info.context.services.settings.max_page_size,
             key_of=lambda r: [r.id],
         )
         return to_connection(UserConnection, page, User.from_model)

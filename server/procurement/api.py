@@ -30,8 +30,8 @@ from server.core.graphql import (
     MutationError,
     attempt,
     decode_id,
-    keyset_page,
     load_related,
+    paginate,
     parse_pk,
     parse_pks,
     to_connection,
@@ -568,14 +568,13 @@ async def _purchase_orders(
         stmt = stmt.where(P.status == status)
     if deliver_to_id is not None:
         stmt = stmt.where(P.deliver_to_id == deliver_to_id)
-    page = await keyset_page(
-        info.context.db,
+    page = await paginate(
+        info,
         stmt,
         keys=[P.id],
         first=first,
         after=after,
         descending=True,
-        max_page_size=info.context.services.settings.max_page_size,
         key_of=lambda r: [r.id],
     )
     return to_connection(PurchaseOrderConnection, page, PurchaseOrder.from_model)
@@ -849,13 +848,12 @@ class Query:
         stmt = select(Org).where(Org.kind.in_(SUPPLIER_KINDS))
         if supplier_only(principal):
             stmt = stmt.where(Org.id == (principal.organisation_id or 0))
-        page = await keyset_page(
-            info.context.db,
+        page = await paginate(
+            info,
             stmt,
             keys=[Org.name, Org.id],
             first=first,
             after=after,
-            max_page_size=info.context.services.settings.max_page_size,
             key_of=lambda r: [r.name, r.id],
         )
         return to_connection(SupplierConnection, page, Supplier.from_model)
@@ -930,14 +928,13 @@ class Query:
             stmt = stmt.where(S.status == status)
         if destination is not None:
             stmt = stmt.where(S.destination_id == decode_id(destination, Location, "destination"))
-        page = await keyset_page(
-            info.context.db,
+        page = await paginate(
+            info,
             stmt,
             keys=[S.id],
             first=first,
             after=after,
             descending=True,
-            max_page_size=info.context.services.settings.max_page_size,
             key_of=lambda r: [r.id],
         )
         return to_connection(ShipmentConnection, page, Shipment.from_model)

@@ -25,9 +25,9 @@ from server.core.graphql import (
     MutationError,
     attempt,
     decode_id,
-    keyset_page,
     load_nodes,
     load_related,
+    paginate,
     to_connection,
 )
 from server.core.security import Permission
@@ -639,14 +639,13 @@ class Query:
                     select(models.RecallLot.recall_id).where(models.RecallLot.lot_id == lot_id)
                 )
             )
-        page = await keyset_page(
-            info.context.db,
+        page = await paginate(
+            info,
             stmt,
             keys=[R.id],
             first=first,
             after=after,
             descending=True,
-            max_page_size=info.context.services.settings.max_page_size,
             key_of=lambda r: [r.id],
         )
         return to_connection(RecallConnection, page, Recall.from_model)
@@ -710,13 +709,12 @@ class Query:
             else decode_id(organisation, Organisation, "organisation"),
         )
         S = models.BatchStatus
-        page = await keyset_page(
-            info.context.db,
+        page = await paginate(
+            info,
             stmt,
             keys=[S.approval_number, S.batch_number],
             first=first,
             after=after,
-            max_page_size=info.context.services.settings.max_page_size,
             key_of=lambda r: [r.approval_number, r.batch_number],
         )
         return SupervisionReportConnection(

@@ -27,8 +27,8 @@ from server.core.graphql import (
     MutationError,
     attempt,
     decode_id,
-    keyset_page,
     load_related,
+    paginate,
     parse_pks,
     to_connection,
 )
@@ -539,14 +539,13 @@ class Query:
             stmt = stmt.where(or_(T.source_id.in_(locations), T.destination_id.in_(locations)))
         if status is not None:
             stmt = stmt.where(T.status == status)
-        page = await keyset_page(
-            info.context.db,
+        page = await paginate(
+            info,
             stmt,
             keys=[T.id],
             first=first,
             after=after,
             descending=True,
-            max_page_size=info.context.services.settings.max_page_size,
             key_of=lambda r: [r.id],
         )
         return to_connection(TransferConnection, page, Transfer.from_model)
