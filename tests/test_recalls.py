@@ -17,10 +17,10 @@ from server.catalog.models import Lot, LotStatus
 from server.core.audit import AuditEvent, verify
 from server.core.db import utcnow
 from server.core.errors import DomainError
+from server.core.numbering import document_number, next_sequence
 from server.inventory.models import MovementKind
 from server.inventory.service import MovementRequest, NewLot
 from server.supervision.models import Recall, RecallLot
-from server.supervision.service import next_reference
 from tests.conftest import Demo, balance_of, first_product_id, gid, gql, row_counts, token_for
 
 K = MovementKind
@@ -159,6 +159,10 @@ async def world(demo: Demo) -> dict[str, Any]:
 
 
 # --- pure ----------------------------------------------------------------------------------------
+
+
+def next_reference(year: int, existing: list[str]) -> str:
+    return document_number("RC", year, next_sequence("RC", year, existing))
 
 
 def test_reference_numbering() -> None:

@@ -20,6 +20,7 @@ from server.core import audit
 from server.core.audit import AuditEvent
 from server.core.db import utcnow
 from server.core.errors import DomainError, ErrorCode
+from server.core.numbering import document_number, next_sequence
 from server.core.security import Role
 from server.inventory.models import MovementKind
 from server.inventory.service import MovementRequest
@@ -33,11 +34,9 @@ from server.transfers.rules import (
     PlannedPick,
     TransferAction,
     allowed_actions,
-    next_sequence,
     next_status,
     receipt_discrepancies,
     suggest_picks,
-    transfer_number,
 )
 from tests.conftest import (
     DEMO_PASSWORD,
@@ -160,11 +159,11 @@ def test_the_state_machine_is_the_table() -> None:
 
 
 def test_numbers_are_a_per_year_sequence() -> None:
-    assert transfer_number(2026, 7) == "TR-2026-00007"
-    assert next_sequence(2026, []) == 1
-    assert next_sequence(2026, ["TR-2026-00041", "TR-2025-00099"]) == 42
-    assert next_sequence(2027, ["TR-2026-00041"]) == 1
-    assert next_sequence(2026, ["TR-2026-123456"]) == 123457
+    assert document_number("TR", 2026, 7) == "TR-2026-00007"
+    assert next_sequence("TR", 2026, []) == 1
+    assert next_sequence("TR", 2026, ["TR-2026-00041", "TR-2025-00099"]) == 42
+    assert next_sequence("TR", 2027, ["TR-2026-00041"]) == 1
+    assert next_sequence("TR", 2026, ["TR-2026-123456"]) == 123457
 
 
 def test_fefo_suggestion_skips_expired_and_held_lots_and_shares_stock() -> None:

@@ -205,18 +205,6 @@ def shortfall(shipped: int, received: int, damaged: int) -> int:
 # --- numbers and dates ------------------------------------------------------------------------
 
 
-def document_number(prefix: str, year: int, sequence: int) -> str:
-    """PO-2026-00001: per-year sequence, zero-padded so numbers sort as text."""
-    return f"{prefix}-{year}-{sequence:05d}"
-
-
-def next_sequence(last_number: str | None) -> int:
-    """The sequence after the year's highest number (1 for the year's first)."""
-    if not last_number:
-        return 1
-    return int(last_number.rsplit("-", 1)[1]) + 1
-
-
 def expected_date(shipment_expected: datetime | None, order_expected: date | None) -> date | None:
     """A shipment is due when its sender said; else when the order was due."""
     if shipment_expected is not None:

@@ -33,7 +33,6 @@ from decimal import Decimal, InvalidOperation
 from typing import Any
 
 from sqlalchemy import and_, false, func, or_, select
-from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from server.alerts.models import AlertKind
@@ -51,6 +50,7 @@ from server.core.errors import (
     NotFound,
 )
 from server.core.events import Event, EventBus
+from server.core.numbering import allocate
 from server.core.security import Permission, Principal, Role
 from server.core.validation import get_or_not_found, optional_text, required_text
 from server.inventory.idempotency import clean_key, request_hash, run_once
@@ -434,30 +434,6 @@ async def _terms(
     ]
 
 
-async def _next_number(session: AsyncSession, column: Any, prefix: str, year: int) -> str:
-    last = (
-        await session.execute(select(func.max(column)).where(column.like(f"{prefix}-{year}-%")))
-    ).scalar_one_or_none()
-    return rules.document_number(prefix, year, rules.next_sequence(last))
-
-
-async def _insert_numbered(
-    session: AsyncSession, row: Any, prefix: str, column: Any, year: int
-) -> None:
-    """Give `row` the year's next number; a concurrent twin taking it first means try the next."""
-    for _ in range(20):
-        row.number = await _next_number(session, column, prefix, year)
-        try:
-            async with session.begin_nested():
-                session.add(row)
-                await session.flush()
-            return
-        except IntegrityError:
-            if row in session:
-                session.expunge(row)
-    raise DomainError(f"could not allocate a {prefix} number; try again", field="number")
-
-
 class ProcurementService:
     def __init__(
         self, db: Database, bus: EventBus, ledger: LedgerService, alerts: AlertService
@@ -660,7 +636,9 @@ class ProcurementService:
                 created_by=principal.user_id,
                 created_at=now,
             )
-            await _insert_numbered(session, order, "PO", PurchaseOrder.number, now.year)
+            order.number = await allocate(session, PurchaseOrder.number, "PO", now.year)
+            session.add(order)
+            await session.flush()
             added: list[PurchaseOrderLine] = []
             for i, fields in enumerate(lines):
                 added.append(
@@ -1015,7 +993,9 @@ class ProcurementService:
                 created_by=principal.user_id,
                 created_at=now,
             )
-            await _insert_numbered(session, shipment, "SH", Shipment.number, now.year)
+            shipment.number = await allocate(session, Shipment.number, "SH", now.year)
+            session.add(shipment)
+            await session.flush()
             seen: set[tuple[int, int]] = set()
             rows: list[ShipmentLine] = []
             for i, fields in enumerate(lines):

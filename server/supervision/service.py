@@ -18,11 +18,10 @@ dispense, its place, quantity and date stay visible). ADMIN, AUDITOR and REGULAT
 
 from __future__ import annotations
 
-import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from sqlalchemy import or_, select, text
+from sqlalchemy import or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from server.alerts.models import Alert, AlertKind
@@ -33,6 +32,7 @@ from server.core import audit
 from server.core.db import Database, utcnow
 from server.core.errors import DomainError, Duplicate, ErrorCode, Forbidden, InvalidInput, NotFound
 from server.core.events import Event, EventBus
+from server.core.numbering import allocate
 from server.core.security import Permission, Principal
 from server.core.validation import optional_text, required_text
 from server.inventory.models import Balance, Movement
@@ -42,9 +42,7 @@ from server.supervision.trace import LotHeader, Names, Trace, assemble_trace, tr
 
 RECALL_TOPIC = "recall"
 MAX_RECALL_LOTS = 100
-REFERENCE_PATTERN = re.compile(r"^RC-(\d{4})-(\d{5,})$")
 # Serialises reference numbering between concurrent recalls (PostgreSQL; SQLite has one writer).
-_RECALL_LOCK_KEY = 0x52_45_43_41_4C_4C  # "RECALL"
 
 
 def recall_alert_key(recall_id: int, location_id: int, lot_id: int) -> str:
@@ -54,16 +52,6 @@ def recall_alert_key(recall_id: int, location_id: int, lot_id: int) -> str:
 
 def recall_alert_prefix(recall_id: int) -> str:
     return f"recall:{recall_id}:"
-
-
-def next_reference(year: int, existing: Sequence[str]) -> str:
-    """RC-YYYY-NNNNN: one more than the highest number used this year (given ones included)."""
-    numbers = [
-        int(match.group(2))
-        for ref in existing
-        if (match := REFERENCE_PATTERN.match(ref)) and int(match.group(1)) == year
-    ]
-    return f"RC-{year:04d}-{max(numbers, default=0) + 1:05d}"
 
 
 def recall_message(
@@ -125,10 +113,6 @@ class SupervisionService:
         if wanted is None:
             batch_number = clean_batch_number(batch_number or "")
         async with self.db.write() as session:
-            if session.bind.dialect.name == "postgresql":
-                await session.execute(
-                    text("SELECT pg_advisory_xact_lock(:key)"), {"key": _RECALL_LOCK_KEY}
-                )
             lots = await self._lock_lots(session, wanted, product_id, batch_number)
             await _require_scope(session, principal, lots)
             await _refuse_recalled(session, lots)
@@ -452,13 +436,7 @@ async def _reference(session: AsyncSession, given: str | None) -> str:
         if taken is not None:
             raise Duplicate(f"recall reference {given!r} is already taken", field="reference")
         return given
-    year = utcnow().year
-    existing = (
-        await session.execute(
-            select(Recall.reference).where(Recall.reference.startswith(f"RC-{year:04d}-"))
-        )
-    ).scalars()
-    return next_reference(year, list(existing))
+    return await allocate(session, Recall.reference, "RC", utcnow().year)
 
 
 async def _trace(session: AsyncSession, principal: Principal, lot_id: int) -> LotTrace:

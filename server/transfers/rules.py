@@ -5,7 +5,7 @@ the discrepancies a receipt leaves. The service feeds them rows; tests feed them
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import date
 from enum import StrEnum
@@ -85,18 +85,6 @@ def next_status(status: TransferStatus, action: TransferAction, number: str = ""
         field="transfer",
         code=ErrorCode.INVALID_TRANSITION,
     )
-
-
-def transfer_number(year: int, sequence: int) -> str:
-    """TR-YYYY-NNNNN: a per-year sequence people can read over the phone."""
-    return f"TR-{year:04d}-{sequence:05d}"
-
-
-def next_sequence(year: int, existing: Iterable[str]) -> int:
-    """One past the highest number issued this year (numbers of other years are ignored)."""
-    prefix = f"TR-{year:04d}-"
-    used = [int(n[len(prefix) :]) for n in existing if n.startswith(prefix)]
-    return max(used, default=0) + 1
 
 
 # --- picking -------------------------------------------------------------------------------

@@ -28,6 +28,7 @@ from server.core.audit import AuditEvent
 from server.core.db import Database, utcnow
 from server.core.errors import DomainError, Forbidden, InsufficientStock, InvalidInput, NotFound
 from server.core.events import Event, EventBus
+from server.core.numbering import allocate
 from server.core.security import Permission, Principal
 from server.core.validation import optional_text, required_text
 from server.inventory.models import Balance, Movement, MovementKind
@@ -43,17 +44,14 @@ from server.transfers.rules import (
     PlannedPick,
     TransferAction,
     check_picks,
-    next_sequence,
     next_status,
     receipt_discrepancies,
     suggest_picks,
-    transfer_number,
 )
 
 TRANSFER_TOPIC = "transfer"
 MAX_QUANTITY = 1_000_000_000  # far above any order, well inside the INTEGER columns
 MAX_LINES = 200
-NUMBER_LOCK = 0x7472616E  # "tran": serialises numbering on PostgreSQL (SQLite has one writer)
 
 
 # --- inputs and results ------------------------------------------------------------------------
@@ -349,7 +347,7 @@ class TransferService:
                     )
             now = utcnow()
             transfer = Transfer(
-                number=await self._next_number(session, now.year),
+                number=await allocate(session, Transfer.number, "TR", now.year),
                 source_id=source_id,
                 destination_id=destination_id,
                 status=TransferStatus.REQUESTED,
@@ -385,20 +383,6 @@ class TransferService:
                 },
             )
         return transfer
-
-    async def _next_number(self, session: AsyncSession, year: int) -> str:
-        if session.bind.dialect.name == "postgresql":
-            await session.execute(select(func.pg_advisory_xact_lock(NUMBER_LOCK)))
-        prefix = f"TR-{year:04d}-"
-        existing = (
-            await session.execute(
-                select(Transfer.number)
-                .where(Transfer.number.like(f"{prefix}%"))
-                .order_by(func.length(Transfer.number).desc(), Transfer.number.desc())
-                .limit(1)
-            )
-        ).scalars()
-        return transfer_number(year, next_sequence(year, existing))
 
     async def approve(
         self,
