@@ -99,6 +99,17 @@ class EventBus:
             )
         pending.extend(events)
 
+    def take_pending(self, session: AsyncSession) -> list[Event]:
+        """Events emitted in this session and not yet published (in-memory bus only; on
+        PostgreSQL they are NOTIFYs inside the transaction). A caller that rolls back to a
+        savepoint takes out what the undone work emitted, or keeps it to publish itself."""
+        pending = session.info.get(_PENDING)
+        if not pending:
+            return []
+        taken = list(pending)
+        pending.clear()
+        return taken
+
     def publish(self, events: list[Event]) -> None:
         """Hand events to this process's subscribers (never blocks)."""
         for event in events:

@@ -36,7 +36,7 @@ events) in one transaction. Rules:
   Digital Link AI 17), else the event is rejected. Quantities must count packs (no `uom`, or
   EA/H87/C62); SGTIN lists count their distinct serials.
 - The stock and alert events of recorded events are published after the commit (see
-  `_take_queued_events`); nothing is announced for a rejected event.
+  `EventBus.take_pending`); nothing is announced for a rejected event.
 - An Apotheca-exported event whose `apotheca:reporter` is another known organisation is
   rejected: import it as that organisation.
 - The ledger checks run with the caller's identity (the audit log names them), lent the ledger
@@ -113,25 +113,6 @@ class _Lookups:
     locations: list[Location]
     products: dict[ItemRef, Product | None] = field(default_factory=dict)
     organisations: dict[PartyRef, Organisation | None] = field(default_factory=dict)
-
-
-def _take_queued_events(session: AsyncSession) -> list[Event]:
-    """Take the events queued in this session for after commit (SQLite's in-process bus keeps
-    them in `session.info`; PostgreSQL queues NOTIFYs in the transaction instead, so this finds
-    none there).
-
-    An import takes each event's own out when its savepoint ends, and publishes the recorded
-    ones itself after the commit: the bus's after-commit hook also fires when a savepoint is
-    released (and then only once per session), and its forget-on-rollback hook when one is
-    rolled back, so left to it the first event's stock changes would go out before the commit,
-    a rejected event's might go out, and later ones never would.
-    """
-    taken: list[Event] = []
-    for value in session.sync_session.info.values():
-        if isinstance(value, list) and value and all(isinstance(x, Event) for x in value):
-            taken.extend(value)
-            value.clear()
-    return taken
 
 
 class EpcisService:
@@ -435,19 +416,19 @@ class EpcisService:
                     )
                 )
                 await session.flush()
-                queued = _take_queued_events(session)
+                queued = self.bus.take_pending(session)
         except Unmappable:
-            _take_queued_events(session)
+            self.bus.take_pending(session)
             raise
         except InsufficientStock as error:
-            _take_queued_events(session)
+            self.bus.take_pending(session)
             where = location.code if location is not None else constituent.name
             raise Unmappable(f"insufficient stock at {where}: {error.message}") from None
         except DomainError as error:
-            _take_queued_events(session)
+            self.bus.take_pending(session)
             raise Unmappable(error.message) from None
         except IntegrityError:
-            _take_queued_events(session)
+            self.bus.take_pending(session)
             if await self._imported_ids(session, [event.event_id]):
                 raise _ImportedMeanwhile from None
             raise
