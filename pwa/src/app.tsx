@@ -9,16 +9,14 @@ import { closeLive, liveStatus, reconnects } from "./lib/live";
 import { flush, loadOutbox, outbox, outboxBlocked } from "./lib/outbox";
 import { updateReady, applyUpdate } from "./lib/sw-register";
 import { AlertsScreen } from "./screens/alerts";
-import {
-  AuditScreen,
-  CountsScreen,
-  DashboardScreen,
-  ShipmentsScreen,
-  SupervisionScreen,
-  SuppliersScreen,
-  TransfersScreen,
-  UsersScreen,
-} from "./screens/lists";
+import { AuditScreen } from "./screens/audit";
+import { CountsScreen } from "./screens/counts";
+import { DashboardScreen } from "./screens/dashboard";
+import { ShipmentsScreen } from "./screens/shipments";
+import { SupervisionScreen } from "./screens/supervision";
+import { SuppliersScreen } from "./screens/suppliers";
+import { TransfersScreen } from "./screens/transfers";
+import { UsersScreen } from "./screens/users";
 import { ScanScreen } from "./screens/scan";
 import { SignIn } from "./screens/signin";
 import { StockScreen } from "./screens/stock";
