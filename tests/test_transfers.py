@@ -876,6 +876,58 @@ async def test_a_receipt_records_over_damaged_and_lost_packs(demo: Demo, as_user
     assert await chain_ok(demo)
 
 
+KEYED_DISPATCH = f"""
+mutation($transfer: ID!, $key: String) {{
+  dispatchTransfer(transfer: $transfer, idempotencyKey: $key) {{
+    transfer {{ status }} movements {{ id quantity }} replayed {ERRORS}
+  }}
+}}"""
+KEYED_RECEIVE = f"""
+mutation($transfer: ID!, $lines: [TransferReceiptInput!], $key: String) {{
+  receiveTransfer(transfer: $transfer, lines: $lines, idempotencyKey: $key) {{
+    transfer {{ status }} movements {{ id quantity }} discrepancies {{ kind quantity }}
+    replayed {ERRORS}
+  }}
+}}"""
+
+
+async def test_an_outbox_replay_of_dispatch_and_receipt_lands_once(
+    demo: Demo, as_user: Any
+) -> None:
+    """The PWA resends a step after a lost answer: the first outcome, not INVALID_TRANSITION."""
+    tid, lot = await approved_transfer(demo, as_user, quantity=5)
+    nurse, pharmacist = await as_user("nurse"), await as_user("pharmacist")
+    await pharmacist.ok(PICK, transfer=tid)
+    first = await pharmacist.ok(KEYED_DISPATCH, transfer=tid, key="outbox-dispatch-1")
+    state = await world(demo)
+    again = await pharmacist.ok(KEYED_DISPATCH, transfer=tid, key="outbox-dispatch-1")
+    assert (first["replayed"], again["replayed"]) == (False, True)
+    assert again["movements"] == first["movements"] and again["transfer"]["status"] == "DISPATCHED"
+    assert await world(demo) == state
+    # Without the key, a second dispatch is still refused by the state machine.
+    assert codes(await pharmacist.call(KEYED_DISPATCH, transfer=tid)) == ["INVALID_TRANSITION"]
+
+    picks = (await pharmacist.view(tid))["picks"]
+    lines = [{"pick": picks[0]["id"], "receivedQuantity": 4}]
+    received = await nurse.ok(KEYED_RECEIVE, transfer=tid, lines=lines, key="outbox-receive-1")
+    state = await world(demo)
+    replay = await nurse.ok(KEYED_RECEIVE, transfer=tid, lines=lines, key="outbox-receive-1")
+    assert replay["replayed"] and replay["movements"] == received["movements"]
+    assert (
+        replay["discrepancies"] == received["discrepancies"] == [{"kind": "SHORT", "quantity": 1}]
+    )
+    assert await world(demo) == state
+    assert await balance_of(demo.services, demo.locations["WARD-A"], lot) == 4
+    # The same key for another request is refused, not replayed.
+    other = await nurse.call(
+        KEYED_RECEIVE,
+        transfer=tid,
+        lines=[{**lines[0], "receivedQuantity": 5}],
+        key="outbox-receive-1",
+    )
+    assert codes(other) == ["IDEMPOTENCY_KEY_REUSED"]
+
+
 async def test_bad_requests_are_refused_by_field(demo: Demo, as_user: Any) -> None:
     product = await first_product_id(demo.services)
     nurse = await as_user("nurse")

@@ -612,6 +612,10 @@ class TransferMovementsPayload:
     discrepancies: list[TransferDiscrepancy] = strawberry.field(
         default_factory=list, description="Differences recorded (on receipt)."
     )
+    replayed: bool = strawberry.field(
+        default=False,
+        description="True when the idempotency key had already been used: nothing was done again.",
+    )
     errors: list[MutationError] = strawberry.field(default_factory=list)
 
 
@@ -628,6 +632,7 @@ def _movements_payload(
         transfer=Transfer.from_model(result.transfer),
         movements=[Movement.from_model(m) for m in result.movements],
         discrepancies=[TransferDiscrepancy.from_model(d) for d in result.discrepancies],
+        replayed=result.replayed,
     )
 
 
@@ -737,11 +742,13 @@ class Mutation:
         description="Stock leaves the source: TRANSFER_OUT per pick, all or nothing."
     )
     async def dispatch_transfer(
-        self, info: Info, transfer: relay.GlobalID
+        self, info: Info, transfer: relay.GlobalID, idempotency_key: str | None = None
     ) -> TransferMovementsPayload:
         result, errors = await attempt(
             info,
-            lambda p: info.context.services.transfers.dispatch(p, _transfer_id(transfer)),
+            lambda p: info.context.services.transfers.dispatch(
+                p, _transfer_id(transfer), idempotency_key
+            ),
         )
         return _movements_payload(result, errors)
 
@@ -754,6 +761,7 @@ class Mutation:
         info: Info,
         transfer: relay.GlobalID,
         lines: list[TransferReceiptInput] | None = None,
+        idempotency_key: str | None = None,
     ) -> TransferMovementsPayload:
         result, errors = await attempt(
             info,
@@ -771,6 +779,7 @@ class Mutation:
                     )
                     for i, x in enumerate(lines)
                 ],
+                idempotency_key,
             ),
         )
         return _movements_payload(result, errors)

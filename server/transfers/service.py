@@ -14,8 +14,8 @@ from __future__ import annotations
 
 import uuid
 from collections import defaultdict
-from collections.abc import Sequence
-from dataclasses import dataclass, field
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import asdict, dataclass, field
 from datetime import date, datetime
 from typing import Any
 
@@ -30,7 +30,8 @@ from server.core.errors import DomainError, Forbidden, InsufficientStock, Invali
 from server.core.events import Event, EventBus
 from server.core.numbering import allocate
 from server.core.security import Permission, Principal
-from server.core.validation import optional_text, required_text
+from server.core.validation import get_or_not_found, optional_text, required_text
+from server.inventory.idempotency import clean_key, request_hash, run_once
 from server.inventory.models import Balance, Movement, MovementKind
 from server.inventory.rules import KIND_PERMISSION
 from server.inventory.service import LedgerService, MovementRequest
@@ -126,6 +127,7 @@ class TransferResult:
     transfer: Transfer
     movements: list[Movement] = field(default_factory=list)
     discrepancies: list[Discrepancy] = field(default_factory=list)
+    replayed: bool = False
 
 
 # --- acting through a transfer ---------------------------------------------------------------
@@ -543,57 +545,110 @@ class TransferService:
             )
         return transfer
 
-    async def dispatch(self, principal: Principal, transfer_id: int) -> TransferResult:
-        """Stock leaves the source: one TRANSFER_OUT per pick, all or nothing."""
-        async with self.db.write() as session:
-            transfer = await _lock(session, transfer_id)
-            principal.require(Permission.TRANSFER_FULFIL, location_id=transfer.source_id)
-            status = next_status(transfer.status, TransferAction.DISPATCH, transfer.number)
-            source, destination = await _locations(session, transfer)
-            picks = await _picks(session, [x.id for x in await _lines(session, transfer.id)])
-            if not picks:  # pragma: no cover - PICKED always has picks
-                raise InvalidInput("nothing is picked", field="transfer")
-            requests = [
-                MovementRequest(
-                    kind=MovementKind.TRANSFER_OUT,
-                    location_id=transfer.source_id,
-                    quantity=pick.quantity,
-                    lot_id=pick.lot_id,
-                    reference=transfer.number,
-                    counterparty_id=_counterparty(source, destination),
+    async def dispatch(
+        self, principal: Principal, transfer_id: int, idempotency_key: str | None = None
+    ) -> TransferResult:
+        """Stock leaves the source: one TRANSFER_OUT per pick, all or nothing.
+
+        With a key, a replay (an offline outbox resending after a lost answer) returns the
+        first dispatch instead of INVALID_TRANSITION.
+        """
+        return await self._once(
+            principal,
+            "transfer.dispatch",
+            idempotency_key,
+            {"transfer_id": transfer_id},
+            lambda session: self._dispatch(session, principal, transfer_id),
+        )
+
+    async def _once(
+        self,
+        principal: Principal,
+        operation: str,
+        key: str | None,
+        payload: dict[str, Any],
+        work: Callable[[AsyncSession], Awaitable[TransferResult]],
+    ) -> TransferResult:
+        """`work` at most once per idempotency key; a replay rebuilds the first result."""
+        transfer_id = payload["transfer_id"]
+
+        async def replay(session: AsyncSession, movements: list[Movement]) -> TransferResult:
+            transfer = await get_or_not_found(session, Transfer, transfer_id, "transfer")
+            discrepancies: list[Discrepancy] = []
+            if operation == "transfer.receive":
+                discrepancies = list(
+                    (
+                        await session.execute(
+                            select(Discrepancy)
+                            .where(Discrepancy.transfer_id == transfer_id)
+                            .order_by(Discrepancy.id)
+                        )
+                    ).scalars()
                 )
-                for pick in picks
-            ]
-            try:
-                written = await self.ledger.apply(
-                    session, principal.granted(KIND_PERMISSION[MovementKind.TRANSFER_OUT]), requests
-                )
-            except DomainError as error:
-                # The ledger names its own inputs; here the transfer is what the user sent.
-                raise type(error)(
-                    f"transfer {transfer.number} cannot be dispatched: {error.message}",
-                    field="transfer",
-                    code=error.code,
-                ) from None
-            before = _snapshot(transfer)
-            transfer.status = status
-            transfer.dispatched_by = principal.user_id
-            transfer.dispatched_at = utcnow()
-            await session.flush()
-            await self.bus.emit(session, [_event(transfer, TransferAction.DISPATCH)])
-            await audit.record(
-                session,
-                principal,
-                action="transfer.dispatch",
-                entity_type="Transfer",
-                entity_id=transfer.id,
-                before=before,
-                after={
-                    **_snapshot(transfer),
-                    "picks": _picks_snapshot(picks),
-                    "movement_ids": [m.id for m, _ in written],
-                },
+            return TransferResult(transfer, movements, discrepancies, replayed=True)
+
+        return await run_once(
+            self.db,
+            principal,
+            key=clean_key(key),
+            operation=operation,
+            fingerprint=request_hash(operation, payload),
+            work=work,
+            movements_of=lambda result: result.movements,
+            replay=replay,
+        )
+
+    async def _dispatch(
+        self, session: AsyncSession, principal: Principal, transfer_id: int
+    ) -> TransferResult:
+        transfer = await _lock(session, transfer_id)
+        principal.require(Permission.TRANSFER_FULFIL, location_id=transfer.source_id)
+        status = next_status(transfer.status, TransferAction.DISPATCH, transfer.number)
+        source, destination = await _locations(session, transfer)
+        picks = await _picks(session, [x.id for x in await _lines(session, transfer.id)])
+        if not picks:  # pragma: no cover - PICKED always has picks
+            raise InvalidInput("nothing is picked", field="transfer")
+        requests = [
+            MovementRequest(
+                kind=MovementKind.TRANSFER_OUT,
+                location_id=transfer.source_id,
+                quantity=pick.quantity,
+                lot_id=pick.lot_id,
+                reference=transfer.number,
+                counterparty_id=_counterparty(source, destination),
             )
+            for pick in picks
+        ]
+        try:
+            written = await self.ledger.apply(
+                session, principal.granted(KIND_PERMISSION[MovementKind.TRANSFER_OUT]), requests
+            )
+        except DomainError as error:
+            # The ledger names its own inputs; here the transfer is what the user sent.
+            raise type(error)(
+                f"transfer {transfer.number} cannot be dispatched: {error.message}",
+                field="transfer",
+                code=error.code,
+            ) from None
+        before = _snapshot(transfer)
+        transfer.status = status
+        transfer.dispatched_by = principal.user_id
+        transfer.dispatched_at = utcnow()
+        await session.flush()
+        await self.bus.emit(session, [_event(transfer, TransferAction.DISPATCH)])
+        await audit.record(
+            session,
+            principal,
+            action="transfer.dispatch",
+            entity_type="Transfer",
+            entity_id=transfer.id,
+            before=before,
+            after={
+                **_snapshot(transfer),
+                "picks": _picks_snapshot(picks),
+                "movement_ids": [m.id for m, _ in written],
+            },
+        )
         return TransferResult(transfer, [m for m, _ in written])
 
     async def receive(
@@ -601,126 +656,143 @@ class TransferService:
         principal: Principal,
         transfer_id: int,
         lines: Sequence[ReceiptLine] | None = None,
+        idempotency_key: str | None = None,
     ) -> TransferResult:
         """What arrived goes into stock (TRANSFER_IN); every difference becomes a discrepancy.
 
         Picks not mentioned arrived in full. Damaged packs are not taken into stock: they stay
         a DAMAGED discrepancy next to any SHORT or OVER, linked to the transfer, never hidden.
         """
-        async with self.db.write() as session:
-            transfer = await _lock(session, transfer_id)
-            principal.require(Permission.TRANSFER_RECEIVE, location_id=transfer.destination_id)
-            status = next_status(transfer.status, TransferAction.RECEIVE, transfer.number)
-            source, destination = await _locations(session, transfer)
-            picks = await _picks(session, [x.id for x in await _lines(session, transfer.id)])
-            by_id = {p.id: p for p in picks}
-            given: dict[int, ReceiptLine] = {}
-            notes: dict[int, str | None] = {}
-            for index, item in enumerate(lines or []):
-                if item.pick_id not in by_id:
-                    raise NotFound(
-                        f"pick {item.pick_id} is not part of transfer {transfer.number}",
-                        field=f"lines.{index}.pick",
-                    )
-                if item.pick_id in given:
-                    raise InvalidInput("that pick is listed twice", field=f"lines.{index}.pick")
-                _check_quantity(
-                    item.received_quantity, f"lines.{index}.receivedQuantity", allow_zero=True
+        payload = {
+            "transfer_id": transfer_id,
+            "lines": None if lines is None else [asdict(line) for line in lines],
+        }
+        return await self._once(
+            principal,
+            "transfer.receive",
+            idempotency_key,
+            payload,
+            lambda session: self._receive(session, principal, transfer_id, lines),
+        )
+
+    async def _receive(
+        self,
+        session: AsyncSession,
+        principal: Principal,
+        transfer_id: int,
+        lines: Sequence[ReceiptLine] | None,
+    ) -> TransferResult:
+        transfer = await _lock(session, transfer_id)
+        principal.require(Permission.TRANSFER_RECEIVE, location_id=transfer.destination_id)
+        status = next_status(transfer.status, TransferAction.RECEIVE, transfer.number)
+        source, destination = await _locations(session, transfer)
+        picks = await _picks(session, [x.id for x in await _lines(session, transfer.id)])
+        by_id = {p.id: p for p in picks}
+        given: dict[int, ReceiptLine] = {}
+        notes: dict[int, str | None] = {}
+        for index, item in enumerate(lines or []):
+            if item.pick_id not in by_id:
+                raise NotFound(
+                    f"pick {item.pick_id} is not part of transfer {transfer.number}",
+                    field=f"lines.{index}.pick",
                 )
-                _check_quantity(
-                    item.damaged_quantity, f"lines.{index}.damagedQuantity", allow_zero=True
-                )
-                notes[item.pick_id] = optional_text(
-                    item.note, f"lines.{index}.note", max_length=500
-                )
-                given[item.pick_id] = item
-            now = utcnow()
-            requests: list[MovementRequest] = []
-            discrepancies: list[Discrepancy] = []
-            for pick in picks:
-                item = given.get(pick.id)
-                received = item.received_quantity if item else pick.quantity
-                damaged = item.damaged_quantity if item else 0
-                pick.received_quantity = received
-                if received:
-                    requests.append(
-                        MovementRequest(
-                            kind=MovementKind.TRANSFER_IN,
-                            location_id=transfer.destination_id,
-                            quantity=received,
-                            lot_id=pick.lot_id,
-                            reference=transfer.number,
-                            counterparty_id=_counterparty(destination, source),
-                            occurred_at=now,
-                        )
-                    )
-                for kind, quantity in receipt_discrepancies(pick.quantity, received, damaged):
-                    discrepancies.append(
-                        Discrepancy(
-                            transfer_id=transfer.id,
-                            lot_id=pick.lot_id,
-                            kind=kind,
-                            quantity=quantity,
-                            note=notes.get(pick.id),
-                            details={
-                                "transfer": transfer.number,
-                                "pick_id": pick.id,
-                                "dispatched": pick.quantity,
-                                "received": received,
-                                "damaged": damaged,
-                            },
-                            recorded_by=principal.user_id,
-                            recorded_at=now,
-                        )
-                    )
-            written = (
-                await self.ledger.apply(
-                    session, principal.granted(KIND_PERMISSION[MovementKind.TRANSFER_IN]), requests
-                )
-                if requests
-                else []
+            if item.pick_id in given:
+                raise InvalidInput("that pick is listed twice", field=f"lines.{index}.pick")
+            _check_quantity(
+                item.received_quantity, f"lines.{index}.receivedQuantity", allow_zero=True
             )
-            session.add_all(discrepancies)
-            before = _snapshot(transfer)
-            transfer.status = status
-            transfer.received_by = principal.user_id
-            transfer.received_at = now
-            await session.flush()
-            await self.bus.emit(session, [_event(transfer, TransferAction.RECEIVE)])
-            await audit.record_many(
-                session,
-                principal,
-                [
-                    audit.AuditEntry(
-                        action="transfer.receive",
-                        entity_type="Transfer",
-                        entity_id=transfer.id,
-                        before=before,
-                        after={
-                            **_snapshot(transfer),
-                            "picks": _picks_snapshot(picks),
-                            "movement_ids": [m.id for m, _ in written],
-                            "discrepancy_ids": [d.id for d in discrepancies],
+            _check_quantity(
+                item.damaged_quantity, f"lines.{index}.damagedQuantity", allow_zero=True
+            )
+            notes[item.pick_id] = optional_text(item.note, f"lines.{index}.note", max_length=500)
+            given[item.pick_id] = item
+        now = utcnow()
+        requests: list[MovementRequest] = []
+        discrepancies: list[Discrepancy] = []
+        for pick in picks:
+            item = given.get(pick.id)
+            received = item.received_quantity if item else pick.quantity
+            damaged = item.damaged_quantity if item else 0
+            pick.received_quantity = received
+            if received:
+                requests.append(
+                    MovementRequest(
+                        kind=MovementKind.TRANSFER_IN,
+                        location_id=transfer.destination_id,
+                        quantity=received,
+                        lot_id=pick.lot_id,
+                        reference=transfer.number,
+                        counterparty_id=_counterparty(destination, source),
+                        occurred_at=now,
+                    )
+                )
+            for kind, quantity in receipt_discrepancies(pick.quantity, received, damaged):
+                discrepancies.append(
+                    Discrepancy(
+                        transfer_id=transfer.id,
+                        lot_id=pick.lot_id,
+                        kind=kind,
+                        quantity=quantity,
+                        note=notes.get(pick.id),
+                        details={
+                            "transfer": transfer.number,
+                            "pick_id": pick.id,
+                            "dispatched": pick.quantity,
+                            "received": received,
+                            "damaged": damaged,
                         },
-                    ),
-                    *(
-                        audit.AuditEntry(
-                            action="transfer.discrepancy",
-                            entity_type="Discrepancy",
-                            entity_id=d.id,
-                            after={
-                                "transfer_id": transfer.id,
-                                "lot_id": d.lot_id,
-                                "kind": d.kind.value,
-                                "quantity": d.quantity,
-                                **d.details,
-                            },
-                            reason=d.note,
-                        )
-                        for d in discrepancies
-                    ),
-                ],
+                        recorded_by=principal.user_id,
+                        recorded_at=now,
+                    )
+                )
+        written = (
+            await self.ledger.apply(
+                session, principal.granted(KIND_PERMISSION[MovementKind.TRANSFER_IN]), requests
             )
+            if requests
+            else []
+        )
+        session.add_all(discrepancies)
+        before = _snapshot(transfer)
+        transfer.status = status
+        transfer.received_by = principal.user_id
+        transfer.received_at = now
+        await session.flush()
+        await self.bus.emit(session, [_event(transfer, TransferAction.RECEIVE)])
+        await audit.record_many(
+            session,
+            principal,
+            [
+                audit.AuditEntry(
+                    action="transfer.receive",
+                    entity_type="Transfer",
+                    entity_id=transfer.id,
+                    before=before,
+                    after={
+                        **_snapshot(transfer),
+                        "picks": _picks_snapshot(picks),
+                        "movement_ids": [m.id for m, _ in written],
+                        "discrepancy_ids": [d.id for d in discrepancies],
+                    },
+                ),
+                *(
+                    audit.AuditEntry(
+                        action="transfer.discrepancy",
+                        entity_type="Discrepancy",
+                        entity_id=d.id,
+                        after={
+                            "transfer_id": transfer.id,
+                            "lot_id": d.lot_id,
+                            "kind": d.kind.value,
+                            "quantity": d.quantity,
+                            **d.details,
+                        },
+                        reason=d.note,
+                    )
+                    for d in discrepancies
+                ),
+            ],
+        )
         return TransferResult(transfer, [m for m, _ in written], discrepancies)
 
     async def cancel(self, principal: Principal, transfer_id: int, reason: str) -> Transfer:
