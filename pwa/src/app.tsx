@@ -164,7 +164,7 @@ export function App() {
       )}
       {refused > 0 && route.value !== "scan" && (
         <div class="banner danger" role="alert">
-          {refused} scan(s) were refused by the server. <a href="#/scan">Review</a>
+          {refused} queued action(s) were refused by the server. <a href="#/scan">Review</a>
         </div>
       )}
       {outboxBlocked.value === "signed-out" && (

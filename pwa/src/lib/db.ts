@@ -1,12 +1,14 @@
 // The app's IndexedDB: the outbox of stock mutations, and a small cache of what the screens
 // last showed (so they open offline). Sign-out deletes both.
 import { openDB, type DBSchema, type IDBPDatabase } from "idb";
-import type { RecordScanInput } from "../gql/graphql";
 import { me, signingOut } from "./auth";
 
 export type OutboxStatus = "pending" | "done" | "refused";
 
+/** What the user sees of a queued action while it waits (the server's answer replaces it). */
 export interface OutboxLabel {
+  /** Non-scan actions: what was done, e.g. "Dispatch TR-2026-00012". */
+  title?: string;
   product?: string;
   gtin?: string | null;
   batch?: string | null;
@@ -15,14 +17,25 @@ export interface OutboxLabel {
   location?: string;
 }
 
+/** The stock-moving mutations that go through the outbox (see lib/outbox.ts). */
+export type OutboxOperation =
+  | "recordScan"
+  | "dispatchTransfer"
+  | "receiveTransfer"
+  | "receiveShipmentLine"
+  | "recordCountLine"
+  | "finalizeCount";
+
 export interface OutboxEntry {
   seq?: number;
-  /** The idempotency key, created once when the scan is queued and sent with every attempt. */
+  /** The idempotency key, created once when the action is queued and sent with every attempt. */
   key: string;
   username: string;
   createdAt: number;
   status: OutboxStatus;
-  input: RecordScanInput;
+  operation: OutboxOperation;
+  /** The mutation's variables, key included, exactly as they are sent on every attempt. */
+  variables: Record<string, unknown>;
   label: OutboxLabel;
   attempts: number;
   lastAttemptAt?: number;
@@ -49,11 +62,21 @@ const NAME = "apotheca";
 let opening: Promise<IDBPDatabase<ApothecaDB>> | null = null;
 
 export function db(): Promise<IDBPDatabase<ApothecaDB>> {
-  opening ??= openDB<ApothecaDB>(NAME, 1, {
-    upgrade(database) {
-      const outbox = database.createObjectStore("outbox", { keyPath: "seq", autoIncrement: true });
-      outbox.createIndex("byStatus", "status");
-      database.createObjectStore("cache", { keyPath: "key" });
+  opening ??= openDB<ApothecaDB>(NAME, 2, {
+    async upgrade(database, oldVersion, _newVersion, transaction) {
+      if (oldVersion < 1) {
+        const outbox = database.createObjectStore("outbox", { keyPath: "seq", autoIncrement: true });
+        outbox.createIndex("byStatus", "status");
+        database.createObjectStore("cache", { keyPath: "key" });
+      }
+      if (oldVersion === 1) {
+        // Version 1 queued only scans, as `input`: keep them, in the general shape.
+        const store = transaction.objectStore("outbox");
+        for (let cursor = await store.openCursor(); cursor; cursor = await cursor.continue()) {
+          const { input, ...rest } = cursor.value as OutboxEntry & { input?: unknown };
+          if (input) await cursor.update({ ...rest, operation: "recordScan", variables: { input } });
+        }
+      }
     },
     blocking() {
       // Another tab wants a newer version (or to delete): let it.

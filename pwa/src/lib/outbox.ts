@@ -1,14 +1,68 @@
-// The outbox: every stock mutation the app makes (recordScan) is first written to IndexedDB
-// with its idempotency key, then sent. Entries are replayed strictly in the order they were
-// queued — on `online`, at start, when the app becomes visible, after the live socket
-// reconnects, and every 20 s while something is pending. The server's idempotency makes each
-// land exactly once, however often a lost response makes us resend. A scan the server refuses
-// is kept as `refused` and shown until the user dismisses it; nothing is dropped silently.
+// The outbox: every stock mutation the app makes (scans, transfer dispatch and receipt,
+// shipment receipts, count lines and finalisation) is first written to IndexedDB with its
+// idempotency key, then sent. Entries are replayed strictly in the order they were queued — on
+// `online`, at start, when the app becomes visible, after the live socket reconnects, and every
+// 20 s while something is pending. The server's idempotency makes each land exactly once,
+// however often a lost response makes us resend. An action the server refuses is kept as
+// `refused` and shown until the user dismisses it; nothing is dropped silently.
 import { signal } from "@preact/signals";
-import { RecordScanDocument, type RecordScanInput, type RecordScanMutation } from "../gql/graphql";
+import {
+  DispatchTransferDocument,
+  FinalizeCountDocument,
+  ReceiveShipmentLineDocument,
+  ReceiveTransferDocument,
+  RecordCountLineDocument,
+  RecordScanDocument,
+  type DispatchTransferMutationVariables,
+  type FinalizeCountMutationVariables,
+  type ReceiveShipmentLineMutationVariables,
+  type ReceiveTransferMutationVariables,
+  type RecordCountLineMutationVariables,
+  type RecordScanInput,
+} from "../gql/graphql";
 import { AuthError, me, withLock } from "./auth";
-import { db, type OutboxEntry, type OutboxLabel } from "./db";
+import { db, type OutboxEntry, type OutboxLabel, type OutboxOperation } from "./db";
 import { GraphQLRequestError, NetworkError, hasUnauthenticated, request } from "./graphql";
+
+/** What each queued operation takes, without its idempotency key (the outbox adds it). */
+export interface OutboxVariables {
+  recordScan: Omit<RecordScanInput, "idempotencyKey">;
+  dispatchTransfer: Omit<DispatchTransferMutationVariables, "idempotencyKey">;
+  receiveTransfer: Omit<ReceiveTransferMutationVariables, "idempotencyKey">;
+  receiveShipmentLine: Omit<ReceiveShipmentLineMutationVariables, "idempotencyKey">;
+  recordCountLine: RecordCountLineMutationVariables;
+  finalizeCount: Omit<FinalizeCountMutationVariables, "idempotencyKey">;
+}
+
+/** The common part of every outbox mutation's answer. */
+export interface SettledResult {
+  errors: { code: string; field?: string | null; message: string }[];
+  replayed?: boolean;
+  movements?: { balanceAfter: number }[];
+  /** recordScan: the product the server identified, for the label. */
+  product?: string;
+}
+
+type Variables = Record<string, unknown>;
+const SEND: Record<OutboxOperation, (variables: Variables) => Promise<SettledResult>> = {
+  recordScan: async (v) => {
+    const result = (await request(RecordScanDocument, v as never)).recordScan;
+    const product = result.scan?.product;
+    return { ...result, product: product ? `${product.name} ${product.strength}` : undefined };
+  },
+  dispatchTransfer: async (v) => (await request(DispatchTransferDocument, v as never)).dispatchTransfer,
+  receiveTransfer: async (v) => (await request(ReceiveTransferDocument, v as never)).receiveTransfer,
+  receiveShipmentLine: async (v) => (await request(ReceiveShipmentLineDocument, v as never)).receiveShipmentLine,
+  recordCountLine: async (v) => (await request(RecordCountLineDocument, v as never)).recordCountLine,
+  finalizeCount: async (v) => (await request(FinalizeCountDocument, v as never)).finalizeCount,
+};
+
+/** Where the key goes: in the scan's input, as a top-level argument, or nowhere (replaces). */
+function withKey(operation: OutboxOperation, variables: object, key: string): Variables {
+  if (operation === "recordScan") return { input: { ...variables, idempotencyKey: key } };
+  if (operation === "recordCountLine") return { ...variables };
+  return { ...variables, idempotencyKey: key };
+}
 
 /** The current user's entries, oldest first (pending, refused and the recent done ones). */
 export const outbox = signal<OutboxEntry[]>([]);
@@ -16,7 +70,7 @@ export const outbox = signal<OutboxEntry[]>([]);
 export const outboxBlocked = signal<string | null>(null);
 
 const KEEP_DONE = 20;
-type Listener = (entry: OutboxEntry, result?: RecordScanMutation["recordScan"]) => void;
+type Listener = (entry: OutboxEntry, result?: SettledResult) => void;
 const listeners = new Set<Listener>();
 
 /** Called with each entry as it completes (done or refused). */
@@ -41,24 +95,34 @@ export async function loadOutbox(): Promise<void> {
   outbox.value = all.filter((entry) => entry.username === username);
 }
 
-/** Queue a scan and try to send it at once. Resolves with the stored entry. */
-export async function enqueueScan(input: Omit<RecordScanInput, "idempotencyKey">, label: OutboxLabel): Promise<OutboxEntry> {
+/** Queue a stock action and try to send it at once. Resolves with the stored entry. */
+export async function enqueue<K extends OutboxOperation>(
+  operation: K,
+  variables: OutboxVariables[K],
+  label: OutboxLabel,
+): Promise<OutboxEntry> {
   const username = me.value?.username;
   if (!username) throw new AuthError("not signed in");
+  const key = newKey();
   const entry: OutboxEntry = {
-    key: newKey(),
+    key,
     username,
     createdAt: Date.now(),
     status: "pending",
-    input: { ...input, idempotencyKey: "" },
+    operation,
+    variables: withKey(operation, variables, key),
     label,
     attempts: 0,
   };
-  entry.input.idempotencyKey = entry.key;
   entry.seq = await (await db()).add("outbox", entry);
   await loadOutbox();
   void flush();
   return entry;
+}
+
+/** The scan an entry carries (recordScan entries only). */
+export function scanInput(entry: OutboxEntry): RecordScanInput | null {
+  return entry.operation === "recordScan" ? (entry.variables.input as RecordScanInput) : null;
 }
 
 export async function dismiss(seq: number): Promise<void> {
@@ -109,9 +173,9 @@ async function sendPending(): Promise<void> {
   for (const entry of pending) {
     entry.attempts += 1;
     entry.lastAttemptAt = Date.now();
-    let result: RecordScanMutation["recordScan"];
+    let result: SettledResult;
     try {
-      result = (await request(RecordScanDocument, { input: entry.input })).recordScan;
+      result = await SEND[entry.operation](entry.variables);
     } catch (error) {
       if (error instanceof GraphQLRequestError && entry.attempts >= 3) {
         // The server keeps rejecting the request itself: show it as refused, go on.
@@ -142,9 +206,9 @@ async function sendPending(): Promise<void> {
       entry.errors = result.errors.map(({ code, message }) => ({ code, message }));
     } else {
       entry.status = "done";
-      entry.balances = result.movements.map((m) => m.balanceAfter);
+      entry.balances = result.movements?.map((m) => m.balanceAfter);
     }
-    if (result.scan?.product) entry.label.product = `${result.scan.product.name} ${result.scan.product.strength}`;
+    if (result.product) entry.label.product = result.product;
     await database.put("outbox", entry);
     await loadOutbox();
     for (const listener of listeners) listener(entry, result);

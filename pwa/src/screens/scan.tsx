@@ -12,11 +12,12 @@ import { me } from "../lib/auth";
 import { cacheGet } from "../lib/db";
 import { NetworkError, describeError, request } from "../lib/graphql";
 import { composeBarcode, expiryState, gtinValid, parseLocal, toGtin14, type LocalParse } from "../lib/gs1";
-import { dismiss, enqueueScan, outbox } from "../lib/outbox";
+import { enqueue, outbox, scanInput } from "../lib/outbox";
+import { ACTION_LABEL, ACTION_PAST, OutboxPanel } from "../components/outbox";
 import type { Camera } from "../lib/scanner";
 import type { OutboxEntry } from "../lib/db";
 import { hasRole, myLocations, online, selectLocation, selectedLocation } from "../state";
-import { ExpiryTag, LocationPicker, Screen, formatDateTime } from "../ui";
+import { ExpiryTag, LocationPicker, Screen } from "../ui";
 
 type Preview = ParseBarcodeQuery["parseBarcode"];
 type StockNode = StockLevelsQuery["stockLevels"]["edges"][number]["node"];
@@ -40,18 +41,6 @@ const metrics: Record<string, number | string | undefined> = {};
 
 const REASONS = ["EXPIRED", "DAMAGED", "CONTAMINATED", "PATIENT_REFUSED", "RECALLED", "OTHER"] as const;
 
-const ACTION_LABEL: Record<string, string> = {
-  DISPENSE: "Dispense",
-  RETURN: "Return",
-  DISPOSE: "Waste",
-  RECEIVE: "Receive",
-};
-const ACTION_PAST: Record<string, string> = {
-  DISPENSE: "Dispensed",
-  RETURN: "Returned",
-  DISPOSE: "Wasted",
-  RECEIVE: "Received",
-};
 
 function actionsForRole(): ScanAction[] {
   const actions: ScanAction[] = [];
@@ -196,7 +185,8 @@ export function ScanScreen() {
     metrics.action = action;
     const preview = scan.preview;
     const serial = preview?.serial ?? scan.local?.serial;
-    const queued = await enqueueScan(
+    const queued = await enqueue(
+      "recordScan",
       {
         barcode: scan.barcode,
         location: locationId,
@@ -440,12 +430,13 @@ export function ScanScreen() {
 }
 
 function Outcome({ entry }: { entry: OutboxEntry | undefined }) {
-  if (!entry) return null;
-  const verb = ACTION_PAST[entry.input.action] ?? entry.input.action;
+  const input = entry && scanInput(entry);
+  if (!entry || !input) return null;
+  const verb = ACTION_PAST[input.action] ?? input.action;
   if (entry.status === "pending") {
     return (
       <p class="notice pending" role="status" data-testid="outcome" data-status="pending">
-        Queued: {verb.toLowerCase()} {entry.input.quantity ?? 1} — will be sent {navigator.onLine ? "now" : "when back online"}.
+        Queued: {verb.toLowerCase()} {input.quantity ?? 1} — will be sent {navigator.onLine ? "now" : "when back online"}.
       </p>
     );
   }
@@ -458,53 +449,7 @@ function Outcome({ entry }: { entry: OutboxEntry | undefined }) {
   }
   return (
     <p class="notice ok" role="status" data-testid="outcome" data-status="done">
-      {verb} {entry.input.quantity ?? 1}. Balance now {entry.balances?.join(", ") ?? "—"}.
+      {verb} {input.quantity ?? 1}. Balance now {entry.balances?.join(", ") ?? "—"}.
     </p>
-  );
-}
-
-export function OutboxPanel() {
-  const entries = outbox.value;
-  const pending = entries.filter((e) => e.status === "pending");
-  const refused = entries.filter((e) => e.status === "refused");
-  const done = entries.filter((e) => e.status === "done").slice(-5).reverse();
-  if (!entries.length) return null;
-  return (
-    <section class="card" aria-labelledby="outbox-title" data-testid="outbox">
-      <h2 id="outbox-title">Scans on this device</h2>
-      <ul class="list">
-        {refused.map((e) => (
-          <li key={e.key} data-status="refused" data-key={e.key}>
-            <span class="tag refused">Refused</span> <OutboxLine entry={e} />
-            <p class="error">{e.errors?.map((x) => `${x.message} (${x.code})`).join("; ")}</p>
-            <button type="button" onClick={() => void dismiss(e.seq!)}>
-              Dismiss
-            </button>
-          </li>
-        ))}
-        {pending.map((e) => (
-          <li key={e.key} data-status="pending" data-key={e.key}>
-            <span class="tag pending">Pending</span> <OutboxLine entry={e} />
-          </li>
-        ))}
-        {done.map((e) => (
-          <li key={e.key} data-status="done" data-key={e.key} data-replayed={e.replayed ? "true" : "false"}>
-            <span class="tag done">Sent</span> <OutboxLine entry={e} />
-          </li>
-        ))}
-      </ul>
-    </section>
-  );
-}
-
-function OutboxLine({ entry }: { entry: OutboxEntry }) {
-  const what = entry.label.product ?? (entry.label.gtin ? `GTIN ${entry.label.gtin}` : entry.input.barcode);
-  return (
-    <span>
-      <strong>{ACTION_LABEL[entry.input.action] ?? entry.input.action}</strong> {entry.input.quantity ?? 1} × {what}
-      {entry.label.batch && ` · batch ${entry.label.batch}`}
-      {entry.label.serial && ` · serial ${entry.label.serial}`}
-      <span class="meta"> · {formatDateTime(new Date(entry.createdAt).toISOString())}</span>
-    </span>
   );
 }
