@@ -42,6 +42,8 @@ export default defineConfig({
       devOptions: { enabled: false },
     }),
   ],
+  // The decoder worker imports the zxing ponyfill: ES module workers keep it one small chunk.
+  worker: { format: "es" },
   build: {
     target: "es2022",
     outDir: "dist",

@@ -71,10 +71,15 @@ export function startServer() {
   });
 }
 
-/** Chromium with a fresh profile. `camera`: a .y4m file for the fake camera. */
-export async function launch({ camera, persistentDir, viewport = PHONE } = {}) {
+/**
+ * Chromium with a fresh profile. `camera`: a .y4m file for the fake camera; `fakeCameras`: that
+ * many generated test-pattern cameras instead (to test switching between cameras).
+ */
+export async function launch({ camera, fakeCameras, persistentDir, viewport = PHONE } = {}) {
   const args = [...BASE_ARGS];
-  if (camera) {
+  if (fakeCameras) {
+    args.push("--use-fake-ui-for-media-stream", `--use-fake-device-for-media-stream=device-count=${fakeCameras}`);
+  } else if (camera) {
     args.push(
       "--use-fake-ui-for-media-stream",
       "--use-fake-device-for-media-stream",

@@ -118,3 +118,56 @@ async function expectEventually(check, what, timeout = 10_000) {
   }
   assert.fail(`timed out: ${what}`);
 }
+
+test("a scan queued by the previous app version (IndexedDB v1) is kept and sent once", async () => {
+  const context = await browser.newContext({ serviceWorkers: "block" });
+  const page = await context.newPage();
+  await signIn(page, fx.url, "nurse");
+  const batch = "BT-FRESH";
+  const stockBefore = await stockOf(fx.url, "WARD-A", batch);
+  // Rebuild the device's database as version 1 left it: one pending scan, in the old shape.
+  await page.evaluate(
+    async ({ gtin, batch }) => {
+      const done = (request) => new Promise((resolve, reject) => {
+        request.onsuccess = () => resolve(request.result);
+        request.onerror = () => reject(request.error);
+      });
+      await done(indexedDB.deleteDatabase("apotheca")); // the app closes its connection when asked
+      const open = indexedDB.open("apotheca", 1);
+      open.onupgradeneeded = () => {
+        const outbox = open.result.createObjectStore("outbox", { keyPath: "seq", autoIncrement: true });
+        outbox.createIndex("byStatus", "status");
+        open.result.createObjectStore("cache", { keyPath: "key" });
+      };
+      const database = await done(open);
+      const key = `pwa-v1-${Date.now()}`;
+      const tx = database.transaction("outbox", "readwrite");
+      tx.objectStore("outbox").add({
+        key,
+        username: "nurse",
+        createdAt: Date.now(),
+        status: "pending",
+        input: {
+          barcode: `(01)${gtin}(10)${batch}`,
+          location: localStorage.getItem("apotheca.location"),
+          action: "DISPENSE",
+          quantity: 2,
+          idempotencyKey: key,
+        },
+        label: { batch },
+        attempts: 0,
+      });
+      await new Promise((resolve) => (tx.oncomplete = resolve));
+      database.close();
+    },
+    { gtin: fx.product.gtin, batch },
+  );
+  await page.goto(`${fx.url}/#/scan`);
+  await page.reload(); // a fresh start: the app opens version 2 and upgrades the entry
+  await page.getByTestId("outbox").locator('li[data-status="done"]').waitFor({ timeout: 15_000 });
+  assert.equal(await stockOf(fx.url, "WARD-A", batch), stockBefore - 2);
+  await page.reload();
+  await page.getByTestId("outbox").locator('li[data-status="done"]').waitFor();
+  assert.equal(await stockOf(fx.url, "WARD-A", batch), stockBefore - 2, "sent once, not again on reload");
+  await context.close();
+});

@@ -50,7 +50,7 @@ test("camera scan of a GS1 DataMatrix, then dispense: stock drops by one", async
     scanToConfirmedMs: Math.round(metrics.confirmedAt - metrics.detectedAt),
   };
   console.log(`scan timings: ${JSON.stringify(timings)}`);
-  assert.equal(metrics.engine, "zxing-wasm");
+  assert.equal(metrics.engine, "zxing-wasm-worker"); // decoded off the main thread
   assert.equal(await stockOf(fx.url, "WARD-A", fx.camera.batch), before - 1);
   await page.close();
 });
@@ -75,4 +75,36 @@ test("typed GTIN and batch; near-expiry and expired packs are highlighted", asyn
   await result.locator('[data-expiry="expired"]').waitFor();
   assert.ok(await result.getByRole("button", { name: "Dispense" }).isDisabled(), "an expired pack cannot be dispensed");
   await context.close();
+});
+
+test("with two cameras the user can switch; no torch button where the camera has none", async () => {
+  const twoCameras = await launch({ fakeCameras: 2 });
+  try {
+    await twoCameras.context.grantPermissions(["camera"], { origin: fx.url });
+    const page = await twoCameras.context.newPage();
+    await signIn(page, fx.url, "nurse");
+    await page.getByRole("button", { name: "Scan with camera" }).click();
+    await page.getByRole("button", { name: "Stop camera" }).waitFor();
+    const label = () => page.evaluate(() => document.querySelector("video")?.srcObject?.getVideoTracks()[0]?.label ?? null);
+    const first = await label();
+    assert.match(first ?? "", /fake_device_\d/);
+    // The fake cameras report no torch capability: offering one would be a lie.
+    assert.equal(await page.getByRole("button", { name: /Torch/ }).count(), 0);
+    await page.getByRole("button", { name: "Switch camera" }).click();
+    await page.waitForFunction(
+      (before) => {
+        const track = document.querySelector("video")?.srcObject?.getVideoTracks()[0];
+        return track && track.readyState === "live" && track.label !== before;
+      },
+      first,
+      { timeout: 10_000 },
+    );
+    const second = await label();
+    assert.notEqual(second, first);
+    // And back to the first one.
+    await page.getByRole("button", { name: "Switch camera" }).click();
+    await page.waitForFunction((before) => document.querySelector("video")?.srcObject?.getVideoTracks()[0]?.label === before, first);
+  } finally {
+    await twoCameras.close();
+  }
 });

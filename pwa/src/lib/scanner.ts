@@ -2,12 +2,15 @@
 // decoder (and its wasm) costs nothing until then.
 //
 // The platform's BarcodeDetector is used where it decodes data_matrix (Android, ChromeOS,
-// macOS); elsewhere the `barcode-detector` ponyfill (zxing-wasm). Its .wasm is emitted into
-// dist/assets by Vite and served from our own origin — never from a CDN — and precached by the
-// service worker so scanning works offline.
+// macOS); elsewhere the `barcode-detector` ponyfill (zxing-wasm) in a worker
+// (decoder.worker.ts), so decoding never blocks the UI; on the main thread only if workers
+// cannot start. Its .wasm is emitted into dist/assets by Vite and served from our own origin —
+// never from a CDN — and precached by the service worker so scanning works offline.
 import wasmUrl from "zxing-wasm/reader/zxing_reader.wasm?url";
+import type { DecodeReply } from "./decoder.worker";
+import { FORMATS } from "./formats";
 
-export const FORMATS = ["data_matrix", "ean_13", "upc_a", "code_128", "qr_code"] as const;
+export { FORMATS };
 
 export interface Detected {
   rawValue: string;
@@ -15,10 +18,42 @@ export interface Detected {
 }
 
 interface Detector {
-  detect(source: CanvasImageSource): Promise<{ rawValue: string; format: string }[]>;
+  detect(source: HTMLVideoElement): Promise<{ rawValue: string; format: string }[]>;
+  close?(): void;
 }
 
-export type Engine = "native" | "zxing-wasm";
+export type Engine = "native" | "zxing-wasm-worker" | "zxing-wasm";
+
+/** The ponyfill in a worker: one frame in flight at a time (the camera loop awaits each). */
+function workerDetector(): Detector {
+  const worker = new Worker(new URL("./decoder.worker.ts", import.meta.url), { type: "module" });
+  let next = 0;
+  const waiting = new Map<number, { resolve: (codes: Detected[]) => void; reject: (error: Error) => void }>();
+  worker.onmessage = (event: MessageEvent<DecodeReply>) => {
+    const reply = event.data;
+    const pending = waiting.get(reply.id);
+    waiting.delete(reply.id);
+    if ("error" in reply) pending?.reject(new Error(reply.error));
+    else pending?.resolve(reply.codes);
+  };
+  worker.onerror = (event) => {
+    for (const pending of waiting.values()) pending.reject(new Error(event.message || "decoder worker failed"));
+    waiting.clear();
+  };
+  return {
+    async detect(video) {
+      const frame = await createImageBitmap(video);
+      const id = ++next;
+      return new Promise((resolve, reject) => {
+        waiting.set(id, { resolve, reject });
+        worker.postMessage({ id, frame }, [frame]);
+      });
+    },
+    close() {
+      worker.terminate();
+    },
+  };
+}
 
 export async function createDetector(): Promise<{ detector: Detector; engine: Engine }> {
   const Native = (globalThis as { BarcodeDetector?: any }).BarcodeDetector;
@@ -31,6 +66,13 @@ export async function createDetector(): Promise<{ detector: Detector; engine: En
       }
     } catch {
       // fall through to the polyfill
+    }
+  }
+  if (typeof Worker !== "undefined" && typeof createImageBitmap !== "undefined") {
+    try {
+      return { detector: workerDetector(), engine: "zxing-wasm-worker" };
+    } catch {
+      // fall through to the main thread
     }
   }
   const { BarcodeDetector, prepareZXingModule } = await import("barcode-detector/ponyfill");
@@ -120,6 +162,7 @@ export async function startCamera(options: CameraOptions): Promise<Camera> {
     },
     stop() {
       stopped = true;
+      detector.close?.();
       stream.getTracks().forEach((t) => t.stop());
       video.srcObject = null;
     },
