@@ -28,7 +28,7 @@ from server.forecasting.forecast import (
 from server.forecasting.service import ExpiryBucket, atc_group, expiry_bucket
 from server.inventory.models import MovementKind
 from server.inventory.service import MovementRequest, NewLot
-from tests.conftest import Demo, first_product_id, gid, gql, token_for
+from tests.conftest import Demo, balance_of, first_product_id, gid, gql, token_for
 
 # --- pure functions ----------------------------------------------------------------------------
 
@@ -492,11 +492,25 @@ async def shelves(demo: Demo) -> date:
         await _receive(
             demo, location, qty, products[p], f"SV{index}", today + timedelta(days), long_ago
         )
-    # An emptied shelf holds a zero balance: it is worth nothing.
+    # An emptied shelf holds a zero balance, an overdrawn one a negative balance (its location
+    # allows it): neither is stock on hand, so neither is worth anything or expires.
+    yesterday = at(today - timedelta(1))
     lot = await _receive(demo, "WARD-B", 2, products[0], "SVGONE", today + timedelta(5), long_ago)
-    await _record(
-        demo, [_out(demo, MovementKind.DISPENSE, "WARD-B", lot, 2, at(today - timedelta(1)))]
+    await _record(demo, [_out(demo, MovementKind.DISPENSE, "WARD-B", lot, 2, yesterday)])
+    await demo.services.network.update_location(
+        demo.principals["admin"], demo.locations["WARD-C"], allow_negative_stock=True
     )
+    lot = await _receive(demo, "WARD-C", 1, products[1], "SVNEG", today + timedelta(5), long_ago)
+    adjust = MovementRequest(
+        MovementKind.ADJUST,
+        demo.locations["WARD-C"],
+        -4,
+        lot_id=lot,
+        reason="miscount",
+        occurred_at=yesterday,
+    )
+    await _record(demo, [adjust])
+    assert await balance_of(demo.services, demo.locations["WARD-C"], lot) == -3
     return today
 
 
