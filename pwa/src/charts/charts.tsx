@@ -173,7 +173,9 @@ export function TrendChart({
       <button type="button" class="link" aria-expanded={showTable} onClick={() => setShowTable(!showTable)}>
         {showTable ? "Hide numbers" : "Show numbers"}
       </button>
-      <table class={showTable ? "trend-table" : "trend-table sr-only"} data-testid="trend-table">
+      {/* sr-only on a wrapper: tables ignore overflow, so a hidden table would widen the page. */}
+      <div class={showTable ? "trend-scroll" : "sr-only"}>
+      <table class="trend-table" data-testid="trend-table">
         <caption class="sr-only">{caption}</caption>
         <thead>
           <tr>
@@ -214,6 +216,7 @@ export function TrendChart({
           ))}
         </tbody>
       </table>
+      </div>
     </figure>
   );
 }
