@@ -22,6 +22,7 @@ from server.catalog import api as catalog_api
 from server.config import Settings
 from server.core.graphql import ApiErrors
 from server.counts import api as counts_api
+from server.forecasting import api as forecasting_api
 from server.integrations import api as integrations_api
 from server.inventory import api as inventory_api
 from server.network import api as network_api
@@ -48,6 +49,7 @@ Query = merge_types(
         alerts_api.Query,
         counts_api.Query,
         reports_api.Query,
+        forecasting_api.Query,
         procurement_api.Query,
         transfers_api.Query,
         supervision_api.Query,

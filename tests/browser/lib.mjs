@@ -41,10 +41,11 @@ function python() {
   return existsSync(venv) ? venv : "python3";
 }
 
-/** Start serve.py; resolves with its fixture (url, GTIN, batches...) and a stop(). */
-export function startServer() {
+/** Start serve.py (with extra `args`, e.g. ["--history-days", "70"]); resolves with its
+ * fixture (url, GTIN, batches...) and a stop(). */
+export function startServer({ args = [] } = {}) {
   return new Promise((resolvePromise, reject) => {
-    const child = spawn(python(), [join(ROOT, "tests", "browser", "serve.py")], {
+    const child = spawn(python(), [join(ROOT, "tests", "browser", "serve.py"), ...args], {
       cwd: ROOT,
       stdio: ["pipe", "pipe", "inherit"],
     });

@@ -9,7 +9,9 @@ running until it gets SIGTERM/SIGINT or its stdin closes; then it stops the serv
 the temporary directory. SIGUSR1 restarts the server on the same port and database (to test
 reconnection); it prints {"restarted": true} when the new one is healthy.
 
-    .venv/bin/python tests/browser/serve.py [--pwa-dir pwa/dist] [--port N]
+    .venv/bin/python tests/browser/serve.py [--pwa-dir pwa/dist] [--port N] [--history-days N]
+
+--history-days N seeds N days of demo stock history (for the dashboard's trends) instead of none.
 
 The DataMatrix is made with zxing-cpp (`pip install zxing-cpp`); without it, no video is
 written and "video" is null.
@@ -67,11 +69,11 @@ def gs1_date(value: date) -> str:
     return f"{value:%y%m%d}"
 
 
-async def prepare(url: str) -> dict[str, object]:
+async def prepare(url: str, history_days: int = -1) -> dict[str, object]:
     await upgrade(url)
     services = Services.build(Settings(database_url=url, secret_key=SECRET))
     try:
-        await seed_demo(services, history_days=-1)
+        await seed_demo(services, history_days=history_days)
         async with services.db.read() as session:
             locations = {x.code: x.id for x in (await session.execute(select(Location))).scalars()}
             admin_id = (
@@ -171,6 +173,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--pwa-dir", default=str(ROOT / "pwa" / "dist"))
     parser.add_argument("--port", type=int, default=0)
+    parser.add_argument("--history-days", type=int, default=-1)
     args = parser.parse_args()
     pwa_dir = Path(args.pwa_dir).resolve()
     if not (pwa_dir / "index.html").exists():
@@ -179,7 +182,7 @@ def main() -> int:
 
     workdir = Path(tempfile.mkdtemp(prefix="apotheca-browser-"))
     database_url = f"sqlite+aiosqlite:///{workdir / 'apotheca.db'}"
-    fixture = asyncio.run(prepare(database_url))
+    fixture = asyncio.run(prepare(database_url, args.history_days))
     product = fixture["product"]
     fresh = fixture["lots"][0]  # type: ignore[index]
     expiry = date.fromisoformat(fresh["expiry"])

@@ -1,0 +1,380 @@
+"""Consumption history and forecasts, and the dashboard's stock figures. No GraphQL here.
+
+Consumption
+-----------
+Net consumption of a product is what left to patients: DISPENSE packs minus RETURN packs
+(patients bringing packs back), per ISO week (UTC, weeks start on Monday), at one location or
+every location the principal sees. Transfers, disposals and counts are not consumption: they
+move or lose stock, nobody used it. The current week is incomplete, so it is never fitted: the
+history ends with the last complete week, and the forecast starts with the current week.
+
+The history starts with the window (`history_weeks` back) or, for a product first stocked
+later, with the week of its first movement in scope, so a new product does not look like one
+with months of zero demand.
+
+Stock figures
+-------------
+Value is quantity x the product's *current* unit cost (the catalogue keeps no cost history),
+over positive balances only: a negative balance (a location that allows it) is a debt of
+paperwork, not stock. Expired and quarantined packs still count: they are on the shelf, and
+that is exactly the exposure the expiry figure shows.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, time, timedelta
+from decimal import Decimal
+from enum import StrEnum
+
+from sqlalchemy import ColumnElement, Date, cast, func, select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from server.catalog.models import Lot, Product
+from server.core.db import Database, utcnow
+from server.core.errors import InvalidInput, NotFound
+from server.core.security import Permission, Principal
+from server.forecasting.forecast import (
+    Forecast,
+    WeekQuantity,
+    fill_weeks,
+    forecast_consumption,
+    monday_of,
+)
+from server.inventory.models import Balance, Movement, MovementKind
+from server.network.models import Location
+
+MAX_HISTORY_WEEKS = 156  # three years, the same bound as the waste report
+MAX_HORIZON_WEEKS = 52
+MAX_RANKING = 50
+COST_PRECISION = Decimal("0.0001")  # that of Product.unit_cost
+CONSUMPTION_KINDS = (MovementKind.DISPENSE, MovementKind.RETURN)
+
+# WHO ATC anatomical main groups: the first letter of an ATC code.
+ATC_GROUPS = {
+    "A": "Alimentary tract and metabolism",
+    "B": "Blood and blood forming organs",
+    "C": "Cardiovascular system",
+    "D": "Dermatologicals",
+    "G": "Genito-urinary system and sex hormones",
+    "H": "Systemic hormonal preparations",
+    "J": "Antiinfectives for systemic use",
+    "L": "Antineoplastic and immunomodulating agents",
+    "M": "Musculo-skeletal system",
+    "N": "Nervous system",
+    "P": "Antiparasitic products",
+    "R": "Respiratory system",
+    "S": "Sensory organs",
+    "V": "Various",
+}
+UNCLASSIFIED = "Unclassified"
+
+
+class ExpiryBucket(StrEnum):
+    EXPIRED = "EXPIRED"
+    DAYS_0_30 = "DAYS_0_30"
+    DAYS_31_60 = "DAYS_31_60"
+    DAYS_61_90 = "DAYS_61_90"
+
+
+EXPOSURE_DAYS = 90
+
+
+@dataclass(frozen=True)
+class ConsumptionForecast:
+    product_id: int
+    location_id: int | None
+    last_complete_week: date
+    history: list[WeekQuantity]
+    forecast: Forecast
+
+
+@dataclass(frozen=True)
+class ProductConsumption:
+    product_id: int
+    quantity: int
+
+
+@dataclass(frozen=True)
+class Figure:
+    """Packs and their value for one slice (a location, an ATC group, an expiry bucket)."""
+
+    key: str | int | None
+    packs: int
+    value: Decimal
+
+
+@dataclass(frozen=True)
+class StockValue:
+    packs: int
+    value: Decimal
+    by_location: list[Figure]
+    by_atc_group: list[Figure]  # key: the ATC letter, None for products without an ATC code
+
+
+@dataclass(frozen=True)
+class ExpiryExposure:
+    today: date
+    buckets: list[Figure]  # key: ExpiryBucket, every bucket in order, empty ones included
+
+
+# --- pure rules ------------------------------------------------------------------------------
+
+
+def validate_weeks(history_weeks: int, horizon_weeks: int) -> None:
+    if not 1 <= history_weeks <= MAX_HISTORY_WEEKS:
+        raise InvalidInput(
+            f"historyWeeks must be between 1 and {MAX_HISTORY_WEEKS}", field="historyWeeks"
+        )
+    if not 1 <= horizon_weeks <= MAX_HORIZON_WEEKS:
+        raise InvalidInput(
+            f"horizonWeeks must be between 1 and {MAX_HORIZON_WEEKS}", field="horizonWeeks"
+        )
+
+
+def atc_group(atc_code: str | None) -> str | None:
+    """The anatomical main group (first letter) of an ATC code; None when unknown."""
+    letter = (atc_code or "")[:1].upper()
+    return letter if letter in ATC_GROUPS else None
+
+
+def expiry_bucket(expiry: date, today: date) -> ExpiryBucket | None:
+    """Expired means before today (the EXPIRED_ON_SHELF rule); a lot expiring today has 0 days
+    left. Beyond 90 days: no bucket."""
+    days = (expiry - today).days
+    if days < 0:
+        return ExpiryBucket.EXPIRED
+    if days <= 30:
+        return ExpiryBucket.DAYS_0_30
+    if days <= 60:
+        return ExpiryBucket.DAYS_31_60
+    if days <= EXPOSURE_DAYS:
+        return ExpiryBucket.DAYS_61_90
+    return None
+
+
+def sum_figures(rows: Sequence[tuple[str | int | None, int, Decimal]]) -> list[Figure]:
+    """(key, packs, unit cost) rows summed per key; value per row first, so costs never average."""
+    packs: dict[str | int | None, int] = defaultdict(int)
+    values: dict[str | int | None, Decimal] = defaultdict(Decimal)
+    for key, quantity, cost in rows:
+        packs[key] += quantity
+        values[key] += Decimal(cost) * quantity
+    return [Figure(k, packs[k], values[k].quantize(COST_PRECISION)) for k in packs]
+
+
+# --- queries ---------------------------------------------------------------------------------
+
+
+def _week_expr(dialect: str, column: ColumnElement[datetime]) -> ColumnElement[date]:
+    """Monday of a UTC timestamp's ISO week, computed by the database so it groups rows."""
+    if dialect == "sqlite":
+        # Stored as naive UTC text: back 6 days, then forward to the next Monday (or stay).
+        return func.date(column, "-6 days", "weekday 1")
+    return cast(func.date_trunc("week", func.timezone("UTC", column)), Date)
+
+
+def _midnight(day: date) -> datetime:
+    return datetime.combine(day, time.min, tzinfo=UTC)
+
+
+def _as_date(value: date | str) -> date:
+    return value if isinstance(value, date) else date.fromisoformat(str(value))
+
+
+async def _scope(
+    session: AsyncSession, principal: Principal, location_id: int | None
+) -> list[int] | None:
+    """The locations a figure may read: the one asked for (if in scope), else the principal's
+    scope (None: everywhere). Out of scope is FORBIDDEN; an unknown location NOT_FOUND."""
+    if location_id is not None:
+        principal.require(Permission.STOCK_READ, location_id=location_id)
+        if await session.get(Location, location_id) is None:
+            raise NotFound(f"location {location_id} does not exist", field="location")
+        return [location_id]
+    principal.require(Permission.STOCK_READ)
+    return None if principal.location_ids is None else sorted(principal.location_ids)
+
+
+class ForecastingService:
+    """Read-only figures; each public method runs in one read transaction."""
+
+    def __init__(self, db: Database) -> None:
+        self.db = db
+
+    async def consumption_forecast(
+        self,
+        principal: Principal,
+        *,
+        product_id: int,
+        location_id: int | None = None,
+        history_weeks: int = 26,
+        horizon_weeks: int = 8,
+        today: date | None = None,
+    ) -> ConsumptionForecast:
+        """Weekly net consumption up to the last complete week, and its forecast."""
+        validate_weeks(history_weeks, horizon_weeks)
+        this_week = monday_of(today or utcnow().date())
+        last_complete = this_week - timedelta(days=7)
+        window_start = this_week - timedelta(days=7 * history_weeks)
+        async with self.db.read() as session:
+            scope = await _scope(session, principal, location_id)
+            if await session.get(Product, product_id) is None:
+                raise NotFound(f"product {product_id} does not exist", field="product")
+            first_seen = await self._first_movement(session, product_id, scope)
+            points = await self._weekly(session, product_id, scope, window_start, this_week)
+        if first_seen is None or monday_of(first_seen) > last_complete:
+            history: list[WeekQuantity] = []
+        else:
+            start = max(window_start, monday_of(first_seen))
+            history = fill_weeks(points, start, last_complete)
+        # statsforecast is CPU-bound (and slow to import): keep it off the event loop.
+        forecast = await asyncio.to_thread(forecast_consumption, history, horizon_weeks)
+        return ConsumptionForecast(product_id, location_id, last_complete, history, forecast)
+
+    async def top_consumption(
+        self,
+        principal: Principal,
+        *,
+        location_id: int | None = None,
+        weeks: int = 8,
+        first: int = 10,
+        today: date | None = None,
+    ) -> list[ProductConsumption]:
+        """The products with the most net consumption over the last `weeks` complete weeks."""
+        if not 1 <= weeks <= MAX_HISTORY_WEEKS:
+            raise InvalidInput(f"weeks must be between 1 and {MAX_HISTORY_WEEKS}", field="weeks")
+        if not 1 <= first <= MAX_RANKING:
+            raise InvalidInput(f"first must be between 1 and {MAX_RANKING}", field="first")
+        this_week = monday_of(today or utcnow().date())
+        M = Movement
+        used = (-func.sum(M.quantity)).label("used")
+        stmt = (
+            select(Lot.product_id, used)
+            .join(Lot, Lot.id == M.lot_id)
+            .where(
+                M.kind.in_(CONSUMPTION_KINDS),
+                M.occurred_at >= _midnight(this_week - timedelta(days=7 * weeks)),
+                M.occurred_at < _midnight(this_week),
+            )
+            .group_by(Lot.product_id)
+            .having(-func.sum(M.quantity) > 0)
+            .order_by(used.desc(), Lot.product_id)
+            .limit(first)
+        )
+        async with self.db.read() as session:
+            scope = await _scope(session, principal, location_id)
+            if scope is not None:
+                stmt = stmt.where(M.location_id.in_(scope))
+            rows = (await session.execute(stmt)).all()
+        return [ProductConsumption(int(p), int(q)) for p, q in rows]
+
+    async def stock_value(
+        self, principal: Principal, *, location_id: int | None = None
+    ) -> StockValue:
+        """Value of positive stock on hand at current unit cost, by location and ATC group."""
+        stmt = (
+            select(
+                Balance.location_id,
+                Product.atc_code,
+                Product.unit_cost,
+                func.sum(Balance.quantity),
+            )
+            .join(Lot, Lot.id == Balance.lot_id)
+            .join(Product, Product.id == Lot.product_id)
+            .where(Balance.quantity > 0)
+            .group_by(Balance.location_id, Product.id, Product.atc_code, Product.unit_cost)
+        )
+        async with self.db.read() as session:
+            scope = await _scope(session, principal, location_id)
+            if scope is not None:
+                stmt = stmt.where(Balance.location_id.in_(scope))
+            rows = (await session.execute(stmt)).all()
+        by_location = sum_figures([(loc, int(q), Decimal(c)) for loc, _atc, c, q in rows])
+        by_group = sum_figures([(atc_group(atc), int(q), Decimal(c)) for _l, atc, c, q in rows])
+        return StockValue(
+            packs=sum(f.packs for f in by_location),
+            value=sum((f.value for f in by_location), Decimal(0)).quantize(COST_PRECISION),
+            by_location=sorted(by_location, key=lambda f: (-f.value, f.key)),
+            by_atc_group=sorted(by_group, key=lambda f: (-f.value, f.key or "~")),
+        )
+
+    async def expiry_exposure(
+        self, principal: Principal, *, location_id: int | None = None, today: date | None = None
+    ) -> ExpiryExposure:
+        """Packs and value expired on the shelf, and expiring in 0-30, 31-60 and 61-90 days."""
+        today = today or utcnow().date()
+        stmt = (
+            select(Lot.expiry_date, Product.unit_cost, func.sum(Balance.quantity))
+            .join(Lot, Lot.id == Balance.lot_id)
+            .join(Product, Product.id == Lot.product_id)
+            .where(
+                Balance.quantity > 0,
+                Lot.expiry_date <= today + timedelta(days=EXPOSURE_DAYS),
+            )
+            .group_by(Lot.expiry_date, Product.id, Product.unit_cost)
+        )
+        async with self.db.read() as session:
+            scope = await _scope(session, principal, location_id)
+            if scope is not None:
+                stmt = stmt.where(Balance.location_id.in_(scope))
+            rows = (await session.execute(stmt)).all()
+        found = {
+            f.key: f
+            for f in sum_figures(
+                [(expiry_bucket(_as_date(e), today), int(q), Decimal(c)) for e, c, q in rows]
+            )
+        }
+        zero = Decimal(0).quantize(COST_PRECISION)
+        buckets = [found.get(b, Figure(b, 0, zero)) for b in ExpiryBucket]
+        return ExpiryExposure(today, buckets)
+
+    # --- helpers -------------------------------------------------------------------------------
+
+    async def _first_movement(
+        self, session: AsyncSession, product_id: int, scope: list[int] | None
+    ) -> date | None:
+        """The day this product first moved (any kind) where we look: its history starts there."""
+        stmt = (
+            select(func.min(Movement.occurred_at))
+            .join(Lot, Lot.id == Movement.lot_id)
+            .where(Lot.product_id == product_id)
+        )
+        if scope is not None:
+            stmt = stmt.where(Movement.location_id.in_(scope))
+        first = (await session.execute(stmt)).scalar()
+        if first is None:
+            return None
+        if isinstance(first, str):  # SQLite aggregates lose the column type
+            first = datetime.fromisoformat(first)
+        return first.astimezone(UTC).date() if first.tzinfo else first.date()
+
+    async def _weekly(
+        self,
+        session: AsyncSession,
+        product_id: int,
+        scope: list[int] | None,
+        since: date,
+        before: date,
+    ) -> list[WeekQuantity]:
+        M = Movement
+        week = _week_expr(self.db.dialect, M.occurred_at).label("week")
+        stmt = (
+            select(week, func.sum(M.quantity))
+            .join(Lot, Lot.id == M.lot_id)
+            .where(
+                Lot.product_id == product_id,
+                M.kind.in_(CONSUMPTION_KINDS),
+                M.occurred_at >= _midnight(since),
+                M.occurred_at < _midnight(before),
+            )
+            .group_by(week)
+        )
+        if scope is not None:
+            stmt = stmt.where(M.location_id.in_(scope))
+        rows = (await session.execute(stmt)).all()
+        # DISPENSE is stored negative and RETURN positive: consumption is minus their sum.
+        return [WeekQuantity(_as_date(w), -int(total)) for w, total in rows]
