@@ -16,18 +16,29 @@ from tests.conftest import ROOT, TEST_SECRET, Demo, gql, receive, token_for
 
 
 def verify_cli(database_url: str) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "APOTHECA_DATABASE_URL": database_url,
-           "APOTHECA_SECRET_KEY": TEST_SECRET}
-    return subprocess.run([sys.executable, "-m", "server.cli", "verify-audit"], cwd=ROOT,
-                          env=env, capture_output=True, text=True, timeout=60)
+    env = {**os.environ, "APOTHECA_DATABASE_URL": database_url, "APOTHECA_SECRET_KEY": TEST_SECRET}
+    return subprocess.run(
+        [sys.executable, "-m", "server.cli", "verify-audit"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
 
 
 async def _activity(demo: Demo) -> None:
     lot_id = await receive(demo, "WARD-A", 20)
     for quantity in (1, 2, 3):
-        await demo.services.ledger.record(demo.principals["nurse"], [MovementRequest(
-            MovementKind.DISPENSE, demo.locations["WARD-A"], quantity, lot_id=lot_id)],
-            operation="dispense")
+        await demo.services.ledger.record(
+            demo.principals["nurse"],
+            [
+                MovementRequest(
+                    MovementKind.DISPENSE, demo.locations["WARD-A"], quantity, lot_id=lot_id
+                )
+            ],
+            operation="dispense",
+        )
 
 
 async def _execute(demo: Demo, *statements: str) -> None:
@@ -48,16 +59,26 @@ async def test_intact_chain_verifies(demo: Demo, database_url: str) -> None:
     [
         pytest.param(
             ["UPDATE audit_events SET reason = 'nothing to see' WHERE seq = {target}"],
-            "{target}", "edited", id="edited"),
-        pytest.param(["DELETE FROM audit_events WHERE seq = {target}"],
-                     "{next}", "deleted", id="deleted"),
+            "{target}",
+            "edited",
+            id="edited",
+        ),
         pytest.param(
-            ["UPDATE audit_events SET seq = -1 WHERE seq = {target}",
-             "UPDATE audit_events SET seq = {target} WHERE seq = {next}",
-             "UPDATE audit_events SET seq = {next} WHERE seq = -1"],
-            "{next}", "reordered", id="swapped"),
-        pytest.param(["DELETE FROM audit_events WHERE seq = {last}"], "{last}", "trailing",
-                     id="last-deleted"),
+            ["DELETE FROM audit_events WHERE seq = {target}"], "{next}", "deleted", id="deleted"
+        ),
+        pytest.param(
+            [
+                "UPDATE audit_events SET seq = -1 WHERE seq = {target}",
+                "UPDATE audit_events SET seq = {target} WHERE seq = {next}",
+                "UPDATE audit_events SET seq = {next} WHERE seq = -1",
+            ],
+            "{next}",
+            "reordered",
+            id="swapped",
+        ),
+        pytest.param(
+            ["DELETE FROM audit_events WHERE seq = {last}"], "{last}", "trailing", id="last-deleted"
+        ),
     ],
 )
 async def test_tampering_is_detected_and_named(

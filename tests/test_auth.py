@@ -10,8 +10,9 @@ from tests.conftest import TEST_SECRET, Demo, gql
 
 
 async def _password(client, username: str = "nurse", password: str = "apotheca-demo"):
-    return await client.post("/auth/token", data={
-        "grant_type": "password", "username": username, "password": password})
+    return await client.post(
+        "/auth/token", data={"grant_type": "password", "username": username, "password": password}
+    )
 
 
 async def test_password_grant_gives_working_access_and_refresh_tokens(demo: Demo, client) -> None:
@@ -21,10 +22,14 @@ async def test_password_grant_gives_working_access_and_refresh_tokens(demo: Demo
     tokens = response.json()
     assert tokens["token_type"] == "Bearer"
     assert tokens["expires_in"] == 15 * 60
-    body = await gql(client, "{ me { username roles locations { code } } }",
-                     token=tokens["access_token"])
-    assert body["data"]["me"] == {"username": "nurse", "roles": ["NURSE"],
-                                  "locations": [{"code": "WARD-A"}]}
+    body = await gql(
+        client, "{ me { username roles locations { code } } }", token=tokens["access_token"]
+    )
+    assert body["data"]["me"] == {
+        "username": "nurse",
+        "roles": ["NURSE"],
+        "locations": [{"code": "WARD-A"}],
+    }
 
 
 async def test_wrong_password_and_unknown_user_look_the_same(demo: Demo, client) -> None:
@@ -37,27 +42,34 @@ async def test_wrong_password_and_unknown_user_look_the_same(demo: Demo, client)
 
 async def test_refresh_rotates_and_reuse_revokes_the_whole_sign_in(demo: Demo, client) -> None:
     first = (await _password(client)).json()
-    second = await client.post("/auth/token", data={
-        "grant_type": "refresh_token", "refresh_token": first["refresh_token"]})
+    second = await client.post(
+        "/auth/token", data={"grant_type": "refresh_token", "refresh_token": first["refresh_token"]}
+    )
     assert second.status_code == 200
     rotated = second.json()
     assert rotated["refresh_token"] != first["refresh_token"]
     # The spent token presented again: refused, and the token it was rotated into dies too.
-    reuse = await client.post("/auth/token", data={
-        "grant_type": "refresh_token", "refresh_token": first["refresh_token"]})
+    reuse = await client.post(
+        "/auth/token", data={"grant_type": "refresh_token", "refresh_token": first["refresh_token"]}
+    )
     assert reuse.status_code == 400
     assert reuse.json()["error"] == "invalid_grant"
-    after_reuse = await client.post("/auth/token", data={
-        "grant_type": "refresh_token", "refresh_token": rotated["refresh_token"]})
+    after_reuse = await client.post(
+        "/auth/token",
+        data={"grant_type": "refresh_token", "refresh_token": rotated["refresh_token"]},
+    )
     assert after_reuse.status_code == 400
 
 
 async def test_revoked_refresh_token_is_refused(demo: Demo, client) -> None:
     tokens = (await _password(client)).json()
-    assert (await client.post("/auth/revoke", data={"token": tokens["refresh_token"]})
-            ).status_code == 200
-    refused = await client.post("/auth/token", data={
-        "grant_type": "refresh_token", "refresh_token": tokens["refresh_token"]})
+    assert (
+        await client.post("/auth/revoke", data={"token": tokens["refresh_token"]})
+    ).status_code == 200
+    refused = await client.post(
+        "/auth/token",
+        data={"grant_type": "refresh_token", "refresh_token": tokens["refresh_token"]},
+    )
     assert refused.status_code == 400
 
 
@@ -67,16 +79,17 @@ async def test_unsupported_grant(demo: Demo, client) -> None:
     assert response.json()["error"] == "unsupported_grant_type"
 
 
-async def test_expired_forged_and_malformed_tokens_are_unauthenticated(
-    demo: Demo, client
-) -> None:
+async def test_expired_forged_and_malformed_tokens_are_unauthenticated(demo: Demo, client) -> None:
     expired = TokenService(TEST_SECRET, timedelta(seconds=-60), timedelta(days=1))
-    forged = TokenService("another-secret-entirely-0123456789-abcdefghijkl",
-                          timedelta(minutes=5), timedelta(days=1))
+    forged = TokenService(
+        "another-secret-entirely-0123456789-abcdefghijkl", timedelta(minutes=5), timedelta(days=1)
+    )
     user_id = demo.users["admin"]
-    for token in (expired.issue_access_token(user_id, frozenset({Role.ADMIN})),
-                  forged.issue_access_token(user_id, frozenset({Role.ADMIN})),
-                  "not-a-jwt"):
+    for token in (
+        expired.issue_access_token(user_id, frozenset({Role.ADMIN})),
+        forged.issue_access_token(user_id, frozenset({Role.ADMIN})),
+        "not-a-jwt",
+    ):
         body = await gql(client, "{ me { username } }", token=token)
         assert body["errors"][0]["extensions"]["code"] == "UNAUTHENTICATED"
         assert body["data"] is None

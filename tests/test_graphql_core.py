@@ -63,8 +63,12 @@ async def test_nested_query_statement_count_does_not_grow_with_rows(demo: Demo, 
 
 def test_committed_schema_matches_the_code() -> None:
     assert SCHEMA_PATH.read_text() == schema_sdl(), "run `apotheca export-schema` and commit"
-    check = subprocess.run([sys.executable, "-m", "server.cli", "export-schema", "--check"],
-                           cwd=ROOT, capture_output=True, text=True)
+    check = subprocess.run(
+        [sys.executable, "-m", "server.cli", "export-schema", "--check"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+    )
     assert check.returncode == 0, check.stderr
 
 
@@ -72,8 +76,9 @@ async def test_internal_errors_are_masked_with_a_stable_code(demo: Demo, client)
     token = await token_for(client, "pharmacist")
     async with demo.services.db.write() as session:
         await session.execute(text("DROP TABLE product_gtins"))
-    body = await gql(client, "{ products(first: 2) { edges { node { name gtins } } } }",
-                     token=token)
+    body = await gql(
+        client, "{ products(first: 2) { edges { node { name gtins } } } }", token=token
+    )
     error = body["errors"][0]
     assert error["extensions"]["code"] == "INTERNAL_SERVER_ERROR"
     assert error["message"] == "Internal server error"
@@ -83,9 +88,13 @@ async def test_internal_errors_are_masked_with_a_stable_code(demo: Demo, client)
 async def test_keyset_pagination_visits_each_stock_level_once(demo: Demo, client) -> None:
     token = await token_for(client, "pharmacist")
     for offset in range(11):
-        await receive(demo, "HOSP-CP", 1 + offset,
-                      product_id=await first_product_id(demo.services, offset),
-                      expiry_days=30 + (offset % 4) * 10)
+        await receive(
+            demo,
+            "HOSP-CP",
+            1 + offset,
+            product_id=await first_product_id(demo.services, offset),
+            expiry_days=30 + (offset % 4) * 10,
+        )
     seen: list[int] = []
     after = None
     query = """query($after: String) { stockLevels(first: 4, after: $after) {

@@ -28,8 +28,14 @@ async def test_twenty_concurrent_dispenses_for_the_last_ten_packs(
         token = await token_for(http, "nurse")
 
         async def dispense() -> dict:
-            variables = {"input": {"location": gid("Location", ward), "lot": gid("Lot", lot_id),
-                                   "quantity": 1, "idempotencyKey": uuid.uuid4().hex}}
+            variables = {
+                "input": {
+                    "location": gid("Location", ward),
+                    "lot": gid("Lot", lot_id),
+                    "quantity": 1,
+                    "idempotencyKey": uuid.uuid4().hex,
+                }
+            }
             return await gql(http, DISPENSE, variables, token)
 
         results = await asyncio.gather(*[dispense() for _ in range(20)])
@@ -49,9 +55,15 @@ async def test_replayed_http_mutation_changes_stock_once(
 ) -> None:
     lot_id = await receive(demo, "WARD-A", 5)
     ward = demo.locations["WARD-A"]
-    variables = {"input": {"location": gid("Location", ward), "lot": gid("Lot", lot_id),
-                           "quantity": 2, "patientReference": "ENC-1",
-                           "idempotencyKey": "outbox-7f3a"}}
+    variables = {
+        "input": {
+            "location": gid("Location", ward),
+            "lot": gid("Lot", lot_id),
+            "quantity": 2,
+            "patientReference": "ENC-1",
+            "idempotencyKey": "outbox-7f3a",
+        }
+    }
     async with httpx.AsyncClient(base_url=live_server.url, timeout=30) as http:
         token = await token_for(http, "nurse")
         results = [await gql(http, DISPENSE, variables, token) for _ in range(3)]
