@@ -114,6 +114,7 @@ function SupplierDetail({ id }: { id: string }) {
 }
 
 function Performance({ p }: { p: SupplierPerformanceFieldsFragment }) {
+  const of = (part: number, whole: number, unit: string) => (whole ? `(${part} of ${whole} ${unit})` : `(no ${unit})`);
   return (
     <Facts
       items={[
@@ -121,13 +122,13 @@ function Performance({ p }: { p: SupplierPerformanceFieldsFragment }) {
           key: "onTimeDeliveryRate",
           label: "On time",
           raw: p.onTimeDeliveryRate,
-          value: `${percent(p.onTimeDeliveryRate)} (${p.shipmentsOnTime} of ${p.shipmentsReceived} shipments)`,
+          value: `${percent(p.onTimeDeliveryRate)} ${of(p.shipmentsOnTime, p.shipmentsReceived, "shipments received")}`,
         },
         {
           key: "fillRate",
           label: "Fill rate",
           raw: p.fillRate,
-          value: `${percent(p.fillRate)} (${p.receivedQuantity} of ${p.orderedQuantity} packs)`,
+          value: `${percent(p.fillRate)} ${of(p.receivedQuantity, p.orderedQuantity, "packs ordered")}`,
         },
         { key: "averageLeadTimeDays", label: "Lead time, average", raw: p.averageLeadTimeDays, value: days(p.averageLeadTimeDays) },
         { key: "leadTimeP90Days", label: "Lead time, 90th pct.", raw: p.leadTimeP90Days, value: days(p.leadTimeP90Days) },
@@ -135,7 +136,7 @@ function Performance({ p }: { p: SupplierPerformanceFieldsFragment }) {
           key: "discrepancyRate",
           label: "Discrepancies",
           raw: p.discrepancyRate,
-          value: `${percent(p.discrepancyRate)} (${p.shipmentsWithDiscrepancies} of ${p.shipmentsReceived} shipments)`,
+          value: `${percent(p.discrepancyRate)} ${of(p.shipmentsWithDiscrepancies, p.shipmentsReceived, "shipments received")}`,
         },
         {
           key: "priceVariancePercent",

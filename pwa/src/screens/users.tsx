@@ -190,7 +190,6 @@ function UserItem({ user, refs, onChange }: { user: AdminUserFragment; refs: Ref
           </button>
           <button
             type="button"
-            class={user.active ? "danger" : ""}
             onClick={() => ((panel.value = "active"), (notice.value = null))}
             aria-label={`${user.active ? "Deactivate" : "Reactivate"} ${user.username}`}
           >
