@@ -127,13 +127,14 @@ export function App() {
   if (!user || sessionExpired.value) return <SignIn />;
 
   const screens = screensForUser();
-  const current = screens.find((s) => s.id === route.value);
+  const section = route.value.split("/")[0]; // "suppliers/<id>" is the suppliers screen
+  const current = screens.find((s) => s.id === section);
   const tabs = screens.slice(0, TABS);
   const more = screens.slice(TABS);
   const pending = outbox.value.filter((e) => e.status === "pending").length;
   const refused = outbox.value.filter((e) => e.status === "refused").length;
   const Current = current?.component;
-  const showMore = route.value === "more" || (!current && route.value !== "");
+  const showMore = section === "more" || (!current && section !== "");
   const Fallback = tabs[0]?.component;
 
   return (
@@ -180,13 +181,13 @@ export function App() {
           <a
             key={s.id}
             href={`#/${s.id}`}
-            aria-current={route.value === s.id || (i === 0 && route.value === "") ? "page" : undefined}
+            aria-current={section === s.id || (i === 0 && section === "") ? "page" : undefined}
           >
             {s.title}
             {s.id === "scan" && pending + refused > 0 && <span class="count">{pending + refused}</span>}
           </a>
         ))}
-        <a href="#/more" aria-current={showMore || more.some((s) => s.id === route.value) ? "page" : undefined}>
+        <a href="#/more" aria-current={showMore || more.some((s) => s.id === section) ? "page" : undefined}>
           More
         </a>
       </nav>

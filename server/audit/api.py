@@ -11,6 +11,7 @@ from strawberry import relay
 from strawberry.scalars import JSON
 
 from server.core import audit
+from server.core.db import utcnow
 from server.core.graphql import Info, decode_id, paginate, to_connection
 from server.core.security import Permission
 from server.network.api import User
@@ -61,8 +62,40 @@ class AuditEventConnection:
     page_info: relay.PageInfo
 
 
+@strawberry.type(
+    description="The hash chain walked from the first event: what `apotheca verify-audit` says."
+)
+class AuditIntegrity:
+    ok: bool
+    events_checked: int = strawberry.field(
+        description="Events verified before the first broken one (all of them when ok)."
+    )
+    first_broken_seq: int | None = strawberry.field(
+        description="The first event that does not add up; null when ok."
+    )
+    reason: str | None = strawberry.field(description="Why it does not add up; null when ok.")
+    checked_at: datetime
+
+
 @strawberry.type
 class Query:
+    @strawberry.field(
+        description="Verify the whole audit hash chain now (reads every event). Administrators "
+        "and auditors."
+    )
+    async def audit_integrity(self, info: Info) -> AuditIntegrity:
+        info.context.require_principal().require(Permission.AUDIT_READ)
+        # A session of its own: verify() expunges as it walks, which must not touch others.
+        async with info.context.db.read() as session:
+            result = await audit.verify(session)
+        return AuditIntegrity(
+            ok=result.ok,
+            events_checked=result.checked,
+            first_broken_seq=result.first_bad_seq,
+            reason=result.problem,
+            checked_at=utcnow(),
+        )
+
     @strawberry.field(description="Audit events, newest first. Administrators and auditors.")
     async def audit_trail(
         self,

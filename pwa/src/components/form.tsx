@@ -1,0 +1,157 @@
+// Form and page pieces shared by the admin-side screens (users, audit, suppliers, supervision):
+// labelled fields that show the server's typed field errors next to themselves, sub-route
+// parsing, and a "back" link.
+import { Fragment, type ComponentChildren, type JSX } from "preact";
+import type { MutationErrorFieldsFragment } from "../gql/graphql";
+import { route } from "../state";
+import "./admin.css";
+
+/** A payload's typed errors split into those naming a field the form shows, and the rest. */
+export interface FieldErrors {
+  byField: Record<string, string>;
+  general: string[];
+}
+
+export function splitErrors(errors: readonly MutationErrorFieldsFragment[], fields: readonly string[]): FieldErrors {
+  const byField: Record<string, string> = {};
+  const general: string[] = [];
+  for (const error of errors) {
+    // The server names input fields as in the schema (camelCase), possibly under "input.".
+    const field = error.field?.replace(/^input\./, "") ?? null;
+    if (field && fields.includes(field)) byField[field] = byField[field] ? `${byField[field]}; ${error.message}` : error.message;
+    else general.push(error.message);
+  }
+  return { byField, general };
+}
+
+export const NO_ERRORS: FieldErrors = { byField: {}, general: [] };
+
+/** The error under a field, tied to it with aria-describedby (see `fieldProps`). */
+export function FieldError({ id, message }: { id: string; message: string | undefined }) {
+  if (!message) return null;
+  return (
+    <span id={`${id}-error`} class="error" data-field-error={id} style={{ display: "block", marginTop: "0.25rem" }}>
+      {message}
+    </span>
+  );
+}
+
+/** aria-invalid and aria-describedby for a control whose error may be shown by FieldError. */
+export function fieldProps(id: string, message: string | undefined): { "aria-invalid"?: "true"; "aria-describedby"?: string } {
+  return message ? { "aria-invalid": "true", "aria-describedby": `${id}-error` } : {};
+}
+
+type InputProps = Omit<JSX.InputHTMLAttributes<HTMLInputElement>, "onInput" | "value" | "id" | "label">;
+
+export function TextField({
+  id,
+  label,
+  hint,
+  value,
+  onValue,
+  error,
+  ...rest
+}: {
+  id: string;
+  label: string;
+  hint?: string;
+  value: string;
+  onValue: (value: string) => void;
+  error?: string;
+} & InputProps) {
+  return (
+    <label for={id}>
+      {label} {hint && <span class="hint">{hint}</span>}
+      <input
+        id={id}
+        value={value}
+        onInput={(e) => onValue((e.target as HTMLInputElement).value)}
+        {...fieldProps(id, error)}
+        {...rest}
+      />
+      <FieldError id={id} message={error} />
+    </label>
+  );
+}
+
+/** A group of checkboxes in a fieldset whose legend names it; the error belongs to the group. */
+export function CheckboxGroup<T extends string>({
+  id,
+  legend,
+  options,
+  selected,
+  onChange,
+  error,
+  hint,
+}: {
+  id: string;
+  legend: string;
+  options: { value: T; label: ComponentChildren }[];
+  selected: readonly T[];
+  onChange: (values: T[]) => void;
+  error?: string;
+  hint?: string;
+}) {
+  return (
+    <fieldset id={id} class="choices" {...fieldProps(id, error)}>
+      <legend>
+        {legend} {hint && <span class="hint">{hint}</span>}
+      </legend>
+      {options.map((o) => (
+        <label key={o.value} class="choice">
+          <input
+            type="checkbox"
+            checked={selected.includes(o.value)}
+            onChange={(e) => {
+              const on = (e.target as HTMLInputElement).checked;
+              onChange(on ? [...selected, o.value] : selected.filter((v) => v !== o.value));
+            }}
+          />
+          <span>{o.label}</span>
+        </label>
+      ))}
+      <FieldError id={id} message={error} />
+    </fieldset>
+  );
+}
+
+/** The path segments after the screen's own: "#/suppliers/abc" gives ["abc"]. */
+export function subPath(): string[] {
+  return route.value
+    .split("/")
+    .slice(1)
+    .filter(Boolean)
+    .map((part) => {
+      try {
+        return decodeURIComponent(part);
+      } catch {
+        return part;
+      }
+    });
+}
+
+export function BackLink({ href, children }: { href: string; children: ComponentChildren }) {
+  return (
+    <p>
+      <a class="button" href={href} style={{ display: "inline-flex", alignItems: "center", textDecoration: "none" }}>
+        ← {children}
+      </a>
+    </p>
+  );
+}
+
+/** A `dl` of label/value pairs; values carry data-metric (and data-value when numeric) for tests. */
+export function Facts({ items }: { items: { key: string; label: string; value: ComponentChildren; raw?: number | null }[] }) {
+  return (
+    <dl class="grid2">
+      {items.map((item) => (
+        <Fragment key={item.key}>
+          <dt>{item.label}</dt>
+          <dd data-metric={item.key} data-value={item.raw === undefined ? undefined : String(item.raw ?? "")}>
+            {item.value}
+          </dd>
+        </Fragment>
+      ))}
+    </dl>
+  );
+}
