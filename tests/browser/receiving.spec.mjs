@@ -55,16 +55,12 @@ async function ids(tok) {
   };
 }
 
-/** A wholesaler's shipment of two batches (10 + 6 packs) to HOSP-CP, dispatched and delivered. */
-async function deliveredShipment() {
+/** A wholesaler's PLANNED shipment to HOSP-CP of `batches` ([batch, packs]) of one order line. */
+async function plannedShipment(batches) {
   const admin = await token(fx.url, "admin");
   const supplier = await token(fx.url, "supplier");
   const { wholesaler, location, product } = await ids(admin);
   const expiry = day(500);
-  const batches = [
-    ["RCV-A", 10],
-    ["RCV-B", 6],
-  ];
   // The wholesaler needs the packs on its shelf to dispatch them (SHIP at WHS-DC).
   for (const [batch, quantity] of batches) {
     await must(
@@ -74,10 +70,11 @@ async function deliveredShipment() {
       "receiveStock",
     );
   }
+  const total = batches.reduce((n, [, q]) => n + q, 0);
   const { purchaseOrder } = await must(
     admin,
     `mutation($input: CreatePurchaseOrderInput!) { createPurchaseOrder(input: $input) { errors { code message } purchaseOrder { id lines { id } } } }`,
-    { input: { supplier: wholesaler, deliverTo: location["HOSP-CP"], lines: [{ product, quantity: 16, unitPrice: "2.50" }], expectedDeliveryDate: day(3) } },
+    { input: { supplier: wholesaler, deliverTo: location["HOSP-CP"], lines: [{ product, quantity: total, unitPrice: "2.50" }], expectedDeliveryDate: day(3) } },
     "createPurchaseOrder",
   );
   await must(admin, `mutation($o: ID!) { submitPurchaseOrder(order: $o) { errors { code message } } }`, { o: purchaseOrder.id }, "submitPurchaseOrder");
@@ -94,15 +91,24 @@ async function deliveredShipment() {
     },
     "createShipment",
   );
+  return { ...shipment, location, supplier };
+}
+
+/** Two batches (10 + 6 packs) to HOSP-CP, dispatched and delivered. */
+async function deliveredShipment() {
+  const shipment = await plannedShipment([
+    ["RCV-A", 10],
+    ["RCV-B", 6],
+  ]);
   for (const status of ["DISPATCHED", "DELIVERED"]) {
     await must(
-      supplier,
+      shipment.supplier,
       `mutation($s: ID!, $status: ShipmentStatus!) { updateShipmentStatus(shipment: $s, status: $status) { errors { code message } } }`,
       { s: shipment.id, status },
       "updateShipmentStatus",
     );
   }
-  return { ...shipment, location };
+  return shipment;
 }
 
 async function movementsAt(locationId, kinds, batch) {
@@ -233,6 +239,39 @@ test("pharmacist receives a shipment: damaged pack, offline receipt once, comple
   assert.deepEqual(kinds, ["DAMAGED 1 RCV-A", "SHORT 2 RCV-A"]);
   assert.equal(await stockOf(fx.url, "HOSP-CP", "RCV-A"), 7);
   await context.close();
+});
+
+test("the supplier marks its shipment dispatched; the pharmacist's open shipment follows live", async () => {
+  const shipment = await plannedShipment([["RCV-C", 4]]);
+  const watcherContext = await browser.newContext({ viewport: PHONE, deviceScaleFactor: 1, serviceWorkers: "block" });
+  const watcher = await watcherContext.newPage();
+  await signIn(watcher, fx.url, "pharmacist");
+  await watcher.goto(`${fx.url}/#/shipments?id=${encodeURIComponent(shipment.id)}`);
+  await watcher.locator('[data-testid="shipment-header"][data-status="PLANNED"]').waitFor();
+  // Nothing to receive before dispatch.
+  assert.equal(await watcher.getByRole("button", { name: /^Receive/ }).count(), 0);
+
+  const context = await browser.newContext({ viewport: PHONE, deviceScaleFactor: 1, serviceWorkers: "block" });
+  const page = await context.newPage();
+  await signIn(page, fx.url, "supplier");
+  await page.goto(`${fx.url}/#/shipments`);
+  await page.locator(`li[data-shipment="${shipment.number}"]`).getByRole("link").click();
+  await page.locator('[data-testid="shipment-header"][data-status="PLANNED"]').waitFor();
+  // The supplier reports progress; it cannot receive or complete.
+  assert.equal(await page.getByRole("button", { name: "Complete receipt…" }).count(), 0);
+  await page.getByLabel("Where is it?").fill("Left the distribution centre");
+  await snap(page, "40-shipments-supplier");
+  await axe(page, "shipment (supplier)");
+  await page.getByRole("button", { name: "Mark dispatched" }).click();
+  await page.locator('[data-testid="shipment-header"][data-status="DISPATCHED"]').waitFor();
+  await page.getByRole("button", { name: "Mark in transit" }).waitFor();
+
+  // Live on the receiver's side, no reload: the status changes and receiving opens.
+  await watcher.locator('[data-testid="shipment-header"][data-status="DISPATCHED"]').waitFor({ timeout: 5_000 });
+  await watcher.locator('li[data-batch="RCV-C"]').getByRole("button", { name: /^Receive/ }).waitFor();
+  assert.equal(await stockOf(fx.url, "WHS-DC", "RCV-C"), 0, "dispatch wrote SHIP at the origin");
+  await context.close();
+  await watcherContext.close();
 });
 
 test("nurse counts WARD-A: live variance, a refused second count, finalize posts COUNT", async () => {
