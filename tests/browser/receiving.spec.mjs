@@ -270,6 +270,19 @@ test("the supplier marks its shipment dispatched; the pharmacist's open shipment
   await watcher.locator('[data-testid="shipment-header"][data-status="DISPATCHED"]').waitFor({ timeout: 5_000 });
   await watcher.locator('li[data-batch="RCV-C"]').getByRole("button", { name: /^Receive/ }).waitFor();
   assert.equal(await stockOf(fx.url, "WHS-DC", "RCV-C"), 0, "dispatch wrote SHIP at the origin");
+
+  // The pharmacist receives by scanning a pack (typed here): the server picks the line.
+  const scanner = watcher.getByTestId("ship-scan-scanner");
+  await scanner.getByText("Type GTIN and batch").click();
+  await scanner.getByLabel("GTIN / EAN").fill(fx.product.gtin);
+  await scanner.getByLabel("Batch").fill("RCV-C");
+  await scanner.getByRole("button", { name: "Use this pack" }).click();
+  const scanned = watcher.getByTestId("scanned-pack");
+  await scanned.getByLabel("Good packs").fill("3");
+  await scanned.getByRole("button", { name: "Receive scanned pack" }).click();
+  await watcher.locator('[data-testid="shipment-outbox"] li[data-status="done"]').waitFor();
+  await watcher.locator('li[data-batch="RCV-C"][data-received="3"][data-outstanding="1"]').waitFor();
+  assert.equal(await stockOf(fx.url, "HOSP-CP", "RCV-C"), 3);
   await context.close();
   await watcherContext.close();
 });
