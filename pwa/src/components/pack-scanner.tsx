@@ -1,0 +1,136 @@
+// Scan a pack for another screen (receiving a shipment, finding a lot on a count sheet): the
+// camera through lib/scanner.ts (loaded only when started), or the GTIN / batch typed in, the
+// same way as on the Scan screen. It only reports the barcode text; the screen decides.
+import { useSignal } from "@preact/signals";
+import { useEffect, useRef } from "preact/hooks";
+import { composeBarcode, gtinValid, toGtin14 } from "../lib/gs1";
+import type { Camera } from "../lib/scanner";
+
+export interface PackScannerProps {
+  /** Prefix for element ids, so two scanners never share one. */
+  id: string;
+  /** Called with the raw barcode text (camera) or the composed GS1 string (typed). */
+  onCode: (barcode: string, source: "camera" | "manual") => void;
+  /** While true the camera ignores what it sees (a result is waiting for a decision). */
+  paused?: boolean;
+  /** Label of the submit button of the typed form. */
+  submitLabel?: string;
+  /** Whether the typed form starts open. */
+  manualOpen?: boolean;
+}
+
+export function PackScanner({ id, onCode, paused = false, submitLabel = "Use this pack", manualOpen = true }: PackScannerProps) {
+  const camera = useSignal<Camera | null>(null);
+  const busy = useSignal(false);
+  const error = useSignal<string | null>(null);
+  const manual = useSignal({ gtin: "", batch: "", expiry: "", serial: "" });
+  const manualError = useSignal<string | null>(null);
+  const videoRef = useRef<HTMLVideoElement>(null);
+  const pausedRef = useRef(paused);
+  pausedRef.current = paused;
+  const onCodeRef = useRef(onCode);
+  onCodeRef.current = onCode;
+
+  useEffect(() => () => camera.value?.stop(), []);
+
+  async function start() {
+    error.value = null;
+    busy.value = true;
+    try {
+      camera.value?.stop();
+      const { startCamera } = await import("../lib/scanner");
+      camera.value = await startCamera({
+        video: videoRef.current!,
+        onDetected: (result) => {
+          if (pausedRef.current) return;
+          if (navigator.vibrate) navigator.vibrate(60);
+          onCodeRef.current(result.rawValue, "camera");
+        },
+        onError: (message) => {
+          error.value = message;
+        },
+      });
+    } catch (e) {
+      error.value = `Camera unavailable: ${(e as Error).message}. Type the GTIN and batch below.`;
+      camera.value = null;
+    } finally {
+      busy.value = false;
+    }
+  }
+
+  function stop() {
+    camera.value?.stop();
+    camera.value = null;
+  }
+
+  function submit(event: Event) {
+    event.preventDefault();
+    const { gtin, batch, expiry, serial } = manual.value;
+    const digits = gtin.replace(/\s/g, "");
+    if (!gtinValid(digits)) {
+      manualError.value = "Enter the 8, 12, 13 or 14 digits of the GTIN (check digit included).";
+      return;
+    }
+    manualError.value = null;
+    onCode(composeBarcode({ gtin: toGtin14(digits), batch, expiry, serial }), "manual");
+  }
+
+  const set = (field: keyof typeof manual.value) => (e: Event) =>
+    (manual.value = { ...manual.value, [field]: (e.target as HTMLInputElement).value });
+
+  return (
+    <div data-testid={`${id}-scanner`}>
+      <div class="camera" hidden={!camera.value && !busy.value}>
+        <video ref={videoRef} aria-label="Camera preview" muted playsInline />
+        <div class="frame" aria-hidden="true" />
+      </div>
+      <div class="actions">
+        {camera.value ? (
+          <button type="button" onClick={stop}>
+            Stop camera
+          </button>
+        ) : (
+          <button type="button" class="big" onClick={() => void start()} disabled={busy.value}>
+            {busy.value ? "Starting camera…" : "Scan with camera"}
+          </button>
+        )}
+      </div>
+      {error.value && (
+        <p class="notice danger" role="alert">
+          {error.value}
+        </p>
+      )}
+      <details open={manualOpen && !camera.value}>
+        <summary>Type GTIN and batch</summary>
+        <form onSubmit={submit} class="card panel">
+          <label for={`${id}-gtin`}>
+            GTIN / EAN
+            <input id={`${id}-gtin`} inputMode="numeric" autoComplete="off" required value={manual.value.gtin} onInput={set("gtin")} />
+          </label>
+          <div class="row">
+            <label for={`${id}-batch`}>
+              Batch
+              <input id={`${id}-batch`} autoComplete="off" value={manual.value.batch} onInput={set("batch")} />
+            </label>
+            <label for={`${id}-expiry`}>
+              Expiry <span class="hint">(optional)</span>
+              <input id={`${id}-expiry`} type="date" value={manual.value.expiry} onInput={set("expiry")} />
+            </label>
+          </div>
+          <label for={`${id}-serial`}>
+            Serial <span class="hint">(optional)</span>
+            <input id={`${id}-serial`} autoComplete="off" value={manual.value.serial} onInput={set("serial")} />
+          </label>
+          {manualError.value && (
+            <p class="error" role="alert">
+              {manualError.value}
+            </p>
+          )}
+          <button type="submit" class="primary big">
+            {submitLabel}
+          </button>
+        </form>
+      </details>
+    </div>
+  );
+}
