@@ -9,19 +9,21 @@ import { closeLive, liveStatus, reconnects } from "./lib/live";
 import { flush, loadOutbox, outbox, outboxBlocked } from "./lib/outbox";
 import { updateReady, applyUpdate } from "./lib/sw-register";
 import { AlertsScreen } from "./screens/alerts";
-import { AuditScreen } from "./screens/audit";
-import { CountsScreen } from "./screens/counts";
-import { DashboardScreen } from "./screens/dashboard";
-import { ShipmentsScreen } from "./screens/shipments";
-import { SupervisionScreen } from "./screens/supervision";
-import { SuppliersScreen } from "./screens/suppliers";
-import { TransfersScreen } from "./screens/transfers";
-import { UsersScreen } from "./screens/users";
 import { ScanScreen } from "./screens/scan";
 import { SignIn } from "./screens/signin";
 import { StockScreen } from "./screens/stock";
 import { forgetLocation, hasRole, loadLocations, navigate, online, route, type Role } from "./state";
 import { Screen } from "./ui";
+import { lazyScreen } from "./lazy";
+
+const AuditScreen = lazyScreen(() => import("./screens/audit"), (m) => m.AuditScreen);
+const CountsScreen = lazyScreen(() => import("./screens/counts"), (m) => m.CountsScreen);
+const DashboardScreen = lazyScreen(() => import("./screens/dashboard"), (m) => m.DashboardScreen);
+const ShipmentsScreen = lazyScreen(() => import("./screens/shipments"), (m) => m.ShipmentsScreen);
+const SupervisionScreen = lazyScreen(() => import("./screens/supervision"), (m) => m.SupervisionScreen);
+const SuppliersScreen = lazyScreen(() => import("./screens/suppliers"), (m) => m.SuppliersScreen);
+const TransfersScreen = lazyScreen(() => import("./screens/transfers"), (m) => m.TransfersScreen);
+const UsersScreen = lazyScreen(() => import("./screens/users"), (m) => m.UsersScreen);
 
 interface ScreenDef {
   id: string;
