@@ -72,6 +72,14 @@ async function shot(page, name) {
   await page.screenshot({ path: join(SCREENSHOTS, name), scale: "css" });
 }
 
+/** Scroll so `selector` starts just below the sticky header. */
+async function scrollTo(page, selector) {
+  await page.evaluate((sel) => {
+    const top = document.querySelector(sel).getBoundingClientRect().top + window.scrollY;
+    window.scrollTo(0, Math.max(0, top - 56));
+  }, selector);
+}
+
 /** TRANSFER_OUT movements written at HOSP-CP for transfer `number`. */
 async function transferOuts(number) {
   const admin = await token(fx.url, "admin");
@@ -124,9 +132,17 @@ test("nurse requests, pharmacist approves live, picks FEFO and dispatches, nurse
   await nurse.waitForFunction((id) => document.querySelector("#tr-source")?.value === id, hospCp);
   await nurse.getByLabel("Add a product").fill(product.name);
   await nurse.getByRole("button", { name: new RegExp(`^Add ${product.name} ${product.strength}`) }).click();
-  await nurse.getByLabel(new RegExp(`^${product.name} ${product.strength}`)).fill("8");
+  const quantity = nurse.getByLabel(new RegExp(`^${product.name} ${product.strength}`));
+  // The server's typed field error is shown at the field it names (lines.0.quantity).
+  await quantity.fill("0");
+  await nurse.getByRole("button", { name: "Send request" }).click();
+  await nurse.locator("#line-qty-error-0").filter({ hasText: "quantity must be between 1" }).waitFor();
+  assert.equal(await quantity.getAttribute("aria-invalid"), "true");
+  await quantity.fill("8");
   await nurse.getByLabel("Needed by").fill(isoDay(1));
   await nurse.getByLabel("Note").fill("Weekend cover");
+  assert.deepEqual(await seriousViolations(nurse), []);
+  await nurse.evaluate(() => window.scrollTo(0, 0));
   await shot(nurse, "30-transfers-request.png");
   await nurse.getByRole("button", { name: "Send request" }).click();
   await detail(nurse, "REQUESTED").waitFor();
@@ -154,6 +170,7 @@ test("nurse requests, pharmacist approves live, picks FEFO and dispatches, nurse
   assert.equal(await nearRow.locator('[data-expiry="near"]').count(), 1);
   assert.equal(await pick.locator(`li[data-batch="${FRESH.batch}"]`).getAttribute("data-suggested"), "2");
   assert.deepEqual(await seriousViolations(pharmacist), []);
+  await scrollTo(pharmacist, '[data-testid="pick-panel"]');
   await shot(pharmacist, "32-transfers-pick.png");
   await pick.getByRole("button", { name: "Pick as suggested" }).click();
   await detail(pharmacist, "PICKED").waitFor();
@@ -176,6 +193,7 @@ test("nurse requests, pharmacist approves live, picks FEFO and dispatches, nurse
   await nearPick.getByLabel("Note").fill("One pack missing from the box");
   await nearPick.getByTestId("receipt-difference").filter({ hasText: "1 short" }).waitFor();
   assert.deepEqual(await seriousViolations(nurse), []);
+  await scrollTo(nurse, '[data-testid="receive-panel"]');
   await shot(nurse, "33-transfers-receive.png");
   await receive.getByRole("button", { name: "Receive into stock" }).click();
   await detail(nurse, "RECEIVED").waitFor();
@@ -191,7 +209,7 @@ test("nurse requests, pharmacist approves live, picks FEFO and dispatches, nurse
     assert.equal(await history.locator(`li[data-action="${action}"]`).count(), 1, action);
   }
   assert.deepEqual(await seriousViolations(nurse), []);
-  await short.scrollIntoViewIfNeeded();
+  await scrollTo(nurse, '[data-testid="discrepancies"]');
   await shot(nurse, "34-transfers-received-short.png");
   await pharmacistContext.close();
   await nurseContext.close();
@@ -219,7 +237,7 @@ test("a dispatch queued offline shows pending and lands exactly once when back o
   await outbox.locator('li[data-status="pending"][data-operation="dispatchTransfer"]').waitFor();
   assert.equal(await page.getByTestId("dispatch-panel").getByRole("button", { name: "Dispatch queued" }).isDisabled(), true);
   assert.equal((await page.getByTestId("pending-count").textContent()).trim(), "1 pending");
-  await outbox.scrollIntoViewIfNeeded();
+  await scrollTo(page, '[data-testid="transfer-outbox"]');
   await shot(page, "35-transfers-dispatch-offline.png");
   assert.equal((await transferOuts(number)).length, 0);
   assert.equal(await stockOf(fx.url, "HOSP-CP", NEAR.batch), nearBefore);

@@ -84,17 +84,30 @@ export function TransferRequest() {
   }, [search.value]);
 
   function add(product: ProductSummaryFragment) {
+    clearError("lines");
     if (!lines.value.some((l) => l.product.id === product.id)) lines.value = [...lines.value, { product, quantity: 1 }];
     search.value = "";
     results.value = [];
     setTimeout(() => document.getElementById(`line-qty-${product.id}`)?.focus(), 0);
   }
 
+  /** Editing a field clears the server's error on it (it is checked again on sending). */
+  function clearError(field: string) {
+    if (!(field in errors.value.byField)) return;
+    const { [field]: _gone, ...rest } = errors.value.byField;
+    errors.value = { ...errors.value, byField: rest };
+  }
+
   function setQuantity(index: number, quantity: number) {
+    clearError(`lines.${index}.quantity`);
+    clearError(`lines.${index}.product`);
     lines.value = lines.value.map((l, i) => (i === index ? { ...l, quantity } : l));
   }
 
   function remove(index: number) {
+    // Line errors are by position: after a removal they no longer match.
+    const byField = Object.fromEntries(Object.entries(errors.value.byField).filter(([f]) => !f.startsWith("lines.")));
+    errors.value = { ...errors.value, byField };
     lines.value = lines.value.filter((_, i) => i !== index);
   }
 
@@ -141,7 +154,10 @@ export function TransferRequest() {
               id="tr-destination"
               data-field="destination"
               value={destination.value}
-              onChange={(e) => (destination.value = (e.target as HTMLSelectElement).value)}
+              onChange={(e) => {
+                clearError("destination");
+                destination.value = (e.target as HTMLSelectElement).value;
+              }}
               {...described("destination", "tr-destination-error")}
             >
               {mine.map((l) => (
@@ -164,6 +180,7 @@ export function TransferRequest() {
             value={source.value}
             onChange={(e) => {
               touchedSource.value = true;
+              clearError("source");
               source.value = (e.target as HTMLSelectElement).value;
             }}
             {...described("source", "tr-source-error")}
@@ -242,7 +259,10 @@ export function TransferRequest() {
             type="date"
             min={today()}
             value={neededBy.value}
-            onInput={(e) => (neededBy.value = (e.target as HTMLInputElement).value)}
+            onInput={(e) => {
+              clearError("neededBy");
+              neededBy.value = (e.target as HTMLInputElement).value;
+            }}
             {...described("neededBy", "tr-needed-by-error")}
           />
           <FieldError id="tr-needed-by-error" message={err.neededBy} />
@@ -255,7 +275,10 @@ export function TransferRequest() {
             rows={2}
             maxLength={500}
             value={note.value}
-            onInput={(e) => (note.value = (e.target as HTMLTextAreaElement).value)}
+            onInput={(e) => {
+              clearError("note");
+              note.value = (e.target as HTMLTextAreaElement).value;
+            }}
             {...described("note", "tr-note-error")}
           />
           <FieldError id="tr-note-error" message={err.note} />

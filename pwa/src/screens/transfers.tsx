@@ -29,7 +29,7 @@ type Row = TransferListFieldsFragment;
 type StatusFilter = "OPEN" | "ALL" | TransferStatus;
 
 const STATUS_FILTERS: [StatusFilter, string][] = [
-  ["OPEN", "Open (not yet received)"],
+  ["OPEN", "Open"],
   ["ALL", "All"],
   ...(Object.entries(STATUS_LABEL) as [TransferStatus, string][]),
 ];
