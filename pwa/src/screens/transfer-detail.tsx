@@ -130,6 +130,39 @@ function Detail({ t, onChange }: { t: Transfer; onChange: (t: Transfer) => void 
               <dd>{late ? <span class="tag expired" data-overdue="true">Overdue: {t.neededBy}</span> : t.neededBy}</dd>
             </>
           )}
+          {t.decidedAt && (
+            <>
+              <dt>{t.status === "REJECTED" ? "Rejected" : "Approved"}</dt>
+              <dd>
+                {formatDateTime(t.decidedAt)}
+                {t.decidedBy && ` by ${t.decidedBy}`}
+              </dd>
+            </>
+          )}
+          {t.dispatchedAt && (
+            <>
+              <dt>Dispatched</dt>
+              <dd>
+                {formatDateTime(t.dispatchedAt)}
+                {t.dispatchedBy && ` by ${t.dispatchedBy}`}
+              </dd>
+            </>
+          )}
+          {t.inTransit.length > 0 && (
+            <>
+              <dt>On the road</dt>
+              <dd data-testid="in-transit">{t.inTransit.reduce((n, x) => n + x.quantity, 0)} pack(s)</dd>
+            </>
+          )}
+          {t.receivedAt && (
+            <>
+              <dt>Received</dt>
+              <dd>
+                {formatDateTime(t.receivedAt)}
+                {t.receivedBy && ` by ${t.receivedBy}`}
+              </dd>
+            </>
+          )}
           {t.note && (
             <>
               <dt>Note</dt>
@@ -138,13 +171,13 @@ function Detail({ t, onChange }: { t: Transfer; onChange: (t: Transfer) => void 
           )}
           {t.rejectionReason && (
             <>
-              <dt>Rejected</dt>
+              <dt>Why rejected</dt>
               <dd data-testid="rejection-reason">{t.rejectionReason}</dd>
             </>
           )}
           {t.cancellationReason && (
             <>
-              <dt>Cancelled</dt>
+              <dt>Why cancelled</dt>
               <dd>{t.cancellationReason}</dd>
             </>
           )}
@@ -639,14 +672,14 @@ function DispatchPanel({ t, pending }: { t: Transfer; pending: boolean }) {
 function Picks({ t }: { t: Transfer }) {
   return (
     <section class="card" aria-labelledby="picks-title">
-      <h2 id="picks-title">Lots sent</h2>
+      <h2 id="picks-title">{t.status === "PICKED" ? "Lots picked" : "Lots sent"}</h2>
       <ul class="list">
         {t.picks.map((p) => (
           <li key={p.id} data-batch={p.lot.batchNumber}>
             {p.line.product.name} {p.line.product.strength} · batch <strong>{p.lot.batchNumber}</strong>{" "}
             <ExpiryTag date={p.lot.expiryDate} expired={p.lot.expired} />
             <span class="meta" style={{ display: "block" }}>
-              {p.quantity} sent{p.receivedQuantity != null && ` · ${p.receivedQuantity} received`}
+              {p.quantity} {t.status === "PICKED" ? "picked" : "sent"}{p.receivedQuantity != null && ` · ${p.receivedQuantity} received`}
             </span>
           </li>
         ))}
