@@ -8,6 +8,7 @@ import { request } from "./lib/graphql";
 import { closeLive, liveStatus, reconnects } from "./lib/live";
 import { flush, loadOutbox, outbox, outboxBlocked } from "./lib/outbox";
 import { updateReady, applyUpdate } from "./lib/sw-register";
+import { reviewHref } from "./components/outbox";
 import { AlertsScreen } from "./screens/alerts";
 import { ScanScreen } from "./screens/scan";
 import { SignIn } from "./screens/signin";
@@ -129,12 +130,13 @@ export function App() {
   if (!user || sessionExpired.value) return <SignIn />;
 
   const screens = screensForUser();
-  const section = route.value.split("/")[0]; // "suppliers/<id>" is the suppliers screen
+  const section = route.value;
   const current = screens.find((s) => s.id === section);
   const tabs = screens.slice(0, TABS);
   const more = screens.slice(TABS);
   const pending = outbox.value.filter((e) => e.status === "pending").length;
-  const refused = outbox.value.filter((e) => e.status === "refused").length;
+  const refusedEntries = outbox.value.filter((e) => e.status === "refused");
+  const refused = refusedEntries.length;
   const Current = current?.component;
   const showMore = section === "more" || (!current && section !== "");
   const Fallback = tabs[0]?.component;
@@ -167,7 +169,7 @@ export function App() {
       )}
       {refused > 0 && route.value !== "scan" && (
         <div class="banner danger" role="alert">
-          {refused} queued action(s) were refused by the server. <a href="#/scan">Review</a>
+          {refused} queued action(s) were refused by the server. <a href={reviewHref(refusedEntries[0])}>Review</a>
         </div>
       )}
       {outboxBlocked.value === "signed-out" && (

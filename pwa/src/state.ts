@@ -18,11 +18,26 @@ if (typeof window !== "undefined") {
 /** The browser says it is online and the last request reached the server. */
 export const online = computed(() => browserOnline.value && reachable.value);
 
-function readRoute(): string {
-  return location.hash.replace(/^#\/?/, "").split("?")[0] || "";
+// Hash routes: `#/<screen>` or `#/<screen>?id=…` for one item of it. `route` is the screen,
+// `routeParams` the rest; `href` builds them, so every screen opens items the same way.
+function readHash(): [string, URLSearchParams] {
+  const [path, query = ""] = location.hash.replace(/^#\/?/, "").split("?");
+  return [path.split("/")[0] || "", new URLSearchParams(query)];
 }
-export const route = signal(readRoute());
-window.addEventListener("hashchange", () => (route.value = readRoute()));
+export const route = signal(readHash()[0]);
+export const routeParams = signal(readHash()[1]);
+window.addEventListener("hashchange", () => {
+  const [screen, params] = readHash();
+  route.value = screen;
+  routeParams.value = params;
+});
+
+/** `#/screen?key=value…` (params left out when empty). */
+export function href(screen: string, params: Record<string, string> = {}): string {
+  const query = new URLSearchParams(params).toString();
+  return `#/${screen}${query ? `?${query}` : ""}`;
+}
+
 export function navigate(path: string): void {
   location.hash = `#/${path}`;
 }

@@ -1,9 +1,8 @@
 // Form and page pieces shared by the admin-side screens (users, audit, suppliers, supervision):
-// labelled fields that show the server's typed field errors next to themselves, sub-route
-// parsing, and a "back" link.
+// labelled fields that show the server's typed field errors next to themselves
+// and a "back" link.
 import { Fragment, type ComponentChildren, type JSX } from "preact";
 import type { MutationErrorFieldsFragment } from "../gql/graphql";
-import { route } from "../state";
 import "./admin.css";
 
 /** A payload's typed errors split into those naming a field the form shows, and the rest. */
@@ -115,20 +114,6 @@ export function CheckboxGroup<T extends string>({
   );
 }
 
-/** The path segments after the screen's own: "#/suppliers/abc" gives ["abc"]. */
-export function subPath(): string[] {
-  return route.value
-    .split("/")
-    .slice(1)
-    .filter(Boolean)
-    .map((part) => {
-      try {
-        return decodeURIComponent(part);
-      } catch {
-        return part;
-      }
-    });
-}
 
 export function BackLink({ href, children }: { href: string; children: ComponentChildren }) {
   return (

@@ -1,24 +1,21 @@
 // Pieces shared by the transfer screens: the status tag, who may do what, field errors, and the
 // `#/transfers?id=…` / `#/transfers?new` sub-routes (app.tsx routes on the part before `?`).
-import { signal } from "@preact/signals";
+import { computed } from "@preact/signals";
 import type { TransferAction, TransferListFieldsFragment, TransferStatus } from "../gql/graphql";
 import { liveStatus } from "../lib/live";
-import { hasRole } from "../state";
+import { hasRole, href, routeParams } from "../state";
 
 // --- sub-route ---------------------------------------------------------------------------------
 
-function readView(): { id: string | null; creating: boolean } {
-  const query = location.hash.split("?")[1] ?? "";
-  const params = new URLSearchParams(query);
-  return { id: params.get("id"), creating: params.has("new") };
-}
-/** Which transfer is open (or the request form), from the hash's query part. */
-export const transferView = signal(readView());
-window.addEventListener("hashchange", () => (transferView.value = readView()));
+/** Which transfer is open (or the request form), from the route's parameters. */
+export const transferView = computed(() => ({
+  id: routeParams.value.get("id"),
+  creating: routeParams.value.has("new"),
+}));
 
-export const transferHref = (id: string) => `#/transfers?id=${encodeURIComponent(id)}`;
-export const NEW_TRANSFER_HREF = "#/transfers?new";
-export const LIST_HREF = "#/transfers";
+export const transferHref = (id: string) => href("transfers", { id });
+export const NEW_TRANSFER_HREF = href("transfers", { new: "" });
+export const LIST_HREF = href("transfers");
 
 // --- status ------------------------------------------------------------------------------------
 

@@ -24,10 +24,9 @@ import { allPages, describeError, request } from "../lib/graphql";
 import { parseLocal } from "../lib/gs1";
 import { subscribe } from "../lib/live";
 import { enqueue, onSettled } from "../lib/outbox";
-import { itemHref, useHashParam } from "../components/hash-param";
-import { OutboxFor, entriesFor } from "../components/outbox-for";
+import { OutboxList, entriesFor } from "../components/outbox";
 import { PackScanner } from "../components/pack-scanner";
-import { hasRole, myLocations, online, selectedLocation } from "../state";
+import { hasRole, href, myLocations, online, routeParams, selectedLocation } from "../state";
 import { ExpiryTag, LocationPicker, Screen, Status, formatDateTime, useLoad } from "../ui";
 
 type Count = NonNullable<StockCountQuery["stockCount"]>;
@@ -68,7 +67,7 @@ function VarianceTag({ value }: { value: number | null }) {
 }
 
 export function CountsScreen() {
-  const id = useHashParam("id");
+  const id = routeParams.value.get("id");
   return id ? <CountDetail id={id} /> : <CountList />;
 }
 
@@ -100,7 +99,7 @@ function CountList() {
           const net = c.lines.reduce((n, l) => n + l.variance, 0);
           return (
             <li key={c.id} data-count={c.id} data-location={c.location.code} data-status={c.status}>
-              <a class="button" href={itemHref("counts", c.id)} style={{ display: "block", textDecoration: "none" }}>
+              <a class="button" href={href("counts", { id: c.id })} style={{ display: "block", textDecoration: "none" }}>
                 <span class="row" style={{ alignItems: "center" }}>
                   <strong style={{ flex: "1 1 auto" }}>
                     {c.location.code} — {c.location.name}
@@ -143,7 +142,7 @@ function StartCount() {
         error.value = startCount.errors.map((e) => e.message).join("; ");
         return;
       }
-      if (startCount.stockCount) window.location.hash = itemHref("counts", startCount.stockCount.id);
+      if (startCount.stockCount) window.location.hash = href("counts", { id: startCount.stockCount.id });
     } catch (e) {
       error.value = describeError(e);
     } finally {
@@ -242,7 +241,7 @@ function CountDetail({ id }: { id: string }) {
             {count.reason && <p>{count.reason}</p>}
           </section>
           {count.status === "OPEN" ? <CountSheet count={count} /> : <Outcome count={count} />}
-          <OutboxFor match={forCount(id)} id="count-outbox" title="Sent from this device" />
+          <OutboxList match={forCount(id)} id="count-outbox" title="Sent from this device" />
         </>
       )}
     </Screen>

@@ -13,7 +13,7 @@ import { cacheGet } from "../lib/db";
 import { NetworkError, describeError, request } from "../lib/graphql";
 import { composeBarcode, expiryState, gtinValid, parseLocal, toGtin14, type LocalParse } from "../lib/gs1";
 import { enqueue, outbox, scanInput } from "../lib/outbox";
-import { ACTION_LABEL, ACTION_PAST, OutboxPanel } from "../components/outbox";
+import { ACTION_LABEL, ACTION_PAST, OutboxList } from "../components/outbox";
 import type { Camera } from "../lib/scanner";
 import type { OutboxEntry } from "../lib/db";
 import { hasRole, myLocations, online, selectLocation, selectedLocation } from "../state";
@@ -422,7 +422,7 @@ export function ScanScreen() {
         </form>
       </details>
 
-      <OutboxPanel />
+      <OutboxList />
       {!online.value && <p class="meta">You are offline. Scans are kept on this device and sent when the connection returns.</p>}
       {!location && myLocations.value.length > 0 && <p class="error">Choose a location first.</p>}
     </Screen>

@@ -23,10 +23,9 @@ import { allPages, describeError, request } from "../lib/graphql";
 import { parseLocal } from "../lib/gs1";
 import { liveStatus, subscribe } from "../lib/live";
 import { enqueue, onSettled } from "../lib/outbox";
-import { itemHref, useHashParam } from "../components/hash-param";
-import { OutboxFor, entriesFor } from "../components/outbox-for";
+import { OutboxList, entriesFor } from "../components/outbox";
 import { PackScanner } from "../components/pack-scanner";
-import { hasRole, online } from "../state";
+import { hasRole, href, online, routeParams } from "../state";
 import { ExpiryTag, Screen, Status, formatDateTime, useLoad } from "../ui";
 
 type Line = ShipmentLineFieldsFragment;
@@ -94,7 +93,7 @@ function totals(lines: Line[]) {
 }
 
 export function ShipmentsScreen() {
-  const id = useHashParam("id");
+  const id = routeParams.value.get("id");
   return id ? <ShipmentDetail id={id} /> : <ShipmentList />;
 }
 
@@ -171,7 +170,7 @@ function ShipmentList() {
           const late = daysOverdue(s, now);
           return (
             <li key={s.id} data-shipment={s.number} data-status={s.status} data-overdue={late > 0 ? "true" : "false"}>
-              <a class="button" href={itemHref("shipments", s.id)} style={{ display: "block", textDecoration: "none", borderColor: late ? "var(--danger)" : undefined }}>
+              <a class="button" href={href("shipments", { id: s.id })} style={{ display: "block", textDecoration: "none", borderColor: late ? "var(--danger)" : undefined }}>
                 <span class="row" style={{ alignItems: "center" }}>
                   <strong style={{ flex: "1 1 auto" }}>{s.number}</strong>
                   <StatusTag status={s.status} />
@@ -272,7 +271,7 @@ function ShipmentDetail({ id }: { id: string }) {
               ))}
             </ul>
           </section>
-          <OutboxFor match={forShipment(id)} id="shipment-outbox" title="Receipts from this device" />
+          <OutboxList match={forShipment(id)} id="shipment-outbox" title="Receipts from this device" />
           <Discrepancies items={s.discrepancies} lines={s.lines} />
           {receivable && (
             <CompleteReceipt

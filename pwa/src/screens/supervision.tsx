@@ -1,4 +1,4 @@
-// Supervision: batches by status; tap one (#/supervision/<approval>/<batch>) for its gamma,
+// Supervision: batches by status; tap one (#/supervision?approval=…&batch=…) for its gamma,
 // every constituent's inventory, the sender -> receiver reconciliation and the explanation
 // lines whose parts add up to gamma. Status is always written out, never colour alone.
 import { useSignal } from "@preact/signals";
@@ -10,7 +10,8 @@ import {
   type SupervisionStatus,
 } from "../gql/graphql";
 import { allPages, request } from "../lib/graphql";
-import { BackLink, Facts, subPath } from "../components/form";
+import { BackLink, Facts } from "../components/form";
+import { href, routeParams } from "../state";
 import { Screen, Status, formatDateTime, useLoad } from "../ui";
 
 type Check = SupervisionBatchQuery["supervision"];
@@ -49,7 +50,8 @@ export function StatusTag({ status }: { status: SupervisionStatus }) {
 }
 
 export function SupervisionScreen() {
-  const [approval, batch] = subPath();
+  const approval = routeParams.value.get("approval");
+  const batch = routeParams.value.get("batch");
   return approval && batch ? <BatchDetail approvalNumber={approval} batchNumber={batch} /> : <Report />;
 }
 
@@ -77,7 +79,7 @@ function Report() {
       <ul class="list" data-testid="supervision-list">
         {items.map((b) => (
           <li key={`${b.approvalNumber}/${b.batchNumber}`} data-batch={b.batchNumber} data-approval={b.approvalNumber}>
-            <a class="item-link" href={`#/supervision/${encodeURIComponent(b.approvalNumber)}/${encodeURIComponent(b.batchNumber)}`}>
+            <a class="item-link" href={href("supervision", { approval: b.approvalNumber, batch: b.batchNumber })}>
               <p>
                 <strong>
                   {b.product ? `${b.product.name} ${b.product.strength}` : b.approvalNumber} · batch {b.batchNumber}

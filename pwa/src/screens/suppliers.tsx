@@ -1,4 +1,4 @@
-// Suppliers: every supplier with its delivery performance; tap one (#/suppliers/<id>) for its
+// Suppliers: every supplier with its delivery performance; tap one (#/suppliers?id=…) for its
 // contacts, contracts (validity, prices, lead times) and recent purchase orders.
 import { useSignal } from "@preact/signals";
 import {
@@ -9,11 +9,12 @@ import {
   type SupplierPerformanceFieldsFragment,
 } from "../gql/graphql";
 import { allPages, request } from "../lib/graphql";
-import { BackLink, Facts, subPath } from "../components/form";
+import { BackLink, Facts } from "../components/form";
+import { href, routeParams } from "../state";
 import { Screen, Status, formatDateTime, percent, useLoad } from "../ui";
 
 export function SuppliersScreen() {
-  const [id] = subPath();
+  const id = routeParams.value.get("id");
   return id ? <SupplierDetail id={id} /> : <SupplierList />;
 }
 
@@ -32,7 +33,7 @@ function SupplierList() {
           const p = s.performance;
           return (
             <li key={s.id} data-supplier={s.name}>
-              <a class="item-link" href={`#/suppliers/${encodeURIComponent(s.id)}`}>
+              <a class="item-link" href={href("suppliers", { id: s.id })}>
                 <p>
                   <strong>{s.name}</strong> <span class="tag neutral">{s.kind.toLowerCase()}</span>
                 </p>

@@ -32,7 +32,8 @@ import {
 import type { OutboxEntry } from "../lib/db";
 import { describeError, request } from "../lib/graphql";
 import { subscribe } from "../lib/live";
-import { dismiss, enqueue, onSettled, outbox } from "../lib/outbox";
+import { enqueue, onSettled } from "../lib/outbox";
+import { OutboxList, entriesFor } from "../components/outbox";
 import { online } from "../state";
 import { ExpiryTag, Screen, Status, formatDateTime, useLoad } from "../ui";
 
@@ -46,12 +47,9 @@ const DISCREPANCY_LABEL: Record<TransferDiscrepancyKind, string> = {
   WRONG_LOT: "Wrong lot",
 };
 
-/** Queued stock actions (dispatch, receipt) of this transfer, oldest first. */
-function entriesFor(id: string): OutboxEntry[] {
-  return outbox.value.filter(
-    (e) => (e.operation === "dispatchTransfer" || e.operation === "receiveTransfer") && e.variables.transfer === id,
-  );
-}
+/** Queued stock actions (dispatch, receipt) of this transfer. */
+const forTransfer = (id: string) => (e: OutboxEntry) =>
+  (e.operation === "dispatchTransfer" || e.operation === "receiveTransfer") && e.variables.transfer === id;
 
 export function TransferDetail({ id }: { id: string }) {
   const loaded = useLoad(`transfer:${id}`, async () => (await request(TransferDocument, { id })).transfer);
@@ -101,7 +99,7 @@ export function TransferDetail({ id }: { id: string }) {
 }
 
 function Detail({ t, onChange }: { t: Transfer; onChange: (t: Transfer) => void }) {
-  const entries = entriesFor(t.id);
+  const entries = entriesFor(forTransfer(t.id));
   const late = overdue(t);
   return (
     <div data-testid="transfer-detail" data-status={t.status} data-number={t.number}>
@@ -185,7 +183,7 @@ function Detail({ t, onChange }: { t: Transfer; onChange: (t: Transfer) => void 
         <Lines t={t} />
       </section>
 
-      <TransferOutbox entries={entries} />
+      <OutboxList match={forTransfer(t.id)} id="transfer-outbox" title="Sent from this device" />
       <Actions t={t} entries={entries} onChange={onChange} />
       <Discrepancies t={t} />
       {t.picks.length > 0 && !(mayDo("RECEIVE", t) || mayDo("PICK", t)) && <Picks t={t} />}
@@ -231,48 +229,6 @@ function Lines({ t }: { t: Transfer }) {
         </li>
       ))}
     </ul>
-  );
-}
-
-/** This transfer's dispatch and receipt as queued on this device: pending, refused or sent. */
-function TransferOutbox({ entries }: { entries: OutboxEntry[] }) {
-  const shown = entries.filter((e) => e.status !== "done" || Date.now() - (e.completedAt ?? 0) < 10 * 60_000);
-  if (!shown.length) return null;
-  return (
-    <section class="card" aria-labelledby="tr-outbox-title" data-testid="transfer-outbox">
-      <h2 id="tr-outbox-title">Sent from this device</h2>
-      <ul class="list">
-        {shown.map((e) => (
-          <li key={e.key} data-status={e.status} data-operation={e.operation} data-replayed={e.replayed ? "true" : "false"}>
-            {e.status === "pending" && (
-              <p class="notice pending" role="status">
-                <span class="tag pending">Pending</span> {e.label.title}:{" "}
-                {navigator.onLine ? "sending…" : "waiting on this device; it is sent when the connection returns."}
-              </p>
-            )}
-            {e.status === "refused" && (
-              <div class="notice danger" role="alert">
-                <p>
-                  <span class="tag refused">Refused</span> {e.label.title}
-                </p>
-                <p class="error" data-testid="refusal">
-                  {e.errors?.map((x) => `${x.message} (${x.code})`).join("; ")}
-                </p>
-                <button type="button" onClick={() => void dismiss(e.seq!)}>
-                  Dismiss
-                </button>
-              </div>
-            )}
-            {e.status === "done" && (
-              <p class="notice ok" role="status">
-                <span class="tag done">Sent</span> {e.label.title}
-                {e.replayed && " (the server already had it)"} · {formatDateTime(new Date(e.completedAt ?? e.createdAt).toISOString())}
-              </p>
-            )}
-          </li>
-        ))}
-      </ul>
-    </section>
   );
 }
 
