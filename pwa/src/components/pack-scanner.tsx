@@ -1,6 +1,6 @@
-// Scan a pack for another screen (receiving a shipment, finding a lot on a count sheet): the
-// camera through lib/scanner.ts (loaded only when started), or the GTIN / batch typed in, the
-// same way as on the Scan screen. It only reports the barcode text; the screen decides.
+// Scan a pack: the camera through lib/scanner.ts (loaded only when started; torch and camera
+// switch where the device has them), or the GTIN / batch typed in. Used by the Scan screen,
+// shipment receiving and the count sheet. It only reports the barcode text; the screen decides.
 import { useSignal } from "@preact/signals";
 import { useEffect, useRef } from "preact/hooks";
 import { composeBarcode, gtinValid, toGtin14 } from "../lib/gs1";
@@ -10,17 +10,36 @@ export interface PackScannerProps {
   /** Prefix for element ids, so two scanners never share one. */
   id: string;
   /** Called with the raw barcode text (camera) or the composed GS1 string (typed). */
-  onCode: (barcode: string, source: "camera" | "manual") => void;
+  onCode: (barcode: string, source: "camera" | "manual", format?: string) => void;
   /** While true the camera ignores what it sees (a result is waiting for a decision). */
   paused?: boolean;
+  /** Finer than `paused`: whether the camera should report this code now. */
+  accept?: (rawValue: string) => boolean;
+  /** The camera is being asked for, and when it runs (for the scan timings). */
+  onStarting?: () => void;
+  onStarted?: (camera: Camera) => void;
+  /** The camera button is the screen's main action. */
+  primary?: boolean;
   /** Label of the submit button of the typed form. */
   submitLabel?: string;
   /** Whether the typed form starts open. */
   manualOpen?: boolean;
 }
 
-export function PackScanner({ id, onCode, paused = false, submitLabel = "Use this pack", manualOpen = true }: PackScannerProps) {
+export function PackScanner({
+  id,
+  onCode,
+  paused = false,
+  accept,
+  onStarting,
+  onStarted,
+  primary = false,
+  submitLabel = "Use this pack",
+  manualOpen = true,
+}: PackScannerProps) {
   const camera = useSignal<Camera | null>(null);
+  const cameras = useSignal<MediaDeviceInfo[]>([]);
+  const torch = useSignal(false);
   const busy = useSignal(false);
   const error = useSignal<string | null>(null);
   const manual = useSignal({ gtin: "", batch: "", expiry: "", serial: "" });
@@ -30,26 +49,33 @@ export function PackScanner({ id, onCode, paused = false, submitLabel = "Use thi
   pausedRef.current = paused;
   const onCodeRef = useRef(onCode);
   onCodeRef.current = onCode;
+  const acceptRef = useRef(accept);
+  acceptRef.current = accept;
 
   useEffect(() => () => camera.value?.stop(), []);
 
-  async function start() {
+  async function start(deviceId?: string) {
     error.value = null;
     busy.value = true;
+    onStarting?.();
     try {
       camera.value?.stop();
-      const { startCamera } = await import("../lib/scanner");
+      const { startCamera, listCameras } = await import("../lib/scanner");
       camera.value = await startCamera({
         video: videoRef.current!,
+        deviceId,
         onDetected: (result) => {
-          if (pausedRef.current) return;
+          if (pausedRef.current || acceptRef.current?.(result.rawValue) === false) return;
           if (navigator.vibrate) navigator.vibrate(60);
-          onCodeRef.current(result.rawValue, "camera");
+          onCodeRef.current(result.rawValue, "camera", result.format);
         },
         onError: (message) => {
           error.value = message;
         },
       });
+      torch.value = false;
+      onStarted?.(camera.value);
+      cameras.value = await listCameras().catch(() => []);
     } catch (e) {
       error.value = `Camera unavailable: ${(e as Error).message}. Type the GTIN and batch below.`;
       camera.value = null;
@@ -61,6 +87,23 @@ export function PackScanner({ id, onCode, paused = false, submitLabel = "Use thi
   function stop() {
     camera.value?.stop();
     camera.value = null;
+  }
+
+  function switchCamera() {
+    const list = cameras.value;
+    if (list.length < 2) return;
+    const index = list.findIndex((d) => d.deviceId === camera.value?.deviceId);
+    void start(list[(index + 1) % list.length].deviceId);
+  }
+
+  async function toggleTorch() {
+    if (!camera.value) return;
+    try {
+      await camera.value.setTorch(!torch.value);
+      torch.value = !torch.value;
+    } catch (e) {
+      error.value = `Torch: ${(e as Error).message}`;
+    }
   }
 
   function submit(event: Event) {
@@ -90,8 +133,18 @@ export function PackScanner({ id, onCode, paused = false, submitLabel = "Use thi
             Stop camera
           </button>
         ) : (
-          <button type="button" class="big" onClick={() => void start()} disabled={busy.value}>
+          <button type="button" class={primary ? "primary big" : "big"} onClick={() => void start()} disabled={busy.value}>
             {busy.value ? "Starting camera…" : "Scan with camera"}
+          </button>
+        )}
+        {camera.value?.torchAvailable && (
+          <button type="button" aria-pressed={torch.value} onClick={() => void toggleTorch()}>
+            Torch {torch.value ? "off" : "on"}
+          </button>
+        )}
+        {camera.value && cameras.value.length > 1 && (
+          <button type="button" onClick={switchCamera}>
+            Switch camera
           </button>
         )}
       </div>

@@ -1,7 +1,7 @@
 // Scan: camera (or typed GTIN / batch) → what the pack is → dispense, return, waste (receive
 // for pharmacy and warehouse roles). Every action goes through the outbox, online or not.
 import { useComputed, useSignal } from "@preact/signals";
-import { useEffect, useRef } from "preact/hooks";
+import { useRef } from "preact/hooks";
 import {
   ParseBarcodeDocument,
   type ParseBarcodeQuery,
@@ -11,10 +11,10 @@ import {
 import { me } from "../lib/auth";
 import { cacheGet } from "../lib/db";
 import { NetworkError, describeError, request } from "../lib/graphql";
-import { composeBarcode, expiryState, gtinValid, parseLocal, toGtin14, type LocalParse } from "../lib/gs1";
+import { expiryState, parseLocal, type LocalParse } from "../lib/gs1";
 import { enqueue, outbox, scanInput } from "../lib/outbox";
 import { ACTION_LABEL, ACTION_PAST, OutboxList } from "../components/outbox";
-import type { Camera } from "../lib/scanner";
+import { PackScanner } from "../components/pack-scanner";
 import type { OutboxEntry } from "../lib/db";
 import { hasRole, myLocations, online, selectLocation, selectedLocation } from "../state";
 import { ExpiryTag, LocationPicker, Screen } from "../ui";
@@ -65,21 +65,11 @@ export function ScanScreen() {
   const reason = useSignal<(typeof REASONS)[number]>("EXPIRED");
   const wasting = useSignal(false);
   const entryKey = useSignal<string | null>(null);
-  const camera = useSignal<Camera | null>(null);
-  const cameraBusy = useSignal(false);
-  const cameraError = useSignal<string | null>(null);
-  const cameras = useSignal<MediaDeviceInfo[]>([]);
-  const torch = useSignal(false);
-  const videoRef = useRef<HTMLVideoElement>(null);
   const resultRef = useRef<HTMLDivElement>(null);
-  const manual = useSignal({ gtin: "", batch: "", expiry: "", serial: "" });
-  const manualError = useSignal<string | null>(null);
   const locationId = selectedLocation.value;
   const location = myLocations.value.find((l) => l.id === locationId);
 
   const entry = useComputed<OutboxEntry | undefined>(() => outbox.value.find((e) => e.key === entryKey.value));
-
-  useEffect(() => () => camera.value?.stop(), []);
 
   async function identify(barcode: string, source: Current["source"], format?: string) {
     const detectedAt = performance.now();
@@ -110,72 +100,6 @@ export function ScanScreen() {
     }
     resultRef.current?.focus();
     resultRef.current?.scrollIntoView({ block: "start", behavior: "smooth" });
-  }
-
-  async function startCamera(deviceId?: string) {
-    cameraError.value = null;
-    cameraBusy.value = true;
-    metrics.cameraStartAt = performance.now();
-    try {
-      camera.value?.stop();
-      const { startCamera: start, listCameras } = await import("../lib/scanner");
-      camera.value = await start({
-        video: videoRef.current!,
-        deviceId,
-        onDetected: (result) => {
-          // While a result waits for a decision, the camera does not replace it.
-          if (current.value && !entryKey.value) return;
-          // Nor does the pack just acted on, still in view: "Scan next" clears it.
-          if (entryKey.value && result.rawValue === current.value?.barcode) return;
-          void identify(result.rawValue, "camera", result.format);
-        },
-        onError: (message) => {
-          cameraError.value = message;
-        },
-      });
-      metrics.engine = camera.value.engine;
-      torch.value = false;
-      cameras.value = await listCameras().catch(() => []);
-    } catch (error) {
-      cameraError.value = `Camera unavailable: ${(error as Error).message}. Type the GTIN and batch below.`;
-      camera.value = null;
-    } finally {
-      cameraBusy.value = false;
-    }
-  }
-
-  function stopCamera() {
-    camera.value?.stop();
-    camera.value = null;
-  }
-
-  function switchCamera() {
-    const list = cameras.value;
-    if (list.length < 2) return;
-    const index = list.findIndex((d) => d.deviceId === camera.value?.deviceId);
-    void startCamera(list[(index + 1) % list.length].deviceId);
-  }
-
-  async function toggleTorch() {
-    if (!camera.value) return;
-    try {
-      await camera.value.setTorch(!torch.value);
-      torch.value = !torch.value;
-    } catch (error) {
-      cameraError.value = `Torch: ${(error as Error).message}`;
-    }
-  }
-
-  function submitManual(event: Event) {
-    event.preventDefault();
-    const { gtin, batch, expiry, serial } = manual.value;
-    const digits = gtin.replace(/\s/g, "");
-    if (!gtinValid(digits)) {
-      manualError.value = "Enter the 8, 12, 13 or 14 digits of the GTIN (check digit included).";
-      return;
-    }
-    manualError.value = null;
-    void identify(composeBarcode({ gtin: toGtin14(digits), batch, expiry, serial }), "manual");
   }
 
   async function act(action: ScanAction) {
@@ -232,36 +156,18 @@ export function ScanScreen() {
     <Screen title="Scan">
       <LocationPicker locations={myLocations.value} value={locationId} onChange={selectLocation} id="scan-location" />
 
-      <div class="camera" hidden={!camera.value && !cameraBusy.value}>
-        <video ref={videoRef} aria-label="Camera preview" muted playsInline />
-        <div class="frame" aria-hidden="true" />
-      </div>
-      <div class="actions">
-        {camera.value ? (
-          <button type="button" onClick={stopCamera}>
-            Stop camera
-          </button>
-        ) : (
-          <button type="button" class="primary big" onClick={() => void startCamera()} disabled={cameraBusy.value}>
-            {cameraBusy.value ? "Starting camera…" : "Scan with camera"}
-          </button>
-        )}
-        {camera.value?.torchAvailable && (
-          <button type="button" aria-pressed={torch.value} onClick={() => void toggleTorch()}>
-            Torch {torch.value ? "off" : "on"}
-          </button>
-        )}
-        {camera.value && cameras.value.length > 1 && (
-          <button type="button" onClick={switchCamera}>
-            Switch camera
-          </button>
-        )}
-      </div>
-      {cameraError.value && (
-        <p class="notice danger" role="alert">
-          {cameraError.value}
-        </p>
-      )}
+      <PackScanner
+        id="m"
+        primary
+        submitLabel="Look up pack"
+        manualOpen={!scan}
+        // While a result waits for a decision the camera does not replace it, nor does the pack
+        // just acted on, still in view: "Scan next" clears it.
+        accept={(raw) => !(current.value && !entryKey.value) && !(entryKey.value && raw === current.value?.barcode)}
+        onStarting={() => (metrics.cameraStartAt = performance.now())}
+        onStarted={(camera) => (metrics.engine = camera.engine)}
+        onCode={(barcode, source, format) => void identify(barcode, source, format)}
+      />
 
       <div ref={resultRef} tabIndex={-1} aria-live="polite" data-testid="scan-result">
         {scan && (
@@ -383,44 +289,6 @@ export function ScanScreen() {
         )}
       </div>
 
-      <details open={!camera.value && !scan}>
-        <summary>Type GTIN and batch</summary>
-        <form onSubmit={submitManual} class="card panel">
-          <label for="m-gtin">
-            GTIN / EAN
-            <input
-              id="m-gtin"
-              inputMode="numeric"
-              autoComplete="off"
-              required
-              value={manual.value.gtin}
-              onInput={(e) => (manual.value = { ...manual.value, gtin: (e.target as HTMLInputElement).value })}
-            />
-          </label>
-          <div class="row">
-            <label for="m-batch">
-              Batch
-              <input id="m-batch" autoComplete="off" value={manual.value.batch} onInput={(e) => (manual.value = { ...manual.value, batch: (e.target as HTMLInputElement).value })} />
-            </label>
-            <label for="m-expiry">
-              Expiry <span class="hint">(optional)</span>
-              <input id="m-expiry" type="date" value={manual.value.expiry} onInput={(e) => (manual.value = { ...manual.value, expiry: (e.target as HTMLInputElement).value })} />
-            </label>
-          </div>
-          <label for="m-serial">
-            Serial <span class="hint">(optional)</span>
-            <input id="m-serial" autoComplete="off" value={manual.value.serial} onInput={(e) => (manual.value = { ...manual.value, serial: (e.target as HTMLInputElement).value })} />
-          </label>
-          {manualError.value && (
-            <p class="error" role="alert">
-              {manualError.value}
-            </p>
-          )}
-          <button type="submit" class="primary big">
-            Look up pack
-          </button>
-        </form>
-      </details>
 
       <OutboxList />
       {!online.value && <p class="meta">You are offline. Scans are kept on this device and sent when the connection returns.</p>}
