@@ -64,6 +64,7 @@ schema: install
 bench: install
 	$(BIN)/python bench/ledger.py
 	$(BIN)/python bench/realtime.py
+	$(BIN)/python bench/forecasting.py
 
 clean:
 	rm -rf $(VENV) $(DATA_DIR) .pytest_cache .ruff_cache .hypothesis
