@@ -35,7 +35,6 @@ from server.forecasting.forecast import (
     choose_method,
     forecast_series,
 )
-from server.forecasting.service import ForecastingService
 from server.inventory.models import MovementKind
 from server.inventory.service import MovementRequest
 
@@ -105,7 +104,7 @@ async def bench_service(backend: Backend, products: int) -> list[tuple[str, floa
             await fx.services.ledger.record(
                 fx.principal, requests[start : start + 200], operation="bench.history"
             )
-        service = ForecastingService(fx.services.db)
+        service = fx.services.forecasting
         forecast_series.cache_clear()
 
         async def once(product: int) -> float:

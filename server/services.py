@@ -12,10 +12,12 @@ from server.core.db import Database
 from server.core.events import EventBus
 from server.core.security import TokenService
 from server.counts.service import CountService
+from server.forecasting.service import ForecastingService
 from server.integrations.service import EpcisService
 from server.inventory.service import LedgerService
 from server.network.service import NetworkService
 from server.procurement.service import ProcurementService
+from server.reports.service import ReportService
 from server.scanning.service import ScanningService
 from server.supervision.checks import SupervisionCheckService
 from server.supervision.service import SupervisionService
@@ -39,6 +41,8 @@ class Services:
     procurement: ProcurementService
     epcis: EpcisService
     supervision_checks: SupervisionCheckService
+    reports: ReportService
+    forecasting: ForecastingService
 
     @classmethod
     def build(cls, settings: Settings) -> Services:
@@ -71,6 +75,8 @@ class Services:
             supervision_checks=SupervisionCheckService(
                 db, alerts, transit_window_hours=settings.transit_window_hours
             ),
+            reports=ReportService(db),
+            forecasting=ForecastingService(db),
         )
 
     async def start(self) -> None:

@@ -20,6 +20,8 @@ from sqlalchemy.orm import Mapped, mapped_column
 
 from server.core.db import Base
 
+COST_PRECISION = Decimal("0.0001")  # unit costs and values: Numeric(12, 4) below
+
 
 class StorageCondition(StrEnum):
     ROOM = "ROOM"

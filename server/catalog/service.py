@@ -15,7 +15,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from server.catalog.gtin import normalize_gtin
-from server.catalog.models import Lot, Product, ProductGtin, StorageCondition
+from server.catalog.models import COST_PRECISION, Lot, Product, ProductGtin, StorageCondition
 from server.core import audit
 from server.core.db import Database
 from server.core.errors import DomainError, Duplicate, InvalidInput
@@ -84,7 +84,7 @@ def product_snapshot(product: Product, gtins: Sequence[str]) -> dict[str, object
         "atc_code": product.atc_code,
         "controlled_schedule": product.controlled_schedule,
         "storage": product.storage.value,
-        "unit_cost": str(Decimal(product.unit_cost).quantize(Decimal("0.0001"))),
+        "unit_cost": str(Decimal(product.unit_cost).quantize(COST_PRECISION)),
         "active": product.active,
         "gtins": list(gtins),
     }

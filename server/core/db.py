@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime, time
 from typing import Any
 
 from sqlalchemy import DateTime, MetaData, event
@@ -39,6 +39,11 @@ class Base(DeclarativeBase):
 
 def utcnow() -> datetime:
     return datetime.now(UTC)
+
+
+def midnight_utc(day: date) -> datetime:
+    """The UTC instant a day starts: the bound for `occurred_at` range filters."""
+    return datetime.combine(day, time.min, tzinfo=UTC)
 
 
 def is_sqlite(url: str) -> bool:

@@ -122,6 +122,17 @@ class Principal:
     def sees_location(self, location_id: int) -> bool:
         return self.location_ids is None or location_id in self.location_ids
 
+    def readable_locations(
+        self, permission: Permission, location_id: int | None = None
+    ) -> list[int] | None:
+        """The locations a read may cover: the one asked for (checked), else the whole scope.
+
+        None means every location. Raises Forbidden like `require`."""
+        self.require(permission, location_id=location_id)
+        if location_id is not None:
+            return [location_id]
+        return None if self.location_ids is None else sorted(self.location_ids)
+
     def require(self, permission: Permission, *, location_id: int | None = None) -> None:
         """Raise Forbidden unless a role grants `permission` (at `location_id`, when given)."""
         if not self.can(permission):

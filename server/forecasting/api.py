@@ -155,10 +155,6 @@ def _location_id(location: relay.GlobalID | None) -> int | None:
     return None if location is None else decode_id(location, Location, "location")
 
 
-def _service(info: Info) -> service.ForecastingService:
-    return service.ForecastingService(info.context.db)
-
-
 @strawberry.type
 class Query:
     @strawberry.field(
@@ -175,7 +171,7 @@ class Query:
         horizon_weeks: int = 8,
     ) -> ConsumptionForecast:
         principal = info.context.require_principal()
-        result = await _service(info).consumption_forecast(
+        result = await info.context.services.forecasting.consumption_forecast(
             principal,
             product_id=decode_id(product, Product, "product"),
             location_id=_location_id(location),
@@ -196,7 +192,7 @@ class Query:
         first: int = 10,
     ) -> list[ProductConsumption]:
         principal = info.context.require_principal()
-        rows = await _service(info).top_consumption(
+        rows = await info.context.services.forecasting.top_consumption(
             principal, location_id=_location_id(location), weeks=weeks, first=first
         )
         return [ProductConsumption(quantity=r.quantity, product_id=r.product_id) for r in rows]
@@ -204,7 +200,9 @@ class Query:
     @strawberry.field(description="Value of stock on hand in your locations, or one of them.")
     async def stock_value(self, info: Info, location: relay.GlobalID | None = None) -> StockValue:
         principal = info.context.require_principal()
-        result = await _service(info).stock_value(principal, location_id=_location_id(location))
+        result = await info.context.services.forecasting.stock_value(
+            principal, location_id=_location_id(location)
+        )
         return StockValue(
             packs=result.packs,
             value=result.value,
@@ -230,7 +228,9 @@ class Query:
         self, info: Info, location: relay.GlobalID | None = None
     ) -> ExpiryExposure:
         principal = info.context.require_principal()
-        result = await _service(info).expiry_exposure(principal, location_id=_location_id(location))
+        result = await info.context.services.forecasting.expiry_exposure(
+            principal, location_id=_location_id(location)
+        )
         return ExpiryExposure(
             today=result.today,
             buckets=[

@@ -26,15 +26,15 @@ import asyncio
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import UTC, date, datetime, time, timedelta
+from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from enum import StrEnum
 
 from sqlalchemy import ColumnElement, Date, cast, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from server.catalog.models import Lot, Product
-from server.core.db import Database, utcnow
+from server.catalog.models import COST_PRECISION, Lot, Product
+from server.core.db import Database, midnight_utc, utcnow
 from server.core.errors import InvalidInput, NotFound
 from server.core.security import Permission, Principal
 from server.forecasting.forecast import (
@@ -50,7 +50,6 @@ from server.network.models import Location
 MAX_HISTORY_WEEKS = 156  # three years, the same bound as the waste report
 MAX_HORIZON_WEEKS = 52
 MAX_RANKING = 50
-COST_PRECISION = Decimal("0.0001")  # that of Product.unit_cost
 CONSUMPTION_KINDS = (MovementKind.DISPENSE, MovementKind.RETURN)
 
 # WHO ATC anatomical main groups: the first letter of an ATC code.
@@ -177,10 +176,6 @@ def _week_expr(dialect: str, column: ColumnElement[datetime]) -> ColumnElement[d
     return cast(func.date_trunc("week", func.timezone("UTC", column)), Date)
 
 
-def _midnight(day: date) -> datetime:
-    return datetime.combine(day, time.min, tzinfo=UTC)
-
-
 def _as_date(value: date | str) -> date:
     return value if isinstance(value, date) else date.fromisoformat(str(value))
 
@@ -190,13 +185,10 @@ async def _scope(
 ) -> list[int] | None:
     """The locations a figure may read: the one asked for (if in scope), else the principal's
     scope (None: everywhere). Out of scope is FORBIDDEN; an unknown location NOT_FOUND."""
-    if location_id is not None:
-        principal.require(Permission.STOCK_READ, location_id=location_id)
-        if await session.get(Location, location_id) is None:
-            raise NotFound(f"location {location_id} does not exist", field="location")
-        return [location_id]
-    principal.require(Permission.STOCK_READ)
-    return None if principal.location_ids is None else sorted(principal.location_ids)
+    scope = principal.readable_locations(Permission.STOCK_READ, location_id)
+    if location_id is not None and await session.get(Location, location_id) is None:
+        raise NotFound(f"location {location_id} does not exist", field="location")
+    return scope
 
 
 class ForecastingService:
@@ -257,8 +249,8 @@ class ForecastingService:
             .join(Lot, Lot.id == M.lot_id)
             .where(
                 M.kind.in_(CONSUMPTION_KINDS),
-                M.occurred_at >= _midnight(this_week - timedelta(days=7 * weeks)),
-                M.occurred_at < _midnight(this_week),
+                M.occurred_at >= midnight_utc(this_week - timedelta(days=7 * weeks)),
+                M.occurred_at < midnight_utc(this_week),
             )
             .group_by(Lot.product_id)
             .having(-func.sum(M.quantity) > 0)
@@ -368,8 +360,8 @@ class ForecastingService:
             .where(
                 Lot.product_id == product_id,
                 M.kind.in_(CONSUMPTION_KINDS),
-                M.occurred_at >= _midnight(since),
-                M.occurred_at < _midnight(before),
+                M.occurred_at >= midnight_utc(since),
+                M.occurred_at < midnight_utc(before),
             )
             .group_by(week)
         )

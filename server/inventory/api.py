@@ -181,12 +181,8 @@ class MovementConnection(relay.Connection[Movement]):
 
 def _location_filter(principal: Principal, location: relay.GlobalID | None) -> list[int] | None:
     """The locations a stock query may read: the one asked for (if in scope), else the scope."""
-    if location is not None:
-        location_id = decode_id(location, Location, "location")
-        principal.require(Permission.STOCK_READ, location_id=location_id)
-        return [location_id]
-    principal.require(Permission.STOCK_READ)
-    return None if principal.location_ids is None else sorted(principal.location_ids)
+    location_id = None if location is None else decode_id(location, Location, "location")
+    return principal.readable_locations(Permission.STOCK_READ, location_id)
 
 
 @strawberry.type

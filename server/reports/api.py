@@ -89,7 +89,7 @@ class Query:
     ) -> WasteReport:
         principal = info.context.require_principal()
         location_id = None if location is None else decode_id(location, Location, "location")
-        report = await service.ReportService(info.context.db).waste_report(
+        report = await info.context.services.reports.waste_report(
             principal,
             since=since,
             until=until,

@@ -29,15 +29,15 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from datetime import UTC, date, datetime, time
+from datetime import UTC, date, datetime
 from decimal import Decimal
 from enum import StrEnum
 
 from sqlalchemy import ColumnElement, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from server.catalog.models import Lot, Product
-from server.core.db import Database, utcnow
+from server.catalog.models import COST_PRECISION, Lot, Product
+from server.core.db import Database, midnight_utc, utcnow
 from server.core.errors import InvalidInput, NotFound
 from server.core.security import Permission, Principal
 from server.inventory.models import Balance, Movement, MovementKind
@@ -46,7 +46,6 @@ from server.network.models import Location
 EXPIRED_ON_SHELF = "EXPIRED_ON_SHELF"
 OTHER = "OTHER"
 MAX_PERIOD_YEARS = 3
-COST_PRECISION = Decimal("0.0001")  # that of Product.unit_cost
 
 
 class WasteGrouping(StrEnum):
@@ -200,10 +199,6 @@ def _month_expr(dialect: str, column: ColumnElement[datetime]) -> ColumnElement[
     return func.to_char(func.timezone("UTC", column), "YYYY-MM")
 
 
-def _midnight(day: date) -> datetime:
-    return datetime.combine(day, time.min, tzinfo=UTC)
-
-
 class ReportService:
     """Read-only report queries; each runs in one read transaction."""
 
@@ -221,19 +216,10 @@ class ReportService:
         today: date | None = None,
     ) -> WasteReport:
         """Expiry and waste between `since` (inclusive) and `until` (exclusive); see module doc."""
-        if location_id is not None:
-            principal.require(Permission.STOCK_READ, location_id=location_id)
-        else:
-            principal.require(Permission.STOCK_READ)
+        scope = principal.readable_locations(Permission.STOCK_READ, location_id)
         validate_period(since, until)
         grouping = normalise_grouping(group_by)
         today = today or utcnow().date()
-        if location_id is not None:
-            scope: list[int] | None = [location_id]
-        elif principal.location_ids is not None:
-            scope = sorted(principal.location_ids)
-        else:
-            scope = None
         async with self.db.read() as session:
             if location_id is not None and await session.get(Location, location_id) is None:
                 raise NotFound(f"location {location_id} does not exist", field="location")
@@ -262,8 +248,8 @@ class ReportService:
             .join(Product, Product.id == Lot.product_id)
             .where(
                 M.kind == MovementKind.DISPOSE,
-                M.occurred_at >= _midnight(since),
-                M.occurred_at < _midnight(until),
+                M.occurred_at >= midnight_utc(since),
+                M.occurred_at < midnight_utc(until),
             )
             .group_by(month, M.location_id, M.reason, Lot.product_id, Product.unit_cost)
         )
