@@ -8,9 +8,12 @@ import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 
+import pytest
 from sqlalchemy import event, text
 
 from server.cli import SCHEMA_PATH
+from server.core.errors import DomainError, ErrorCode
+from server.core.graphql import decode_id
 from server.schema import schema_sdl
 from tests.conftest import ROOT, Demo, first_product_id, gid, gql, receive, token_for
 
@@ -70,6 +73,22 @@ def test_committed_schema_matches_the_code() -> None:
         text=True,
     )
     assert check.returncode == 0, check.stderr
+
+
+def test_decode_id_may_accept_several_types_and_names_the_first_when_refusing() -> None:
+    # A supplier is an organisation: procurement takes either kind of ID for it.
+    either = ("Supplier", "Organisation")
+    assert decode_id(gid("Supplier", 7), either, "supplier") == 7
+    assert decode_id(gid("Organisation", 7), either, "supplier") == 7
+    for value, message in (
+        (gid("Location", 7), "supplier must be the ID of a Supplier"),
+        ("not-base64!", "supplier is not a valid ID"),
+        (gid("Organisation", 0), "supplier is not a valid ID"),
+    ):
+        with pytest.raises(DomainError) as refused:
+            decode_id(value, either, "supplier")
+        assert (refused.value.code, refused.value.field) == (ErrorCode.INVALID_ID, "supplier")
+        assert refused.value.message == message
 
 
 async def test_internal_errors_are_masked_with_a_stable_code(demo: Demo, client) -> None:

@@ -92,9 +92,19 @@ class Context:
 Info = StrawberryInfo[Context, None]
 
 
-def decode_id(global_id: relay.GlobalID | str, expected: type | str, field: str) -> int:
-    """The integer id inside a global ID of the expected type, or an INVALID_ID error."""
-    type_name = expected if isinstance(expected, str) else expected.__name__
+def decode_id(
+    global_id: relay.GlobalID | str,
+    expected: type | str | tuple[type | str, ...],
+    field: str,
+) -> int:
+    """The integer id inside a global ID of the expected type, or an INVALID_ID error.
+
+    Given several types, an ID of any of them is accepted; a refusal names the first.
+    """
+    names = [
+        t if isinstance(t, str) else t.__name__
+        for t in (expected if isinstance(expected, tuple) else (expected,))
+    ]
     try:
         gid = (
             global_id
@@ -105,9 +115,9 @@ def decode_id(global_id: relay.GlobalID | str, expected: type | str, field: str)
         raise DomainError(
             f"{field} is not a valid ID", field=field, code=ErrorCode.INVALID_ID
         ) from None
-    if gid.type_name != type_name:
+    if gid.type_name not in names:
         raise DomainError(
-            f"{field} must be the ID of a {type_name}", field=field, code=ErrorCode.INVALID_ID
+            f"{field} must be the ID of a {names[0]}", field=field, code=ErrorCode.INVALID_ID
         )
     return parse_pk(gid.node_id, field)
 

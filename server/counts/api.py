@@ -33,16 +33,9 @@ from server.counts.service import FinalizeResult, LineView
 from server.inventory import models as inventory_models
 from server.inventory.api import Movement, StockLevel
 from server.network import models as network_models
-from server.network.api import Location
+from server.network.api import Location, username_of
 
 CountStatus = strawberry.enum(models.CountStatus)
-
-
-async def _username(info: Info, user_id: int | None) -> str | None:
-    if user_id is None:
-        return None
-    user = await info.context.by_id(network_models.User).load(user_id)
-    return user.username if user else None
 
 
 def _lines_loader(info: Info) -> DataLoader[int, list[LineView]]:
@@ -117,7 +110,7 @@ class StockCountLine:
 
     @strawberry.field(description="Username of who counted it.")
     async def counted_by(self, info: Info) -> str | None:
-        return await _username(info, self.counted_by_id)
+        return await username_of(info, self.counted_by_id)
 
 
 @strawberry.type(description="A stock-take of one location: OPEN, then FINALIZED or CANCELLED.")
@@ -165,11 +158,11 @@ class StockCount(relay.Node):
 
     @strawberry.field(description="Username of who started it.")
     async def started_by(self, info: Info) -> str | None:
-        return await _username(info, self.started_by_id)
+        return await username_of(info, self.started_by_id)
 
     @strawberry.field(description="Username of who finalized or cancelled it.")
     async def closed_by(self, info: Info) -> str | None:
-        return await _username(info, self.closed_by_id)
+        return await username_of(info, self.closed_by_id)
 
     @strawberry.field(description="Counted lots with their live variance, in counting order.")
     async def lines(self, info: Info) -> list[StockCountLine]:
@@ -207,14 +200,10 @@ class Query:
         principal = info.context.require_principal()
         C = models.StockCount
         stmt = select(C)
-        if location is not None:
-            location_id = decode_id(location, Location, "location")
-            principal.require(Permission.STOCK_READ, location_id=location_id)
-            stmt = stmt.where(C.location_id == location_id)
-        else:
-            principal.require(Permission.STOCK_READ)
-            if principal.location_ids is not None:
-                stmt = stmt.where(C.location_id.in_(principal.location_ids))
+        location_id = None if location is None else decode_id(location, Location, "location")
+        locations = principal.readable_locations(Permission.STOCK_READ, location_id)
+        if locations is not None:
+            stmt = stmt.where(C.location_id.in_(locations))
         if status is not None:
             stmt = stmt.where(C.status == status)
         page = await paginate(

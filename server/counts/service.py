@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 from sqlalchemy import and_, func, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -293,6 +294,35 @@ class CountService:
         self.bus = bus
         self.ledger = ledger
 
+    async def _took_step(
+        self,
+        session: AsyncSession,
+        principal: Principal,
+        count: StockCount,
+        action: str,
+        *,
+        before: dict[str, Any] | None = None,
+        after: dict[str, Any] | None = None,
+        reason: str | None = None,
+    ) -> None:
+        """A count opened or closed: flush, emit its event, and audit it as `count.<action>`.
+
+        The audited `after` is the count's snapshot now plus `after`. Call it last: the audit
+        holds the chain's lock.
+        """
+        await session.flush()
+        await self.bus.emit(session, [_count_event(count)])
+        await audit.record(
+            session,
+            principal,
+            action=f"count.{action}",
+            entity_type="StockCount",
+            entity_id=count.id,
+            before=before,
+            after={**_count_snapshot(count), **(after or {})},
+            reason=reason,
+        )
+
     # --- writes ---------------------------------------------------------------------------------
 
     async def start(
@@ -333,17 +363,7 @@ class CountService:
                 started_at=utcnow(),
             )
             session.add(count)
-            await session.flush()
-            await self.bus.emit(session, [_count_event(count)])
-            await audit.record(
-                session,
-                principal,
-                action="count.start",
-                entity_type="StockCount",
-                entity_id=count.id,
-                after=_count_snapshot(count),
-                reason=reason,
-            )
+            await self._took_step(session, principal, count, "start", reason=reason)
         return count
 
     async def record_line(
@@ -492,17 +512,13 @@ class CountService:
             for view in views
         ]
         uncounted = await _uncounted(session, count)
-        await session.flush()
-        await self.bus.emit(session, [_count_event(count)])
-        await audit.record(
+        await self._took_step(
             session,
             principal,
-            action="count.finalize",
-            entity_type="StockCount",
-            entity_id=count.id,
+            count,
+            "finalize",
             before={"status": CountStatus.OPEN.value},
             after={
-                **_count_snapshot(count),
                 "lines": [
                     {
                         "lot_id": x.line.lot_id,
@@ -532,18 +548,7 @@ class CountService:
             count.status = CountStatus.CANCELLED
             count.closed_by = principal.user_id
             count.closed_at = utcnow()
-            await session.flush()
-            await self.bus.emit(session, [_count_event(count)])
-            await audit.record(
-                session,
-                principal,
-                action="count.cancel",
-                entity_type="StockCount",
-                entity_id=count.id,
-                before=before,
-                after=_count_snapshot(count),
-                reason=reason,
-            )
+            await self._took_step(session, principal, count, "cancel", before=before, reason=reason)
         return count
 
     # --- reads (access is checked by the caller, like every node) ------------------------------

@@ -317,6 +317,11 @@ class UserPayload:
     errors: list[MutationError] = strawberry.field(default_factory=list)
 
 
+async def username_of(info: Info, user_id: int | None) -> str | None:
+    """Who did it, for the `…By` fields of every domain: batched through the request's loader."""
+    return await load_related(info, models.User, user_id, lambda user: user.username)
+
+
 def _optional_id(value: relay.GlobalID | None, node_type: type, field: str) -> int | None:
     return None if value is None else decode_id(value, node_type, field)
 

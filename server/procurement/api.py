@@ -17,13 +17,12 @@ import strawberry
 from sqlalchemy import select
 from strawberry import relay
 from strawberry.dataloader import DataLoader
-from strawberry.relay.types import GlobalIDValueError
 from strawberry.scalars import JSON
 
 from server.catalog import models as catalog_models
 from server.catalog.api import Lot, Product
 from server.core.db import Database, utcnow
-from server.core.errors import DomainError, ErrorCode, NotFound
+from server.core.errors import NotFound
 from server.core.events import SharedLookups
 from server.core.graphql import (
     Info,
@@ -32,14 +31,13 @@ from server.core.graphql import (
     decode_id,
     load_related,
     paginate,
-    parse_pk,
     parse_pks,
     to_connection,
 )
 from server.core.security import Permission, Principal
 from server.inventory.api import Movement
 from server.network import models as network_models
-from server.network.api import Location, Organisation, OrganisationKind
+from server.network.api import Location, Organisation, OrganisationKind, username_of
 from server.procurement import models
 from server.procurement.service import (
     SHIPMENT_TOPIC,
@@ -68,28 +66,11 @@ DiscrepancyKind = strawberry.enum(models.DiscrepancyKind)
 
 def _organisation_id(value: relay.GlobalID | str, field: str) -> int:
     """A supplier is an organisation: accept either kind of ID."""
-    try:
-        gid = value if isinstance(value, relay.GlobalID) else relay.GlobalID.from_id(value)
-    except GlobalIDValueError:
-        raise DomainError(
-            f"{field} is not a valid ID", field=field, code=ErrorCode.INVALID_ID
-        ) from None
-    if gid.type_name not in ("Supplier", "Organisation"):
-        raise DomainError(
-            f"{field} must be the ID of a Supplier", field=field, code=ErrorCode.INVALID_ID
-        )
-    return parse_pk(gid.node_id, field)
+    return decode_id(value, ("Supplier", Organisation), field)
 
 
 def _optional(value: relay.GlobalID | None, node_type: type | str, field: str) -> int | None:
     return None if value is None else decode_id(value, node_type, field)
-
-
-async def _username(info: Info, user_id: int | None) -> str | None:
-    if user_id is None:
-        return None
-    user = await info.context.by_id(network_models.User).load(user_id)
-    return user.username if user else None
 
 
 async def _visible_nodes(
@@ -517,7 +498,7 @@ class PurchaseOrder(relay.Node):
 
     @strawberry.field(description="Username of who created it.")
     async def created_by(self, info: Info) -> str | None:
-        return await _username(info, self.created_by_id)
+        return await username_of(info, self.created_by_id)
 
     @strawberry.field
     async def lines(self, info: Info) -> list[PurchaseOrderLine]:
@@ -598,7 +579,7 @@ class ShipmentEvent:
 
     @strawberry.field(description="Username of who reported it.")
     async def actor(self, info: Info) -> str | None:
-        return await _username(info, self.actor_id)
+        return await username_of(info, self.actor_id)
 
 
 @strawberry.type(description="Packs of one lot on a shipment, and how many were received.")
@@ -711,7 +692,7 @@ class Discrepancy(relay.Node):
 
     @strawberry.field(description="Username of who recorded it.")
     async def recorded_by(self, info: Info) -> str | None:
-        return await _username(info, self.recorded_by_id)
+        return await username_of(info, self.recorded_by_id)
 
 
 @strawberry.type(
@@ -797,7 +778,7 @@ class Shipment(relay.Node):
 
     @strawberry.field(description="Username of who created it.")
     async def created_by(self, info: Info) -> str | None:
-        return await _username(info, self.created_by_id)
+        return await username_of(info, self.created_by_id)
 
     @strawberry.field
     async def lines(self, info: Info) -> list[ShipmentLine]:
@@ -1409,8 +1390,7 @@ class Subscription:
         wanted: int | None = None
         if shipment is not None:
             wanted = decode_id(shipment, Shipment, "shipment")
-            async with info.context.db.read() as session:
-                row = await session.get(models.Shipment, wanted)
+            row = await info.context.by_id(models.Shipment).load(wanted)
             if row is None:
                 raise NotFound("no such shipment", field="shipment")
             require_shipment_visible(principal, row)

@@ -32,10 +32,10 @@ from server.core.graphql import (
     parse_pks,
     to_connection,
 )
-from server.core.security import Permission, Principal
+from server.core.security import Permission
 from server.inventory.api import Movement
 from server.network import models as network_models
-from server.network.api import Location
+from server.network.api import Location, username_of
 from server.procurement import models as procurement_models
 from server.transfers import models, rules, service
 from server.transfers.service import (
@@ -70,13 +70,6 @@ def _batched(info: Info, name: str, load: Callable[[list[int]], Awaitable[list[A
     return info.context.loader(("transfers", name), lambda: DataLoader(load_fn=load, cache=True))
 
 
-async def _username(info: Info, user_id: int | None) -> str | None:
-    if user_id is None:
-        return None
-    user = await info.context.by_id(network_models.User).load(user_id)
-    return user.username if user else None
-
-
 async def _transfer_rows(info: Info, transfer_ids: Iterable[int]) -> list[models.Transfer | None]:
     """Transfers by id, refused when any lies outside the principal's scope."""
     principal = info.context.require_principal()
@@ -86,15 +79,6 @@ async def _transfer_rows(info: Info, transfer_ids: Iterable[int]) -> list[models
         if row is not None and not sees_transfer(principal, row.source_id, row.destination_id):
             raise Forbidden("that transfer is outside your scope: neither end is yours")
     return rows
-
-
-def _scope_filter(principal: Principal, location_id: int | None) -> list[int] | None:
-    """Locations a transfer must touch to be listed: the one asked for, else the scope."""
-    if location_id is not None:
-        principal.require(Permission.STOCK_READ, location_id=location_id)
-        return [location_id]
-    principal.require(Permission.STOCK_READ)
-    return None if principal.location_ids is None else sorted(principal.location_ids)
 
 
 # --- types ---------------------------------------------------------------------------------------
@@ -337,7 +321,7 @@ class TransferDiscrepancy(relay.Node):
 
     @strawberry.field(description="Username of who recorded it.")
     async def recorded_by(self, info: Info) -> str | None:
-        return await _username(info, self.recorded_by_id)
+        return await username_of(info, self.recorded_by_id)
 
 
 @strawberry.type(description="One step of a transfer's audit trail.")
@@ -433,19 +417,19 @@ class Transfer(relay.Node):
 
     @strawberry.field(description="Username of who asked for it.")
     async def requested_by(self, info: Info) -> str | None:
-        return await _username(info, self.requested_by_id)
+        return await username_of(info, self.requested_by_id)
 
     @strawberry.field(description="Username of who approved or rejected it.")
     async def decided_by(self, info: Info) -> str | None:
-        return await _username(info, self.decided_by_id)
+        return await username_of(info, self.decided_by_id)
 
     @strawberry.field(description="Username of who dispatched it.")
     async def dispatched_by(self, info: Info) -> str | None:
-        return await _username(info, self.dispatched_by_id)
+        return await username_of(info, self.dispatched_by_id)
 
     @strawberry.field(description="Username of who received it.")
     async def received_by(self, info: Info) -> str | None:
-        return await _username(info, self.received_by_id)
+        return await username_of(info, self.received_by_id)
 
     @strawberry.field(description="What may happen next according to the state machine.")
     def allowed_actions(self) -> list[TransferAction]:  # type: ignore[valid-type]
@@ -535,7 +519,8 @@ class Query:
         T = models.Transfer
         location_id = decode_id(location, Location, "location") if location else None
         stmt = select(T)
-        if (locations := _scope_filter(principal, location_id)) is not None:
+        locations = principal.readable_locations(Permission.STOCK_READ, location_id)
+        if locations is not None:
             stmt = stmt.where(or_(T.source_id.in_(locations), T.destination_id.in_(locations)))
         if status is not None:
             stmt = stmt.where(T.status == status)
@@ -559,7 +544,7 @@ class Query:
     ) -> list[StockInTransit]:
         principal = info.context.require_principal()
         location_id = decode_id(location, Location, "location") if location else None
-        locations = _scope_filter(principal, location_id)
+        locations = principal.readable_locations(Permission.STOCK_READ, location_id)
         items = await info.context.services.transfers.in_transit(location_ids=locations)
         return [StockInTransit.from_view(x) for x in items]
 

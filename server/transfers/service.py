@@ -130,9 +130,6 @@ class TransferResult:
     replayed: bool = False
 
 
-# --- acting through a transfer ---------------------------------------------------------------
-
-
 # --- helpers -----------------------------------------------------------------------------------
 
 
@@ -297,6 +294,41 @@ class TransferService:
         self.bus = bus
         self.ledger = ledger
 
+    async def _took_step(
+        self,
+        session: AsyncSession,
+        principal: Principal,
+        transfer: Transfer,
+        action: TransferAction,
+        *,
+        before: dict[str, Any] | None = None,
+        after: dict[str, Any] | None = None,
+        reason: str | None = None,
+        also: Sequence[audit.AuditEntry] = (),
+    ) -> None:
+        """A transfer took a step: flush, emit its event, and audit it as `transfer.<action>`.
+
+        The audited `after` is the transfer's snapshot now plus `after`; `also` are further
+        entries for the same chained write. Call it last: the audit holds the chain's lock.
+        """
+        await session.flush()
+        await self.bus.emit(session, [_event(transfer, action)])
+        await audit.record_many(
+            session,
+            principal,
+            [
+                audit.AuditEntry(
+                    action=f"transfer.{action.value.lower()}",
+                    entity_type="Transfer",
+                    entity_id=transfer.id,
+                    before=before,
+                    after={**_snapshot(transfer), **(after or {})},
+                    reason=reason,
+                ),
+                *also,
+            ],
+        )
+
     # --- writes ---------------------------------------------------------------------------------
 
     async def request(
@@ -369,20 +401,13 @@ class TransferService:
                 for line in lines
             ]
             session.add_all(rows)
-            await session.flush()
-            await self.bus.emit(session, [_event(transfer, TransferAction.REQUEST)])
-            await audit.record(
+            await session.flush()  # line ids for the audit trail
+            await self._took_step(
                 session,
                 principal,
-                action="transfer.request",
-                entity_type="Transfer",
-                entity_id=transfer.id,
-                after={
-                    **_snapshot(transfer),
-                    "needed_by": needed_by,
-                    "note": note,
-                    "lines": _lines_snapshot(rows),
-                },
+                transfer,
+                TransferAction.REQUEST,
+                after={"needed_by": needed_by, "note": note, "lines": _lines_snapshot(rows)},
             )
         return transfer
 
@@ -429,16 +454,13 @@ class TransferService:
             transfer.status = status
             transfer.decided_by = principal.user_id
             transfer.decided_at = utcnow()
-            await session.flush()
-            await self.bus.emit(session, [_event(transfer, TransferAction.APPROVE)])
-            await audit.record(
+            await self._took_step(
                 session,
                 principal,
-                action="transfer.approve",
-                entity_type="Transfer",
-                entity_id=transfer.id,
+                transfer,
+                TransferAction.APPROVE,
                 before=before,
-                after={**_snapshot(transfer), "lines": _lines_snapshot(lines)},
+                after={"lines": _lines_snapshot(lines)},
             )
         return transfer
 
@@ -454,17 +476,8 @@ class TransferService:
             transfer.decided_by = principal.user_id
             transfer.decided_at = utcnow()
             transfer.rejection_reason = reason
-            await session.flush()
-            await self.bus.emit(session, [_event(transfer, TransferAction.REJECT)])
-            await audit.record(
-                session,
-                principal,
-                action="transfer.reject",
-                entity_type="Transfer",
-                entity_id=transfer.id,
-                before=before,
-                after=_snapshot(transfer),
-                reason=reason,
+            await self._took_step(
+                session, principal, transfer, TransferAction.REJECT, before=before, reason=reason
             )
         return transfer
 
@@ -528,20 +541,14 @@ class TransferService:
             session.add_all(rows)
             before = {**_snapshot(transfer), "picks": _picks_snapshot(old)}
             transfer.status = status
-            await session.flush()
-            await self.bus.emit(session, [_event(transfer, TransferAction.PICK)])
-            await audit.record(
+            await session.flush()  # pick ids for the audit trail
+            await self._took_step(
                 session,
                 principal,
-                action="transfer.pick",
-                entity_type="Transfer",
-                entity_id=transfer.id,
+                transfer,
+                TransferAction.PICK,
                 before=before,
-                after={
-                    **_snapshot(transfer),
-                    "suggested": picks is None,
-                    "picks": _picks_snapshot(rows),
-                },
+                after={"suggested": picks is None, "picks": _picks_snapshot(rows)},
             )
         return transfer
 
@@ -568,14 +575,17 @@ class TransferService:
         key: str | None,
         payload: dict[str, Any],
         work: Callable[[AsyncSession], Awaitable[TransferResult]],
+        *,
+        with_discrepancies: bool = False,
     ) -> TransferResult:
-        """`work` at most once per idempotency key; a replay rebuilds the first result."""
+        """`work` at most once per idempotency key; a replay rebuilds the first result (a
+        receipt's with the transfer's discrepancies, which only a receipt records)."""
         transfer_id = payload["transfer_id"]
 
         async def replay(session: AsyncSession, movements: list[Movement]) -> TransferResult:
             transfer = await get_or_not_found(session, Transfer, transfer_id, "transfer")
             discrepancies: list[Discrepancy] = []
-            if operation == "transfer.receive":
+            if with_discrepancies:
                 discrepancies = list(
                     (
                         await session.execute(
@@ -634,20 +644,13 @@ class TransferService:
         transfer.status = status
         transfer.dispatched_by = principal.user_id
         transfer.dispatched_at = utcnow()
-        await session.flush()
-        await self.bus.emit(session, [_event(transfer, TransferAction.DISPATCH)])
-        await audit.record(
+        await self._took_step(
             session,
             principal,
-            action="transfer.dispatch",
-            entity_type="Transfer",
-            entity_id=transfer.id,
+            transfer,
+            TransferAction.DISPATCH,
             before=before,
-            after={
-                **_snapshot(transfer),
-                "picks": _picks_snapshot(picks),
-                "movement_ids": [m.id for m, _ in written],
-            },
+            after={"picks": _picks_snapshot(picks), "movement_ids": [m.id for m, _ in written]},
         )
         return TransferResult(transfer, [m for m, _ in written])
 
@@ -673,6 +676,7 @@ class TransferService:
             idempotency_key,
             payload,
             lambda session: self._receive(session, principal, transfer_id, lines),
+            with_discrepancies=True,
         )
 
     async def _receive(
@@ -757,40 +761,33 @@ class TransferService:
         transfer.status = status
         transfer.received_by = principal.user_id
         transfer.received_at = now
-        await session.flush()
-        await self.bus.emit(session, [_event(transfer, TransferAction.RECEIVE)])
-        await audit.record_many(
+        await session.flush()  # discrepancy ids for the audit trail
+        await self._took_step(
             session,
             principal,
-            [
+            transfer,
+            TransferAction.RECEIVE,
+            before=before,
+            after={
+                "picks": _picks_snapshot(picks),
+                "movement_ids": [m.id for m, _ in written],
+                "discrepancy_ids": [d.id for d in discrepancies],
+            },
+            also=[
                 audit.AuditEntry(
-                    action="transfer.receive",
-                    entity_type="Transfer",
-                    entity_id=transfer.id,
-                    before=before,
+                    action="transfer.discrepancy",
+                    entity_type="Discrepancy",
+                    entity_id=d.id,
                     after={
-                        **_snapshot(transfer),
-                        "picks": _picks_snapshot(picks),
-                        "movement_ids": [m.id for m, _ in written],
-                        "discrepancy_ids": [d.id for d in discrepancies],
+                        "transfer_id": transfer.id,
+                        "lot_id": d.lot_id,
+                        "kind": d.kind.value,
+                        "quantity": d.quantity,
+                        **d.details,
                     },
-                ),
-                *(
-                    audit.AuditEntry(
-                        action="transfer.discrepancy",
-                        entity_type="Discrepancy",
-                        entity_id=d.id,
-                        after={
-                            "transfer_id": transfer.id,
-                            "lot_id": d.lot_id,
-                            "kind": d.kind.value,
-                            "quantity": d.quantity,
-                            **d.details,
-                        },
-                        reason=d.note,
-                    )
-                    for d in discrepancies
-                ),
+                    reason=d.note,
+                )
+                for d in discrepancies
             ],
         )
         return TransferResult(transfer, [m for m, _ in written], discrepancies)
@@ -810,17 +807,8 @@ class TransferService:
             picks = await _picks(session, [x.id for x in await _lines(session, transfer.id)])
             before = {**_snapshot(transfer), "picks": _picks_snapshot(picks)}
             transfer.status = status
-            await session.flush()
-            await self.bus.emit(session, [_event(transfer, TransferAction.CANCEL)])
-            await audit.record(
-                session,
-                principal,
-                action="transfer.cancel",
-                entity_type="Transfer",
-                entity_id=transfer.id,
-                before=before,
-                after=_snapshot(transfer),
-                reason=reason,
+            await self._took_step(
+                session, principal, transfer, TransferAction.CANCEL, before=before, reason=reason
             )
         return transfer
 
