@@ -6,7 +6,7 @@ import { AuthError, forgetSession, me, rememberMe, sessionExpired, signingOut } 
 import { clearAll } from "./lib/db";
 import { request } from "./lib/graphql";
 import { closeLive, liveStatus, reconnects } from "./lib/live";
-import { flush, loadOutbox, outbox, outboxBlocked } from "./lib/outbox";
+import { flush, loadOutbox, outbox, outboxBlocked, pendingCount } from "./lib/outbox";
 import { updateReady, applyUpdate } from "./lib/sw-register";
 import { reviewHref } from "./components/outbox";
 import { AlertsScreen } from "./screens/alerts";
@@ -33,7 +33,7 @@ interface ScreenDef {
   component: FunctionComponent;
 }
 
-export const SCREENS: ScreenDef[] = [
+const SCREENS: ScreenDef[] = [
   { id: "scan", title: "Scan", roles: ["NURSE", "PHARMACIST", "WAREHOUSE_MANAGER", "ADMIN"], component: ScanScreen },
   { id: "stock", title: "Stock", roles: ["NURSE", "PHARMACIST", "WAREHOUSE_MANAGER", "ADMIN", "AUDITOR"], component: StockScreen },
   { id: "alerts", title: "Alerts", roles: ["NURSE", "PHARMACIST", "WAREHOUSE_MANAGER", "ADMIN", "AUDITOR", "REGULATOR"], component: AlertsScreen },
@@ -54,7 +54,7 @@ function screensForUser(): ScreenDef[] {
 }
 
 async function signOut(): Promise<void> {
-  const pending = outbox.value.filter((e) => e.status === "pending").length;
+  const pending = pendingCount();
   if (
     pending &&
     !confirm(`${pending} scan(s) have not reached the server yet. Signing out deletes them from this device. Sign out anyway?`)
@@ -94,7 +94,7 @@ function MoreScreen({ screens }: { screens: ScreenDef[] }) {
           <ul class="list">
             {screens.map((s) => (
               <li key={s.id}>
-                <a class="button" style={{ display: "block", textDecoration: "none" }} href={`#/${s.id}`}>
+                <a class="button link-button" href={`#/${s.id}`}>
                   {s.title}
                 </a>
               </li>
@@ -134,7 +134,7 @@ export function App() {
   const current = screens.find((s) => s.id === section);
   const tabs = screens.slice(0, TABS);
   const more = screens.slice(TABS);
-  const pending = outbox.value.filter((e) => e.status === "pending").length;
+  const pending = pendingCount();
   const refusedEntries = outbox.value.filter((e) => e.status === "refused");
   const refused = refusedEntries.length;
   const Current = current?.component;

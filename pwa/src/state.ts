@@ -42,7 +42,7 @@ export function navigate(path: string): void {
   location.hash = `#/${path}`;
 }
 
-export const roles = computed(() => new Set<Role>((me.value?.roles ?? []) as Role[]));
+const roles = computed(() => new Set<Role>((me.value?.roles ?? []) as Role[]));
 export const hasRole = (...wanted: Role[]) => wanted.some((r) => roles.value.has(r));
 
 const LOCATION_KEY = "apotheca.location";

@@ -1,4 +1,5 @@
-// Small shared pieces: expiry tags, location picker, data loading with offline cache.
+// Small shared pieces: expiry tags, number and date formats, location picker, data loading with
+// offline cache.
 import { useSignal, useSignalEffect } from "@preact/signals";
 import type { ComponentChildren } from "preact";
 import { useEffect, useRef } from "preact/hooks";
@@ -6,7 +7,7 @@ import type { LocationSummaryFragment } from "./gql/graphql";
 import { me } from "./lib/auth";
 import { cacheGet, cachePut } from "./lib/db";
 import { describeError } from "./lib/graphql";
-import { daysUntil, expiryState } from "./lib/gs1";
+import { daysUntil, expiryState } from "./lib/dates";
 import { reconnects } from "./lib/live";
 
 export function ExpiryTag({ date, expired }: { date: string | null | undefined; expired?: boolean | null }) {
@@ -22,6 +23,12 @@ export function formatDateTime(iso: string | null | undefined): string {
   if (!iso) return "—";
   const date = new Date(iso);
   return Number.isNaN(date.getTime()) ? iso : date.toLocaleString(undefined, { dateStyle: "medium", timeStyle: "short" });
+}
+
+/** A number with its sign written out (a real minus): +3, −2, 0; `zero` goes before a zero. */
+export function signed(n: number, digits?: number, zero = ""): string {
+  const abs = Math.abs(n);
+  return `${n > 0 ? "+" : n < 0 ? "−" : zero}${digits === undefined ? abs : abs.toFixed(digits)}`;
 }
 
 export function percent(value: number | null | undefined): string {

@@ -222,7 +222,7 @@ export function TrendChart({
 }
 
 /** 1, 2 or 5 times a power of ten at or above `v`: round axis labels. */
-export function niceCeil(v: number): number {
+function niceCeil(v: number): number {
   const power = 10 ** Math.floor(Math.log10(v));
   for (const step of [1, 2, 5, 10]) if (v <= step * power) return step * power;
   return 10 * power;

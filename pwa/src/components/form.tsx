@@ -1,43 +1,73 @@
-// Form and page pieces shared by the admin-side screens (users, audit, suppliers, supervision):
-// labelled fields that show the server's typed field errors next to themselves
-// and a "back" link.
+// Form and page pieces shared by every screen: the server's typed errors sorted into the fields
+// that show them (with the rest as general errors), labelled fields, a "back" link and facts.
 import { Fragment, type ComponentChildren, type JSX } from "preact";
 import type { MutationErrorFieldsFragment } from "../gql/graphql";
 import "./admin.css";
 
 /** A payload's typed errors split into those naming a field the form shows, and the rest. */
 export interface FieldErrors {
+  /** Errors by field path (`username`, `reason`, `lines.0.quantity`, …). */
   byField: Record<string, string>;
+  /** Errors no field on the form shows. */
   general: string[];
 }
 
-export function splitErrors(errors: readonly MutationErrorFieldsFragment[], fields: readonly string[]): FieldErrors {
+export const NO_ERRORS: FieldErrors = { byField: {}, general: [] };
+
+/** Errors that belong to no field (a failed request, say). */
+export const generalErrors = (...messages: string[]): FieldErrors => ({ byField: {}, general: messages });
+
+/** Sort typed errors into `fields` (a list, or a test for field paths such as `lines.0.quantity`). */
+export function splitErrors(
+  errors: readonly MutationErrorFieldsFragment[],
+  fields: readonly string[] | ((field: string) => boolean),
+): FieldErrors {
+  const known = typeof fields === "function" ? fields : (field: string) => fields.includes(field);
   const byField: Record<string, string> = {};
   const general: string[] = [];
   for (const error of errors) {
     // The server names input fields as in the schema (camelCase), possibly under "input.".
     const field = error.field?.replace(/^input\./, "") ?? null;
-    if (field && fields.includes(field)) byField[field] = byField[field] ? `${byField[field]}; ${error.message}` : error.message;
+    if (field && known(field)) byField[field] = byField[field] ? `${byField[field]}; ${error.message}` : error.message;
     else general.push(error.message);
   }
   return { byField, general };
 }
 
-export const NO_ERRORS: FieldErrors = { byField: {}, general: [] };
-
-/** The error under a field, tied to it with aria-describedby (see `fieldProps`). */
-export function FieldError({ id, message }: { id: string; message: string | undefined }) {
+/**
+ * The error under control `id`, tied to it with aria-describedby (see `fieldProps`); its own id is
+ * `${id}-error` unless `errorId` says otherwise.
+ */
+export function FieldError({ id, message, errorId = `${id}-error` }: { id: string; message: string | undefined; errorId?: string }) {
   if (!message) return null;
   return (
-    <span id={`${id}-error`} class="error" data-field-error={id} style={{ display: "block", marginTop: "0.25rem" }}>
+    <span id={errorId} class="error" role="alert" data-field-error={id} style={{ display: "block", marginTop: "0.25rem" }}>
       {message}
     </span>
   );
 }
 
 /** aria-invalid and aria-describedby for a control whose error may be shown by FieldError. */
-export function fieldProps(id: string, message: string | undefined): { "aria-invalid"?: "true"; "aria-describedby"?: string } {
-  return message ? { "aria-invalid": "true", "aria-describedby": `${id}-error` } : {};
+export function fieldProps(
+  id: string,
+  message: string | undefined,
+  errorId = `${id}-error`,
+): { "aria-invalid"?: "true"; "aria-describedby"?: string } {
+  return message ? { "aria-invalid": "true", "aria-describedby": errorId } : {};
+}
+
+/** The errors no field shows, in one alert. */
+export function GeneralErrors({ errors }: { errors: string[] }) {
+  if (!errors.length) return null;
+  return (
+    <div class="notice danger" role="alert" data-testid="form-errors">
+      {errors.map((e) => (
+        <p key={e} style={{ margin: 0 }}>
+          {e}
+        </p>
+      ))}
+    </div>
+  );
 }
 
 type InputProps = Omit<JSX.InputHTMLAttributes<HTMLInputElement>, "onInput" | "value" | "id" | "label">;
@@ -114,11 +144,10 @@ export function CheckboxGroup<T extends string>({
   );
 }
 
-
 export function BackLink({ href, children }: { href: string; children: ComponentChildren }) {
   return (
     <p>
-      <a class="button" href={href} style={{ display: "inline-flex", alignItems: "center", textDecoration: "none" }}>
+      <a class="button link-button back" href={href}>
         ← {children}
       </a>
     </p>

@@ -1,8 +1,8 @@
-// Pieces shared by the transfer screens: the status tag, who may do what, field errors, and the
+// Pieces shared by the transfer screens: status labels and tones, who may do what, and the
 // `#/transfers?id=…` / `#/transfers?new` sub-routes (app.tsx routes on the part before `?`).
 import { computed } from "@preact/signals";
 import type { TransferAction, TransferListFieldsFragment, TransferStatus } from "../gql/graphql";
-import { liveStatus } from "../lib/live";
+import { localDate } from "../lib/dates";
 import { hasRole, href, routeParams } from "../state";
 
 // --- sub-route ---------------------------------------------------------------------------------
@@ -28,7 +28,7 @@ export const STATUS_LABEL: Record<TransferStatus, string> = {
   RECEIVED: "Received",
   CANCELLED: "Cancelled",
 };
-const STATUS_CLASS: Record<TransferStatus, string> = {
+export const STATUS_TONE: Record<TransferStatus, string> = {
   REQUESTED: "pending",
   APPROVED: "pending",
   PICKED: "pending",
@@ -48,22 +48,9 @@ export const ACTION_LABEL: Record<TransferAction, string> = {
 };
 export const OPEN_STATUSES: TransferStatus[] = ["REQUESTED", "APPROVED", "PICKED", "DISPATCHED"];
 
-export function StatusTag({ status }: { status: TransferStatus }) {
-  return (
-    <span class={`tag ${STATUS_CLASS[status]}`} data-status={status}>
-      {STATUS_LABEL[status]}
-    </span>
-  );
-}
-
-export function today(): string {
-  const now = new Date();
-  return `${now.getFullYear()}-${String(now.getMonth() + 1).padStart(2, "0")}-${String(now.getDate()).padStart(2, "0")}`;
-}
-
 /** Needed by a day already past while the stock has not arrived. */
 export function overdue(t: Pick<TransferListFieldsFragment, "neededBy" | "status">): boolean {
-  return !!t.neededBy && t.neededBy < today() && OPEN_STATUSES.includes(t.status);
+  return !!t.neededBy && t.neededBy < localDate() && OPEN_STATUSES.includes(t.status);
 }
 
 // --- who may do what -----------------------------------------------------------------------------
@@ -95,60 +82,4 @@ export function mayDo(
     default:
       return false;
   }
-}
-
-// --- typed errors --------------------------------------------------------------------------------
-
-export interface FieldErrors {
-  /** Errors by field path (`reason`, `lines.0.quantity`, …). */
-  byField: Record<string, string>;
-  /** Errors no field on the form shows. */
-  general: string[];
-}
-
-export const NO_ERRORS: FieldErrors = { byField: {}, general: [] };
-
-/** Sort the server's typed errors into the fields the form has; the rest are general. */
-export function sortErrors(
-  errors: { code: string; field?: string | null; message: string }[],
-  known: (field: string) => boolean,
-): FieldErrors {
-  const result: FieldErrors = { byField: {}, general: [] };
-  for (const e of errors) {
-    if (e.field && known(e.field)) result.byField[e.field] = e.message;
-    else result.general.push(`${e.message} (${e.code})`);
-  }
-  return result;
-}
-
-/** The error under an input: linked with aria-describedby through `id`. */
-export function FieldError({ id, message }: { id: string; message?: string }) {
-  if (!message) return null;
-  return (
-    <span id={id} class="error" role="alert" style={{ display: "block", fontWeight: 600 }}>
-      {message}
-    </span>
-  );
-}
-
-export function GeneralErrors({ errors }: { errors: string[] }) {
-  if (!errors.length) return null;
-  return (
-    <div class="notice danger" role="alert" data-testid="form-errors">
-      {errors.map((e) => (
-        <p key={e} style={{ margin: 0 }}>
-          {e}
-        </p>
-      ))}
-    </div>
-  );
-}
-
-/** Whether transfer changes arrive live (the socket), as text. */
-export function LiveBadge() {
-  return (
-    <span class="pill" data-testid="live-status" aria-label={`Live updates: ${liveStatus.value}`}>
-      {liveStatus.value === "connected" ? "● Live" : liveStatus.value === "idle" ? "…" : "○ Reconnecting"}
-    </span>
-  );
 }

@@ -23,7 +23,7 @@ export function toGtin14(code: string): string {
 }
 
 /** YYMMDD (DD 00 = last day of the month) to ISO date. */
-export function gs1Date(yymmdd: string): string | null {
+function gs1Date(yymmdd: string): string | null {
   const m = /^(\d\d)(\d\d)(\d\d)$/.exec(yymmdd);
   if (!m) return null;
   const yy = Number(m[1]);
@@ -105,23 +105,4 @@ export function composeBarcode(fields: { gtin: string; batch?: string; expiry?: 
   if (fields.batch?.trim()) text += `(10)${fields.batch.trim()}`;
   if (fields.serial?.trim()) text += `(21)${fields.serial.trim()}`;
   return text;
-}
-
-/** Whole days from today (UTC) to an ISO date; negative when past. */
-export function daysUntil(isoDate: string): number {
-  const [y, m, d] = isoDate.split("-").map(Number);
-  const today = new Date();
-  const start = Date.UTC(today.getUTCFullYear(), today.getUTCMonth(), today.getUTCDate());
-  return Math.round((Date.UTC(y, m - 1, d) - start) / 86_400_000);
-}
-
-export const NEAR_EXPIRY_DAYS = 90;
-
-export type ExpiryState = "expired" | "near" | "ok";
-
-export function expiryState(isoDate: string | null | undefined, expired?: boolean | null): ExpiryState {
-  if (!isoDate) return "ok";
-  const days = daysUntil(isoDate);
-  if (expired || days < 0) return "expired";
-  return days <= NEAR_EXPIRY_DAYS ? "near" : "ok";
 }

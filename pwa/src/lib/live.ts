@@ -15,7 +15,7 @@ export const reconnects = signal(0);
 let client: Client | null = null;
 let everConnected = false;
 
-export function backoff(retries: number): number {
+function backoff(retries: number): number {
   const base = Math.min(30_000, 500 * 2 ** retries);
   return base / 2 + Math.random() * (base / 2);
 }

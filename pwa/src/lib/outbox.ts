@@ -79,7 +79,7 @@ export function onSettled(listener: Listener): () => void {
   return () => listeners.delete(listener);
 }
 
-export function newKey(): string {
+function newKey(): string {
   if (crypto.randomUUID) return `pwa-${crypto.randomUUID()}`;
   const bytes = crypto.getRandomValues(new Uint8Array(16));
   return `pwa-${Array.from(bytes, (b) => b.toString(16).padStart(2, "0")).join("")}`;

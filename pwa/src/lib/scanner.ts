@@ -10,8 +10,6 @@ import wasmUrl from "zxing-wasm/reader/zxing_reader.wasm?url";
 import type { DecodeReply } from "./decoder.worker";
 import { FORMATS } from "./formats";
 
-export { FORMATS };
-
 export interface Detected {
   rawValue: string;
   format: string;
@@ -55,7 +53,7 @@ function workerDetector(): Detector {
   };
 }
 
-export async function createDetector(): Promise<{ detector: Detector; engine: Engine }> {
+async function createDetector(): Promise<{ detector: Detector; engine: Engine }> {
   const Native = (globalThis as { BarcodeDetector?: any }).BarcodeDetector;
   if (Native) {
     try {

@@ -27,7 +27,8 @@ import { enqueue, onSettled } from "../lib/outbox";
 import { OutboxList, entriesFor } from "../components/outbox";
 import { PackScanner } from "../components/pack-scanner";
 import { hasRole, href, myLocations, online, routeParams, selectedLocation } from "../state";
-import { ExpiryTag, LocationPicker, Screen, Status, formatDateTime, useLoad } from "../ui";
+import { StatusTag } from "../components/status";
+import { ExpiryTag, LocationPicker, Screen, Status, formatDateTime, signed, useLoad } from "../ui";
 
 type Count = NonNullable<StockCountQuery["stockCount"]>;
 
@@ -45,16 +46,6 @@ const KIND_TEXT: Record<string, string> = {
   SHIP: "Shipped",
   PRODUCE: "Produced",
 };
-
-const signed = (n: number) => (n > 0 ? `+${n}` : n < 0 ? `−${-n}` : "0");
-
-function StatusTag({ status }: { status: CountStatus }) {
-  return (
-    <span class={`tag ${STATUS_TAG[status]}`} data-status={status}>
-      {STATUS_TEXT[status]}
-    </span>
-  );
-}
 
 function VarianceTag({ value }: { value: number | null }) {
   if (value === null) return <span class="tag neutral">Not counted</span>;
@@ -99,12 +90,12 @@ function CountList() {
           const net = c.lines.reduce((n, l) => n + l.variance, 0);
           return (
             <li key={c.id} data-count={c.id} data-location={c.location.code} data-status={c.status}>
-              <a class="button" href={href("counts", { id: c.id })} style={{ display: "block", textDecoration: "none" }}>
+              <a class="button link-button" href={href("counts", { id: c.id })}>
                 <span class="row" style={{ alignItems: "center" }}>
                   <strong style={{ flex: "1 1 auto" }}>
                     {c.location.code} — {c.location.name}
                   </strong>
-                  <StatusTag status={c.status} />
+                  <StatusTag status={c.status} label={STATUS_TEXT[c.status]} tone={STATUS_TAG[c.status]} />
                 </span>
                 <span class="meta" style={{ display: "block", fontWeight: 400 }}>
                   Started {formatDateTime(c.startedAt)} by {c.startedBy ?? "—"} · {c.lines.length} lot(s) counted · net variance {signed(net)}
@@ -232,7 +223,7 @@ function CountDetail({ id }: { id: string }) {
         <>
           <section class="card" aria-label="Count summary" data-testid="count-header" data-status={count.status}>
             <p>
-              <StatusTag status={count.status} /> {count.location.name}
+              <StatusTag status={count.status} label={STATUS_TEXT[count.status]} tone={STATUS_TAG[count.status]} /> {count.location.name}
             </p>
             <p class="meta">
               Started {formatDateTime(count.startedAt)} by {count.startedBy ?? "—"}

@@ -11,6 +11,7 @@ import {
   type DashboardFiguresQuery,
   type DashboardQuery,
 } from "../gql/graphql";
+import { utcDate } from "../lib/dates";
 import { allPages, request } from "../lib/graphql";
 import { myLocations } from "../state";
 import { ExpiryTag, Screen, Status, useLoad, type Loaded } from "../ui";
@@ -58,7 +59,7 @@ export function DashboardScreen() {
   const chosenProduct = useSignal<string | null>(null);
   const where = location.value || null;
 
-  const horizon = new Date(Date.now() + 90 * 86_400_000).toISOString().slice(0, 10);
+  const horizon = utcDate(90);
   const alerts = useLoad("dashboard", () => request(DashboardDocument, { expiringBefore: horizon }));
   const figures = useLoad(`dashboard-figures:${where ?? "all"}`, () => request(DashboardFiguresDocument, { location: where }));
   const top = figures.data?.topConsumption ?? [];

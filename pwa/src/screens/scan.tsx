@@ -11,7 +11,8 @@ import {
 import { me } from "../lib/auth";
 import { cacheGet } from "../lib/db";
 import { NetworkError, describeError, request } from "../lib/graphql";
-import { expiryState, parseLocal, type LocalParse } from "../lib/gs1";
+import { expiryState } from "../lib/dates";
+import { parseLocal, type LocalParse } from "../lib/gs1";
 import { enqueue, outbox, scanInput } from "../lib/outbox";
 import { ACTION_LABEL, ACTION_PAST, OutboxList } from "../components/outbox";
 import { PackScanner } from "../components/pack-scanner";

@@ -20,17 +20,19 @@ import {
 import { me } from "../lib/auth";
 import type { OutboxEntry } from "../lib/db";
 import { allPages, describeError, request } from "../lib/graphql";
+import { daysBetween, utcDate } from "../lib/dates";
 import { parseLocal } from "../lib/gs1";
-import { liveStatus, subscribe } from "../lib/live";
+import { subscribe } from "../lib/live";
 import { enqueue, onSettled } from "../lib/outbox";
 import { OutboxList, entriesFor } from "../components/outbox";
 import { PackScanner } from "../components/pack-scanner";
 import { hasRole, href, online, routeParams } from "../state";
+import { LiveBadge, StatusTag } from "../components/status";
 import { ExpiryTag, Screen, Status, formatDateTime, useLoad } from "../ui";
 
 type Line = ShipmentLineFieldsFragment;
 
-export const STATUS_TEXT: Record<ShipmentStatus, string> = {
+const STATUS_TEXT: Record<ShipmentStatus, string> = {
   PLANNED: "Planned",
   DISPATCHED: "Dispatched",
   IN_TRANSIT: "In transit",
@@ -61,26 +63,15 @@ const SENDER_NEXT: Partial<Record<ShipmentStatus, ShipmentStatus[]>> = {
 const RECEIVABLE: ShipmentStatus[] = ["DISPATCHED", "IN_TRANSIT", "DELIVERED"];
 const OPEN: ShipmentStatus[] = ["PLANNED", "DISPATCHED", "IN_TRANSIT", "DELIVERED"];
 
-const today = () => new Date().toISOString().slice(0, 10);
-
 /** The date it is due: its own expected date, else its order's (as the server's overdue check). */
-export function expectedDate(s: ShipmentSummaryFragment): string | null {
+function expectedDate(s: ShipmentSummaryFragment): string | null {
   return s.expectedAt?.slice(0, 10) ?? s.purchaseOrder?.expectedDeliveryDate ?? null;
 }
 
-export function daysOverdue(s: ShipmentSummaryFragment, now = today()): number {
+function daysOverdue(s: ShipmentSummaryFragment, now = utcDate()): number {
   const expected = expectedDate(s);
   if (!expected || !OPEN.includes(s.status)) return 0;
-  const days = Math.round((Date.parse(now) - Date.parse(expected)) / 86_400_000);
-  return Math.max(days, 0);
-}
-
-function StatusTag({ status }: { status: ShipmentStatus }) {
-  return (
-    <span class={`tag ${STATUS_TAG[status]}`} data-status={status}>
-      {STATUS_TEXT[status]}
-    </span>
-  );
+  return Math.max(daysBetween(expected, now), 0);
 }
 
 function totals(lines: Line[]) {
@@ -124,8 +115,8 @@ function ShipmentList() {
   const byId = new Map<string, ShipmentSummaryFragment>();
   for (const s of live.value.values()) if (!loaded.data?.some((x) => x.id === s.id)) byId.set(s.id, s);
   for (const s of loaded.data ?? []) byId.set(s.id, live.value.get(s.id) ?? s);
-  const now = today();
-  const week = new Date(Date.now() + 7 * 86_400_000).toISOString().slice(0, 10);
+  const now = utcDate();
+  const week = utcDate(7);
   const items = [...byId.values()]
     .filter((s) => (status.value === "OPEN" ? OPEN.includes(s.status) : status.value === "ALL" || s.status === status.value))
     .filter((s) => {
@@ -138,7 +129,7 @@ function ShipmentList() {
     .sort((a, b) => daysOverdue(b, now) - daysOverdue(a, now) || (expectedDate(a) ?? "9").localeCompare(expectedDate(b) ?? "9"));
 
   return (
-    <Screen title="Shipments" actions={<LivePill />}>
+    <Screen title="Shipments" actions={<LiveBadge />}>
       <div class="row">
         <label for="shipment-status">
           Status
@@ -170,10 +161,10 @@ function ShipmentList() {
           const late = daysOverdue(s, now);
           return (
             <li key={s.id} data-shipment={s.number} data-status={s.status} data-overdue={late > 0 ? "true" : "false"}>
-              <a class="button" href={href("shipments", { id: s.id })} style={{ display: "block", textDecoration: "none", borderColor: late ? "var(--danger)" : undefined }}>
+              <a class="button link-button" href={href("shipments", { id: s.id })} style={{ borderColor: late ? "var(--danger)" : undefined }}>
                 <span class="row" style={{ alignItems: "center" }}>
                   <strong style={{ flex: "1 1 auto" }}>{s.number}</strong>
-                  <StatusTag status={s.status} />
+                  <StatusTag status={s.status} label={STATUS_TEXT[s.status]} tone={STATUS_TAG[s.status]} />
                   {late > 0 && (
                     <span class="tag expired" data-testid="overdue">
                       Overdue {late} d
@@ -194,14 +185,6 @@ function ShipmentList() {
         })}
       </ul>
     </Screen>
-  );
-}
-
-function LivePill() {
-  return (
-    <span class="pill" data-testid="live-status" aria-label={`Live updates: ${liveStatus.value}`}>
-      {liveStatus.value === "connected" ? "● Live" : liveStatus.value === "idle" ? "…" : "○ Reconnecting"}
-    </span>
   );
 }
 
@@ -301,7 +284,7 @@ function Header({ s }: { s: ShipmentDetailFragment }) {
   return (
     <section class="card" aria-label="Shipment summary" data-testid="shipment-header" data-status={s.status}>
       <p class="row" style={{ alignItems: "center" }}>
-        <StatusTag status={s.status} />
+        <StatusTag status={s.status} label={STATUS_TEXT[s.status]} tone={STATUS_TAG[s.status]} />
         {late > 0 && <span class="tag expired">Overdue {late} d</span>}
       </p>
       <dl class="grid2">

@@ -12,11 +12,12 @@ import {
 import { allPages, request } from "../lib/graphql";
 import { BackLink, Facts } from "../components/form";
 import { href, routeParams } from "../state";
-import { Screen, Status, formatDateTime, useLoad } from "../ui";
+import { StatusTag } from "../components/status";
+import { Screen, Status, formatDateTime, signed, useLoad } from "../ui";
 
 type Check = SupervisionBatchQuery["supervision"];
 
-export const STATUS: Record<SupervisionStatus, { label: string; tone: "ok" | "pending" | "near" | "refused"; icon: string; meaning: string }> = {
+const STATUS: Record<SupervisionStatus, { label: string; tone: "ok" | "pending" | "near" | "refused"; icon: string; meaning: string }> = {
   NORMAL: { label: "Normal", tone: "ok", icon: "✓", meaning: "Every pack is accounted for: gamma is zero and no inventory is negative." },
   IN_TRANSIT: { label: "In transit", tone: "pending", icon: "⏳", meaning: "Gamma is explained by shipments still inside their transit window." },
   OUTFLOW_LEAK: { label: "Outflow leak", tone: "refused", icon: "⚠", meaning: "Packs left the monitored network without being reported." },
@@ -37,17 +38,8 @@ const PART: Record<GammaPartKind, string> = {
   NEGATIVE_INVENTORY: "Negative inventory",
 };
 
-const signed = (n: number) => (n > 0 ? `+${n}` : n < 0 ? `−${-n}` : "0");
+const statusText = (status: SupervisionStatus) => `${STATUS[status].icon} ${STATUS[status].label}`;
 const minus = (n: number) => (n < 0 ? `(−${-n})` : String(n));
-
-export function StatusTag({ status }: { status: SupervisionStatus }) {
-  const s = STATUS[status];
-  return (
-    <span class={`tag ${s.tone}`} data-status={status}>
-      {s.icon} {s.label}
-    </span>
-  );
-}
 
 export function SupervisionScreen() {
   const approval = routeParams.value.get("approval");
@@ -86,7 +78,7 @@ function Report() {
                 </strong>
               </p>
               <p>
-                <StatusTag status={b.status} /> gamma <strong>{signed(b.gamma)}</strong>
+                <StatusTag status={b.status} label={statusText(b.status)} tone={STATUS[b.status].tone} /> gamma <strong>{signed(b.gamma)}</strong>
               </p>
               <p class="meta">
                 {b.approvalNumber} · since {formatDateTime(b.since)}
@@ -121,9 +113,7 @@ function CheckView({ c }: { c: Check }) {
         {c.lot && ` · expires ${c.lot.expiryDate}`}
       </p>
       <section class={`card ${s.tone === "ok" ? "ok" : s.tone === "refused" ? "danger" : "warn"}`} aria-labelledby="status-title" data-testid="batch-status" data-status={c.status}>
-        <h2 id="status-title">
-          {s.icon} {s.label}
-        </h2>
+        <h2 id="status-title">{statusText(c.status)}</h2>
         <p>{s.meaning}</p>
         <p class="gamma" data-testid="gamma" data-value={c.gamma}>
           γ = I − O − Σ inventory = {c.totalInput} − {minus(c.totalOutput)} − {minus(c.systemInventory)} = <span class="value">{c.gamma}</span>

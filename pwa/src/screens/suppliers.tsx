@@ -11,7 +11,9 @@ import {
 import { allPages, request } from "../lib/graphql";
 import { BackLink, Facts } from "../components/form";
 import { href, routeParams } from "../state";
-import { Screen, Status, formatDateTime, percent, useLoad } from "../ui";
+import { localDate } from "../lib/dates";
+import { StatusTag } from "../components/status";
+import { Screen, Status, formatDateTime, percent, signed, useLoad } from "../ui";
 
 export function SuppliersScreen() {
   const id = routeParams.value.get("id");
@@ -19,8 +21,7 @@ export function SuppliersScreen() {
 }
 
 const days = (value: number | null | undefined) => (value == null ? "—" : `${value.toFixed(1)} d`);
-const signedPercent = (value: number | null | undefined) =>
-  value == null ? "—" : `${value > 0 ? "+" : value < 0 ? "−" : "±"}${Math.abs(value).toFixed(1)} %`;
+const signedPercent = (value: number | null | undefined) => (value == null ? "—" : `${signed(value, 1, "±")} %`);
 
 function SupplierList() {
   const loaded = useLoad("suppliers", () => allPages(SuppliersDocument, {}, (d) => d.suppliers, 500));
@@ -60,12 +61,7 @@ const PERIODS: { value: Period; label: string }[] = [
   { value: "90", label: "Last 90 days" },
 ];
 
-function sinceFor(period: Period): string | null {
-  if (period === "all") return null;
-  const date = new Date();
-  date.setDate(date.getDate() - Number(period));
-  return `${date.getFullYear()}-${String(date.getMonth() + 1).padStart(2, "0")}-${String(date.getDate()).padStart(2, "0")}`;
-}
+const sinceFor = (period: Period): string | null => (period === "all" ? null : localDate(-Number(period)));
 
 const PO_STATUS: Record<PurchaseOrderStatus, { label: string; tone: string }> = {
   DRAFT: { label: "Draft", tone: "neutral" },
@@ -248,7 +244,7 @@ function Orders({ orders }: { orders: SupplierDetailQuery["purchaseOrders"] }) {
           return (
             <li key={o.id} data-order={o.number} data-status={o.status}>
               <p>
-                <strong>{o.number}</strong> <span class={`tag ${status.tone}`}>{status.label}</span>
+                <strong>{o.number}</strong> <StatusTag status={o.status} label={status.label} tone={status.tone} />
               </p>
               <p class="meta">
                 To {o.deliverTo.code} · {received} of {ordered} packs received · total {o.total}

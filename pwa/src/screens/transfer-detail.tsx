@@ -16,25 +16,24 @@ import {
   type TransferDetailFieldsFragment,
   type TransferDiscrepancyKind,
 } from "../gql/graphql";
+import { ACTION_LABEL, LIST_HREF, STATUS_LABEL, STATUS_TONE, mayDo, overdue } from "../components/transfers";
 import {
-  ACTION_LABEL,
+  BackLink,
   FieldError,
   GeneralErrors,
-  LIST_HREF,
-  LiveBadge,
   NO_ERRORS,
-  StatusTag,
-  mayDo,
-  overdue,
-  sortErrors,
+  fieldProps,
+  generalErrors,
+  splitErrors,
   type FieldErrors,
-} from "../components/transfers";
+} from "../components/form";
 import type { OutboxEntry } from "../lib/db";
 import { describeError, request } from "../lib/graphql";
 import { subscribe } from "../lib/live";
 import { enqueue, onSettled } from "../lib/outbox";
 import { OutboxList, entriesFor } from "../components/outbox";
 import { online } from "../state";
+import { LiveBadge, StatusTag } from "../components/status";
 import { ExpiryTag, Screen, Status, formatDateTime, useLoad } from "../ui";
 
 type Transfer = TransferDetailFieldsFragment;
@@ -81,11 +80,7 @@ export function TransferDetail({ id }: { id: string }) {
   const title = t ? `Transfer ${t.number}` : "Transfer";
   return (
     <Screen title={title} actions={<LiveBadge />}>
-      <p>
-        <a href={LIST_HREF} class="button" style={{ display: "inline-flex", alignItems: "center", textDecoration: "none" }}>
-          ← All transfers
-        </a>
-      </p>
+      <BackLink href={LIST_HREF}>All transfers</BackLink>
       <Status loaded={loaded} />
       {loaded.stale && !loaded.error && <p class="meta">Saved copy; refreshing…</p>}
       {!loaded.loading && loaded.data === null && !latest.value && (
@@ -109,7 +104,7 @@ function Detail({ t, onChange }: { t: Transfer; onChange: (t: Transfer) => void 
             {t.source.code} → {t.destination.code}
           </span>
           <span style={{ flex: "0 0 auto" }}>
-            <StatusTag status={t.status} />
+            <StatusTag status={t.status} label={STATUS_LABEL[t.status]} tone={STATUS_TONE[t.status]} />
           </span>
         </h2>
         <dl class="grid2">
@@ -245,13 +240,13 @@ function useDirect(onChange: (t: Transfer) => void, known: (field: string) => bo
     try {
       const payload = await send();
       if (payload.errors.length || !payload.transfer) {
-        errors.value = sortErrors(payload.errors, known);
+        errors.value = splitErrors(payload.errors, known);
         return false;
       }
       onChange(payload.transfer);
       return true;
     } catch (error) {
-      errors.value = { byField: {}, general: [describeError(error)] };
+      errors.value = generalErrors(describeError(error));
       return false;
     } finally {
       sending.value = false;
@@ -327,14 +322,13 @@ function ApprovePanel({ t, onChange }: { t: Transfer; onChange: (t: Transfer) =>
             min={0}
             max={l.requestedQuantity}
             value={quantities.value[l.id]}
-            aria-invalid={err[`lines.${i}.approvedQuantity`] ? true : undefined}
-            aria-describedby={err[`lines.${i}.approvedQuantity`] ? `approve-error-${i}` : undefined}
+            {...fieldProps(`approve-${l.id}`, err[`lines.${i}.approvedQuantity`])}
             onInput={(e) => (quantities.value = { ...quantities.value, [l.id]: Number((e.target as HTMLInputElement).value) })}
           />
-          <FieldError id={`approve-error-${i}`} message={err[`lines.${i}.approvedQuantity`]} />
+          <FieldError id={`approve-${l.id}`} message={err[`lines.${i}.approvedQuantity`]} />
         </label>
       ))}
-      <FieldError id="approve-lines-error" message={err.lines} />
+      <FieldError id="approve-lines" message={err.lines} />
       <GeneralErrors errors={errors.value.general} />
       <OfflineNote id="approve-offline" what="approving" />
       <button
@@ -387,11 +381,10 @@ function ReasonForm({
           rows={2}
           maxLength={200}
           value={reason.value}
-          aria-invalid={errors.byField.reason ? true : undefined}
-          aria-describedby={errors.byField.reason ? `${id}-reason-error` : undefined}
+          {...fieldProps(`${id}-reason`, errors.byField.reason)}
           onInput={(e) => (reason.value = (e.target as HTMLTextAreaElement).value)}
         />
-        <FieldError id={`${id}-reason-error`} message={errors.byField.reason} />
+        <FieldError id={`${id}-reason`} message={errors.byField.reason} />
       </label>
       <GeneralErrors errors={errors.general} />
       <OfflineNote id={`${id}-offline`} what={what} />
@@ -432,9 +425,7 @@ function CancelPanel({ t, onChange }: { t: Transfer; onChange: (t: Transfer) => 
   const { sending, errors, run } = useDirect(onChange, (f) => f === "reason");
   return (
     <details class="card" data-testid="cancel-panel">
-      <summary style={{ minHeight: "var(--tap)", display: "flex", alignItems: "center", fontWeight: 600, cursor: "pointer" }}>
-        Cancel this transfer
-      </summary>
+      <summary>Cancel this transfer</summary>
       <ReasonForm
         id="cancel"
         label="Reason for cancelling"
@@ -563,11 +554,10 @@ function PickPanel({ t, onChange }: { t: Transfer; onChange: (t: Transfer) => vo
                       min={0}
                       max={r.available}
                       value={quantities.value[r.key] ?? 0}
-                      aria-invalid={rowError(r.key) ? true : undefined}
-                      aria-describedby={rowError(r.key) ? `pick-error-${r.key}` : undefined}
+                      {...fieldProps(`pick-${r.key}`, rowError(r.key))}
                       onInput={(e) => (quantities.value = { ...quantities.value, [r.key]: Number((e.target as HTMLInputElement).value) })}
                     />
-                    <FieldError id={`pick-error-${r.key}`} message={rowError(r.key)} />
+                    <FieldError id={`pick-${r.key}`} message={rowError(r.key)} />
                   </label>
                 )}
               </li>
@@ -575,7 +565,7 @@ function PickPanel({ t, onChange }: { t: Transfer; onChange: (t: Transfer) => vo
           </ul>
         </div>
       ))}
-      <FieldError id="pick-error" message={errors.value.byField.picks} />
+      <FieldError id="pick" message={errors.value.byField.picks} />
       <GeneralErrors errors={errors.value.general} />
       <OfflineNote id="pick-offline" what="picking" />
       <div class="actions">

@@ -9,16 +9,17 @@ import {
   TransferProductsDocument,
   type ProductSummaryFragment,
 } from "../gql/graphql";
+import { LIST_HREF, transferHref } from "../components/transfers";
 import {
   FieldError,
   GeneralErrors,
-  LIST_HREF,
   NO_ERRORS,
-  sortErrors,
-  today,
-  transferHref,
+  fieldProps,
+  generalErrors,
+  splitErrors,
   type FieldErrors,
-} from "../components/transfers";
+} from "../components/form";
+import { localDate } from "../lib/dates";
 import { describeError, request } from "../lib/graphql";
 import { myLocations, navigate, online, selectedLocation } from "../state";
 import { Screen, Status, useLoad } from "../ui";
@@ -33,7 +34,7 @@ export function TransferRequest() {
   const destination = useSignal<string>(
     mine.find((l) => l.id === selectedLocation.value)?.id ?? mine[0]?.id ?? "",
   );
-  const source = useSignal<string>("");
+  const chosenSource = useSignal<string | null>(null); // null until the user picks one
   const lines = useSignal<Line[]>([]);
   const neededBy = useSignal("");
   const note = useSignal("");
@@ -50,12 +51,11 @@ export function TransferRequest() {
   const all = locations.data ?? [];
 
   // Suggest the destination's parent (a ward's pharmacy) as the source until the user picks one.
-  const touchedSource = useSignal(false);
-  useEffect(() => {
-    if (touchedSource.value) return;
-    const parent = all.find((l) => l.id === destination.value)?.parent?.id;
-    source.value = parent ?? all.find((l) => l.id !== destination.value)?.id ?? "";
-  }, [destination.value, locations.data]);
+  const source =
+    chosenSource.value ??
+    all.find((l) => l.id === destination.value)?.parent?.id ??
+    all.find((l) => l.id !== destination.value)?.id ??
+    "";
 
   useEffect(() => {
     const term = search.value.trim();
@@ -121,28 +121,27 @@ export function TransferRequest() {
     errors.value = NO_ERRORS;
     try {
       const { requestTransfer } = await request(RequestTransferDocument, {
-        source: source.value,
+        source,
         destination: destination.value,
         lines: lines.value.map((l) => ({ product: l.product.id, quantity: l.quantity })),
         neededBy: neededBy.value || null,
         note: note.value.trim() || null,
       });
       if (requestTransfer.errors.length || !requestTransfer.transfer) {
-        errors.value = sortErrors(requestTransfer.errors, known);
+        errors.value = splitErrors(requestTransfer.errors, known);
         const first = Object.keys(errors.value.byField)[0];
         if (first) document.querySelector<HTMLElement>(`[data-field="${first}"]`)?.focus();
         return;
       }
       navigate(transferHref(requestTransfer.transfer.id).slice(2));
     } catch (error) {
-      errors.value = { byField: {}, general: [describeError(error)] };
+      errors.value = generalErrors(describeError(error));
     } finally {
       sending.value = false;
     }
   }
 
   const err = errors.value.byField;
-  const described = (field: string, id: string) => (err[field] ? { "aria-describedby": id, "aria-invalid": true } : {});
 
   return (
     <Screen title="Request a transfer" actions={<a href={LIST_HREF}>All transfers</a>}>
@@ -158,7 +157,7 @@ export function TransferRequest() {
                 clearError("destination");
                 destination.value = (e.target as HTMLSelectElement).value;
               }}
-              {...described("destination", "tr-destination-error")}
+              {...fieldProps("tr-destination", err.destination)}
             >
               {mine.map((l) => (
                 <option key={l.id} value={l.id}>
@@ -166,7 +165,7 @@ export function TransferRequest() {
                 </option>
               ))}
             </select>
-            <FieldError id="tr-destination-error" message={err.destination} />
+            <FieldError id="tr-destination" message={err.destination} />
           </label>
         ) : (
           <p class="notice danger">You have no location to request stock for.</p>
@@ -177,13 +176,12 @@ export function TransferRequest() {
           <select
             id="tr-source"
             data-field="source"
-            value={source.value}
+            value={source}
             onChange={(e) => {
-              touchedSource.value = true;
               clearError("source");
-              source.value = (e.target as HTMLSelectElement).value;
+              chosenSource.value = (e.target as HTMLSelectElement).value;
             }}
-            {...described("source", "tr-source-error")}
+            {...fieldProps("tr-source", err.source)}
           >
             {all
               .filter((l) => l.id !== destination.value)
@@ -193,7 +191,7 @@ export function TransferRequest() {
                 </option>
               ))}
           </select>
-          <FieldError id="tr-source-error" message={err.source} />
+          <FieldError id="tr-source" message={err.source} />
         </label>
 
         <fieldset class="card" data-field="lines" tabIndex={-1} style={{ margin: "0 0 0.75rem" }}>
@@ -212,17 +210,21 @@ export function TransferRequest() {
                     min={1}
                     value={l.quantity}
                     onInput={(e) => setQuantity(i, Number((e.target as HTMLInputElement).value))}
-                    {...described(`lines.${i}.quantity`, `line-qty-error-${i}`)}
+                    {...fieldProps(`line-qty-${l.product.id}`, err[`lines.${i}.quantity`], `line-qty-error-${i}`)}
                   />
                 </label>
-                <FieldError id={`line-qty-error-${i}`} message={err[`lines.${i}.quantity`] ?? err[`lines.${i}.product`]} />
+                <FieldError
+                  id={`line-qty-${l.product.id}`}
+                  errorId={`line-qty-error-${i}`}
+                  message={err[`lines.${i}.quantity`] ?? err[`lines.${i}.product`]}
+                />
                 <button type="button" onClick={() => remove(i)} aria-label={`Remove ${l.product.name} ${l.product.strength}`}>
                   Remove
                 </button>
               </li>
             ))}
           </ul>
-          <FieldError id="tr-lines-error" message={err.lines} />
+          <FieldError id="tr-lines" message={err.lines} />
           <label for="tr-product-search">
             Add a product <span class="hint">name, GTIN or ATC code</span>
             <input
@@ -257,15 +259,15 @@ export function TransferRequest() {
             id="tr-needed-by"
             data-field="neededBy"
             type="date"
-            min={today()}
+            min={localDate()}
             value={neededBy.value}
             onInput={(e) => {
               clearError("neededBy");
               neededBy.value = (e.target as HTMLInputElement).value;
             }}
-            {...described("neededBy", "tr-needed-by-error")}
+            {...fieldProps("tr-needed-by", err.neededBy)}
           />
-          <FieldError id="tr-needed-by-error" message={err.neededBy} />
+          <FieldError id="tr-needed-by" message={err.neededBy} />
         </label>
         <label for="tr-note">
           Note <span class="hint">(optional)</span>
@@ -279,9 +281,9 @@ export function TransferRequest() {
               clearError("note");
               note.value = (e.target as HTMLTextAreaElement).value;
             }}
-            {...described("note", "tr-note-error")}
+            {...fieldProps("tr-note", err.note)}
           />
-          <FieldError id="tr-note-error" message={err.note} />
+          <FieldError id="tr-note" message={err.note} />
         </label>
         <GeneralErrors errors={errors.value.general} />
         {!online.value && (

@@ -12,8 +12,7 @@ import {
   NEW_TRANSFER_HREF,
   OPEN_STATUSES,
   STATUS_LABEL,
-  LiveBadge,
-  StatusTag,
+  STATUS_TONE,
   overdue,
   transferHref,
   transferView,
@@ -21,6 +20,7 @@ import {
 import { allPages } from "../lib/graphql";
 import { subscribe } from "../lib/live";
 import { hasRole, myLocations } from "../state";
+import { LiveBadge, StatusTag } from "../components/status";
 import { Screen, Status, formatDateTime, useLoad } from "../ui";
 import { TransferDetail } from "./transfer-detail";
 import { TransferRequest } from "./transfer-request";
@@ -93,7 +93,7 @@ function TransferList() {
   return (
     <Screen title="Transfers" actions={<LiveBadge />}>
       {canRequest && (
-        <a class="button primary" href={NEW_TRANSFER_HREF} style={{ display: "block", textAlign: "center", textDecoration: "none", marginBottom: "0.75rem", background: "var(--brand)", color: "var(--brand-ink)", borderColor: "var(--brand)" }}>
+        <a class="button primary link-button" href={NEW_TRANSFER_HREF} style={{ textAlign: "center", marginBottom: "0.75rem" }}>
           New request
         </a>
       )}
@@ -129,11 +129,11 @@ function TransferList() {
           const late = overdue(t);
           return (
             <li key={t.id} data-number={t.number} data-status={t.status} class={flashed.value.has(t.id) ? "flash" : ""}>
-              <a href={transferHref(t.id)} style={{ display: "block", color: "inherit", textDecoration: "none", minHeight: "var(--tap)" }}>
+              <a class="item-link" href={transferHref(t.id)}>
                 <span class="row" style={{ alignItems: "center", justifyContent: "space-between" }}>
                   <strong style={{ flex: "0 1 auto", color: "var(--focus)", textDecoration: "underline" }}>{t.number}</strong>
                   <span style={{ flex: "0 0 auto" }}>
-                    <StatusTag status={t.status} />
+                    <StatusTag status={t.status} label={STATUS_LABEL[t.status]} tone={STATUS_TONE[t.status]} />
                   </span>
                 </span>
                 <span style={{ display: "block" }}>

@@ -17,7 +17,17 @@ import {
   type UserOrganisationsQuery,
 } from "../gql/graphql";
 import { allPages, describeError, request } from "../lib/graphql";
-import { CheckboxGroup, FieldError, NO_ERRORS, TextField, fieldProps, splitErrors, type FieldErrors } from "../components/form";
+import {
+  CheckboxGroup,
+  FieldError,
+  GeneralErrors,
+  NO_ERRORS,
+  TextField,
+  fieldProps,
+  generalErrors,
+  splitErrors,
+  type FieldErrors,
+} from "../components/form";
 import { Screen, Status, useLoad } from "../ui";
 
 type Organisation = UserOrganisationsQuery["organisations"]["edges"][number]["node"];
@@ -27,7 +37,7 @@ interface Refs {
   locations: Place[];
 }
 
-export const ROLE_LABEL: Record<Role, string> = {
+const ROLE_LABEL: Record<Role, string> = {
   ADMIN: "Administrator",
   PHARMACIST: "Pharmacist",
   WAREHOUSE_MANAGER: "Warehouse manager",
@@ -301,7 +311,7 @@ function UserForm({
       if (payload.errors.length) errors.value = splitErrors(payload.errors, FORM_FIELDS);
       else if (payload.user) onSaved(payload.user);
     } catch (e) {
-      errors.value = { byField: {}, general: [describeError(e)] };
+      errors.value = generalErrors(describeError(e));
     } finally {
       busy.value = false;
     }
@@ -379,11 +389,7 @@ function UserForm({
         onChange={(v) => (locations.value = v)}
         error={e.locations}
       />
-      {errors.value.general.map((message) => (
-        <p key={message} class="error" role="alert">
-          {message}
-        </p>
-      ))}
+      <GeneralErrors errors={errors.value.general} />
       {Object.keys(e).length > 0 && (
         <p class="error" role="alert">
           Please correct the fields marked above.
@@ -424,7 +430,7 @@ function PasswordForm({
       if (payload.errors.length) errors.value = splitErrors(payload.errors, ["password"]);
       else if (payload.user) onDone(payload.user);
     } catch (e) {
-      errors.value = { byField: {}, general: [describeError(e)] };
+      errors.value = generalErrors(describeError(e));
     } finally {
       busy.value = false;
     }
@@ -441,11 +447,7 @@ function PasswordForm({
         onValue={(v) => (password.value = v)}
         error={errors.value.byField.password}
       />
-      {errors.value.general.map((message) => (
-        <p key={message} class="error" role="alert">
-          {message}
-        </p>
-      ))}
+      <GeneralErrors errors={errors.value.general} />
       <div class="row">
         <button type="submit" class="primary" disabled={busy.value}>
           Set password
