@@ -37,7 +37,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from server.alerts.models import AlertKind
 from server.alerts.service import AlertService, AlertSpec
-from server.catalog.models import Lot, Product, ProductGtin
+from server.catalog.models import COST_PRECISION, Lot, Product, ProductGtin
 from server.catalog.service import clean_batch_number, find_or_create_lot
 from server.core import audit
 from server.core.db import Database, utcnow
@@ -236,7 +236,7 @@ def _quantity(value: int, field: str, *, allow_zero: bool = False) -> int:
 
 def _price(value: Decimal, field: str) -> Decimal:
     try:
-        price = Decimal(value).quantize(Decimal("0.0001"))
+        price = Decimal(value).quantize(COST_PRECISION)
     except (InvalidOperation, ValueError):
         raise InvalidInput(f"{field} is not a number", field=field) from None
     if not Decimal(0) <= price <= MAX_PRICE:
