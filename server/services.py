@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import timedelta
 
+from sqlalchemy.ext.asyncio import AsyncSession
+
 from server.alerts.service import AlertService
 from server.catalog.service import CatalogService
 from server.config import Settings
@@ -14,14 +16,37 @@ from server.core.security import TokenService
 from server.counts.service import CountService
 from server.forecasting.service import ForecastingService
 from server.integrations.service import EpcisService
-from server.inventory.service import LedgerService
+from server.inventory.service import LedgerService, Written, stock_event
 from server.network.service import NetworkService
 from server.procurement.service import ProcurementService
 from server.reports.service import ReportService
 from server.scanning.service import ScanningService
 from server.supervision.checks import SupervisionCheckService
 from server.supervision.service import SupervisionService
+from server.supervision.totals import record_totals
 from server.transfers.service import TransferService
+
+
+def wire_ledger_hooks(
+    ledger: LedgerService,
+    bus: EventBus,
+    alerts: AlertService,
+    supervision_checks: SupervisionCheckService,
+) -> None:
+    """What follows every ledger write, in its transaction and in this order: supervision
+    totals and status of the touched batches, the stock events (published after commit), then
+    low-stock and emptied-shelf alerts. Registered here so inventory imports none of them."""
+
+    async def supervision(session: AsyncSession, written: Written) -> None:
+        batches = await record_totals(session, written)
+        await supervision_checks.refresh_status(session, batches)
+
+    async def stock_events(session: AsyncSession, written: Written) -> None:
+        await bus.emit(session, [stock_event(m, lot.product_id) for m, lot in written])
+
+    ledger.on_written(supervision)
+    ledger.on_written(stock_events)
+    ledger.on_written(alerts.after_movements)
 
 
 @dataclass
@@ -54,9 +79,11 @@ class Services:
             refresh_ttl=timedelta(days=settings.refresh_token_days),
         )
         alerts = AlertService(db, bus, expiry_window_days=settings.expiry_window_days)
-        ledger = LedgerService(
-            db, bus, alerts, transit_window=timedelta(hours=settings.transit_window_hours)
+        supervision_checks = SupervisionCheckService(
+            db, alerts, transit_window_hours=settings.transit_window_hours
         )
+        ledger = LedgerService(db)
+        wire_ledger_hooks(ledger, bus, alerts, supervision_checks)
         return cls(
             settings=settings,
             db=db,
@@ -72,9 +99,7 @@ class Services:
             transfers=TransferService(db, bus, ledger),
             procurement=ProcurementService(db, bus, ledger, alerts),
             epcis=EpcisService(db, bus, ledger),
-            supervision_checks=SupervisionCheckService(
-                db, alerts, transit_window_hours=settings.transit_window_hours
-            ),
+            supervision_checks=supervision_checks,
             reports=ReportService(db),
             forecasting=ForecastingService(db),
         )

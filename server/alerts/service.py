@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from datetime import date
 from typing import Any
 
-from sqlalchemy import func, select, update
+from sqlalchemy import func, select, tuple_, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -25,7 +25,7 @@ from server.core.errors import DomainError, ErrorCode, InvalidInput
 from server.core.events import Event, EventBus
 from server.core.security import Permission, Principal
 from server.core.validation import get_or_not_found, optional_text
-from server.inventory.models import Balance
+from server.inventory.models import Balance, Movement
 from server.network.models import Location
 
 ALERT_TOPIC = "alert"
@@ -112,46 +112,51 @@ class AlertService:
         )
         return int(result.rowcount or 0)
 
+    async def after_movements(
+        self, session: AsyncSession, written: Iterable[tuple[Movement, Lot]]
+    ) -> None:
+        """The ledger's hook: low-stock checks for the touched (location, product) pairs, and
+        expiry alerts resolved for shelves the movements left empty (their final balance)."""
+        written = list(written)
+        await self.evaluate_stock(session, {(m.location_id, lot.product_id) for m, lot in written})
+        final = {(m.location_id, m.lot_id): m.balance_after for m, _ in written}
+        await self.evaluate_expiry(session, [k for k, q in final.items() if q <= 0])
+
     async def evaluate_stock(
         self, session: AsyncSession, touched: Iterable[tuple[int, int]]
     ) -> None:
-        """After movements: LOW_STOCK for (location, product) pairs under their minimum."""
+        """After movements: LOW_STOCK for (location, product) pairs under their minimum.
+
+        One query reads every touched pair's minimum with its usable quantity on hand; pairs
+        back above their minimum resolve in one statement."""
         pairs = set(touched)
         if not pairs:
             return
-        levels = (
-            (
-                await session.execute(
-                    select(MinimumLevel).where(
-                        MinimumLevel.location_id.in_({loc for loc, _ in pairs}),
-                        MinimumLevel.product_id.in_({prod for _, prod in pairs}),
-                    )
-                )
-            )
-            .scalars()
-            .all()
-        )
         today = utcnow().date()
-        for level in levels:
-            if (level.location_id, level.product_id) not in pairs:
-                continue
-            await self._check_level(session, level, today)
-
-    async def _check_level(self, session: AsyncSession, level: MinimumLevel, today: date) -> None:
-        on_hand = (
+        usable = (
+            select(func.coalesce(func.sum(Balance.quantity), 0))
+            .join(Lot, Lot.id == Balance.lot_id)
+            .where(
+                Balance.location_id == MinimumLevel.location_id,
+                Lot.product_id == MinimumLevel.product_id,
+                Lot.status == LotStatus.RELEASED,
+                Lot.expiry_date >= today,
+            )
+            .scalar_subquery()
+        )
+        levels = (
             await session.execute(
-                select(func.coalesce(func.sum(Balance.quantity), 0))
-                .join(Lot, Lot.id == Balance.lot_id)
-                .where(
-                    Balance.location_id == level.location_id,
-                    Lot.product_id == level.product_id,
-                    Lot.status == LotStatus.RELEASED,
-                    Lot.expiry_date >= today,
+                select(MinimumLevel, usable).where(
+                    tuple_(MinimumLevel.location_id, MinimumLevel.product_id).in_(list(pairs))
                 )
             )
-        ).scalar_one()
-        key = low_stock_key(level.location_id, level.product_id)
-        if on_hand < level.minimum_quantity:
+        ).all()
+        cleared: list[str] = []
+        for level, on_hand in levels:
+            key = low_stock_key(level.location_id, level.product_id)
+            if on_hand >= level.minimum_quantity:
+                cleared.append(key)
+                continue
             product = await session.get(Product, level.product_id)
             location = await session.get(Location, level.location_id)
             await self.raise_alert(
@@ -166,8 +171,7 @@ class AlertService:
                     details={"on_hand": on_hand, "minimum": level.minimum_quantity},
                 ),
             )
-        else:
-            await self.resolve(session, [key])
+        await self.resolve(session, cleared)
 
     async def evaluate_expiry(
         self, session: AsyncSession, emptied: Iterable[tuple[int, int]]
@@ -229,8 +233,8 @@ class AlertService:
                 )
                 raised += alert is not None
             # Expiry also shrinks usable stock: minimum levels are re-checked on every sweep.
-            for level in (await session.execute(select(MinimumLevel))).scalars().all():
-                await self._check_level(session, level, today)
+            pairs = await session.execute(select(MinimumLevel.location_id, MinimumLevel.product_id))
+            await self.evaluate_stock(session, [tuple(pair) for pair in pairs.all()])
             stale = (
                 await session.execute(
                     select(Alert.condition_key).where(
@@ -303,7 +307,7 @@ class AlertService:
             level.minimum_quantity = minimum_quantity
             level.updated_at = utcnow()
             await session.flush()
-            await self._check_level(session, level, utcnow().date())
+            await self.evaluate_stock(session, [(location_id, product_id)])
             await audit.record(
                 session,
                 principal,

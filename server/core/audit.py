@@ -7,13 +7,16 @@ that row, and `verify()` names the first one that does not add up.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import JSON, ForeignKey, Integer, String, insert, select
+from sqlalchemy import JSON, ForeignKey, Integer, String, bindparam, insert, select, update
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Mapped, mapped_column
 
@@ -57,23 +60,32 @@ def _canonical(value: Any) -> str:
     return json.dumps(value, sort_keys=True, separators=(",", ":"), default=str)
 
 
-def compute_hash(event: AuditEvent) -> str:
-    payload = {
-        "seq": event.seq,
-        "occurred_at": event.occurred_at.isoformat(),
-        "actor_id": event.actor_id,
-        "actor_name": event.actor_name,
-        "role": event.role,
-        "action": event.action,
-        "entity_type": event.entity_type,
-        "entity_id": event.entity_id,
-        "before": event.before,
-        "after": event.after,
-        "reason": event.reason,
-        "request_id": event.request_id,
-        "prev_hash": event.prev_hash,
-    }
+HASHED_FIELDS = (
+    "seq",
+    "occurred_at",
+    "actor_id",
+    "actor_name",
+    "role",
+    "action",
+    "entity_type",
+    "entity_id",
+    "before",
+    "after",
+    "reason",
+    "request_id",
+    "prev_hash",
+)
+
+
+def hash_of(fields: dict[str, Any]) -> str:
+    """The chain hash of one event given as a mapping of its hashed fields."""
+    payload = {name: fields[name] for name in HASHED_FIELDS}
+    payload["occurred_at"] = payload["occurred_at"].isoformat()
     return hashlib.sha256(_canonical(payload).encode()).hexdigest()
+
+
+def compute_hash(event: AuditEvent) -> str:
+    return hash_of({name: getattr(event, name) for name in HASHED_FIELDS})
 
 
 def jsonable(value: Any) -> Any:
@@ -110,41 +122,66 @@ async def record(
     )
 
 
+@functools.cache
+def _advance_head(dialect: str) -> Any:
+    """Reserve `count` sequence numbers and read the previous hash in one locking statement."""
+    insert = sqlite_insert if dialect == "sqlite" else pg_insert
+    stmt = insert(AuditHead).values(id=1, last_seq=bindparam("count"), last_hash=GENESIS_HASH)
+    return stmt.on_conflict_do_update(
+        index_elements=["id"], set_={"last_seq": AuditHead.last_seq + stmt.excluded.last_seq}
+    ).returning(AuditHead.last_seq, AuditHead.last_hash)
+
+
+_SET_HEAD_HASH = (
+    update(AuditHead.__table__).where(AuditHead.id == 1).values(last_hash=bindparam("hash"))
+)
+_INSERT_EVENTS = insert(AuditEvent.__table__)
+
+
 async def record_many(
     session: AsyncSession, principal: Principal | None, entries: list[AuditEntry]
 ) -> None:
-    """Append several events under one lock of the chain head, in one multi-row insert."""
-    head = (
-        await session.execute(select(AuditHead).where(AuditHead.id == 1).with_for_update())
-    ).scalar_one_or_none()
-    if head is None:
-        head = AuditHead(id=1, last_seq=0, last_hash=GENESIS_HASH)
-        session.add(head)
+    """Append several events in three statements, whatever their number.
+
+    The head upsert both reserves the sequence numbers and locks the head (row lock on
+    PostgreSQL, the writer's lock on SQLite), so the chain never forks under concurrency.
+    """
+    if not entries:
+        return
+    if session.new or session.dirty or session.deleted:
+        await session.flush()  # the entities these events describe are written first
+    dialect = session.bind.dialect.name
+    last_seq, prev_hash = (
+        await session.execute(_advance_head(dialect), {"count": len(entries)})
+    ).one()
+    seq = last_seq - len(entries)
     now = utcnow()
-    events: list[AuditEvent] = []
+    actor_id = principal.user_id if principal else None
+    actor_name = principal.username if principal else "system"
+    role = principal.primary_role if principal else "SYSTEM"
+    request_id = principal.request_id if principal else None
+    rows: list[dict[str, Any]] = []
     for entry in entries:
-        event = AuditEvent(
-            seq=head.last_seq + 1,
-            occurred_at=now,
-            actor_id=principal.user_id if principal else None,
-            actor_name=principal.username if principal else "system",
-            role=principal.primary_role if principal else "SYSTEM",
-            action=entry.action,
-            entity_type=entry.entity_type,
-            entity_id=str(entry.entity_id),
-            before=jsonable(entry.before) if entry.before is not None else None,
-            after=jsonable(entry.after) if entry.after is not None else None,
-            reason=entry.reason,
-            request_id=principal.request_id if principal else None,
-            prev_hash=head.last_hash,
-        )
-        event.hash = compute_hash(event)
-        head.last_seq = event.seq
-        head.last_hash = event.hash
-        events.append(event)
-    columns = [c.key for c in AuditEvent.__table__.columns if c.key != "id"]
-    await session.execute(insert(AuditEvent), [{c: getattr(e, c) for c in columns} for e in events])
-    await session.flush()
+        seq += 1
+        row = {
+            "seq": seq,
+            "occurred_at": now,
+            "actor_id": actor_id,
+            "actor_name": actor_name,
+            "role": role,
+            "action": entry.action,
+            "entity_type": entry.entity_type,
+            "entity_id": str(entry.entity_id),
+            "before": jsonable(entry.before) if entry.before is not None else None,
+            "after": jsonable(entry.after) if entry.after is not None else None,
+            "reason": entry.reason,
+            "request_id": request_id,
+            "prev_hash": prev_hash,
+        }
+        row["hash"] = prev_hash = hash_of(row)
+        rows.append(row)
+    await session.execute(_INSERT_EVENTS, rows)
+    await session.execute(_SET_HEAD_HASH, {"hash": prev_hash})
 
 
 @dataclass(frozen=True)

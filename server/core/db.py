@@ -1,15 +1,19 @@
 """Async engine, sessions and the one rule for write transactions on each database.
 
 SQLite allows one writer: write transactions start with BEGIN IMMEDIATE (so two writers never
-both read then both write) and are queued in-process by a lock instead of spinning on
-SQLITE_BUSY. PostgreSQL relies on row locks and atomic upserts taken inside the transaction.
+both read then both write), and concurrent writers of this process are grouped into one
+transaction (group commit, `GroupCommit`): each runs in its own savepoint, so a refusal undoes
+only its own work, and all of them are acknowledged by one COMMIT. PostgreSQL gives each
+request its own transaction and relies on row locks and atomic upserts taken inside it.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections import deque
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time
 from typing import Any
 
@@ -71,8 +75,120 @@ AFTER_COMMIT = "apotheca_after_commit"
 
 
 def _run_after_commit(session: AsyncSession) -> None:
-    for callback in session.info.pop(AFTER_COMMIT, []):
+    _run(session.info.pop(AFTER_COMMIT, []))
+
+
+def _run(callbacks: list[Callable[[], None]]) -> None:
+    for callback in callbacks:
         callback()
+
+
+@dataclass(eq=False)
+class _Turn:
+    """One `write()` waiting for, holding, or done with its place in a group."""
+
+    ready: asyncio.Future[bool] = field(default_factory=asyncio.Future)  # True: in a savepoint
+    done: asyncio.Future[bool] = field(default_factory=asyncio.Future)  # True: work kept
+    committed: asyncio.Future[None] = field(default_factory=asyncio.Future)
+    abandoned: bool = False
+
+
+class GroupCommit:
+    """SQLite's single writer, shared: the writes queued while a transaction is open join it.
+
+    A leader task opens one session and transaction and hands it to each queued `write()` in
+    turn; each turn runs in a savepoint (released on success, rolled back on a refusal), the
+    session's identity map is emptied between turns, and after-commit callbacks are kept per
+    turn. One COMMIT then acknowledges every turn that kept its work; if it fails, each of
+    them gets the error, so nothing is acknowledged that was not committed. A write that finds
+    nobody else queued runs alone, without a savepoint.
+    """
+
+    def __init__(self, sessions: async_sessionmaker[AsyncSession], max_group: int = 64) -> None:
+        self._sessions = sessions
+        self._max_group = max_group
+        self._queue: deque[_Turn] = deque()
+        self._leader: asyncio.Task[None] | None = None
+        self._session: AsyncSession | None = None
+        self.groups = 0  # transactions committed or rolled back: what the tests observe
+        self.turns = 0
+
+    @asynccontextmanager
+    async def write(self) -> AsyncIterator[AsyncSession]:
+        turn = _Turn()
+        self._queue.append(turn)
+        if self._leader is None or self._leader.done():
+            self._leader = asyncio.create_task(self._lead())
+        try:
+            savepoint = await turn.ready
+        except BaseException:
+            turn.abandoned = True  # cancelled while queued: the leader skips it
+            if turn.ready.done() and not turn.ready.cancelled() and not turn.done.done():
+                turn.done.set_result(False)
+            raise
+        session = self._session
+        assert session is not None
+        outer = dict(session.info)
+        session.info.clear()
+        try:
+            if savepoint:
+                async with session.begin_nested():
+                    yield session
+            else:
+                yield session
+                await session.flush()
+        except BaseException:
+            session.info.clear()
+            session.info.update(outer)
+            if not turn.done.done():
+                turn.done.set_result(False)
+            raise
+        mine = session.info.pop(AFTER_COMMIT, [])
+        session.info.clear()
+        session.info.update(outer)
+        turn.done.set_result(True)
+        await turn.committed
+        _run(mine)
+
+    async def _lead(self) -> None:
+        while self._queue:
+            group: list[_Turn] = []
+            try:
+                async with self._sessions() as session, session.begin():
+                    self._session = session
+                    while self._queue and len(group) < self._max_group:
+                        turn = self._queue.popleft()
+                        if turn.abandoned:
+                            continue
+                        savepoint = bool(group or self._queue)
+                        group.append(turn)
+                        turn.ready.set_result(savepoint)
+                        kept = await turn.done
+                        self.turns += 1
+                        if not savepoint:
+                            if not kept:
+                                raise _Refused
+                            break  # alone: commit now rather than wait for company
+                        session.expunge_all()
+            except _Refused:
+                pass  # a lone turn's refusal: its transaction is rolled back, it has its error
+            except BaseException as error:
+                for turn in group:
+                    if not turn.committed.done():
+                        turn.committed.set_exception(error)
+                if not isinstance(error, Exception):
+                    raise
+            else:
+                for turn in group:
+                    if not turn.committed.done():
+                        turn.committed.set_result(None)
+            finally:
+                self._session = None
+                self.groups += 1
+
+
+class _Refused(Exception):
+    """A lone write raised: roll its transaction back (it reports its own error)."""
 
 
 class Database:
@@ -91,7 +207,7 @@ class Database:
             self.writer = self.engine
         self._read_sessions = async_sessionmaker(self.engine, expire_on_commit=False)
         self._write_sessions = async_sessionmaker(self.writer, expire_on_commit=False)
-        self._write_lock = asyncio.Lock() if self.sqlite else None
+        self.group_commit = GroupCommit(self._write_sessions) if self.sqlite else None
 
     @property
     def dialect(self) -> str:
@@ -109,16 +225,14 @@ class Database:
         Callables appended to `session.info[AFTER_COMMIT]` run once the outermost transaction
         has committed (never for a rollback, never at a savepoint).
         """
-        if self._write_lock is not None:
-            async with self._write_lock, self._write_sessions() as session:
-                async with session.begin():
-                    yield session
-                _run_after_commit(session)
-        else:
-            async with self._write_sessions() as session:
-                async with session.begin():
-                    yield session
-                _run_after_commit(session)
+        if self.group_commit is not None:
+            async with self.group_commit.write() as session:
+                yield session
+            return
+        async with self._write_sessions() as session:
+            async with session.begin():
+                yield session
+            _run_after_commit(session)
 
     async def dispose(self) -> None:
         await self.engine.dispose()

@@ -72,6 +72,12 @@ def _chunks(events: list[Event]) -> list[str]:
     return payloads
 
 
+def _drain(pending: list[Event]) -> list[Event]:
+    taken = list(pending)
+    pending.clear()
+    return taken
+
+
 class EventBus:
     def __init__(self, queue_size: int = 256) -> None:
         self._queue_size = queue_size
@@ -93,10 +99,9 @@ class EventBus:
         pending = session.info.get(_PENDING)
         if pending is None:
             pending = session.info[_PENDING] = []
-            # Published once the outermost transaction commits (see Database.write).
-            session.info.setdefault(AFTER_COMMIT, []).append(
-                lambda: self.publish(session.info.pop(_PENDING, []))
-            )
+            # Published once the outermost transaction commits (see Database.write); the list
+            # itself is captured, so it follows the request that emitted it in a group commit.
+            session.info.setdefault(AFTER_COMMIT, []).append(lambda: self.publish(_drain(pending)))
         pending.extend(events)
 
     def take_pending(self, session: AsyncSession) -> list[Event]:
@@ -104,11 +109,7 @@ class EventBus:
         PostgreSQL they are NOTIFYs inside the transaction). A caller that rolls back to a
         savepoint takes out what the undone work emitted, or keeps it to publish itself."""
         pending = session.info.get(_PENDING)
-        if not pending:
-            return []
-        taken = list(pending)
-        pending.clear()
-        return taken
+        return _drain(pending) if pending else []
 
     def publish(self, events: list[Event]) -> None:
         """Hand events to this process's subscribers (never blocks)."""

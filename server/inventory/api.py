@@ -29,7 +29,13 @@ from server.core.graphql import (
 )
 from server.core.security import Permission, Principal
 from server.inventory import models
-from server.inventory.service import STOCK_TOPIC, LedgerResult, MovementRequest, NewLot
+from server.inventory.service import (
+    MAX_BATCH_MOVEMENTS,
+    STOCK_TOPIC,
+    LedgerResult,
+    MovementRequest,
+    NewLot,
+)
 from server.network import models as network_models
 from server.network.api import Location, Organisation
 
@@ -330,6 +336,35 @@ class DisposeStockInput:
     note: str | None = None
 
 
+@strawberry.input(
+    description="One movement of a feed: a kind, a location, a lot (or, for issues, a product "
+    "to pick first-expired-first-out; for receipts, a product with batch and expiry)."
+)
+class MovementInput:
+    kind: MovementKind
+    location: relay.GlobalID
+    quantity: int
+    lot: relay.GlobalID | None = None
+    product: relay.GlobalID | None = None
+    batch_number: str | None = None
+    expiry_date: date | None = None
+    reason: str | None = None
+    reference: str | None = None
+    patient_reference: str | None = None
+    counterparty: relay.GlobalID | None = None
+    occurred_at: datetime | None = strawberry.field(
+        default=None, description="When it happened (with a zone); now when omitted."
+    )
+
+
+@strawberry.input(
+    description=f"Up to {MAX_BATCH_MOVEMENTS} movements recorded all or nothing under one key."
+)
+class RecordMovementsInput:
+    movements: list[MovementInput]
+    idempotency_key: str
+
+
 @strawberry.type
 class StockMovementPayload:
     movements: list[Movement] = strawberry.field(default_factory=list)
@@ -360,6 +395,32 @@ async def _record(
     )
 
 
+def _feed_request(index: int, item: MovementInput) -> MovementRequest:
+    """One feed item as a ledger request; a malformed id names the item it is in."""
+    prefix = f"movements.{index}."
+    new_lot = None
+    product_id = _optional(item.product, Product, prefix + "product")
+    if item.lot is None and item.batch_number is not None:
+        if product_id is None or item.expiry_date is None:
+            raise InvalidInput(
+                "a new batch needs its product and expiry date", field=prefix + "batchNumber"
+            )
+        new_lot = NewLot(product_id, item.batch_number, item.expiry_date)
+    return MovementRequest(
+        kind=models.MovementKind(item.kind.value),
+        location_id=decode_id(item.location, Location, prefix + "location"),
+        quantity=item.quantity,
+        lot_id=_optional(item.lot, Lot, prefix + "lot"),
+        product_id=product_id,
+        reason=item.reason,
+        reference=item.reference,
+        patient_reference=item.patient_reference,
+        counterparty_id=_optional(item.counterparty, Organisation, prefix + "counterparty"),
+        occurred_at=item.occurred_at,
+        new_lot=new_lot,
+    )
+
+
 def _receive_request(input: ReceiveStockInput) -> MovementRequest:
     new_lot = None
     if input.lot is None:
@@ -385,6 +446,30 @@ def _receive_request(input: ReceiveStockInput) -> MovementRequest:
 
 @strawberry.type
 class Mutation:
+    @strawberry.mutation(
+        description="A feed's movements (dispensing cabinets, pharmacy systems): all are "
+        "recorded or none; a refusal names the item (`movements.3.quantity`). A replayed key "
+        "returns the first result."
+    )
+    async def record_movements(
+        self, info: Info, input: RecordMovementsInput
+    ) -> StockMovementPayload:
+        result: LedgerResult | None
+        result, errors = await attempt(
+            info,
+            lambda p: info.context.services.ledger.record_feed(
+                p,
+                [_feed_request(i, item) for i, item in enumerate(input.movements)],
+                idempotency_key=input.idempotency_key,
+            ),
+        )
+        if result is None:
+            return StockMovementPayload(errors=errors)
+        return StockMovementPayload(
+            movements=[Movement.from_model(m) for m in result.movements],
+            replayed=result.replayed,
+        )
+
     @strawberry.mutation
     async def receive_stock(self, info: Info, input: ReceiveStockInput) -> StockMovementPayload:
         return await _record(

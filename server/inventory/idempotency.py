@@ -1,22 +1,24 @@
 """One request key, one outcome: the replay mechanism every stock-moving use case shares.
 
 The key is claimed first in the use case's own transaction, so a concurrent twin blocks on the
-claim, then fails on the unique key and replays; a replay returns the first outcome, rebuilt from
-the movements it recorded, and changes nothing. A key reused for a different request is refused.
+claim, then finds it taken and replays; a replay returns the first outcome, rebuilt from the
+movements it recorded, and changes nothing. A key reused for a different request is refused.
 """
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 from collections.abc import Awaitable, Callable, Iterable
 from typing import Any, TypeVar
 
-from sqlalchemy import select
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy import bindparam, select, update
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from server.core.db import Database
+from server.core.db import Database, utcnow
 from server.core.errors import DomainError, ErrorCode, InvalidInput
 from server.core.security import Principal
 from server.inventory.models import IdempotencyRecord, Movement
@@ -67,6 +69,32 @@ async def recorded_movements(
     )
 
 
+@functools.cache
+def _claim(dialect: str) -> Any:
+    """Insert the key, or nothing when it exists (waiting for an uncommitted twin on PostgreSQL)."""
+    insert = sqlite_insert if dialect == "sqlite" else pg_insert
+    return (
+        insert(IdempotencyRecord.__table__)
+        .values(
+            key=bindparam("key"),
+            actor_id=bindparam("actor_id"),
+            operation=bindparam("operation"),
+            request_hash=bindparam("request_hash"),
+            movement_ids=bindparam("movement_ids"),
+            created_at=bindparam("created_at"),
+        )
+        .on_conflict_do_nothing(index_elements=["key"])
+        .returning(IdempotencyRecord.key)
+    )
+
+
+_RECORD_RESULT = (
+    update(IdempotencyRecord.__table__)
+    .where(IdempotencyRecord.key == bindparam("claimed"))
+    .values(movement_ids=bindparam("movement_ids"))
+)
+
+
 async def run_once(
     db: Database,
     principal: Principal,
@@ -78,35 +106,28 @@ async def run_once(
     movements_of: Callable[[T], Iterable[Movement]],
     replay: Callable[[AsyncSession, list[Movement]], Awaitable[T]],
 ) -> T:
-    """Run `work` in one write transaction, at most once per key; later calls get `replay`."""
+    """Run `work` in one write transaction, at most once per key; later calls get `replay`.
 
-    async def replayed() -> T | None:
-        if key is None:
-            return None
-        async with db.read() as session:
-            movements = await recorded_movements(session, principal, key, fingerprint)
-            return None if movements is None else await replay(session, movements)
-
-    if (first := await replayed()) is not None:
-        return first
-    try:
-        async with db.write() as session:
-            claim = None
-            if key is not None:
-                claim = IdempotencyRecord(
-                    key=key,
-                    actor_id=principal.user_id,
-                    operation=operation,
-                    request_hash=fingerprint,
-                    movement_ids=[],
-                )
-                session.add(claim)
-                await session.flush()
-            result = await work(session)
-            if claim is not None:
-                claim.movement_ids = [m.id for m in movements_of(result)]
-    except IntegrityError:
-        if (first := await replayed()) is not None:
-            return first
-        raise
+    The claim is the transaction's first statement: a twin running concurrently blocks on it
+    (PostgreSQL) or runs after it (SQLite's one writer, or a later savepoint of the same group
+    commit), then finds the key taken and replays the first outcome inside its own transaction.
+    """
+    async with db.write() as session:
+        if key is not None:
+            params = {
+                "key": key,
+                "actor_id": principal.user_id,
+                "operation": operation,
+                "request_hash": fingerprint,
+                "movement_ids": [],
+                "created_at": utcnow(),
+            }
+            claimed = (await session.execute(_claim(db.dialect), params)).first()
+            if claimed is None:
+                movements = await recorded_movements(session, principal, key, fingerprint)
+                return await replay(session, movements or [])
+        result = await work(session)
+        if key is not None:
+            ids = [m.id for m in movements_of(result)]
+            await session.execute(_RECORD_RESULT, {"claimed": key, "movement_ids": ids})
     return result

@@ -7,27 +7,23 @@ Other services that move stock inside their own transaction (transfers, receivin
 from __future__ import annotations
 
 import functools
-from collections.abc import Sequence
+from collections import defaultdict
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass
 from datetime import date, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import bindparam, insert, select
+from sqlalchemy import insert, select, tuple_
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from server.alerts.service import AlertService
-from server.catalog.models import Lot, LotStatus
+from server.catalog.models import Lot, Product
 from server.catalog.service import find_or_create_lot
 from server.core import audit
 from server.core.db import Database, utcnow
-from server.core.errors import (
-    InsufficientStock,
-    InvalidInput,
-    NotFound,
-)
-from server.core.events import Event, EventBus
+from server.core.errors import DomainError, InsufficientStock, InvalidInput, NotFound
+from server.core.events import Event
 from server.core.security import Principal
 from server.core.validation import optional_text
 from server.inventory.idempotency import clean_key, request_hash, run_once
@@ -37,13 +33,14 @@ from server.inventory.rules import (
     OUTFLOWS,
     REASON_REQUIRED,
     check_issuable,
+    is_issuable,
     signed_quantity,
 )
 from server.network.models import Location
-from server.supervision.checks import refresh_status
-from server.supervision.totals import record_totals
 
 STOCK_TOPIC = "stock"
+MAX_BATCH_MOVEMENTS = 1000
+FUTURE_SKEW = timedelta(minutes=5)  # clocks of feeding systems drift; further ahead is an error
 
 
 @dataclass(frozen=True)
@@ -108,81 +105,73 @@ def stock_event(movement: Movement, product_id: int) -> Event:
 
 @functools.cache
 def _balance_upsert(dialect: str) -> Any:
-    """Built once per dialect: constructing upserts per call costs more than running them."""
+    """Built once per dialect: constructing upserts per call costs more than running them.
+
+    Executed with one row per (location, lot) of a request, as one multi-row statement, and
+    returns each shelf's new quantity (row-locked on PostgreSQL)."""
     insert = sqlite_insert if dialect == "sqlite" else pg_insert
-    stmt = insert(Balance).values(
-        location_id=bindparam("location_id"),
-        lot_id=bindparam("lot_id"),
-        quantity=bindparam("delta"),
-        updated_at=bindparam("now"),
-    )
+    stmt = insert(Balance.__table__)
     return stmt.on_conflict_do_update(
         index_elements=["location_id", "lot_id"],
         set_={
             "quantity": Balance.quantity + stmt.excluded.quantity,
             "updated_at": stmt.excluded.updated_at,
         },
-    ).returning(Balance.quantity)
+    ).returning(Balance.location_id, Balance.lot_id, Balance.quantity)
 
 
-async def _upsert_balance(
-    session: AsyncSession, location_id: int, lot_id: int, delta: int, now: datetime
-) -> int:
-    """Atomically add `delta` and return the new quantity (row-locked on PostgreSQL)."""
-    stmt = _balance_upsert(session.bind.dialect.name)
-    params = {"location_id": location_id, "lot_id": lot_id, "delta": delta, "now": now}
-    return (await session.execute(stmt, params)).scalar_one()
+_INSERT_MOVEMENTS = {
+    # PostgreSQL: SQLAlchemy's sentinel form keeps one statement and returns ids in order.
+    "postgresql": insert(Movement.__table__).returning(Movement.id, sort_by_parameter_order=True),
+    # SQLite: the sentinel form falls back to a statement per row. One multi-row INSERT on
+    # SQLite's single writer gives each row max(rowid) + 1 in VALUES order, so the ids sorted
+    # ascending are the rows in parameter order.
+    "sqlite": insert(Movement.__table__).returning(Movement.id),
+}
 
 
-async def _fefo_allocation(
-    session: AsyncSession, request: MovementRequest, on_date: datetime
-) -> list[tuple[Lot, int]]:
-    """Split an outflow across issuable lots, earliest expiry first (locks rows on PostgreSQL)."""
-    if request.product_id is None:
-        raise InvalidInput("name a lot or a product to issue from", field="product")
-    rows = (
-        await session.execute(
-            select(Lot, Balance.quantity)
-            .join(Balance, Balance.lot_id == Lot.id)
-            .where(
-                Balance.location_id == request.location_id,
-                Lot.product_id == request.product_id,
-                Balance.quantity > 0,
-                Lot.status == LotStatus.RELEASED,
-                Lot.expiry_date >= on_date.date(),
-            )
-            .order_by(Lot.expiry_date, Lot.id)
-            .with_for_update(of=Balance)
+@dataclass
+class _Known:
+    """Lots (with their product's approval number) and locations a request names, loaded in
+    one query each and held for its duration."""
+
+    lots: dict[int, Lot]
+    locations: dict[int, Location]
+    approvals: dict[int, str]
+
+
+async def _preload(session: AsyncSession, requests: Sequence[MovementRequest]) -> _Known:
+    lot_ids = {r.lot_id for r in requests if r.lot_id is not None}
+    location_ids = {r.location_id for r in requests}
+    approvals: dict[int, str] = {}
+    lots: dict[int, Lot] = {}
+    if lot_ids:
+        # Share-locked (PostgreSQL) so a recall or quarantine committing meanwhile is seen.
+        lot_query = (
+            select(Lot, Product.approval_number)
+            .join(Product, Product.id == Lot.product_id)
+            .where(Lot.id.in_(lot_ids))
+            .with_for_update(read=True, of=Lot)
         )
-    ).all()
-    remaining = request.quantity
-    allocation: list[tuple[Lot, int]] = []
-    for lot, available in rows:
-        take = min(available, remaining)
-        allocation.append((lot, take))
-        remaining -= take
-        if remaining == 0:
-            return allocation
-    available_total = request.quantity - remaining
-    raise InsufficientStock(
-        f"only {available_total} issuable on hand at this location "
-        f"(expired and held lots excluded), {request.quantity} requested",
-        field="quantity",
-    )
+        for lot, approval in (await session.execute(lot_query)).all():
+            lots[lot.id] = lot
+            approvals[lot.product_id] = approval
+    locations = (
+        await session.execute(select(Location).where(Location.id.in_(location_ids)))
+    ).scalars()
+    return _Known(lots, {x.id: x for x in locations}, approvals)
 
 
-async def _resolve(
-    session: AsyncSession,
-    principal: Principal,
-    request: MovementRequest,
-    field: str,
-    known: _Known,
-) -> list[tuple[Lot, Location, int]]:
-    """Check one request and decide which lots it touches (FEFO for outflows without a lot)."""
-    try:
-        signed_quantity(request.kind, request.quantity)
-    except InvalidInput as exc:
-        raise InvalidInput(exc.message, field=field) from None
+def _named(error: DomainError, index: int | None) -> DomainError:
+    """The same refusal, its field prefixed with the item it came from in a batch."""
+    if index is not None:
+        error.field = f"movements.{index}.{error.field or 'movement'}"
+    return error
+
+
+def _check(principal: Principal, request: MovementRequest, known: _Known) -> Location:
+    """The rules one request must pass before any lot is chosen (no database access)."""
+    signed_quantity(request.kind, request.quantity)
     principal.require(KIND_PERMISSION[request.kind], location_id=request.location_id)
     if request.kind in REASON_REQUIRED and not (request.reason or "").strip():
         raise InvalidInput(f"{request.kind.value} needs a reason", field="reason")
@@ -192,48 +181,117 @@ async def _resolve(
     location = known.locations.get(request.location_id)
     if location is None or not location.active:
         raise NotFound(f"location {request.location_id} does not exist", field="location")
-    occurred_at = request.occurred_at or utcnow()
+    return location
+
+
+class _Shelves:
+    """Balances as this request sees them: what the database held (for the shelves FEFO reads)
+    plus the deltas of the items before the current one."""
+
+    def __init__(self, rows: Iterable[tuple[Lot, int, int]]) -> None:
+        self.stored: dict[tuple[int, int], int] = {}
+        self.candidates: dict[tuple[int, int], dict[int, Lot]] = defaultdict(dict)
+        for lot, location_id, quantity in rows:
+            self.stored[(location_id, lot.id)] = quantity
+            self.candidates[(location_id, lot.product_id)][lot.id] = lot
+        self.delta: dict[tuple[int, int], int] = defaultdict(int)
+
+    def add(self, location_id: int, lot: Lot, delta: int) -> None:
+        self.delta[(location_id, lot.id)] += delta
+        self.candidates[(location_id, lot.product_id)].setdefault(lot.id, lot)
+
+    def available(self, location_id: int, lot_id: int) -> int:
+        key = (location_id, lot_id)
+        return self.stored.get(key, 0) + self.delta.get(key, 0)
+
+    def fefo(self, request: MovementRequest, on: date) -> list[tuple[Lot, int]]:
+        """Split an outflow across issuable lots, earliest expiry first."""
+        shelf = self.candidates.get((request.location_id, request.product_id), {})
+        lots = sorted(
+            (lot for lot in shelf.values() if is_issuable(lot.expiry_date, lot.status, on)),
+            key=lambda lot: (lot.expiry_date, lot.id),
+        )
+        remaining = request.quantity
+        allocation: list[tuple[Lot, int]] = []
+        for lot in lots:
+            available = self.available(request.location_id, lot.id)
+            if available <= 0:
+                continue
+            take = min(available, remaining)
+            allocation.append((lot, take))
+            remaining -= take
+            if remaining == 0:
+                return allocation
+        raise InsufficientStock(
+            f"only {request.quantity - remaining} issuable on hand at this location "
+            f"(expired and held lots excluded), {request.quantity} requested",
+            field="quantity",
+        )
+
+
+async def _fefo_shelves(session: AsyncSession, requests: Sequence[MovementRequest]) -> _Shelves:
+    """Every shelf of the (location, product) pairs that outflows without a lot draw from, in
+    one query (balance rows locked on PostgreSQL)."""
+    pairs = {
+        (r.location_id, r.product_id)
+        for r in requests
+        if r.lot_id is None and r.kind in OUTFLOWS and r.product_id is not None
+    }
+    if not pairs:
+        return _Shelves(())
+    rows = (
+        await session.execute(
+            select(Lot, Balance.location_id, Balance.quantity)
+            .join(Balance, Balance.lot_id == Lot.id)
+            .where(tuple_(Balance.location_id, Lot.product_id).in_(list(pairs)))
+            .with_for_update(of=Balance)
+        )
+    ).all()
+    return _Shelves((lot, location_id, quantity) for lot, location_id, quantity in rows)
+
+
+async def _resolve(
+    session: AsyncSession,
+    principal: Principal,
+    request: MovementRequest,
+    known: _Known,
+    shelves: _Shelves,
+    now: datetime,
+) -> tuple[Location, list[tuple[Lot, int]]]:
+    """Check one request and decide which lots it touches (FEFO for outflows without a lot)."""
+    location = _check(principal, request, known)
+    on = (request.occurred_at or now).date()
     if request.lot_id is None and request.kind in OUTFLOWS:
-        allocation = await _fefo_allocation(session, request, occurred_at)
-        return [(lot, location, quantity) for lot, quantity in allocation]
+        if request.product_id is None:
+            raise InvalidInput("name a lot or a product to issue from", field="product")
+        return location, shelves.fefo(request, on)
     if request.lot_id is not None:
         lot = known.lots.get(request.lot_id)
         if lot is None:
             raise NotFound(f"lot {request.lot_id} does not exist", field="lot")
     elif request.new_lot is not None:
         lot = await find_or_create_lot(session, principal, **asdict(request.new_lot))
+        known.lots[lot.id] = lot
     else:
         raise InvalidInput("name the lot this stock belongs to", field="lot")
     if request.product_id is not None and lot.product_id != request.product_id:
         raise InvalidInput(f"lot {lot.batch_number} is not of that product", field="lot")
     check_issuable(
-        request.kind,
-        batch=lot.batch_number,
-        expiry=lot.expiry_date,
-        status=lot.status,
-        on=occurred_at.date(),
+        request.kind, batch=lot.batch_number, expiry=lot.expiry_date, status=lot.status, on=on
     )
-    return [(lot, location, request.quantity)]
+    return location, [(lot, request.quantity)]
 
 
-@dataclass
-class _Known:
-    """Lots and locations a batch names, loaded in two queries and held for its duration."""
-
-    lots: dict[int, Lot]
-    locations: dict[int, Location]
-
-
-async def _preload(session: AsyncSession, requests: Sequence[MovementRequest]) -> _Known:
-    lot_ids = {r.lot_id for r in requests if r.lot_id is not None}
-    location_ids = {r.location_id for r in requests}
-    # Share-locked (PostgreSQL) so a recall or quarantine committing meanwhile is seen, not raced.
-    lot_query = select(Lot).where(Lot.id.in_(lot_ids)).with_for_update(read=True)
-    lots = (await session.execute(lot_query)).scalars() if lot_ids else []
-    locations = (
-        await session.execute(select(Location).where(Location.id.in_(location_ids)))
-    ).scalars()
-    return _Known({x.id: x for x in lots}, {x.id: x for x in locations})
+async def _approvals(session: AsyncSession, known: _Known, lots: Iterable[Lot]) -> dict[int, str]:
+    """Approval numbers of the products written; only lots found by FEFO or created need a
+    query, and then one."""
+    missing = {lot.product_id for lot in lots} - known.approvals.keys()
+    if missing:
+        rows = await session.execute(
+            select(Product.id, Product.approval_number).where(Product.id.in_(missing))
+        )
+        known.approvals.update(dict(rows.all()))
+    return known.approvals
 
 
 async def apply_movements(
@@ -242,51 +300,92 @@ async def apply_movements(
     requests: Sequence[MovementRequest],
     *,
     request_key: str | None = None,
-) -> list[tuple[Movement, Lot]]:
-    """Check and write movements in the caller's transaction; raise before anything is kept."""
+    name_items: bool = False,
+) -> Written:
+    """Check and write movements in the caller's transaction; raise before anything is kept.
+
+    Set-based: whatever the number of requests, the lots, locations and FEFO shelves are read
+    in one query each, balances change in one multi-row upsert, movements go in one insert and
+    their audit events in one append. `name_items` prefixes each refusal's field with the
+    index of the request it concerns (`movements.3.quantity`).
+    """
     if not requests:
         raise InvalidInput("no movements given", field="movements")
     now = utcnow()
-    pending: list[tuple[dict[str, Any], Lot]] = []
     known = await _preload(session, requests)
+    shelves = await _fefo_shelves(session, requests)
+    planned: list[tuple[int, MovementRequest, Location, Lot, int]] = []
     with session.no_autoflush:
         for index, request in enumerate(requests):
-            field = "quantity" if len(requests) == 1 else f"movements.{index}.quantity"
-            for lot, location, quantity in await _resolve(
-                session, principal, request, field, known
-            ):
-                delta = signed_quantity(request.kind, quantity)
-                balance = await _upsert_balance(session, location.id, lot.id, delta, now)
-                if balance < 0 and not location.allow_negative_stock:
-                    raise InsufficientStock(
-                        f"only {balance - delta} of lot {lot.batch_number} on hand at "
-                        f"{location.code}, {abs(delta)} requested",
-                        field=field,
-                    )
-                row = dict(
-                    kind=request.kind,
-                    lot_id=lot.id,
-                    location_id=location.id,
-                    organisation_id=location.organisation_id,
-                    counterparty_id=request.counterparty_id,
-                    quantity=delta,
-                    balance_after=balance,
-                    reference=request.reference,
-                    patient_reference=request.patient_reference,
-                    reason=request.reason,
-                    actor_id=principal.user_id,
-                    request_key=request_key,
-                    occurred_at=request.occurred_at or now,
-                    recorded_at=now,
+            item = index if name_items else None
+            try:
+                location, allocation = await _resolve(
+                    session, principal, request, known, shelves, now
                 )
-                pending.append((row, lot))
-    stored = (
-        await session.scalars(
-            insert(Movement).returning(Movement, sort_by_parameter_order=True),
-            [row for row, _ in pending],
+            except DomainError as error:
+                if error.field == "quantity" and len(requests) > 1 and not name_items:
+                    error.field = f"movements.{index}.quantity"
+                raise _named(error, item) from None
+            for lot, quantity in allocation:
+                delta = signed_quantity(request.kind, quantity)
+                shelves.add(location.id, lot, delta)
+                planned.append((index, request, location, lot, delta))
+    # One upsert row per shelf: the sum of its deltas, then each movement's balance_after is
+    # replayed from the shelf's final quantity.
+    per_shelf: dict[tuple[int, int], int] = defaultdict(int)
+    for _index, _request, location, lot, delta in planned:
+        per_shelf[(location.id, lot.id)] += delta
+    dialect = session.bind.dialect.name
+    returned = await session.execute(
+        _balance_upsert(dialect),
+        [
+            {"location_id": loc, "lot_id": lot, "quantity": delta, "updated_at": now}
+            for (loc, lot), delta in per_shelf.items()
+        ],
+    )
+    running = {
+        (loc, lot): quantity - per_shelf[(loc, lot)] for loc, lot, quantity in returned.all()
+    }
+    rows: list[dict[str, Any]] = []
+    for index, request, location, lot, delta in planned:
+        shelf = (location.id, lot.id)
+        before = running[shelf]
+        running[shelf] = balance = before + delta
+        if balance < 0 and not location.allow_negative_stock:
+            field = "quantity" if len(requests) == 1 else f"movements.{index}.quantity"
+            error = InsufficientStock(
+                f"only {before} of lot {lot.batch_number} on hand at "
+                f"{location.code}, {abs(delta)} requested",
+                field="quantity" if name_items else field,
+            )
+            raise _named(error, index if name_items else None)
+        rows.append(
+            {
+                "kind": request.kind,
+                "lot_id": lot.id,
+                "location_id": location.id,
+                "organisation_id": location.organisation_id,
+                "counterparty_id": request.counterparty_id,
+                "quantity": delta,
+                "balance_after": balance,
+                "reference": request.reference,
+                "patient_reference": request.patient_reference,
+                "reason": request.reason,
+                "actor_id": principal.user_id,
+                "request_key": request_key,
+                "occurred_at": request.occurred_at or now,
+                "recorded_at": now,
+            }
         )
-    ).all()
-    written = list(zip(stored, [lot for _, lot in pending], strict=True))
+    ids = (await session.execute(_INSERT_MOVEMENTS[dialect], rows)).scalars().all()
+    if dialect == "sqlite":
+        ids = sorted(ids)
+    lots = [lot for _index, _request, _location, lot, _delta in planned]
+    written = Written(
+        [Movement(id=id_, **row) for id_, row in zip(ids, rows, strict=True)],
+        lots,
+        await _approvals(session, known, lots),
+    )
     await audit.record_many(
         session,
         principal,
@@ -298,25 +397,38 @@ async def apply_movements(
                 after=movement_snapshot(movement),
                 reason=movement.reason,
             )
-            for movement, _lot in written
+            for movement in written.movements
         ],
     )
     return written
 
 
-class LedgerService:
+class Written(list[tuple[Movement, Lot]]):
+    """Movements just written, each with its lot, and the approval number of each product
+    (what the supervision hook needs without another query)."""
+
     def __init__(
-        self,
-        db: Database,
-        bus: EventBus,
-        alerts: AlertService,
-        *,
-        transit_window: timedelta = timedelta(hours=72),
+        self, movements: list[Movement], lots: list[Lot], approvals: dict[int, str]
     ) -> None:
+        super().__init__(zip(movements, lots, strict=True))
+        self.movements = movements
+        self.approvals = approvals
+
+
+MovementHook = Callable[[AsyncSession, Written], Awaitable[None]]
+
+
+class LedgerService:
+    """The ledger's use cases. What must follow every write (supervision totals, alerts, stock
+    events) is not imported here: `services.py` registers it as hooks, run in order in the
+    writing transaction with the movements just written."""
+
+    def __init__(self, db: Database, hooks: Sequence[MovementHook] = ()) -> None:
         self.db = db
-        self.bus = bus
-        self.alerts = alerts
-        self.transit_window = transit_window
+        self.hooks: list[MovementHook] = list(hooks)
+
+    def on_written(self, hook: MovementHook) -> None:
+        self.hooks.append(hook)
 
     async def apply(
         self,
@@ -325,19 +437,14 @@ class LedgerService:
         requests: Sequence[MovementRequest],
         *,
         request_key: str | None = None,
-    ) -> list[tuple[Movement, Lot]]:
-        """Movements in the caller's transaction, with their stock events and alert checks."""
-        written = await apply_movements(session, principal, requests, request_key=request_key)
-        batches = await record_totals(session, written)
-        # Supervision status of each touched batch, in this transaction; changes raise alerts.
-        await refresh_status(session, batches, self.alerts, transit_window=self.transit_window)
-        await self.bus.emit(session, [stock_event(m, lot.product_id) for m, lot in written])
-        await self.alerts.evaluate_stock(
-            session, {(m.location_id, lot.product_id) for m, lot in written}
+        name_items: bool = False,
+    ) -> Written:
+        """Movements in the caller's transaction, followed by every registered hook."""
+        written = await apply_movements(
+            session, principal, requests, request_key=request_key, name_items=name_items
         )
-        # The final balance of each shelf decides: emptied ones resolve their expiry alerts.
-        final = {(m.location_id, m.lot_id): m.balance_after for m, _ in written}
-        await self.alerts.evaluate_expiry(session, [k for k, q in final.items() if q <= 0])
+        for hook in self.hooks:
+            await hook(session, written)
         return written
 
     async def record(
@@ -347,14 +454,17 @@ class LedgerService:
         *,
         operation: str,
         idempotency_key: str | None = None,
+        name_items: bool = False,
     ) -> LedgerResult:
         """Record movements all-or-nothing; a known idempotency key returns the first result."""
         key = clean_key(idempotency_key)
         fingerprint = request_hash(operation, [asdict(r) for r in requests])
 
         async def work(session: AsyncSession) -> LedgerResult:
-            written = await self.apply(session, principal, requests, request_key=key)
-            return LedgerResult([m for m, _ in written])
+            written = await self.apply(
+                session, principal, requests, request_key=key, name_items=name_items
+            )
+            return LedgerResult(written.movements)
 
         async def replay(_session: AsyncSession, movements: list[Movement]) -> LedgerResult:
             return LedgerResult(movements, replayed=True)
@@ -368,4 +478,37 @@ class LedgerService:
             work=work,
             movements_of=lambda result: result.movements,
             replay=replay,
+        )
+
+    async def record_feed(
+        self,
+        principal: Principal,
+        requests: Sequence[MovementRequest],
+        *,
+        idempotency_key: str | None,
+    ) -> LedgerResult:
+        """A feed's batch: a key is required, at most MAX_BATCH_MOVEMENTS items, refusals
+        name the item."""
+        if not requests:
+            raise InvalidInput("no movements given", field="movements")
+        if len(requests) > MAX_BATCH_MOVEMENTS:
+            raise InvalidInput(
+                f"at most {MAX_BATCH_MOVEMENTS} movements per call, {len(requests)} given",
+                field="movements",
+            )
+        for index, request in enumerate(requests):
+            if request.occurred_at is not None and request.occurred_at.tzinfo is None:
+                raise InvalidInput(
+                    "occurredAt needs a time zone", field=f"movements.{index}.occurredAt"
+                )
+            if request.occurred_at is not None and request.occurred_at > utcnow() + FUTURE_SKEW:
+                raise InvalidInput(
+                    "occurredAt is in the future", field=f"movements.{index}.occurredAt"
+                )
+        return await self.record(
+            principal,
+            requests,
+            operation="recordMovements",
+            idempotency_key=clean_key(idempotency_key, required=True),
+            name_items=True,
         )
