@@ -25,7 +25,8 @@ from server.core.errors import DomainError, ErrorCode, InvalidInput
 from server.core.events import Event, EventBus
 from server.core.security import Permission, Principal
 from server.core.validation import get_or_not_found, optional_text
-from server.inventory.models import Balance, Movement
+from server.inventory.models import Balance
+from server.inventory.service import AnyMovement
 from server.network.models import Location
 
 ALERT_TOPIC = "alert"
@@ -113,7 +114,7 @@ class AlertService:
         return int(result.rowcount or 0)
 
     async def after_movements(
-        self, session: AsyncSession, written: Iterable[tuple[Movement, Lot]]
+        self, session: AsyncSession, written: Iterable[tuple[AnyMovement, Lot]]
     ) -> None:
         """The ledger's hook: low-stock checks for the touched (location, product) pairs, and
         expiry alerts resolved for shelves the movements left empty (their final balance)."""
