@@ -171,6 +171,7 @@ class FanoutHub:
         self.queue_size = queue_size
         self._groups: dict[Hashable, Group] = {}
         self.executions = 0  # group results produced (one per group and event)
+        self._members: set[Member] = set()  # every member still sending, its group open or not
         self._dropped_by_gone = 0
 
     # --- groups ------------------------------------------------------------------------------
@@ -203,6 +204,7 @@ class FanoutHub:
             group.start()
         else:
             group.members.add(member)
+        self._members.add(member)
         try:
             return await member.run()
         finally:
@@ -210,6 +212,7 @@ class FanoutHub:
 
     def _leave(self, group: Group, member: Member) -> None:
         group.members.discard(member)
+        self._members.discard(member)
         self._dropped_by_gone += member.dropped
         if not group.members and not group.closed:
             group.closed = True
@@ -241,12 +244,12 @@ class FanoutHub:
 
     @property
     def members(self) -> int:
-        return sum(len(group.members) for group in self._groups.values())
+        return len(self._members)
 
     @property
     def dropped(self) -> int:
-        live = sum(m.dropped for group in self._groups.values() for m in group.members)
-        return self._dropped_by_gone + live
+        """Payloads dropped by members that could not keep up, since the process started."""
+        return self._dropped_by_gone + sum(m.dropped for m in self._members)
 
 
 class SharedTransportWSHandler(BaseGraphQLTransportWSHandler[Any, Any]):
