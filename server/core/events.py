@@ -6,7 +6,9 @@ only once it commits.
   only on commit) and every worker LISTENs, so all workers on all hosts fan out the same events.
 
 Each subscriber has a bounded queue: a slow reader loses its oldest events (and `dropped` counts
-them) instead of stalling the publisher or growing memory.
+them) instead of stalling the publisher or growing memory. Websocket subscriptions are shared
+(server.core.fanout): one bus subscription per group of identical subscribers, which then hands
+each member the encoded result through the member's own bounded queue.
 """
 
 from __future__ import annotations
