@@ -299,12 +299,6 @@ class SharedTransportWSHandler(BaseGraphQLTransportWSHandler[Any, Any]):
             await operation.send_operation_message({"id": operation.id, "type": "complete"})
 
 
-def next_message(operation_id: str, payload: str) -> str:
-    """`{"id":…,"type":"next","payload":…}` around an already encoded payload (the bytes
-    Strawberry's handler would send, without encoding the payload again)."""
-    return f'{{"id":{json.dumps(operation_id)},"type":"next","payload":{payload}}}'
-
-
 __all__ = [
     "ALONE",
     "END",
@@ -312,6 +306,5 @@ __all__ = [
     "Group",
     "Member",
     "SharedTransportWSHandler",
-    "next_message",
     "scope_class",
 ]
