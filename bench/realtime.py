@@ -23,10 +23,21 @@ server in a subprocess:
                 message E times; latency = receipt - the moment this process sent the trigger
                 over a control websocket. The GraphQL/bare ratio compares it with receipt - t0.
 
+  4. ceilings    in a subprocess, a bare Strawberry schema on uvicorn (parser and validation
+                caches on) with a no-op mutation and a one-row raw aiosqlite INSERT mutation,
+                driven like the scans (same client count, one httpx pool); printed beside the
+                recordScan figures with the ratios of server CPU per request, throughput, p50
+                and p99.
+
+The fan-out's server CPU is also given net of the dispenses that cause the events: the same
+number of dispenses is run, timed, before anyone subscribes. Every section prints the load
+average after it (the machine may be shared).
+
 The subscribers and the baseline clients use the same receive loop (timestamp taken as soon as
 recv() returns), and the same event loop. Run:
 
-    .venv/bin/python bench/realtime.py [--scans N] [--clients N] [--subscribers N] [--events N]
+    .venv/bin/python bench/realtime.py [--scans N] [--clients N] [--ceiling-requests N]
+        [--subscribers N] [--events N]
 """
 
 from __future__ import annotations
@@ -232,6 +243,7 @@ class ScanRun:
     ok_per_lot: list[int]
     server_cpu: float | None
     bench_cpu: float
+    load: str = "?"  # load average (1/5/15 min) right after the timed scans
 
 
 async def run_scans(
@@ -270,8 +282,10 @@ async def run_scans(
     server_before, bench_before = process_cpu(pid), time.process_time()
     latencies, ok, failures, seconds = await run(f"scan-{tag}-", scans)
     server_after, bench_after = process_cpu(pid), time.process_time()
+    loaded = load()
     after = await stock.balances()
     return ScanRun(
+        load=loaded,
         scans=scans,
         clients=clients,
         seconds=seconds,
@@ -378,6 +392,7 @@ class Fanout:
     lost: int = 0  # deliveries that did not arrive within EVENT_TIMEOUT
     message_bytes: int = 0
     server_cpu: float | None = None  # of the server process during the timed events
+    mutation_cpu: float | None = None  # the same dispenses with no subscriber (GraphQL only)
     bench_cpu: float = 0.0
     connect_seconds: float = 0.0
     compression: str = "?"  # the websocket extensions the server accepted
@@ -433,6 +448,18 @@ async def run_graphql_fanout(
         return ws
 
     result = Fanout(subscribers, events)
+    scanner = Scanner(http, token, stock)
+    tag = uuid.uuid4().hex[:8]
+    # Control: the same sequential dispenses before anyone subscribes, so the server CPU of the
+    # mutations themselves can be taken out of the fan-out figure.
+    control_before = None
+    for k in range(EVENT_WARMUP + events):
+        if k == EVENT_WARMUP:
+            control_before = process_cpu(pid)
+        movement, problem = await scanner.dispense(0, f"control-{tag}-{k}")
+        if movement is None:
+            raise RuntimeError(f"control dispense {k} failed: {problem}")
+    result.mutation_cpu = cpu_delta(control_before, process_cpu(pid))
     started = time.perf_counter()
     sockets = await connect_in_batches(subscribers, batch, open_one)
     deadline = time.monotonic() + 120
@@ -442,8 +469,6 @@ async def run_graphql_fanout(
         await asyncio.sleep(0.1)
     result.connect_seconds = time.perf_counter() - started
     result.compression = extensions(sockets[0].connection)
-    scanner = Scanner(http, token, stock)
-    tag = uuid.uuid4().hex[:8]
     try:
         server_before = bench_before = None
         for k in range(EVENT_WARMUP + events):
@@ -581,11 +606,190 @@ async def run_bare_fanout(subscribers: int, events: int, batch: int, size: int) 
     return result
 
 
+# --- 4. ceilings: the cheapest mutations Strawberry can serve over HTTP -------------------------
+
+
+def ceiling_server(port: int, db_path: str) -> None:
+    """Runs in a subprocess: uvicorn (as `apotheca serve` runs it) serving a bare Strawberry
+    schema with the parser and validation caches on and two mutations: `noop` (returns true)
+    and `insertRow(key)` (one raw aiosqlite INSERT and COMMIT on a WAL database, one connection,
+    like a single writer)."""
+    import aiosqlite
+    import strawberry
+    import uvicorn
+    from starlette.applications import Starlette
+    from starlette.routing import Route
+    from strawberry.asgi import GraphQL
+    from strawberry.extensions import ParserCache, ValidationCache
+
+    state: dict[str, Any] = {}
+
+    @strawberry.type
+    class Query:
+        ok: bool = True
+
+    @strawberry.type
+    class Mutation:
+        @strawberry.mutation
+        def noop(self) -> bool:
+            return True
+
+        @strawberry.mutation
+        async def insert_row(self, key: str) -> int:
+            db = state["db"]
+            cursor = await db.execute("INSERT INTO row (key) VALUES (?)", (key,))
+            await db.commit()
+            return int(cursor.lastrowid or 0)
+
+    schema = strawberry.Schema(
+        query=Query,
+        mutation=Mutation,
+        extensions=[lambda: ParserCache(maxsize=256), lambda: ValidationCache(maxsize=256)],
+    )
+
+    @contextlib.asynccontextmanager
+    async def lifespan(_: Starlette) -> Any:
+        db = state["db"] = await aiosqlite.connect(db_path)
+        await db.execute("PRAGMA journal_mode=WAL")
+        await db.execute("PRAGMA synchronous=NORMAL")
+        await db.execute("CREATE TABLE IF NOT EXISTS row (id INTEGER PRIMARY KEY, key TEXT)")
+        await db.commit()
+        yield
+        await db.close()
+
+    async def healthz(_: Any) -> Any:
+        from starlette.responses import PlainTextResponse
+
+        return PlainTextResponse("ok")
+
+    app = Starlette(
+        routes=[Route("/healthz", healthz), Route("/graphql", GraphQL(schema), methods=["POST"])],
+        lifespan=lifespan,
+    )
+    uvicorn.run(app, host="127.0.0.1", port=port, log_level="warning")
+
+
+@contextlib.contextmanager
+def ceiling_process(db_path: str) -> Iterator[tuple[str, int]]:
+    port = free_port()
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            f"from bench.realtime import ceiling_server; ceiling_server({port}, {db_path!r})",
+        ],
+        cwd=ROOT,
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            if process.poll() is not None:
+                raise RuntimeError(f"ceiling server exited with {process.returncode}")
+            try:
+                if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            if time.monotonic() > deadline:
+                raise RuntimeError("ceiling server did not become healthy in 30 s")
+            time.sleep(0.1)
+        yield url, process.pid
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+NOOP = "mutation { noop }"
+INSERT_ROW = "mutation($key: String!) { insertRow(key: $key) }"
+
+
+@dataclass
+class Ceiling:
+    name: str
+    requests: int
+    clients: int
+    seconds: float
+    latencies: list[float]  # sorted, seconds
+    failed: int
+    server_cpu: float | None
+    load: str  # load average (1/5/15 min) right after the timed run
+
+    @property
+    def per_second(self) -> float:
+        return (self.requests - self.failed) / self.seconds
+
+    @property
+    def cpu_per_request(self) -> float | None:
+        return None if self.server_cpu is None else self.server_cpu / self.requests
+
+
+async def run_ceiling(
+    http: httpx.AsyncClient, pid: int, name: str, query: str, count: int, clients: int
+) -> Ceiling:
+    """`count` requests of `query` from `clients` concurrent clients (the scans' driver)."""
+
+    async def run(prefix: str, n: int) -> tuple[list[float], int, float]:
+        queue = iter(range(n))
+        latencies: list[float] = []
+        failed = 0
+
+        async def client() -> None:
+            nonlocal failed
+            for i in queue:
+                body = {
+                    "query": query,
+                    "variables": {"key": f"{prefix}{i}"} if "$key" in query else {},
+                }
+                started = time.perf_counter()
+                try:
+                    response = await http.post("/graphql", json=body)
+                    ok = response.status_code == 200 and not response.json().get("errors")
+                except httpx.HTTPError:
+                    ok = False
+                latencies.append(time.perf_counter() - started)
+                failed += not ok
+
+        started = time.perf_counter()
+        async with asyncio.TaskGroup() as group:
+            for _ in range(clients):
+                group.create_task(client())
+        return latencies, failed, time.perf_counter() - started
+
+    await run(f"warm-{name}-", SCAN_WARMUP)
+    before = process_cpu(pid)
+    latencies, failed, seconds = await run(f"{name}-", count)
+    return Ceiling(
+        name, count, clients, seconds, sorted(latencies), failed,
+        cpu_delta(before, process_cpu(pid)), load(),
+    )  # fmt: skip
+
+
+async def run_ceilings(count: int, clients: int, workdir: Path) -> list[Ceiling]:
+    limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
+    with ceiling_process(str(workdir / "ceiling.sqlite3")) as (url, pid):
+        async with httpx.AsyncClient(base_url=url, timeout=120, limits=limits) as http:
+            return [
+                await run_ceiling(http, pid, "noop", NOOP, count, clients),
+                await run_ceiling(http, pid, "insert", INSERT_ROW, count, clients),
+            ]
+
+
 # --- report ---------------------------------------------------------------------------------------
 
 
 def print_report(
-    context: str, scan: ScanRun, graphql: Fanout, bare: Fanout, args: argparse.Namespace
+    context: str,
+    scan: ScanRun,
+    graphql: Fanout,
+    bare: Fanout,
+    ceilings: list[Ceiling],
+    loads: dict[str, str],
+    args: argparse.Namespace,
 ) -> None:
     print(f"\nApotheca realtime benchmark ({args.database})")
     print(context)
@@ -625,6 +829,7 @@ def print_report(
             f"   server CPU per scan {ms(scan.server_cpu / scan.scans)} ms;"
             f" server busy {100 * scan.server_cpu / scan.seconds:.0f}% of one CPU"
         )
+    print(f"   load average (1/5/15 min) after the scans: {loads['scans']}")
 
     print(
         f"\n2./3. Fan-out: {graphql.subscribers} websocket subscribers, {graphql.events}"
@@ -680,6 +885,17 @@ def print_report(
             )
         print(f"   CPU in the timed events, {name}: server {server}, bench {fan.bench_cpu:.2f} s")
     print("   (the GraphQL server's CPU includes the recordScan mutation that caused each event)")
+    if graphql.server_cpu is not None and graphql.mutation_cpu is not None and graphql.from_t0:
+        net = graphql.server_cpu - graphql.mutation_cpu
+        print(
+            f"   GraphQL fan-out alone: the same {graphql.events} dispenses with no subscriber took"
+            f" {graphql.mutation_cpu:.2f} s of server CPU, so the fan-out cost {net:.2f} s ="
+            f" {1e6 * net / len(graphql.from_t0):,.0f} us/delivery"
+        )
+    print(
+        f"   load average (1/5/15 min) after the GraphQL fan-out: {loads['graphql']};"
+        f" after the bare fan-out: {loads['bare']}"
+    )
     print(
         f"   connecting + subscribing all clients took {graphql.connect_seconds:.1f} s (GraphQL,"
         f" batches of {args.connect_batch}) and {bare.connect_seconds:.1f} s (bare)"
@@ -691,15 +907,76 @@ def print_report(
     for name, fan in (("GraphQL", graphql), ("bare", bare)):
         if fan.problems:
             print(f"   {name}: {len(fan.problems)} unexpected messages, first: {fan.problems[:5]}")
+    print_ceilings(scan, ceilings)
     print(
-        "   t0, t_resp, trigger and receipts are time.perf_counter() in this process; all"
+        "\n   t0, t_resp, trigger and receipts are time.perf_counter() in this process; all"
         " subscribers are asyncio tasks on this process's event loop, so receipt times include"
         " the time this process needs to read the other subscribers' messages first."
     )
 
 
+def print_ceilings(scan: ScanRun, ceilings: list[Ceiling]) -> None:
+    if not ceilings:
+        return
+    first = ceilings[0]
+    print(
+        f"\n4. Ceilings, measured in this run: a bare Strawberry schema on uvicorn (parser and"
+        f" validation caches on), {first.requests} requests each, {first.clients} concurrent"
+        f" clients on one httpx pool of {first.clients} connections"
+    )
+    headers = ("mutation", "ok", "req/s", "p50 ms", "p99 ms", "server CPU/req ms", "load after")
+    rows = [
+        (
+            name,
+            str(requests - failed),
+            f"{per_second:,.1f}",
+            ms(percentile(latencies, 50)),
+            ms(percentile(latencies, 99)),
+            "?" if cpu is None else ms(cpu),
+            loaded,
+        )
+        for name, requests, failed, per_second, latencies, cpu, loaded in [
+            *(
+                (
+                    {"noop": "no-op mutation", "insert": "one-row aiosqlite INSERT"}[c.name],
+                    c.requests,
+                    c.failed,
+                    c.per_second,
+                    c.latencies,
+                    c.cpu_per_request,
+                    c.load,
+                )
+                for c in ceilings
+            ),
+            (
+                "recordScan DISPENSE (section 1)",
+                scan.scans,
+                sum(scan.failures.values()),
+                scan.ok / scan.seconds,
+                scan.latencies,
+                None if scan.server_cpu is None else scan.server_cpu / scan.scans,
+                scan.load,
+            ),
+        ]
+    ]
+    for text in table_lines(headers, rows):
+        print("   " + text)
+    insert = next((c for c in ceilings if c.name == "insert"), None)
+    if insert is None or insert.cpu_per_request is None or scan.server_cpu is None:
+        return
+    cpu_ratio = (scan.server_cpu / scan.scans) / insert.cpu_per_request
+    print(
+        f"   recordScan vs the one-row insert: server CPU/scan {cpu_ratio:,.1f}x,"
+        f" throughput {(scan.ok / scan.seconds) / insert.per_second:,.2f}x,"
+        f" p50 {percentile(scan.latencies, 50) / percentile(insert.latencies, 50):,.1f}x,"
+        f" p99 {percentile(scan.latencies, 99) / percentile(insert.latencies, 99):,.1f}x"
+        f" (at {scan.clients} connections)"
+    )
+
+
 async def main_async(args: argparse.Namespace, fd_limit: tuple[int, int]) -> None:
     before = load()
+    loads: dict[str, str] = {}
     with tempfile.TemporaryDirectory(prefix="apotheca-bench-") as workdir:
         backend = Backend(args.database, args.pg_url, Path(workdir))
         database = await backend.describe()
@@ -722,6 +999,7 @@ async def main_async(args: argparse.Namespace, fd_limit: tuple[int, int]) -> Non
                         token = await token_for(http, USER)
                         print("1. scans ...", file=sys.stderr, flush=True)
                         scan = await run_scans(http, token, stock, pid, args.scans, args.clients)
+                        loads["scans"] = scan.load
                         print("2. GraphQL fan-out ...", file=sys.stderr, flush=True)
                         graphql = await run_graphql_fanout(
                             url,
@@ -733,19 +1011,23 @@ async def main_async(args: argparse.Namespace, fd_limit: tuple[int, int]) -> Non
                             args.events,
                             args.connect_batch,
                         )
+                        loads["graphql"] = load()
         finally:
             await backend.drop_all()
+        print("4. ceilings ...", file=sys.stderr, flush=True)
+        ceilings = await run_ceilings(args.ceiling_requests, args.clients, Path(workdir))
     print("3. bare websockets fan-out ...", file=sys.stderr, flush=True)
     bare = await run_bare_fanout(
         args.subscribers, args.events, args.connect_batch, graphql.message_bytes
     )
+    loads["bare"] = load()
     loop = type(asyncio.get_running_loop()).__module__.split(".")[0]
     context = (
         f"{database}, python {sys.version.split()[0]}, {os.cpu_count()} CPUs, bench event loop"
         f" {loop}, open files limit"
         f" {fd_limit[0]}, load average (1/5/15 min) {before} before, {load()} after"
     )
-    print_report(context, scan, graphql, bare, args)
+    print_report(context, scan, graphql, bare, ceilings, loads, args)
     if scan.dropped != scan.ok_per_lot:
         raise SystemExit("stock check failed: balances did not drop by the successful scans")
 
@@ -754,6 +1036,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--scans", type=int, default=2000, help="timed recordScan requests")
     parser.add_argument("--clients", type=int, default=50, help="concurrent HTTP clients")
+    parser.add_argument(
+        "--ceiling-requests", type=int, default=2000, help="timed requests per ceiling mutation"
+    )
     parser.add_argument("--subscribers", type=int, default=1000, help="websocket subscribers")
     parser.add_argument("--events", type=int, default=30, help="timed fan-out events")
     parser.add_argument(
@@ -766,7 +1051,7 @@ def main() -> None:
         help="server to create (and drop) the benchmark database on",
     )
     args = parser.parse_args()
-    for name in ("scans", "clients", "subscribers", "events", "connect_batch"):
+    for name in ("scans", "clients", "ceiling_requests", "subscribers", "events", "connect_batch"):
         if getattr(args, name) < 1:
             parser.error(f"--{name.replace('_', '-')} must be positive")
     fd_limit = raise_fd_limit()

@@ -26,7 +26,9 @@ from strawberry.subscriptions import GRAPHQL_TRANSPORT_WS_PROTOCOL
 
 from server.config import Settings
 from server.core.errors import DomainError, ErrorCode, Unauthenticated
+from server.core.fanout import FanoutHub, SharedTransportWSHandler
 from server.core.graphql import Context, request_error_code
+from server.core.security import Principal
 from server.schema import build_schema
 from server.services import Services
 
@@ -34,11 +36,21 @@ log = logging.getLogger("apotheca")
 
 
 class ApothecaGraphQL(GraphQL[Context, None]):
-    """Builds each request's context: the principal from the bearer token, fresh loaders."""
+    """Builds each request's context: the principal from the bearer token, fresh loaders.
+
+    Websocket subscriptions are shared: subscribers of the same document, variables and scope
+    class get one execution per event (server.core.fanout)."""
+
+    graphql_transport_ws_handler_class = SharedTransportWSHandler
 
     def __init__(self, services: Services, **kwargs: Any) -> None:
         super().__init__(build_schema(services.settings), **kwargs)
         self.services = services
+        self.fanout = FanoutHub(self.encode_json, queue_size=services.bus.queue_size)
+
+    def shared_context(self, principal: Principal) -> Context:
+        """The context a group of subscribers executes with (one of them opened it)."""
+        return Context(services=self.services, principal=principal)
 
     async def get_context(self, request: Any, response: Any) -> Context:
         header = request.headers.get("authorization", "")
@@ -205,6 +217,12 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
                 f'apotheca_subscribers{{topic="{topic}"}} {services.bus.subscriber_count(topic)}'
                 for topic in ("stock", "alert")
             ),
+            "# TYPE apotheca_subscription_groups gauge",
+            f"apotheca_subscription_groups {graphql.fanout.groups}",
+            "# TYPE apotheca_subscription_executions_total counter",
+            f"apotheca_subscription_executions_total {graphql.fanout.executions}",
+            "# TYPE apotheca_subscription_dropped_total counter",
+            f"apotheca_subscription_dropped_total {graphql.fanout.dropped}",
         ]
         return PlainTextResponse("\n".join(lines) + "\n")
 

@@ -4,6 +4,7 @@ PostgreSQL workers, and subscribers that vanish or never read."""
 from __future__ import annotations
 
 import asyncio
+import json
 import re
 import uuid
 
@@ -11,6 +12,7 @@ import httpx
 import pytest
 from websockets.exceptions import ConnectionClosed
 
+from server.demo import DEMO_PASSWORD
 from tests.conftest import (
     Demo,
     LiveServer,
@@ -212,3 +214,137 @@ async def test_alerts_are_pushed_to_subscribers_in_scope(
         await watcher.close()
         await other_ward.close()
     assert await balance_of(demo.services, demo.locations["WARD-A"], lot) == 3
+
+
+# --- shared fan-out: one execution per (document, variables, scope class) and event ----------
+
+
+def _metric(url: str, name: str) -> int:
+    match = re.search(rf"^{name} (\d+)$", httpx.get(f"{url}/metrics").text, re.MULTILINE)
+    assert match, f"no {name} in /metrics"
+    return int(match.group(1))
+
+
+async def _raw_next(ws: GraphQLWebSocket, wait_seconds: float = 5) -> str:
+    """The next message exactly as it came over the wire (text, not parsed)."""
+    text = await asyncio.wait_for(ws.connection.recv(), wait_seconds)
+    assert isinstance(text, str)
+    return text
+
+
+async def test_same_document_and_scope_share_one_execution_and_identical_bytes(
+    demo: Demo, live_server: LiveServer
+) -> None:
+    from server.core.security import Role
+
+    lot = await receive(demo, "WARD-A", 5, batch="SHARED")
+    # A second nurse of the same ward: another user, the same scope class.
+    await demo.services.network.create_user(
+        None,
+        username="nurse.a2",
+        full_name="Nadia Nurse",
+        password=DEMO_PASSWORD,
+        roles=[Role.NURSE],
+        organisation_id=demo.principals["nurse"].organisation_id,
+        location_ids=[demo.locations["WARD-A"]],
+    )
+    async with httpx.AsyncClient(base_url=live_server.url, timeout=30) as http:
+        nurse = await token_for(http, "nurse")
+        nurse_a2 = await token_for(http, "nurse.a2")
+        first = await GraphQLWebSocket.open(live_server.url, nurse)
+        second = await GraphQLWebSocket.open(live_server.url, nurse_a2)
+        await first.subscribe(STOCK_CHANGED)
+        await second.subscribe(STOCK_CHANGED)
+        await asyncio.sleep(0.3)
+        assert _subscribers(live_server.url) == 2  # the bus counts members, not groups
+        assert _metric(live_server.url, "apotheca_subscription_groups") == 1
+        executions = _metric(live_server.url, "apotheca_subscription_executions_total")
+        for expected_quantity in (4, 3):
+            await _dispense(http, nurse, demo.locations["WARD-A"], lot)
+            a, b = await _raw_next(first), await _raw_next(second)
+            assert a == b, "members of one group must receive the same bytes"
+            event = json.loads(a)["payload"]["data"]["stockChanged"]
+            assert event["quantity"] == expected_quantity
+            assert event["location"]["code"] == "WARD-A"
+            assert event["movement"]["actor"] == "nurse"
+        # One execution per event for the whole group, not one per subscriber.
+        assert _metric(live_server.url, "apotheca_subscription_executions_total") == executions + 2
+        await first.close()
+        await second.close()
+
+
+async def test_different_scopes_never_share_a_group(demo: Demo, live_server: LiveServer) -> None:
+    ward_a = await receive(demo, "WARD-A", 5, batch="SCOPE-A")
+    ward_b = await receive(demo, "WARD-B", 5, batch="SCOPE-B")
+    async with httpx.AsyncClient(base_url=live_server.url, timeout=30) as http:
+        nurse = await token_for(http, "nurse")
+        nurse_b = await token_for(http, "nurse.b")
+        pharmacist = await token_for(http, "pharmacist")
+        watcher_a = await GraphQLWebSocket.open(live_server.url, nurse)
+        watcher_b = await GraphQLWebSocket.open(live_server.url, nurse_b)
+        await watcher_a.subscribe(STOCK_CHANGED)  # the same document, no variables
+        await watcher_b.subscribe(STOCK_CHANGED)
+        await asyncio.sleep(0.3)
+        assert _metric(live_server.url, "apotheca_subscription_groups") == 2
+        executions = _metric(live_server.url, "apotheca_subscription_executions_total")
+        await _dispense(http, pharmacist, demo.locations["WARD-B"], ward_b)
+        await _dispense(http, pharmacist, demo.locations["WARD-A"], ward_a)
+        seen_a = (await _next_data(watcher_a))["stockChanged"]
+        seen_b = (await _next_data(watcher_b))["stockChanged"]
+        assert (seen_a["location"]["code"], seen_a["lot"]["batchNumber"]) == ("WARD-A", "SCOPE-A")
+        assert (seen_b["location"]["code"], seen_b["lot"]["batchNumber"]) == ("WARD-B", "SCOPE-B")
+        # Neither hears the other ward's event, before or after her own.
+        for watcher in (watcher_a, watcher_b):
+            with pytest.raises(TimeoutError):
+                await asyncio.wait_for(watcher.receive(), 1.0)
+        # Each group executed only for the event its scope may see.
+        assert _metric(live_server.url, "apotheca_subscription_executions_total") == executions + 2
+        await watcher_a.close()
+        await watcher_b.close()
+
+
+async def test_a_member_that_cannot_keep_up_drops_its_oldest_and_holds_no_one_up() -> None:
+    """In-process: a group of a stalled member (its socket never drains) and a healthy one."""
+    from strawberry.types.execution import ExecutionResult
+
+    from server.core.fanout import END, FanoutHub, Member
+
+    events = 50
+    hub = FanoutHub(lambda data: json.dumps(data, separators=(",", ":")), queue_size=4)
+    stream_done = asyncio.Event()
+
+    async def results():  # the shared subscription: one result per event, produced at once
+        for i in range(events):
+            yield ExecutionResult(data={"n": i}, errors=None)
+            await asyncio.sleep(0)
+        stream_done.set()
+
+    async def open_stream():
+        return results()
+
+    never = asyncio.Event()
+    received: list[str] = []
+
+    async def stalled_send(_: str) -> None:
+        await never.wait()  # a socket whose write buffer never drains
+
+    async def healthy_send(text: str) -> None:
+        received.append(text)
+
+    stalled = Member(stalled_send, hub.queue_size)
+    healthy = Member(healthy_send, hub.queue_size)
+    key = ("doc", None, "{}", "scope")
+    stalled_task = asyncio.create_task(hub.serve(key, stalled, open_stream))
+    healthy_task = asyncio.create_task(hub.serve(key, healthy, open_stream))
+    assert await asyncio.wait_for(healthy_task, 5) == END
+    assert stream_done.is_set(), "the stalled member held up the group"
+    assert [json.loads(text)["data"]["n"] for text in received] == list(range(events))
+    assert hub.executions == events  # once per event, not once per member
+    # The stalled member holds at most its bound; everything older was dropped and counted.
+    assert stalled.sent == 0
+    assert stalled.dropped >= events - hub.queue_size - 1
+    assert hub.dropped == stalled.dropped
+    stalled_task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await stalled_task
+    assert hub.groups == 0

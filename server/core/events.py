@@ -6,13 +6,16 @@ only once it commits.
   only on commit) and every worker LISTENs, so all workers on all hosts fan out the same events.
 
 Each subscriber has a bounded queue: a slow reader loses its oldest events (and `dropped` counts
-them) instead of stalling the publisher or growing memory.
+them) instead of stalling the publisher or growing memory. Websocket subscriptions are shared
+(server.core.fanout): one bus subscription per group of identical subscribers, which then hands
+each member the encoded result through the member's own bounded queue.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import json
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -30,6 +33,12 @@ CHANNEL = "apotheca_events"
 NOTIFY_LIMIT = 7000  # PostgreSQL refuses NOTIFY payloads of 8000 bytes or more
 _PENDING = "apotheca_pending_events"
 
+# Set by a shared subscription (server.core.fanout): how many websocket subscribers the bus
+# subscriptions opened in this context stand for, so subscriber counts stay per subscriber.
+LISTENERS: contextvars.ContextVar[Callable[[], int] | None] = contextvars.ContextVar(
+    "apotheca_listeners", default=None
+)
+
 
 @dataclass(frozen=True)
 class Event:
@@ -38,11 +47,16 @@ class Event:
 
 
 class Subscription:
-    """One subscriber's bounded queue."""
+    """One subscriber's bounded queue (one shared subscription's, when `listeners` is set)."""
 
-    def __init__(self, size: int) -> None:
+    def __init__(self, size: int, listeners: Callable[[], int] | None = None) -> None:
         self.queue: asyncio.Queue[Event] = asyncio.Queue(size)
         self.dropped = 0
+        self._listeners = listeners
+
+    @property
+    def listeners(self) -> int:
+        return 1 if self._listeners is None else self._listeners()
 
     def offer(self, event: Event) -> None:
         if self.queue.full():
@@ -121,7 +135,7 @@ class EventBus:
 
     @contextlib.asynccontextmanager
     async def subscribe(self, *topics: str) -> AsyncIterator[Subscription]:
-        subscription = Subscription(self._queue_size)
+        subscription = Subscription(self._queue_size, LISTENERS.get())
         for topic in topics:
             self._subscribers.setdefault(topic, set()).add(subscription)
         try:
@@ -130,8 +144,13 @@ class EventBus:
             for topic in topics:
                 self._subscribers.get(topic, set()).discard(subscription)
 
+    @property
+    def queue_size(self) -> int:
+        return self._queue_size
+
     def subscriber_count(self, topic: str) -> int:
-        return len(self._subscribers.get(topic, ()))
+        """Subscribers of `topic`: a shared subscription counts its members."""
+        return sum(s.listeners for s in self._subscribers.get(topic, ()))
 
     # --- PostgreSQL fan-out ------------------------------------------------------------------
 
