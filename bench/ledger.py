@@ -9,11 +9,13 @@ one location), each on a freshly migrated database that holds the demo network:
   (b) graphql   receiveStock / dispenseStock over HTTP against a real uvicorn server (a
                 subprocess), one mutation per request, 20 concurrent clients; adds HTTP,
                 token decoding, principal loading and GraphQL parsing/validation on top of (a).
-  (c) batched   LedgerService.record with 100 movements per call: the same rules, with the
-                transaction, the audit-head lock and the commit shared by 100 movements.
+  (c) batched   LedgerService.record with 100, then 1,000 movements per call: the same rules,
+                set-based (one statement per table whatever the batch size).
+  (e) feed      recordMovements over HTTP against the real server, 1,000 movements per call
+                (one client): (c) plus HTTP, token, GraphQL parsing of a 1,000-item input.
   (d) raw       the floor: the database driver alone (stdlib sqlite3, or asyncpg for
                 PostgreSQL) inserting equivalent movement rows plus a balance upsert per row,
-                executemany, one transaction per 100 rows. No rules, no audit, no ORM.
+                executemany, one transaction per 1,000 rows. No rules, no audit, no ORM.
 
 The ratio to (d) says how much of the database's raw write capacity each path keeps, so a
 slow figure can be told apart from a slow machine. Wall time is time.perf_counter; beside it
@@ -62,6 +64,7 @@ from bench.common import (
 from server.inventory.models import MovementKind
 
 BATCH_SIZE = 100
+FEED_SIZE = 1000  # recordMovements' maximum, and the raw floor's transaction size
 CLIENTS = 20
 WARMUP = 20  # untimed movements per path: compiled SQL caches, connections, GraphQL schema
 
@@ -122,13 +125,13 @@ async def bench_service(backend: Backend, n: int) -> Result:
 # --- (c) service, batches of 100 ---------------------------------------------------------------
 
 
-async def bench_batched(backend: Backend, n: int) -> Result:
-    async with prepared(backend, "batched") as fx:
+async def bench_batched(backend: Backend, n: int, size: int = BATCH_SIZE) -> Result:
+    async with prepared(backend, f"batched{size}") as fx:
         ledger = fx.services.ledger
 
         async def run(prefix: str, count: int) -> None:
-            for start in range(0, count, BATCH_SIZE):
-                requests = [fx.request(i) for i in range(start, min(start + BATCH_SIZE, count))]
+            for start in range(0, count, size):
+                requests = [fx.request(i) for i in range(start, min(start + size, count))]
                 await ledger.record(
                     fx.principal,
                     requests,
@@ -136,12 +139,71 @@ async def bench_batched(backend: Backend, n: int) -> Result:
                     idempotency_key=f"{prefix}{start}",
                 )
 
-        await run(f"warm-{fx.tag}-", BATCH_SIZE)
+        await run(f"warm-{fx.tag}-", size)
         prefix = f"batch-{fx.tag}-"
         with Stopwatch() as watch:
             await run(prefix, n)
         check_count(await fx.count(prefix), n, "batched")
-    return Result(f"(c) service, {BATCH_SIZE} per call", n, watch.wall, watch.cpu)
+    return Result(f"(c) service, {size} per call", n, watch.wall, watch.cpu)
+
+
+# --- (e) recordMovements over HTTP ------------------------------------------------------------
+
+FEED_MUTATION = """
+mutation($input: RecordMovementsInput!) {
+  recordMovements(input: $input) { replayed movements { id } errors { code field message } }
+}"""
+
+
+async def bench_feed(backend: Backend, n: int) -> Result:
+    async with prepared(backend, "feed") as fx:
+        location = to_base64("Location", fx.location_id)
+        lots = {lot_id: to_base64("Lot", lot_id) for lot_id in fx.lot_ids}
+
+        def body(start: int, count: int, key: str) -> dict[str, Any]:
+            items = [
+                {"kind": fx.kind(i).value, "location": location, "lot": lots[fx.lot(i)],
+                 "quantity": 1}
+                for i in range(start, start + count)
+            ]  # fmt: skip
+            return {
+                "query": FEED_MUTATION,
+                "variables": {"input": {"movements": items, "idempotencyKey": key}},
+            }
+
+        with live_server(fx.url) as (url, pid):
+            async with httpx.AsyncClient(base_url=url, timeout=120) as http:
+                login = await http.post(
+                    "/auth/token",
+                    data={"grant_type": "password", "username": "admin", "password": DEMO_PASSWORD},
+                )
+                login.raise_for_status()
+                headers = {"Authorization": f"Bearer {login.json()['access_token']}"}
+
+                async def run(prefix: str, count: int) -> None:
+                    for start in range(0, count, FEED_SIZE):
+                        size = min(FEED_SIZE, count - start)
+                        response = await http.post(
+                            "/graphql", json=body(start, size, f"{prefix}{start}"), headers=headers
+                        )
+                        payload = response.json()["data"]["recordMovements"]
+                        if payload["errors"] or len(payload["movements"]) != size:
+                            raise RuntimeError(f"feed at {start} failed: {payload['errors']}")
+
+                await run(f"warm-{fx.tag}-", FEED_SIZE)
+                prefix = f"feed-{fx.tag}-"
+                server_before = process_cpu(pid)
+                with Stopwatch() as watch:
+                    await run(prefix, n)
+                server_after = process_cpu(pid)
+        # Movements carry the request key of their call: count them by the calls' prefix.
+        check_count(await fx.count(prefix), n, "feed")
+    server_cpu = None
+    if server_before is not None and server_after is not None:
+        server_cpu = server_after - server_before
+    note = f"CPU s: server (uvicorn) as shown, the client {watch.cpu:.2f}"
+    label = f"(e) recordMovements HTTP, {FEED_SIZE} per call"
+    return Result(label, n, watch.wall, server_cpu, note)
 
 
 # --- (b) GraphQL over HTTP ---------------------------------------------------------------------
@@ -285,8 +347,8 @@ def bench_raw_sqlite(path: str, n: int) -> Stopwatch:
         movement_sql = RAW_MOVEMENT.format(", ".join("?" * 10))
         balance_sql = RAW_BALANCE.format("?, ?, ?, ?")
         with Stopwatch() as watch:
-            for start in range(0, n, BATCH_SIZE):
-                chunk = rows[start : start + BATCH_SIZE]
+            for start in range(0, n, FEED_SIZE):
+                chunk = rows[start : start + FEED_SIZE]
                 connection.execute("BEGIN IMMEDIATE")
                 connection.executemany(movement_sql, [m for m, _ in chunk])
                 connection.executemany(balance_sql, [b for _, b in chunk])
@@ -312,8 +374,8 @@ async def bench_raw_asyncpg(dsn: str, n: int) -> Stopwatch:
         rows = raw_rows(n)
         movement_sql = RAW_MOVEMENT.format(", ".join(f"${k}" for k in range(1, 11)))
         with Stopwatch() as watch:
-            for start in range(0, n, BATCH_SIZE):
-                chunk = rows[start : start + BATCH_SIZE]
+            for start in range(0, n, FEED_SIZE):
+                chunk = rows[start : start + FEED_SIZE]
                 async with connection.transaction():
                     await connection.executemany(movement_sql, [m for m, _ in chunk])
                     await connection.executemany(balance_sql, [b for _, b in chunk])
@@ -384,6 +446,8 @@ async def main_async(args: argparse.Namespace) -> None:
                 ("service", lambda: bench_service(backend, args.movements)),
                 ("graphql", lambda: bench_graphql(backend, args.movements, args.clients)),
                 ("batched", lambda: bench_batched(backend, args.movements)),
+                ("batched 1000", lambda: bench_batched(backend, args.movements, FEED_SIZE)),
+                ("feed", lambda: bench_feed(backend, args.movements)),
                 ("raw", lambda: bench_raw(backend, args.movements)),
             ):
                 print(f"running {label} ...", file=sys.stderr, flush=True)

@@ -10,6 +10,7 @@ import signal
 import uuid
 
 import httpx
+import pytest
 from sqlalchemy import func, select
 
 from server.core import audit
@@ -232,3 +233,50 @@ async def test_kill_during_concurrent_writes_loses_no_acknowledged_movement(
     # Whatever else committed before the kill did so whole: 3 movements per key, never fewer.
     assert set(stored.values()) == {3}
     await ledger_is_consistent(services)
+
+
+UPDATE_LOCATION = """
+mutation($input: UpdateLocationInput!) {
+  updateLocation(input: $input) { location { active } errors { code message } }
+}"""
+
+
+@pytest.mark.postgres_only  # several workers need PostgreSQL; SQLite is one process by design
+async def test_a_location_deactivated_on_one_worker_is_refused_on_every_worker(
+    demo: Demo, database_url: str
+) -> None:
+    ward = demo.locations["WARD-B"]
+    lot_id = await receive(demo, "WARD-B", 50)
+    server = start_server(database_url, workers=2)
+    try:
+        async with httpx.AsyncClient(base_url=server.url, timeout=30) as http:
+            admin = await token_for(http, "admin")
+            pharmacist = await token_for(http, "pharmacist")
+            # Warm both workers on this location first, so a stale copy would show.
+            for n in range(10):
+                async with httpx.AsyncClient(base_url=server.url, timeout=30) as fresh:
+                    items = [feed_item(ward, lot_id, "DISPENSE", 1)]
+                    variables = {"input": {"movements": items, "idempotencyKey": f"warm-{n}"}}
+                    body = await gql(fresh, RECORD_MOVEMENTS, variables, pharmacist)
+                    assert body["data"]["recordMovements"]["errors"] == []
+            changed = await gql(
+                http,
+                UPDATE_LOCATION,
+                {"input": {"id": gid("Location", ward), "active": False}},
+                admin,
+            )
+            assert changed["data"]["updateLocation"]["location"]["active"] is False
+            # Each on a new connection, so the kernel spreads them over both workers.
+            for n in range(20):
+                async with httpx.AsyncClient(base_url=server.url, timeout=30) as fresh:
+                    items = [feed_item(ward, lot_id, "DISPENSE", 1)]
+                    variables = {"input": {"movements": items, "idempotencyKey": f"after-{n}"}}
+                    body = await gql(fresh, RECORD_MOVEMENTS, variables, pharmacist)
+                    errors = body["data"]["recordMovements"]["errors"]
+                    assert [(e["code"], e["field"]) for e in errors] == [
+                        ("NOT_FOUND", "movements.0.location")
+                    ], errors
+    finally:
+        server.process.terminate()
+        server.process.wait(timeout=10)
+    assert await balance_of(demo.services, ward, lot_id) == 40
