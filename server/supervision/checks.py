@@ -38,7 +38,24 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Select, and_, bindparam, delete, exists, or_, select, text, tuple_, update
+from sqlalchemy import (
+    Select,
+    and_,
+    bindparam,
+    delete,
+    exists,
+    func,
+    insert,
+    null,
+    or_,
+    select,
+    text,
+    tuple_,
+    type_coerce,
+    union,
+    union_all,
+    update,
+)
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -74,17 +91,18 @@ from server.supervision.gamma import (
 )
 from server.supervision.models import BatchConstituentTotal, BatchEdgeTotal, BatchStatus
 from server.supervision.totals import (
+    _CONSTITUENT_KEYS,
+    _EDGE_KEYS,
     COUNTERS,
     BatchKey,
-    MovementFact,
     Totals,
-    totals_from_movements,
+    constituent_totals_sql,
+    edge_totals_sql,
 )
 
 ALERT_PREFIX = "supervision:"
 SWEEP_CHUNK = 500
 MAX_EXACT_KEYS = 200  # batches named one by one in a query (SQLite's expression depth is 1000)
-RECOMPUTE_CHUNK = 20_000
 
 
 def status_alert_prefix(key: BatchKey) -> str:
@@ -814,13 +832,14 @@ class SupervisionCheckService:
     # --- recomputation ------------------------------------------------------------------------
 
     async def recompute(
-        self, *, repair: bool = False, chunk_size: int = RECOMPUTE_CHUNK
+        self, *, repair: bool = False, chunk_size: int = MAX_EXACT_KEYS
     ) -> RecomputeResult:
-        """Every total again from the ledger (movements streamed in chunks through the same
-        `totals_from_movements` the ledger uses), compared with the running totals.
+        """Every total again from the ledger, in SQL (`_recompute`: one GROUP BY per totals
+        table over movements and running totals together), compared with the running totals.
 
         Reads one consistent snapshot (SQLite: one read transaction; PostgreSQL: REPEATABLE
-        READ). With `repair`, differing batches get their totals rewritten and their status
+        READ). With `repair`, differing batches get their totals rewritten (INSERT .. SELECT ..
+        GROUP BY from their movements, `chunk_size` batches per statement) and their status
         re-checked, in one transaction that locks both totals tables against the ledger first.
         """
         if repair:
@@ -832,43 +851,47 @@ class SupervisionCheckService:
                             "IN EXCLUSIVE MODE"
                         )
                     )
-                result, recomputed = await _recompute(session, chunk_size)
+                result = await _recompute(session)
                 if result.differences:
-                    await self._rewrite(session, recomputed, result.differing_batches)
+                    await self._rewrite(session, result.differing_batches, chunk_size)
                     result.repaired = True
             return result
         async with self.db.read() as session:
             if session.bind.dialect.name == "postgresql":
                 await session.connection(execution_options={"isolation_level": "REPEATABLE READ"})
-            result, _ = await _recompute(session, chunk_size)
+            result = await _recompute(session)
         return result
 
     async def _rewrite(
-        self, session: AsyncSession, recomputed: Totals, batches: list[BatchKey]
+        self, session: AsyncSession, batches: list[BatchKey], chunk_size: int
     ) -> None:
-        wanted = set(batches)
+        """The batches' totals rows deleted and inserted again straight from their movements."""
         C, E = BatchConstituentTotal, BatchEdgeTotal
-        for model in (C, E):
-            for chunk in _chunks(batches):
+        lots = await _lots(session, batches)
+        for chunk in _chunks(batches, max(1, min(chunk_size, MAX_EXACT_KEYS))):
+            for model in (C, E):
                 await session.execute(
                     delete(model)
                     .where(_key_filter(model.approval_number, model.batch_number, chunk, False))
                     .execution_options(synchronize_session=False)
                 )
-        constituents = [
-            {"approval_number": a, "batch_number": b, "organisation_id": o, **counters}
-            for (a, b, o), counters in recomputed.constituents.items()
-            if (a, b) in wanted
-        ]
-        edges = [
-            {"approval_number": a, "batch_number": b, "sender_id": s, "receiver_id": r, **edge}
-            for (a, b, s, r), edge in recomputed.edges.items()
-            if (a, b) in wanted
-        ]
-        if constituents:
-            await session.execute(C.__table__.insert(), constituents)
-        if edges:
-            await session.execute(E.__table__.insert(), edges)
+            lot_ids = [lots[key][0] for key in chunk if key in lots]
+            if not lot_ids:
+                continue
+            fresh = constituent_totals_sql(lot_ids).subquery()
+            await session.execute(
+                insert(C).from_select(
+                    [*_CONSTITUENT_KEYS, *COUNTERS],
+                    select(*(fresh.c[n] for n in (*_CONSTITUENT_KEYS, *COUNTERS))),
+                )
+            )
+            fresh_edges = edge_totals_sql(lot_ids).subquery()
+            await session.execute(
+                insert(E).from_select(
+                    [*_EDGE_KEYS, *_EDGE_COLUMNS],
+                    select(*(fresh_edges.c[n] for n in (*_EDGE_KEYS, *_EDGE_COLUMNS))),
+                )
+            )
         await refresh_status(session, batches, self.alerts, transit_window=self.transit_window)
 
 
@@ -886,78 +909,117 @@ def merge_totals(into: Totals, part: Totals) -> None:
         target_edge["last_shipped_at"] = max(dates) if dates else None
 
 
-async def _recompute(session: AsyncSession, chunk_size: int) -> tuple[RecomputeResult, Totals]:
-    M = Movement
-    stmt = (
+def _compared(
+    fresh: Select[Any], stored: Select[Any], keys: int, columns: Sequence[str]
+) -> Select[Any]:
+    """Ledger and running totals side by side, one GROUP BY over both (a missing row counts
+    as zeros, as it always did), only the rows where some column differs."""
+    f = fresh.subquery("fresh")
+    t = stored.subquery("stored")
+    key_names = [c.name for c in list(t.c)[:keys]]
+    both = union_all(
         select(
-            Product.approval_number,
-            Lot.batch_number,
-            M.organisation_id,
-            M.counterparty_id,
-            M.kind,
-            M.quantity,
-            M.occurred_at,
-        )
-        .join(Lot, Lot.id == M.lot_id)
+            *(f.c[i] for i in key_names),
+            *(f.c[n].label(f"f_{n}") for n in columns),
+            *(null().label(f"s_{n}") for n in columns),
+        ),
+        select(
+            *(t.c[i] for i in key_names),
+            *(null().label(f"f_{n}") for n in columns),
+            *(t.c[n].label(f"s_{n}") for n in columns),
+        ),
+    ).subquery("both")
+    pairs = []
+    for n in columns:
+        kind = t.c[n].type
+        if n == "last_shipped_at":
+            pairs.append(
+                (
+                    type_coerce(func.max(both.c[f"f_{n}"]), kind),
+                    type_coerce(func.max(both.c[f"s_{n}"]), kind),
+                )
+            )
+        else:
+            pairs.append(
+                (
+                    func.coalesce(func.sum(both.c[f"f_{n}"]), 0),
+                    func.coalesce(func.sum(both.c[f"s_{n}"]), 0),
+                )
+            )
+    grouped = [both.c[i] for i in key_names]
+    return (
+        select(*grouped, *(x for pair in pairs for x in pair))
+        .group_by(*grouped)
+        .having(or_(*(x.is_distinct_from(y) for x, y in pairs)))
+    )
+
+
+_STORED_CONSTITUENTS = select(
+    BatchConstituentTotal.approval_number,
+    BatchConstituentTotal.batch_number,
+    BatchConstituentTotal.organisation_id,
+    *_CONSTITUENT_COLUMNS,
+)
+_EDGE_COLUMNS = ("shipped", "received", "last_shipped_at")
+_STORED_EDGES = select(
+    BatchEdgeTotal.approval_number,
+    BatchEdgeTotal.batch_number,
+    BatchEdgeTotal.sender_id,
+    BatchEdgeTotal.receiver_id,
+    *(getattr(BatchEdgeTotal, n) for n in _EDGE_COLUMNS),
+)
+
+
+def _counts() -> Select[Any]:
+    """(movements, batches): batches with a movement, a constituent row or an edge row."""
+    C, E, M = BatchConstituentTotal, BatchEdgeTotal, Movement
+    moved = (
+        select(Product.approval_number, Lot.batch_number)
         .join(Product, Product.id == Lot.product_id)
-        .execution_options(yield_per=chunk_size)
+        .where(exists().where(M.lot_id == Lot.id))
     )
-    recomputed = Totals()
-    movements = 0
-    stream = await session.stream(stmt)
-    async for chunk in stream.partitions():
-        merge_totals(recomputed, totals_from_movements(MovementFact(*row) for row in chunk))
-        movements += len(chunk)
+    keys = union(
+        select(C.approval_number, C.batch_number),
+        select(E.approval_number, E.batch_number),
+        moved,
+    ).subquery("keys")
+    return select(
+        select(func.count()).select_from(M).scalar_subquery(),
+        select(func.count()).select_from(keys).scalar_subquery(),
+    )
+
+
+async def _recompute(session: AsyncSession) -> RecomputeResult:
+    """Every total again from the ledger, in SQL: one GROUP BY per totals table over the
+    movements and the running totals together (`constituent_totals_sql` and `edge_totals_sql`,
+    the definitions of `totals_from_movements`), returning only the rows that differ."""
     differences: list[Difference] = []
-    batches: set[BatchKey] = {(a, b) for a, b, _ in recomputed.constituents}
-    stored_constituents: dict[tuple[str, str, int], dict[str, int]] = {}
-    C = BatchConstituentTotal
-    cols = [getattr(C, name) for name in COUNTERS]
-    rows = await session.stream(
-        select(C.approval_number, C.batch_number, C.organisation_id, *cols).execution_options(
-            yield_per=chunk_size
+    rows = await session.execute(
+        _compared(constituent_totals_sql(), _STORED_CONSTITUENTS, 3, COUNTERS)
+    )
+    for a, b, org, *values in rows:
+        for i, name in enumerate(COUNTERS):
+            fresh, stored = values[2 * i], values[2 * i + 1]
+            if stored != fresh:
+                differences.append(Difference(a, b, (org,), name, stored, fresh))
+    rows = await session.execute(_compared(edge_totals_sql(), _STORED_EDGES, 4, _EDGE_COLUMNS))
+    for a, b, sender, receiver, *values in rows:
+        for i, name in enumerate(_EDGE_COLUMNS):
+            fresh, stored = values[2 * i], values[2 * i + 1]
+            if stored != fresh:
+                differences.append(Difference(a, b, (sender, receiver), name, stored, fresh))
+    order = {name: i for i, name in enumerate((*COUNTERS, *_EDGE_COLUMNS))}
+    differences.sort(
+        key=lambda d: (
+            len(d.organisations),
+            d.approval_number,
+            d.batch_number,
+            d.organisations,
+            order[d.column],
         )
     )
-    async for chunk in rows.partitions():
-        for a, b, org, *values in chunk:
-            stored_constituents[(a, b, org)] = dict(zip(COUNTERS, values, strict=True))
-    zero = dict.fromkeys(COUNTERS, 0)
-    for key in sorted(set(stored_constituents) | set(recomputed.constituents)):
-        batches.add(key[:2])
-        stored = stored_constituents.get(key, zero)
-        fresh = recomputed.constituents.get(key, zero)
-        for name in COUNTERS:
-            if stored[name] != fresh[name]:
-                differences.append(Difference(*key[:2], (key[2],), name, stored[name], fresh[name]))
-    E = BatchEdgeTotal
-    stored_edges: dict[tuple[str, str, int, int], dict[str, Any]] = {}
-    rows = await session.stream(
-        select(
-            E.approval_number,
-            E.batch_number,
-            E.sender_id,
-            E.receiver_id,
-            E.shipped,
-            E.received,
-            E.last_shipped_at,
-        ).execution_options(yield_per=chunk_size)
-    )
-    async for chunk in rows.partitions():
-        for a, b, s, r, shipped, received, last in chunk:
-            stored_edges[(a, b, s, r)] = {
-                "shipped": shipped,
-                "received": received,
-                "last_shipped_at": last,
-            }
-    no_edge = {"shipped": 0, "received": 0, "last_shipped_at": None}
-    for key in sorted(set(stored_edges) | set(recomputed.edges)):
-        batches.add(key[:2])
-        stored = stored_edges.get(key, no_edge)
-        fresh = recomputed.edges.get(key, no_edge)
-        for name in ("shipped", "received", "last_shipped_at"):
-            if stored[name] != fresh[name]:
-                differences.append(Difference(*key[:2], key[2:], name, stored[name], fresh[name]))
-    return RecomputeResult(len(batches), movements, differences), recomputed
+    movements, batches = (await session.execute(_counts())).one()
+    return RecomputeResult(batches, movements, differences)
 
 
 async def supervision_check_all(
