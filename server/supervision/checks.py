@@ -1171,14 +1171,14 @@ async def _recompute(session: AsyncSession) -> RecomputeResult:
             fresh, stored = values[2 * i], values[2 * i + 1]
             if stored != fresh:
                 differences.append(Difference(a, b, (sender, receiver), name, stored, fresh))
-    order = {name: i for i, name in enumerate((*COUNTERS, *_EDGE_COLUMNS))}
-    differences.sort(
+    columns = {1: COUNTERS, 2: _EDGE_COLUMNS}  # by the number of organisations named
+    differences.sort(  # constituents, then edges, each in key and column order
         key=lambda d: (
             len(d.organisations),
             d.approval_number,
             d.batch_number,
             d.organisations,
-            order[d.column],
+            columns[len(d.organisations)].index(d.column),
         )
     )
     movements, batches = (await session.execute(_counts())).one()
