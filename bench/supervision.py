@@ -20,8 +20,8 @@ Timed, through the real service (`server/supervision/checks.py`, SQLAlchemy + ai
               batch's totals rows (+ the few SHIP/RECEIVE rows of a gapped edge)
   report      supervisionReport's first page (50 rows, keyset), and full status sweeps
               (check_all: every batch; in-transit only: what the periodic task runs)
-  recompute   every total from the ledger (movements streamed in chunks), compared with the
-              running totals
+  recompute   every total from the ledger, in SQL (one GROUP BY per totals table over the
+              movements and the running totals together), compared with the running totals
 and, on the same connection, a plain SQL GROUP BY over the movements computing the same
 per-constituent totals: per batch (through the movements' lot index) and for the whole ledger.
 

@@ -31,14 +31,29 @@ explanation that name them. Gamma, status and the batch-wide totals stay visible
 
 from __future__ import annotations
 
-import functools
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Select, and_, bindparam, delete, exists, or_, select, text, tuple_, update
+from sqlalchemy import (
+    Select,
+    and_,
+    case,
+    delete,
+    exists,
+    func,
+    insert,
+    null,
+    or_,
+    select,
+    text,
+    tuple_,
+    type_coerce,
+    union,
+    union_all,
+)
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -50,7 +65,7 @@ from server.catalog.service import clean_batch_number
 from server.core.db import Database, utcnow
 from server.core.errors import Forbidden, InvalidInput, NotFound
 from server.core.security import GLOBAL_ROLES, Permission, Principal
-from server.inventory.models import Movement
+from server.inventory.models import Movement, MovementKind
 from server.network.models import Organisation, OrganisationKind
 from server.supervision.gamma import (
     ALERTING,
@@ -74,17 +89,18 @@ from server.supervision.gamma import (
 )
 from server.supervision.models import BatchConstituentTotal, BatchEdgeTotal, BatchStatus
 from server.supervision.totals import (
+    _CONSTITUENT_KEYS,
+    _EDGE_KEYS,
     COUNTERS,
     BatchKey,
-    MovementFact,
     Totals,
-    totals_from_movements,
+    constituent_totals_sql,
+    edge_totals_sql,
 )
 
 ALERT_PREFIX = "supervision:"
 SWEEP_CHUNK = 500
 MAX_EXACT_KEYS = 200  # batches named one by one in a query (SQLite's expression depth is 1000)
-RECOMPUTE_CHUNK = 20_000
 
 
 def status_alert_prefix(key: BatchKey) -> str:
@@ -411,93 +427,245 @@ async def evaluate(
 _STATUSES = BatchStatus.__table__
 
 
-@functools.cache
-def _status_seed(dialect: str, returning: bool) -> Any:
-    """Create the status row NORMAL if missing. With `returning`, one key at a time: the
-    conflict path updates the row to itself, which locks it (PostgreSQL) and returns it."""
-    insert = sqlite_insert if dialect == "sqlite" else pg_insert
-    stmt = insert(_STATUSES).values(
-        approval_number=bindparam("a"),
-        batch_number=bindparam("b"),
-        status=SupervisionStatus.NORMAL.value,
-        gamma=0,
-        checked_at=bindparam("now"),
-    )
+def _keys_where(a: Any, b: Any, keys: Sequence[BatchKey]) -> Any:
+    """Rows of these batches: the exact keys (OR-ed equalities) up to MAX_EXACT_KEYS, else
+    every combination of their approval and batch numbers (a superset: callers drop extras).
+    Both are answered from the primary key."""
+    if len(keys) <= MAX_EXACT_KEYS:
+        return _key_filter(a, b, keys, False)
+    return and_(a.in_(sorted({x for x, _ in keys})), b.in_(sorted({y for _, y in keys})))
+
+
+def _status_upsert(dialect: str, rows: list[dict[str, Any]], *, lock: bool) -> Any:
+    """Status rows of many batches in one statement. `lock`: create missing rows NORMAL, and
+    'update' existing ones to themselves, which locks them (PostgreSQL, in the order of the
+    rows) and returns what they held. Else: write the given status, gamma and checked_at."""
+    insert_ = sqlite_insert if dialect == "sqlite" else pg_insert
+    stmt = insert_(_STATUSES).values(rows)
     keys = ["approval_number", "batch_number"]
-    if not returning:
-        return stmt.on_conflict_do_nothing(index_elements=keys)
+    if lock:
+        return stmt.on_conflict_do_update(
+            index_elements=keys, set_={"status": _STATUSES.c.status}
+        ).returning(
+            _STATUSES.c.approval_number,
+            _STATUSES.c.batch_number,
+            _STATUSES.c.status,
+            _STATUSES.c.gamma,
+        )
     return stmt.on_conflict_do_update(
-        index_elements=keys, set_={"status": _STATUSES.c.status}
-    ).returning(_STATUSES.c.status, _STATUSES.c.gamma)
+        index_elements=keys,
+        set_={
+            "status": stmt.excluded.status,
+            "gamma": stmt.excluded.gamma,
+            "checked_at": stmt.excluded.checked_at,
+        },
+    )
+
+
+STATUS_ROWS_PER_STATEMENT = 5_000  # 5 values a row: well inside both databases' bind limits
 
 
 async def _lock_statuses(
-    session: AsyncSession, keys: Sequence[BatchKey], now: datetime, *, contiguous: bool = False
+    session: AsyncSession, keys: Sequence[BatchKey], now: datetime
 ) -> dict[BatchKey, tuple[SupervisionStatus, int]]:
     """The status rows of these batches, created NORMAL if new, locked in key order (PostgreSQL;
-    SQLite has one writer): concurrent writers of one batch recompute one after the other."""
+    SQLite has one writer): concurrent writers of one batch recompute one after the other.
+    One statement (per STATUS_ROWS_PER_STATEMENT batches)."""
     dialect = session.bind.dialect.name
-    if len(keys) <= 2 and not contiguous:  # the ledger's usual case: one statement per batch
-        found = {}
-        for a, b in keys:
-            result = await session.execute(
-                _status_seed(dialect, True), {"a": a, "b": b, "now": now}
-            )
-            status, gamma = result.one()
+    ordered = sorted(set(keys))
+    found: dict[BatchKey, tuple[SupervisionStatus, int]] = {}
+    for start in range(0, len(ordered), STATUS_ROWS_PER_STATEMENT):
+        rows = [
+            {
+                "approval_number": a,
+                "batch_number": b,
+                "status": SupervisionStatus.NORMAL.value,
+                "gamma": 0,
+                "checked_at": now,
+            }
+            for a, b in ordered[start : start + STATUS_ROWS_PER_STATEMENT]
+        ]
+        result = await session.execute(_status_upsert(dialect, rows, lock=True))
+        for a, b, status, gamma in result:
             found[(a, b)] = (SupervisionStatus(status), gamma)
-        return found
-    await session.execute(
-        _status_seed(dialect, False), [{"a": a, "b": b, "now": now} for a, b in keys]
-    )
-    S = BatchStatus
-    rows = await session.execute(
-        select(S.approval_number, S.batch_number, S.status, S.gamma)
-        .where(_key_filter(S.approval_number, S.batch_number, keys, contiguous))
-        .order_by(S.approval_number, S.batch_number)
-        .with_for_update()
-    )
-    wanted = set(keys)
-    return {(a, b): (SupervisionStatus(s), g) for a, b, s, g in rows if (a, b) in wanted}
+    return found
 
 
-# Core (not ORM) so a list of parameters runs as one executemany.
-_STATUS_UPDATE = (
-    update(_STATUSES)
-    .where(
-        _STATUSES.c.approval_number == bindparam("a"),
-        _STATUSES.c.batch_number == bindparam("b"),
+# --- the status in SQL ------------------------------------------------------------------------
+
+_C = BatchConstituentTotal
+_E = BatchEdgeTotal
+_INFLOW = _C.produced + _C.received + _C.transferred_in + _C.returned + _C.adjusted_in
+_OUTFLOW = _C.shipped + _C.transferred_out + _C.dispensed + _C.disposed + _C.adjusted_out
+
+
+def statuses_sql(
+    constituents_where: Any, edges_where: Any, *, now: datetime, window: timedelta
+) -> Select[Any]:
+    """(approval_number, batch_number, gamma, in_transit, status) of every batch with a
+    constituent row matching the filters, from the running totals in one statement: the
+    definitions of `gamma.gamma_of`, `gamma.status_of` and, for in_transit, of `analyse` fed
+    with the shipments inside the window of `edges_in_transit` (receipts match shipments
+    first-in-first-out, so an edge's in-transit part is min(gap, what its sender shipped on it
+    inside the window), read through the movements' (lot, occurred_at) index)."""
+    M = Movement
+    cut = now - window
+    per_batch = (
+        select(
+            _C.approval_number,
+            _C.batch_number,
+            func.sum(
+                case((Organisation.kind == OrganisationKind.MANUFACTURER, _C.produced), else_=0)
+            ).label("total_input"),
+            func.sum(_C.dispensed + _C.disposed - _C.returned).label("total_output"),
+            func.sum(_INFLOW - _OUTFLOW).label("inventory"),
+            func.min(_INFLOW - _OUTFLOW).label("lowest"),
+        )
+        .join(Organisation, Organisation.id == _C.organisation_id)
+        .where(constituents_where)
+        .group_by(_C.approval_number, _C.batch_number)
+        .subquery("c")
     )
-    .values(status=bindparam("s"), gamma=bindparam("g"), checked_at=bindparam("now"))
-)
+    window_shipped = (
+        select(func.coalesce(func.sum(func.abs(M.quantity)), 0))
+        .where(
+            M.lot_id == Lot.id,
+            M.occurred_at > cut,
+            M.organisation_id == _E.sender_id,
+            M.kind.in_(sorted(SENDING)),
+            or_(  # the edge of the row is this one (`gamma.edge_of`)
+                M.counterparty_id == _E.receiver_id,
+                and_(
+                    _E.receiver_id == _E.sender_id,
+                    M.kind == MovementKind.TRANSFER_OUT,
+                    M.counterparty_id.is_(None),
+                ),
+            ),
+        )
+        .scalar_subquery()
+    )
+    gap = _E.shipped - _E.received
+    per_edge = (
+        select(
+            _E.approval_number,
+            _E.batch_number,
+            gap.label("gap"),
+            window_shipped.label("shipped_in_window"),
+        )
+        .join(Product, Product.approval_number == _E.approval_number)
+        .join(Lot, and_(Lot.product_id == Product.id, Lot.batch_number == _E.batch_number))
+        .where(edges_where, gap > 0, _E.last_shipped_at > cut)
+        .subquery("e")
+    )
+    transit = (
+        select(
+            per_edge.c.approval_number,
+            per_edge.c.batch_number,
+            func.sum(
+                case(
+                    (per_edge.c.gap < per_edge.c.shipped_in_window, per_edge.c.gap),
+                    else_=per_edge.c.shipped_in_window,
+                )
+            ).label("in_transit"),
+        )
+        .group_by(per_edge.c.approval_number, per_edge.c.batch_number)
+        .subquery("t")
+    )
+    c = per_batch.c
+    gamma = c.total_input - c.total_output - c.inventory
+    in_transit = func.coalesce(transit.c.in_transit, 0)
+    S = SupervisionStatus
+    status = case(
+        (gamma < 0, S.ILLEGAL_INFLOW.value),
+        (gamma > 0, case((in_transit >= gamma, S.IN_TRANSIT.value), else_=S.OUTFLOW_LEAK.value)),
+        (c.lowest < 0, S.NEGATIVE_INVENTORY.value),
+        else_=S.NORMAL.value,
+    )
+    return select(
+        c.approval_number,
+        c.batch_number,
+        gamma.label("gamma"),
+        in_transit.label("in_transit"),
+        status.label("status"),
+    ).outerjoin(
+        transit,
+        and_(
+            transit.c.approval_number == c.approval_number,
+            transit.c.batch_number == c.batch_number,
+        ),
+    )
+
+
+async def compute_statuses(
+    session: AsyncSession,
+    keys: Sequence[BatchKey] | None = None,
+    *,
+    now: datetime,
+    window: timedelta,
+    between: tuple[BatchKey, BatchKey] | None = None,
+) -> dict[BatchKey, tuple[SupervisionStatus, int]]:
+    """(status, gamma) of these batches (or of every batch in the key range `between`), in
+    one statement (`statuses_sql`); batches without totals rows are left out."""
+    if between is not None:
+        low, high = between
+
+        def where(model: Any) -> Any:
+            ab = tuple_(model.approval_number, model.batch_number)
+            return and_(ab >= tuple_(*low), ab <= tuple_(*high))
+
+        wanted = None
+    else:
+        if not keys:
+            return {}
+
+        def where(model: Any) -> Any:
+            return _keys_where(model.approval_number, model.batch_number, keys)
+
+        wanted = set(keys)
+    rows = await session.execute(statuses_sql(where(_C), where(_E), now=now, window=window))
+    return {
+        (a, b): (SupervisionStatus(status), gamma)
+        for a, b, gamma, _in_transit, status in rows
+        if wanted is None or (a, b) in wanted
+    }
 
 
 async def _record(
     session: AsyncSession,
     alerts: AlertService,
-    analyses: dict[BatchKey, BatchAnalysis],
+    computed: dict[BatchKey, tuple[SupervisionStatus, int]],
     old: dict[BatchKey, tuple[SupervisionStatus, int]],
     labels: dict[int, str],
     *,
     now: datetime,
     window: timedelta,
 ) -> list[StatusChange]:
-    """Store the new statuses; a change resolves the previous status's alerts and, to an
-    alerting status, raises new ones (worded from a second, naming read of that batch)."""
+    """Store the new statuses (one upsert); a change resolves the previous status's alerts and,
+    to an alerting status, raises new ones (worded from a second, naming read of that batch)."""
     stale = [
-        {"a": a, "b": b, "s": x.status.value, "g": x.gamma, "now": now}
-        for (a, b), x in analyses.items()
-        if old.get((a, b)) != (x.status, x.gamma)
+        {
+            "approval_number": a,
+            "batch_number": b,
+            "status": status.value,
+            "gamma": gamma,
+            "checked_at": now,  # since when it holds
+        }
+        for (a, b), (status, gamma) in sorted(computed.items())
+        if old.get((a, b)) != (status, gamma)
     ]
     if not stale:
         return []
-    await session.execute(_STATUS_UPDATE, stale)  # `checked_at`: since when it holds
+    dialect = session.bind.dialect.name
+    for start in range(0, len(stale), STATUS_ROWS_PER_STATEMENT):
+        await session.execute(
+            _status_upsert(dialect, stale[start : start + STATUS_ROWS_PER_STATEMENT], lock=False)
+        )
     changes: list[StatusChange] = []
-    for key, analysis in analyses.items():
+    for key, (status, gamma) in sorted(computed.items()):
         before = old.get(key, (SupervisionStatus.NORMAL, 0))[0]
-        if analysis.status is before:
-            continue
-        changes.append(StatusChange(key, before, analysis.status, analysis.gamma))
-        await _resolve_other(session, alerts, key, analysis.status)
+        if status is not before:
+            changes.append(StatusChange(key, before, status, gamma))
+    await _resolve_other(session, alerts, {c.key: c.current for c in changes})
     alerting = [c for c in changes if c.current in ALERTING]
     if alerting:
         lots = await _lots(session, [c.key for c in alerting])
@@ -537,20 +705,30 @@ async def _product_names(session: AsyncSession, ids: set[int]) -> dict[int, str]
 
 
 async def _resolve_other(
-    session: AsyncSession, alerts: AlertService, key: BatchKey, status: SupervisionStatus
+    session: AsyncSession, alerts: AlertService, current: dict[BatchKey, SupervisionStatus]
 ) -> None:
-    """A new status ends the alerts of the previous one (all of them on NORMAL/IN_TRANSIT)."""
-    live = (
-        await session.execute(
-            select(Alert.condition_key).where(
-                Alert.kind == AlertKind.SUPERVISION_STATUS,
-                Alert.active.is_(True),
-                Alert.condition_key.startswith(status_alert_prefix(key), autoescape=True),
+    """A new status ends the alerts of the previous one (all of them on NORMAL/IN_TRANSIT):
+    one query per MAX_EXACT_KEYS changed batches."""
+    stale: list[str] = []
+    keys = sorted(current)
+    for chunk in _chunks(keys):
+        live = (
+            await session.execute(
+                select(Alert.condition_key).where(
+                    Alert.kind == AlertKind.SUPERVISION_STATUS,
+                    Alert.active.is_(True),
+                    or_(
+                        *(
+                            Alert.condition_key.startswith(status_alert_prefix(k), autoescape=True)
+                            for k in chunk
+                        )
+                    ),
+                )
             )
-        )
-    ).scalars()
-    keep = f"{status_alert_prefix(key)}{status.value}:"
-    stale = [k for k in live if not k.startswith(keep)]
+        ).scalars()
+        keep = tuple(f"{status_alert_prefix(k)}{current[k].value}:" for k in chunk)
+        prefixes = tuple(status_alert_prefix(k) for k in chunk)
+        stale += [k for k in live if not k.startswith(keep) and k.startswith(prefixes)]
     if stale:
         await alerts.resolve(session, stale)
 
@@ -613,16 +791,19 @@ async def refresh_status(
     now: datetime | None = None,
 ) -> list[StatusChange]:
     """The ledger's hook, in its transaction after `record_totals`: recompute the touched
-    batches, store their status, alert on changes. Returns the changes."""
+    batches, store their status, alert on changes. Returns the changes.
+
+    Set-based, whatever the number of batches: one upsert that locks (or creates) their status
+    rows and returns what they held, one statement computing every status from the totals
+    (`statuses_sql`), one upsert of the statuses that changed; then, per change of status,
+    the alerts."""
     now = now or utcnow()
-    changes: list[StatusChange] = []
-    for keys in _chunks(sorted(set(batch_keys))):  # in key order: locks never cross
-        old = await _lock_statuses(session, keys, now)
-        analyses, labels = await evaluate(session, keys, now=now, window=transit_window)
-        changes += await _record(
-            session, alerts, analyses, old, labels, now=now, window=transit_window
-        )
-    return changes
+    keys = sorted(set(batch_keys))  # in key order: locks never cross
+    if not keys:
+        return []
+    old = await _lock_statuses(session, keys, now)
+    computed = await compute_statuses(session, keys, now=now, window=transit_window)
+    return await _record(session, alerts, computed, old, {}, now=now, window=transit_window)
 
 
 # --- the service --------------------------------------------------------------------------------
@@ -768,27 +949,27 @@ class SupervisionCheckService:
                 keys = await self._next_keys(session, after, limit, in_transit_only)
                 if not keys:
                     break
-                old = await _lock_statuses(session, keys, now, contiguous=not in_transit_only)
-                analyses, found = await evaluate(
-                    session,
-                    keys,
-                    now=now,
-                    window=self.transit_window,
-                    contiguous=not in_transit_only,
-                )
-                labels.update(found)
+                old = await _lock_statuses(session, keys, now)
+                if in_transit_only:
+                    computed = await compute_statuses(
+                        session, keys, now=now, window=self.transit_window
+                    )
+                else:  # consecutive keys of the totals: the range holds no others
+                    computed = await compute_statuses(
+                        session, now=now, window=self.transit_window, between=(keys[0], keys[-1])
+                    )
                 result.changes += await _record(
                     session,
                     self.alerts,
-                    analyses,
+                    computed,
                     old,
                     labels,
                     now=now,
                     window=self.transit_window,
                 )
-            result.checked += len(analyses)
-            for analysis in analyses.values():
-                result.by_status[analysis.status] += 1
+            result.checked += len(computed)
+            for status, _gamma in computed.values():
+                result.by_status[status] += 1
             after = keys[-1]
         return result
 
@@ -814,13 +995,14 @@ class SupervisionCheckService:
     # --- recomputation ------------------------------------------------------------------------
 
     async def recompute(
-        self, *, repair: bool = False, chunk_size: int = RECOMPUTE_CHUNK
+        self, *, repair: bool = False, chunk_size: int = MAX_EXACT_KEYS
     ) -> RecomputeResult:
-        """Every total again from the ledger (movements streamed in chunks through the same
-        `totals_from_movements` the ledger uses), compared with the running totals.
+        """Every total again from the ledger, in SQL (`_recompute`: one GROUP BY per totals
+        table over movements and running totals together), compared with the running totals.
 
         Reads one consistent snapshot (SQLite: one read transaction; PostgreSQL: REPEATABLE
-        READ). With `repair`, differing batches get their totals rewritten and their status
+        READ). With `repair`, differing batches get their totals rewritten (INSERT .. SELECT ..
+        GROUP BY from their movements, `chunk_size` batches per statement) and their status
         re-checked, in one transaction that locks both totals tables against the ledger first.
         """
         if repair:
@@ -832,43 +1014,47 @@ class SupervisionCheckService:
                             "IN EXCLUSIVE MODE"
                         )
                     )
-                result, recomputed = await _recompute(session, chunk_size)
+                result = await _recompute(session)
                 if result.differences:
-                    await self._rewrite(session, recomputed, result.differing_batches)
+                    await self._rewrite(session, result.differing_batches, chunk_size)
                     result.repaired = True
             return result
         async with self.db.read() as session:
             if session.bind.dialect.name == "postgresql":
                 await session.connection(execution_options={"isolation_level": "REPEATABLE READ"})
-            result, _ = await _recompute(session, chunk_size)
+            result = await _recompute(session)
         return result
 
     async def _rewrite(
-        self, session: AsyncSession, recomputed: Totals, batches: list[BatchKey]
+        self, session: AsyncSession, batches: list[BatchKey], chunk_size: int
     ) -> None:
-        wanted = set(batches)
+        """The batches' totals rows deleted and inserted again straight from their movements."""
         C, E = BatchConstituentTotal, BatchEdgeTotal
-        for model in (C, E):
-            for chunk in _chunks(batches):
+        lots = await _lots(session, batches)
+        for chunk in _chunks(batches, max(1, min(chunk_size, MAX_EXACT_KEYS))):
+            for model in (C, E):
                 await session.execute(
                     delete(model)
                     .where(_key_filter(model.approval_number, model.batch_number, chunk, False))
                     .execution_options(synchronize_session=False)
                 )
-        constituents = [
-            {"approval_number": a, "batch_number": b, "organisation_id": o, **counters}
-            for (a, b, o), counters in recomputed.constituents.items()
-            if (a, b) in wanted
-        ]
-        edges = [
-            {"approval_number": a, "batch_number": b, "sender_id": s, "receiver_id": r, **edge}
-            for (a, b, s, r), edge in recomputed.edges.items()
-            if (a, b) in wanted
-        ]
-        if constituents:
-            await session.execute(C.__table__.insert(), constituents)
-        if edges:
-            await session.execute(E.__table__.insert(), edges)
+            lot_ids = [lots[key][0] for key in chunk if key in lots]
+            if not lot_ids:
+                continue
+            fresh = constituent_totals_sql(lot_ids).subquery()
+            await session.execute(
+                insert(C).from_select(
+                    [*_CONSTITUENT_KEYS, *COUNTERS],
+                    select(*(fresh.c[n] for n in (*_CONSTITUENT_KEYS, *COUNTERS))),
+                )
+            )
+            fresh_edges = edge_totals_sql(lot_ids).subquery()
+            await session.execute(
+                insert(E).from_select(
+                    [*_EDGE_KEYS, *_EDGE_COLUMNS],
+                    select(*(fresh_edges.c[n] for n in (*_EDGE_KEYS, *_EDGE_COLUMNS))),
+                )
+            )
         await refresh_status(session, batches, self.alerts, transit_window=self.transit_window)
 
 
@@ -886,78 +1072,117 @@ def merge_totals(into: Totals, part: Totals) -> None:
         target_edge["last_shipped_at"] = max(dates) if dates else None
 
 
-async def _recompute(session: AsyncSession, chunk_size: int) -> tuple[RecomputeResult, Totals]:
-    M = Movement
-    stmt = (
+def _compared(
+    fresh: Select[Any], stored: Select[Any], keys: int, columns: Sequence[str]
+) -> Select[Any]:
+    """Ledger and running totals side by side, one GROUP BY over both (a missing row counts
+    as zeros, as it always did), only the rows where some column differs."""
+    f = fresh.subquery("fresh")
+    t = stored.subquery("stored")
+    key_names = [c.name for c in list(t.c)[:keys]]
+    both = union_all(
         select(
-            Product.approval_number,
-            Lot.batch_number,
-            M.organisation_id,
-            M.counterparty_id,
-            M.kind,
-            M.quantity,
-            M.occurred_at,
-        )
-        .join(Lot, Lot.id == M.lot_id)
+            *(f.c[i] for i in key_names),
+            *(f.c[n].label(f"f_{n}") for n in columns),
+            *(null().label(f"s_{n}") for n in columns),
+        ),
+        select(
+            *(t.c[i] for i in key_names),
+            *(null().label(f"f_{n}") for n in columns),
+            *(t.c[n].label(f"s_{n}") for n in columns),
+        ),
+    ).subquery("both")
+    pairs = []
+    for n in columns:
+        kind = t.c[n].type
+        if n == "last_shipped_at":
+            pairs.append(
+                (
+                    type_coerce(func.max(both.c[f"f_{n}"]), kind),
+                    type_coerce(func.max(both.c[f"s_{n}"]), kind),
+                )
+            )
+        else:
+            pairs.append(
+                (
+                    func.coalesce(func.sum(both.c[f"f_{n}"]), 0),
+                    func.coalesce(func.sum(both.c[f"s_{n}"]), 0),
+                )
+            )
+    grouped = [both.c[i] for i in key_names]
+    return (
+        select(*grouped, *(x for pair in pairs for x in pair))
+        .group_by(*grouped)
+        .having(or_(*(x.is_distinct_from(y) for x, y in pairs)))
+    )
+
+
+_STORED_CONSTITUENTS = select(
+    BatchConstituentTotal.approval_number,
+    BatchConstituentTotal.batch_number,
+    BatchConstituentTotal.organisation_id,
+    *_CONSTITUENT_COLUMNS,
+)
+_EDGE_COLUMNS = ("shipped", "received", "last_shipped_at")
+_STORED_EDGES = select(
+    BatchEdgeTotal.approval_number,
+    BatchEdgeTotal.batch_number,
+    BatchEdgeTotal.sender_id,
+    BatchEdgeTotal.receiver_id,
+    *(getattr(BatchEdgeTotal, n) for n in _EDGE_COLUMNS),
+)
+
+
+def _counts() -> Select[Any]:
+    """(movements, batches): batches with a movement, a constituent row or an edge row."""
+    C, E, M = BatchConstituentTotal, BatchEdgeTotal, Movement
+    moved = (
+        select(Product.approval_number, Lot.batch_number)
         .join(Product, Product.id == Lot.product_id)
-        .execution_options(yield_per=chunk_size)
+        .where(exists().where(M.lot_id == Lot.id))
     )
-    recomputed = Totals()
-    movements = 0
-    stream = await session.stream(stmt)
-    async for chunk in stream.partitions():
-        merge_totals(recomputed, totals_from_movements(MovementFact(*row) for row in chunk))
-        movements += len(chunk)
+    keys = union(
+        select(C.approval_number, C.batch_number),
+        select(E.approval_number, E.batch_number),
+        moved,
+    ).subquery("keys")
+    return select(
+        select(func.count()).select_from(M).scalar_subquery(),
+        select(func.count()).select_from(keys).scalar_subquery(),
+    )
+
+
+async def _recompute(session: AsyncSession) -> RecomputeResult:
+    """Every total again from the ledger, in SQL: one GROUP BY per totals table over the
+    movements and the running totals together (`constituent_totals_sql` and `edge_totals_sql`,
+    the definitions of `totals_from_movements`), returning only the rows that differ."""
     differences: list[Difference] = []
-    batches: set[BatchKey] = {(a, b) for a, b, _ in recomputed.constituents}
-    stored_constituents: dict[tuple[str, str, int], dict[str, int]] = {}
-    C = BatchConstituentTotal
-    cols = [getattr(C, name) for name in COUNTERS]
-    rows = await session.stream(
-        select(C.approval_number, C.batch_number, C.organisation_id, *cols).execution_options(
-            yield_per=chunk_size
+    rows = await session.execute(
+        _compared(constituent_totals_sql(), _STORED_CONSTITUENTS, 3, COUNTERS)
+    )
+    for a, b, org, *values in rows:
+        for i, name in enumerate(COUNTERS):
+            fresh, stored = values[2 * i], values[2 * i + 1]
+            if stored != fresh:
+                differences.append(Difference(a, b, (org,), name, stored, fresh))
+    rows = await session.execute(_compared(edge_totals_sql(), _STORED_EDGES, 4, _EDGE_COLUMNS))
+    for a, b, sender, receiver, *values in rows:
+        for i, name in enumerate(_EDGE_COLUMNS):
+            fresh, stored = values[2 * i], values[2 * i + 1]
+            if stored != fresh:
+                differences.append(Difference(a, b, (sender, receiver), name, stored, fresh))
+    columns = {1: COUNTERS, 2: _EDGE_COLUMNS}  # by the number of organisations named
+    differences.sort(  # constituents, then edges, each in key and column order
+        key=lambda d: (
+            len(d.organisations),
+            d.approval_number,
+            d.batch_number,
+            d.organisations,
+            columns[len(d.organisations)].index(d.column),
         )
     )
-    async for chunk in rows.partitions():
-        for a, b, org, *values in chunk:
-            stored_constituents[(a, b, org)] = dict(zip(COUNTERS, values, strict=True))
-    zero = dict.fromkeys(COUNTERS, 0)
-    for key in sorted(set(stored_constituents) | set(recomputed.constituents)):
-        batches.add(key[:2])
-        stored = stored_constituents.get(key, zero)
-        fresh = recomputed.constituents.get(key, zero)
-        for name in COUNTERS:
-            if stored[name] != fresh[name]:
-                differences.append(Difference(*key[:2], (key[2],), name, stored[name], fresh[name]))
-    E = BatchEdgeTotal
-    stored_edges: dict[tuple[str, str, int, int], dict[str, Any]] = {}
-    rows = await session.stream(
-        select(
-            E.approval_number,
-            E.batch_number,
-            E.sender_id,
-            E.receiver_id,
-            E.shipped,
-            E.received,
-            E.last_shipped_at,
-        ).execution_options(yield_per=chunk_size)
-    )
-    async for chunk in rows.partitions():
-        for a, b, s, r, shipped, received, last in chunk:
-            stored_edges[(a, b, s, r)] = {
-                "shipped": shipped,
-                "received": received,
-                "last_shipped_at": last,
-            }
-    no_edge = {"shipped": 0, "received": 0, "last_shipped_at": None}
-    for key in sorted(set(stored_edges) | set(recomputed.edges)):
-        batches.add(key[:2])
-        stored = stored_edges.get(key, no_edge)
-        fresh = recomputed.edges.get(key, no_edge)
-        for name in ("shipped", "received", "last_shipped_at"):
-            if stored[name] != fresh[name]:
-                differences.append(Difference(*key[:2], key[2:], name, stored[name], fresh[name]))
-    return RecomputeResult(len(batches), movements, differences), recomputed
+    movements, batches = (await session.execute(_counts())).one()
+    return RecomputeResult(batches, movements, differences)
 
 
 async def supervision_check_all(

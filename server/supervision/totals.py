@@ -7,21 +7,21 @@ share one definition of what each movement kind means); `record_totals` upserts 
 
 from __future__ import annotations
 
-import functools
 from collections import defaultdict
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import bindparam, func, select
+from sqlalchemy import Select, and_, case, func, or_, select, type_coerce
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from server.catalog.models import Lot, Product
+from server.core.db import UTCDateTime
 from server.inventory.models import Movement, MovementKind
-from server.supervision.gamma import edge_of
+from server.supervision.gamma import RECEIVING, SENDING, edge_of
 from server.supervision.models import BatchConstituentTotal, BatchEdgeTotal
 
 COUNTERS = (
@@ -46,8 +46,6 @@ KIND_COUNTER = {
     MovementKind.DISPENSE: "dispensed",
     MovementKind.DISPOSE: "disposed",
 }
-SENDING = frozenset({MovementKind.SHIP, MovementKind.TRANSFER_OUT})
-RECEIVING = frozenset({MovementKind.RECEIVE, MovementKind.TRANSFER_IN})
 
 BatchKey = tuple[str, str]  # (approval number, batch number)
 
@@ -109,68 +107,164 @@ def totals_from_movements(facts: Iterable[MovementFact]) -> Totals:
     return totals
 
 
-@functools.cache
-def _constituent_upsert(dialect: str) -> Any:
-    insert = sqlite_insert if dialect == "sqlite" else pg_insert
-    stmt = insert(BatchConstituentTotal).values(
-        approval_number=bindparam("approval_number"),
-        batch_number=bindparam("batch_number"),
-        organisation_id=bindparam("organisation_id"),
-        **{name: bindparam(name) for name in COUNTERS},
-    )
-    return stmt.on_conflict_do_update(
-        index_elements=["approval_number", "batch_number", "organisation_id"],
-        set_={
-            name: getattr(BatchConstituentTotal, name) + getattr(stmt.excluded, name)
-            for name in COUNTERS
-        },
+# --- the same definitions in SQL (set-based: recomputation, repair) ------------------------------
+
+_M = Movement.__table__
+_ADJUSTING = ~_M.c.kind.in_(sorted(KIND_COUNTER))  # ADJUST, COUNT: by sign
+
+
+def _counter_sql(name: str) -> Any:
+    """SQL for one counter of one movement row: `totals_from_movements`, term by term."""
+    if name == "adjusted_in":
+        return case((and_(_ADJUSTING, _M.c.quantity > 0), _M.c.quantity), else_=0)
+    if name == "adjusted_out":
+        return case((and_(_ADJUSTING, _M.c.quantity <= 0), -_M.c.quantity), else_=0)
+    kinds = sorted(k for k, counter in KIND_COUNTER.items() if counter == name)
+    return case((_M.c.kind.in_(kinds), func.abs(_M.c.quantity)), else_=0)
+
+
+_SENDING_SQL = _M.c.kind.in_(sorted(SENDING))
+# `gamma.edge_of`: the named counterparty; a TRANSFER naming nobody is the organisation to
+# itself; a SHIP or RECEIVE naming nobody has no edge.
+_HAS_EDGE = and_(
+    _M.c.kind.in_(sorted(SENDING | RECEIVING)),
+    or_(
+        _M.c.counterparty_id.is_not(None),
+        _M.c.kind.in_([MovementKind.TRANSFER_OUT, MovementKind.TRANSFER_IN]),
+    ),
+)
+_OTHER_SIDE = func.coalesce(_M.c.counterparty_id, _M.c.organisation_id)
+_SENDER = case((_SENDING_SQL, _M.c.organisation_id), else_=_OTHER_SIDE)
+_RECEIVER = case((_SENDING_SQL, _OTHER_SIDE), else_=_M.c.organisation_id)
+
+
+def constituent_totals_sql(lot_ids: Sequence[int] | None = None) -> Select[Any]:
+    """Every constituent's totals straight from the movements (of these lots, else all):
+    (approval_number, batch_number, organisation_id, *COUNTERS, movements). Grouped by the
+    integer (lot, organisation) first, the batch key joined on the grouped rows."""
+    grouped = select(
+        _M.c.lot_id,
+        _M.c.organisation_id,
+        *(func.sum(_counter_sql(name)).label(name) for name in COUNTERS),
+        func.count().label("movements"),
+    ).group_by(_M.c.lot_id, _M.c.organisation_id)
+    if lot_ids is not None:
+        grouped = grouped.where(_M.c.lot_id.in_(list(lot_ids)))
+    g = grouped.subquery("g")
+    return (
+        select(
+            Product.approval_number,
+            Lot.batch_number,
+            g.c.organisation_id,
+            *(g.c[name] for name in COUNTERS),
+            g.c.movements,
+        )
+        .join_from(g, Lot, Lot.id == g.c.lot_id)
+        .join(Product, Product.id == Lot.product_id)
     )
 
 
-@functools.cache
-def _edge_upsert(dialect: str) -> Any:
-    insert = sqlite_insert if dialect == "sqlite" else pg_insert
-    stmt = insert(BatchEdgeTotal).values(
-        approval_number=bindparam("approval_number"),
-        batch_number=bindparam("batch_number"),
-        sender_id=bindparam("sender_id"),
-        receiver_id=bindparam("receiver_id"),
-        shipped=bindparam("shipped"),
-        received=bindparam("received"),
-        last_shipped_at=bindparam("last_shipped_at"),
+def edge_totals_sql(lot_ids: Sequence[int] | None = None) -> Select[Any]:
+    """Every edge's totals straight from the movements (of these lots, else all):
+    (approval_number, batch_number, sender_id, receiver_id, shipped, received,
+    last_shipped_at)."""
+    sent = func.abs(_M.c.quantity)
+    grouped = (
+        select(
+            _M.c.lot_id,
+            _SENDER.label("sender_id"),
+            _RECEIVER.label("receiver_id"),
+            func.sum(case((_SENDING_SQL, sent), else_=0)).label("shipped"),
+            func.sum(case((_SENDING_SQL, 0), else_=sent)).label("received"),
+            func.max(case((_SENDING_SQL, _M.c.occurred_at))).label("last_shipped_at"),
+        )
+        .where(_HAS_EDGE)
+        .group_by(_M.c.lot_id, _SENDER, _RECEIVER)
     )
-    latest = func.max if dialect == "sqlite" else func.greatest
-    return stmt.on_conflict_do_update(
-        index_elements=["approval_number", "batch_number", "sender_id", "receiver_id"],
-        set_={
-            "shipped": BatchEdgeTotal.shipped + stmt.excluded.shipped,
-            "received": BatchEdgeTotal.received + stmt.excluded.received,
+    if lot_ids is not None:
+        grouped = grouped.where(_M.c.lot_id.in_(list(lot_ids)))
+    g = grouped.subquery("g")
+    return (
+        select(
+            Product.approval_number,
+            Lot.batch_number,
+            g.c.sender_id,
+            g.c.receiver_id,
+            g.c.shipped,
+            g.c.received,
+            type_coerce(g.c.last_shipped_at, UTCDateTime()).label("last_shipped_at"),
+        )
+        .join_from(g, Lot, Lot.id == g.c.lot_id)
+        .join(Product, Product.id == Lot.product_id)
+    )
+
+
+# --- the ledger's hook -----------------------------------------------------------------------
+
+# Rows per multi-row upsert: both databases take at least 32,766 bound values per statement.
+MAX_BOUND = 32_000
+_CONSTITUENT_KEYS = ["approval_number", "batch_number", "organisation_id"]
+_EDGE_KEYS = ["approval_number", "batch_number", "sender_id", "receiver_id"]
+
+
+def _upsert(dialect: str, model: Any, rows: list[dict[str, Any]], keys: list[str]) -> Any:
+    """One INSERT .. VALUES (row), (row), .. ON CONFLICT DO UPDATE adding to what is there
+    (the rows' keys are distinct: they were summed first)."""
+    insert = sqlite_insert if dialect == "sqlite" else pg_insert
+    stmt = insert(model).values(rows)
+    table = model.__table__
+    if model is BatchConstituentTotal:
+        changes = {name: table.c[name] + stmt.excluded[name] for name in COUNTERS}
+    else:
+        latest = func.max if dialect == "sqlite" else func.greatest
+        changes = {
+            "shipped": table.c.shipped + stmt.excluded.shipped,
+            "received": table.c.received + stmt.excluded.received,
             "last_shipped_at": func.coalesce(
-                latest(BatchEdgeTotal.last_shipped_at, stmt.excluded.last_shipped_at),
-                BatchEdgeTotal.last_shipped_at,
+                latest(table.c.last_shipped_at, stmt.excluded.last_shipped_at),
+                table.c.last_shipped_at,
                 stmt.excluded.last_shipped_at,
             ),
-        },
-    )
+        }
+    return stmt.on_conflict_do_update(index_elements=keys, set_=changes)
+
+
+async def _upsert_all(
+    session: AsyncSession, model: Any, rows: list[dict[str, Any]], keys: list[str]
+) -> None:
+    if not rows:
+        return
+    dialect = session.bind.dialect.name
+    per_statement = max(1, MAX_BOUND // len(rows[0]))
+    for start in range(0, len(rows), per_statement):
+        await session.execute(_upsert(dialect, model, rows[start : start + per_statement], keys))
 
 
 async def record_totals(
-    session: AsyncSession, written: list[tuple[Movement, Lot]]
+    session: AsyncSession,
+    written: list[tuple[Movement, Lot]],
+    approvals: dict[int, str] | None = None,
 ) -> set[BatchKey]:
-    """Add the movements just written to the running totals; returns the batches touched."""
+    """Add the movements just written to the running totals; returns the batches touched.
+
+    Set-based: the movements are summed per row first (`totals_from_movements`), then one
+    multi-row upsert per totals table (chunked only past ~2,400 distinct rows). `approvals`
+    (product id -> approval number) saves the one query that would look them up."""
     if not written:
         return set()
     product_ids = {lot.product_id for _, lot in written}
-    approvals = dict(
-        (
-            await session.execute(
-                select(Product.id, Product.approval_number).where(Product.id.in_(product_ids))
-            )
-        ).all()
-    )
+    known = approvals or {}
+    if not product_ids <= known.keys():
+        known = dict(
+            (
+                await session.execute(
+                    select(Product.id, Product.approval_number).where(Product.id.in_(product_ids))
+                )
+            ).all()
+        )
     totals = totals_from_movements(
         MovementFact(
-            approvals[lot.product_id],
+            known[lot.product_id],
             lot.batch_number,
             m.organisation_id,
             m.counterparty_id,
@@ -180,20 +274,22 @@ async def record_totals(
         )
         for m, lot in written
     )
-    dialect = session.bind.dialect.name
-    await session.execute(
-        _constituent_upsert(dialect),
+    await _upsert_all(
+        session,
+        BatchConstituentTotal,
         [
             {"approval_number": a, "batch_number": b, "organisation_id": o, **counters}
-            for (a, b, o), counters in totals.constituents.items()
+            for (a, b, o), counters in sorted(totals.constituents.items())
         ],
+        _CONSTITUENT_KEYS,
     )
-    if totals.edges:
-        await session.execute(
-            _edge_upsert(dialect),
-            [
-                {"approval_number": a, "batch_number": b, "sender_id": s, "receiver_id": r, **edge}
-                for (a, b, s, r), edge in totals.edges.items()
-            ],
-        )
+    await _upsert_all(
+        session,
+        BatchEdgeTotal,
+        [
+            {"approval_number": a, "batch_number": b, "sender_id": s, "receiver_id": r, **edge}
+            for (a, b, s, r), edge in sorted(totals.edges.items())
+        ],
+        _EDGE_KEYS,
+    )
     return {(a, b) for a, b, _ in totals.constituents}
