@@ -38,7 +38,7 @@ def wire_ledger_hooks(
     low-stock and emptied-shelf alerts. Registered here so inventory imports none of them."""
 
     async def supervision(session: AsyncSession, written: Written) -> None:
-        batches = await record_totals(session, written)
+        batches = await record_totals(session, written, approvals=written.approvals)
         await supervision_checks.refresh_status(session, batches)
 
     async def stock_events(session: AsyncSession, written: Written) -> None:

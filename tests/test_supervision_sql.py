@@ -400,7 +400,10 @@ async def test_the_ledger_hooks_cost_a_constant_number_of_statements(demo: Demo)
 
     async def status(session: Any) -> None:
         await refresh_status(
-            session, keys, services.alerts, transit_window=services.ledger.transit_window
+            session,
+            keys,
+            services.alerts,
+            transit_window=services.supervision_checks.transit_window,
         )
 
     first = await _statements(demo, status)  # the batches leak (shipped, overdue): alerts
@@ -411,7 +414,7 @@ async def test_the_ledger_hooks_cost_a_constant_number_of_statements(demo: Demo)
 
     async def status_one(session: Any) -> None:
         await refresh_status(
-            session, one, services.alerts, transit_window=services.ledger.transit_window
+            session, one, services.alerts, transit_window=services.supervision_checks.transit_window
         )
 
     counts["status"].append(await _statements(demo, status_one))

@@ -31,6 +31,7 @@ explanation that name them. Gamma, status and the batch-wide totals stay visible
 
 from __future__ import annotations
 
+import functools
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -40,6 +41,7 @@ from typing import Any
 from sqlalchemy import (
     Select,
     and_,
+    bindparam,
     case,
     delete,
     exists,
@@ -436,12 +438,14 @@ def _keys_where(a: Any, b: Any, keys: Sequence[BatchKey]) -> Any:
     return and_(a.in_(sorted({x for x, _ in keys})), b.in_(sorted({y for _, y in keys})))
 
 
-def _status_upsert(dialect: str, rows: list[dict[str, Any]], *, lock: bool) -> Any:
-    """Status rows of many batches in one statement. `lock`: create missing rows NORMAL, and
-    'update' existing ones to themselves, which locks them (PostgreSQL, in the order of the
-    rows) and returns what they held. Else: write the given status, gamma and checked_at."""
+@functools.cache
+def _status_upsert(dialect: str, *, lock: bool) -> Any:
+    """Status rows of many batches, executed with a list of rows: one multi-row statement
+    (built once). `lock`: create missing rows NORMAL, and 'update' existing ones to themselves,
+    which locks them (PostgreSQL, in the order of the rows) and returns what they held. Else:
+    write the given status, gamma and checked_at."""
     insert_ = sqlite_insert if dialect == "sqlite" else pg_insert
-    stmt = insert_(_STATUSES).values(rows)
+    stmt = insert_(_STATUSES)
     keys = ["approval_number", "batch_number"]
     if lock:
         return stmt.on_conflict_do_update(
@@ -462,33 +466,24 @@ def _status_upsert(dialect: str, rows: list[dict[str, Any]], *, lock: bool) -> A
     )
 
 
-STATUS_ROWS_PER_STATEMENT = 5_000  # 5 values a row: well inside both databases' bind limits
-
-
 async def _lock_statuses(
     session: AsyncSession, keys: Sequence[BatchKey], now: datetime
 ) -> dict[BatchKey, tuple[SupervisionStatus, int]]:
     """The status rows of these batches, created NORMAL if new, locked in key order (PostgreSQL;
     SQLite has one writer): concurrent writers of one batch recompute one after the other.
-    One statement (per STATUS_ROWS_PER_STATEMENT batches)."""
-    dialect = session.bind.dialect.name
-    ordered = sorted(set(keys))
-    found: dict[BatchKey, tuple[SupervisionStatus, int]] = {}
-    for start in range(0, len(ordered), STATUS_ROWS_PER_STATEMENT):
-        rows = [
-            {
-                "approval_number": a,
-                "batch_number": b,
-                "status": SupervisionStatus.NORMAL.value,
-                "gamma": 0,
-                "checked_at": now,
-            }
-            for a, b in ordered[start : start + STATUS_ROWS_PER_STATEMENT]
-        ]
-        result = await session.execute(_status_upsert(dialect, rows, lock=True))
-        for a, b, status, gamma in result:
-            found[(a, b)] = (SupervisionStatus(status), gamma)
-    return found
+    One statement."""
+    rows = [
+        {
+            "approval_number": a,
+            "batch_number": b,
+            "status": SupervisionStatus.NORMAL.value,
+            "gamma": 0,
+            "checked_at": now,
+        }
+        for a, b in sorted(set(keys))
+    ]
+    result = await session.execute(_status_upsert(session.bind.dialect.name, lock=True), rows)
+    return {(a, b): (SupervisionStatus(status), gamma) for a, b, status, gamma in result}
 
 
 # --- the status in SQL ------------------------------------------------------------------------
@@ -499,9 +494,7 @@ _INFLOW = _C.produced + _C.received + _C.transferred_in + _C.returned + _C.adjus
 _OUTFLOW = _C.shipped + _C.transferred_out + _C.dispensed + _C.disposed + _C.adjusted_out
 
 
-def statuses_sql(
-    constituents_where: Any, edges_where: Any, *, now: datetime, window: timedelta
-) -> Select[Any]:
+def statuses_sql(constituents_where: Any, edges_where: Any, *, cut: Any) -> Select[Any]:
     """(approval_number, batch_number, gamma, in_transit, status) of every batch with a
     constituent row matching the filters, from the running totals in one statement: the
     definitions of `gamma.gamma_of`, `gamma.status_of` and, for in_transit, of `analyse` fed
@@ -509,7 +502,6 @@ def statuses_sql(
     first-in-first-out, so an edge's in-transit part is min(gap, what its sender shipped on it
     inside the window), read through the movements' (lot, occurred_at) index)."""
     M = Movement
-    cut = now - window
     per_batch = (
         select(
             _C.approval_number,
@@ -596,6 +588,17 @@ def statuses_sql(
     )
 
 
+@functools.cache
+def _statuses_of_keys() -> Select[Any]:
+    """`statuses_sql` for a list of exact keys, as bind parameters (built and compiled once)."""
+    keys = bindparam("keys", expanding=True)
+    return statuses_sql(
+        tuple_(_C.approval_number, _C.batch_number).in_(keys),
+        tuple_(_E.approval_number, _E.batch_number).in_(keys),
+        cut=bindparam("cut"),
+    )
+
+
 async def compute_statuses(
     session: AsyncSession,
     keys: Sequence[BatchKey] | None = None,
@@ -622,7 +625,13 @@ async def compute_statuses(
             return _keys_where(model.approval_number, model.batch_number, keys)
 
         wanted = set(keys)
-    rows = await session.execute(statuses_sql(where(_C), where(_E), now=now, window=window))
+    cut = now - window
+    if keys is not None and between is None and len(keys) <= MAX_EXACT_KEYS:
+        # The ledger's hook, once per write: a statement built once, the keys bound.
+        params = {"keys": [tuple(key) for key in keys], "cut": cut}
+        rows = await session.execute(_statuses_of_keys(), params)
+    else:
+        rows = await session.execute(statuses_sql(where(_C), where(_E), cut=cut))
     return {
         (a, b): (SupervisionStatus(status), gamma)
         for a, b, gamma, _in_transit, status in rows
@@ -655,11 +664,7 @@ async def _record(
     ]
     if not stale:
         return []
-    dialect = session.bind.dialect.name
-    for start in range(0, len(stale), STATUS_ROWS_PER_STATEMENT):
-        await session.execute(
-            _status_upsert(dialect, stale[start : start + STATUS_ROWS_PER_STATEMENT], lock=False)
-        )
+    await session.execute(_status_upsert(session.bind.dialect.name, lock=False), stale)
     changes: list[StatusChange] = []
     for key, (status, gamma) in sorted(computed.items()):
         before = old.get(key, (SupervisionStatus.NORMAL, 0))[0]

@@ -7,6 +7,7 @@ share one definition of what each movement kind means); `record_totals` upserts 
 
 from __future__ import annotations
 
+import functools
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -201,20 +202,21 @@ def edge_totals_sql(lot_ids: Sequence[int] | None = None) -> Select[Any]:
 
 # --- the ledger's hook -----------------------------------------------------------------------
 
-# Rows per multi-row upsert: both databases take at least 32,766 bound values per statement.
-MAX_BOUND = 32_000
 _CONSTITUENT_KEYS = ["approval_number", "batch_number", "organisation_id"]
 _EDGE_KEYS = ["approval_number", "batch_number", "sender_id", "receiver_id"]
 
 
-def _upsert(dialect: str, model: Any, rows: list[dict[str, Any]], keys: list[str]) -> Any:
-    """One INSERT .. VALUES (row), (row), .. ON CONFLICT DO UPDATE adding to what is there
-    (the rows' keys are distinct: they were summed first)."""
+@functools.cache
+def _upsert(dialect: str, model: Any) -> Any:
+    """INSERT .. ON CONFLICT DO UPDATE adding to what is there, built once per dialect and
+    table; executed with a list of rows it is one multi-row statement (SQLAlchemy's
+    insertmanyvalues) or one executemany. The rows' keys are distinct: they were summed first."""
     insert = sqlite_insert if dialect == "sqlite" else pg_insert
-    stmt = insert(model).values(rows)
     table = model.__table__
+    stmt = insert(table)
     if model is BatchConstituentTotal:
         changes = {name: table.c[name] + stmt.excluded[name] for name in COUNTERS}
+        keys = _CONSTITUENT_KEYS
     else:
         latest = func.max if dialect == "sqlite" else func.greatest
         changes = {
@@ -226,18 +228,13 @@ def _upsert(dialect: str, model: Any, rows: list[dict[str, Any]], keys: list[str
                 stmt.excluded.last_shipped_at,
             ),
         }
+        keys = _EDGE_KEYS
     return stmt.on_conflict_do_update(index_elements=keys, set_=changes)
 
 
-async def _upsert_all(
-    session: AsyncSession, model: Any, rows: list[dict[str, Any]], keys: list[str]
-) -> None:
-    if not rows:
-        return
-    dialect = session.bind.dialect.name
-    per_statement = max(1, MAX_BOUND // len(rows[0]))
-    for start in range(0, len(rows), per_statement):
-        await session.execute(_upsert(dialect, model, rows[start : start + per_statement], keys))
+async def _upsert_all(session: AsyncSession, model: Any, rows: list[dict[str, Any]]) -> None:
+    if rows:
+        await session.execute(_upsert(session.bind.dialect.name, model), rows)
 
 
 async def record_totals(
@@ -281,7 +278,6 @@ async def record_totals(
             {"approval_number": a, "batch_number": b, "organisation_id": o, **counters}
             for (a, b, o), counters in sorted(totals.constituents.items())
         ],
-        _CONSTITUENT_KEYS,
     )
     await _upsert_all(
         session,
@@ -290,6 +286,5 @@ async def record_totals(
             {"approval_number": a, "batch_number": b, "sender_id": s, "receiver_id": r, **edge}
             for (a, b, s, r), edge in sorted(totals.edges.items())
         ],
-        _EDGE_KEYS,
     )
     return {(a, b) for a, b, _ in totals.constituents}
