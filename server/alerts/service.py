@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from datetime import date
 from typing import Any
 
-from sqlalchemy import func, select, tuple_, update
+from sqlalchemy import bindparam, func, select, tuple_, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -30,6 +30,25 @@ from server.inventory.service import AnyMovement
 from server.network.models import Location
 
 ALERT_TOPIC = "alert"
+
+_LEVELS = MinimumLevel.__table__
+# Minimum levels of some (location, product) pairs with their usable stock on hand: built once,
+# the pairs bound (the ledger's hook runs it on every write).
+_LEVELS_WITH_USABLE_STOCK = select(
+    _LEVELS.c.location_id,
+    _LEVELS.c.product_id,
+    _LEVELS.c.minimum_quantity,
+    select(func.coalesce(func.sum(Balance.quantity), 0))
+    .join(Lot, Lot.id == Balance.lot_id)
+    .where(
+        Balance.location_id == _LEVELS.c.location_id,
+        Lot.product_id == _LEVELS.c.product_id,
+        Lot.status == LotStatus.RELEASED,
+        Lot.expiry_date >= bindparam("today"),
+    )
+    .scalar_subquery()
+    .label("usable"),
+).where(tuple_(_LEVELS.c.location_id, _LEVELS.c.product_id).in_(bindparam("pairs", expanding=True)))
 
 
 @dataclass(frozen=True)
@@ -133,27 +152,14 @@ class AlertService:
         pairs = set(touched)
         if not pairs:
             return
-        today = utcnow().date()
-        usable = (
-            select(func.coalesce(func.sum(Balance.quantity), 0))
-            .join(Lot, Lot.id == Balance.lot_id)
-            .where(
-                Balance.location_id == MinimumLevel.location_id,
-                Lot.product_id == MinimumLevel.product_id,
-                Lot.status == LotStatus.RELEASED,
-                Lot.expiry_date >= today,
-            )
-            .scalar_subquery()
-        )
         levels = (
             await session.execute(
-                select(MinimumLevel, usable).where(
-                    tuple_(MinimumLevel.location_id, MinimumLevel.product_id).in_(list(pairs))
-                )
+                _LEVELS_WITH_USABLE_STOCK, {"pairs": list(pairs), "today": utcnow().date()}
             )
         ).all()
         cleared: list[str] = []
-        for level, on_hand in levels:
+        for level in levels:
+            on_hand = level.usable
             key = low_stock_key(level.location_id, level.product_id)
             if on_hand >= level.minimum_quantity:
                 cleared.append(key)
