@@ -8,9 +8,10 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
+import inspect
 import json
 import logging
-from collections.abc import AsyncIterator, Callable, Iterable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import date, datetime
@@ -25,6 +26,7 @@ from strawberry.dataloader import DataLoader
 from strawberry.extensions import MaskErrors
 from strawberry.relay.types import GlobalIDValueError
 from strawberry.types import Info as StrawberryInfo
+from strawberry.types.nodes import SelectedField
 
 from server.core.db import Database
 from server.core.errors import DomainError, ErrorCode, Forbidden, InvalidInput
@@ -95,6 +97,9 @@ class Context:
 
     def by_id(self, model: type[T]) -> DataLoader[int, T | None]:
         """Batch-load rows of `model` by primary key."""
+        loader = self.loaders.get(("by_id", model))
+        if loader is not None:
+            return loader
 
         async def load(ids: list[int]) -> list[T | None]:
             async with self.read() as session:
@@ -388,6 +393,67 @@ async def load_related(
         return None
     row = await info.context.by_id(model).load(pk)
     return convert(row) if row is not None else None
+
+
+MISSING: Any = object()
+
+
+def peek(loader: DataLoader[Any, Any], key: Any) -> Any:
+    """The value `loader` already holds for `key`, else `MISSING` (not loaded, or failed)."""
+    future = loader.cache_map.get(key)
+    if future is None or not future.done() or future.cancelled() or future.exception():
+        return MISSING
+    return future.result()
+
+
+def related(
+    info: Info, model: type[Any], pk: int | None, convert: Callable[[Any], T]
+) -> T | Awaitable[T | None] | None:
+    """`load_related` for a sync resolver: the value itself when this request's loader already
+    holds the row (no coroutine, no task), else the awaitable that batches it."""
+    if pk is None:
+        return None
+    row = peek(info.context.by_id(model), pk)
+    if row is MISSING:
+        return load_related(info, model, pk, convert)
+    return convert(row) if row is not None else None
+
+
+def then(value: Any, convert: Callable[[Any], T]) -> T | Awaitable[T]:
+    """`convert(value)`, now if `value` is ready, else once the awaitable gives it."""
+    if inspect.isawaitable(value):
+
+        async def later() -> T:
+            return convert(await value)
+
+        return later()
+    return convert(value)
+
+
+async def prefetch(info: Info, model: type[T], pks: Iterable[int | None]) -> list[T | None]:
+    """Load the rows a page refers to in one batch of this request's loader, so the page's
+    to-one fields resolve without waiting (see `related`)."""
+    keys = list(dict.fromkeys(pk for pk in pks if pk is not None))
+    return await info.context.by_id(model).load_many(keys) if keys else []
+
+
+def selected_paths(info: Info) -> set[str]:
+    """The dotted GraphQL paths selected below the current field (fragments included), e.g.
+    {"edges", "edges.node", "edges.node.lot"}: what a resolver may prefetch for."""
+    paths: set[str] = set()
+
+    def walk(selections: Iterable[Any], prefix: str) -> None:
+        for selection in selections:
+            if not isinstance(selection, SelectedField):  # a fragment: its fields count here
+                walk(selection.selections, prefix)
+                continue
+            path = prefix + selection.name
+            paths.add(path)
+            walk(selection.selections, path + ".")
+
+    for selected in info.selected_fields:
+        walk(selected.selections, "")
+    return paths
 
 
 async def paginate(info: Info, stmt: Select[Any], **options: Any) -> Page[Any]:
