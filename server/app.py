@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import time
 import uuid
 from collections.abc import AsyncIterator
@@ -12,7 +13,7 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import text
+from sqlalchemy import event, text
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.requests import Request
@@ -23,11 +24,12 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from strawberry.asgi import GraphQL
 from strawberry.exceptions import ConnectionRejectionError
 from strawberry.subscriptions import GRAPHQL_TRANSPORT_WS_PROTOCOL
+from strawberry.types.unset import UNSET
 
 from server.config import Settings
 from server.core.errors import DomainError, ErrorCode, Unauthenticated
 from server.core.fanout import FanoutHub, SharedTransportWSHandler
-from server.core.graphql import Context, request_error_code
+from server.core.graphql import Context, finish_request, request_error_code
 from server.core.security import Principal
 from server.schema import build_schema
 from server.services import Services
@@ -53,26 +55,42 @@ class ApothecaGraphQL(GraphQL[Context, None]):
         return Context(services=self.services, principal=principal)
 
     async def get_context(self, request: Any, response: Any) -> Context:
+        """An HTTP request's context holds one read session for the whole request (the
+        principal is read in it too), closed by `run`; a websocket's reads as it goes."""
+        http = getattr(request, "scope", {}).get("type", "http") == "http"
+        context = Context(
+            services=self.services,
+            principal=None,
+            request=request,
+            response=response,
+            shared_session=http,
+        )
+        if http and hasattr(request, "state"):
+            request.state.apotheca_context = context
         header = request.headers.get("authorization", "")
-        principal, auth_error = None, None
         if header:
             scheme, _, token = header.partition(" ")
             try:
                 if scheme.lower() != "bearer" or not token:
                     raise Unauthenticated("use 'Authorization: Bearer <access token>'")
                 user_id = self.services.tokens.decode_access_token(token.strip())
-                principal = await self.services.network.load_principal(
-                    user_id, request_id=request.headers.get("x-request-id") or uuid.uuid4().hex
-                )
+                async with context.read() as session:
+                    context.principal = await self.services.network.load_principal(
+                        user_id,
+                        request_id=request.headers.get("x-request-id") or uuid.uuid4().hex,
+                        session=session,
+                    )
             except DomainError as error:
-                auth_error = error
-        return Context(
-            services=self.services,
-            principal=principal,
-            auth_error=auth_error,
-            request=request,
-            response=response,
-        )
+                context.auth_error = error
+        return context
+
+    async def run(self, request: Any, context: Any = UNSET, root_value: Any = UNSET) -> Any:
+        """Serve one request; whatever happens, its shared read session ends with it."""
+        try:
+            return await super().run(request, context, root_value)
+        finally:
+            state = getattr(request, "state", None)
+            await finish_request(getattr(state, "apotheca_context", None))
 
     async def on_ws_connect(self, context: Context) -> Any:
         """graphql-transport-ws: the token comes in connection_init's payload."""
@@ -202,6 +220,7 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
     settings = settings or Settings.from_env()
     services = services or Services.build(settings)
     started = time.monotonic()
+    sql_counts = _sql_counters(services) if os.environ.get("APOTHECA_SQL_COUNTERS") else None
 
     async def healthz(_: Request) -> Response:
         async with services.db.read() as session:
@@ -224,6 +243,12 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
             "# TYPE apotheca_subscription_dropped_total counter",
             f"apotheca_subscription_dropped_total {graphql.fanout.dropped}",
         ]
+        if sql_counts is not None:  # APOTHECA_SQL_COUNTERS=1 (benchmarks)
+            for name, value in sql_counts.items():
+                lines += [
+                    f"# TYPE apotheca_sql_{name}_total counter",
+                    f"apotheca_sql_{name}_total {value}",
+                ]
         return PlainTextResponse("\n".join(lines) + "\n")
 
     graphql = ApothecaGraphQL(
@@ -261,6 +286,22 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
     )
     app.state.services = services
     return app
+
+
+def _sql_counters(services: Services) -> dict[str, int]:
+    """Count SQL statements and transactions (BEGIN) on every engine, for /metrics."""
+    counts = {"statements": 0, "begins": 0}
+
+    def statement(*_: Any) -> None:
+        counts["statements"] += 1
+
+    def begin(*_: Any) -> None:
+        counts["begins"] += 1
+
+    for engine in services.db.engines:
+        event.listen(engine.sync_engine, "before_cursor_execute", statement)
+        event.listen(engine.sync_engine, "begin", begin)
+    return counts
 
 
 async def _expiry_checks(services: Services) -> None:

@@ -7,6 +7,7 @@ import functools
 import strawberry
 from strawberry import relay
 from strawberry.extensions import (
+    AddValidationRules,
     MaxAliasesLimiter,
     MaxTokensLimiter,
     ParserCache,
@@ -90,15 +91,22 @@ def build_schema(settings: Settings | None = None) -> strawberry.Schema:
 
 @functools.cache
 def _schema(max_tokens: int, max_depth: int, max_aliases: int) -> strawberry.Schema:
-    """Built once per process and limits: Strawberry's relay fields may only be bound once."""
+    """Built once per process and limits: Strawberry's relay fields may only be bound once.
+
+    The depth and alias rules are built once too: each limiter instance makes a new rule
+    class, and the validation cache is keyed by the rules, so per-request limiters would
+    make every request miss it and validate its document again."""
+    limit_rules = [
+        *QueryDepthLimiter(max_depth=max_depth).validation_rules,
+        *MaxAliasesLimiter(max_alias_count=max_aliases).validation_rules,
+    ]
     return strawberry.Schema(
         query=Query,
         mutation=Mutation,
         subscription=Subscription,
         extensions=[
             lambda: MaxTokensLimiter(max_token_count=max_tokens),
-            lambda: QueryDepthLimiter(max_depth=max_depth),
-            lambda: MaxAliasesLimiter(max_alias_count=max_aliases),
+            lambda: AddValidationRules(limit_rules),
             lambda: ParserCache(maxsize=256),
             lambda: ValidationCache(maxsize=256),
             ApiErrors,

@@ -23,6 +23,7 @@ from server.core.graphql import (
     load_nodes,
     load_related,
     paginate,
+    related,
     to_connection,
 )
 from server.core.security import Permission
@@ -112,8 +113,8 @@ class Lot(relay.Node):
         return self.expiry_date < utcnow().date()
 
     @strawberry.field
-    async def product(self, info: Info) -> Product:
-        return await load_related(info, models.Product, self.product_id, Product.from_model)
+    def product(self, info: Info) -> Product:
+        return related(info, models.Product, self.product_id, Product.from_model)
 
     @strawberry.field
     async def manufacturer(self, info: Info) -> Organisation | None:

@@ -5,11 +5,14 @@ Domains import from here; this module knows nothing about any domain.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
+import inspect
 import json
 import logging
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
+from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import date, datetime
 from typing import Any, Generic, TypeVar
@@ -17,11 +20,13 @@ from typing import Any, Generic, TypeVar
 import strawberry
 from graphql.error import GraphQLError
 from sqlalchemy import Select, select, tuple_
+from sqlalchemy.ext.asyncio import AsyncSession
 from strawberry import relay
 from strawberry.dataloader import DataLoader
 from strawberry.extensions import MaskErrors
 from strawberry.relay.types import GlobalIDValueError
 from strawberry.types import Info as StrawberryInfo
+from strawberry.types.nodes import SelectedField
 
 from server.core.db import Database
 from server.core.errors import DomainError, ErrorCode, Forbidden, InvalidInput
@@ -44,10 +49,40 @@ class Context:
     response: Any = None
     loaders: dict[Any, DataLoader[Any, Any]] = field(default_factory=dict)
     connection_params: dict[str, Any] | None = None  # graphql-transport-ws connection_init
+    # One read session (one transaction) for the whole request, shared by the principal, the
+    # pages and every loader; `finish_request` closes it. Off for long-lived contexts (a
+    # websocket's), where each read opens and closes its own session.
+    shared_session: bool = False
+    _session: AsyncSession | None = field(default=None, init=False, repr=False)
+    _session_exit: AsyncExitStack | None = field(default=None, init=False, repr=False)
+    _session_lock: asyncio.Lock = field(default_factory=asyncio.Lock, init=False, repr=False)
 
     @property
     def db(self) -> Database:
         return self.services.db
+
+    @asynccontextmanager
+    async def read(self) -> AsyncIterator[AsyncSession]:
+        """A read session: this request's one shared session, else a fresh one per use.
+
+        Loaders of one request dispatch concurrently; the lock gives the shared session to one
+        statement at a time (an AsyncSession allows no concurrent use)."""
+        if not self.shared_session:
+            async with self.db.read() as session:
+                yield session
+            return
+        async with self._session_lock:
+            if self._session is None:
+                self._session_exit = AsyncExitStack()
+                self._session = await self._session_exit.enter_async_context(self.db.read())
+            yield self._session
+
+    async def close(self) -> None:
+        """End this request's shared session, if one was opened (idempotent)."""
+        async with self._session_lock:
+            exit_stack, self._session, self._session_exit = self._session_exit, None, None
+            if exit_stack is not None:
+                await exit_stack.aclose()
 
     def require_principal(self) -> Principal:
         if self.principal is None and self.auth_error is not None:
@@ -62,9 +97,12 @@ class Context:
 
     def by_id(self, model: type[T]) -> DataLoader[int, T | None]:
         """Batch-load rows of `model` by primary key."""
+        loader = self.loaders.get(("by_id", model))
+        if loader is not None:
+            return loader
 
         async def load(ids: list[int]) -> list[T | None]:
-            async with self.db.read() as session:
+            async with self.read() as session:
                 rows = (await session.execute(select(model).where(model.id.in_(ids)))).scalars()
                 found = {row.id: row for row in rows}
             return [found.get(i) for i in ids]
@@ -79,7 +117,7 @@ class Context:
             stmt = select(model).where(column.in_(keys))
             if order_by is not None:
                 stmt = stmt.order_by(order_by)
-            async with self.db.read() as session:
+            async with self.read() as session:
                 rows = (await session.execute(stmt)).scalars().all()
             groups: dict[int, list[Any]] = {k: [] for k in keys}
             for row in rows:
@@ -90,6 +128,12 @@ class Context:
 
 
 Info = StrawberryInfo[Context, None]
+
+
+async def finish_request(context: Any) -> None:
+    """Release what a request's context holds (its shared read session)."""
+    if isinstance(context, Context):
+        await context.close()
 
 
 def decode_id(
@@ -264,7 +308,7 @@ class Page(Generic[T]):
 
 
 async def keyset_page(
-    db: Database,
+    db: Database | Context,
     stmt: Select[Any],
     *,
     keys: Sequence[Any],
@@ -274,7 +318,9 @@ async def keyset_page(
     descending: bool = False,
     key_of: Callable[[Any], Sequence[Any]],
 ) -> Page[Any]:
-    """One page ordered by `keys` (a unique tuple); the cursor is the last row's key values."""
+    """One page ordered by `keys` (a unique tuple); the cursor is the last row's key values.
+
+    `db` is anything with `read()`: a Database, or a request's Context (its shared session)."""
     check_first(first, max_page_size)
     if after is not None:
         values = decode_cursor(after, keys)
@@ -310,7 +356,11 @@ def to_connection(
 async def attempt(
     info: Info, action: Callable[[Principal], Any]
 ) -> tuple[Any, list[MutationError]]:
-    """Run a mutation's service call; expected refusals come back as typed errors, not raised."""
+    """Run a mutation's service call; expected refusals come back as typed errors, not raised.
+
+    The request's shared read session ends first: on SQLite its snapshot predates the write,
+    so the payload's fields (a lot the write created, say) are read in a new one after it."""
+    await info.context.close()
     try:
         return await action(info.context.require_principal()), []
     except DomainError as error:
@@ -349,10 +399,71 @@ async def load_related(
     return convert(row) if row is not None else None
 
 
+MISSING: Any = object()
+
+
+def peek(loader: DataLoader[Any, Any], key: Any) -> Any:
+    """The value `loader` already holds for `key`, else `MISSING` (not loaded, or failed)."""
+    future = loader.cache_map.get(key)
+    if future is None or not future.done() or future.cancelled() or future.exception():
+        return MISSING
+    return future.result()
+
+
+def related(
+    info: Info, model: type[Any], pk: int | None, convert: Callable[[Any], T]
+) -> T | Awaitable[T | None] | None:
+    """`load_related` for a sync resolver: the value itself when this request's loader already
+    holds the row (no coroutine, no task), else the awaitable that batches it."""
+    if pk is None:
+        return None
+    row = peek(info.context.by_id(model), pk)
+    if row is MISSING:
+        return load_related(info, model, pk, convert)
+    return convert(row) if row is not None else None
+
+
+def then(value: Any, convert: Callable[[Any], T]) -> T | Awaitable[T]:
+    """`convert(value)`, now if `value` is ready, else once the awaitable gives it."""
+    if inspect.isawaitable(value):
+
+        async def later() -> T:
+            return convert(await value)
+
+        return later()
+    return convert(value)
+
+
+async def prefetch(info: Info, model: type[T], pks: Iterable[int | None]) -> list[T | None]:
+    """Load the rows a page refers to in one batch of this request's loader, so the page's
+    to-one fields resolve without waiting (see `related`)."""
+    keys = list(dict.fromkeys(pk for pk in pks if pk is not None))
+    return await info.context.by_id(model).load_many(keys) if keys else []
+
+
+def selected_paths(info: Info) -> set[str]:
+    """The dotted GraphQL paths selected below the current field (fragments included), e.g.
+    {"edges", "edges.node", "edges.node.lot"}: what a resolver may prefetch for."""
+    paths: set[str] = set()
+
+    def walk(selections: Iterable[Any], prefix: str) -> None:
+        for selection in selections:
+            if not isinstance(selection, SelectedField):  # a fragment: its fields count here
+                walk(selection.selections, prefix)
+                continue
+            path = prefix + selection.name
+            paths.add(path)
+            walk(selection.selections, path + ".")
+
+    for selected in info.selected_fields:
+        walk(selected.selections, "")
+    return paths
+
+
 async def paginate(info: Info, stmt: Select[Any], **options: Any) -> Page[Any]:
     """`keyset_page` with this request's database and the configured page cap."""
     return await keyset_page(
-        info.context.db,
+        info.context,
         stmt,
         max_page_size=info.context.services.settings.max_page_size,
         **options,

@@ -18,6 +18,7 @@ from server.core.db import Database
 from server.core.errors import InvalidInput
 from server.core.events import SharedLookups
 from server.core.graphql import (
+    MISSING,
     Info,
     MutationError,
     attempt,
@@ -25,6 +26,11 @@ from server.core.graphql import (
     load_nodes,
     load_related,
     paginate,
+    peek,
+    prefetch,
+    related,
+    selected_paths,
+    then,
     to_connection,
 )
 from server.core.security import Permission, Principal
@@ -42,14 +48,29 @@ from server.network.api import Location, Organisation
 MovementKind = strawberry.enum(models.MovementKind)
 
 
-async def resolve_location(root: Any, info: Info) -> Location:
-    """`location` of anything that carries a `location_id`."""
-    return await load_related(info, network_models.Location, root.location_id, Location.from_model)
+def resolve_location(root: Any, info: Info) -> Location:
+    """`location` of anything that carries a `location_id` (sync when already loaded)."""
+    return related(info, network_models.Location, root.location_id, Location.from_model)
 
 
-async def resolve_lot(root: Any, info: Info) -> Lot:
-    """`lot` of anything that carries a `lot_id`."""
-    return await load_related(info, catalog_models.Lot, root.lot_id, Lot.from_model)
+def resolve_lot(root: Any, info: Info) -> Lot:
+    """`lot` of anything that carries a `lot_id` (sync when already loaded)."""
+    return related(info, catalog_models.Lot, root.lot_id, Lot.from_model)
+
+
+def _lot_product(info: Info, lot_id: int) -> Any:
+    """The product row of a lot: the row itself when both are loaded, else an awaitable."""
+    lot = peek(info.context.by_id(catalog_models.Lot), lot_id)
+    if lot is not MISSING:
+        product = peek(info.context.by_id(catalog_models.Product), lot.product_id)
+        if product is not MISSING:
+            return product
+    return _load_lot_product(info, lot_id)
+
+
+async def _load_lot_product(info: Info, lot_id: int) -> Any:
+    lot = await info.context.by_id(catalog_models.Lot).load(lot_id)
+    return await info.context.by_id(catalog_models.Product).load(lot.product_id)
 
 
 @strawberry.type
@@ -89,16 +110,12 @@ class StockLevel(relay.Node):
     lot: Lot = strawberry.field(resolver=resolve_lot)
 
     @strawberry.field
-    async def product(self, info: Info) -> Product:
-        lot = await info.context.by_id(catalog_models.Lot).load(self.lot_id)
-        product = await info.context.by_id(catalog_models.Product).load(lot.product_id)
-        return Product.from_model(product)
+    def product(self, info: Info) -> Product:
+        return then(_lot_product(info, self.lot_id), Product.from_model)
 
     @strawberry.field(description="Quantity times the product's unit cost.")
-    async def value(self, info: Info) -> Decimal:
-        lot = await info.context.by_id(catalog_models.Lot).load(self.lot_id)
-        product = await info.context.by_id(catalog_models.Product).load(lot.product_id)
-        return product.unit_cost * self.quantity
+    def value(self, info: Info) -> Decimal:
+        return then(_lot_product(info, self.lot_id), lambda p: p.unit_cost * self.quantity)
 
 
 @strawberry.type
@@ -185,6 +202,19 @@ class MovementConnection(relay.Connection[Movement]):
     pass
 
 
+async def _prefetch_stock_relations(info: Info, balances: list[models.Balance]) -> None:
+    """Batch the lots, products and locations a page of stock levels asks for before its
+    fields resolve, through the request's loaders: one statement each, whatever the page
+    size, and the nested fields then resolve synchronously."""
+    wanted = selected_paths(info)
+    if {"edges.node.lot", "edges.node.product", "edges.node.value"} & wanted:
+        lots = await prefetch(info, catalog_models.Lot, (b.lot_id for b in balances))
+        if {"edges.node.lot.product", "edges.node.product", "edges.node.value"} & wanted:
+            await prefetch(info, catalog_models.Product, (lot.product_id for lot in lots if lot))
+    if "edges.node.location" in wanted:
+        await prefetch(info, network_models.Location, (b.location_id for b in balances))
+
+
 def _location_filter(principal: Principal, location: relay.GlobalID | None) -> list[int] | None:
     """The locations a stock query may read: the one asked for (if in scope), else the scope."""
     location_id = None if location is None else decode_id(location, Location, "location")
@@ -223,6 +253,7 @@ class Query:
             after=after,
             key_of=lambda r: [r[1], r[0].id],
         )
+        await _prefetch_stock_relations(info, [r[0] for r in page.rows])
         return to_connection(StockLevelConnection, page, lambda r: StockLevel.from_model(r[0]))
 
     @strawberry.field(description="Movement history, newest first.")

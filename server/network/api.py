@@ -18,6 +18,7 @@ from server.core.graphql import (
     load_related,
     paginate,
     parse_pks,
+    related,
     to_connection,
 )
 from server.core.security import Permission, Role
@@ -84,14 +85,12 @@ class Location(relay.Node):
         return await load_nodes(info, models.Location, node_ids, cls.from_model)
 
     @strawberry.field
-    async def organisation(self, info: Info) -> Organisation:
-        return await load_related(
-            info, models.Organisation, self.organisation_id, Organisation.from_model
-        )
+    def organisation(self, info: Info) -> Organisation:
+        return related(info, models.Organisation, self.organisation_id, Organisation.from_model)
 
     @strawberry.field
-    async def parent(self, info: Info) -> Location | None:
-        return await load_related(info, models.Location, self.parent_id, Location.from_model)
+    def parent(self, info: Info) -> Location | None:
+        return related(info, models.Location, self.parent_id, Location.from_model)
 
     @strawberry.field(description="Whether the signed-in user may see and move stock here.")
     def in_my_scope(self, info: Info) -> bool:

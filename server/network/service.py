@@ -82,18 +82,29 @@ class NetworkService:
 
     # --- principals and sign-in -----------------------------------------------------------
 
-    async def load_principal(self, user_id: int, request_id: str | None = None) -> Principal:
-        """Build the request's principal from the database, so role changes apply at once."""
-        async with self.db.read() as session:
-            user = await session.get(User, user_id)
-            if user is None or not user.active:
-                raise Unauthenticated("this account no longer exists or is disabled")
-            roles = frozenset(
-                (await session.execute(select(UserRole.role).where(UserRole.user_id == user_id)))
-                .scalars()
-                .all()
-            )
-            location_ids = await self._scope(session, user, roles)
+    async def load_principal(
+        self, user_id: int, request_id: str | None = None, *, session: AsyncSession | None = None
+    ) -> Principal:
+        """Build the request's principal from the database, so role changes apply at once.
+
+        Given `session` (the request's read session), it reads there instead of opening one."""
+        if session is None:
+            async with self.db.read() as own:
+                return await self._load_principal(own, user_id, request_id)
+        return await self._load_principal(session, user_id, request_id)
+
+    async def _load_principal(
+        self, session: AsyncSession, user_id: int, request_id: str | None
+    ) -> Principal:
+        user = await session.get(User, user_id)
+        if user is None or not user.active:
+            raise Unauthenticated("this account no longer exists or is disabled")
+        roles = frozenset(
+            (await session.execute(select(UserRole.role).where(UserRole.user_id == user_id)))
+            .scalars()
+            .all()
+        )
+        location_ids = await self._scope(session, user, roles)
         principal = Principal(
             user_id=user.id,
             username=user.username,

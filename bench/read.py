@@ -1,0 +1,498 @@
+"""How fast is a nested read, and how close does it come to Strawberry's own speed?
+
+One query, the page a stock screen asks for: `stockLevels(first: 100)` with each level's lot and
+its product, and its location. Measured on a freshly migrated database holding the demo network
+and 100+ stock levels over several locations and products:
+
+  (a) http      the query over HTTP against a real uvicorn server (a subprocess), with 1 and
+                with 10 concurrent clients: p50/p99 latency and the server's CPU per request
+                (from /proc), SQL statements and BEGINs per request (the server counts them
+                when APOTHECA_SQL_COUNTERS=1 and reports them at /metrics).
+  (b) execute   schema.execute of the real schema in this process against the same database,
+                with a request context built as the server builds it (principal included):
+                CPU per execution without HTTP, JSON and uvicorn.
+  (c) ceiling   the same query and shape (same type and field names, Relay ids, cursors)
+                executed by a Strawberry schema whose resolvers return in-memory objects: no
+                database, no loaders, no access checks. What Strawberry itself costs.
+
+The ratio to (c) says how much of each figure is ours rather than Strawberry's. CPU is process
+time (all threads); the machine may be shared, so the load average is printed with every
+figure. Run:
+
+    .venv/bin/python bench/read.py [--requests N] [--database sqlite|postgresql]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, timedelta
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+import httpx
+import strawberry
+from sqlalchemy import event, select
+from strawberry import relay
+
+from bench.common import (
+    Backend,
+    Stopwatch,
+    live_server,
+    load,
+    percentile,
+    prepared,
+    process_cpu,
+    table_lines,
+    token_for,
+)
+from server.catalog.models import LotStatus
+from server.catalog.models import Product as ProductRow
+from server.config import Settings
+from server.inventory.models import MovementKind
+from server.inventory.service import MovementRequest, NewLot
+from server.network.models import Location as LocationRow
+from server.network.models import LocationKind
+
+PAGE = 100
+QUERY = """query Stock($first: Int!) {
+  stockLevels(first: $first) {
+    edges { cursor node {
+      id quantity updatedAt
+      lot { id batchNumber expiryDate status expired
+            product { id name strength dosageForm unit approvalNumber } }
+      location { id code name kind }
+    } }
+    pageInfo { hasNextPage endCursor }
+  }
+}"""
+VARIABLES = {"first": PAGE}
+LOCATIONS = ("HOSP-CP", "WH-MAIN")  # stock is spread over these (those that exist)
+
+
+# --- (c) the ceiling: the same shape from memory ------------------------------------------------
+
+LotStatusEnum = strawberry.enum(LotStatus)
+LocationKindEnum = strawberry.enum(LocationKind)
+
+
+@strawberry.type(name="Product")
+class MemProduct(relay.Node):
+    id: relay.NodeID[int]
+    name: str
+    strength: str
+    dosage_form: str
+    unit: str
+    approval_number: str
+    unit_cost: Decimal
+
+
+@strawberry.type(name="Lot")
+class MemLot(relay.Node):
+    id: relay.NodeID[int]
+    batch_number: str
+    expiry_date: date
+    status: LotStatusEnum  # type: ignore[valid-type]
+    product: MemProduct
+
+    @strawberry.field
+    def expired(self) -> bool:
+        return self.expiry_date < datetime.now(UTC).date()
+
+
+@strawberry.type(name="Location")
+class MemLocation(relay.Node):
+    id: relay.NodeID[int]
+    code: str
+    name: str
+    kind: LocationKindEnum  # type: ignore[valid-type]
+
+
+@strawberry.type(name="StockLevel")
+class MemStockLevel(relay.Node):
+    id: relay.NodeID[int]
+    quantity: int
+    updated_at: datetime
+    lot: MemLot
+    location: MemLocation
+
+
+@strawberry.type(name="StockLevelConnection")
+class MemConnection(relay.Connection[MemStockLevel]):
+    pass
+
+
+def memory_schema(levels: list[MemStockLevel], cursors: list[str]) -> strawberry.Schema:
+    @strawberry.type
+    class Query:
+        @strawberry.field
+        def stock_levels(self, first: int) -> MemConnection:
+            edges = [
+                relay.Edge(cursor=c, node=n)
+                for n, c in zip(levels[:first], cursors[:first], strict=True)
+            ]
+            return MemConnection(
+                edges=edges,
+                page_info=relay.PageInfo(
+                    has_next_page=len(levels) > first,
+                    has_previous_page=False,
+                    start_cursor=cursors[0],
+                    end_cursor=cursors[min(first, len(cursors)) - 1],
+                ),
+            )
+
+    return strawberry.Schema(query=Query)
+
+
+async def memory_levels(services: Any) -> tuple[list[MemStockLevel], list[str]]:
+    """The first page's rows as plain objects (read once, untimed), with the real cursors."""
+    from server.catalog.models import Lot as LotRow
+    from server.core.graphql import encode_cursor
+    from server.inventory.models import Balance
+
+    async with services.db.read() as session:
+        rows = (
+            await session.execute(
+                select(Balance, LotRow, ProductRow, LocationRow)
+                .join(LotRow, LotRow.id == Balance.lot_id)
+                .join(ProductRow, ProductRow.id == LotRow.product_id)
+                .join(LocationRow, LocationRow.id == Balance.location_id)
+                .where(Balance.quantity != 0)
+                .order_by(LotRow.expiry_date, Balance.id)
+                .limit(PAGE + 1)
+            )
+        ).all()
+    products: dict[int, MemProduct] = {}
+    lots: dict[int, MemLot] = {}
+    locations: dict[int, MemLocation] = {}
+    levels, cursors = [], []
+    for balance, lot, product, location in rows:
+        p = products.setdefault(
+            product.id,
+            MemProduct(
+                id=product.id,
+                name=product.name,
+                strength=product.strength,
+                dosage_form=product.dosage_form,
+                unit=product.unit,
+                approval_number=product.approval_number,
+                unit_cost=product.unit_cost,
+            ),
+        )
+        lt = lots.setdefault(
+            lot.id,
+            MemLot(
+                id=lot.id,
+                batch_number=lot.batch_number,
+                expiry_date=lot.expiry_date,
+                status=lot.status,
+                product=p,
+            ),
+        )
+        loc = locations.setdefault(
+            location.id,
+            MemLocation(id=location.id, code=location.code, name=location.name, kind=location.kind),
+        )
+        levels.append(
+            MemStockLevel(
+                id=balance.id,
+                quantity=balance.quantity,
+                updated_at=balance.updated_at,
+                lot=lt,
+                location=loc,
+            )
+        )
+        cursors.append(encode_cursor([lot.expiry_date, balance.id]))
+    return levels, cursors
+
+
+# --- measuring ----------------------------------------------------------------------------------
+
+
+@dataclass
+class Figure:
+    path: str
+    cpu_ms: float  # CPU per request or execution
+    p50_ms: float | None = None
+    p99_ms: float | None = None
+    statements: float | None = None
+    begins: float | None = None
+    load: str = ""
+
+
+class SqlCounter:
+    """SELECT/INSERT... statements and transactions (BEGIN) on the engines of a Database."""
+
+    def __init__(self, db: Any) -> None:
+        self.engines = [e.sync_engine for e in db.engines]
+        self.statements = 0
+        self.begins = 0
+
+    def _statement(self, *_: Any) -> None:
+        self.statements += 1
+
+    def _begin(self, *_: Any) -> None:
+        self.begins += 1
+
+    def __enter__(self) -> SqlCounter:
+        for engine in self.engines:
+            event.listen(engine, "before_cursor_execute", self._statement)
+            event.listen(engine, "begin", self._begin)
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        for engine in self.engines:
+            event.remove(engine, "before_cursor_execute", self._statement)
+            event.remove(engine, "begin", self._begin)
+
+
+def check(result: Any) -> None:
+    errors = result.errors if hasattr(result, "errors") else result.get("errors")
+    data = result.data if hasattr(result, "data") else result.get("data")
+    if errors:
+        raise RuntimeError(f"query failed: {errors}")
+    edges = data["stockLevels"]["edges"]
+    if len(edges) != PAGE or edges[0]["node"]["lot"]["product"]["name"] is None:
+        raise RuntimeError(f"expected {PAGE} nested rows, got {len(edges)}")
+
+
+async def seed_levels(fixture: Any) -> None:
+    """Enough stock levels for a full page: new lots of every product at a few locations."""
+    services = fixture.services
+    async with services.db.read() as session:
+        product_ids = list(
+            (await session.execute(select(ProductRow.id).order_by(ProductRow.id))).scalars()
+        )
+        location_ids = list(
+            (
+                await session.execute(select(LocationRow.id).where(LocationRow.code.in_(LOCATIONS)))
+            ).scalars()
+        )
+    requests = []
+    for n in range(PAGE + 20):
+        requests.append(
+            MovementRequest(
+                MovementKind.RECEIVE,
+                location_ids[n % len(location_ids)],
+                10 + n,
+                new_lot=NewLot(
+                    product_ids[n % len(product_ids)],
+                    f"READ{n:04d}",
+                    date.today() + timedelta(days=200 + n),
+                ),
+            )
+        )
+    await services.ledger.record(fixture.principal, requests, operation="bench.read.seed")
+
+
+def ceiling(levels: list[MemStockLevel], cursors: list[str], runs: int) -> Figure:
+    schema = memory_schema(levels, cursors)
+    for _ in range(5):
+        check(schema.execute_sync(QUERY, variable_values=VARIABLES))
+    with Stopwatch() as clock:
+        for _ in range(runs):
+            schema.execute_sync(QUERY, variable_values=VARIABLES)
+    return Figure("(c) ceiling: memory, sync", clock.cpu / runs * 1000, load=load())
+
+
+async def ceiling_async(levels: list[MemStockLevel], cursors: list[str], runs: int) -> Figure:
+    schema = memory_schema(levels, cursors)
+    for _ in range(5):
+        check(await schema.execute(QUERY, variable_values=VARIABLES))
+    with Stopwatch() as clock:
+        for _ in range(runs):
+            await schema.execute(QUERY, variable_values=VARIABLES)
+    return Figure("(c) ceiling: memory, async", clock.cpu / runs * 1000, load=load())
+
+
+class _Request:
+    """What get_context reads from a request: its headers."""
+
+    def __init__(self, token: str) -> None:
+        self.headers = {"authorization": f"Bearer {token}"}
+
+
+async def in_process(url: str, token: str, runs: int, profile: str | None) -> Figure:
+    from server.app import ApothecaGraphQL
+    from server.core import graphql as core_graphql
+    from server.services import Services
+
+    finish_request = getattr(core_graphql, "finish_request", None)
+
+    services = Services.build(Settings(database_url=url, secret_key=_secret()))
+    view = ApothecaGraphQL(services)
+    schema = view.schema
+
+    async def once() -> Any:
+        context = await view.get_context(_Request(token), None)
+        try:
+            return await schema.execute(QUERY, variable_values=VARIABLES, context_value=context)
+        finally:
+            if finish_request is not None:
+                await finish_request(context)
+
+    try:
+        for _ in range(5):
+            check(await once())
+        with SqlCounter(services.db) as counter, Stopwatch() as clock:
+            for _ in range(runs):
+                await once()
+        if profile:
+            import cProfile
+
+            profiler = cProfile.Profile()
+            profiler.enable()
+            for _ in range(runs):
+                await once()
+            profiler.disable()
+            profiler.dump_stats(profile)
+            print(f"profile of {runs} executions written to {profile}")
+    finally:
+        await services.close()
+    return Figure(
+        "(b) execute: real schema + DB",
+        clock.cpu / runs * 1000,
+        statements=counter.statements / runs,
+        begins=counter.begins / runs,
+        load=load(),
+    )
+
+
+def _secret() -> str:
+    from bench.common import SECRET
+
+    return SECRET
+
+
+async def _metrics(http: httpx.AsyncClient) -> dict[str, float]:
+    text = (await http.get("/metrics")).text
+    values = {}
+    for line in text.splitlines():
+        if line.startswith("apotheca_sql_"):
+            name, _, value = line.partition(" ")
+            values[name] = float(value)
+    return values
+
+
+async def over_http(url: str, pid: int, clients: int, requests: int) -> Figure:
+    async with httpx.AsyncClient(base_url=url, timeout=120) as http:
+        token = await token_for(http, "admin")
+        headers = {"Authorization": f"Bearer {token}"}
+        body = {"query": QUERY, "variables": VARIABLES}
+        for _ in range(5):
+            response = await http.post("/graphql", json=body, headers=headers)
+            check(response.json())
+        latencies: list[float] = []
+        per_client = max(1, requests // clients)
+
+        async def client() -> None:
+            async with httpx.AsyncClient(base_url=url, timeout=120) as own:
+                for _ in range(per_client):
+                    started = time.perf_counter()
+                    response = await own.post("/graphql", json=body, headers=headers)
+                    latencies.append(time.perf_counter() - started)
+                    if response.status_code != 200:
+                        raise RuntimeError(response.text)
+
+        before_sql = await _metrics(http)
+        cpu_before = process_cpu(pid) or 0.0
+        await asyncio.gather(*(client() for _ in range(clients)))
+        cpu_after = process_cpu(pid) or 0.0
+        after_sql = await _metrics(http)
+    done = per_client * clients
+    latencies.sort()
+
+    def per_request(name: str) -> float | None:
+        if name not in after_sql:
+            return None
+        # the /metrics request itself runs no SQL
+        return (after_sql[name] - before_sql.get(name, 0.0)) / done
+
+    return Figure(
+        f"(a) http, {clients} client{'s' if clients > 1 else ''}",
+        (cpu_after - cpu_before) / done * 1000,
+        p50_ms=percentile(latencies, 50) * 1000,
+        p99_ms=percentile(latencies, 99) * 1000,
+        statements=per_request("apotheca_sql_statements_total"),
+        begins=per_request("apotheca_sql_begins_total"),
+        load=load(),
+    )
+
+
+def _fmt(value: float | None, digits: int = 1) -> str:
+    return "-" if value is None else f"{value:.{digits}f}"
+
+
+async def main_async(args: argparse.Namespace) -> None:
+    before = load()
+    with tempfile.TemporaryDirectory(prefix="apotheca-bench-") as workdir:
+        backend = Backend(args.database, args.pg_url, Path(workdir))
+        database = await backend.describe()
+        try:
+            async with prepared(backend, "read") as fixture:
+                await seed_levels(fixture)
+                levels, cursors = await memory_levels(fixture.services)
+                url = fixture.url
+            figures = [
+                ceiling(levels, cursors, args.runs),
+                await ceiling_async(levels, cursors, args.runs),
+            ]
+            os.environ["APOTHECA_SQL_COUNTERS"] = "1"
+            with live_server(url) as (base, pid):
+                async with httpx.AsyncClient(base_url=base) as http:
+                    token = await token_for(http, "admin")
+                figures.append(await in_process(url, token, args.runs, args.profile))
+                figures.append(await over_http(base, pid, 1, args.requests))
+                figures.append(await over_http(base, pid, args.clients, args.requests))
+        finally:
+            await backend.drop_all()
+    ceiling_ms = figures[1].cpu_ms  # the async execution, as the server runs it
+    print(
+        f"stockLevels(first: {PAGE}) nested lot {{ product }} and location; {database}; "
+        f"load before {before}"
+    )
+    rows = [
+        [
+            f.path,
+            f"{f.cpu_ms:.2f}",
+            f"{f.cpu_ms / ceiling_ms:.2f}x",
+            _fmt(f.p50_ms),
+            _fmt(f.p99_ms),
+            _fmt(f.statements),
+            _fmt(f.begins),
+            f.load,
+        ]
+        for f in figures
+    ]
+    headers = ["path", "CPU ms/req", "vs ceiling", "p50 ms", "p99 ms", "SQL/req", "BEGIN/req"]
+    for line in table_lines([*headers, "load 1/5/15"], rows):
+        print(line)
+    print(f"ratios against (c) async; in-process figures are means of {args.runs} executions")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    parser.add_argument("--requests", type=int, default=200, help="HTTP requests per run")
+    parser.add_argument("--runs", type=int, default=50, help="in-process executions per path")
+    parser.add_argument("--clients", type=int, default=10, help="concurrent HTTP clients")
+    parser.add_argument("--database", choices=["sqlite", "postgresql"], default="sqlite")
+    parser.add_argument(
+        "--pg-url",
+        default="postgresql+asyncpg://postgres@127.0.0.1:5432/",
+        help="server to create (and drop) the benchmark databases on",
+    )
+    parser.add_argument("--profile", help="write a cProfile of (b) to this file")
+    args = parser.parse_args()
+    asyncio.run(main_async(args))
+
+
+if __name__ == "__main__":
+    main()
