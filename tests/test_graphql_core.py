@@ -129,3 +129,52 @@ async def test_keyset_pagination_visits_each_stock_level_once(demo: Demo, client
         after = page["pageInfo"]["endCursor"]
     assert sorted(seen) == list(range(1, 12))
     assert expiries == sorted(expiries)
+
+
+async def test_a_nested_query_reads_in_one_transaction(demo: Demo, client) -> None:
+    """The principal, the page and every loader of one request share one read session."""
+    token = await token_for(client, "pharmacist")
+    for offset in range(5):
+        await receive(demo, "HOSP-CP", 5, product_id=await first_product_id(demo.services, offset))
+    variables = {"location": gid("Location", demo.locations["HOSP-CP"])}
+    begins: list[object] = []
+
+    def listener(connection: object) -> None:
+        begins.append(connection)
+
+    engines = [e.sync_engine for e in demo.services.db.engines]
+    for engine in engines:
+        event.listen(engine, "begin", listener)
+    try:
+        body = await gql(client, NESTED, variables, token)
+    finally:
+        for engine in engines:
+            event.remove(engine, "begin", listener)
+    assert len(body["data"]["stockLevels"]["edges"]) == 5
+    assert len(begins) == 1
+
+
+async def test_a_mutation_payload_reads_what_the_mutation_wrote(demo: Demo, client) -> None:
+    """The lot a receipt creates is visible to the payload's own fields (SQLite's read snapshot
+    of the request must not predate the write)."""
+    token = await token_for(client, "pharmacist")
+    mutation = """mutation($input: ReceiveStockInput!) {
+      receiveStock(input: $input) {
+        movements { balanceAfter lot { batchNumber product { name } } }
+        errors { code message }
+      }
+    }"""
+    variables = {
+        "input": {
+            "location": gid("Location", demo.locations["HOSP-CP"]),
+            "product": gid("Product", await first_product_id(demo.services)),
+            "batchNumber": "NEWLOT77",
+            "expiryDate": "2030-01-31",
+            "quantity": 4,
+            "idempotencyKey": "payload-reads-write",
+        }
+    }
+    payload = (await gql(client, mutation, variables, token))["data"]["receiveStock"]
+    assert payload["errors"] == []
+    assert payload["movements"][0]["lot"]["batchNumber"] == "NEWLOT77"
+    assert payload["movements"][0]["balanceAfter"] == 4
