@@ -63,6 +63,7 @@ schema: install
 
 bench: install
 	$(BIN)/python bench/ledger.py
+	$(BIN)/python bench/read.py
 	$(BIN)/python bench/realtime.py
 	$(BIN)/python bench/forecasting.py
 

@@ -88,8 +88,18 @@ def compute_hash(event: AuditEvent) -> str:
     return hash_of({name: getattr(event, name) for name in HASHED_FIELDS})
 
 
+_PLAIN = (str, int, bool, type(None))
+
+
 def jsonable(value: Any) -> Any:
-    """Before/after snapshots as plain JSON (dates, decimals and enums as strings)."""
+    """Before/after snapshots as plain JSON (dates, decimals and enums as strings). A flat
+    mapping of plain values (a movement's snapshot) is already that, and is kept as it is."""
+    if (
+        type(value) is dict
+        and all(type(k) is str for k in value)
+        and all(type(v) in _PLAIN for v in value.values())
+    ):
+        return value
     return json.loads(_canonical(value))
 
 
