@@ -251,31 +251,24 @@ def free_port() -> int:
 
 
 @contextmanager
-def live_server(database_url: str) -> Iterator[tuple[str, int]]:
-    """`apotheca serve` (uvicorn, one worker) in a subprocess: yields (base url, pid)."""
-    port = free_port()
-    env = {
-        **os.environ,
-        "APOTHECA_DATABASE_URL": database_url,
-        "APOTHECA_SECRET_KEY": SECRET,
-        "APOTHECA_LOG_LEVEL": "warning",
-    }
-    process = subprocess.Popen(
-        [sys.executable, "-m", "server.cli", "serve", "--port", str(port)], cwd=ROOT, env=env
-    )
+def serving(
+    command: list[str], port: int, *, env: dict[str, str] | None = None, label: str = "server"
+) -> Iterator[tuple[str, int]]:
+    """A server process started with `command`, once its /healthz answers: (base url, pid)."""
+    process = subprocess.Popen(command, cwd=ROOT, env=env)
     url = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 30
         while True:
             if process.poll() is not None:
-                raise RuntimeError(f"server exited with {process.returncode}")
+                raise RuntimeError(f"{label} exited with {process.returncode}")
             try:
                 if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:
                     break
             except httpx.HTTPError:
                 pass
             if time.monotonic() > deadline:
-                raise RuntimeError("server did not become healthy in 30 s")
+                raise RuntimeError(f"{label} did not become healthy in 30 s")
             time.sleep(0.1)
         yield url, process.pid
     finally:
@@ -285,6 +278,21 @@ def live_server(database_url: str) -> Iterator[tuple[str, int]]:
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait()
+
+
+@contextmanager
+def live_server(database_url: str) -> Iterator[tuple[str, int]]:
+    """`apotheca serve` (uvicorn, one worker) in a subprocess: yields (base url, pid)."""
+    port = free_port()
+    env = {
+        **os.environ,
+        "APOTHECA_DATABASE_URL": database_url,
+        "APOTHECA_SECRET_KEY": SECRET,
+        "APOTHECA_LOG_LEVEL": "warning",
+    }
+    command = [sys.executable, "-m", "server.cli", "serve", "--port", str(port)]
+    with serving(command, port, env=env) as running:
+        yield running
 
 
 async def token_for(http: httpx.AsyncClient, username: str, password: str = DEMO_PASSWORD) -> str:

@@ -81,6 +81,7 @@ from bench.common import (
     percentile,
     prepared,
     process_cpu,
+    serving,
     table_lines,
     token_for,
 )
@@ -672,36 +673,13 @@ def ceiling_server(port: int, db_path: str) -> None:
 @contextlib.contextmanager
 def ceiling_process(db_path: str) -> Iterator[tuple[str, int]]:
     port = free_port()
-    process = subprocess.Popen(
-        [
-            sys.executable,
-            "-c",
-            f"from bench.realtime import ceiling_server; ceiling_server({port}, {db_path!r})",
-        ],
-        cwd=ROOT,
-    )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 30
-        while True:
-            if process.poll() is not None:
-                raise RuntimeError(f"ceiling server exited with {process.returncode}")
-            try:
-                if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            if time.monotonic() > deadline:
-                raise RuntimeError("ceiling server did not become healthy in 30 s")
-            time.sleep(0.1)
-        yield url, process.pid
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+    command = [
+        sys.executable,
+        "-c",
+        f"from bench.realtime import ceiling_server; ceiling_server({port}, {db_path!r})",
+    ]
+    with serving(command, port, label="ceiling server") as running:
+        yield running
 
 
 NOOP = "mutation { noop }"

@@ -341,3 +341,34 @@ async def row_counts(services: Services) -> dict[str, int]:
                 (await session.execute(select(func.count()).select_from(model))).scalar_one()
             )
     return counts
+
+
+async def check_ledger(services: Services) -> int:
+    """Balance = sum of its movements, never negative, and the last balance_after agrees."""
+    from sqlalchemy import func
+
+    from server.inventory.models import Balance, Movement
+
+    async with services.db.read() as session:
+        sums = {
+            (loc, lot): int(total)
+            for loc, lot, total in (
+                await session.execute(
+                    select(
+                        Movement.location_id, Movement.lot_id, func.sum(Movement.quantity)
+                    ).group_by(Movement.location_id, Movement.lot_id)
+                )
+            ).all()
+        }
+        last = {
+            (m.location_id, m.lot_id): m.balance_after
+            for m in (await session.execute(select(Movement).order_by(Movement.id))).scalars()
+        }
+        balances = list((await session.execute(select(Balance))).scalars())
+    assert {(b.location_id, b.lot_id) for b in balances} == set(sums)
+    for balance in balances:
+        key = (balance.location_id, balance.lot_id)
+        assert balance.quantity == sums[key], key
+        assert balance.quantity >= 0, key
+        assert last[key] == balance.quantity, key
+    return len(balances)

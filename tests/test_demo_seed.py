@@ -29,7 +29,15 @@ from server.demo import seed_demo
 from server.inventory.models import Balance, Movement, MovementKind
 from server.network.models import Location, Organisation, User, UserRole
 from server.services import Services
-from tests.conftest import RUN_ID, TEST_SECRET, _pg_admin, _pg_available, _pg_dsn, _sa_url
+from tests.conftest import (
+    RUN_ID,
+    TEST_SECRET,
+    _pg_admin,
+    _pg_available,
+    _pg_dsn,
+    _sa_url,
+    check_ledger,
+)
 
 TODAY = date(2026, 3, 4)  # a Wednesday; 30 days earlier is a Monday (ward top-up day)
 
@@ -178,37 +186,10 @@ async def test_second_seed_with_only_if_empty_does_nothing(
 # --- the ledger -----------------------------------------------------------------------------
 
 
-async def _check_ledger(services: Services) -> int:
-    """Balance = sum of its movements, never negative, and the last balance_after agrees."""
-    async with services.db.read() as session:
-        sums = {
-            (loc, lot): int(total)
-            for loc, lot, total in (
-                await session.execute(
-                    select(
-                        Movement.location_id, Movement.lot_id, func.sum(Movement.quantity)
-                    ).group_by(Movement.location_id, Movement.lot_id)
-                )
-            ).all()
-        }
-        last = {
-            (m.location_id, m.lot_id): m.balance_after
-            for m in (await session.execute(select(Movement).order_by(Movement.id))).scalars()
-        }
-        balances = list((await session.execute(select(Balance))).scalars())
-    assert {(b.location_id, b.lot_id) for b in balances} == set(sums)
-    for balance in balances:
-        key = (balance.location_id, balance.lot_id)
-        assert balance.quantity == sums[key], key
-        assert balance.quantity >= 0, key
-        assert last[key] == balance.quantity, key
-    return len(balances)
-
-
 async def test_ledger_invariants_hold(services_28: Services, services_30: Services) -> None:
     """The seed writes through the ledger, so its invariants must hold on every balance."""
-    await _check_ledger(services_28)
-    assert await _check_ledger(services_30) > 0
+    await check_ledger(services_28)
+    assert await check_ledger(services_30) > 0
 
 
 async def test_thirty_days_of_stock_history(services_30: Services) -> None:

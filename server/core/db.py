@@ -190,9 +190,13 @@ class GroupCommit:
         mine = session.info.pop(AFTER_COMMIT, [])
         session.info.clear()
         session.info.update(outer)
+        # Run once the group commits, even if this caller is cancelled while it waits: the
+        # work is committed then, and its events must still go out.
+        turn.committed.add_done_callback(
+            lambda done: _run(mine) if not done.cancelled() and done.exception() is None else None
+        )
         turn.done.set_result(True)
         await turn.committed
-        _run(mine)
 
     async def _lead(self) -> None:
         while self._queue:
