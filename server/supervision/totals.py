@@ -139,6 +139,15 @@ _SENDER = case((_SENDING_SQL, _M.c.organisation_id), else_=_OTHER_SIDE)
 _RECEIVER = case((_SENDING_SQL, _OTHER_SIDE), else_=_M.c.organisation_id)
 
 
+def _with_batch_key(grouped: Any, *columns: Any) -> Select[Any]:
+    """Rows grouped by lot, with the batch key (approval number, batch number) put in front."""
+    return (
+        select(Product.approval_number, Lot.batch_number, *columns)
+        .join_from(grouped, Lot, Lot.id == grouped.c.lot_id)
+        .join(Product, Product.id == Lot.product_id)
+    )
+
+
 def constituent_totals_sql(lot_ids: Sequence[int] | None = None) -> Select[Any]:
     """Every constituent's totals straight from the movements (of these lots, else all):
     (approval_number, batch_number, organisation_id, *COUNTERS, movements). Grouped by the
@@ -152,17 +161,7 @@ def constituent_totals_sql(lot_ids: Sequence[int] | None = None) -> Select[Any]:
     if lot_ids is not None:
         grouped = grouped.where(_M.c.lot_id.in_(list(lot_ids)))
     g = grouped.subquery("g")
-    return (
-        select(
-            Product.approval_number,
-            Lot.batch_number,
-            g.c.organisation_id,
-            *(g.c[name] for name in COUNTERS),
-            g.c.movements,
-        )
-        .join_from(g, Lot, Lot.id == g.c.lot_id)
-        .join(Product, Product.id == Lot.product_id)
-    )
+    return _with_batch_key(g, g.c.organisation_id, *(g.c[name] for name in COUNTERS), g.c.movements)
 
 
 def edge_totals_sql(lot_ids: Sequence[int] | None = None) -> Select[Any]:
@@ -185,18 +184,13 @@ def edge_totals_sql(lot_ids: Sequence[int] | None = None) -> Select[Any]:
     if lot_ids is not None:
         grouped = grouped.where(_M.c.lot_id.in_(list(lot_ids)))
     g = grouped.subquery("g")
-    return (
-        select(
-            Product.approval_number,
-            Lot.batch_number,
-            g.c.sender_id,
-            g.c.receiver_id,
-            g.c.shipped,
-            g.c.received,
-            type_coerce(g.c.last_shipped_at, UTCDateTime()).label("last_shipped_at"),
-        )
-        .join_from(g, Lot, Lot.id == g.c.lot_id)
-        .join(Product, Product.id == Lot.product_id)
+    return _with_batch_key(
+        g,
+        g.c.sender_id,
+        g.c.receiver_id,
+        g.c.shipped,
+        g.c.received,
+        type_coerce(g.c.last_shipped_at, UTCDateTime()).label("last_shipped_at"),
     )
 
 
