@@ -31,6 +31,7 @@ from server.core.errors import DomainError, ErrorCode, Unauthenticated
 from server.core.fanout import FanoutHub, SharedTransportWSHandler
 from server.core.graphql import Context, finish_request, request_error_code
 from server.core.security import Principal
+from server.network.oauth import OAuthEndpoints, presents_client
 from server.schema import build_schema
 from server.services import Services
 
@@ -73,10 +74,9 @@ class ApothecaGraphQL(GraphQL[Context, None]):
             try:
                 if scheme.lower() != "bearer" or not token:
                     raise Unauthenticated("use 'Authorization: Bearer <access token>'")
-                user_id = self.services.tokens.decode_access_token(token.strip())
                 async with context.read() as session:
-                    context.principal = await self.services.network.load_principal(
-                        user_id,
+                    context.principal = await self.services.network.principal_for_token(
+                        token.strip(),
                         request_id=request.headers.get("x-request-id") or uuid.uuid4().hex,
                         session=session,
                     )
@@ -98,8 +98,7 @@ class ApothecaGraphQL(GraphQL[Context, None]):
         token = str(params.get("token") or params.get("Authorization") or "")
         token = token.removeprefix("Bearer ").strip()
         try:
-            user_id = self.services.tokens.decode_access_token(token)
-            context.principal = await self.services.network.load_principal(user_id)
+            context.principal = await self.services.network.principal_for_token(token)
         except DomainError as error:
             raise ConnectionRejectionError(
                 {"code": error.code.value, "message": error.message}
@@ -175,8 +174,11 @@ def _oauth_error(error: str, description: str, status: int = 400) -> JSONRespons
 
 
 def auth_routes(services: Services) -> list[Route]:
+    oauth = OAuthEndpoints(services.clients)
+
     async def token(request: Request) -> Response:
-        """RFC 6749 token endpoint: password and refresh_token grants (form-encoded)."""
+        """RFC 6749 token endpoint: people's password and refresh_token grants here; every
+        other grant (client_credentials, unsupported ones) through authlib."""
         form = await request.form()
         grant = str(form.get("grant_type", ""))
         try:
@@ -187,9 +189,7 @@ def auth_routes(services: Services) -> list[Route]:
             elif grant == "refresh_token":
                 pair = await services.network.refresh_grant(str(form.get("refresh_token", "")))
             else:
-                return _oauth_error(
-                    "unsupported_grant_type", "grant_type must be password or refresh_token"
-                )
+                return await oauth.token(request)
         except DomainError as error:
             if error.code is ErrorCode.INVALID_CREDENTIALS:
                 return _oauth_error("invalid_grant", error.message)
@@ -205,14 +205,18 @@ def auth_routes(services: Services) -> list[Route]:
         )
 
     async def revoke(request: Request) -> Response:
-        """RFC 7009: always 200, whether or not the token existed."""
+        """RFC 7009: always 200, whether or not the token existed. A client (authenticated)
+        revokes its access tokens through authlib; a person's app its refresh token."""
         form = await request.form()
+        if presents_client(request, form):
+            return await oauth.revoke(request)
         await services.network.revoke(str(form.get("token", "")))
         return Response(status_code=200)
 
     return [
         Route("/auth/token", token, methods=["POST"]),
         Route("/auth/revoke", revoke, methods=["POST"]),
+        Route("/auth/introspect", oauth.introspect, methods=["POST"]),
     ]
 
 

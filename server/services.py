@@ -17,6 +17,7 @@ from server.counts.service import CountService
 from server.forecasting.service import ForecastingService
 from server.integrations.service import EpcisService
 from server.inventory.service import LedgerService, Written, stock_event
+from server.network.clients import OAuthClientService
 from server.network.service import NetworkService
 from server.procurement.service import ProcurementService
 from server.reports.service import ReportService
@@ -56,6 +57,7 @@ class Services:
     bus: EventBus
     tokens: TokenService
     network: NetworkService
+    clients: OAuthClientService
     catalog: CatalogService
     ledger: LedgerService
     alerts: AlertService
@@ -90,6 +92,9 @@ class Services:
             bus=bus,
             tokens=tokens,
             network=NetworkService(db, tokens),
+            clients=OAuthClientService(
+                db, bus, tokens, timedelta(hours=settings.client_secret_overlap_hours)
+            ),
             catalog=CatalogService(db),
             ledger=ledger,
             alerts=alerts,

@@ -34,6 +34,8 @@ class AuditEvent(Base):
     occurred_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, index=True)
     actor_id: Mapped[int | None] = mapped_column(ForeignKey("users.id"), index=True)
     actor_name: Mapped[str] = mapped_column(String(100))
+    # The OAuth2 client that acted (through its service account `actor_id`); null for people.
+    actor_client_id: Mapped[int | None] = mapped_column(ForeignKey("oauth_clients.id"))
     role: Mapped[str] = mapped_column(String(200))
     action: Mapped[str] = mapped_column(String(64))
     entity_type: Mapped[str] = mapped_column(String(64))
@@ -77,15 +79,24 @@ HASHED_FIELDS = (
 )
 
 
+# Hashed only when set, so the events written before clients existed keep their hashes.
+OPTIONAL_HASHED_FIELDS = ("actor_client_id",)
+
+
 def hash_of(fields: dict[str, Any]) -> str:
     """The chain hash of one event given as a mapping of its hashed fields."""
     payload = {name: fields[name] for name in HASHED_FIELDS}
+    for name in OPTIONAL_HASHED_FIELDS:
+        if fields.get(name) is not None:
+            payload[name] = fields[name]
     payload["occurred_at"] = payload["occurred_at"].isoformat()
     return hashlib.sha256(_canonical(payload).encode()).hexdigest()
 
 
 def compute_hash(event: AuditEvent) -> str:
-    return hash_of({name: getattr(event, name) for name in HASHED_FIELDS})
+    return hash_of(
+        {name: getattr(event, name) for name in (*HASHED_FIELDS, *OPTIONAL_HASHED_FIELDS)}
+    )
 
 
 _PLAIN = (str, int, bool, type(None))
@@ -168,6 +179,7 @@ async def record_many(
     now = utcnow()
     actor_id = principal.user_id if principal else None
     actor_name = principal.username if principal else "system"
+    actor_client_id = principal.client_id if principal else None
     role = principal.primary_role if principal else "SYSTEM"
     request_id = principal.request_id if principal else None
     rows: list[dict[str, Any]] = []
@@ -178,6 +190,7 @@ async def record_many(
             "occurred_at": now,
             "actor_id": actor_id,
             "actor_name": actor_name,
+            "actor_client_id": actor_client_id,
             "role": role,
             "action": entry.action,
             "entity_type": entry.entity_type,

@@ -5,7 +5,9 @@ Every check in the system goes through `Principal.require`, so the access rules 
 
 from __future__ import annotations
 
+import functools
 import hashlib
+import hmac
 import secrets
 import uuid
 from dataclasses import dataclass, field, replace
@@ -97,10 +99,70 @@ ROLE_PERMISSIONS: dict[Permission, frozenset[Role]] = {
 # Roles that are not confined to their organisation's locations.
 GLOBAL_ROLES = frozenset({Role.ADMIN, Role.AUDITOR, Role.REGULATOR})
 
+# OAuth2 scopes of machine clients and the permissions each opens. A client may use a
+# permission only if one of its token's scopes opens it AND its role grants it (role ∩ scopes).
+# A write scope carries the read its own checks need (updating a shipment reads it first).
+# Nothing opens USERS_MANAGE or NETWORK_MANAGE: who may act is managed by people only.
+SCOPE_PERMISSIONS: dict[str, frozenset[Permission]] = {
+    "stock:read": frozenset({Permission.STOCK_READ}),
+    "stock:write": frozenset(
+        {
+            Permission.STOCK_READ,
+            Permission.STOCK_RECEIVE,
+            Permission.STOCK_DISPENSE,
+            Permission.STOCK_RETURN,
+            Permission.STOCK_ADJUST,
+            Permission.STOCK_DISPOSE,
+        }
+    ),
+    "catalog:read": frozenset({Permission.CATALOG_READ}),
+    "catalog:write": frozenset({Permission.CATALOG_READ, Permission.CATALOG_MANAGE}),
+    "network:read": frozenset({Permission.NETWORK_READ}),
+    "alerts:write": frozenset({Permission.ALERT_ACKNOWLEDGE}),
+    "counts:write": frozenset({Permission.COUNT_MANAGE}),
+    "procurement:read": frozenset({Permission.PROCUREMENT_READ}),
+    "suppliers:write": frozenset({Permission.PROCUREMENT_READ, Permission.SUPPLIER_MANAGE}),
+    "orders:write": frozenset(
+        {Permission.PROCUREMENT_READ, Permission.ORDER_MANAGE, Permission.ORDER_ACKNOWLEDGE}
+    ),
+    "shipments:write": frozenset(
+        {Permission.PROCUREMENT_READ, Permission.SHIPMENT_SEND, Permission.SHIPMENT_RECEIVE}
+    ),
+    "transfers:write": frozenset(
+        {
+            Permission.TRANSFER_REQUEST,
+            Permission.TRANSFER_APPROVE,
+            Permission.TRANSFER_FULFIL,
+            Permission.TRANSFER_RECEIVE,
+        }
+    ),
+    "supervision:read": frozenset({Permission.TRACE_READ}),
+    "recalls:write": frozenset({Permission.TRACE_READ, Permission.RECALL_MANAGE}),
+    "audit:read": frozenset({Permission.AUDIT_READ}),
+}
+
+
+@functools.cache
+def scope_permissions(scopes: frozenset[str]) -> frozenset[Permission]:
+    """Every permission the given scopes open (unknown scope names open nothing)."""
+    return frozenset().union(*(SCOPE_PERMISSIONS.get(scope, frozenset()) for scope in scopes))
+
+
+def role_scopes(roles: frozenset[Role]) -> frozenset[str]:
+    """The scopes that open at least one permission these roles have: all a client may hold."""
+    return frozenset(
+        scope
+        for scope, permissions in SCOPE_PERMISSIONS.items()
+        if any(roles & ROLE_PERMISSIONS[p] for p in permissions)
+    )
+
 
 @dataclass(frozen=True)
 class Principal:
-    """The signed-in user of one request. `location_ids` None means every location."""
+    """The signed-in user (or OAuth2 client) of one request. `location_ids` None means every
+    location. A client acts through its own service account (`user_id`), with `client_id` its
+    row in oauth_clients and `scopes` its token's scopes; `scopes` None (a person) restricts
+    nothing."""
 
     user_id: int
     username: str
@@ -111,9 +173,16 @@ class Principal:
     # Permissions lent for one use case a service has already authorised (e.g. a nurse
     # receiving a transfer writes TRANSFER_IN); location scope still applies.
     grants: frozenset[Permission] = frozenset()
+    client_id: int | None = None
+    scopes: frozenset[str] | None = None
 
     def can(self, permission: Permission) -> bool:
-        return permission in self.grants or bool(self.roles & ROLE_PERMISSIONS[permission])
+        if permission in self.grants:
+            return True
+        return self.scope_allows(permission) and bool(self.roles & ROLE_PERMISSIONS[permission])
+
+    def scope_allows(self, permission: Permission) -> bool:
+        return self.scopes is None or permission in scope_permissions(self.scopes)
 
     def granted(self, *permissions: Permission) -> Principal:
         """This principal, additionally allowed `permissions` (the audit still names its roles)."""
@@ -136,8 +205,12 @@ class Principal:
     def require(self, permission: Permission, *, location_id: int | None = None) -> None:
         """Raise Forbidden unless a role grants `permission` (at `location_id`, when given)."""
         if not self.can(permission):
+            what = permission.value.lower().replace("_", " ")
+            if not self.scope_allows(permission):
+                scopes = " ".join(sorted(self.scopes or ())) or "none"
+                raise Forbidden(f"this client's scopes ({scopes}) do not allow {what}")
             roles = ", ".join(sorted(self.roles)) or "no role"
-            raise Forbidden(f"{roles} may not {permission.value.lower().replace('_', ' ')}")
+            raise Forbidden(f"{roles} may not {what}")
         if location_id is not None and not self.sees_location(location_id):
             raise Forbidden(
                 f"location {location_id} is outside {self.username}'s scope", field="location"
@@ -176,6 +249,8 @@ def verify_password(password_hash: str | None, password: str) -> bool:
 
 ACCESS_TOKEN_ALGORITHM = "HS256"
 ISSUER = "apotheca"
+# `sub` of a client's access token: "client:<client_id>" (RFC 9068: the client is the subject).
+CLIENT_SUBJECT_PREFIX = "client:"
 
 
 @dataclass(frozen=True)
@@ -200,17 +275,41 @@ class TokenService:
         }
         return jwt.encode({"alg": ACCESS_TOKEN_ALGORITHM}, claims, self._key)
 
-    def decode_access_token(self, token: str) -> int:
-        """Return the user id of a valid, unexpired access token, else raise Unauthenticated."""
+    def issue_client_token(self, client_id: str, scope: str) -> str:
+        """A client's access token: no roles in it (they are read per request), its scopes."""
+        now = datetime.now(UTC)
+        claims: dict[str, Any] = {
+            "iss": ISSUER,
+            "sub": CLIENT_SUBJECT_PREFIX + client_id,
+            "client_id": client_id,
+            "scope": scope,
+            "iat": int(now.timestamp()),
+            "exp": int((now + self.access_ttl).timestamp()),
+            "jti": uuid.uuid4().hex,
+        }
+        return jwt.encode({"alg": ACCESS_TOKEN_ALGORITHM, "typ": "at+jwt"}, claims, self._key)
+
+    def decode_claims(self, token: str) -> dict[str, Any]:
+        """The claims of a valid access token (ours, signed, with an `exp` still ahead), else
+        Unauthenticated. A token without `exp` is refused: it would never expire."""
         try:
             decoded = jwt.decode(token, self._key, algorithms=[ACCESS_TOKEN_ALGORITHM])
             jwt.JWTClaimsRegistry(
-                iss={"essential": True, "value": ISSUER}, sub={"essential": True}
+                iss={"essential": True, "value": ISSUER},
+                sub={"essential": True},
+                exp={"essential": True},
             ).validate(decoded.claims)
-            return int(decoded.claims["sub"])
-        except (JoseError, ValueError, KeyError) as exc:
+            return dict(decoded.claims)
+        except (JoseError, ValueError, KeyError, TypeError) as exc:
             reason = exc.__class__.__name__
             raise Unauthenticated(f"invalid or expired access token ({reason})") from None
+
+    def decode_access_token(self, token: str) -> int:
+        """Return the user id of a valid, unexpired user access token, else Unauthenticated."""
+        try:
+            return int(self.decode_claims(token)["sub"])
+        except ValueError:
+            raise Unauthenticated("not a user's access token") from None
 
     @staticmethod
     def new_refresh_token() -> tuple[str, str]:
@@ -221,3 +320,24 @@ class TokenService:
 
 def hash_refresh_token(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
+
+
+# --- client secrets --------------------------------------------------------------------------
+
+
+def new_client_secret() -> tuple[str, str]:
+    """A client secret (256 random bits, shown once) and the hash we store.
+
+    SHA-256, not argon2: the secret is machine-made with full entropy, so there is nothing for
+    a slow hash to protect against, and every token request checks it."""
+    secret = secrets.token_urlsafe(32)
+    return secret, hash_client_secret(secret)
+
+
+def hash_client_secret(secret: str) -> str:
+    return hashlib.sha256(secret.encode()).hexdigest()
+
+
+def client_secret_matches(secret_hash: str | None, secret: str) -> bool:
+    """Constant-time comparison of a presented secret with a stored hash."""
+    return secret_hash is not None and hmac.compare_digest(hash_client_secret(secret), secret_hash)

@@ -14,6 +14,7 @@ from server.core import audit
 from server.core.db import Database, utcnow
 from server.core.errors import DomainError, ErrorCode, InvalidInput, Unauthenticated
 from server.core.security import (
+    CLIENT_SUBJECT_PREFIX,
     GLOBAL_ROLES,
     Permission,
     Principal,
@@ -27,6 +28,8 @@ from server.core.validation import ensure_unique, get_or_not_found, required_tex
 from server.network.models import (
     Location,
     LocationKind,
+    OAuthClient,
+    OAuthToken,
     Organisation,
     OrganisationKind,
     RefreshToken,
@@ -93,6 +96,61 @@ class NetworkService:
                 return await self._load_principal(own, user_id, request_id)
         return await self._load_principal(session, user_id, request_id)
 
+    async def principal_for_token(
+        self,
+        token: str,
+        request_id: str | None = None,
+        *,
+        session: AsyncSession | None = None,
+    ) -> Principal:
+        """The principal of a bearer access token: a person's, or an OAuth2 client's (whose
+        client and token must still be unrevoked). Raises Unauthenticated."""
+        claims = self.tokens.decode_claims(token)
+        subject = str(claims["sub"])
+        if not subject.startswith(CLIENT_SUBJECT_PREFIX):
+            return await self.load_principal(
+                self.tokens.decode_access_token(token), request_id, session=session
+            )
+        if session is None:
+            async with self.db.read() as own:
+                return await self._load_client_principal(own, claims, request_id)
+        return await self._load_client_principal(session, claims, request_id)
+
+    async def _load_client_principal(
+        self, session: AsyncSession, claims: dict[str, object], request_id: str | None
+    ) -> Principal:
+        row = (
+            await session.execute(
+                select(OAuthClient, OAuthToken.revoked_at)
+                .join(OAuthToken, OAuthToken.client_id == OAuthClient.id)
+                .where(
+                    OAuthClient.client_id == str(claims.get("client_id", "")),
+                    OAuthToken.jti == str(claims.get("jti", "")),
+                )
+            )
+        ).one_or_none()
+        if row is None or row[0].revoked_at is not None or row[1] is not None:
+            raise Unauthenticated("this client or its access token has been revoked")
+        client: OAuthClient = row[0]
+        roles = frozenset({client.role})
+        location_ids = (
+            None
+            if roles & GLOBAL_ROLES
+            else frozenset(await self._organisation_locations(session, client.organisation_id))
+        )
+        # The token's scopes, never more than the client holds now.
+        scopes = frozenset(str(claims.get("scope", "")).split()) & frozenset(client.scopes.split())
+        return Principal(
+            user_id=client.user_id,
+            username=CLIENT_SUBJECT_PREFIX + client.client_id,
+            roles=roles,
+            organisation_id=client.organisation_id,
+            location_ids=location_ids,
+            request_id=request_id or uuid.uuid4().hex,
+            client_id=client.id,
+            scopes=scopes,
+        )
+
     async def _load_principal(
         self, session: AsyncSession, user_id: int, request_id: str | None
     ) -> Principal:
@@ -121,7 +179,6 @@ class NetworkService:
     ) -> frozenset[int] | None:
         if roles & GLOBAL_ROLES:
             return None
-        tree = (await session.execute(select(Location.id, Location.parent_id))).all()
         explicit = set(
             (
                 await session.execute(
@@ -130,17 +187,26 @@ class NetworkService:
             ).scalars()
         )
         if not explicit and user.organisation_id is not None:
-            explicit = set(
-                (
-                    await session.execute(
-                        select(Location.id).where(
-                            Location.organisation_id == user.organisation_id,
-                            Location.parent_id.is_(None),
-                        )
-                    )
-                ).scalars()
-            )
+            return frozenset(await self._organisation_locations(session, user.organisation_id))
+        tree = (await session.execute(select(Location.id, Location.parent_id))).all()
         return frozenset(location_descendants(tree, explicit))
+
+    async def _organisation_locations(
+        self, session: AsyncSession, organisation_id: int
+    ) -> set[int]:
+        """Every location of an organisation: its root locations and all below them."""
+        tree = (await session.execute(select(Location.id, Location.parent_id))).all()
+        roots = set(
+            (
+                await session.execute(
+                    select(Location.id).where(
+                        Location.organisation_id == organisation_id,
+                        Location.parent_id.is_(None),
+                    )
+                )
+            ).scalars()
+        )
+        return location_descendants(tree, roots)
 
     async def password_grant(self, username: str, password: str) -> TokenPair:
         async with self.db.read() as session:
@@ -403,6 +469,11 @@ class NetworkService:
         if principal is not None:
             principal.require(Permission.USERS_MANAGE)
         username = required_text(username, "username").lower()
+        if username.startswith(CLIENT_SUBJECT_PREFIX):
+            raise InvalidInput(
+                f"usernames starting with {CLIENT_SUBJECT_PREFIX!r} belong to OAuth2 clients",
+                field="username",
+            )
         roles = frozenset(roles)
         _check_password(password)
         if not roles:
@@ -445,6 +516,7 @@ class NetworkService:
         principal.require(Permission.USERS_MANAGE)
         async with self.db.write() as session:
             user = await get_or_not_found(session, User, user_id, "user")
+            await _not_a_client_account(session, user)
             before = await self._user_snapshot(session, user)
             if full_name is not None:
                 user.full_name = required_text(full_name, "fullName")
@@ -552,6 +624,19 @@ class NetworkService:
             "roles": sorted(r.value for r in roles),
             "location_ids": sorted(locations),
         }
+
+
+async def _not_a_client_account(session: AsyncSession, user: User) -> None:
+    """A client's service account changes only through the client (create, rotate, revoke):
+    a password set on it would be a way around the client's scopes."""
+    client_id = (
+        await session.execute(select(OAuthClient.client_id).where(OAuthClient.user_id == user.id))
+    ).scalar_one_or_none()
+    if client_id is not None:
+        raise InvalidInput(
+            f"{user.username} is OAuth2 client {client_id}'s account; manage the client instead",
+            field="id",
+        )
 
 
 def _location_code(code: str) -> str:
