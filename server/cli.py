@@ -1,4 +1,4 @@
-"""`apotheca` command line: serve | migrate | seed | create-user | import-catalog |
+"""`apotheca` command line: serve | migrate | seed | create-user | create-client | import-catalog |
 export-schema | verify-audit | check-expiry | epcis-export | epcis-import |
 supervision-recompute."""
 
@@ -128,6 +128,41 @@ def cmd_create_user(args: argparse.Namespace) -> int:
             print(f"refused: {error.message}", file=sys.stderr)
             return 1
         print(f"created user {user.username} (id {user.id})")
+        return 0
+
+    return with_services(create)
+
+
+def cmd_create_client(args: argparse.Namespace) -> int:
+    """An OAuth2 client for a third party's system; its secret is printed this once."""
+    from sqlalchemy import select
+
+    from server.core.errors import DomainError
+    from server.core.security import Role
+    from server.network.models import Organisation
+
+    async def create(services: Services) -> int:
+        async with services.db.read() as session:
+            org_id = (
+                await session.execute(
+                    select(Organisation.id).where(Organisation.name == args.organisation)
+                )
+            ).scalar()
+        if org_id is None:
+            print(f"no organisation named {args.organisation!r}", file=sys.stderr)
+            return 1
+        scopes = [s for value in args.scope for s in value.replace(",", " ").split()]
+        try:
+            made = await services.clients.create_client(
+                None, name=args.name, organisation_id=org_id, role=Role(args.role), scopes=scopes
+            )
+        except DomainError as error:
+            print(f"refused: {error.message}", file=sys.stderr)
+            return 1
+        print(f"client_id={made.client.client_id}")
+        print(f"client_secret={made.secret}")
+        print(f"scope={made.client.scopes}", file=sys.stderr)
+        print("the secret is shown only now; store it in the third party's system", file=sys.stderr)
         return 0
 
     return with_services(create)
@@ -399,6 +434,21 @@ def build_parser() -> argparse.ArgumentParser:
     user.add_argument("--location", action="append", help="location code (repeatable)")
     user.add_argument("--password", help="or APOTHECA_NEW_PASSWORD, or prompted")
     user.set_defaults(func=cmd_create_user)
+
+    client = sub.add_parser(
+        "create-client", help="add an OAuth2 client (client credentials); prints its secret once"
+    )
+    client.add_argument("name", help="a name people recognise, e.g. 'MedDistri ERP'")
+    client.add_argument("--organisation", required=True, help="organisation name")
+    client.add_argument(
+        "--role",
+        required=True,
+        choices=["PHARMACIST", "WAREHOUSE_MANAGER", "SUPPLIER", "AUDITOR", "REGULATOR"],
+    )
+    client.add_argument(
+        "--scope", action="append", required=True, help="e.g. shipments:write (repeatable)"
+    )
+    client.set_defaults(func=cmd_create_client)
 
     catalog = sub.add_parser("import-catalog", help="import products from CSV (all or none)")
     catalog.add_argument("csv")

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import Self
+from datetime import datetime
+from typing import Any, Self
 
 import strawberry
 from sqlalchemy import or_, select
@@ -144,6 +145,167 @@ class User(relay.Node):
         )
 
 
+@strawberry.type(
+    description="A third party's system acting for one organisation with OAuth2 client "
+    "credentials. Administrators only.",
+)
+class OAuthClient(relay.Node):
+    id: relay.NodeID[int]
+    client_id: str
+    name: str
+    role: RoleEnum  # type: ignore[valid-type]
+    scopes: list[str]
+    created_at: datetime
+    secret_rotated_at: datetime | None
+    previous_secret_valid_until: datetime | None = strawberry.field(
+        description="Until when the secret replaced by the last rotation still works."
+    )
+    revoked_at: datetime | None
+    organisation_id: strawberry.Private[int]
+
+    @classmethod
+    def from_model(cls, client: models.OAuthClient) -> Self:
+        return cls(
+            id=client.id,
+            client_id=client.client_id,
+            name=client.name,
+            role=client.role,
+            scopes=client.scopes.split(),
+            created_at=client.created_at,
+            secret_rotated_at=client.secret_rotated_at,
+            previous_secret_valid_until=client.previous_secret_expires_at,
+            revoked_at=client.revoked_at,
+            organisation_id=client.organisation_id,
+        )
+
+    @classmethod
+    async def resolve_nodes(
+        cls, *, info: Info, node_ids: Iterable[str], required: bool = False
+    ) -> list[Self | None]:
+        return await load_nodes(
+            info, models.OAuthClient, node_ids, cls.from_model, permission=Permission.USERS_MANAGE
+        )
+
+    @strawberry.field
+    def organisation(self, info: Info) -> Organisation:
+        return related(info, models.Organisation, self.organisation_id, Organisation.from_model)
+
+
+@strawberry.type
+class OAuthClientConnection(relay.Connection[OAuthClient]):
+    pass
+
+
+@strawberry.type
+class OAuthClientQuery:
+    @strawberry.field(name="oauthClients", description="Administrators only.")
+    async def oauth_clients(
+        self, info: Info, first: int, after: str | None = None
+    ) -> OAuthClientConnection:
+        info.context.require_principal().require(Permission.USERS_MANAGE)
+        page = await paginate(
+            info,
+            select(models.OAuthClient),
+            keys=[models.OAuthClient.id],
+            first=first,
+            after=after,
+            key_of=lambda r: [r.id],
+        )
+        return to_connection(OAuthClientConnection, page, OAuthClient.from_model)
+
+
+@strawberry.input
+class CreateOAuthClientInput:
+    name: str
+    organisation: relay.GlobalID
+    role: RoleEnum  # type: ignore[valid-type]
+    scopes: list[str] = strawberry.field(
+        description="e.g. shipments:write; each must open something the role may do."
+    )
+
+
+@strawberry.input
+class RotateOAuthClientSecretInput:
+    id: relay.GlobalID
+
+
+@strawberry.input
+class RevokeOAuthClientInput:
+    id: relay.GlobalID
+
+
+@strawberry.type
+class OAuthClientSecretPayload:
+    client: OAuthClient | None = None
+    client_secret: str | None = strawberry.field(
+        default=None, description="Shown this once; only its hash is kept."
+    )
+    errors: list[MutationError] = strawberry.field(default_factory=list)
+
+
+@strawberry.type
+class OAuthClientPayload:
+    client: OAuthClient | None = None
+    errors: list[MutationError] = strawberry.field(default_factory=list)
+
+
+@strawberry.type
+class OAuthClientMutation:
+    @strawberry.mutation(name="createOAuthClient")
+    async def create_oauth_client(
+        self, info: Info, input: CreateOAuthClientInput
+    ) -> OAuthClientSecretPayload:
+        made, errors = await attempt(
+            info,
+            lambda p: info.context.services.clients.create_client(
+                p,
+                name=input.name,
+                organisation_id=decode_id(input.organisation, Organisation, "organisation"),
+                role=input.role,
+                scopes=input.scopes,
+            ),
+        )
+        return _secret_payload(made, errors)
+
+    @strawberry.mutation(
+        name="rotateOAuthClientSecret",
+        description="A new secret; the old one keeps working for the configured overlap.",
+    )
+    async def rotate_oauth_client_secret(
+        self, info: Info, input: RotateOAuthClientSecretInput
+    ) -> OAuthClientSecretPayload:
+        made, errors = await attempt(
+            info,
+            lambda p: info.context.services.clients.rotate_secret(
+                p, decode_id(input.id, OAuthClient, "id")
+            ),
+        )
+        return _secret_payload(made, errors)
+
+    @strawberry.mutation(
+        name="revokeOAuthClient",
+        description="Final: no new tokens, and issued ones stop working at once.",
+    )
+    async def revoke_oauth_client(
+        self, info: Info, input: RevokeOAuthClientInput
+    ) -> OAuthClientPayload:
+        client, errors = await attempt(
+            info,
+            lambda p: info.context.services.clients.revoke_client(
+                p, decode_id(input.id, OAuthClient, "id")
+            ),
+        )
+        return OAuthClientPayload(client=client and OAuthClient.from_model(client), errors=errors)
+
+
+def _secret_payload(made: Any, errors: list[MutationError]) -> OAuthClientSecretPayload:
+    if made is None:
+        return OAuthClientSecretPayload(errors=errors)
+    return OAuthClientSecretPayload(
+        client=OAuthClient.from_model(made.client), client_secret=made.secret, errors=errors
+    )
+
+
 @strawberry.type
 class OrganisationConnection(relay.Connection[Organisation]):
     pass
@@ -160,7 +322,7 @@ class UserConnection(relay.Connection[User]):
 
 
 @strawberry.type
-class Query:
+class Query(OAuthClientQuery):
     @strawberry.field(description="The signed-in user.")
     async def me(self, info: Info) -> User:
         principal = info.context.require_principal()
@@ -227,9 +389,10 @@ class Query:
     @strawberry.field(description="Administrators only.")
     async def users(self, info: Info, first: int, after: str | None = None) -> UserConnection:
         info.context.require_principal().require(Permission.USERS_MANAGE)
+        clients = select(models.OAuthClient.user_id)  # their service accounts are not people
         page = await paginate(
             info,
-            select(models.User),
+            select(models.User).where(models.User.id.not_in(clients)),
             keys=[models.User.id],
             first=first,
             after=after,
@@ -326,7 +489,7 @@ def _optional_id(value: relay.GlobalID | None, node_type: type, field: str) -> i
 
 
 @strawberry.type
-class Mutation:
+class Mutation(OAuthClientMutation):
     @strawberry.mutation
     async def create_organisation(
         self, info: Info, input: CreateOrganisationInput
