@@ -544,6 +544,7 @@ async def test_revocation_is_published_for_live_sessions(demo: Demo) -> None:
     made = await clients.create_client(
         admin, name="ERP", organisation_id=whs(demo), role=Role.SUPPLIER, scopes=["shipments:write"]
     )
+    await demo.services.start()  # on PostgreSQL, LISTEN: events arrive via NOTIFY on commit
     async with demo.services.bus.subscribe("session") as subscription:
         await clients.revoke_client(admin, made.client.id)
         event = await asyncio.wait_for(subscription.get(), 5)
