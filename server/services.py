@@ -89,7 +89,7 @@ class Services:
             db=db,
             bus=bus,
             tokens=tokens,
-            network=NetworkService(db, tokens),
+            network=NetworkService(db, tokens, bus),
             catalog=CatalogService(db),
             ledger=ledger,
             alerts=alerts,

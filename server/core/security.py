@@ -111,6 +111,10 @@ class Principal:
     # Permissions lent for one use case a service has already authorised (e.g. a nurse
     # receiving a transfer writes TRANSFER_IN); location scope still applies.
     grants: frozenset[Permission] = frozenset()
+    # The sign-in (refresh-token family, the token's `sid`) and when the access token expires:
+    # a websocket re-checks both and ends when either does (server.core.sessions).
+    session_id: str | None = None
+    expires_at: datetime | None = None
 
     def can(self, permission: Permission) -> bool:
         return permission in self.grants or bool(self.roles & ROLE_PERMISSIONS[permission])
@@ -179,6 +183,15 @@ ISSUER = "apotheca"
 
 
 @dataclass(frozen=True)
+class AccessClaims:
+    """What an access token says: whose it is, which sign-in issued it, when it expires."""
+
+    user_id: int
+    session_id: str | None = None
+    expires_at: datetime | None = None
+
+
+@dataclass(frozen=True)
 class TokenService:
     secret_key: str
     access_ttl: timedelta
@@ -188,7 +201,10 @@ class TokenService:
     def _key(self) -> OctKey:
         return OctKey.import_key(self.secret_key.encode())
 
-    def issue_access_token(self, user_id: int, roles: frozenset[Role]) -> str:
+    def issue_access_token(
+        self, user_id: int, roles: frozenset[Role], *, session_id: str | None = None
+    ) -> str:
+        """`session_id` (claim `sid`) names the sign-in, so revoking it ends this token too."""
         now = datetime.now(UTC)
         claims: dict[str, Any] = {
             "iss": ISSUER,
@@ -198,17 +214,29 @@ class TokenService:
             "exp": int((now + self.access_ttl).timestamp()),
             "jti": uuid.uuid4().hex,
         }
+        if session_id is not None:
+            claims["sid"] = session_id
         return jwt.encode({"alg": ACCESS_TOKEN_ALGORITHM}, claims, self._key)
 
     def decode_access_token(self, token: str) -> int:
         """Return the user id of a valid, unexpired access token, else raise Unauthenticated."""
+        return self.decode_access(token).user_id
+
+    def decode_access(self, token: str) -> AccessClaims:
+        """The claims of a valid, unexpired access token, else raise Unauthenticated."""
         try:
             decoded = jwt.decode(token, self._key, algorithms=[ACCESS_TOKEN_ALGORITHM])
             jwt.JWTClaimsRegistry(
                 iss={"essential": True, "value": ISSUER}, sub={"essential": True}
             ).validate(decoded.claims)
-            return int(decoded.claims["sub"])
-        except (JoseError, ValueError, KeyError) as exc:
+            sid = decoded.claims.get("sid")
+            exp = decoded.claims.get("exp")
+            return AccessClaims(
+                user_id=int(decoded.claims["sub"]),
+                session_id=str(sid) if sid is not None else None,
+                expires_at=datetime.fromtimestamp(int(exp), UTC) if exp is not None else None,
+            )
+        except (JoseError, ValueError, KeyError, TypeError, OverflowError) as exc:
             reason = exc.__class__.__name__
             raise Unauthenticated(f"invalid or expired access token ({reason})") from None
 

@@ -4,17 +4,25 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
-from sqlalchemy import delete, select, update
+from sqlalchemy import delete, exists, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from server.catalog.gtin import gtin_check_digit
 from server.core import audit
 from server.core.db import Database, utcnow
-from server.core.errors import DomainError, ErrorCode, InvalidInput, Unauthenticated
+from server.core.errors import (
+    AccountDisabled,
+    DomainError,
+    ErrorCode,
+    InvalidInput,
+    Unauthenticated,
+)
+from server.core.events import Event, EventBus
 from server.core.security import (
     GLOBAL_ROLES,
+    AccessClaims,
     Permission,
     Principal,
     Role,
@@ -23,6 +31,7 @@ from server.core.security import (
     hash_refresh_token,
     verify_password,
 )
+from server.core.sessions import SESSION_TOPIC
 from server.core.validation import ensure_unique, get_or_not_found, required_text
 from server.network.models import (
     Location,
@@ -76,11 +85,44 @@ def location_snapshot(loc: Location) -> dict[str, object]:
 
 
 class NetworkService:
-    def __init__(self, db: Database, tokens: TokenService) -> None:
+    def __init__(self, db: Database, tokens: TokenService, bus: EventBus | None = None) -> None:
         self.db = db
         self.tokens = tokens
+        self.bus = bus or EventBus()
 
     # --- principals and sign-in -----------------------------------------------------------
+
+    async def authenticate(
+        self, token: str, request_id: str | None = None, *, session: AsyncSession | None = None
+    ) -> Principal:
+        """The principal of an access token: valid and unexpired, its account active and its
+        sign-in (`sid`) not revoked. Every HTTP request and every websocket operation."""
+        claims = self.tokens.decode_access(token)
+        if session is None:
+            async with self.db.read() as own:
+                return await self._authenticate(own, claims, request_id)
+        return await self._authenticate(session, claims, request_id)
+
+    async def _authenticate(
+        self, session: AsyncSession, claims: AccessClaims, request_id: str | None
+    ) -> Principal:
+        principal = await self._load_principal(session, claims.user_id, request_id)
+        if claims.session_id is not None:
+            # A sign-in lives while its family has a refresh token not yet spent or revoked
+            # (rotation spends one and adds the next in one transaction).
+            live = (
+                await session.execute(
+                    select(
+                        exists().where(
+                            RefreshToken.family == claims.session_id,
+                            RefreshToken.revoked_at.is_(None),
+                        )
+                    )
+                )
+            ).scalar()
+            if not live:
+                raise Unauthenticated("this sign-in was revoked; sign in again")
+        return replace(principal, session_id=claims.session_id, expires_at=claims.expires_at)
 
     async def load_principal(
         self, user_id: int, request_id: str | None = None, *, session: AsyncSession | None = None
@@ -97,8 +139,10 @@ class NetworkService:
         self, session: AsyncSession, user_id: int, request_id: str | None
     ) -> Principal:
         user = await session.get(User, user_id)
-        if user is None or not user.active:
+        if user is None:
             raise Unauthenticated("this account no longer exists or is disabled")
+        if not user.active:
+            raise AccountDisabled("this account no longer exists or is disabled")
         roles = frozenset(
             (await session.execute(select(UserRole.role).where(UserRole.user_id == user_id)))
             .scalars()
@@ -177,6 +221,7 @@ class NetworkService:
                     .where(RefreshToken.family == token.family, RefreshToken.revoked_at.is_(None))
                     .values(revoked_at=now)
                 )
+                await self.bus.emit(session, [_sign_in_ended(token.family)])
             else:
                 user = await session.get(User, token.user_id)
                 if user is None or not user.active:
@@ -189,16 +234,27 @@ class NetworkService:
         )
 
     async def revoke(self, refresh_token: str) -> bool:
+        """Revoke the sign-in the refresh token belongs to (its whole family): its access
+        tokens stop working and its websockets close, on every worker."""
         async with self.db.write() as session:
+            family = (
+                await session.execute(
+                    select(RefreshToken.family).where(
+                        RefreshToken.token_hash == hash_refresh_token(refresh_token)
+                    )
+                )
+            ).scalar_one_or_none()
+            if family is None:
+                return False
             result = await session.execute(
                 update(RefreshToken)
-                .where(
-                    RefreshToken.token_hash == hash_refresh_token(refresh_token),
-                    RefreshToken.revoked_at.is_(None),
-                )
+                .where(RefreshToken.family == family, RefreshToken.revoked_at.is_(None))
                 .values(revoked_at=utcnow())
             )
-            return bool(result.rowcount)
+            if not result.rowcount:
+                return False
+            await self.bus.emit(session, [_sign_in_ended(family)])
+            return True
 
     async def _issue(self, session: AsyncSession, user_id: int, *, family: str) -> TokenPair:
         roles = frozenset(
@@ -216,7 +272,7 @@ class NetworkService:
             )
         )
         return TokenPair(
-            access_token=self.tokens.issue_access_token(user_id, roles),
+            access_token=self.tokens.issue_access_token(user_id, roles, session_id=family),
             refresh_token=refresh,
             expires_in=int(self.tokens.access_ttl.total_seconds()),
         )
@@ -487,11 +543,20 @@ class NetworkService:
                 )
                 await self._set_roles_and_scope(session, user, current_roles, current_locations)
             if active is False or password is not None:
-                await session.execute(
-                    update(RefreshToken)
-                    .where(RefreshToken.user_id == user.id, RefreshToken.revoked_at.is_(None))
-                    .values(revoked_at=utcnow())
-                )
+                families = (
+                    await session.execute(
+                        update(RefreshToken)
+                        .where(RefreshToken.user_id == user.id, RefreshToken.revoked_at.is_(None))
+                        .values(revoked_at=utcnow())
+                        .returning(RefreshToken.family)
+                    )
+                ).scalars()
+                # Deactivation closes every websocket of the user (4403); a new password ends
+                # its sign-ins (4401).
+                ended = [_sign_in_ended(family) for family in sorted(set(families))]
+                if active is False:
+                    ended.insert(0, Event(SESSION_TOPIC, {"user_id": user.id}))
+                await self.bus.emit(session, ended)
             await session.flush()
             await audit.record(
                 session,
@@ -552,6 +617,10 @@ class NetworkService:
             "roles": sorted(r.value for r in roles),
             "location_ids": sorted(locations),
         }
+
+
+def _sign_in_ended(family: str) -> Event:
+    return Event(SESSION_TOPIC, {"session_id": family})
 
 
 def _location_code(code: str) -> str:
