@@ -6,7 +6,7 @@ import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass, replace
 
-from sqlalchemy import delete, exists, select, update
+from sqlalchemy import delete, func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from server.catalog.gtin import gtin_check_digit
@@ -108,19 +108,19 @@ class NetworkService:
     ) -> Principal:
         principal = await self._load_principal(session, claims.user_id, request_id)
         if claims.session_id is not None:
-            # A sign-in lives while its family has a refresh token not yet spent or revoked
-            # (rotation spends one and adds the next in one transaction).
-            live = (
+            # A sign-in is revoked once every refresh token of its family is (rotation spends
+            # one and adds the next in one transaction; revoking marks rows, never deletes
+            # them). A family this database never held (a cloned or restored database) is
+            # judged by the token's signature and expiry alone.
+            tokens, live = (
                 await session.execute(
                     select(
-                        exists().where(
-                            RefreshToken.family == claims.session_id,
-                            RefreshToken.revoked_at.is_(None),
-                        )
-                    )
+                        func.count(RefreshToken.id),
+                        func.count(RefreshToken.id).filter(RefreshToken.revoked_at.is_(None)),
+                    ).where(RefreshToken.family == claims.session_id)
                 )
-            ).scalar()
-            if not live:
+            ).one()
+            if tokens and not live:
                 raise Unauthenticated("this sign-in was revoked; sign in again")
         return replace(principal, session_id=claims.session_id, expires_at=claims.expires_at)
 
