@@ -31,6 +31,7 @@ from server.core.errors import DomainError, ErrorCode, Unauthenticated
 from server.core.fanout import FanoutHub, SharedTransportWSHandler
 from server.core.graphql import Context, finish_request, request_error_code
 from server.core.security import Principal
+from server.core.sessions import SessionRegistry
 from server.network.oauth import OAuthEndpoints, presents_client
 from server.schema import build_schema
 from server.services import Services
@@ -50,6 +51,11 @@ class ApothecaGraphQL(GraphQL[Context, None]):
         super().__init__(build_schema(services.settings), **kwargs)
         self.services = services
         self.fanout = FanoutHub(self.encode_json, queue_size=services.bus.queue_size)
+        self.sessions = SessionRegistry(
+            services.bus,
+            max_connections=services.settings.max_connections_per_principal,
+            max_subscriptions=services.settings.max_subscriptions_per_principal,
+        )
 
     def shared_context(self, principal: Principal) -> Context:
         """The context a group of subscribers executes with (one of them opened it)."""
@@ -75,7 +81,7 @@ class ApothecaGraphQL(GraphQL[Context, None]):
                 if scheme.lower() != "bearer" or not token:
                     raise Unauthenticated("use 'Authorization: Bearer <access token>'")
                 async with context.read() as session:
-                    context.principal = await self.services.network.principal_for_token(
+                    context.principal = await self.services.network.authenticate(
                         token.strip(),
                         request_id=request.headers.get("x-request-id") or uuid.uuid4().hex,
                         session=session,
@@ -93,18 +99,26 @@ class ApothecaGraphQL(GraphQL[Context, None]):
             await finish_request(getattr(state, "apotheca_context", None))
 
     async def on_ws_connect(self, context: Context) -> Any:
-        """graphql-transport-ws: the token comes in connection_init's payload."""
+        """graphql-transport-ws: the token comes in connection_init's payload. The connection
+        is registered (server.core.sessions): it ends when the token expires or the sign-in,
+        user or client is revoked, and counts against its principal's cap (4429 over it)."""
         params = getattr(context, "connection_params", None) or {}
         token = str(params.get("token") or params.get("Authorization") or "")
         token = token.removeprefix("Bearer ").strip()
         try:
-            context.principal = await self.services.network.principal_for_token(token)
+            context.principal = await self.reauthenticate(token)
         except DomainError as error:
             raise ConnectionRejectionError(
                 {"code": error.code.value, "message": error.message}
             ) from None
+        if context.ws_session is not None:
+            self.sessions.admit(context.ws_session, context.principal, token)
         context.auth_error = None
         return {"user": context.principal.username}
+
+    async def reauthenticate(self, token: str) -> Principal:
+        """A websocket's principal, checked afresh (at connection_init and every operation)."""
+        return await self.services.network.authenticate(token, request_id=uuid.uuid4().hex)
 
     async def process_result(self, request: Any, result: Any) -> Any:
         """Errors raised before execution (syntax, token limit) get a code like all others."""
@@ -274,10 +288,12 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
     @contextlib.asynccontextmanager
     async def lifespan(_: Starlette) -> AsyncIterator[None]:
         await services.start()
+        await graphql.sessions.start()
         expiry = asyncio.create_task(_expiry_checks(services))
         try:
             yield
         finally:
+            await graphql.sessions.stop()
             expiry.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await expiry

@@ -27,7 +27,7 @@ def _secret_key() -> str:
 class Settings:
     database_url: str = DEFAULT_DATABASE_URL
     secret_key: str = field(default="", repr=False)
-    access_token_minutes: int = 15
+    access_token_minutes: float = 15
     refresh_token_days: int = 30
     max_page_size: int = 100
     max_query_depth: int = 12
@@ -38,6 +38,10 @@ class Settings:
     expiry_window_days: int = 90
     expiry_check_seconds: int = 3600
     max_subscriptions_per_connection: int = 20
+    # Websockets per principal (user, or OAuth client) and its subscriptions across them; both
+    # counted per worker process (server.core.sessions).
+    max_connections_per_principal: int = 10
+    max_subscriptions_per_principal: int = 50
     transit_window_hours: int = 72
     # After an OAuth2 client's secret is rotated, the old one keeps working this long.
     client_secret_overlap_hours: float = 24.0
@@ -48,7 +52,7 @@ class Settings:
         env = os.environ
         values: dict[str, object] = {
             "database_url": env.get("APOTHECA_DATABASE_URL", DEFAULT_DATABASE_URL),
-            "access_token_minutes": int(env.get("APOTHECA_ACCESS_TOKEN_MINUTES", "15")),
+            "access_token_minutes": float(env.get("APOTHECA_ACCESS_TOKEN_MINUTES", "15")),
             "refresh_token_days": int(env.get("APOTHECA_REFRESH_TOKEN_DAYS", "30")),
             "max_page_size": int(env.get("APOTHECA_MAX_PAGE_SIZE", "100")),
             "sql_echo": env.get("APOTHECA_SQL_ECHO", "") == "1",
@@ -57,6 +61,12 @@ class Settings:
             "transit_window_hours": int(env.get("APOTHECA_TRANSIT_WINDOW_HOURS", "72")),
             "client_secret_overlap_hours": float(
                 env.get("APOTHECA_CLIENT_SECRET_OVERLAP_HOURS", "24")
+            ),
+            "max_connections_per_principal": int(
+                env.get("APOTHECA_MAX_CONNECTIONS_PER_PRINCIPAL", "10")
+            ),
+            "max_subscriptions_per_principal": int(
+                env.get("APOTHECA_MAX_SUBSCRIPTIONS_PER_PRINCIPAL", "50")
             ),
         }
         if pwa_dir := env.get("APOTHECA_PWA_DIR"):

@@ -91,7 +91,7 @@ class Services:
             db=db,
             bus=bus,
             tokens=tokens,
-            network=NetworkService(db, tokens),
+            network=NetworkService(db, tokens, bus),
             clients=OAuthClientService(
                 db, bus, tokens, timedelta(hours=settings.client_secret_overlap_hours)
             ),

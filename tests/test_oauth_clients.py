@@ -476,7 +476,7 @@ async def test_client_principal_is_role_and_scope_and_its_organisation(
     principals = {}
     for made in (agency, erp):
         token = await access(await basic_token(https, made["clientId"], made["secret"]))
-        principals[made["name"]] = await services.network.principal_for_token(token)
+        principals[made["name"]] = await services.network.authenticate(token)
     regulator, supplier = principals["Agency"], principals["MedDistri ERP"]
     assert regulator.location_ids is None and regulator.scopes == {"supervision:read"}
     assert supplier.location_ids == {demo.locations["WHS-DC"]}
@@ -560,7 +560,7 @@ async def test_the_audit_chain_covers_the_acting_client(
         https, admin, whs(demo), role="REGULATOR", scopes=("recalls:write",), name="Agency recalls"
     )
     token = await access(await basic_token(https, erp["clientId"], erp["secret"]))
-    principal = await demo.services.network.principal_for_token(token)
+    principal = await demo.services.network.authenticate(token)
     async with demo.services.db.write() as session:
         await audit.record(
             session, principal, action="test.client", entity_type="Test", entity_id=1

@@ -27,6 +27,8 @@ class ErrorCode(StrEnum):
     INVALID_TRANSITION = "INVALID_TRANSITION"
     LOT_ALREADY_RECALLED = "LOT_ALREADY_RECALLED"
     ALREADY_RECEIVED = "ALREADY_RECEIVED"
+    TOO_MANY_CONNECTIONS = "TOO_MANY_CONNECTIONS"
+    TOO_MANY_SUBSCRIPTIONS = "TOO_MANY_SUBSCRIPTIONS"
 
 
 class DomainError(Exception):
@@ -52,6 +54,11 @@ class Forbidden(DomainError):
 
 class Unauthenticated(DomainError):
     code = ErrorCode.UNAUTHENTICATED
+
+
+class AccountDisabled(Unauthenticated):
+    """The account exists but is disabled: UNAUTHENTICATED over HTTP; a websocket of it
+    closes 4403 (forbidden) rather than 4401, since signing in again will not help."""
 
 
 class InvalidInput(DomainError):

@@ -13,6 +13,12 @@ loses its oldest messages (`dropped`) and never holds up the group or the other 
 What is not shared: a group whose first result carries errors (typically a refused subscription,
 whose message names the user) is dissolved and every member runs its subscription on its own,
 exactly as without grouping; so do operations that are not subscriptions.
+
+Sessions that end (server.core.sessions): every `subscribe` (query, mutation or subscription)
+re-authenticates the connection's token first and is refused, and the socket closed, when the
+token expired (4401), the sign-in was revoked (4401) or the account disabled (4403); a
+subscription over the principal's cap gets an error TOO_MANY_SUBSCRIPTIONS. A connection that
+ends cancels its operations, so each member leaves its group as if it had sent `complete`.
 """
 
 from __future__ import annotations
@@ -33,10 +39,22 @@ from strawberry.subscriptions.protocols.graphql_transport_ws.handlers import (
     BaseGraphQLTransportWSHandler,
     Operation,
 )
+from strawberry.subscriptions.protocols.graphql_transport_ws.types import (
+    ConnectionInitMessage,
+    SubscribeMessage,
+)
 from strawberry.types.execution import ExecutionResult, PreExecutionError
 from strawberry.utils.aio import aclosing
 
+from server.core.errors import DomainError
 from server.core.security import Principal
+from server.core.sessions import (
+    Connection,
+    SessionRefused,
+    SessionRegistry,
+    TooManySubscriptions,
+    close_code_for,
+)
 
 log = logging.getLogger("apotheca.fanout")
 
@@ -257,7 +275,80 @@ class SharedTransportWSHandler(BaseGraphQLTransportWSHandler[Any, Any]):
 
     Everything else (connection_init, ping, limits, queries and mutations over the socket,
     refused subscriptions) is Strawberry's handler unchanged. The view provides `fanout` (a
-    FanoutHub) and `shared_context(principal)` (the context a group executes with)."""
+    FanoutHub), `shared_context(principal)` (the context a group executes with), `sessions`
+    (a SessionRegistry) and `reauthenticate(token)` (the principal of a token, checked afresh).
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.session = Connection(self._end_session)
+        if hasattr(self.context, "ws_session"):
+            self.context.ws_session = self.session
+
+    @property
+    def sessions(self) -> SessionRegistry:
+        return self.view.sessions  # type: ignore[attr-defined,no-any-return]
+
+    async def handle_connection_init(self, message: ConnectionInitMessage) -> None:
+        try:
+            await super().handle_connection_init(message)
+        except SessionRefused as refused:  # over the principal's cap: 4429, not 4403
+            await self.websocket.close(code=refused.close_code, reason=refused.message[:120])
+
+    async def handle_subscribe(self, message: SubscribeMessage) -> None:
+        """Re-check the principal before any operation; count subscriptions against the cap."""
+        if not self.connection_acknowledged or self.session.token is None:
+            await super().handle_subscribe(message)
+            return
+        operation_id = message["id"]
+        payload = message["payload"]
+        token = self.session.token
+        try:
+            principal: Principal = await self.view.reauthenticate(token)  # type: ignore[attr-defined]
+        except DomainError as error:
+            await self._refuse(operation_id, error)
+            await self.session.end(close_code_for(error), error.message)
+            return
+        if self.session.ended:
+            return
+        self.sessions.refresh(self.session, principal, token)
+        self.context.principal = principal
+        if not is_subscription(payload["query"], payload.get("operationName")):
+            await super().handle_subscribe(message)
+            return
+        try:
+            self.sessions.reserve_subscription(self.session)
+        except TooManySubscriptions as error:
+            await self._refuse(operation_id, error)
+            return
+        before = self.operations.get(operation_id)
+        try:
+            await super().handle_subscribe(message)
+        finally:
+            operation = self.operations.get(operation_id)
+            if operation is not None and operation is not before and operation.task is not None:
+                operation.task.add_done_callback(
+                    lambda _: self.sessions.release_subscription(self.session)
+                )
+            else:  # refused by Strawberry (duplicate id, per-connection limit)
+                self.sessions.release_subscription(self.session)
+
+    async def _refuse(self, operation_id: str, error: DomainError) -> None:
+        refusal = GraphQLError(error.message, extensions={"code": error.code.value})
+        with contextlib.suppress(WebSocketDisconnected, RuntimeError):
+            await self.send_message(
+                {"id": operation_id, "type": "error", "payload": [refusal.formatted]}
+            )
+
+    async def _end_session(self, code: int, reason: str) -> None:
+        """Cancel every operation (members leave their groups), then close with `code`."""
+        for operation_id in list(self.operations):
+            await self.cleanup_operation(operation_id)
+        await self.websocket.close(code=code, reason=reason)
+
+    async def shutdown(self) -> None:
+        self.sessions.leave(self.session)
+        await super().shutdown()
 
     async def run_operation(self, operation: Operation[Any, Any]) -> None:
         hub: FanoutHub = self.view.fanout  # type: ignore[attr-defined]

@@ -173,8 +173,13 @@ class Principal:
     # Permissions lent for one use case a service has already authorised (e.g. a nurse
     # receiving a transfer writes TRANSFER_IN); location scope still applies.
     grants: frozenset[Permission] = frozenset()
+    # An OAuth2 client's principal: its id and granted scopes (None: a person, no scope limit).
     client_id: int | None = None
     scopes: frozenset[str] | None = None
+    # The sign-in (refresh-token family, the token's `sid`) and when the access token expires:
+    # a websocket re-checks both and ends when either does (server.core.sessions).
+    session_id: str | None = None
+    expires_at: datetime | None = None
 
     def can(self, permission: Permission) -> bool:
         if permission in self.grants:
@@ -254,6 +259,15 @@ CLIENT_SUBJECT_PREFIX = "client:"
 
 
 @dataclass(frozen=True)
+class AccessClaims:
+    """What an access token says: whose it is, which sign-in issued it, when it expires."""
+
+    user_id: int
+    session_id: str | None = None
+    expires_at: datetime | None = None
+
+
+@dataclass(frozen=True)
 class TokenService:
     secret_key: str
     access_ttl: timedelta
@@ -263,7 +277,10 @@ class TokenService:
     def _key(self) -> OctKey:
         return OctKey.import_key(self.secret_key.encode())
 
-    def issue_access_token(self, user_id: int, roles: frozenset[Role]) -> str:
+    def issue_access_token(
+        self, user_id: int, roles: frozenset[Role], *, session_id: str | None = None
+    ) -> str:
+        """`session_id` (claim `sid`) names the sign-in, so revoking it ends this token too."""
         now = datetime.now(UTC)
         claims: dict[str, Any] = {
             "iss": ISSUER,
@@ -273,6 +290,8 @@ class TokenService:
             "exp": int((now + self.access_ttl).timestamp()),
             "jti": uuid.uuid4().hex,
         }
+        if session_id is not None:
+            claims["sid"] = session_id
         return jwt.encode({"alg": ACCESS_TOKEN_ALGORITHM}, claims, self._key)
 
     def issue_client_token(self, client_id: str, scope: str) -> str:
@@ -300,22 +319,36 @@ class TokenService:
                 exp={"essential": True},
             ).validate(decoded.claims)
             return dict(decoded.claims)
-        except (JoseError, ValueError, KeyError, TypeError) as exc:
+        except (JoseError, ValueError, KeyError, TypeError, OverflowError) as exc:
             reason = exc.__class__.__name__
             raise Unauthenticated(f"invalid or expired access token ({reason})") from None
 
+    def decode_access(self, token: str) -> AccessClaims:
+        """The claims of a valid, unexpired user access token, else Unauthenticated."""
+        return user_access_claims(self.decode_claims(token))
+
     def decode_access_token(self, token: str) -> int:
         """Return the user id of a valid, unexpired user access token, else Unauthenticated."""
-        try:
-            return int(self.decode_claims(token)["sub"])
-        except ValueError:
-            raise Unauthenticated("not a user's access token") from None
+        return self.decode_access(token).user_id
 
     @staticmethod
     def new_refresh_token() -> tuple[str, str]:
         """An opaque token for the client and the hash we store (never the token itself)."""
         token = secrets.token_urlsafe(32)
         return token, hash_refresh_token(token)
+
+
+def user_access_claims(claims: dict[str, Any]) -> AccessClaims:
+    """A person's access token claims (`sub` is a user id), else Unauthenticated."""
+    try:
+        sid = claims.get("sid")
+        return AccessClaims(
+            user_id=int(claims["sub"]),
+            session_id=str(sid) if sid is not None else None,
+            expires_at=datetime.fromtimestamp(int(claims["exp"]), UTC),
+        )
+    except (ValueError, KeyError, TypeError, OverflowError, OSError):
+        raise Unauthenticated("not a user's access token") from None
 
 
 def hash_refresh_token(token: str) -> str:

@@ -4,15 +4,24 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime
+from typing import Any
 
-from sqlalchemy import delete, select, update
+from sqlalchemy import delete, func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from server.catalog.gtin import gtin_check_digit
 from server.core import audit
 from server.core.db import Database, utcnow
-from server.core.errors import DomainError, ErrorCode, InvalidInput, Unauthenticated
+from server.core.errors import (
+    AccountDisabled,
+    DomainError,
+    ErrorCode,
+    InvalidInput,
+    Unauthenticated,
+)
+from server.core.events import Event, EventBus
 from server.core.security import (
     CLIENT_SUBJECT_PREFIX,
     GLOBAL_ROLES,
@@ -22,8 +31,10 @@ from server.core.security import (
     TokenService,
     hash_password,
     hash_refresh_token,
+    user_access_claims,
     verify_password,
 )
+from server.core.sessions import SESSION_TOPIC
 from server.core.validation import ensure_unique, get_or_not_found, required_text
 from server.network.models import (
     Location,
@@ -79,11 +90,47 @@ def location_snapshot(loc: Location) -> dict[str, object]:
 
 
 class NetworkService:
-    def __init__(self, db: Database, tokens: TokenService) -> None:
+    def __init__(self, db: Database, tokens: TokenService, bus: EventBus | None = None) -> None:
         self.db = db
         self.tokens = tokens
+        self.bus = bus or EventBus()
 
     # --- principals and sign-in -----------------------------------------------------------
+
+    async def authenticate(
+        self, token: str, request_id: str | None = None, *, session: AsyncSession | None = None
+    ) -> Principal:
+        """The principal of an access token: valid and unexpired, its account active and its
+        sign-in (`sid`) not revoked. Every HTTP request and every websocket operation."""
+        claims = self.tokens.decode_claims(token)
+        if session is None:
+            async with self.db.read() as own:
+                return await self._authenticate(own, claims, request_id)
+        return await self._authenticate(session, claims, request_id)
+
+    async def _authenticate(
+        self, session: AsyncSession, token_claims: dict[str, Any], request_id: str | None
+    ) -> Principal:
+        if str(token_claims["sub"]).startswith(CLIENT_SUBJECT_PREFIX):
+            return await self._load_client_principal(session, token_claims, request_id)
+        claims = user_access_claims(token_claims)
+        principal = await self._load_principal(session, claims.user_id, request_id)
+        if claims.session_id is not None:
+            # A sign-in is revoked once every refresh token of its family is (rotation spends
+            # one and adds the next in one transaction; revoking marks rows, never deletes
+            # them). A family this database never held (a cloned or restored database) is
+            # judged by the token's signature and expiry alone.
+            tokens, live = (
+                await session.execute(
+                    select(
+                        func.count(RefreshToken.id),
+                        func.count(RefreshToken.id).filter(RefreshToken.revoked_at.is_(None)),
+                    ).where(RefreshToken.family == claims.session_id)
+                )
+            ).one()
+            if tokens and not live:
+                raise Unauthenticated("this sign-in was revoked; sign in again")
+        return replace(principal, session_id=claims.session_id, expires_at=claims.expires_at)
 
     async def load_principal(
         self, user_id: int, request_id: str | None = None, *, session: AsyncSession | None = None
@@ -95,26 +142,6 @@ class NetworkService:
             async with self.db.read() as own:
                 return await self._load_principal(own, user_id, request_id)
         return await self._load_principal(session, user_id, request_id)
-
-    async def principal_for_token(
-        self,
-        token: str,
-        request_id: str | None = None,
-        *,
-        session: AsyncSession | None = None,
-    ) -> Principal:
-        """The principal of a bearer access token: a person's, or an OAuth2 client's (whose
-        client and token must still be unrevoked). Raises Unauthenticated."""
-        claims = self.tokens.decode_claims(token)
-        subject = str(claims["sub"])
-        if not subject.startswith(CLIENT_SUBJECT_PREFIX):
-            return await self.load_principal(
-                self.tokens.decode_access_token(token), request_id, session=session
-            )
-        if session is None:
-            async with self.db.read() as own:
-                return await self._load_client_principal(own, claims, request_id)
-        return await self._load_client_principal(session, claims, request_id)
 
     async def _load_client_principal(
         self, session: AsyncSession, claims: dict[str, object], request_id: str | None
@@ -149,14 +176,17 @@ class NetworkService:
             request_id=request_id or uuid.uuid4().hex,
             client_id=client.id,
             scopes=scopes,
+            expires_at=datetime.fromtimestamp(int(str(claims["exp"])), UTC),
         )
 
     async def _load_principal(
         self, session: AsyncSession, user_id: int, request_id: str | None
     ) -> Principal:
         user = await session.get(User, user_id)
-        if user is None or not user.active:
+        if user is None:
             raise Unauthenticated("this account no longer exists or is disabled")
+        if not user.active:
+            raise AccountDisabled("this account no longer exists or is disabled")
         roles = frozenset(
             (await session.execute(select(UserRole.role).where(UserRole.user_id == user_id)))
             .scalars()
@@ -243,6 +273,7 @@ class NetworkService:
                     .where(RefreshToken.family == token.family, RefreshToken.revoked_at.is_(None))
                     .values(revoked_at=now)
                 )
+                await self.bus.emit(session, [_sign_in_ended(token.family)])
             else:
                 user = await session.get(User, token.user_id)
                 if user is None or not user.active:
@@ -255,16 +286,27 @@ class NetworkService:
         )
 
     async def revoke(self, refresh_token: str) -> bool:
+        """Revoke the sign-in the refresh token belongs to (its whole family): its access
+        tokens stop working and its websockets close, on every worker."""
         async with self.db.write() as session:
+            family = (
+                await session.execute(
+                    select(RefreshToken.family).where(
+                        RefreshToken.token_hash == hash_refresh_token(refresh_token)
+                    )
+                )
+            ).scalar_one_or_none()
+            if family is None:
+                return False
             result = await session.execute(
                 update(RefreshToken)
-                .where(
-                    RefreshToken.token_hash == hash_refresh_token(refresh_token),
-                    RefreshToken.revoked_at.is_(None),
-                )
+                .where(RefreshToken.family == family, RefreshToken.revoked_at.is_(None))
                 .values(revoked_at=utcnow())
             )
-            return bool(result.rowcount)
+            if not result.rowcount:
+                return False
+            await self.bus.emit(session, [_sign_in_ended(family)])
+            return True
 
     async def _issue(self, session: AsyncSession, user_id: int, *, family: str) -> TokenPair:
         roles = frozenset(
@@ -282,7 +324,7 @@ class NetworkService:
             )
         )
         return TokenPair(
-            access_token=self.tokens.issue_access_token(user_id, roles),
+            access_token=self.tokens.issue_access_token(user_id, roles, session_id=family),
             refresh_token=refresh,
             expires_in=int(self.tokens.access_ttl.total_seconds()),
         )
@@ -559,11 +601,20 @@ class NetworkService:
                 )
                 await self._set_roles_and_scope(session, user, current_roles, current_locations)
             if active is False or password is not None:
-                await session.execute(
-                    update(RefreshToken)
-                    .where(RefreshToken.user_id == user.id, RefreshToken.revoked_at.is_(None))
-                    .values(revoked_at=utcnow())
-                )
+                families = (
+                    await session.execute(
+                        update(RefreshToken)
+                        .where(RefreshToken.user_id == user.id, RefreshToken.revoked_at.is_(None))
+                        .values(revoked_at=utcnow())
+                        .returning(RefreshToken.family)
+                    )
+                ).scalars()
+                # Deactivation closes every websocket of the user (4403); a new password ends
+                # its sign-ins (4401).
+                ended = [_sign_in_ended(family) for family in sorted(set(families))]
+                if active is False:
+                    ended.insert(0, Event(SESSION_TOPIC, {"user_id": user.id}))
+                await self.bus.emit(session, ended)
             await session.flush()
             await audit.record(
                 session,
@@ -637,6 +688,10 @@ async def _not_a_client_account(session: AsyncSession, user: User) -> None:
             f"{user.username} is OAuth2 client {client_id}'s account; manage the client instead",
             field="id",
         )
+
+
+def _sign_in_ended(family: str) -> Event:
+    return Event(SESSION_TOPIC, {"session_id": family})
 
 
 def _location_code(code: str) -> str:
