@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from enum import StrEnum
 
 
@@ -27,6 +28,7 @@ class ErrorCode(StrEnum):
     INVALID_TRANSITION = "INVALID_TRANSITION"
     LOT_ALREADY_RECALLED = "LOT_ALREADY_RECALLED"
     ALREADY_RECEIVED = "ALREADY_RECEIVED"
+    RATE_LIMITED = "RATE_LIMITED"
 
 
 class DomainError(Exception):
@@ -68,3 +70,16 @@ class ExpiredLot(DomainError):
 
 class Duplicate(DomainError):
     code = ErrorCode.DUPLICATE
+
+
+class RateLimited(DomainError):
+    """Too many requests or sign-in attempts: retry after `retry_after` seconds (HTTP 429).
+
+    `oauth_error` is the error the token endpoint answers with."""
+
+    code = ErrorCode.RATE_LIMITED
+
+    def __init__(self, message: str, *, retry_after: float, oauth_error: str = "slow_down"):
+        super().__init__(message)
+        self.retry_after = max(1, math.ceil(retry_after))
+        self.oauth_error = oauth_error

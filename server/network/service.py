@@ -15,13 +15,12 @@ from server.core.db import Database, utcnow
 from server.core.errors import DomainError, ErrorCode, InvalidInput, Unauthenticated
 from server.core.security import (
     GLOBAL_ROLES,
+    PasswordPool,
     Permission,
     Principal,
     Role,
     TokenService,
-    hash_password,
     hash_refresh_token,
-    verify_password,
 )
 from server.core.validation import ensure_unique, get_or_not_found, required_text
 from server.network.models import (
@@ -76,9 +75,12 @@ def location_snapshot(loc: Location) -> dict[str, object]:
 
 
 class NetworkService:
-    def __init__(self, db: Database, tokens: TokenService) -> None:
+    def __init__(
+        self, db: Database, tokens: TokenService, passwords: PasswordPool | None = None
+    ) -> None:
         self.db = db
         self.tokens = tokens
+        self.passwords = passwords or PasswordPool()
 
     # --- principals and sign-in -----------------------------------------------------------
 
@@ -147,7 +149,7 @@ class NetworkService:
             user = (
                 await session.execute(select(User).where(User.username == username))
             ).scalar_one_or_none()
-        ok = verify_password(user.password_hash if user else None, password)
+        ok = await self.passwords.verify(user.password_hash if user else None, password)
         if user is None or not ok or not user.active:
             raise DomainError("wrong username or password", code=ErrorCode.INVALID_CREDENTIALS)
         async with self.db.write() as session:
@@ -407,6 +409,7 @@ class NetworkService:
         _check_password(password)
         if not roles:
             raise InvalidInput("give the user at least one role", field="roles")
+        password_hash = await self.passwords.hash(password)  # before the write transaction
         async with self.db.write() as session:
             await ensure_unique(session, User.username, username, "username")
             if organisation_id is not None:
@@ -414,7 +417,7 @@ class NetworkService:
             user = User(
                 username=username,
                 full_name=required_text(full_name, "fullName"),
-                password_hash=hash_password(password),
+                password_hash=password_hash,
                 organisation_id=organisation_id,
             )
             session.add(user)
@@ -443,14 +446,16 @@ class NetworkService:
         active: bool | None = None,
     ) -> User:
         principal.require(Permission.USERS_MANAGE)
+        if password is not None:
+            _check_password(password)
+            password_hash = await self.passwords.hash(password)  # before the write transaction
         async with self.db.write() as session:
             user = await get_or_not_found(session, User, user_id, "user")
             before = await self._user_snapshot(session, user)
             if full_name is not None:
                 user.full_name = required_text(full_name, "fullName")
             if password is not None:
-                _check_password(password)
-                user.password_hash = hash_password(password)
+                user.password_hash = password_hash
             if organisation_id is not None:
                 await get_or_not_found(session, Organisation, organisation_id, "organisation")
                 user.organisation_id = organisation_id
