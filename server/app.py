@@ -117,7 +117,7 @@ class ApothecaGraphQL(GraphQL[Context, None]):
             raise ConnectionRejectionError(
                 {"code": error.code.value, "message": error.message}
             ) from None
-        await self.services.ratelimits.check_principal(str(user_id))
+        await self.services.ratelimits.check_principal(str(user_id), "websocket")
         context.auth_error = None
         return {"user": context.principal.username}
 

@@ -44,8 +44,8 @@ class Settings:
     # disables one. Storage "memory://" is per process; "redis://host:6379" is shared.
     rate_limit_storage: str = "memory://"
     rate_limit_prefix: str = "apotheca"
-    rate_limit_principal: str = "300/minute"
-    rate_limit_ip: str = "600/minute"
+    rate_limit_principal: str = "600/minute"
+    rate_limit_ip: str = "1200/minute"
     trusted_proxies: str = ""  # comma-separated IPs/CIDRs whose X-Forwarded-For is believed
     login_failures_account_ip: str = "5/15 minutes"
     login_failures_ip: str = "50/15 minutes"
@@ -69,8 +69,8 @@ class Settings:
             "transit_window_hours": int(env.get("APOTHECA_TRANSIT_WINDOW_HOURS", "72")),
             "rate_limit_storage": env.get("APOTHECA_RATE_LIMIT_STORAGE", "memory://"),
             "rate_limit_prefix": env.get("APOTHECA_RATE_LIMIT_PREFIX", "apotheca"),
-            "rate_limit_principal": env.get("APOTHECA_RATE_LIMIT_PRINCIPAL", "300/minute"),
-            "rate_limit_ip": env.get("APOTHECA_RATE_LIMIT_IP", "600/minute"),
+            "rate_limit_principal": env.get("APOTHECA_RATE_LIMIT_PRINCIPAL", "600/minute"),
+            "rate_limit_ip": env.get("APOTHECA_RATE_LIMIT_IP", "1200/minute"),
             "trusted_proxies": env.get("APOTHECA_TRUSTED_PROXIES", ""),
             "login_failures_account_ip": env.get("APOTHECA_LOGIN_LIMIT_ACCOUNT_IP", "5/15 minutes"),
             "login_failures_ip": env.get("APOTHECA_LOGIN_LIMIT_IP", "50/15 minutes"),

@@ -11,11 +11,13 @@ the peer is one of `trusted_proxies` (IPs or CIDRs): create_app then installs uv
 ProxyHeadersMiddleware, which takes the rightmost address not itself a trusted proxy. Without
 that setting a client cannot pick its own IP by sending the header.
 
-/graphql (HTTP requests and websocket connection attempts) is limited per IP and per principal
-(the `sub` of a valid bearer token; websockets are counted per principal at connection_init,
-where their token arrives). Over the limit: HTTP 429, Retry-After and a GraphQL-shaped body
-with extensions.code RATE_LIMITED; a websocket handshake gets the same 429, a connection_init
-over its principal's limit is closed with 4429.
+/graphql is limited per IP and per principal (the `sub` of a valid bearer token), HTTP requests
+and websocket connection attempts in separate buckets of the same size; a websocket counts
+per principal at connection_init, where its token arrives. Defaults are 600/minute per
+principal and 1200/minute per IP (a hospital's tablets often share one NAT address). Over the
+limit: HTTP 429, Retry-After and a GraphQL-shaped body with extensions.code RATE_LIMITED; a
+websocket handshake gets the same 429, a connection_init over its principal's limit is closed
+with 4429.
 
 Sign-in (`LoginThrottle`) counts failed password grants per (account, IP), per IP and per
 account. Reaching a threshold locks that key for `login_lock_seconds`, doubling with every
@@ -98,11 +100,12 @@ class RateLimits:
         self.per_ip = parse_limit(settings.rate_limit_ip, "rate_limit_ip")
         self.login = LoginThrottle(self.storage, settings)
 
-    async def check_ip(self, ip: str) -> None:
-        await self._hit(self.per_ip, "ip", ip)
+    async def check_ip(self, ip: str, kind: str = "http") -> None:
+        """`kind` "http" or "websocket": requests and connection attempts count separately."""
+        await self._hit(self.per_ip, f"{kind}/ip", ip)
 
-    async def check_principal(self, principal: str) -> None:
-        await self._hit(self.per_principal, "principal", principal)
+    async def check_principal(self, principal: str, kind: str = "http") -> None:
+        await self._hit(self.per_principal, f"{kind}/principal", principal)
 
     async def _hit(self, item: RateLimitItem | None, kind: str, who: str) -> None:
         if item is None:
@@ -116,7 +119,8 @@ class RateLimits:
             log.warning("rate limit storage failed; letting the request through", exc_info=True)
             return
         raise RateLimited(
-            f"rate limit of {item} per {kind} exceeded", retry_after=stats.reset_time - time.time()
+            f"rate limit of {item} per {kind.replace('/', ' ')} exceeded",
+            retry_after=stats.reset_time - time.time(),
         )
 
 
@@ -233,7 +237,7 @@ class RateLimitMiddleware:
             await self.app(scope, receive, send)
             return
         try:
-            await self.limits.check_ip(client_ip(scope))
+            await self.limits.check_ip(client_ip(scope), scope["type"])
             if scope["type"] == "http" and (principal := self._principal(scope)):
                 await self.limits.check_principal(principal)
         except RateLimited as error:
