@@ -42,7 +42,7 @@ from limits import RateLimitItem, parse
 from limits.aio.storage import Storage
 from limits.aio.strategies import MovingWindowRateLimiter
 from limits.errors import StorageError
-from limits.storage import storage_from_string
+from limits.storage import SCHEMES, storage_from_string
 from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Receive, Scope, Send
 from starlette.websockets import WebSocket
@@ -56,12 +56,20 @@ T = TypeVar("T")
 MAX_KEY_PART = 200
 
 
+def storage_uri(uri: str) -> str:
+    """The async form of a storage URI ("memory://" → "async+memory://"), checked."""
+    async_uri = uri if uri.startswith("async+") else f"async+{uri}"
+    if urllib.parse.urlparse(async_uri).scheme not in SCHEMES:
+        raise ValueError(f"rate_limit_storage: {uri!r} is not a storage `limits` knows")
+    return async_uri
+
+
 def open_storage(uri: str) -> Storage:
-    """The async `limits` storage for a URI; "memory://" and "redis://…" get their async+ form."""
-    uri = uri if uri.startswith("async+") else f"async+{uri}"
-    scheme = urllib.parse.urlparse(uri).scheme
+    """The async `limits` storage for a URI. Call it inside the running loop: the memory storage
+    starts its expiry task where it is made."""
+    uri = storage_uri(uri)
     options: dict[str, Any] = {}
-    if scheme.startswith(("async+redis", "async+rediss")):
+    if urllib.parse.urlparse(uri).scheme.startswith("async+redis"):
         options["implementation"] = "redispy"  # redis-py (pinned), not coredis
     storage = storage_from_string(uri, wrap_exceptions=True, **options)
     assert isinstance(storage, Storage), f"{uri} is not an async storage"
@@ -93,12 +101,26 @@ class RateLimits:
     """The per-IP and per-principal request limits and the sign-in throttle of one process."""
 
     def __init__(self, settings: Settings) -> None:
-        self.storage = open_storage(settings.rate_limit_storage)
+        self.uri = storage_uri(settings.rate_limit_storage)
         self.prefix = settings.rate_limit_prefix
-        self.window = MovingWindowRateLimiter(self.storage)
         self.per_principal = parse_limit(settings.rate_limit_principal, "rate_limit_principal")
         self.per_ip = parse_limit(settings.rate_limit_ip, "rate_limit_ip")
-        self.login = LoginThrottle(self.storage, settings)
+        self.login = LoginThrottle(self, settings)
+        self._storage: Storage | None = None
+        self._window: MovingWindowRateLimiter | None = None
+
+    @property
+    def storage(self) -> Storage:
+        """Opened at first use, inside the serving loop."""
+        if self._storage is None:
+            self._storage = open_storage(self.uri)
+        return self._storage
+
+    @property
+    def window(self) -> MovingWindowRateLimiter:
+        if self._window is None:
+            self._window = MovingWindowRateLimiter(self.storage)
+        return self._window
 
     async def check_ip(self, ip: str, kind: str = "http") -> None:
         """`kind` "http" or "websocket": requests and connection attempts count separately."""
@@ -127,8 +149,8 @@ class RateLimits:
 class LoginThrottle:
     """Growing lockouts after failed password grants (see the module docstring)."""
 
-    def __init__(self, storage: Storage, settings: Settings) -> None:
-        self.storage = storage
+    def __init__(self, limits: RateLimits, settings: Settings) -> None:
+        self.limits = limits
         self.prefix = settings.rate_limit_prefix
         self.base = max(1, settings.login_lock_seconds)
         self.cap = max(self.base, settings.login_lock_max_seconds)
@@ -139,6 +161,10 @@ class LoginThrottle:
             "ip": parse_limit(settings.login_failures_ip, "login_failures_ip"),
             "account": parse_limit(settings.login_failures_account, "login_failures_account"),
         }
+
+    @property
+    def storage(self) -> Storage:
+        return self.limits.storage
 
     def _keys(self, username: str, ip: str) -> list[tuple[str, RateLimitItem]]:
         who = {"account_ip": f"{_part(username)}|{ip}", "ip": ip, "account": _part(username)}
