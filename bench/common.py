@@ -289,6 +289,9 @@ def live_server(database_url: str) -> Iterator[tuple[str, int]]:
         "APOTHECA_DATABASE_URL": database_url,
         "APOTHECA_SECRET_KEY": SECRET,
         "APOTHECA_LOG_LEVEL": "warning",
+        # Benchmarks drive one principal from one address far past any sane request rate.
+        "APOTHECA_RATE_LIMIT_PRINCIPAL": "off",
+        "APOTHECA_RATE_LIMIT_IP": "off",
     }
     command = [sys.executable, "-m", "server.cli", "serve", "--port", str(port)]
     with serving(command, port, env=env) as running:

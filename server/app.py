@@ -27,9 +27,10 @@ from strawberry.subscriptions import GRAPHQL_TRANSPORT_WS_PROTOCOL
 from strawberry.types.unset import UNSET
 
 from server.config import Settings
-from server.core.errors import DomainError, ErrorCode, Unauthenticated
+from server.core.errors import DomainError, ErrorCode, RateLimited, Unauthenticated
 from server.core.fanout import FanoutHub, SharedTransportWSHandler
 from server.core.graphql import Context, finish_request, request_error_code
+from server.core.ratelimit import RateLimitMiddleware, client_ip
 from server.core.security import Principal
 from server.core.sessions import SessionRegistry
 from server.network.oauth import OAuthEndpoints, presents_client
@@ -39,13 +40,25 @@ from server.services import Services
 log = logging.getLogger("apotheca")
 
 
+class RateLimitedWSHandler(SharedTransportWSHandler):
+    """A connection_init over its principal's rate limit is closed with 4429."""
+
+    async def handle_connection_init(self, message: Any) -> None:
+        try:
+            await super().handle_connection_init(message)
+        except RateLimited as error:
+            await self.websocket.close(
+                code=4429, reason=f"rate limited; retry in {error.retry_after} s"
+            )
+
+
 class ApothecaGraphQL(GraphQL[Context, None]):
     """Builds each request's context: the principal from the bearer token, fresh loaders.
 
     Websocket subscriptions are shared: subscribers of the same document, variables and scope
     class get one execution per event (server.core.fanout)."""
 
-    graphql_transport_ws_handler_class = SharedTransportWSHandler
+    graphql_transport_ws_handler_class = RateLimitedWSHandler
 
     def __init__(self, services: Services, **kwargs: Any) -> None:
         super().__init__(build_schema(services.settings), **kwargs)
@@ -111,6 +124,7 @@ class ApothecaGraphQL(GraphQL[Context, None]):
             raise ConnectionRejectionError(
                 {"code": error.code.value, "message": error.message}
             ) from None
+        await self.services.ratelimits.check_principal(context.principal.subject, "websocket")
         if context.ws_session is not None:
             self.sessions.admit(context.ws_session, context.principal, token)
         context.auth_error = None
@@ -179,11 +193,14 @@ class BodySizeLimit:
         await JSONResponse({"errors": [error]}, status_code=413)(scope, receive, send)
 
 
-def _oauth_error(error: str, description: str, status: int = 400) -> JSONResponse:
+def _oauth_error(
+    error: str, description: str, status: int = 400, retry_after: int | None = None
+) -> JSONResponse:
+    headers = {"Cache-Control": "no-store"}
+    if retry_after is not None:
+        headers["Retry-After"] = str(retry_after)
     return JSONResponse(
-        {"error": error, "error_description": description},
-        status_code=status,
-        headers={"Cache-Control": "no-store"},
+        {"error": error, "error_description": description}, status_code=status, headers=headers
     )
 
 
@@ -197,13 +214,19 @@ def auth_routes(services: Services) -> list[Route]:
         grant = str(form.get("grant_type", ""))
         try:
             if grant == "password":
-                pair = await services.network.password_grant(
-                    str(form.get("username", "")).strip().lower(), str(form.get("password", ""))
+                username = str(form.get("username", "")).strip().lower()
+                password = str(form.get("password", ""))
+                pair = await services.ratelimits.login.guard(  # server.core.ratelimit
+                    username,
+                    client_ip(request.scope),
+                    lambda: services.network.password_grant(username, password),
                 )
             elif grant == "refresh_token":
                 pair = await services.network.refresh_grant(str(form.get("refresh_token", "")))
             else:
                 return await oauth.token(request)
+        except RateLimited as error:
+            return _oauth_error(error.oauth_error, error.message, 429, error.retry_after)
         except DomainError as error:
             if error.code is ErrorCode.INVALID_CREDENTIALS:
                 return _oauth_error("invalid_grant", error.message)
@@ -301,11 +324,40 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
 
     app = Starlette(
         routes=routes,
-        middleware=[Middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)],
+        middleware=[
+            *_proxy_headers(settings),
+            Middleware(BodySizeLimit, max_bytes=settings.max_body_bytes),
+            Middleware(
+                RateLimitMiddleware,
+                limits=services.ratelimits,
+                principal_of=_principal_of(services),
+            ),
+        ],
         lifespan=lifespan,
     )
     app.state.services = services
     return app
+
+
+def _proxy_headers(settings: Settings) -> list[Middleware]:
+    """X-Forwarded-For/-Proto believed only from `trusted_proxies` (server.core.ratelimit)."""
+    if not settings.trusted_proxies.strip():
+        return []
+    from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
+
+    return [Middleware(ProxyHeadersMiddleware, trusted_hosts=settings.trusted_proxies)]
+
+
+def _principal_of(services: Services) -> Any:
+    """The rate-limit key of a bearer token: its principal, or None if it is not valid."""
+
+    def principal_of(token: str) -> str | None:
+        try:
+            return str(services.tokens.decode_claims(token)["sub"])
+        except DomainError:
+            return None
+
+    return principal_of
 
 
 def _sql_counters(services: Services) -> dict[str, int]:

@@ -79,7 +79,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         port=args.port,
         workers=args.workers,
         log_level=os.environ.get("APOTHECA_LOG_LEVEL", "info"),
-        proxy_headers=True,
+        proxy_headers=False,  # the app believes X-Forwarded-For from trusted_proxies only
     )
     return 0
 

@@ -46,6 +46,20 @@ class Settings:
     # After an OAuth2 client's secret is rotated, the old one keeps working this long.
     client_secret_overlap_hours: float = 24.0
     pwa_dir: Path = Path(__file__).resolve().parent.parent / "pwa" / "dist"
+    # Rate limits (server.core.ratelimit). Limits are `limits` strings ("300/minute"); "off"
+    # disables one. Storage "memory://" is per process; "redis://host:6379" is shared.
+    rate_limit_storage: str = "memory://"
+    rate_limit_prefix: str = "apotheca"
+    rate_limit_principal: str = "600/minute"
+    rate_limit_ip: str = "1200/minute"
+    trusted_proxies: str = ""  # comma-separated IPs/CIDRs whose X-Forwarded-For is believed
+    login_failures_account_ip: str = "5/15 minutes"
+    login_failures_ip: str = "50/15 minutes"
+    login_failures_account: str = "100/15 minutes"
+    login_lock_seconds: int = 2
+    login_lock_max_seconds: int = 900
+    password_hash_workers: int = 2
+    password_hash_queue: int = 8
 
     @classmethod
     def from_env(cls, **overrides: object) -> Settings:
@@ -68,6 +82,18 @@ class Settings:
             "max_subscriptions_per_principal": int(
                 env.get("APOTHECA_MAX_SUBSCRIPTIONS_PER_PRINCIPAL", "50")
             ),
+            "rate_limit_storage": env.get("APOTHECA_RATE_LIMIT_STORAGE", "memory://"),
+            "rate_limit_prefix": env.get("APOTHECA_RATE_LIMIT_PREFIX", "apotheca"),
+            "rate_limit_principal": env.get("APOTHECA_RATE_LIMIT_PRINCIPAL", "600/minute"),
+            "rate_limit_ip": env.get("APOTHECA_RATE_LIMIT_IP", "1200/minute"),
+            "trusted_proxies": env.get("APOTHECA_TRUSTED_PROXIES", ""),
+            "login_failures_account_ip": env.get("APOTHECA_LOGIN_LIMIT_ACCOUNT_IP", "5/15 minutes"),
+            "login_failures_ip": env.get("APOTHECA_LOGIN_LIMIT_IP", "50/15 minutes"),
+            "login_failures_account": env.get("APOTHECA_LOGIN_LIMIT_ACCOUNT", "100/15 minutes"),
+            "login_lock_seconds": int(env.get("APOTHECA_LOGIN_LOCK_SECONDS", "2")),
+            "login_lock_max_seconds": int(env.get("APOTHECA_LOGIN_LOCK_MAX_SECONDS", "900")),
+            "password_hash_workers": int(env.get("APOTHECA_PASSWORD_HASH_WORKERS", "2")),
+            "password_hash_queue": int(env.get("APOTHECA_PASSWORD_HASH_QUEUE", "8")),
         }
         if pwa_dir := env.get("APOTHECA_PWA_DIR"):
             values["pwa_dir"] = Path(pwa_dir)

@@ -12,7 +12,8 @@ from server.catalog.service import CatalogService
 from server.config import Settings
 from server.core.db import Database
 from server.core.events import EventBus
-from server.core.security import TokenService
+from server.core.ratelimit import RateLimits
+from server.core.security import PasswordPool, TokenService
 from server.counts.service import CountService
 from server.forecasting.service import ForecastingService
 from server.integrations.service import EpcisService
@@ -70,6 +71,7 @@ class Services:
     supervision_checks: SupervisionCheckService
     reports: ReportService
     forecasting: ForecastingService
+    ratelimits: RateLimits
 
     @classmethod
     def build(cls, settings: Settings) -> Services:
@@ -91,7 +93,12 @@ class Services:
             db=db,
             bus=bus,
             tokens=tokens,
-            network=NetworkService(db, tokens, bus),
+            network=NetworkService(
+                db,
+                tokens,
+                bus,
+                PasswordPool(settings.password_hash_workers, settings.password_hash_queue),
+            ),
             clients=OAuthClientService(
                 db, bus, tokens, timedelta(hours=settings.client_secret_overlap_hours)
             ),
@@ -107,6 +114,7 @@ class Services:
             supervision_checks=supervision_checks,
             reports=ReportService(db),
             forecasting=ForecastingService(db),
+            ratelimits=RateLimits(settings),
         )
 
     async def start(self) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from enum import StrEnum
 
 
@@ -29,6 +30,7 @@ class ErrorCode(StrEnum):
     ALREADY_RECEIVED = "ALREADY_RECEIVED"
     TOO_MANY_CONNECTIONS = "TOO_MANY_CONNECTIONS"
     TOO_MANY_SUBSCRIPTIONS = "TOO_MANY_SUBSCRIPTIONS"
+    RATE_LIMITED = "RATE_LIMITED"
 
 
 class DomainError(Exception):
@@ -75,3 +77,16 @@ class ExpiredLot(DomainError):
 
 class Duplicate(DomainError):
     code = ErrorCode.DUPLICATE
+
+
+class RateLimited(DomainError):
+    """Too many requests or sign-in attempts: retry after `retry_after` seconds (HTTP 429).
+
+    `oauth_error` is the error the token endpoint answers with."""
+
+    code = ErrorCode.RATE_LIMITED
+
+    def __init__(self, message: str, *, retry_after: float, oauth_error: str = "slow_down"):
+        super().__init__(message)
+        self.retry_after = max(1, math.ceil(retry_after))
+        self.oauth_error = oauth_error

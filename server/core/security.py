@@ -5,11 +5,13 @@ Every check in the system goes through `Principal.require`, so the access rules 
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import hashlib
 import hmac
 import secrets
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
@@ -21,7 +23,7 @@ from joserfc import jwt
 from joserfc.errors import JoseError
 from joserfc.jwk import OctKey
 
-from server.core.errors import Forbidden, Unauthenticated
+from server.core.errors import Forbidden, RateLimited, Unauthenticated
 
 
 class Role(StrEnum):
@@ -222,6 +224,11 @@ class Principal:
             )
 
     @property
+    def subject(self) -> str:
+        """Who its token names (`sub`): the user id, or "client:<client_id>" for a client."""
+        return self.username if self.client_id is not None else str(self.user_id)
+
+    @property
     def primary_role(self) -> str:
         return ",".join(sorted(self.roles))
 
@@ -248,6 +255,43 @@ def verify_password(password_hash: str | None, password: str) -> bool:
         return _hasher.verify(password_hash or _DUMMY_HASH, password) and password_hash is not None
     except (VerificationError, InvalidHashError):
         return False
+
+
+class PasswordPool:
+    """argon2 off the event loop: a few threads (argon2-cffi releases the GIL) and a bounded
+    queue, so a sign-in flood neither stalls everyone's queries nor piles up without end.
+
+    `verify` refuses at once (RateLimited, "temporarily_unavailable") when `workers + queue`
+    verifications are already in flight; `hash` (admins setting passwords) waits its turn."""
+
+    def __init__(self, workers: int = 2, queue: int = 8) -> None:
+        self._executor = ThreadPoolExecutor(
+            max_workers=max(1, workers), thread_name_prefix="argon2"
+        )
+        self._capacity = max(1, workers) + max(0, queue)
+        self._in_flight = 0
+
+    async def verify(self, password_hash: str | None, password: str) -> bool:
+        if self._in_flight >= self._capacity:
+            raise RateLimited(
+                "too many sign-ins are being checked; retry shortly",
+                retry_after=1,
+                oauth_error="temporarily_unavailable",
+            )
+        return bool(await self._run(verify_password, password_hash, password))
+
+    async def hash(self, password: str) -> str:
+        return str(await self._run(hash_password, password))
+
+    async def _run(self, function: Any, *args: Any) -> Any:
+        future = asyncio.get_running_loop().run_in_executor(self._executor, function, *args)
+        self._in_flight += 1
+        # Released when the thread is done, not when a disconnected caller gives up waiting.
+        future.add_done_callback(self._release)
+        return await asyncio.shield(future)
+
+    def _release(self, _: object) -> None:
+        self._in_flight -= 1
 
 
 # --- tokens ----------------------------------------------------------------------------------

@@ -25,14 +25,13 @@ from server.core.events import Event, EventBus
 from server.core.security import (
     CLIENT_SUBJECT_PREFIX,
     GLOBAL_ROLES,
+    PasswordPool,
     Permission,
     Principal,
     Role,
     TokenService,
-    hash_password,
     hash_refresh_token,
     user_access_claims,
-    verify_password,
 )
 from server.core.sessions import SESSION_TOPIC
 from server.core.validation import ensure_unique, get_or_not_found, required_text
@@ -90,10 +89,17 @@ def location_snapshot(loc: Location) -> dict[str, object]:
 
 
 class NetworkService:
-    def __init__(self, db: Database, tokens: TokenService, bus: EventBus | None = None) -> None:
+    def __init__(
+        self,
+        db: Database,
+        tokens: TokenService,
+        bus: EventBus | None = None,
+        passwords: PasswordPool | None = None,
+    ) -> None:
         self.db = db
         self.tokens = tokens
         self.bus = bus or EventBus()
+        self.passwords = passwords or PasswordPool()
 
     # --- principals and sign-in -----------------------------------------------------------
 
@@ -243,7 +249,7 @@ class NetworkService:
             user = (
                 await session.execute(select(User).where(User.username == username))
             ).scalar_one_or_none()
-        ok = verify_password(user.password_hash if user else None, password)
+        ok = await self.passwords.verify(user.password_hash if user else None, password)
         if user is None or not ok or not user.active:
             raise DomainError("wrong username or password", code=ErrorCode.INVALID_CREDENTIALS)
         async with self.db.write() as session:
@@ -520,6 +526,7 @@ class NetworkService:
         _check_password(password)
         if not roles:
             raise InvalidInput("give the user at least one role", field="roles")
+        password_hash = await self.passwords.hash(password)  # before the write transaction
         async with self.db.write() as session:
             await ensure_unique(session, User.username, username, "username")
             if organisation_id is not None:
@@ -527,7 +534,7 @@ class NetworkService:
             user = User(
                 username=username,
                 full_name=required_text(full_name, "fullName"),
-                password_hash=hash_password(password),
+                password_hash=password_hash,
                 organisation_id=organisation_id,
             )
             session.add(user)
@@ -556,6 +563,9 @@ class NetworkService:
         active: bool | None = None,
     ) -> User:
         principal.require(Permission.USERS_MANAGE)
+        if password is not None:
+            _check_password(password)
+            password_hash = await self.passwords.hash(password)  # before the write transaction
         async with self.db.write() as session:
             user = await get_or_not_found(session, User, user_id, "user")
             await _not_a_client_account(session, user)
@@ -563,8 +573,7 @@ class NetworkService:
             if full_name is not None:
                 user.full_name = required_text(full_name, "fullName")
             if password is not None:
-                _check_password(password)
-                user.password_hash = hash_password(password)
+                user.password_hash = password_hash
             if organisation_id is not None:
                 await get_or_not_found(session, Organisation, organisation_id, "organisation")
                 user.organisation_id = organisation_id

@@ -1,0 +1,288 @@
+"""Request rate limits and sign-in flood protection, kept in `limits` storage (limits.aio).
+
+Storage: "memory://" (the default) counts inside one process, right for SQLite and one worker;
+"redis://host:6379" (redis-py's asyncio client, `implementation="redispy"`) shares the counters
+between every worker and host. Every key starts with `rate_limit_prefix`. If the shared storage
+fails, requests are let through and the failure is logged: the limits protect the service, they
+must not take it down.
+
+Who the client is: the ASGI peer address (`scope["client"]`). X-Forwarded-For counts only when
+the peer is one of `trusted_proxies` (IPs or CIDRs): create_app then installs uvicorn's
+ProxyHeadersMiddleware, which takes the rightmost address not itself a trusted proxy. Without
+that setting a client cannot pick its own IP by sending the header.
+
+/graphql is limited per IP and per principal (the `sub` of a valid bearer token), HTTP requests
+and websocket connection attempts in separate buckets of the same size; a websocket counts
+per principal at connection_init, where its token arrives. Defaults are 600/minute per
+principal and 1200/minute per IP (a hospital's tablets often share one NAT address). Over the
+limit: HTTP 429, Retry-After and a GraphQL-shaped body with extensions.code RATE_LIMITED; a
+websocket handshake gets the same 429, a connection_init over its principal's limit is closed
+with 4429.
+
+Sign-in (`LoginThrottle`) counts failed password grants per (account, IP), per IP and per
+account. Reaching a threshold locks that key for `login_lock_seconds`, doubling with every
+further failure up to `login_lock_max_seconds`; a locked key answers 429 before any password is
+checked. The per-(account, IP) key is the tight one (5 per 15 minutes): an attacker flooding an
+account from one address locks only that pair, so the owner still signs in from her own device.
+The per-account key is a much higher ceiling (100 per 15 minutes) against attacks spread over
+many addresses — the one case that also stops the owner — and the per-IP key (50 per 15 minutes)
+stops one address spraying many accounts. A success clears its (account, IP) pair only, so the
+owner signing in does not hand an attacker elsewhere a fresh allowance.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import urllib.parse
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
+
+from limits import RateLimitItem, parse
+from limits.aio.storage import Storage
+from limits.aio.strategies import MovingWindowRateLimiter
+from limits.errors import StorageError
+from limits.storage import SCHEMES, storage_from_string
+from starlette.responses import JSONResponse
+from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.websockets import WebSocket
+
+from server.config import Settings
+from server.core.errors import DomainError, ErrorCode, RateLimited
+
+log = logging.getLogger("apotheca.ratelimit")
+
+T = TypeVar("T")
+MAX_KEY_PART = 200
+
+
+def storage_uri(uri: str) -> str:
+    """The async form of a storage URI ("memory://" → "async+memory://"), checked."""
+    async_uri = uri if uri.startswith("async+") else f"async+{uri}"
+    if urllib.parse.urlparse(async_uri).scheme not in SCHEMES:
+        raise ValueError(f"rate_limit_storage: {uri!r} is not a storage `limits` knows")
+    return async_uri
+
+
+def open_storage(uri: str) -> Storage:
+    """The async `limits` storage for a URI. Call it inside the running loop: the memory storage
+    starts its expiry task where it is made."""
+    uri = storage_uri(uri)
+    options: dict[str, Any] = {}
+    if urllib.parse.urlparse(uri).scheme.startswith("async+redis"):
+        options["implementation"] = "redispy"  # redis-py (pinned), not coredis
+    storage = storage_from_string(uri, wrap_exceptions=True, **options)
+    assert isinstance(storage, Storage), f"{uri} is not an async storage"
+    return storage
+
+
+def parse_limit(value: str, name: str) -> RateLimitItem | None:
+    """A `limits` string such as "300/minute"; "off" (or empty) is no limit."""
+    if value.strip().lower() in ("", "off", "none"):
+        return None
+    try:
+        return parse(value)
+    except ValueError as error:
+        raise ValueError(f"{name}: {value!r} is not a rate limit like '300/minute'") from error
+
+
+def client_ip(scope: Scope) -> str:
+    """The client's address: the peer, already rewritten from X-Forwarded-For by uvicorn's
+    ProxyHeadersMiddleware when (and only when) the peer is a trusted proxy."""
+    client = scope.get("client")
+    return str(client[0]) if client else "unknown"
+
+
+def _part(value: str) -> str:
+    return value[:MAX_KEY_PART]
+
+
+class RateLimits:
+    """The per-IP and per-principal request limits and the sign-in throttle of one process."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.uri = storage_uri(settings.rate_limit_storage)
+        self.prefix = settings.rate_limit_prefix
+        self.per_principal = parse_limit(settings.rate_limit_principal, "rate_limit_principal")
+        self.per_ip = parse_limit(settings.rate_limit_ip, "rate_limit_ip")
+        self.login = LoginThrottle(self, settings)
+        self._storage: Storage | None = None
+        self._window: MovingWindowRateLimiter | None = None
+
+    @property
+    def storage(self) -> Storage:
+        """Opened at first use, inside the serving loop."""
+        if self._storage is None:
+            self._storage = open_storage(self.uri)
+        return self._storage
+
+    @property
+    def window(self) -> MovingWindowRateLimiter:
+        if self._window is None:
+            self._window = MovingWindowRateLimiter(self.storage)
+        return self._window
+
+    async def check_ip(self, ip: str, kind: str = "http") -> None:
+        """`kind` "http" or "websocket": requests and connection attempts count separately."""
+        await self._hit(self.per_ip, f"{kind}/ip", ip)
+
+    async def check_principal(self, principal: str, kind: str = "http") -> None:
+        await self._hit(self.per_principal, f"{kind}/principal", principal)
+
+    async def _hit(self, item: RateLimitItem | None, kind: str, who: str) -> None:
+        if item is None:
+            return
+        key = (self.prefix, "rate", kind, _part(who))
+        try:
+            if await self.window.hit(item, *key):
+                return
+            stats = await self.window.get_window_stats(item, *key)
+        except StorageError:
+            log.warning("rate limit storage failed; letting the request through", exc_info=True)
+            return
+        raise RateLimited(
+            f"rate limit of {item} per {kind.replace('/', ' ')} exceeded",
+            retry_after=stats.reset_time - time.time(),
+        )
+
+
+class LoginThrottle:
+    """Growing lockouts after failed password grants (see the module docstring)."""
+
+    def __init__(self, limits: RateLimits, settings: Settings) -> None:
+        self.limits = limits
+        self.prefix = settings.rate_limit_prefix
+        self.base = max(1, settings.login_lock_seconds)
+        self.cap = max(self.base, settings.login_lock_max_seconds)
+        self.rules = {
+            "account_ip": parse_limit(
+                settings.login_failures_account_ip, "login_failures_account_ip"
+            ),
+            "ip": parse_limit(settings.login_failures_ip, "login_failures_ip"),
+            "account": parse_limit(settings.login_failures_account, "login_failures_account"),
+        }
+
+    @property
+    def storage(self) -> Storage:
+        return self.limits.storage
+
+    def _keys(self, username: str, ip: str) -> list[tuple[str, RateLimitItem]]:
+        who = {"account_ip": f"{_part(username)}|{ip}", "ip": ip, "account": _part(username)}
+        return [
+            (f"{self.prefix}/login/{rule}/{who[rule]}", item)
+            for rule, item in self.rules.items()
+            if item is not None
+        ]
+
+    async def guard(self, username: str, ip: str, attempt: Callable[[], Awaitable[T]]) -> T:
+        """Run a password `attempt` unless locked; count its failure, or clear on success."""
+        await self.check(username, ip)
+        try:
+            result = await attempt()
+        except DomainError as error:
+            if error.code is ErrorCode.INVALID_CREDENTIALS:
+                await self.record_failure(username, ip)
+            raise
+        await self.record_success(username, ip)
+        return result
+
+    async def check(self, username: str, ip: str) -> None:
+        """Raise RateLimited while any of the attempt's keys is locked."""
+        wait = 0.0
+        try:
+            for key, _ in self._keys(username, ip):
+                if await self.storage.get(f"{key}/lock"):
+                    wait = max(wait, await self.storage.get_expiry(f"{key}/lock") - time.time())
+        except StorageError:
+            log.warning("rate limit storage failed; not throttling sign-in", exc_info=True)
+            return
+        if wait > 0:
+            raise RateLimited(
+                "too many failed sign-ins; wait before trying again", retry_after=wait
+            )
+
+    async def record_failure(self, username: str, ip: str) -> None:
+        """Count the failure; at and past a threshold lock the key, twice as long each time."""
+        try:
+            for key, item in self._keys(username, ip):
+                # The count outlives its window by the longest lock, so a lock's end does not
+                # also wipe the count (which would hand out a fresh allowance).
+                failures = await self.storage.incr(f"{key}/count", item.get_expiry() + self.cap)
+                if failures >= item.amount:
+                    delay = min(self.cap, self.base * 2 ** min(failures - item.amount, 30))
+                    await self.storage.clear(f"{key}/lock")
+                    await self.storage.incr(f"{key}/lock", delay)
+        except StorageError:
+            log.warning("rate limit storage failed; sign-in failure not counted", exc_info=True)
+
+    async def record_success(self, username: str, ip: str) -> None:
+        """The right password clears its (account, IP) pair; the wider counts run their course."""
+        key = self._keys(username, ip)[0][0] if self.rules["account_ip"] else None
+        if key is None:
+            return
+        try:
+            await self.storage.clear(f"{key}/count")
+            await self.storage.clear(f"{key}/lock")
+        except StorageError:
+            log.warning("rate limit storage failed; sign-in success not recorded", exc_info=True)
+
+
+def graphql_rate_limited(error: RateLimited) -> JSONResponse:
+    """429 with Retry-After and a GraphQL-shaped body."""
+    body = {
+        "errors": [
+            {
+                "message": f"{error.message}; retry in {error.retry_after} s",
+                "extensions": {"code": error.code.value, "retryAfter": error.retry_after},
+            }
+        ]
+    }
+    return JSONResponse(body, status_code=429, headers={"Retry-After": str(error.retry_after)})
+
+
+class RateLimitMiddleware:
+    """Per-IP and per-principal limits on one path (/graphql), for HTTP and websocket scopes.
+
+    `principal_of(token)` names a bearer token's principal, or None when it is not valid (the
+    request then counts per IP only, and GraphQL answers its auth error)."""
+
+    def __init__(
+        self,
+        app: ASGIApp,
+        limits: RateLimits,
+        principal_of: Callable[[str], str | None],
+        path: str = "/graphql",
+    ) -> None:
+        self.app = app
+        self.limits = limits
+        self.principal_of = principal_of
+        self.path = path
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] not in ("http", "websocket") or scope["path"] != self.path:
+            await self.app(scope, receive, send)
+            return
+        try:
+            await self.limits.check_ip(client_ip(scope), scope["type"])
+            if scope["type"] == "http" and (principal := self._principal(scope)):
+                await self.limits.check_principal(principal)
+        except RateLimited as error:
+            response = graphql_rate_limited(error)
+            if scope["type"] == "http":
+                await response(scope, receive, send)
+                return
+            websocket = WebSocket(scope, receive, send)
+            if "websocket.http.response" in scope.get("extensions", {}):
+                await websocket.send_denial_response(response)
+            else:
+                await websocket.close(code=4429, reason="rate limited")
+            return
+        await self.app(scope, receive, send)
+
+    def _principal(self, scope: Scope) -> str | None:
+        for name, value in scope.get("headers", []):
+            if name == b"authorization":
+                scheme, _, token = value.decode("latin-1").partition(" ")
+                if scheme.lower() == "bearer" and token.strip():
+                    return self.principal_of(token.strip())
+        return None

@@ -1,0 +1,312 @@
+"""Rate limits and sign-in flood protection against a real server (server.core.ratelimit).
+
+Different client addresses are real peers: Linux routes all of 127/8 to lo, so an httpx
+transport bound to 127.0.0.2 is another IP as far as the server can tell."""
+
+from __future__ import annotations
+
+import asyncio
+import statistics
+import time
+import uuid
+from collections import Counter
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import httpx
+import pytest
+import redis.asyncio
+from websockets.asyncio.client import connect
+from websockets.exceptions import ConnectionClosed, InvalidStatus
+
+from server.core.security import verify_password
+from server.demo import DEMO_PASSWORD
+from tests.conftest import LiveServer, start_server
+from tests.wsclient import PROTOCOL, GraphQLWebSocket
+
+ATTACKER, OWNER, THIRD = "127.0.0.1", "127.0.0.2", "127.0.0.3"
+TYPENAME = {"query": "{ __typename }"}
+
+
+@contextmanager
+def serving(database_url: str, monkeypatch: pytest.MonkeyPatch, **env: str) -> Iterator[str]:
+    """A live server with APOTHECA_<name> settings from `env`; yields its base URL."""
+    with monkeypatch.context() as patch:
+        for name, value in env.items():
+            patch.setenv(f"APOTHECA_{name}", value)
+        server: LiveServer = start_server(database_url)
+    try:
+        yield server.url
+    finally:
+        server.process.terminate()
+        server.process.wait(timeout=10)
+
+
+def client(url: str, ip: str = ATTACKER, **headers: str) -> httpx.AsyncClient:
+    transport = httpx.AsyncHTTPTransport(local_address=ip)
+    return httpx.AsyncClient(base_url=url, transport=transport, headers=headers, timeout=30)
+
+
+async def sign_in(http: httpx.AsyncClient, username: str, password: str) -> httpx.Response:
+    return await http.post(
+        "/auth/token", data={"grant_type": "password", "username": username, "password": password}
+    )
+
+
+def assert_slow_down(response: httpx.Response) -> int:
+    """A throttled sign-in: 429, Retry-After, an OAuth error body. Returns Retry-After."""
+    assert response.status_code == 429, response.text
+    assert response.json()["error"] == "slow_down"
+    assert response.json()["error_description"]
+    return int(response.headers["retry-after"])
+
+
+def assert_rate_limited(response: httpx.Response) -> int:
+    """A throttled /graphql request: 429, Retry-After, a GraphQL error RATE_LIMITED."""
+    assert response.status_code == 429, response.text
+    (error,) = response.json()["errors"]
+    assert error["extensions"]["code"] == "RATE_LIMITED"
+    assert error["message"]
+    retry_after = int(response.headers["retry-after"])
+    assert retry_after >= 1
+    return retry_after
+
+
+async def test_login_flood_locks_the_attacker_with_doubling_delays_not_the_owner(
+    database_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with serving(
+        database_url,
+        monkeypatch,
+        LOGIN_LIMIT_ACCOUNT_IP="3/15 minutes",
+        LOGIN_LOCK_SECONDS="1",
+        LOGIN_LOCK_MAX_SECONDS="2",
+    ) as url:
+        async with client(url, ATTACKER) as attacker, client(url, OWNER) as owner:
+            for _ in range(3):
+                response = await sign_in(attacker, "nurse", "guess")
+                assert response.status_code == 400
+                assert response.json()["error"] == "invalid_grant"
+            waits = [assert_slow_down(await sign_in(attacker, "nurse", "guess"))]
+            # Locked from the attacker's address, even with the right password...
+            assert_slow_down(await sign_in(attacker, "nurse", DEMO_PASSWORD))
+            # ...but the owner signs in from her own, and other users from the attacker's.
+            assert (await sign_in(owner, "nurse", DEMO_PASSWORD)).status_code == 200
+            assert (await sign_in(attacker, "pharmacist", DEMO_PASSWORD)).status_code == 200
+            # Each further failure after a lock doubles it, up to the cap.
+            for _ in range(2):
+                await asyncio.sleep(waits[-1] + 0.2)
+                assert (await sign_in(attacker, "nurse", "guess")).status_code == 400
+                waits.append(assert_slow_down(await sign_in(attacker, "nurse", "guess")))
+            assert waits == [1, 2, 2]
+
+
+async def test_a_successful_sign_in_clears_its_failures(
+    database_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with serving(database_url, monkeypatch, LOGIN_LIMIT_ACCOUNT_IP="3/15 minutes") as url:
+        async with client(url, ATTACKER) as http:
+            for _ in range(2):
+                assert (await sign_in(http, "nurse", "typo")).status_code == 400
+            assert (await sign_in(http, "nurse", DEMO_PASSWORD)).status_code == 200
+            for _ in range(2):  # counted afresh: 2 of 3, no lock
+                assert (await sign_in(http, "nurse", "typo")).status_code == 400
+            assert (await sign_in(http, "nurse", DEMO_PASSWORD)).status_code == 200
+            for _ in range(3):
+                assert (await sign_in(http, "nurse", "typo")).status_code == 400
+            assert_slow_down(await sign_in(http, "nurse", DEMO_PASSWORD))
+
+
+async def test_account_ceiling_and_per_ip_threshold(
+    database_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with serving(
+        database_url,
+        monkeypatch,
+        LOGIN_LIMIT_ACCOUNT_IP="2/15 minutes",
+        LOGIN_LIMIT_ACCOUNT="4/15 minutes",
+        LOGIN_LIMIT_IP="3/15 minutes",
+        LOGIN_LOCK_SECONDS="30",
+    ) as url:
+        async with (
+            client(url, ATTACKER) as first,
+            client(url, THIRD) as second,
+            client(url, OWNER) as owner,
+        ):
+            for http in (first, second):
+                for _ in range(2):
+                    assert (await sign_in(http, "nurse", "guess")).status_code == 400
+            # Four failures from two addresses reach the account's ceiling: locked everywhere.
+            assert 25 <= assert_slow_down(await sign_in(owner, "nurse", DEMO_PASSWORD)) <= 30
+            assert (await sign_in(owner, "pharmacist", DEMO_PASSWORD)).status_code == 200
+            # A third failure from the first address, on another account, locks that address.
+            assert (await sign_in(first, "auditor", "guess")).status_code == 400
+            assert_slow_down(await sign_in(first, "regulator", DEMO_PASSWORD))
+            assert (await sign_in(owner, "regulator", DEMO_PASSWORD)).status_code == 200
+
+
+async def test_graphql_per_ip_limit_then_recovery(
+    database_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with serving(
+        database_url, monkeypatch, RATE_LIMIT_IP="3/2 seconds", RATE_LIMIT_PRINCIPAL="off"
+    ) as url:
+        async with client(url, ATTACKER) as busy, client(url, OWNER) as other:
+            for _ in range(3):
+                assert (await busy.post("/graphql", json=TYPENAME)).status_code == 200
+            retry_after = assert_rate_limited(await busy.post("/graphql", json=TYPENAME))
+            assert retry_after <= 2
+            # Websocket handshakes count apart from requests, in a bucket of the same size.
+            ws_url = url.replace("http://", "ws://") + "/graphql"
+            for _ in range(3):
+                socket = await connect(ws_url, subprotocols=[PROTOCOL], local_addr=(ATTACKER, 0))  # type: ignore[list-item]
+                await socket.close()
+            with pytest.raises(InvalidStatus) as refused:
+                await connect(ws_url, subprotocols=[PROTOCOL], local_addr=(ATTACKER, 0))  # type: ignore[list-item]
+            assert refused.value.response.status_code == 429
+            assert int(refused.value.response.headers["Retry-After"]) >= 1
+            assert b"RATE_LIMITED" in refused.value.response.body
+            assert (await other.post("/graphql", json=TYPENAME)).status_code == 200
+            await asyncio.sleep(retry_after + 0.2)
+            response = await busy.post("/graphql", json=TYPENAME)
+            assert response.status_code == 200
+            assert response.json()["data"] == {"__typename": "Query"}
+
+
+async def test_graphql_per_principal_limit_across_addresses(
+    database_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with serving(
+        database_url, monkeypatch, RATE_LIMIT_PRINCIPAL="3/2 seconds", RATE_LIMIT_IP="off"
+    ) as url:
+        async with client(url, ATTACKER) as one, client(url, OWNER) as two:
+            nurse = (await sign_in(one, "nurse", DEMO_PASSWORD)).json()["access_token"]
+            other = (await sign_in(one, "pharmacist", DEMO_PASSWORD)).json()["access_token"]
+            as_nurse = {"Authorization": f"Bearer {nurse}"}
+            for http in (one, one, two):
+                response = await http.post("/graphql", json=TYPENAME, headers=as_nurse)
+                assert response.status_code == 200
+            retry_after = assert_rate_limited(
+                await two.post("/graphql", json=TYPENAME, headers=as_nurse)
+            )
+            # Its websocket connections count apart; the fourth is closed at connection_init.
+            for _ in range(3):
+                socket = await GraphQLWebSocket.open(url, nurse)
+                await socket.close()
+            with pytest.raises(ConnectionClosed) as closed:
+                await GraphQLWebSocket.open(url, nurse)
+            assert closed.value.rcvd is not None and closed.value.rcvd.code == 4429
+            # Others are not affected: another principal, and anonymous requests.
+            headers = {"Authorization": f"Bearer {other}"}
+            assert (await one.post("/graphql", json=TYPENAME, headers=headers)).status_code == 200
+            assert (await one.post("/graphql", json=TYPENAME)).status_code == 200
+            await asyncio.sleep(retry_after + 0.2)
+            response = await two.post("/graphql", json=TYPENAME, headers=as_nurse)
+            assert response.status_code == 200
+
+
+async def test_forwarded_for_counts_only_from_trusted_proxies(
+    database_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with serving(
+        database_url,
+        monkeypatch,
+        RATE_LIMIT_IP="2/minute",
+        RATE_LIMIT_PRINCIPAL="off",
+        TRUSTED_PROXIES=ATTACKER,
+    ) as url:
+        async with client(url, ATTACKER) as proxy, client(url, OWNER) as direct:
+            behind = {"X-Forwarded-For": "10.0.0.1"}
+            for _ in range(2):
+                assert (
+                    await proxy.post("/graphql", json=TYPENAME, headers=behind)
+                ).status_code == 200
+            assert_rate_limited(await proxy.post("/graphql", json=TYPENAME, headers=behind))
+            another = {"X-Forwarded-For": "10.0.0.2"}
+            assert (await proxy.post("/graphql", json=TYPENAME, headers=another)).status_code == 200
+            # Not a trusted proxy: its X-Forwarded-For is ignored, so it cannot dodge the limit.
+            for n in range(2):
+                spoofed = {"X-Forwarded-For": f"10.0.1.{n}"}
+                response = await direct.post("/graphql", json=TYPENAME, headers=spoofed)
+                assert response.status_code == 200
+            assert_rate_limited(
+                await direct.post(
+                    "/graphql", json=TYPENAME, headers={"X-Forwarded-For": "10.9.9.9"}
+                )
+            )
+
+
+async def test_two_servers_share_counters_in_redis(
+    database_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    prefix = f"apotheca-test-{uuid.uuid4().hex}"
+    settings = {
+        "RATE_LIMIT_STORAGE": "redis://127.0.0.1:6379",
+        "RATE_LIMIT_PREFIX": prefix,
+        "RATE_LIMIT_IP": "4/minute",
+        "RATE_LIMIT_PRINCIPAL": "off",
+        "LOGIN_LIMIT_ACCOUNT_IP": "2/15 minutes",
+        "LOGIN_LOCK_SECONDS": "30",
+    }
+    try:
+        with (
+            serving(database_url, monkeypatch, **settings) as first_url,
+            serving(database_url, monkeypatch, **settings) as second_url,
+        ):
+            async with client(first_url) as first, client(second_url) as second:
+                for http in (first, second, first, second):
+                    assert (await http.post("/graphql", json=TYPENAME)).status_code == 200
+                # Each server saw two requests; together they reached the limit of four.
+                assert_rate_limited(await first.post("/graphql", json=TYPENAME))
+                assert_rate_limited(await second.post("/graphql", json=TYPENAME))
+                # Sign-in failures too: one on each server lock the pair on both.
+                assert (await sign_in(first, "nurse", "guess")).status_code == 400
+                assert (await sign_in(second, "nurse", "guess")).status_code == 400
+                assert_slow_down(await sign_in(first, "nurse", DEMO_PASSWORD))
+                assert_slow_down(await sign_in(second, "nurse", DEMO_PASSWORD))
+    finally:
+        store = redis.asyncio.Redis(host="127.0.0.1", port=6379)
+        keys = [key async for key in store.scan_iter(match=f"*{prefix}*")]
+        assert keys, "the servers kept no counters in redis"
+        await store.delete(*keys)
+        await store.aclose()
+
+
+async def test_sign_in_flood_is_refused_fast_and_leaves_the_event_loop_free(
+    client: httpx.AsyncClient,
+) -> None:
+    """The app runs in this process (ASGI transport), so a ticker here measures its loop."""
+    started = time.perf_counter()
+    verify_password(None, "one verification, timed on this thread")
+    verify_cost = time.perf_counter() - started
+    loop = asyncio.get_running_loop()
+    lags: list[float] = []
+    flooding = True
+
+    async def ticker() -> None:
+        while flooding:
+            before = loop.time()
+            await asyncio.sleep(0.002)
+            lags.append(loop.time() - before - 0.002)
+
+    ticks = asyncio.create_task(ticker())
+    responses = await asyncio.gather(
+        *(
+            client.post(
+                "/auth/token",
+                data={"grant_type": "password", "username": f"flood-{n}", "password": "x"},
+            )
+            for n in range(40)
+        )
+    )
+    flooding = False
+    await ticks
+    codes = Counter(response.status_code for response in responses)
+    assert codes[400] >= 2 and codes[429] >= 1 and codes[400] + codes[429] == 40, codes
+    for response in responses:
+        if response.status_code == 429:
+            assert response.json()["error"] == "temporarily_unavailable"
+            assert int(response.headers["retry-after"]) >= 1
+    # Were argon2 on the loop, each verification would stall it for about verify_cost.
+    assert len(lags) >= 5
+    assert statistics.median(lags) < verify_cost / 4, (statistics.median(lags), verify_cost)
