@@ -39,6 +39,12 @@ class Settings:
     expiry_check_seconds: int = 3600
     max_subscriptions_per_connection: int = 20
     transit_window_hours: int = 72
+    # Query cost (server/core/cost.py): the most one request may cost, and each principal's
+    # budget, a bucket of `cost_budget_capacity` points refilling `cost_refill_per_second`.
+    max_query_cost: int = 10_000
+    cost_budget_capacity: int = 50_000
+    cost_refill_per_second: float = 250.0
+    rate_limit_storage: str = "memory://"  # or redis://host:6379 to share across workers
     pwa_dir: Path = Path(__file__).resolve().parent.parent / "pwa" / "dist"
 
     @classmethod
@@ -53,6 +59,10 @@ class Settings:
             "expiry_window_days": int(env.get("APOTHECA_EXPIRY_WINDOW_DAYS", "90")),
             "expiry_check_seconds": int(env.get("APOTHECA_EXPIRY_CHECK_SECONDS", "3600")),
             "transit_window_hours": int(env.get("APOTHECA_TRANSIT_WINDOW_HOURS", "72")),
+            "max_query_cost": int(env.get("APOTHECA_MAX_QUERY_COST", "10000")),
+            "cost_budget_capacity": int(env.get("APOTHECA_COST_BUDGET_CAPACITY", "50000")),
+            "cost_refill_per_second": float(env.get("APOTHECA_COST_REFILL_PER_SECOND", "250")),
+            "rate_limit_storage": env.get("APOTHECA_RATE_LIMIT_STORAGE", "memory://"),
         }
         if pwa_dir := env.get("APOTHECA_PWA_DIR"):
             values["pwa_dir"] = Path(pwa_dir)
