@@ -57,6 +57,7 @@ from graphql.execution.values import get_argument_values, get_directive_values, 
 from graphql.type import GraphQLIncludeDirective, GraphQLSkipDirective
 from graphql.type.definition import GraphQLInterfaceType
 from graphql.utilities import get_operation_ast
+from starlette.responses import Response
 from strawberry.extensions import SchemaExtension
 
 COST_KEY = "apotheca.cost"
@@ -440,6 +441,6 @@ class CostLimits(SchemaExtension):
 def _answer_429(context: Any, spend: Spend) -> None:
     """On HTTP, the refusal is also a 429 with Retry-After (a websocket has no status)."""
     response = getattr(context, "response", None)
-    if response is not None and hasattr(response, "headers"):
+    if isinstance(response, Response):  # a websocket's context holds the socket here
         response.status_code = 429
         response.headers["Retry-After"] = str(max(1, math.ceil(spend.retry_after)))
