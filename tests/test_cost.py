@@ -86,6 +86,9 @@ def test_first_from_variables_and_their_defaults(schema: GraphQLSchema) -> None:
     assert cost(schema, query, {"n": 70}) == 71
     defaulted = "query($n: Int! = 4) { products(first: $n) { edges { node { id } } } }"
     assert cost(schema, defaulted) == 5
+    # bad or missing variables (execution refuses them): priced at the default page size
+    assert cost(schema, query, {"n": "many"}) == 1 + 100
+    assert cost(schema, query) == 1 + 100
     # an optional `first` left out: its schema default (topConsumption's is 10)
     assert cost(schema, "{ topConsumption { quantity product { id } } }") == 100 + 10 * (1 + 1)
     assert cost(schema, "{ topConsumption(first: 3) { quantity } }") == 100 + 3 * 1
@@ -246,6 +249,8 @@ async def test_costly_queries_are_refused_before_execution(
     assert error["extensions"]["code"] == "QUERY_TOO_COSTLY"
     assert error["message"] == f"query costs {expected:,}; the limit is 10,000"
     assert error["extensions"]["cost"] == {"requested": expected, "limit": 10_000}
+    assert body["extensions"]["cost"]["requested"] == expected  # priced, nothing spent
+    assert body["extensions"]["cost"]["remaining"] == 50_000
     assert len(statements) == baseline, statements  # nothing but the principal was read
     async with demo.services.db.read() as session:
         checkpoints = (await session.execute(select(func.count(AuditCheckpoint.id)))).scalar()
@@ -263,6 +268,7 @@ async def test_anonymous_costly_query_runs_no_sql(
 async def test_invalid_documents_keep_their_validation_error(client: httpx.AsyncClient) -> None:
     body = await gql(client, "{ products(first: 100000) { edges { node { nope } } } }")
     assert [e["extensions"]["code"] for e in body["errors"]] == ["GRAPHQL_VALIDATION_FAILED"]
+    assert body["extensions"]["cost"]["requested"] == 0
 
 
 async def test_epcis_export_first_is_capped(client: httpx.AsyncClient) -> None:

@@ -29,8 +29,8 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import AsyncIterator, Iterator, Mapping
-from dataclasses import dataclass, field
+from collections.abc import AsyncIterator, Mapping
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -52,6 +52,7 @@ from graphql import (
     get_nullable_type,
     is_leaf_type,
     is_list_type,
+    validate,
 )
 from graphql.execution.values import get_argument_values, get_directive_values, get_variable_values
 from graphql.type import GraphQLIncludeDirective, GraphQLSkipDirective
@@ -61,7 +62,7 @@ from starlette.responses import Response
 from strawberry.extensions import SchemaExtension
 
 COST_KEY = "apotheca.cost"
-DEFAULT_LIST_SIZE = 10  # a list without `first` (a purchase order's lines, a trace's hops)
+DEFAULT_LIST_SIZE = 5  # a list without `first`: a purchase order's lines, a trace's hops
 MUTATION_WEIGHT = 10  # a write: one transaction, ledger, audit and events
 INTROSPECTION_WEIGHT = 100  # __schema / __type: in memory, priced flat so GraphiQL works
 QUERY_TOO_COSTLY = "QUERY_TOO_COSTLY"
@@ -113,7 +114,7 @@ def _is_wrapper(named: GraphQLNamedType) -> bool:
 class _Pricer:
     schema: GraphQLSchema
     fragments: dict[str, FragmentDefinitionNode]
-    variables: dict[str, Any]
+    variables: Any  # graphql-core's coerced VariableValues, None when the variables are bad
     default_page_size: int
     default_list_size: int
 
@@ -244,12 +245,11 @@ def operation_cost(
 
 def _coerced_variables(
     schema: GraphQLSchema, operation: OperationDefinitionNode, raw: Mapping[str, Any]
-) -> dict[str, Any]:
-    """The variables as execution will see them (defaults applied); bad ones are left out."""
+) -> Any:
+    """The variables as execution will see them (defaults applied); None when they are bad
+    (execution refuses the request then, and the pricing falls back to argument defaults)."""
     coerced = get_variable_values(schema, operation.variable_definitions or [], dict(raw))
-    if isinstance(coerced, list):  # errors: execution refuses the request anyway
-        return {}
-    return coerced
+    return None if isinstance(coerced, list) else coerced
 
 
 # --- the per-principal budget ----------------------------------------------------------------
@@ -398,17 +398,23 @@ class CostLimits(SchemaExtension):
     """Prices the validated document; refuses it over the maximum or the remaining budget.
 
     Runs in `on_validate` after ValidationCache (extensions enter in order), so an invalid
-    document keeps its validation errors and nothing executes when the cost is refused."""
+    document keeps its validation errors, and a refused one never reaches execution. A refused
+    or invalid request spends nothing but still reports the budget (`requested` is its price).
+    """
 
     def __init__(self, *, max_cost: int, default_page_size: int) -> None:
         super().__init__()
         self.max_cost = max_cost
         self.default_page_size = default_page_size
-        self.pending: int | None = None  # the validated document's cost, not yet spent
         self.spend: Spend | None = None
 
-    def on_validate(self) -> Iterator[None]:
+    async def on_validate(self) -> AsyncIterator[None]:  # type: ignore[override]
         ec = self.execution_context
+        if ec.pre_execution_errors is None and ec.graphql_document is not None:
+            ec.pre_execution_errors = validate(
+                ec.schema._schema, ec.graphql_document, ec.validation_rules
+            )
+        cost = 0
         if not ec.pre_execution_errors and ec.graphql_document is not None:
             cost = operation_cost(
                 ec.schema._schema,
@@ -419,19 +425,14 @@ class CostLimits(SchemaExtension):
             )
             if cost > self.max_cost:
                 ec.pre_execution_errors = [too_costly(cost, self.max_cost)]
-            else:
-                self.pending = cost
-        yield
-
-    async def on_execute(self) -> AsyncIterator[None]:  # type: ignore[override]
-        """Spend before execution (nothing has run yet; on refusal nothing will)."""
-        context = self.execution_context.context
-        budget = getattr(context, "cost_budget", None)
-        if self.pending is not None and isinstance(budget, CostBudget):
-            self.spend = await budget.spend(budget_key(context), self.pending)
-            if not self.spend.allowed:
-                _answer_429(context, self.spend)
-                raise throttled(self.spend)
+        budget = getattr(ec.context, "cost_budget", None)
+        if isinstance(budget, CostBudget):
+            refused = bool(ec.pre_execution_errors)
+            spend = await budget.spend(budget_key(ec.context), 0 if refused else cost)
+            self.spend = replace(spend, requested=cost)
+            if not spend.allowed:
+                _answer_429(ec.context, spend)
+                ec.pre_execution_errors = [throttled(spend)]
         yield
 
     def get_results(self) -> dict[str, Any]:
