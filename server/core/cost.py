@@ -385,8 +385,13 @@ def too_costly(cost: int, limit: int) -> GraphQLError:
     )
 
 
+def retry_after(spend: Spend) -> int:
+    """Whole seconds to wait (at least 1), as Retry-After and the error both say."""
+    return max(1, math.ceil(spend.retry_after))
+
+
 def throttled(spend: Spend) -> GraphQLError:
-    wait = math.ceil(spend.retry_after)
+    wait = retry_after(spend)
     return GraphQLError(
         f"query costs {spend.requested:,} and {spend.remaining:,} of your budget remain; "
         f"retry in {wait} s",
@@ -444,4 +449,4 @@ def _answer_429(context: Any, spend: Spend) -> None:
     response = getattr(context, "response", None)
     if isinstance(response, Response):  # a websocket's context holds the socket here
         response.status_code = 429
-        response.headers["Retry-After"] = str(max(1, math.ceil(spend.retry_after)))
+        response.headers["Retry-After"] = str(retry_after(spend))
