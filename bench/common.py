@@ -285,6 +285,8 @@ def live_server(database_url: str) -> Iterator[tuple[str, int]]:
     """`apotheca serve` (uvicorn, one worker) in a subprocess: yields (base url, pid)."""
     port = free_port()
     env = {
+        # A benchmark measures the server, not its per-principal query budget.
+        "APOTHECA_COST_BUDGET_CAPACITY": "1000000000",
         **os.environ,
         "APOTHECA_DATABASE_URL": database_url,
         "APOTHECA_SECRET_KEY": SECRET,

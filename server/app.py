@@ -27,6 +27,7 @@ from strawberry.subscriptions import GRAPHQL_TRANSPORT_WS_PROTOCOL
 from strawberry.types.unset import UNSET
 
 from server.config import Settings
+from server.core.cost import CostBudget
 from server.core.errors import DomainError, ErrorCode, RateLimited, Unauthenticated
 from server.core.fanout import FanoutHub, SharedTransportWSHandler
 from server.core.graphql import Context, finish_request, request_error_code
@@ -69,6 +70,12 @@ class ApothecaGraphQL(GraphQL[Context, None]):
             max_connections=services.settings.max_connections_per_principal,
             max_subscriptions=services.settings.max_subscriptions_per_principal,
         )
+        settings = services.settings
+        self.cost_budget = CostBudget(
+            settings.cost_budget_capacity,
+            settings.cost_refill_per_second,
+            settings.rate_limit_storage,
+        )
 
     def shared_context(self, principal: Principal) -> Context:
         """The context a group of subscribers executes with (one of them opened it)."""
@@ -84,6 +91,7 @@ class ApothecaGraphQL(GraphQL[Context, None]):
             request=request,
             response=response,
             shared_session=http,
+            cost_budget=self.cost_budget,
         )
         if http and hasattr(request, "state"):
             request.state.apotheca_context = context
@@ -320,6 +328,7 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
             expiry.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await expiry
+            await graphql.cost_budget.close()
             await services.close()
 
     app = Starlette(

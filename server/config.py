@@ -45,6 +45,11 @@ class Settings:
     transit_window_hours: int = 72
     # After an OAuth2 client's secret is rotated, the old one keeps working this long.
     client_secret_overlap_hours: float = 24.0
+    # Query cost (server/core/cost.py): the most one request may cost, and each principal's
+    # budget, a bucket of `cost_budget_capacity` points refilling `cost_refill_per_second`.
+    max_query_cost: int = 10_000
+    cost_budget_capacity: int = 50_000
+    cost_refill_per_second: float = 250.0
     pwa_dir: Path = Path(__file__).resolve().parent.parent / "pwa" / "dist"
     # Rate limits (server.core.ratelimit). Limits are `limits` strings ("300/minute"); "off"
     # disables one. Storage "memory://" is per process; "redis://host:6379" is shared.
@@ -94,6 +99,9 @@ class Settings:
             "login_lock_max_seconds": int(env.get("APOTHECA_LOGIN_LOCK_MAX_SECONDS", "900")),
             "password_hash_workers": int(env.get("APOTHECA_PASSWORD_HASH_WORKERS", "2")),
             "password_hash_queue": int(env.get("APOTHECA_PASSWORD_HASH_QUEUE", "8")),
+            "max_query_cost": int(env.get("APOTHECA_MAX_QUERY_COST", "10000")),
+            "cost_budget_capacity": int(env.get("APOTHECA_COST_BUDGET_CAPACITY", "50000")),
+            "cost_refill_per_second": float(env.get("APOTHECA_COST_REFILL_PER_SECOND", "250")),
         }
         if pwa_dir := env.get("APOTHECA_PWA_DIR"):
             values["pwa_dir"] = Path(pwa_dir)

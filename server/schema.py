@@ -21,6 +21,7 @@ from server.alerts import api as alerts_api
 from server.audit import api as audit_api
 from server.catalog import api as catalog_api
 from server.config import Settings
+from server.core.cost import CostLimits
 from server.core.graphql import ApiErrors
 from server.counts import api as counts_api
 from server.forecasting import api as forecasting_api
@@ -86,16 +87,25 @@ Subscription = merge_types(
 
 def build_schema(settings: Settings | None = None) -> strawberry.Schema:
     settings = settings or Settings()
-    return _schema(settings.max_tokens, settings.max_query_depth, settings.max_aliases)
+    return _schema(
+        settings.max_tokens,
+        settings.max_query_depth,
+        settings.max_aliases,
+        settings.max_query_cost,
+        settings.max_page_size,
+    )
 
 
 @functools.cache
-def _schema(max_tokens: int, max_depth: int, max_aliases: int) -> strawberry.Schema:
+def _schema(
+    max_tokens: int, max_depth: int, max_aliases: int, max_cost: int, page_size: int
+) -> strawberry.Schema:
     """Built once per process and limits: Strawberry's relay fields may only be bound once.
 
     The depth and alias rules are built once too: each limiter instance makes a new rule
     class, and the validation cache is keyed by the rules, so per-request limiters would
-    make every request miss it and validate its document again."""
+    make every request miss it and validate its document again. The cost check comes after
+    the validation cache: it prices only valid documents (server/core/cost.py)."""
     limit_rules = [
         *QueryDepthLimiter(max_depth=max_depth).validation_rules,
         *MaxAliasesLimiter(max_alias_count=max_aliases).validation_rules,
@@ -109,6 +119,7 @@ def _schema(max_tokens: int, max_depth: int, max_aliases: int) -> strawberry.Sch
             lambda: AddValidationRules(limit_rules),
             lambda: ParserCache(maxsize=256),
             lambda: ValidationCache(maxsize=256),
+            lambda: CostLimits(max_cost=max_cost, default_page_size=page_size),
             ApiErrors,
         ],
     )

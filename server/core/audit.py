@@ -3,6 +3,13 @@
 Each event stores the hash of the one before it and its own sequence number; a one-row head
 holds the last sequence and hash. Editing, deleting or reordering any row breaks the chain at
 that row, and `verify()` names the first one that does not add up.
+
+Checkpoints: a verification that found the chain intact records (seq, hash, verified_at) of the
+event it ended on. `verify(since_checkpoint=True)` then starts from the newest checkpoint: it
+re-hashes the checkpointed event (its contents must still give the stored hash), walks only the
+events after it and checks the head. It guarantees every event after the checkpoint, and the
+checkpointed event itself, are intact and linked to it; an edit to an earlier event is found by
+a full run, which also checks every checkpoint's hash against the event it names.
 """
 
 from __future__ import annotations
@@ -56,6 +63,17 @@ class AuditHead(Base):
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     last_seq: Mapped[int] = mapped_column(Integer, default=0)
     last_hash: Mapped[str] = mapped_column(String(64), default=GENESIS_HASH)
+
+
+class AuditCheckpoint(Base):
+    """An event up to which the chain was verified intact: where the next run may start."""
+
+    __tablename__ = "audit_checkpoints"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    seq: Mapped[int] = mapped_column(Integer, unique=True)
+    hash: Mapped[str] = mapped_column(String(64))
+    verified_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
 
 def _canonical(value: Any) -> str:
@@ -210,18 +228,55 @@ async def record_many(
 @dataclass(frozen=True)
 class AuditVerification:
     ok: bool
-    checked: int
+    checked: int  # events verified up to the end (or to the first bad one), checkpoint included
     first_bad_seq: int | None = None
     first_bad_id: int | None = None
     problem: str | None = None
+    from_seq: int = 0  # the checkpoint this run started after (0: the whole chain)
+    last_hash: str = GENESIS_HASH  # the hash of the last event verified
+
+    @property
+    def newly_checked(self) -> int:
+        """Events this run read and re-hashed (those after its checkpoint)."""
+        return self.checked - self.from_seq
 
 
-async def verify(session: AsyncSession, *, batch_size: int = 5000) -> AuditVerification:
-    """Walk the chain in sequence order; report the first event whose hash or link is wrong."""
+async def verify(
+    session: AsyncSession, *, batch_size: int = 5000, since_checkpoint: bool = False
+) -> AuditVerification:
+    """Walk the chain in sequence order; report the first event whose hash or link is wrong.
+
+    From genesis by default (and then every checkpoint must name its event's hash); from the
+    newest checkpoint with `since_checkpoint` (see the module doc for what that guarantees)."""
     expected_prev = GENESIS_HASH
     expected_seq = 1
-    checked = 0
     last_id = 0
+    checkpoints: dict[int, str] = {}
+    if since_checkpoint:
+        start = (
+            await session.execute(
+                select(AuditCheckpoint).order_by(AuditCheckpoint.seq.desc()).limit(1)
+            )
+        ).scalar_one_or_none()
+        if start is not None:
+            event = (
+                await session.execute(select(AuditEvent).where(AuditEvent.seq == start.seq))
+            ).scalar_one_or_none()
+            if event is None or event.hash != start.hash or compute_hash(event) != event.hash:
+                return AuditVerification(
+                    False,
+                    start.seq - 1,
+                    start.seq,
+                    event.id if event else None,
+                    "the checkpointed event was deleted or edited since it was verified",
+                    from_seq=start.seq - 1,
+                )
+            expected_prev, expected_seq, last_id = start.hash, start.seq + 1, event.id
+    else:
+        rows = (await session.execute(select(AuditCheckpoint.seq, AuditCheckpoint.hash))).all()
+        checkpoints = {seq: hash_ for seq, hash_ in rows}
+    from_seq = expected_seq - 1
+    checked = from_seq
     while True:
         rows = (
             (
@@ -248,8 +303,12 @@ async def verify(session: AsyncSession, *, batch_size: int = 5000) -> AuditVerif
                 problem = "its previous-hash link does not match the event before it"
             elif compute_hash(event) != event.hash:
                 problem = "its contents do not match its hash (the row was edited)"
+            elif checkpoints.get(event.seq, event.hash) != event.hash:
+                problem = "its hash differs from the checkpoint that verified it"
             if problem:
-                return AuditVerification(False, checked, event.seq, event.id, problem)
+                return AuditVerification(
+                    False, checked, event.seq, event.id, problem, from_seq=from_seq
+                )
             expected_prev = event.hash
             expected_seq += 1
             checked += 1
@@ -266,5 +325,18 @@ async def verify(session: AsyncSession, *, batch_size: int = 5000) -> AuditVerif
             None,
             f"the chain ends at sequence {expected_seq - 1} but the head records {head_seq} "
             "(trailing events were deleted)",
+            from_seq=from_seq,
         )
-    return AuditVerification(True, checked)
+    return AuditVerification(True, checked, from_seq=from_seq, last_hash=expected_prev)
+
+
+async def save_checkpoint(session: AsyncSession, result: AuditVerification) -> None:
+    """Record where an intact verification ended (once per sequence number)."""
+    if not result.ok or result.checked == 0 or result.newly_checked == 0:
+        return
+    insert = sqlite_insert if session.bind.dialect.name == "sqlite" else pg_insert
+    await session.execute(
+        insert(AuditCheckpoint)
+        .values(seq=result.checked, hash=result.last_hash, verified_at=utcnow())
+        .on_conflict_do_nothing(index_elements=["seq"])
+    )

@@ -50,6 +50,7 @@ class Context:
     loaders: dict[Any, DataLoader[Any, Any]] = field(default_factory=dict)
     connection_params: dict[str, Any] | None = None  # graphql-transport-ws connection_init
     ws_session: Any = None  # a websocket's server.core.sessions.Connection
+    cost_budget: Any = None  # the app's CostBudget (server/core/cost.py); None: no budget
     # One read session (one transaction) for the whole request, shared by the principal, the
     # pages and every loader; `finish_request` closes it. Off for long-lived contexts (a
     # websocket's), where each read opens and closes its own session.

@@ -10,6 +10,7 @@ from strawberry import relay
 
 from server.catalog import models as catalog_models
 from server.catalog.api import Product
+from server.core.cost import weigh
 from server.core.graphql import Info, decode_id, load_related
 from server.forecasting import forecast, service
 from server.network import models as network_models
@@ -160,7 +161,8 @@ class Query:
     @strawberry.field(
         description="Weekly net consumption of a product (DISPENSE minus RETURN) at a location, "
         "or every location in your scope, and its forecast for horizonWeeks weeks. "
-        "historyWeeks 1-156, horizonWeeks 1-52."
+        "historyWeeks 1-156, horizonWeeks 1-52.",
+        metadata=weigh(200),
     )
     async def consumption_forecast(
         self,
@@ -182,7 +184,8 @@ class Query:
 
     @strawberry.field(
         description="Products with the most net consumption over the last `weeks` complete "
-        "weeks, most first (first: 1-50)."
+        "weeks, most first (first: 1-50).",
+        metadata=weigh(100),
     )
     async def top_consumption(
         self,
@@ -197,7 +200,9 @@ class Query:
         )
         return [ProductConsumption(quantity=r.quantity, product_id=r.product_id) for r in rows]
 
-    @strawberry.field(description="Value of stock on hand in your locations, or one of them.")
+    @strawberry.field(
+        description="Value of stock on hand in your locations, or one of them.", metadata=weigh(100)
+    )
     async def stock_value(self, info: Info, location: relay.GlobalID | None = None) -> StockValue:
         principal = info.context.require_principal()
         result = await info.context.services.forecasting.stock_value(
@@ -222,7 +227,8 @@ class Query:
         )
 
     @strawberry.field(
-        description="Packs and value already expired on the shelf or expiring within 90 days."
+        description="Packs and value already expired on the shelf or expiring within 90 days.",
+        metadata=weigh(100),
     )
     async def expiry_exposure(
         self, info: Info, location: relay.GlobalID | None = None

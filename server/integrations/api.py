@@ -16,10 +16,15 @@ from strawberry import relay
 from strawberry.scalars import JSON
 
 from server.catalog.api import Lot
-from server.core.graphql import Info, MutationError, attempt, decode_id
+from server.core.cost import weigh
+from server.core.graphql import Info, MutationError, attempt, check_first, decode_id
 from server.integrations.service import ImportResult
 from server.inventory.api import Movement
 from server.network.api import Organisation
+
+# The API's cap on one export (the CLI's `epcis-export` may write up to the service's 10,000):
+# each event reads a movement, its lot and both parties, so a document is priced per event.
+EXPORT_MAX_EVENTS = 1000
 
 
 @strawberry.type(description="An event of the document that was not recorded, and why.")
@@ -82,9 +87,10 @@ class Query:
         "lot-level GS1 Digital Link classes, CBV bizStep and disposition, the location as "
         "readPoint and bizLocation, the parties as source and destination, hash-based event "
         "IDs (the same movements always give the same document). `first` caps the events "
-        "(default and maximum 10000); `apotheca:complete` is false when more matched. ADMIN, "
-        "AUDITOR and REGULATOR export any movements, other stock readers their own "
-        "organisation's."
+        "(default and maximum 1000; each costs 5 points); `apotheca:complete` is false when "
+        "more matched. ADMIN, AUDITOR and REGULATOR export any movements, other stock readers "
+        "their own organisation's.",
+        metadata=weigh(10, per_item=5, size_arg="first", default_size=EXPORT_MAX_EVENTS),
     )
     async def epcis_export(
         self,
@@ -96,6 +102,8 @@ class Query:
         first: int | None = None,
     ) -> JSON:
         principal = info.context.require_principal()
+        if first is not None:
+            check_first(first, EXPORT_MAX_EVENTS)
         document: dict[str, Any] = await info.context.services.epcis.export(
             principal,
             since=since,
@@ -104,7 +112,7 @@ class Query:
                 decode_id(organisation, Organisation, "organisation") if organisation else None
             ),
             lot_id=decode_id(lot, Lot, "lot") if lot else None,
-            first=first,
+            first=EXPORT_MAX_EVENTS if first is None else first,
         )
         return document
 

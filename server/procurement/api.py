@@ -21,6 +21,7 @@ from strawberry.scalars import JSON
 
 from server.catalog import models as catalog_models
 from server.catalog.api import Lot, Product
+from server.core.cost import weigh
 from server.core.db import Database, utcnow
 from server.core.errors import NotFound
 from server.core.events import SharedLookups
@@ -844,7 +845,7 @@ class Query:
         node_id = str(_organisation_id(id, "id"))
         return (await Supplier.resolve_nodes(info=info, node_ids=[node_id]))[0]
 
-    @strawberry.field(description="Performance of one supplier over a period.")
+    @strawberry.field(description="Performance of one supplier over a period.", metadata=weigh(100))
     async def supplier_performance(
         self,
         info: Info,

@@ -10,6 +10,7 @@ from strawberry import relay
 
 from server.catalog import models as catalog_models
 from server.catalog.api import Product
+from server.core.cost import weigh
 from server.core.graphql import Info, decode_id, load_related
 from server.network import models as network_models
 from server.network.api import Location
@@ -77,7 +78,8 @@ class WasteReport:
 class Query:
     @strawberry.field(
         description="Waste between since (inclusive) and until (exclusive), at most 3 years, "
-        "in your locations. groupBy defaults to [MONTH, LOCATION, REASON]."
+        "in your locations. groupBy defaults to [MONTH, LOCATION, REASON].",
+        metadata=weigh(200),
     )
     async def waste_report(
         self,

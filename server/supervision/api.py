@@ -20,6 +20,7 @@ from server.alerts import models as alert_models
 from server.alerts.api import Alert
 from server.catalog import models as catalog_models
 from server.catalog.api import Lot, LotStatus, Product
+from server.core.cost import weigh
 from server.core.graphql import (
     Info,
     MutationError,
@@ -653,7 +654,8 @@ class Query:
     @strawberry.field(
         description="Where a lot came from and everywhere it went. Every hop and holder is "
         "shown; patient references only at locations in your scope (all for ADMIN, AUDITOR, "
-        "REGULATOR)."
+        "REGULATOR).",
+        metadata=weigh(200),
     )
     async def trace_lot(self, info: Info, lot: relay.GlobalID) -> LotTrace:
         principal = info.context.require_principal()
@@ -664,7 +666,8 @@ class Query:
 
     @strawberry.field(
         description="traceLot as CSV: sections lot, hop, location, organisation, patient; each "
-        "starts with a header row whose first cell is 'section'."
+        "starts with a header row whose first cell is 'section'.",
+        metadata=weigh(200),
     )
     async def trace_lot_csv(self, info: Info, lot: relay.GlobalID) -> str:
         principal = info.context.require_principal()
@@ -676,7 +679,8 @@ class Query:
         description="Supervision of one drug batch: gamma, status, every constituent's "
         "inventory, the edge reconciliation and the explanation of a non-zero gamma. ADMIN, "
         "AUDITOR and REGULATOR see everything; other roles only batches their organisation "
-        "handled (FORBIDDEN otherwise), and of those only their own side."
+        "handled (FORBIDDEN otherwise), and of those only their own side.",
+        metadata=weigh(100),
     )
     async def supervision(
         self, info: Info, approval_number: str, batch_number: str
@@ -690,7 +694,8 @@ class Query:
     @strawberry.field(
         description="Batches by stored status (every status but NORMAL unless `status` is "
         "given), in approval/batch number order; optionally only batches an organisation "
-        "handled. Scoped roles see only their own organisation's batches."
+        "handled. Scoped roles see only their own organisation's batches.",
+        metadata=weigh(50),
     )
     async def supervision_report(
         self,

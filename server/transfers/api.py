@@ -19,6 +19,7 @@ from strawberry.dataloader import DataLoader
 
 from server.catalog import models as catalog_models
 from server.catalog.api import Lot, Product
+from server.core.cost import weigh
 from server.core.db import Database
 from server.core.errors import Forbidden, NotFound
 from server.core.events import SharedLookups
@@ -537,7 +538,8 @@ class Query:
 
     @strawberry.field(
         description="Stock on the road: picks of DISPATCHED transfers not yet received, from or "
-        "to `location` (else anywhere you see), oldest dispatch first."
+        "to `location` (else anywhere you see), oldest dispatch first.",
+        metadata=weigh(50),
     )
     async def stock_in_transit(
         self, info: Info, location: relay.GlobalID | None = None
