@@ -21,7 +21,7 @@ from server.alerts import api as alerts_api
 from server.audit import api as audit_api
 from server.catalog import api as catalog_api
 from server.config import Settings
-from server.core.graphql import ApiErrors
+from server.core.graphql import ApiErrors, InputHygiene
 from server.counts import api as counts_api
 from server.forecasting import api as forecasting_api
 from server.integrations import api as integrations_api
@@ -109,6 +109,7 @@ def _schema(max_tokens: int, max_depth: int, max_aliases: int) -> strawberry.Sch
             lambda: AddValidationRules(limit_rules),
             lambda: ParserCache(maxsize=256),
             lambda: ValidationCache(maxsize=256),
+            InputHygiene,
             ApiErrors,
         ],
     )
