@@ -85,7 +85,20 @@ def custom_scalars(sdl: str) -> dict[str, st.SearchStrategy[graphql.ValueNode]]:
         ),
         max_leaves=6,
     )
+    # Page sizes that pass (so resolvers run), and the edges of 32 bits.
+    ints = st.one_of(
+        st.integers(min_value=1, max_value=10),
+        st.sampled_from([0, -1, 101, 10**9, 10**9 + 1, 2**31 - 1, -(2**31)]),
+        st.integers(min_value=-(2**31), max_value=2**31 - 1),
+    ).map(lambda i: graphql.IntValueNode(value=str(i)))
+    texts = st.one_of(
+        st.text(st.characters(codec="utf-8", exclude_categories=["Cs"]), max_size=20),
+        st.sampled_from(["%", "_", "\\", "a%b_c", "WARD-A", "HOSP-CP", "DAMAGED", "x" * 300]),
+        st.text(max_size=3).map(lambda t: t + "\x00"),
+    ).map(_text)
     return {
+        "Int": ints,
+        "String": texts,
         "ID": st.one_of(ids, ids, junk),
         "Date": st.one_of(dates, near_now.map(lambda n: _text(n.value[:10])), junk),
         "DateTime": st.one_of(datetimes, near_now, junk),
