@@ -316,7 +316,7 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
         Route("/healthz", healthz),
         Route("/metrics", metrics),
         *auth_routes(services),
-        Route("/graphql", graphql, methods=["GET", "POST"]),
+        Route("/graphql", graphql),  # other methods: 405 in the GraphQL error shape
         WebSocketRoute("/graphql", graphql),
     ]
     routes.append(_pwa_route(settings.pwa_dir))

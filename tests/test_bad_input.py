@@ -1211,3 +1211,16 @@ async def test_unsupported_content_type_is_400_with_a_code(env: Env, admin: str)
     )
     assert response.status_code == 400, response.text
     assert response.json()["errors"][0]["extensions"]["code"] == "BAD_REQUEST"
+
+
+@pytest.mark.parametrize("method", ["PUT", "DELETE", "PATCH"])
+async def test_other_methods_are_405_in_the_error_shape(env: Env, admin: str, method: str) -> None:
+    """GraphQL is GET and POST; anything else is 405 METHOD_NOT_ALLOWED, coded like the rest."""
+    response = await env.http.request(
+        method,
+        "/graphql",
+        json={"query": "{ me { id } }"},
+        headers={"Authorization": f"Bearer {admin}"},
+    )
+    assert response.status_code == 405, response.text
+    assert response.json()["errors"][0]["extensions"]["code"] == "METHOD_NOT_ALLOWED"
