@@ -13,6 +13,7 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
+from cross_web import HTTPException
 from sqlalchemy import event, text
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
@@ -115,9 +116,43 @@ class ApothecaGraphQL(GraphQL[Context, None]):
         """Serve one request; whatever happens, its shared read session ends with it."""
         try:
             return await super().run(request, context, root_value)
+        except HTTPException as error:
+            return http_refusal(error)
         finally:
             state = getattr(request, "state", None)
             await finish_request(getattr(state, "apotheca_context", None))
+
+    # --- HTTP-level refusals: 400 in the GraphQL error shape (see http_refusal) ---------------
+
+    def decode_json(self, data: str | bytes) -> object:
+        """Request bodies are UTF-8 JSON (RFC 8259); json.loads would also guess UTF-16/32 and
+        let encoded surrogates through."""
+        if isinstance(data, bytes):
+            try:
+                data = data.decode("utf-8")
+            except UnicodeDecodeError as error:
+                raise HTTPRefusal(
+                    400, f"the request body is not valid UTF-8 ({error.reason})", "INVALID_ENCODING"
+                ) from None
+        return super().decode_json(data)
+
+    def parse_json(self, data: str | bytes) -> Any:
+        try:
+            return super().parse_json(data)
+        except HTTPException as error:
+            if isinstance(error, HTTPRefusal):
+                raise
+            raise HTTPRefusal(400, "the request body is not valid JSON", "INVALID_JSON") from None
+
+    async def parse_http_body(self, request: Any) -> Any:
+        """One operation per request: a JSON object. Lists (batching), numbers, strings and
+        null are refused by name instead of failing inside the parser."""
+        try:
+            return await super().parse_http_body(request)
+        except (AttributeError, TypeError):
+            raise HTTPRefusal(
+                400, "the request body must be a JSON object with a `query`", "BAD_REQUEST"
+            ) from None
 
     async def on_ws_connect(self, context: Context) -> Any:
         """graphql-transport-ws: the token comes in connection_init's payload. The connection
@@ -149,6 +184,25 @@ class ApothecaGraphQL(GraphQL[Context, None]):
             extensions = error.setdefault("extensions", {})
             extensions.setdefault("code", request_error_code(error.get("message", "")))
         return data
+
+
+class HTTPRefusal(HTTPException):
+    """An HTTP-level refusal with its own stable code."""
+
+    def __init__(self, status_code: int, reason: str, code: str) -> None:
+        super().__init__(status_code, reason)
+        self.code = code
+
+
+_HTTP_CODES = {400: "BAD_REQUEST", 404: "NOT_FOUND", 405: "METHOD_NOT_ALLOWED"}
+
+
+def http_refusal(error: HTTPException) -> JSONResponse:
+    """A request refused before execution (bad JSON, encoding or shape, batching, a mutation
+    over GET) answers in the GraphQL error shape with a code, like every other error."""
+    code = getattr(error, "code", None) or _HTTP_CODES.get(error.status_code, "BAD_REQUEST")
+    body = {"errors": [{"message": error.reason, "extensions": {"code": code}}]}
+    return JSONResponse(body, status_code=error.status_code)
 
 
 class BodySizeLimit:
@@ -311,7 +365,7 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
         Route("/healthz", healthz),
         Route("/metrics", metrics),
         *auth_routes(services),
-        Route("/graphql", graphql, methods=["GET", "POST"]),
+        Route("/graphql", graphql),  # other methods: 405 in the GraphQL error shape
         WebSocketRoute("/graphql", graphql),
     ]
     routes.append(_pwa_route(settings.pwa_dir))

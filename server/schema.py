@@ -22,7 +22,7 @@ from server.audit import api as audit_api
 from server.catalog import api as catalog_api
 from server.config import Settings
 from server.core.cost import CostLimits
-from server.core.graphql import ApiErrors
+from server.core.graphql import ApiErrors, InputHygiene
 from server.counts import api as counts_api
 from server.forecasting import api as forecasting_api
 from server.integrations import api as integrations_api
@@ -119,6 +119,7 @@ def _schema(
             lambda: AddValidationRules(limit_rules),
             lambda: ParserCache(maxsize=256),
             lambda: ValidationCache(maxsize=256),
+            InputHygiene,
             lambda: CostLimits(max_cost=max_cost, default_page_size=page_size),
             ApiErrors,
         ],

@@ -855,3 +855,372 @@ async def test_chunked_request_body_over_256_kib_is_413(env: Env, admin: str) ->
     )
     assert response.status_code == 413
     assert response.json()["errors"][0]["extensions"]["code"] == "REQUEST_TOO_LARGE"
+
+
+# --- one place for input hygiene: strings, decimals, datetimes, quantities, searches -------------
+
+
+async def raw_gql(
+    env: Env, token: str, query: str, variables: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    """Post with json.dumps's ASCII escapes, so lone surrogates travel as a client sends them."""
+    response = await env.http.post(
+        "/graphql",
+        content=json.dumps({"query": query, "variables": variables or {}}),
+        headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"},
+    )
+    assert response.status_code == 200, response.text
+    return dict(response.json())
+
+
+def invalid_input_at_top(result: dict[str, Any], field: str) -> str:
+    """The request was refused before execution: INVALID_INPUT naming `field`."""
+    error = refused_at_top(result)
+    assert error["extensions"]["code"] == "INVALID_INPUT", result
+    assert error["extensions"]["field"] == field, result
+    return str(error["message"])
+
+
+BAD_STRINGS = [
+    pytest.param("a\x00b", "NUL", id="nul"),
+    pytest.param("a\ud800b", "surrogate", id="lone-surrogate"),
+    pytest.param("\udfffz", "surrogate", id="lone-low-surrogate"),
+    pytest.param("x" * 10_001, "longer than 10000", id="overlong"),
+]
+
+
+@pytest.mark.parametrize(("value", "words"), BAD_STRINGS)
+@pytest.mark.parametrize("mutation", ["receiveStock", "adjustStock"])
+async def test_bad_strings_in_mutation_inputs_are_refused_by_name(
+    env: Env, admin: str, lot: int, mutation: str, value: str, words: str
+) -> None:
+    """NUL (PostgreSQL cannot store it), lone surrogates (not encodable) and overlong strings
+    are INVALID_INPUT naming the argument path, before anything runs."""
+    field = "reference" if mutation == "receiveStock" else "reason"
+    variables = {"input": {**valid_input(env.demo, mutation, lot), field: value}}
+    async with unchanged(env.demo):
+        result = await raw_gql(env, admin, stock_document(mutation), variables)
+    assert words in invalid_input_at_top(result, f"$input.{field}")
+
+
+@pytest.mark.parametrize(("value", "words"), BAD_STRINGS)
+async def test_bad_strings_anywhere_are_refused_even_in_ids_and_json(
+    env: Env, admin: str, value: str, words: str
+) -> None:
+    """The check covers every string argument: an ID, a list item and a JSON scalar's text."""
+    location = "query($l: ID) { stockLevels(first: 1, location: $l) { edges { cursor } } }"
+    result = await raw_gql(env, admin, location, {"l": value})
+    assert words in invalid_input_at_top(result, "$l")
+    epcis = (
+        "mutation($o: ID!, $d: JSON!) { importEpcis(organisation: $o, document: $d) "
+        "{ errors { code } } }"
+    )
+    document = {"eventList": [{"type": "ObjectEvent", "bizStep": value}]}
+    async with unchanged(env.demo):
+        result = await raw_gql(env, admin, epcis, {"o": gid("Organisation", 1), "d": document})
+    assert words in invalid_input_at_top(result, "$d.eventList.0.bizStep")
+
+
+async def test_nul_in_a_literal_string_is_refused_with_the_argument_path(
+    env: Env, admin: str
+) -> None:
+    """Literals written into the document pass the same check as variables."""
+    query = r'{ products(first: 5, search: "a\u0000b") { edges { cursor } } }'
+    assert "NUL" in invalid_input_at_top(await raw_gql(env, admin, query), "products.search")
+    # The verdict is cached per document; the second answer must be the same refusal.
+    assert "NUL" in invalid_input_at_top(await raw_gql(env, admin, query), "products.search")
+
+
+async def test_lone_surrogate_in_a_literal_is_refused(env: Env, admin: str) -> None:
+    """Spelled as an escape in the document: refused by the parser or by the check, coded."""
+    query = r'{ products(first: 5, search: "a\ud800b") { edges { cursor } } }'
+    error = refused_at_top(await raw_gql(env, admin, query))
+    assert error["extensions"]["code"] in ("INVALID_INPUT", "GRAPHQL_VALIDATION_FAILED")
+
+
+PRODUCT = (
+    "mutation($input: ProductInput!) { createProduct(input: $input) "
+    "{ product { id } errors { code field message } } }"
+)
+
+
+def product_input(**overrides: Any) -> dict[str, Any]:
+    fields = {
+        "name": f"Hygiene {uuid.uuid4().hex[:8]}",
+        "strength": "10 mg",
+        "dosageForm": "tablet",
+        "unit": "pack",
+        "approvalNumber": f"H{uuid.uuid4().hex[:10]}",
+    }
+    return {**fields, **overrides}
+
+
+BAD_DECIMALS = [
+    pytest.param("NaN", "finite", id="nan-string"),
+    pytest.param("-Infinity", "finite", id="infinity-string"),
+    pytest.param("sNaN", "finite", id="signalling-nan"),
+    pytest.param("1e999999", "below", id="huge-exponent-string"),
+    pytest.param(1e999999, "finite", id="json-number-overflowing-to-infinity"),
+    pytest.param("100000000", "below", id="ten-to-the-eighth"),
+    pytest.param("-123456789.5", "below", id="past-precision-negative"),
+    pytest.param("1.00001", "decimal places", id="past-scale"),
+]
+
+
+@pytest.mark.parametrize(("value", "words"), BAD_DECIMALS)
+async def test_bad_decimals_in_unit_cost_are_invalid_input(
+    env: Env, admin: str, value: Any, words: str
+) -> None:
+    """unitCost is Numeric(12, 4): NaN, infinities and values past precision or scale are
+    refused by name on both databases (PostgreSQL would fail, SQLite would store nonsense)."""
+    async with unchanged(env.demo):
+        result = await raw_gql(env, admin, PRODUCT, {"input": product_input(unitCost=value)})
+    assert words in invalid_input_at_top(result, "$input.unitCost")
+
+
+@pytest.mark.parametrize("literal", ['"NaN"', "1e999999", '"Infinity"', "100000000"])
+async def test_bad_decimal_literals_in_prices_are_invalid_input(
+    env: Env, admin: str, literal: str
+) -> None:
+    """Prices written inline are checked the same way (the line id is never looked at)."""
+    query = (
+        f'mutation {{ updatePurchaseOrderLine(line: "x", unitPrice: {literal}) '
+        "{ errors { code } } }"
+    )
+    async with unchanged(env.demo):
+        result = await raw_gql(env, admin, query)
+    invalid_input_at_top(result, "updatePurchaseOrderLine.unitPrice")
+
+
+@pytest.mark.parametrize("value", ["99999999.9999", "0.0001", "12.50000", "0"])
+async def test_decimals_at_the_column_limits_are_accepted(env: Env, admin: str, value: str) -> None:
+    """The boundary of the cases above: the largest, the smallest step, trailing zeros."""
+    result = await raw_gql(env, admin, PRODUCT, {"input": product_input(unitCost=value)})
+    assert "errors" not in result, result
+    assert result["data"]["createProduct"]["errors"] == []
+
+
+MOVEMENTS_SINCE = "query($s: DateTime) { movements(first: 5, since: $s) { edges { cursor } } }"
+
+
+@pytest.mark.parametrize(
+    ("value", "words"),
+    [
+        pytest.param("2030-01-01T00:00:00", "time zone", id="naive"),
+        pytest.param("0001-01-01T00:00:00+00:00", "1900", id="year-1"),
+        pytest.param("0001-01-01T00:00:00+05:00", "1900", id="year-1-ahead-of-utc"),
+        pytest.param("9999-12-31T23:59:59-05:00", "2999", id="year-9999-behind-utc"),
+        pytest.param("1899-12-31T23:59:59Z", "1900", id="just-before-1900"),
+    ],
+)
+async def test_bad_datetimes_in_movements_since_are_invalid_input(
+    env: Env, admin: str, value: str, words: str
+) -> None:
+    """DateTimes carry a zone and lie within 1900..2999 (beyond, zone shifts overflow)."""
+    result = await raw_gql(env, admin, MOVEMENTS_SINCE, {"s": value})
+    assert words in invalid_input_at_top(result, "$s")
+    literal = f'{{ movements(first: 5, since: "{value}") {{ edges {{ cursor }} }} }}'
+    assert words in invalid_input_at_top(await raw_gql(env, admin, literal), "movements.since")
+
+
+async def test_datetimes_inside_the_range_are_accepted(env: Env, admin: str) -> None:
+    for value in ("1900-01-01T00:00:00Z", "2999-12-31T23:59:59+00:00", "2026-01-01T10:00:00+02:00"):
+        result = await raw_gql(env, admin, MOVEMENTS_SINCE, {"s": value})
+        assert "errors" not in result, (value, result)
+
+
+async def test_date_of_year_1_is_invalid_input(env: Env, admin: str) -> None:
+    """Date arguments too: the waste report of year 1 would overflow its date arithmetic."""
+    query = "query($a: Date!, $b: Date!) { wasteReport(since: $a, until: $b) { since } }"
+    result = await raw_gql(env, admin, query, {"a": "0001-01-01", "b": "0001-02-01"})
+    assert "1900" in invalid_input_at_top(result, "$a")
+
+
+@pytest.mark.parametrize("quantity", [2**31 - 1, 1_000_000_001])
+async def test_quantity_past_the_bound_is_refused_and_stock_levels_still_work(
+    env: Env, admin: str, lot: int, quantity: int
+) -> None:
+    """A receipt of 2^31 - 1 once committed a balance past 32 bits on SQLite (every later
+    stockLevels there failed) and was INTERNAL on PostgreSQL: now INVALID_INPUT on quantity."""
+    variables = {"input": {**valid_input(env.demo, "receiveStock", lot), "quantity": quantity}}
+    async with unchanged(env.demo):
+        result = await gql(env.http, stock_document("receiveStock"), variables, admin)
+    error = refused_in_payload(result, "receiveStock")
+    assert (error["code"], error["field"]) == ("INVALID_INPUT", "quantity")
+    levels = await gql(
+        env.http,
+        "query($l: ID) { stockLevels(first: 100, location: $l) { edges { node { quantity } } } }",
+        {"l": gid("Location", env.demo.locations["WARD-A"])},
+        admin,
+    )
+    assert "errors" not in levels, levels
+
+
+async def test_a_receipt_that_would_push_a_balance_past_the_bound_is_refused(
+    env: Env, admin: str, lot: int
+) -> None:
+    """Each quantity may be within bounds and their sum on the shelf still too much: the
+    balance is bounded too (10^9), and the refusal leaves the shelf as it was."""
+    fill = {"input": {**valid_input(env.demo, "receiveStock", lot), "quantity": 10**9 - 10}}
+    result = await gql(env.http, stock_document("receiveStock"), fill, admin)
+    assert result["data"]["receiveStock"]["errors"] == [], result  # exactly at the bound
+    one_more = {"input": {**valid_input(env.demo, "receiveStock", lot), "quantity": 1}}
+    async with unchanged(env.demo):
+        result = await gql(env.http, stock_document("receiveStock"), one_more, admin)
+    error = refused_in_payload(result, "receiveStock")
+    assert (error["code"], error["field"]) == ("INVALID_INPUT", "quantity")
+    assert "past the limit" in error["message"]
+    from tests.conftest import balance_of, check_ledger
+
+    assert await balance_of(env.demo.services, env.demo.locations["WARD-A"], lot) == 10**9
+    await check_ledger(env.demo.services)
+    # Leave the shared database's FEFO picks as they were: take the packs out again.
+    drain = {
+        "input": {
+            **valid_input(env.demo, "disposeStock", lot),
+            "quantity": 10**9,
+        }
+    }
+    result = await gql(env.http, stock_document("disposeStock"), drain, admin)
+    assert result["data"]["disposeStock"]["errors"] == [], result
+
+
+SEARCH_PRODUCTS = (
+    "query($s: String) { products(first: 100, search: $s) { edges { node { name } } } }"
+)
+SEARCH_LOCATIONS = (
+    "query($s: String) { locations(first: 100, search: $s) { edges { node { code name } } } }"
+)
+
+
+async def test_percent_and_underscore_in_searches_match_literally(env: Env, admin: str) -> None:
+    """`%` and `_` are LIKE wildcards; in a search they mean themselves (and `\\` too)."""
+    tag = uuid.uuid4().hex[:6]
+    names = [f"Pct{tag} 100% pure", f"Und{tag} a_b", f"Bsl{tag} c\\d", f"Pln{tag} axb"]
+    for name in names:
+        created = await raw_gql(env, admin, PRODUCT, {"input": product_input(name=name)})
+        assert created["data"]["createProduct"]["errors"] == [], created
+
+    async def found(term: str) -> set[str]:
+        result = await raw_gql(env, admin, SEARCH_PRODUCTS, {"s": term})
+        assert "errors" not in result, result
+        return {edge["node"]["name"] for edge in result["data"]["products"]["edges"]}
+
+    everything = await found("")
+    assert all("%" in name for name in await found("%")), "'%' matched names without one"
+    assert await found("%") <= everything and names[0] in await found("%")
+    assert names[1] in await found("_") and all("_" in n for n in await found("_"))
+    assert await found(f"{tag} a_b") == {names[1]}
+    assert await found(f"{tag} a%b") == set()
+    assert await found(f"{tag} c\\d") == {names[2]}
+    assert await found(f"Pln{tag} a_b") == set()  # `_` must not match the x of "axb"
+    result = await raw_gql(env, admin, SEARCH_LOCATIONS, {"s": "%"})
+    assert "errors" not in result, result
+    assert all(
+        "%" in edge["node"]["code"] + edge["node"]["name"]
+        for edge in result["data"]["locations"]["edges"]
+    )
+
+
+@pytest.mark.parametrize("length", [201, 200_000])
+async def test_long_searches_are_invalid_input(env: Env, admin: str, length: int) -> None:
+    """SQLite gave up on 200,000-character LIKE patterns ('too complex'): a search is capped
+    at 200 characters (and any string at 10,000)."""
+    for query in (SEARCH_PRODUCTS, SEARCH_LOCATIONS):
+        result = await raw_gql(env, admin, query, {"s": "x" * length})
+        error = refused_at_top(result)
+        assert error["extensions"]["code"] == "INVALID_INPUT", result
+        assert error["extensions"]["field"] in ("search", "$s")
+    literal = f'{{ products(first: 5, search: "{"y" * length}") {{ edges {{ cursor }} }} }}'
+    error = refused_at_top(await raw_gql(env, admin, literal))
+    assert error["extensions"]["code"] == "INVALID_INPUT"
+
+
+async def test_atc_prefix_search_is_literal(env: Env, admin: str) -> None:
+    """The ATC prefix filter is a LIKE 'prefix%' too: `%` must not match every code."""
+    query = "query($a: String) { products(first: 100, atcCode: $a) { edges { cursor } } }"
+    result = await raw_gql(env, admin, query, {"a": "%"})
+    assert "errors" not in result, result
+    assert result["data"]["products"]["edges"] == []
+
+
+# --- HTTP-level refusals: 400 in the GraphQL error shape -----------------------------------------
+
+HTTP_REFUSALS = [
+    pytest.param(b"{not json", "INVALID_JSON", id="invalid-json"),
+    pytest.param(b"", "INVALID_JSON", id="empty-body"),
+    pytest.param(b'[{"query": "{ me { id } }"}]', "BAD_REQUEST", id="batch-list"),
+    pytest.param(b"42", "BAD_REQUEST", id="number"),
+    pytest.param(b'"{ me { id } }"', "BAD_REQUEST", id="string"),
+    pytest.param(b"null", "BAD_REQUEST", id="null"),
+    pytest.param(b'{"query": 5}', "BAD_REQUEST", id="query-not-a-string"),
+    pytest.param(b'{"query": "{ me { id } }", "variables": [1]}', "BAD_REQUEST", id="vars-list"),
+    pytest.param(b'{"variables": {}}', "BAD_REQUEST", id="no-query"),
+    pytest.param(b'{"query": "{ me { id } }"}\xff', "INVALID_ENCODING", id="not-utf8"),
+    pytest.param(b'{"query": "{ me { id \xc3\x28 } }"}', "INVALID_ENCODING", id="bad-utf8-seq"),
+    pytest.param(
+        '{"query": "{ me { id } }"}'.encode("utf-16"), "INVALID_ENCODING", id="utf-16-body"
+    ),
+    pytest.param(
+        b'{"query": "{ me { id } }", "x": "\xed\xa0\x80"}', "INVALID_ENCODING", id="cesu-surrogate"
+    ),
+]
+
+
+@pytest.mark.parametrize(("body", "code"), HTTP_REFUSALS)
+async def test_http_level_refusals_are_400_with_a_code(
+    env: Env, admin: str, body: bytes, code: str
+) -> None:
+    """Refused before any GraphQL runs: 400 and {"errors": [{message, extensions.code}]}."""
+    async with unchanged(env.demo):
+        response = await env.http.post(
+            "/graphql",
+            content=body,
+            headers={"Authorization": f"Bearer {admin}", "Content-Type": "application/json"},
+        )
+    assert response.status_code == 400, response.text
+    [error] = response.json()["errors"]
+    assert error["message"]
+    assert error["extensions"]["code"] == code, response.text
+
+
+async def test_mutation_over_get_is_400_with_a_code(env: Env, admin: str, lot: int) -> None:
+    """GET is for queries: a mutation there is 400 BAD_REQUEST (GraphQL shape), not run."""
+    variables = {"input": valid_input(env.demo, "receiveStock", lot)}
+    async with unchanged(env.demo):
+        response = await env.http.get(
+            "/graphql",
+            params={"query": stock_document("receiveStock"), "variables": json.dumps(variables)},
+            headers={"Authorization": f"Bearer {admin}"},
+        )
+    assert response.status_code == 400, response.text
+    [error] = response.json()["errors"]
+    assert error["extensions"]["code"] == "BAD_REQUEST"
+    assert "mutation" in error["message"]
+    ok = await env.http.get(
+        "/graphql", params={"query": "{ me { id } }"}, headers={"Authorization": f"Bearer {admin}"}
+    )
+    assert ok.status_code == 200 and "errors" not in ok.json(), ok.text
+
+
+async def test_unsupported_content_type_is_400_with_a_code(env: Env, admin: str) -> None:
+    response = await env.http.post(
+        "/graphql",
+        content=b"query=%7B+me+%7B+id+%7D+%7D",
+        headers={"Authorization": f"Bearer {admin}", "Content-Type": "text/plain"},
+    )
+    assert response.status_code == 400, response.text
+    assert response.json()["errors"][0]["extensions"]["code"] == "BAD_REQUEST"
+
+
+@pytest.mark.parametrize("method", ["PUT", "DELETE", "PATCH"])
+async def test_other_methods_are_405_in_the_error_shape(env: Env, admin: str, method: str) -> None:
+    """GraphQL is GET and POST; anything else is 405 METHOD_NOT_ALLOWED, coded like the rest."""
+    response = await env.http.request(
+        method,
+        "/graphql",
+        json={"query": "{ me { id } }"},
+        headers={"Authorization": f"Bearer {admin}"},
+    )
+    assert response.status_code == 405, response.text
+    assert response.json()["errors"][0]["extensions"]["code"] == "METHOD_NOT_ALLOWED"

@@ -24,7 +24,7 @@ from server.core.db import Database, utcnow
 from server.core.errors import DomainError, ErrorCode, InvalidInput
 from server.core.events import Event, EventBus
 from server.core.security import Permission, Principal
-from server.core.validation import get_or_not_found, optional_text
+from server.core.validation import check_quantity, get_or_not_found, optional_text
 from server.inventory.models import Balance
 from server.inventory.service import AnyMovement
 from server.network.models import Location
@@ -292,6 +292,7 @@ class AlertService:
         principal.require(Permission.STOCK_ADJUST, location_id=location_id)
         if minimum_quantity < 0:
             raise InvalidInput("a minimum level cannot be negative", field="minimumQuantity")
+        check_quantity(minimum_quantity, "minimumQuantity")
         async with self.db.write() as session:
             await get_or_not_found(session, Location, location_id, "location")
             await get_or_not_found(session, Product, product_id, "product")

@@ -27,6 +27,7 @@ from server.core.graphql import (
     to_connection,
 )
 from server.core.security import Permission
+from server.core.validation import LIKE_ESCAPE, like_pattern
 from server.network import models as network_models
 from server.network.api import Organisation
 
@@ -148,7 +149,7 @@ class Query:
         info.context.require_principal().require(Permission.CATALOG_READ)
         stmt = select(models.Product)
         if search:
-            stmt = stmt.where(models.Product.name.ilike(f"%{search.strip()}%"))
+            stmt = stmt.where(models.Product.name.ilike(like_pattern(search), escape=LIKE_ESCAPE))
         if gtin:
             wanted = normalize_gtin(gtin)
             stmt = stmt.where(
@@ -157,7 +158,9 @@ class Query:
                 )
             )
         if atc_code:
-            stmt = stmt.where(models.Product.atc_code.startswith(atc_code.strip().upper()))
+            stmt = stmt.where(
+                models.Product.atc_code.startswith(atc_code.strip().upper(), autoescape=True)
+            )
         page = await paginate(
             info,
             stmt,

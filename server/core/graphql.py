@@ -15,15 +15,32 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequen
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import date, datetime
+from decimal import Decimal, InvalidOperation
 from typing import Any, Generic, TypeVar
 
+import dateutil.parser
 import strawberry
+from graphql import (
+    DocumentNode,
+    GraphQLInputObjectType,
+    GraphQLInputType,
+    GraphQLList,
+    GraphQLNonNull,
+    GraphQLSchema,
+    TypeInfo,
+    TypeInfoVisitor,
+    Visitor,
+    get_named_type,
+    get_operation_ast,
+    type_from_ast,
+    visit,
+)
 from graphql.error import GraphQLError
 from sqlalchemy import Select, select, tuple_
 from sqlalchemy.ext.asyncio import AsyncSession
 from strawberry import relay
 from strawberry.dataloader import DataLoader
-from strawberry.extensions import MaskErrors
+from strawberry.extensions import MaskErrors, SchemaExtension
 from strawberry.relay.types import GlobalIDValueError
 from strawberry.types import Info as StrawberryInfo
 from strawberry.types.nodes import SelectedField
@@ -31,6 +48,7 @@ from strawberry.types.nodes import SelectedField
 from server.core.db import Database
 from server.core.errors import DomainError, ErrorCode, Forbidden, InvalidInput
 from server.core.security import Permission, Principal, require_principal
+from server.core.validation import check_date, check_datetime, check_decimal, check_text
 
 log = logging.getLogger("apotheca.graphql")
 
@@ -255,6 +273,155 @@ class ApiErrors(MaskErrors):
             path=error.path,
             extensions=extensions,
         )
+
+
+# --- input hygiene ---------------------------------------------------------------------------
+
+
+def _check_leaf(value: Any, scalar: str | None, path: str) -> None:
+    """One scalar as sent: every string is clean text; Decimal, DateTime and Date values are
+    within what their columns and date arithmetic hold. Values that do not even parse are left
+    to the scalar's own coercion (GRAPHQL_VALIDATION_FAILED)."""
+    if isinstance(value, dict):  # a JSON scalar: its keys and values are stored as text too
+        for key, item in value.items():
+            _check_leaf(key, None, path)
+            _check_leaf(item, None, f"{path}.{key}" if isinstance(key, str) else path)
+        return
+    if isinstance(value, list):
+        for index, item in enumerate(value):
+            _check_leaf(item, scalar, f"{path}.{index}")
+        return
+    if isinstance(value, str):
+        check_text(value, path)
+    if scalar == "Decimal" and isinstance(value, str | int | float) and not isinstance(value, bool):
+        try:
+            number = Decimal(str(value))
+        except InvalidOperation:
+            return
+        check_decimal(number, path)
+    elif scalar == "DateTime" and isinstance(value, str):
+        try:
+            moment = dateutil.parser.isoparse(value)
+        except (ValueError, OverflowError):
+            return
+        check_datetime(moment, path)
+    elif scalar == "Date" and isinstance(value, str):
+        try:
+            day = date.fromisoformat(value)
+        except ValueError:
+            return
+        check_date(day, path)
+
+
+def _check_value(value: Any, type_: GraphQLInputType | None, path: str) -> None:
+    """A variable's value walked along its declared type, so each leaf knows its scalar."""
+    if value is None:
+        return
+    if isinstance(type_, GraphQLNonNull):
+        type_ = type_.of_type
+    if isinstance(type_, GraphQLList):
+        items = value if isinstance(value, list) else [value]
+        for index, item in enumerate(items):
+            _check_value(item, type_.of_type, f"{path}.{index}")
+    elif isinstance(type_, GraphQLInputObjectType) and isinstance(value, dict):
+        for key, item in value.items():
+            field_def = type_.fields.get(key)
+            _check_value(item, field_def.type if field_def else None, f"{path}.{key}")
+    else:
+        named = get_named_type(type_) if type_ is not None else None
+        _check_leaf(value, named.name if named is not None else None, path)
+
+
+class _LiteralChecker(Visitor):
+    """Literals written into the document, named `field.argument.inputField`."""
+
+    def __init__(self, type_info: TypeInfo) -> None:
+        super().__init__()
+        self.type_info = type_info
+        self.fields: list[str] = []
+        self.path: list[str] = []
+
+    def enter_field(self, node: Any, *_: Any) -> None:
+        self.fields.append(node.name.value)
+
+    def leave_field(self, *_: Any) -> None:
+        self.fields.pop()
+
+    def enter_argument(self, node: Any, *_: Any) -> None:
+        self.path.append(node.name.value)
+
+    def leave_argument(self, *_: Any) -> None:
+        self.path.pop()
+
+    enter_object_field = enter_argument
+    leave_object_field = leave_argument
+
+    def enter_variable_definition(self, node: Any, *_: Any) -> None:
+        self.path.append(f"${node.variable.name.value}")
+
+    leave_variable_definition = leave_argument
+
+    def _leaf(self, node: Any, *_: Any) -> None:
+        named = get_named_type(self.type_info.get_input_type())
+        where = ".".join(self.fields[-1:] + self.path) or "document"
+        _check_leaf(node.value, named.name if named is not None else None, where)
+
+    enter_string_value = enter_int_value = enter_float_value = _leaf
+
+
+def _variables_problem(
+    schema: GraphQLSchema, document: DocumentNode, operation: str | None, variables: Any
+) -> None:
+    definition = get_operation_ast(document, operation)
+    if definition is None or not isinstance(variables, dict):
+        return
+    for var_def in definition.variable_definitions or ():
+        name = var_def.variable.name.value
+        if name in variables:
+            _check_value(variables[name], type_from_ast(schema, var_def.type), f"${name}")
+
+
+class InputHygiene(SchemaExtension):
+    """Every argument passes server.core.validation's checks once, before any resolver runs:
+    the variables as sent (walked along their declared types) and the document's literals
+    (checked once per distinct document). A refusal is INVALID_INPUT naming the argument path
+    (`$input.reason`, or `receiveStock.input.reason` for a literal); nothing executes."""
+
+    _literal_verdicts: dict[str, str | None] = {}  # query text -> "path\0message" or None
+    _MAX_VERDICTS = 512
+
+    def on_execute(self) -> Any:
+        context = self.execution_context
+        document = context.graphql_document
+        if document is not None:
+            try:
+                self._check_literals(context.schema._schema, context.query, document)
+                _variables_problem(
+                    context.schema._schema, document, context.operation_name, context.variables
+                )
+            except InvalidInput as error:
+                raise GraphQLError(
+                    error.message,
+                    extensions={"code": error.code.value, "field": error.field},
+                ) from None
+        yield
+
+    def _check_literals(self, schema: GraphQLSchema, query: str | None, document: Any) -> None:
+        verdicts = InputHygiene._literal_verdicts
+        verdict = verdicts.get(query) if query is not None else None
+        if verdict is None and (query is None or query not in verdicts):
+            type_info = TypeInfo(schema)
+            try:
+                visit(document, TypeInfoVisitor(type_info, _LiteralChecker(type_info)))
+            except InvalidInput as error:
+                verdict = f"{error.field}\0{error.message}"
+            if query is not None:
+                if len(verdicts) >= self._MAX_VERDICTS:
+                    verdicts.clear()
+                verdicts[query] = verdict
+        if verdict is not None:
+            field_name, _, message = verdict.partition("\0")
+            raise InvalidInput(message, field=field_name)
 
 
 # --- keyset pagination -----------------------------------------------------------------------

@@ -7,6 +7,7 @@ from datetime import date
 from server.catalog.models import LotStatus
 from server.core.errors import DomainError, ErrorCode, ExpiredLot, InvalidInput
 from server.core.security import Permission
+from server.core.validation import check_quantity
 from server.inventory.models import MovementKind
 
 INFLOWS = frozenset(
@@ -36,6 +37,7 @@ KIND_PERMISSION: dict[MovementKind, Permission] = {
 
 def signed_quantity(kind: MovementKind, quantity: int) -> int:
     """The change to the balance: inflows add, outflows subtract, ADJUST/COUNT carry a sign."""
+    check_quantity(quantity)
     if kind in SIGNED:
         if quantity == 0:
             raise InvalidInput("an adjustment of zero changes nothing", field="quantity")

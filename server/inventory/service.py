@@ -26,7 +26,7 @@ from server.core.db import Database, utcnow
 from server.core.errors import DomainError, InsufficientStock, InvalidInput, NotFound
 from server.core.events import Event
 from server.core.security import Principal
-from server.core.validation import optional_text
+from server.core.validation import MAX_BALANCE, optional_text
 from server.inventory.idempotency import clean_key, request_hash, run_once
 from server.inventory.models import Balance, Movement, MovementKind
 from server.inventory.rules import (
@@ -379,6 +379,12 @@ async def apply_movements(
     per_shelf: dict[tuple[int, int], int] = defaultdict(int)
     for _index, _request, location, lot, delta in planned:
         per_shelf[(location.id, lot.id)] += delta
+    for (_loc, _lot), delta in per_shelf.items():
+        if abs(delta) > MAX_BALANCE:  # refused before SQL could overflow the column
+            raise InvalidInput(
+                f"one request may move at most {MAX_BALANCE:,} packs of a lot at a location",
+                field="quantity" if len(requests) == 1 or name_items else "movements",
+            )
     dialect = session.bind.dialect.name
     returned = await session.execute(
         _balance_upsert(dialect),
@@ -395,6 +401,14 @@ async def apply_movements(
         shelf = (location.id, lot.id)
         before = running[shelf]
         running[shelf] = balance = before + delta
+        if abs(balance) > MAX_BALANCE:
+            field = "quantity" if len(requests) == 1 else f"movements.{index}.quantity"
+            error = InvalidInput(
+                f"this would take the balance of lot {lot.batch_number} at {location.code} "
+                f"to {balance:,}, past the limit of {MAX_BALANCE:,}",
+                field="quantity" if name_items else field,
+            )
+            raise _named(error, index if name_items else None)
         if balance < 0 and not location.allow_negative_stock:
             field = "quantity" if len(requests) == 1 else f"movements.{index}.quantity"
             error = InsufficientStock(

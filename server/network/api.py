@@ -23,6 +23,7 @@ from server.core.graphql import (
     to_connection,
 )
 from server.core.security import Permission, Role
+from server.core.validation import LIKE_ESCAPE, like_pattern
 from server.network import models
 
 OrganisationKind = strawberry.enum(models.OrganisationKind)
@@ -370,9 +371,12 @@ class Query(OAuthClientQuery):
         if kind is not None:
             stmt = stmt.where(models.Location.kind == kind)
         if search:
-            pattern = f"%{search.strip().lower()}%"
+            pattern = like_pattern(search.lower())
             stmt = stmt.where(
-                or_(models.Location.code.ilike(pattern), models.Location.name.ilike(pattern))
+                or_(
+                    models.Location.code.ilike(pattern, escape=LIKE_ESCAPE),
+                    models.Location.name.ilike(pattern, escape=LIKE_ESCAPE),
+                )
             )
         if mine and principal.location_ids is not None:
             stmt = stmt.where(models.Location.id.in_(principal.location_ids))
