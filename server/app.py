@@ -30,6 +30,7 @@ from server.config import Settings
 from server.core.errors import DomainError, ErrorCode, Unauthenticated
 from server.core.fanout import FanoutHub, SharedTransportWSHandler
 from server.core.graphql import Context, finish_request, request_error_code
+from server.core.http import SecurityHeaders, metrics_refusal
 from server.core.security import Principal
 from server.schema import build_schema
 from server.services import Services
@@ -227,7 +228,9 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
             await session.execute(text("SELECT 1"))
         return JSONResponse({"status": "ok", "database": services.db.dialect})
 
-    async def metrics(_: Request) -> Response:
+    async def metrics(request: Request) -> Response:
+        if refusal := metrics_refusal(request, settings.metrics_token):
+            return refusal
         lines = [
             "# TYPE apotheca_uptime_seconds gauge",
             f"apotheca_uptime_seconds {time.monotonic() - started:.0f}",
@@ -281,7 +284,10 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
 
     app = Starlette(
         routes=routes,
-        middleware=[Middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)],
+        middleware=[
+            Middleware(SecurityHeaders),
+            Middleware(BodySizeLimit, max_bytes=settings.max_body_bytes),
+        ],
         lifespan=lifespan,
     )
     app.state.services = services

@@ -70,6 +70,9 @@ def cmd_seed(args: argparse.Namespace) -> int:
 def cmd_serve(args: argparse.Namespace) -> int:
     import uvicorn
 
+    from server.core.logs import log_config
+
+    level = os.environ.get("APOTHECA_LOG_LEVEL", "info")
     if args.migrate:
         asyncio.run(_migrate(Settings.from_env()))
     uvicorn.run(
@@ -78,7 +81,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
         host=args.host,
         port=args.port,
         workers=args.workers,
-        log_level=os.environ.get("APOTHECA_LOG_LEVEL", "info"),
+        log_level=level,
+        log_config=log_config(level, args.log_format),
         proxy_headers=True,
     )
     return 0
@@ -367,6 +371,12 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--port", type=int, default=int(os.environ.get("APOTHECA_PORT", "8000")))
     serve.add_argument("--workers", type=int, default=1)
     serve.add_argument("--migrate", action="store_true", help="migrate before starting")
+    serve.add_argument(
+        "--log-format",
+        choices=["json", "plain"],
+        default=os.environ.get("APOTHECA_LOG_FORMAT", "json"),
+        help="one JSON object per line (default) or plain text",
+    )
     serve.set_defaults(func=cmd_serve)
 
     sub.add_parser("migrate", help="bring the database to the latest schema").set_defaults(

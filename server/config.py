@@ -39,6 +39,8 @@ class Settings:
     expiry_check_seconds: int = 3600
     max_subscriptions_per_connection: int = 20
     transit_window_hours: int = 72
+    # /metrics answers only `Authorization: Bearer <metrics_token>`; empty disables it (404).
+    metrics_token: str = field(default="", repr=False)
     pwa_dir: Path = Path(__file__).resolve().parent.parent / "pwa" / "dist"
 
     @classmethod
@@ -53,6 +55,7 @@ class Settings:
             "expiry_window_days": int(env.get("APOTHECA_EXPIRY_WINDOW_DAYS", "90")),
             "expiry_check_seconds": int(env.get("APOTHECA_EXPIRY_CHECK_SECONDS", "3600")),
             "transit_window_hours": int(env.get("APOTHECA_TRANSIT_WINDOW_HOURS", "72")),
+            "metrics_token": env.get("APOTHECA_METRICS_TOKEN", ""),
         }
         if pwa_dir := env.get("APOTHECA_PWA_DIR"):
             values["pwa_dir"] = Path(pwa_dir)

@@ -22,6 +22,7 @@ from server.audit import api as audit_api
 from server.catalog import api as catalog_api
 from server.config import Settings
 from server.core.graphql import ApiErrors
+from server.core.logs import LoggedSchema
 from server.counts import api as counts_api
 from server.forecasting import api as forecasting_api
 from server.integrations import api as integrations_api
@@ -100,7 +101,7 @@ def _schema(max_tokens: int, max_depth: int, max_aliases: int) -> strawberry.Sch
         *QueryDepthLimiter(max_depth=max_depth).validation_rules,
         *MaxAliasesLimiter(max_alias_count=max_aliases).validation_rules,
     ]
-    return strawberry.Schema(
+    return LoggedSchema(
         query=Query,
         mutation=Mutation,
         subscription=Subscription,
