@@ -20,6 +20,8 @@ if TYPE_CHECKING:
     from server.services import Services
 
 SCHEMA_PATH = Path(__file__).resolve().parent.parent / "graphql_schema" / "schema.graphql"
+RELEASED_PATH = SCHEMA_PATH.with_name("released.graphql")
+CHANGES_PATH = SCHEMA_PATH.with_name("CHANGES.md")
 
 
 def with_services(action: Callable[[Services], Awaitable[int]]) -> int:
@@ -170,10 +172,30 @@ def cmd_export_schema(args: argparse.Namespace) -> int:
             )
             return 1
         print("schema file matches the code")
-        return 0
+        return check_contract(sdl)
     SCHEMA_PATH.parent.mkdir(parents=True, exist_ok=True)
     SCHEMA_PATH.write_text(sdl)
     print(f"wrote {SCHEMA_PATH}")
+    check_contract(sdl)  # tell now; --check (CI) is what fails
+    return 0
+
+
+def check_contract(sdl: str, released: Path = RELEASED_PATH, changes: Path = CHANGES_PATH) -> int:
+    """Compare `sdl` with the last released SDL: 1 on a breaking change CHANGES.md lacks."""
+    from server.core.contract import contract_problems, dangerous_changes
+
+    if not released.exists():
+        print(f"no {released.name}: nothing to compare the schema with", file=sys.stderr)
+        return 1
+    old = released.read_text()
+    for warning in dangerous_changes(old, sdl):
+        print(f"note: {warning}")
+    problems = contract_problems(old, sdl, changes.read_text() if changes.exists() else "")
+    for problem in problems:
+        print(problem, file=sys.stderr)
+    if problems:
+        return 1
+    print(f"no unlisted breaking change since {released.name}")
     return 0
 
 
