@@ -98,3 +98,42 @@ def metrics_refusal(request: Request, token: str) -> Response | None:
     return PlainTextResponse(
         "metrics token required", status_code=401, headers={"WWW-Authenticate": "Bearer"}
     )
+
+
+# --- the PWA's refresh token in a cookie ------------------------------------------------------
+# A browser app asks for cookie delivery with the REFRESH_COOKIE_HEADER: the refresh token then
+# travels only in an httpOnly, Secure, SameSite=Strict cookie scoped to /auth, never in the
+# JSON where scripts could read it. The header is also required to *use* the cookie: a
+# cross-site form cannot set it, so no other site can spend the cookie (defence beside
+# SameSite). Third-party clients send no header and get refresh_token in the JSON (RFC 6749).
+
+REFRESH_COOKIE = "apotheca_refresh"
+REFRESH_COOKIE_PATH = "/auth"
+REFRESH_COOKIE_HEADER = "x-apotheca-refresh-cookie"
+
+
+def wants_refresh_cookie(request: Request) -> bool:
+    return request.headers.get(REFRESH_COOKIE_HEADER) == "1"
+
+
+def read_refresh_cookie(request: Request) -> str:
+    """The refresh token from the cookie, only for a request that asked for cookie delivery."""
+    return request.cookies.get(REFRESH_COOKIE, "") if wants_refresh_cookie(request) else ""
+
+
+def set_refresh_cookie(response: Response, token: str, max_age_seconds: int) -> None:
+    response.set_cookie(
+        REFRESH_COOKIE,
+        token,
+        max_age=max_age_seconds,
+        path=REFRESH_COOKIE_PATH,
+        secure=True,
+        httponly=True,
+        samesite="strict",
+    )
+
+
+def clear_refresh_cookie(response: Response) -> None:
+    response.delete_cookie(
+        REFRESH_COOKIE, path=REFRESH_COOKIE_PATH, secure=True, httponly=True, samesite="strict"
+    )
