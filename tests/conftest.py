@@ -190,7 +190,15 @@ class LiveServer:
     process: subprocess.Popen[bytes]
 
 
-def start_server(database_url: str, *, workers: int = 1, port: int | None = None) -> LiveServer:
+def start_server(
+    database_url: str,
+    *,
+    workers: int = 1,
+    port: int | None = None,
+    env_extra: dict[str, str] | None = None,
+    stderr: Any = None,
+) -> LiveServer:
+    """`apotheca serve` in a subprocess; `env_extra` overrides settings, `stderr` takes its log."""
     port = port or free_port()
     env = {
         **os.environ,
@@ -198,6 +206,7 @@ def start_server(database_url: str, *, workers: int = 1, port: int | None = None
         "APOTHECA_SECRET_KEY": TEST_SECRET,
         "APOTHECA_LOG_LEVEL": "warning",
         "APOTHECA_METRICS_TOKEN": METRICS_TOKEN,
+        **(env_extra or {}),
     }
     process = subprocess.Popen(
         [
@@ -212,6 +221,7 @@ def start_server(database_url: str, *, workers: int = 1, port: int | None = None
         ],
         cwd=ROOT,
         env=env,
+        stderr=stderr,
     )
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 30

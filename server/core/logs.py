@@ -18,9 +18,11 @@ from typing import Any
 
 import strawberry
 from graphql.error import GraphQLError
+from strawberry.relay.types import GlobalIDValueError
 from strawberry.types import ExecutionContext
 
-from server.core.errors import DomainError
+from server.core.errors import DomainError, ErrorCode
+from server.core.graphql import request_error_code
 
 log = logging.getLogger("apotheca.graphql")
 
@@ -131,8 +133,12 @@ def log_graphql_error(error: GraphQLError, execution_context: ExecutionContext |
     if isinstance(original, DomainError):
         fields.update(code=original.code.value, field=original.field)
         log.info(original.message, extra={"fields": fields})
+    elif isinstance(original, GlobalIDValueError):
+        fields["code"] = ErrorCode.INVALID_ID.value
+        log.info(error.message, extra={"fields": fields})
     elif original is None or isinstance(original, GraphQLError):
-        fields["code"] = (error.extensions or {}).get("code")
+        # Syntax, validation and limits: the code ApiErrors / process_result will give it.
+        fields["code"] = (error.extensions or {}).get("code") or request_error_code(error.message)
         log.info(error.message, extra={"fields": fields})
     else:
         fields["code"] = "INTERNAL_SERVER_ERROR"

@@ -69,23 +69,23 @@ test("tokens stay out of storage: a reload refreshes through the httpOnly cookie
   // The refresh token is an httpOnly, Secure, SameSite=Strict cookie scoped to /auth; no token
   // of any kind is in a script-readable store.
   const refreshCookie = async () => (await context.cookies(fx.url + "/auth/token")).find((c) => c.name === "apotheca_refresh");
-  const before = await refreshCookie();
-  assert.ok(before, "the refresh cookie is set");
+  const first = await refreshCookie();
+  assert.ok(first, "the refresh cookie is set");
   assert.deepEqual(
-    { httpOnly: before.httpOnly, secure: before.secure, sameSite: before.sameSite, path: before.path },
+    { httpOnly: first.httpOnly, secure: first.secure, sameSite: first.sameSite, path: first.path },
     { httpOnly: true, secure: true, sameSite: "Strict", path: "/auth" },
   );
   assert.equal((await context.cookies(fx.url + "/graphql")).length, 0, "the cookie never reaches /graphql");
-  assert.deepEqual(await page.evaluate(tokensInStorage, [before.value]), [], "no token in localStorage/sessionStorage/IndexedDB");
+  assert.deepEqual(await page.evaluate(tokensInStorage, [first.value]), [], "no token in localStorage/sessionStorage/IndexedDB");
 
   // A reload forgets the in-memory access token: the app refreshes through the cookie.
   await page.reload();
   await page.goto(`${fx.url}/#/alerts`);
   await page.getByTestId("alert-list").waitFor();
   assert.deepEqual(grants, ["password", "refresh_token"], `token requests: ${grants}`);
-  const after = await refreshCookie();
-  assert.notEqual(after.value, before.value, "refresh tokens rotate");
-  assert.deepEqual(await page.evaluate(tokensInStorage, [before.value, after.value]), [], "still no token in storage");
+  const rotated = await refreshCookie();
+  assert.notEqual(rotated.value, first.value, "refresh tokens rotate");
+  assert.deepEqual(await page.evaluate(tokensInStorage, [first.value, rotated.value]), [], "still no token in storage");
 
   await page.goto(`${fx.url}/#/more`);
   await page.getByRole("button", { name: "Sign out" }).click();
@@ -110,7 +110,7 @@ test("tokens stay out of storage: a reload refreshes through the httpOnly cookie
   // The revoked refresh token no longer works.
   const response = await fetch(`${fx.url}/auth/token`, {
     method: "POST",
-    body: new URLSearchParams({ grant_type: "refresh_token", refresh_token: refreshAfter }),
+    body: new URLSearchParams({ grant_type: "refresh_token", refresh_token: rotated.value }),
   });
   assert.equal(response.status, 400);
   await context.close();
