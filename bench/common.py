@@ -38,6 +38,8 @@ from tests.wsclient import GraphQLWebSocket  # the tests' graphql-transport-ws c
 
 ROOT = Path(__file__).resolve().parent.parent
 SECRET = "bench-secret-key-that-is-long-enough-for-hs256-0123456789abcdef"
+METRICS_TOKEN = "bench-metrics-token"
+METRICS_AUTH = {"Authorization": f"Bearer {METRICS_TOKEN}"}  # /metrics wants it
 LOCATION_CODE = "HOSP-CP"
 LOT_COUNT = 4
 OPENING_STOCK = 1_000_000  # received per lot before timing, so dispenses never run short
@@ -294,6 +296,7 @@ def live_server(database_url: str) -> Iterator[tuple[str, int]]:
         # Benchmarks drive one principal from one address far past any sane request rate.
         "APOTHECA_RATE_LIMIT_PRINCIPAL": "off",
         "APOTHECA_RATE_LIMIT_IP": "off",
+        "APOTHECA_METRICS_TOKEN": METRICS_TOKEN,
     }
     command = [sys.executable, "-m", "server.cli", "serve", "--port", str(port)]
     with serving(command, port, env=env) as running:

@@ -44,6 +44,7 @@ from sqlalchemy import event, select
 from strawberry import relay
 
 from bench.common import (
+    METRICS_AUTH,
     Backend,
     Stopwatch,
     live_server,
@@ -373,7 +374,7 @@ def _secret() -> str:
 
 
 async def _metrics(http: httpx.AsyncClient) -> dict[str, float]:
-    text = (await http.get("/metrics")).text
+    text = (await http.get("/metrics", headers=METRICS_AUTH)).text
     values = {}
     for line in text.splitlines():
         if line.startswith("apotheca_sql_"):

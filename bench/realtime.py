@@ -71,6 +71,7 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
 from bench.common import (
+    METRICS_AUTH,
     ROOT,
     Backend,
     Fixture,
@@ -425,7 +426,7 @@ class Fanout:
 
 
 async def subscribed_count(http: httpx.AsyncClient) -> int:
-    match = SUBSCRIBERS_METRIC.search((await http.get("/metrics")).text)
+    match = SUBSCRIBERS_METRIC.search((await http.get("/metrics", headers=METRICS_AUTH)).text)
     return int(match.group(1)) if match else -1
 
 

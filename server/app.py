@@ -18,7 +18,13 @@ from sqlalchemy import event, text
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.requests import Request
-from starlette.responses import HTMLResponse, JSONResponse, PlainTextResponse, Response
+from starlette.responses import (
+    FileResponse,
+    HTMLResponse,
+    JSONResponse,
+    PlainTextResponse,
+    Response,
+)
 from starlette.routing import Mount, Route, WebSocketRoute
 from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -32,6 +38,14 @@ from server.core.cost import CostBudget
 from server.core.errors import DomainError, ErrorCode, RateLimited, Unauthenticated
 from server.core.fanout import FanoutHub, SharedTransportWSHandler
 from server.core.graphql import Context, finish_request, request_error_code
+from server.core.http import (
+    SecurityHeaders,
+    clear_refresh_cookie,
+    metrics_refusal,
+    read_refresh_cookie,
+    set_refresh_cookie,
+    wants_refresh_cookie,
+)
 from server.core.ratelimit import RateLimitMiddleware, client_ip
 from server.core.security import Principal
 from server.core.sessions import SessionRegistry
@@ -255,6 +269,37 @@ class BodySizeLimit:
         await JSONResponse({"errors": [error]}, status_code=413)(scope, receive, send)
 
 
+class GraphiQLGate:
+    """GET /graphql from a browser (Accept: text/html, no query) gets our GraphiQL page, built
+    into pwa/dist/graphiql from npm (same origin, no CDN); everything else goes to GraphQL.
+
+    The page is a static shell: it runs no query before it holds an access token, got through
+    the refresh cookie (scoped to /auth, so it cannot reach /graphql itself) or a sign-in."""
+
+    def __init__(self, graphql: ASGIApp, pwa_dir: Path) -> None:
+        self.graphql = graphql
+        self.page = pwa_dir / "graphiql" / "index.html"
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        request = Request(scope)
+        if (
+            request.method == "GET"
+            and "text/html" in request.headers.get("accept", "")
+            and "query" not in request.query_params
+        ):
+            if self.page.exists():
+                response: Response = FileResponse(self.page, headers={"Cache-Control": "no-cache"})
+            else:
+                response = HTMLResponse(
+                    "<!doctype html><title>GraphiQL</title><p>GraphiQL is not built: run "
+                    "<code>make pwa-build</code>.</p>",
+                    status_code=404,
+                )
+            await response(scope, receive, send)
+            return
+        await self.graphql(scope, receive, send)
+
+
 def _oauth_error(
     error: str, description: str, status: int = 400, retry_after: int | None = None
 ) -> JSONResponse:
@@ -284,7 +329,8 @@ def auth_routes(services: Services) -> list[Route]:
                     lambda: services.network.password_grant(username, password),
                 )
             elif grant == "refresh_token":
-                pair = await services.network.refresh_grant(str(form.get("refresh_token", "")))
+                presented = str(form.get("refresh_token", "")) or read_refresh_cookie(request)
+                pair = await services.network.refresh_grant(presented)
             else:
                 return await oauth.token(request)
         except RateLimited as error:
@@ -293,24 +339,36 @@ def auth_routes(services: Services) -> list[Route]:
             if error.code is ErrorCode.INVALID_CREDENTIALS:
                 return _oauth_error("invalid_grant", error.message)
             return _oauth_error("invalid_request", error.message)
-        return JSONResponse(
-            {
-                "access_token": pair.access_token,
-                "token_type": "Bearer",
-                "expires_in": pair.expires_in,
-                "refresh_token": pair.refresh_token,
-            },
-            headers={"Cache-Control": "no-store"},
+        body = {
+            "access_token": pair.access_token,
+            "token_type": "Bearer",
+            "expires_in": pair.expires_in,
+            "refresh_token": pair.refresh_token,
+        }
+        if not wants_refresh_cookie(request):
+            return JSONResponse(body, headers={"Cache-Control": "no-store"})
+        # A browser app: the refresh token goes into the httpOnly cookie only.
+        del body["refresh_token"]
+        response = JSONResponse(body, headers={"Cache-Control": "no-store"})
+        set_refresh_cookie(
+            response, pair.refresh_token, services.settings.refresh_token_days * 86400
         )
+        return response
 
     async def revoke(request: Request) -> Response:
         """RFC 7009: always 200, whether or not the token existed. A client (authenticated)
-        revokes its access tokens through authlib; a person's app its refresh token."""
+        revokes its access tokens through authlib; a person's app its refresh token (a browser
+        app's from its cookie, which signing out clears)."""
         form = await request.form()
         if presents_client(request, form):
             return await oauth.revoke(request)
-        await services.network.revoke(str(form.get("token", "")))
-        return Response(status_code=200)
+        token = str(form.get("token", "")) or read_refresh_cookie(request)
+        if token:
+            await services.network.revoke(token)
+        response = Response(status_code=200)
+        if wants_refresh_cookie(request):
+            clear_refresh_cookie(response)
+        return response
 
     return [
         Route("/auth/token", token, methods=["POST"]),
@@ -330,7 +388,9 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
             await session.execute(text("SELECT 1"))
         return JSONResponse({"status": "ok", "database": services.db.dialect})
 
-    async def metrics(_: Request) -> Response:
+    async def metrics(request: Request) -> Response:
+        if refusal := metrics_refusal(request, settings.metrics_token):
+            return refusal
         lines = [
             "# TYPE apotheca_uptime_seconds gauge",
             f"apotheca_uptime_seconds {time.monotonic() - started:.0f}",
@@ -356,7 +416,7 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
 
     graphql = ApothecaGraphQL(
         services,
-        graphql_ide="graphiql",
+        graphql_ide=None,  # our own GraphiQL page (GraphiQLGate), not Strawberry's CDN one
         subscription_protocols=[GRAPHQL_TRANSPORT_WS_PROTOCOL],
         max_subscriptions_per_connection=settings.max_subscriptions_per_connection,
         connection_init_wait_timeout=timedelta(seconds=10),
@@ -365,7 +425,8 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
         Route("/healthz", healthz),
         Route("/metrics", metrics),
         *auth_routes(services),
-        Route("/graphql", graphql),  # other methods: 405 in the GraphQL error shape
+        # GET from a browser: GraphiQL; other methods: 405 in the GraphQL error shape.
+        Route("/graphql", GraphiQLGate(graphql, settings.pwa_dir)),
         WebSocketRoute("/graphql", graphql),
     ]
     routes.append(_pwa_route(settings.pwa_dir))
@@ -388,6 +449,7 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
     app = Starlette(
         routes=routes,
         middleware=[
+            Middleware(SecurityHeaders),
             *_proxy_headers(settings),
             Middleware(BodySizeLimit, max_bytes=settings.max_body_bytes),
             Middleware(

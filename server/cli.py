@@ -20,6 +20,8 @@ if TYPE_CHECKING:
     from server.services import Services
 
 SCHEMA_PATH = Path(__file__).resolve().parent.parent / "graphql_schema" / "schema.graphql"
+RELEASED_PATH = SCHEMA_PATH.with_name("released.graphql")
+CHANGES_PATH = SCHEMA_PATH.with_name("CHANGES.md")
 
 
 def with_services(action: Callable[[Services], Awaitable[int]]) -> int:
@@ -70,6 +72,9 @@ def cmd_seed(args: argparse.Namespace) -> int:
 def cmd_serve(args: argparse.Namespace) -> int:
     import uvicorn
 
+    from server.core.logs import log_config
+
+    level = os.environ.get("APOTHECA_LOG_LEVEL", "info")
     if args.migrate:
         asyncio.run(_migrate(Settings.from_env()))
     uvicorn.run(
@@ -78,7 +83,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
         host=args.host,
         port=args.port,
         workers=args.workers,
-        log_level=os.environ.get("APOTHECA_LOG_LEVEL", "info"),
+        log_level=level,
+        log_config=log_config(level, args.log_format),
         proxy_headers=False,  # the app believes X-Forwarded-For from trusted_proxies only
     )
     return 0
@@ -201,10 +207,30 @@ def cmd_export_schema(args: argparse.Namespace) -> int:
             )
             return 1
         print("schema file matches the code")
-        return 0
+        return check_contract(sdl)
     SCHEMA_PATH.parent.mkdir(parents=True, exist_ok=True)
     SCHEMA_PATH.write_text(sdl)
     print(f"wrote {SCHEMA_PATH}")
+    check_contract(sdl)  # tell now; --check (CI) is what fails
+    return 0
+
+
+def check_contract(sdl: str, released: Path = RELEASED_PATH, changes: Path = CHANGES_PATH) -> int:
+    """Compare `sdl` with the last released SDL: 1 on a breaking change CHANGES.md lacks."""
+    from server.core.contract import contract_problems, dangerous_changes
+
+    if not released.exists():
+        print(f"no {released.name}: nothing to compare the schema with", file=sys.stderr)
+        return 1
+    old = released.read_text()
+    for warning in dangerous_changes(old, sdl):
+        print(f"note: {warning}")
+    problems = contract_problems(old, sdl, changes.read_text() if changes.exists() else "")
+    for problem in problems:
+        print(problem, file=sys.stderr)
+    if problems:
+        return 1
+    print(f"no unlisted breaking change since {released.name}")
     return 0
 
 
@@ -402,6 +428,12 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--port", type=int, default=int(os.environ.get("APOTHECA_PORT", "8000")))
     serve.add_argument("--workers", type=int, default=1)
     serve.add_argument("--migrate", action="store_true", help="migrate before starting")
+    serve.add_argument(
+        "--log-format",
+        choices=["json", "plain"],
+        default=os.environ.get("APOTHECA_LOG_FORMAT", "json"),
+        help="one JSON object per line (default) or plain text",
+    )
     serve.set_defaults(func=cmd_serve)
 
     sub.add_parser("migrate", help="bring the database to the latest schema").set_defaults(

@@ -50,6 +50,8 @@ class Settings:
     max_query_cost: int = 10_000
     cost_budget_capacity: int = 50_000
     cost_refill_per_second: float = 250.0
+    # /metrics answers only `Authorization: Bearer <metrics_token>`; empty disables it (404).
+    metrics_token: str = field(default="", repr=False)
     pwa_dir: Path = Path(__file__).resolve().parent.parent / "pwa" / "dist"
     # Rate limits (server.core.ratelimit). Limits are `limits` strings ("300/minute"); "off"
     # disables one. Storage "memory://" is per process; "redis://host:6379" is shared.
@@ -102,6 +104,7 @@ class Settings:
             "max_query_cost": int(env.get("APOTHECA_MAX_QUERY_COST", "10000")),
             "cost_budget_capacity": int(env.get("APOTHECA_COST_BUDGET_CAPACITY", "50000")),
             "cost_refill_per_second": float(env.get("APOTHECA_COST_REFILL_PER_SECOND", "250")),
+            "metrics_token": env.get("APOTHECA_METRICS_TOKEN", ""),
         }
         if pwa_dir := env.get("APOTHECA_PWA_DIR"):
             values["pwa_dir"] = Path(pwa_dir)

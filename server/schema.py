@@ -23,6 +23,7 @@ from server.catalog import api as catalog_api
 from server.config import Settings
 from server.core.cost import CostLimits
 from server.core.graphql import ApiErrors, InputHygiene
+from server.core.logs import LoggedSchema
 from server.counts import api as counts_api
 from server.forecasting import api as forecasting_api
 from server.integrations import api as integrations_api
@@ -110,7 +111,7 @@ def _schema(
         *QueryDepthLimiter(max_depth=max_depth).validation_rules,
         *MaxAliasesLimiter(max_alias_count=max_aliases).validation_rules,
     ]
-    return strawberry.Schema(
+    return LoggedSchema(
         query=Query,
         mutation=Mutation,
         subscription=Subscription,

@@ -33,6 +33,8 @@ from server.services import Services
 ROOT = Path(__file__).resolve().parent.parent
 PG_ADMIN_DSN = os.environ.get("APOTHECA_TEST_PG", "postgresql://postgres@127.0.0.1:5432/test")
 TEST_SECRET = "test-secret-key-that-is-long-enough-for-hs256-0123456789"
+METRICS_TOKEN = "test-metrics-token"
+METRICS_AUTH = {"Authorization": f"Bearer {METRICS_TOKEN}"}
 RUN_ID = uuid.uuid4().hex[:8]
 
 
@@ -188,13 +190,23 @@ class LiveServer:
     process: subprocess.Popen[bytes]
 
 
-def start_server(database_url: str, *, workers: int = 1, port: int | None = None) -> LiveServer:
+def start_server(
+    database_url: str,
+    *,
+    workers: int = 1,
+    port: int | None = None,
+    env_extra: dict[str, str] | None = None,
+    stderr: Any = None,
+) -> LiveServer:
+    """`apotheca serve` in a subprocess; `env_extra` overrides settings, `stderr` takes its log."""
     port = port or free_port()
     env = {
         **os.environ,
         "APOTHECA_DATABASE_URL": database_url,
         "APOTHECA_SECRET_KEY": TEST_SECRET,
         "APOTHECA_LOG_LEVEL": "warning",
+        "APOTHECA_METRICS_TOKEN": METRICS_TOKEN,
+        **(env_extra or {}),
     }
     process = subprocess.Popen(
         [
@@ -209,6 +221,7 @@ def start_server(database_url: str, *, workers: int = 1, port: int | None = None
         ],
         cwd=ROOT,
         env=env,
+        stderr=stderr,
     )
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 30

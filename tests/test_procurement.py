@@ -210,10 +210,11 @@ class Actor:
         assert [e["code"] for e in payload["errors"]] == [code], payload
         return str(payload["errors"][0]["message"])
 
-    async def forbidden_read(self, document: str, **variables: Any) -> None:
+    async def forbidden_read(self, document: str, **variables: Any) -> str:
         body = await self.raw(document, **variables)
         assert body.get("errors"), body
         assert body["errors"][0]["extensions"]["code"] == "FORBIDDEN", body
+        return str(body["errors"][0]["message"])
 
 
 @dataclass
@@ -994,9 +995,14 @@ async def test_a_supplier_sees_and_changes_only_its_own_orders(world: World) -> 
     listed = await world.supplier.call(PO_LIST)
     assert [e["node"]["id"] for e in listed["edges"]] == [order["id"]]
 
-    # Another supplier's, by id: FORBIDDEN, not empty.
-    await other.forbidden_read(PO, id=order["id"])
-    await other.forbidden_read(SHIPMENT, id=shipment["id"])
+    # Another supplier's, by id: FORBIDDEN, not empty, and naming none of its numbers.
+    refusals = [
+        await other.forbidden_read(PO, id=order["id"]),
+        await other.forbidden_read(SHIPMENT, id=shipment["id"]),
+        await other.refused(ACK_PO, "FORBIDDEN", order=order["id"]),
+    ]
+    secrets = [order["number"], shipment["number"]]
+    assert not [m for m in refusals for n in secrets if n in m], refusals
     await other.forbidden_read(PO_LIST, supplier=world.whs)
     await other.forbidden_read(SUPPLIER, id=world.whs)
     assert (await other.call(PO_LIST))["edges"] == []

@@ -15,6 +15,7 @@ from websockets.exceptions import ConnectionClosed
 
 from server.demo import DEMO_PASSWORD
 from tests.conftest import (
+    METRICS_AUTH,
     Demo,
     LiveServer,
     balance_of,
@@ -108,7 +109,7 @@ async def test_subscription_auth_and_limits(demo: Demo, live_server: LiveServer)
 
 
 def _subscribers(url: str, topic: str = "stock") -> int:
-    metrics = httpx.get(f"{url}/metrics").text
+    metrics = httpx.get(f"{url}/metrics", headers=METRICS_AUTH).text
     return int(re.search(rf'apotheca_subscribers\{{topic="{topic}"\}} (\d+)', metrics).group(1))
 
 
@@ -229,7 +230,9 @@ async def test_alerts_are_pushed_to_subscribers_in_scope(
 
 
 def _metric(url: str, name: str) -> int:
-    match = re.search(rf"^{name} (\d+)$", httpx.get(f"{url}/metrics").text, re.MULTILINE)
+    match = re.search(
+        rf"^{name} (\d+)$", httpx.get(f"{url}/metrics", headers=METRICS_AUTH).text, re.MULTILINE
+    )
     assert match, f"no {name} in /metrics"
     return int(match.group(1))
 

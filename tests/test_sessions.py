@@ -20,6 +20,7 @@ from server.core.db import utcnow
 from server.demo import DEMO_PASSWORD
 from server.network.models import RefreshToken, User
 from tests.conftest import (
+    METRICS_AUTH,
     Demo,
     LiveServer,
     balance_of,
@@ -110,7 +111,7 @@ async def _ws_operation(
 
 
 async def _groups(http: httpx.AsyncClient) -> int:
-    text = (await http.get("/metrics")).text
+    text = (await http.get("/metrics", headers=METRICS_AUTH)).text
     found = re.search(r"^apotheca_subscription_groups (\d+)$", text, re.M)
     assert found, text
     return int(found.group(1))

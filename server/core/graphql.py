@@ -257,7 +257,7 @@ class ApiErrors(MaskErrors):
             if error.extensions and "code" in error.extensions:
                 return error
             return self._with_code(error, error.message, request_error_code(error.message))
-        log.error("unexpected error in %s", error.path, exc_info=original)
+        # Logged once, with its traceback, by server.core.logs.LoggedSchema.process_errors.
         return self._with_code(error, self.error_message, "INTERNAL_SERVER_ERROR")
 
     @staticmethod

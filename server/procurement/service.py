@@ -107,25 +107,20 @@ def supplier_only(principal: Principal) -> bool:
 def require_order_visible(principal: Principal, order: PurchaseOrder) -> None:
     principal.require(Permission.PROCUREMENT_READ)
     if not sees_parties(principal, order.buyer_id, order.supplier_id):
-        raise Forbidden(
-            f"purchase order {order.number} belongs to other organisations", field="order"
-        )
+        # Name nothing of it: its number is the other parties' business.
+        raise Forbidden("that purchase order belongs to other organisations", field="order")
 
 
 def require_shipment_visible(principal: Principal, shipment: Shipment) -> None:
     principal.require(Permission.PROCUREMENT_READ)
     if not sees_parties(principal, shipment.sender_id, shipment.receiver_id):
-        raise Forbidden(
-            f"shipment {shipment.number} belongs to other organisations", field="shipment"
-        )
+        raise Forbidden("that shipment belongs to other organisations", field="shipment")
 
 
 def require_contract_visible(principal: Principal, contract: Contract) -> None:
     principal.require(Permission.PROCUREMENT_READ)
     if not sees_parties(principal, contract.supplier_id, contract.buyer_id):
-        raise Forbidden(
-            f"contract {contract.reference} belongs to other organisations", field="contract"
-        )
+        raise Forbidden("that contract belongs to other organisations", field="contract")
 
 
 def require_supplier_visible(principal: Principal, supplier_id: int) -> None:

@@ -397,8 +397,8 @@ async def _require_scope(session: AsyncSession, principal: Principal, lots: Sequ
     for lot in lots:
         if lot.id not in handled:
             raise Forbidden(
-                f"lot {lot.batch_number} never passed through a location in "
-                f"{principal.username}'s scope; a regulator can recall it",
+                "one of these lots never passed through a location in your scope; "
+                "a regulator can recall it",
                 field="lots",
             )
 

@@ -147,8 +147,8 @@ def _require_either(
             principal.require(second[0], location_id=second[1])
         except Forbidden:
             raise Forbidden(
-                f"{principal.username} may neither withdraw transfer {transfer.number} for its "
-                "destination nor decide on it for its source",
+                "you may neither withdraw this transfer for its destination "
+                "nor decide on it for its source",
                 field="transfer",
             ) from None
 

@@ -1,6 +1,7 @@
-// Tokens and sign-out: an expired access token is refreshed with the refresh_token grant (and
-// the request retried); signing out revokes the refresh token and deletes the device's copies
-// (tokens, user, cached screens, outbox).
+// Tokens and sign-out: the refresh token lives only in an httpOnly cookie scoped to /auth and the
+// access token only in memory, so a reload refreshes with the refresh_token grant through the
+// cookie; signing out revokes the refresh token, clears the cookie and deletes the device's
+// copies (user, cached screens, outbox).
 import assert from "node:assert/strict";
 import { after, before, test } from "node:test";
 import { launch, signIn, startServer } from "./lib.mjs";
@@ -29,7 +30,33 @@ test("wrong password is refused with a message", async () => {
   await context.close();
 });
 
-test("an expired access token is refreshed; sign-out clears the device", async () => {
+/** Every storage entry (localStorage, sessionStorage, IndexedDB values) holding a JWT (an
+ * access token) or one of `secrets` (the refresh token): runs in the page, on the app's origin. */
+async function tokensInStorage(secrets) {
+  const found = [];
+  const looksLikeToken = (text) => /eyJ[\w-]+\.[\w-]+\.[\w-]+/.test(text) || secrets.some((t) => text.includes(t));
+  for (const [name, store] of [["localStorage", localStorage], ["sessionStorage", sessionStorage]]) {
+    for (const key of Object.keys(store)) if (looksLikeToken(key + store.getItem(key))) found.push(`${name}:${key}`);
+  }
+  for (const { name } of await indexedDB.databases()) {
+    const db = await new Promise((resolve, reject) => {
+      const open = indexedDB.open(name);
+      open.onsuccess = () => resolve(open.result);
+      open.onerror = () => reject(open.error);
+    });
+    for (const storeName of db.objectStoreNames) {
+      const values = await new Promise((resolve) => {
+        const req = db.transaction(storeName).objectStore(storeName).getAll();
+        req.onsuccess = () => resolve(req.result);
+      });
+      if (looksLikeToken(JSON.stringify(values))) found.push(`indexedDB:${name}/${storeName}`);
+    }
+    db.close();
+  }
+  return found;
+}
+
+test("tokens stay out of storage: a reload refreshes through the httpOnly cookie; sign-out clears the device", async () => {
   const context = await browser.newContext();
   const page = await context.newPage();
   const grants = [];
@@ -39,16 +66,26 @@ test("an expired access token is refreshed; sign-out clears the device", async (
   await signIn(page, fx.url, "nurse");
   await page.goto(`${fx.url}/#/stock`);
   await page.locator('[data-batch="BT-FRESH"]').waitFor();
-  const refreshBefore = await page.evaluate(() => localStorage.getItem("apotheca.refresh"));
+  // The refresh token is an httpOnly, Secure, SameSite=Strict cookie scoped to /auth; no token
+  // of any kind is in a script-readable store.
+  const refreshCookie = async () => (await context.cookies(fx.url + "/auth/token")).find((c) => c.name === "apotheca_refresh");
+  const first = await refreshCookie();
+  assert.ok(first, "the refresh cookie is set");
+  assert.deepEqual(
+    { httpOnly: first.httpOnly, secure: first.secure, sameSite: first.sameSite, path: first.path },
+    { httpOnly: true, secure: true, sameSite: "Strict", path: "/auth" },
+  );
+  assert.equal((await context.cookies(fx.url + "/graphql")).length, 0, "the cookie never reaches /graphql");
+  assert.deepEqual(await page.evaluate(tokensInStorage, [first.value]), [], "no token in localStorage/sessionStorage/IndexedDB");
 
-  // Pretend the access token ran out: the next request refreshes first.
-  await page.evaluate(() => localStorage.setItem("apotheca.accessExpires", "0"));
+  // A reload forgets the in-memory access token: the app refreshes through the cookie.
+  await page.reload();
   await page.goto(`${fx.url}/#/alerts`);
   await page.getByTestId("alert-list").waitFor();
-  await page.waitForFunction(() => Number(localStorage.getItem("apotheca.accessExpires")) > Date.now());
   assert.deepEqual(grants, ["password", "refresh_token"], `token requests: ${grants}`);
-  const refreshAfter = await page.evaluate(() => localStorage.getItem("apotheca.refresh"));
-  assert.notEqual(refreshAfter, refreshBefore, "refresh tokens rotate");
+  const rotated = await refreshCookie();
+  assert.notEqual(rotated.value, first.value, "refresh tokens rotate");
+  assert.deepEqual(await page.evaluate(tokensInStorage, [first.value, rotated.value]), [], "still no token in storage");
 
   await page.goto(`${fx.url}/#/more`);
   await page.getByRole("button", { name: "Sign out" }).click();
@@ -68,11 +105,12 @@ test("an expired access token is refreshed; sign-out clears the device", async (
     return { keys, cache: await count("cache"), outbox: await count("outbox") };
   });
   assert.deepEqual(left, { keys: [], cache: 0, outbox: 0 }, `left on the device: ${JSON.stringify(left)}`);
+  assert.equal(await refreshCookie(), undefined, "sign-out clears the refresh cookie");
 
   // The revoked refresh token no longer works.
   const response = await fetch(`${fx.url}/auth/token`, {
     method: "POST",
-    body: new URLSearchParams({ grant_type: "refresh_token", refresh_token: refreshAfter }),
+    body: new URLSearchParams({ grant_type: "refresh_token", refresh_token: rotated.value }),
   });
   assert.equal(response.status, 400);
   await context.close();

@@ -1,18 +1,23 @@
 // Sign-in, tokens and the signed-in user.
 //
-// The access token (15 minutes) and the refresh token (rotated on every use) live in
-// localStorage so every tab shares them and the app can start offline with the last user.
-// Refreshing runs under a Web Lock: two tabs presenting the same refresh token would make the
+// The refresh token (rotated on every use) lives only in an httpOnly, Secure, SameSite=Strict
+// cookie scoped to /auth that the server sets when we send REFRESH_COOKIE_HEADER: no script
+// can read it. The access token (15 minutes) lives in memory only, so a reload or a new tab
+// starts with a refresh through the cookie. Only the signed-in user's profile (no token) is in
+// localStorage, so the app can open offline with the last user.
+// Refreshing runs under a Web Lock: two tabs presenting the same refresh cookie would make the
 // server revoke the whole sign-in (a spent refresh token is treated as stolen).
 import { signal } from "@preact/signals";
 import type { MeQuery } from "../gql/graphql";
 
 export type Me = MeQuery["me"];
 
-const ACCESS = "apotheca.access";
-const ACCESS_EXPIRES = "apotheca.accessExpires";
-const REFRESH = "apotheca.refresh";
 const ME = "apotheca.me";
+/** Asks /auth/token and /auth/revoke to use the refresh cookie instead of the JSON body. */
+const REFRESH_COOKIE_HEADER = { "X-Apotheca-Refresh-Cookie": "1" };
+
+/** The access token, in memory only (never in any storage). */
+let access: { token: string; expires: number } | null = null;
 
 /** The signed-in user, or null. Set from storage at start so the app opens offline. */
 export const me = signal<Me | null>(readMe());
@@ -24,7 +29,7 @@ export const sessionExpired = signal(false);
 function readMe(): Me | null {
   try {
     const raw = localStorage.getItem(ME);
-    return raw && localStorage.getItem(REFRESH) ? (JSON.parse(raw) as Me) : null;
+    return raw ? (JSON.parse(raw) as Me) : null;
   } catch {
     return null;
   }
@@ -35,7 +40,6 @@ export class NetworkError extends Error {}
 
 interface TokenResponse {
   access_token: string;
-  refresh_token: string;
   expires_in: number;
 }
 
@@ -44,9 +48,10 @@ async function tokenRequest(form: Record<string, string>): Promise<TokenResponse
   try {
     response = await fetch("/auth/token", {
       method: "POST",
-      headers: { "Content-Type": "application/x-www-form-urlencoded" },
+      headers: { "Content-Type": "application/x-www-form-urlencoded", ...REFRESH_COOKIE_HEADER },
       body: new URLSearchParams(form),
       cache: "no-store",
+      credentials: "same-origin",
     });
   } catch (error) {
     throw new NetworkError(`cannot reach the server: ${(error as Error).message}`);
@@ -63,15 +68,11 @@ async function tokenRequest(form: Record<string, string>): Promise<TokenResponse
 }
 
 function store(tokens: TokenResponse): void {
-  localStorage.setItem(ACCESS, tokens.access_token);
-  localStorage.setItem(ACCESS_EXPIRES, String(Date.now() + tokens.expires_in * 1000));
-  localStorage.setItem(REFRESH, tokens.refresh_token);
+  access = { token: tokens.access_token, expires: Date.now() + tokens.expires_in * 1000 };
 }
 
 function freshAccessToken(): string | null {
-  const token = localStorage.getItem(ACCESS);
-  const expires = Number(localStorage.getItem(ACCESS_EXPIRES) || 0);
-  return token && expires - 30_000 > Date.now() ? token : null;
+  return access && access.expires - 30_000 > Date.now() ? access.token : null;
 }
 
 /** Run `task` holding a lock shared by all tabs (falls back to no lock without Web Locks). */
@@ -87,13 +88,13 @@ let refreshing: Promise<string> | null = null;
 /** Trade the refresh token for a new pair. Throws AuthError when the sign-in is over. */
 export function refreshAccessToken(stale?: string): Promise<string> {
   refreshing ??= withLock("apotheca-auth", async () => {
-    // Another tab may have refreshed while we waited for the lock.
+    // An earlier call in this tab may have refreshed while we waited for the lock.
     const current = freshAccessToken();
     if (current && current !== stale) return current;
-    const refreshToken = localStorage.getItem(REFRESH);
-    if (!refreshToken) throw new AuthError("not signed in");
+    if (!me.value && !localStorage.getItem(ME)) throw new AuthError("not signed in");
     try {
-      const tokens = await tokenRequest({ grant_type: "refresh_token", refresh_token: refreshToken });
+      // No refresh_token field: the server reads the httpOnly cookie.
+      const tokens = await tokenRequest({ grant_type: "refresh_token" });
       store(tokens);
       sessionExpired.value = false;
       return tokens.access_token;
@@ -127,22 +128,21 @@ export async function signIn(username: string, password: string, loadMe: () => P
 /** Keep the cached user up to date (roles or locations may have changed). */
 export function rememberMe(user: Me): void {
   // Not after sign-out, nor for someone else than who is signed in now.
-  if (!localStorage.getItem(REFRESH) || me.value?.username !== user.username) return;
+  if (!localStorage.getItem(ME) || me.value?.username !== user.username) return;
   localStorage.setItem(ME, JSON.stringify(user));
   me.value = user;
 }
 
-/** Revoke the refresh token (best effort) and forget the user and every token. */
+/** Revoke the refresh cookie (best effort; the server clears it) and forget the user. */
 export async function forgetSession(): Promise<void> {
-  const refreshToken = localStorage.getItem(REFRESH);
-  for (const key of [ACCESS, ACCESS_EXPIRES, REFRESH, ME]) localStorage.removeItem(key);
+  localStorage.removeItem(ME);
+  access = null;
   me.value = null;
   sessionExpired.value = false;
-  if (refreshToken) {
-    await fetch("/auth/revoke", {
-      method: "POST",
-      headers: { "Content-Type": "application/x-www-form-urlencoded" },
-      body: new URLSearchParams({ token: refreshToken }),
-    }).catch(() => undefined);
-  }
+  await fetch("/auth/revoke", {
+    method: "POST",
+    headers: { "Content-Type": "application/x-www-form-urlencoded", ...REFRESH_COOKIE_HEADER },
+    body: new URLSearchParams({}),
+    credentials: "same-origin",
+  }).catch(() => undefined);
 }

@@ -68,16 +68,27 @@ export function hasUnauthenticated(errors: { code: string }[] | undefined | null
   return !!errors?.some((e) => e.code === UNAUTHENTICATED);
 }
 
+/** A token request counts for `reachable` too: the access token lives in memory only, so after
+ * a reload offline the first thing that fails to reach the server is the refresh. */
+async function reaching<T>(pending: Promise<T>): Promise<T> {
+  try {
+    return await pending;
+  } catch (error) {
+    if (error instanceof NetworkError) reachable.value = false;
+    throw error;
+  }
+}
+
 export async function request<TResult, TVariables>(
   document: TypedDocumentString<TResult, TVariables>,
   variables?: TVariables,
   options: { signal?: AbortSignal } = {},
 ): Promise<TResult> {
   const query = document.toString();
-  let token = await accessToken();
+  let token = await reaching(accessToken());
   let { status, body } = await post(query, variables ?? {}, token, options.signal);
   if (isAuthFailure(status, body.errors)) {
-    token = await refreshAccessToken(token);
+    token = await reaching(refreshAccessToken(token));
     ({ status, body } = await post(query, variables ?? {}, token, options.signal));
     if (isAuthFailure(status, body.errors)) throw new AuthError("the server refused the token");
   }
