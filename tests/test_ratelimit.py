@@ -21,7 +21,7 @@ from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 from server.core.security import verify_password
 from server.demo import DEMO_PASSWORD
-from tests.conftest import LiveServer, start_server
+from tests.conftest import LiveServer, free_port, start_server
 from tests.wsclient import PROTOCOL, GraphQLWebSocket
 
 ATTACKER, OWNER, THIRD = "127.0.0.1", "127.0.0.2", "127.0.0.3"
@@ -310,3 +310,22 @@ async def test_sign_in_flood_is_refused_fast_and_leaves_the_event_loop_free(
     # Were argon2 on the loop, each verification would stall it for about verify_cost.
     assert len(lags) >= 5
     assert statistics.median(lags) < verify_cost / 4, (statistics.median(lags), verify_cost)
+
+
+async def test_an_unreachable_shared_storage_lets_requests_through() -> None:
+    """The limits protect the service; a dead redis must not take it down with them."""
+    from server.config import Settings
+    from server.core.ratelimit import RateLimits
+
+    dead = RateLimits(
+        Settings(
+            secret_key="unused",
+            rate_limit_storage=f"redis://127.0.0.1:{free_port()}",
+            rate_limit_ip="1/minute",
+            login_failures_account_ip="1/minute",
+        )
+    )
+    for _ in range(3):
+        await dead.check_ip(ATTACKER)
+        await dead.login.check("nurse", ATTACKER)
+        await dead.login.record_failure("nurse", ATTACKER)
