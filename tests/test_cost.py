@@ -377,3 +377,39 @@ async def test_websocket_results_carry_the_cost(demo: Demo, tight_server: LiveSe
         assert [e["extensions"]["code"] for e in errors] == ["THROTTLED"], message
     finally:
         await ws.close()
+
+
+@pytest.mark.postgres_only
+async def test_a_redis_budget_is_shared_by_the_workers(
+    demo: Demo, database_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two workers, one bucket: of six requests on fresh connections (spread over both
+    workers by the kernel) only the first fits a 40-point budget; per-worker memory would
+    let each worker's first one through."""
+    monkeypatch.setenv("APOTHECA_COST_BUDGET_CAPACITY", "40")
+    monkeypatch.setenv("APOTHECA_COST_REFILL_PER_SECOND", "2")
+    monkeypatch.setenv("APOTHECA_RATE_LIMIT_STORAGE", "redis://127.0.0.1:6379/0")
+    server = start_server(database_url, workers=2)
+    try:
+        async with httpx.AsyncClient(base_url=server.url, timeout=30) as http:
+            token = await token_for(http, "regulator")
+        headers = {"Authorization": f"Bearer {token}"}
+        deadline = time.monotonic() + 30
+        while True:  # an earlier run may have left this user's bucket partly spent
+            async with httpx.AsyncClient(base_url=server.url, timeout=30) as http:
+                body = (
+                    await http.post("/graphql", json={"query": "{ __typename }"}, headers=headers)
+                ).json()
+            if body["extensions"]["cost"]["remaining"] == 40:
+                break
+            assert time.monotonic() < deadline
+            await asyncio.sleep(0.5)
+        statuses = []
+        for _ in range(6):
+            async with httpx.AsyncClient(base_url=server.url, timeout=30) as http:
+                response = await http.post("/graphql", json={"query": PRODUCTS_30}, headers=headers)
+                statuses.append(response.status_code)
+        assert statuses == [200, 429, 429, 429, 429, 429]
+    finally:
+        server.process.terminate()
+        server.process.wait(timeout=10)
