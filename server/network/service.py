@@ -108,9 +108,9 @@ class NetworkService:
         claims = self.tokens.decode_claims(token)
         subject = str(claims["sub"])
         if not subject.startswith(CLIENT_SUBJECT_PREFIX):
-            return await self.load_principal(
-                self.tokens.decode_access_token(token), request_id, session=session
-            )
+            if not subject.isdigit():
+                raise Unauthenticated("invalid access token (subject)")
+            return await self.load_principal(int(subject), request_id, session=session)
         if session is None:
             async with self.db.read() as own:
                 return await self._load_client_principal(own, claims, request_id)
