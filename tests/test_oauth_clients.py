@@ -32,12 +32,14 @@ from tests import test_procurement
 from tests.conftest import ROOT, TEST_SECRET, Demo, LiveServer, gid, gql, start_server, token_for
 from tests.test_procurement import (
     ACK_PO,
+    SHIPMENT_UPDATED,
     World,
     acknowledged_order,
     planned_shipment,
     second_supplier,
     wholesaler_stock,
 )
+from tests.wsclient import GraphQLWebSocket
 
 world = test_procurement.world  # the procurement tests' fixture: demo users, products, orders
 
@@ -185,10 +187,18 @@ async def test_supplier_erp_updates_its_own_shipment_until_revoked(
         assert payload["shipment"]["status"] == "DISPATCHED"
         account = f"client:{erp['clientId']}"
         assert payload["shipment"]["events"][-1] == {"status": "DISPATCHED", "actor": account}
+        # A client token opens a websocket too, and the client hears its shipment move.
+        live = await GraphQLWebSocket.open(oauth_server.url, basic)
+        await live.subscribe(SHIPMENT_UPDATED, {"shipment": shipment["id"]})
+        await asyncio.sleep(0.3)
         in_transit = await gql(
             http, STATUS, {"shipment": shipment["id"], "status": "IN_TRANSIT"}, post
         )
         assert in_transit["data"]["updateShipmentStatus"]["errors"] == [], in_transit
+        heard = await asyncio.wait_for(live.receive(), 5)
+        assert heard["type"] == "next", heard
+        assert heard["payload"]["data"]["shipmentUpdated"]["status"] == "IN_TRANSIT"
+        await live.close()
 
         # The audit names the client; the SHIP movement names its service account.
         async with demo.services.db.read() as session:
@@ -354,8 +364,28 @@ async def test_introspection_and_revocation(demo: Demo, https: httpx.AsyncClient
     assert (await introspect(theirs, (other["clientId"], other["secret"])))["active"] is True
     unknown = await https.post("/auth/revoke", data={"token": "nope"}, auth=credentials)
     assert unknown.status_code == 200
-    # A fresh token of the same client still works: only the one token was revoked.
+    # A fresh token of the same client still works: only the one token was revoked. Issuing it
+    # also clears the records of tokens that expired over a day ago.
+    async with demo.services.db.write() as session:
+        client_pk = (
+            await session.execute(
+                select(OAuthClient.id).where(OAuthClient.client_id == erp["clientId"])
+            )
+        ).scalar_one()
+        long_ago = datetime.now(UTC) - timedelta(days=2)
+        session.add(
+            OAuthToken(
+                client_id=client_pk,
+                jti="stale",
+                scope="shipments:write",
+                issued_at=long_ago,
+                expires_at=long_ago + timedelta(minutes=15),
+            )
+        )
     fresh = await access(await basic_token(https, *credentials))
+    async with demo.services.db.read() as session:
+        jtis = set((await session.execute(select(OAuthToken.jti))).scalars())
+    assert "stale" not in jtis and len(jtis) == 3  # token, theirs and fresh
     assert (await gql(https, "{ me { username } }", token=fresh))["data"]["me"] == {
         "username": f"client:{erp['clientId']}"
     }

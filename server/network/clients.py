@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 from authlib.oauth2.rfc6749 import ClientMixin, TokenMixin
-from sqlalchemy import select, update
+from sqlalchemy import delete, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from server.core import audit
@@ -351,9 +351,13 @@ class OAuthClientService:
         return self.tokens.issue_client_token(client.client_id, scope)
 
     async def record_token(self, client: ClientCredentials, access_token: str) -> None:
-        """Remember an issued token by its id, so it can be introspected and revoked."""
+        """Remember an issued token by its id, so it can be introspected and revoked; records
+        of tokens expired a day ago go (an expired token is refused by its `exp` anyway)."""
         claims = self.tokens.decode_claims(access_token)
         async with self.db.write() as session:
+            await session.execute(
+                delete(OAuthToken).where(OAuthToken.expires_at < utcnow() - timedelta(days=1))
+            )
             session.add(
                 OAuthToken(
                     client_id=client.pk,
