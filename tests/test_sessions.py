@@ -377,14 +377,16 @@ async def test_caps_refuse_the_connection_and_the_subscription_over_them(
         other = await GraphQLWebSocket.open(server.url, await token_for(http, "nurse.b"))
 
         # Three subscriptions across the two sockets run; the fourth is refused by code.
+        # (One after another: the sockets' operations would otherwise race for the last place.)
         ids = [await one.subscribe(STOCK_CHANGED), await one.subscribe(STOCK_CHANGED)]
+        await _until(lambda: _subscribers_equal(http, 2))
         ids.append(await two.subscribe(STOCK_CHANGED))
+        await _until(lambda: _subscribers_equal(http, 3))
         fourth = await two.subscribe(STOCK_CHANGED)
         refusal = await asyncio.wait_for(two.receive(), 5)
         assert refusal["id"] == fourth and refusal["type"] == "error", refusal
         assert refusal["payload"][0]["extensions"]["code"] == "TOO_MANY_SUBSCRIPTIONS"
         pharmacist = await token_for(http, "pharmacist")
-        await _until(lambda: _subscribers_equal(http, 3))
         dispensed = await gql(http, DISPENSE, _dispense_input(demo, "WARD-A", lot), pharmacist)
         assert dispensed["data"]["dispenseStock"]["errors"] == [], dispensed
         got = [await asyncio.wait_for(one.receive(), 5) for _ in range(2)]
