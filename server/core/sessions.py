@@ -5,7 +5,8 @@ connection is registered here with its principal and its token:
 
 - it ends (4401, unauthenticated) when its access token expires: a timer at the token's `exp`;
 - it ends on an event of topic "session" (server.core.events; on PostgreSQL LISTEN/NOTIFY brings
-  it to every worker): {"user_id": id} (the user was deactivated: 4403, forbidden),
+  it to every worker): {"user_id": id} (the user was deactivated, or their roles or scope
+  changed, so running subscriptions were authorised with access they no longer have: 4403),
   {"client_id": id} (the OAuth client was revoked: 4403), {"session_id": sid} (the sign-in,
   a refresh-token family, was revoked: 4401);
 - every operation the socket starts re-authenticates its token first (the websocket handler,
@@ -223,7 +224,7 @@ def _matcher(
     if (user_id := payload.get("user_id")) is not None:
         return (
             CLOSE_FORBIDDEN,
-            "account disabled",
+            str(payload.get("reason") or "account disabled"),
             lambda p: p.user_id == user_id and getattr(p, "client_id", None) is None,
         )
     if (client_id := payload.get("client_id")) is not None:

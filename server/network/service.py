@@ -609,6 +609,7 @@ class NetworkService:
                     )
                 )
                 await self._set_roles_and_scope(session, user, current_roles, current_locations)
+            ended: list[Event] = []
             if active is False or password is not None:
                 families = (
                     await session.execute(
@@ -618,13 +619,17 @@ class NetworkService:
                         .returning(RefreshToken.family)
                     )
                 ).scalars()
-                # Deactivation closes every websocket of the user (4403); a new password ends
-                # its sign-ins (4401).
+                # A new password ends the user's sign-ins: their websockets close 4401.
                 ended = [_sign_in_ended(family) for family in sorted(set(families))]
-                if active is False:
-                    ended.insert(0, Event(SESSION_TOPIC, {"user_id": user.id}))
-                await self.bus.emit(session, ended)
             await session.flush()
+            after = await self._user_snapshot(session, user)
+            # Deactivated, or what the user may see changed: every websocket of the user closes
+            # 4403 (running subscriptions were authorised with the old access).
+            access = ("active", "organisation_id", "roles", "location_ids")
+            if any(before[key] != after[key] for key in access):
+                reason = "account disabled" if not user.active else "access changed"
+                ended.insert(0, Event(SESSION_TOPIC, {"user_id": user.id, "reason": reason}))
+            await self.bus.emit(session, ended)
             await audit.record(
                 session,
                 principal,
@@ -632,7 +637,7 @@ class NetworkService:
                 entity_type="User",
                 entity_id=user.id,
                 before=before,
-                after=await self._user_snapshot(session, user),
+                after=after,
             )
             return user
 
