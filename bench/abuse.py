@@ -67,7 +67,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import httpx
-from sqlalchemy import select
+from sqlalchemy import func, select
 from strawberry.relay import to_base64
 
 from bench.common import (
@@ -122,9 +122,10 @@ async def seed(backend: Backend) -> tuple[str, dict[str, Any]]:
     orders from the hospital to the wholesaler: (url, facts the drivers need)."""
     from server.catalog.models import Product
     from server.config import Settings
+    from server.core.audit import AuditEvent
     from server.core.migrate import upgrade
     from server.demo import seed_demo
-    from server.inventory.models import MovementKind
+    from server.inventory.models import Movement, MovementKind
     from server.inventory.service import MovementRequest, NewLot
     from server.network.models import Location, Organisation, User
     from server.procurement.service import OrderLineFields
@@ -176,12 +177,16 @@ async def seed(backend: Backend) -> tuple[str, dict[str, Any]]:
                 expected_delivery_date=date.today() + timedelta(days=7 + n % 20),
             )
             await procurement.submit_order(admin, order.id)
+        async with services.db.read() as session:
+            movements = (await session.execute(select(func.count(Movement.id)))).scalar_one()
+            events = (await session.execute(select(func.count(AuditEvent.seq)))).scalar_one()
     finally:
         await services.close()
     return url, {
         "pharmacy": to_base64("Location", pharmacy_id),
         "ward": to_base64("Location", ward_id),
         "lot": to_base64("Lot", received.movements[0].lot_id),
+        "size": f"{movements:,} movements, {events:,} audit events, {ORDERS} purchase orders",
     }
 
 
@@ -190,7 +195,10 @@ async def seed(backend: Backend) -> tuple[str, dict[str, Any]]:
 
 def outcome(response: httpx.Response) -> str:
     """`<status> <extensions.code of the first error, or ok>`; `<status>` alone when the body
-    is not a GraphQL result (a plain 429, an OAuth error keeps its `error` field)."""
+    is not a GraphQL result (an OAuth error keeps its `error` field); a 429 says whether it
+    came with Retry-After."""
+    if response.status_code == 429:
+        return "429 " + ("Retry-After" if "retry-after" in response.headers else "no Retry-After")
     try:
         body = response.json()
     except ValueError:
@@ -323,7 +331,7 @@ def http_attacker(
                 await task
         return {"outcomes": dict(outcomes)}
 
-    results.put(run(main()))
+    results.put(run(main()) | {"cpu": time.process_time()})
 
 
 def ws_attacker(
@@ -433,7 +441,7 @@ def ws_attacker(
             f"(x{delivered / max(1, sum(mutations.values())):,.0f} per dispense)",
         }
 
-    results.put(run(main()))
+    results.put(run(main()) | {"cpu": time.process_time()})
 
 
 # --- phases ---------------------------------------------------------------------------------
@@ -451,6 +459,9 @@ class Phase:
     rss_start: int = 0
     rss_peak: int = 0
     settle: float = 0.0
+    settled: bool = True
+    server_cpu: float = 0.0  # while attacked and measured (not while settling)
+    attacker_cpu: float = 0.0
     load: str = ""
 
 
@@ -486,9 +497,9 @@ class RssSampler:
         self._thread.join()
 
 
-def settle(pid: int, limit: float) -> float:
-    """Seconds until the server has used under 10% of a core for one second (at most
-    `limit`): work it accepted from an attacker may outlast the attacker."""
+def settle(pid: int, limit: float) -> tuple[float, bool]:
+    """Seconds until the server has used under 10% of a core for one second, and whether it
+    got there within `limit`: work it accepted from an attacker may outlast the attacker."""
     started = time.monotonic()
     quiet_since = started
     last = process_cpu(pid) or 0.0
@@ -499,8 +510,8 @@ def settle(pid: int, limit: float) -> float:
             quiet_since = time.monotonic()
         last = cpu
         if time.monotonic() - quiet_since >= 1.0:
-            return max(0.0, quiet_since - started)
-    return now - started
+            return max(0.0, quiet_since - started), True
+    return now - started, False
 
 
 def attackers_for(
@@ -563,6 +574,7 @@ def run_phase(
     attack_results = ctx.Queue()
     normal_results = ctx.Queue()
     rss_start = rss_kib(pid)
+    cpu_start = process_cpu(pid) or 0.0
     with RssSampler(pid) as rss:
         attackers = [
             ctx.Process(target=target, args=(*targs, stop, attack_results), daemon=True)
@@ -596,8 +608,10 @@ def run_phase(
         normal.join()
         stop.set()
         attack_seconds = time.monotonic() - attack_started
+        server_cpu = (process_cpu(pid) or 0.0) - cpu_start
         attack: Counter[str] = Counter()
         notes = []
+        attacker_cpu = 0.0
         for _ in attackers:
             try:
                 result = attack_results.get(timeout=30)
@@ -605,6 +619,7 @@ def run_phase(
                 notes.append("an attacker did not report")
                 continue
             attack.update(result["outcomes"])
+            attacker_cpu += result["cpu"]
             if note := result.get("note"):
                 notes.append(note)
         for process in attackers:
@@ -620,7 +635,9 @@ def run_phase(
             measured["logins"],
             notes,
         )
-        phase.settle = settle(pid, args.settle) if attackers else 0.0
+        phase.server_cpu, phase.attacker_cpu = server_cpu, attacker_cpu
+        if attackers:
+            phase.settle, phase.settled = settle(pid, args.settle)
     phase.rss_start, phase.rss_peak, phase.load = rss_start, rss.peak, load()
     return phase
 
@@ -636,6 +653,20 @@ def fmt_counts(counts: dict[str, int] | Counter[str], seconds: float | None = No
     parts = [f"{k}: {v}" for k, v in sorted(counts.items(), key=lambda kv: -kv[1])]
     rate = f" (answered: {total / seconds:.1f}/s)" if seconds and total else ""
     return ", ".join(parts) + rate
+
+
+def describe(name: str, args: argparse.Namespace) -> str:
+    a, login = args.attackers, args.login_attackers
+    return {
+        "idle": "no attacker",
+        "nested": f"{a} supplier clients: {ALIASES} aliases x purchaseOrders(first: 100) x "
+        f"supplier {{ purchaseOrders(first: 100) }} ({ORDERS} orders exist)",
+        "epcis": f"{a} regulator clients: epcisExport(first: 10000)",
+        "audit": f"{a} auditor clients: {ALIASES} aliases x auditIntegrity",
+        "login": f"{login} anonymous clients: wrong passwords for pharmacist at /auth/token",
+        "websocket": f"1 nurse token: {args.websockets} websockets x {args.subscriptions} "
+        f"stockChanged subscriptions, a dispense every {args.ws_interval:g} s",
+    }[name]
 
 
 def report(phases: list[Phase], header: str, args: argparse.Namespace) -> None:
@@ -661,20 +692,24 @@ def report(phases: list[Phase], header: str, args: argparse.Namespace) -> None:
                 f"{len(p.latencies)}",
                 f"{errors}",
                 f"{p.rss_start / 1024:.0f}/{p.rss_peak / 1024:.0f}",
-                f"{p.settle:.1f}",
+                f"{p.server_cpu:.1f}/{p.attacker_cpu:.1f}",
+                f"{p.settle:.1f}" + ("" if p.settled else "+"),
                 p.load,
             ]
         )
     headers = ["phase", "p50 ms", "p99 ms", "max ms", "p50/idle", "p99/idle", "requests"]
-    headers += ["errors", "RSS MB start/peak", "settle s", "load 1/5/15"]
+    headers += ["errors", "RSS MB start/peak", "CPU s srv/att", "settle s", "load 1/5/15"]
     for line in table_lines(headers, rows):
         print(line)
     print(
         f"normal users: {args.clients} clients x {args.rate:g} req/s for {args.seconds:g} s "
-        "per phase; ratios against idle (the ceiling), measured in this run"
+        "per phase; ratios against idle (the ceiling), measured in this run; CPU s: the "
+        "server's and the attackers' own while attacked; settle s: the server busy after its "
+        "attackers stopped ('+': still busy at --settle)"
     )
     for p in phases:
-        print(f"\n[{p.name}] normal users: {fmt_counts(p.outcomes)}")
+        print(f"\n[{p.name}] {describe(p.name, args)}")
+        print(f"  normal users: {fmt_counts(p.outcomes)}")
         if p.attack:
             print(f"  attackers: {fmt_counts(p.attack, p.attack_seconds)}")
         if p.logins:
@@ -716,7 +751,7 @@ async def prepare(args: argparse.Namespace, workdir: Path) -> tuple[Backend, str
     database = await backend.describe()
     started = time.monotonic()
     url, facts = await seed(backend)
-    print(f"seeded {database} in {time.monotonic() - started:.1f} s", flush=True)
+    print(f"seeded {database} in {time.monotonic() - started:.1f} s: {facts['size']}", flush=True)
     return backend, database, url, facts
 
 
@@ -774,7 +809,7 @@ def main() -> None:
             asyncio.run(backend.drop_all())
     header = (
         f"\nabuse: normal users under attack; {database}; code {commit()}; "
-        f"{os.cpu_count()} CPUs; load before {before}"
+        f"{os.cpu_count()} CPUs; load before {before}\ndemo network and history: {facts['size']}"
     )
     report(phases, header, args)
 
