@@ -51,6 +51,7 @@ import contextlib
 import multiprocessing
 import os
 import queue
+import re
 import subprocess
 import sys
 import tempfile
@@ -264,7 +265,10 @@ def normal_users(
             headers = {"Authorization": f"Bearer {token}"}
             await asyncio.sleep(interval * k / args["clients"])  # spread the clients out
             async with client_for(base, NORMAL_ADDRESS, args["timeout"]) as http:
-                while (scheduled := time.monotonic()) < deadline:
+                # at least one request each, even when this process started late
+                first = True
+                while (scheduled := time.monotonic()) < deadline or first:
+                    first = False
                     try:
                         response = await http.post("/graphql", json=body, headers=headers)
                         outcomes[outcome(response)] += 1
@@ -456,6 +460,7 @@ class Phase:
     attack_seconds: float = 0.0
     logins: dict[str, int] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
+    server_errors: Counter[str] = field(default_factory=Counter)
     rss_start: int = 0
     rss_peak: int = 0
     settle: float = 0.0
@@ -559,6 +564,17 @@ def attackers_for(
     else:
         return []
     return [(http_attacker, (base, address[k], request, timeout)) for k in range(args.attackers)]
+
+
+EXCEPTION_LINE = re.compile(r"^([A-Za-z_][\w.]*(?:Error|Exception|Exit|Timeout))\b")
+
+
+def server_errors(log: Path, offset: int) -> Counter[str]:
+    """Exception types at the ends of the tracebacks the server logged since `offset`."""
+    with log.open("rb") as handle:
+        handle.seek(offset)
+        text = handle.read().decode(errors="replace")
+    return Counter(m.group(1) for line in text.splitlines() if (m := EXCEPTION_LINE.match(line)))
 
 
 def run_phase(
@@ -716,6 +732,8 @@ def report(phases: list[Phase], header: str, args: argparse.Namespace) -> None:
             print(f"  real pharmacist signing in meanwhile: {fmt_counts(p.logins)}")
         for note in p.notes:
             print(f"  {note}")
+        if p.server_errors:
+            print(f"  server log: {fmt_counts(p.server_errors)}")
 
 
 # --- main -----------------------------------------------------------------------------------
@@ -772,6 +790,7 @@ def main() -> None:
     parser.add_argument("--timeout", type=float, default=30, help="normal request timeout")
     parser.add_argument("--attack-timeout", type=float, default=120)
     parser.add_argument("--settle", type=float, default=120, help="longest wait between phases")
+    parser.add_argument("--server-log", help="keep the server's output in this file")
     parser.add_argument("--database", choices=["sqlite", "postgresql"], default="sqlite")
     parser.add_argument(
         "--pg-url",
@@ -798,13 +817,21 @@ def main() -> None:
                 "APOTHECA_LOG_LEVEL": "warning",
                 "APOTHECA_ACCESS_TOKEN_MINUTES": "120",  # one set of tokens for the whole run
             }
-            command = [sys.executable, "-m", "server.cli", "serve", "--port", str(port)]
+            log = Path(args.server_log or Path(workdir) / "server.log")
+            log.write_text("")
+            # the server's output goes to a file (exec keeps the pid): its tracebacks are
+            # counted per phase instead of burying the figures
+            serve = [sys.executable, "-m", "server.cli", "serve", "--port", str(port)]
+            command = ["sh", "-c", 'exec "$@" >>"$0" 2>&1', str(log), *serve]
             phases = []
             with serving(command, port, env=env) as (base, pid):
                 tokens = asyncio.run(tokens_for(base))
                 for name in names:
                     print(f"phase {name} ...", flush=True)
-                    phases.append(run_phase(name, base, pid, tokens, facts, args))
+                    offset = log.stat().st_size
+                    phase = run_phase(name, base, pid, tokens, facts, args)
+                    phase.server_errors = server_errors(log, offset)
+                    phases.append(phase)
         finally:
             asyncio.run(backend.drop_all())
     header = (
