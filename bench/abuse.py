@@ -28,8 +28,10 @@ so per-IP limits tell them apart as they would tell real clients apart.
                 Once open, the same nurse dispenses one pack in her ward every --ws-interval
                 seconds (ordinary work), so each event fans out to all her subscriptions.
   settle        after each attack the attackers are stopped; the server may still be working
-                on what it accepted. The next phase starts once its CPU use has stayed below
-                10% of a core for a second (at most --settle seconds); the wait is printed.
+                on what it accepted. How long until its CPU use stays below 10% of a core for
+                a second (at most --settle seconds) is printed. Each phase has a server of its
+                own (restarted on the same database, warmed up with a few normal queries), so
+                what one attack left behind does not distort the next.
 
 For every phase: normal-query p50/p99/max (ms) and their ratio to idle, the attackers' outcomes
 by HTTP status and GraphQL extensions.code (e.g. `200 ok`, `400 QUERY_TOO_COSTLY`, `429`),
@@ -312,19 +314,23 @@ def http_attacker(
 
     async def main() -> dict[str, Any]:
         outcomes: Counter[str] = Counter()
+        answered: list[float] = []  # seconds to each answer
+        unanswered: list[float] = []  # how long the request in flight at the stop had waited
         async with client_for(base, address, timeout) as http:
 
             async def hammer() -> None:
                 while not stop.is_set():
+                    sent = time.monotonic()
                     try:
                         response = await http.request(**request)
                     except asyncio.CancelledError:
-                        outcomes["no answer by phase end"] += 1
+                        unanswered.append(time.monotonic() - sent)
                         raise
                     except httpx.HTTPError as exc:
                         outcomes[failure(exc)] += 1
                         await asyncio.sleep(0.05)  # a refused connection is not a busy loop
                     else:
+                        answered.append(time.monotonic() - sent)
                         outcomes[outcome(response)] += 1
 
             # stop promptly: an answer may take far longer than the phase
@@ -333,7 +339,7 @@ def http_attacker(
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
-        return {"outcomes": dict(outcomes)}
+        return {"outcomes": dict(outcomes), "answered": answered, "unanswered": unanswered}
 
     results.put(run(main()) | {"cpu": time.process_time()})
 
@@ -461,6 +467,8 @@ class Phase:
     logins: dict[str, int] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
     server_errors: Counter[str] = field(default_factory=Counter)
+    answered: list[float] = field(default_factory=list)  # attackers' seconds per answer
+    unanswered: list[float] = field(default_factory=list)  # in flight at the stop: waited
     rss_start: int = 0
     rss_peak: int = 0
     settle: float = 0.0
@@ -628,6 +636,8 @@ def run_phase(
         attack: Counter[str] = Counter()
         notes = []
         attacker_cpu = 0.0
+        answered: list[float] = []
+        unanswered: list[float] = []
         for _ in attackers:
             try:
                 result = attack_results.get(timeout=30)
@@ -636,6 +646,8 @@ def run_phase(
                 continue
             attack.update(result["outcomes"])
             attacker_cpu += result["cpu"]
+            answered += result.get("answered", [])
+            unanswered += result.get("unanswered", [])
             if note := result.get("note"):
                 notes.append(note)
         for process in attackers:
@@ -652,6 +664,7 @@ def run_phase(
             notes,
         )
         phase.server_cpu, phase.attacker_cpu = server_cpu, attacker_cpu
+        phase.answered, phase.unanswered = sorted(answered), unanswered
         if attackers:
             phase.settle, phase.settled = settle(pid, args.settle)
     phase.rss_start, phase.rss_peak, phase.load = rss_start, rss.peak, load()
@@ -728,6 +741,14 @@ def report(phases: list[Phase], header: str, args: argparse.Namespace) -> None:
         print(f"  normal users: {fmt_counts(p.outcomes)}")
         if p.attack:
             print(f"  attackers: {fmt_counts(p.attack, p.attack_seconds)}")
+        if p.answered:
+            p50, top = percentile(p.answered, 50), p.answered[-1]
+            print(f"  attackers' answers came in p50 {1000 * p50:.1f} ms, max {1000 * top:.1f} ms")
+        if p.unanswered:
+            print(
+                f"  {len(p.unanswered)} attacker requests unanswered at the stop, after waiting "
+                f"up to {max(p.unanswered):.1f} s"
+            )
         if p.logins:
             print(f"  real pharmacist signing in meanwhile: {fmt_counts(p.logins)}")
         for note in p.notes:
@@ -764,6 +785,23 @@ async def tokens_for(base: str) -> dict[str, str]:
     return tokens
 
 
+async def warm_up(base: str, tokens: dict[str, str], facts: dict[str, Any]) -> None:
+    """A few untimed normal queries: connections, compiled SQL and parser caches."""
+    async with client_for(base, NORMAL_ADDRESS, 30) as http:
+        for _ in range(5):
+            for user, body in (
+                (
+                    "pharmacist",
+                    {"query": PHARMACIST_QUERY, "variables": {"location": facts["pharmacy"]}},
+                ),
+                ("nurse", {"query": NURSE_QUERY}),
+            ):
+                headers = {"Authorization": f"Bearer {tokens[user]}"}
+                response = await http.post("/graphql", json=body, headers=headers)
+                if outcome(response) != "200 ok":
+                    raise RuntimeError(f"{user}'s normal query fails: {response.text[:500]}")
+
+
 async def prepare(args: argparse.Namespace, workdir: Path) -> tuple[Backend, str, str, dict]:
     backend = Backend(args.database, args.pg_url, workdir)
     database = await backend.describe()
@@ -789,7 +827,9 @@ def main() -> None:
     parser.add_argument("--ramp", type=float, default=1.0, help="attack head start, seconds")
     parser.add_argument("--timeout", type=float, default=30, help="normal request timeout")
     parser.add_argument("--attack-timeout", type=float, default=120)
-    parser.add_argument("--settle", type=float, default=120, help="longest wait between phases")
+    parser.add_argument(
+        "--settle", type=float, default=60, help="longest wait for the server to go quiet"
+    )
     parser.add_argument("--server-log", help="keep the server's output in this file")
     parser.add_argument("--database", choices=["sqlite", "postgresql"], default="sqlite")
     parser.add_argument(
@@ -824,13 +864,19 @@ def main() -> None:
             serve = [sys.executable, "-m", "server.cli", "serve", "--port", str(port)]
             command = ["sh", "-c", 'exec "$@" >>"$0" 2>&1', str(log), *serve]
             phases = []
-            with serving(command, port, env=env) as (base, pid):
-                tokens = asyncio.run(tokens_for(base))
-                for name in names:
+            tokens: dict[str, str] = {}
+            for name in names:
+                # a fresh server per phase (same database): what one attack left running,
+                # in memory or in limiter state does not spill into the next
+                with serving(command, port, env=env) as (base, pid):
+                    tokens = tokens or asyncio.run(tokens_for(base))
+                    asyncio.run(warm_up(base, tokens, facts))
                     print(f"phase {name} ...", flush=True)
                     offset = log.stat().st_size
                     phase = run_phase(name, base, pid, tokens, facts, args)
                     phase.server_errors = server_errors(log, offset)
+                    if not rss_kib(pid):
+                        phase.notes.append("the server process was gone at the end")
                     phases.append(phase)
         finally:
             asyncio.run(backend.drop_all())
