@@ -34,12 +34,15 @@ so per-IP limits tell them apart as they would tell real clients apart.
                 what one attack left behind does not distort the next.
 
 For every phase: normal-query p50/p99/max (ms) and their ratio to idle, the attackers' outcomes
-by HTTP status and GraphQL extensions.code (e.g. `200 ok`, `400 QUERY_TOO_COSTLY`, `429`),
-the server's peak RSS during the phase (VmRSS from /proc), and the load average (the machine
-may be shared: compare figures of one run only). The same script measures before and after
-hardening: attacks that succeed show as `200 ok` and slow everyone; refused ones show their
-refusal and should leave the ratios near 1. It depends on nothing but the GraphQL and token
-endpoints (not /metrics). Run:
+by HTTP status and GraphQL extensions.code (e.g. `200 ok`, `200 QUERY_TOO_COSTLY`, `429
+Retry-After`) and how fast their answers came, requests still unanswered when they stopped, the
+server's peak RSS during the phase (VmRSS from /proc), the CPU seconds of the server and of the
+attackers themselves (on a small machine hammering attackers take CPU from the server too), the
+exception types in the server's log, and the load average (the machine may be shared: compare
+figures of one run only). The same script measures before and after hardening: attacks that
+succeed show as `200 ok` and slow everyone; refused ones show their refusal and should leave the
+ratios near 1. The server inherits this process's environment, so limit settings given there
+apply; it depends on nothing but the GraphQL and token endpoints (not /metrics). Run:
 
     .venv/bin/python bench/abuse.py [--seconds N] [--database sqlite|postgresql]
         [--phases idle,nested,...] [--clients C] [--rate R] [--attackers A]
