@@ -66,6 +66,7 @@ bench: install
 	$(BIN)/python bench/read.py
 	$(BIN)/python bench/realtime.py
 	$(BIN)/python bench/forecasting.py
+	$(BIN)/python bench/abuse.py
 
 clean:
 	rm -rf $(VENV) $(DATA_DIR) .pytest_cache .ruff_cache .hypothesis
