@@ -33,6 +33,7 @@ from tests.conftest import (
     start_server,
     token_for,
 )
+from tests.test_oauth_clients import REVOKE, access, basic_token, new_client, whs
 from tests.wsclient import GraphQLWebSocket
 
 STOCK_CHANGED = """subscription {
@@ -145,6 +146,28 @@ async def _refused_at_connect(server: LiveServer, token: str) -> int:
         await GraphQLWebSocket.open(server.url, token)
     assert refused.value.rcvd is not None
     return refused.value.rcvd.code
+
+
+# --- OAuth2 clients ----------------------------------------------------------------------------
+
+
+async def test_revoking_an_oauth_client_closes_its_websockets(
+    demo: Demo, live_server: LiveServer
+) -> None:
+    """A supplier's ERP listening on a websocket is cut off the moment an admin revokes it."""
+    async with httpx.AsyncClient(base_url=live_server.url, timeout=30) as http:
+        admin = await token_for(http, "admin")
+        made = await new_client(http, admin, whs(demo))
+        token = await access(await basic_token(http, made["clientId"], made["secret"]))
+        ws = await GraphQLWebSocket.open(live_server.url, token)
+        body = await gql(http, REVOKE, {"id": made["id"]}, admin)
+        assert body["data"]["revokeOAuthClient"]["errors"] == [], body
+        started = time.monotonic()
+        assert await _closed_with(ws) == 4403
+        assert time.monotonic() - started < 1.0
+        assert await _refused_at_connect(live_server, token) == 4403
+        refused = await gql(http, "{ me { username } }", None, token)
+        assert refused["errors"][0]["extensions"]["code"] == "UNAUTHENTICATED"
 
 
 # --- deactivation ------------------------------------------------------------------------------
