@@ -25,6 +25,16 @@ from tests.conftest import check_ledger
 from tests.test_fuzz import ROLES, FuzzReport, fuzz_run, generate
 
 
+def summary(report: FuzzReport, indent: str = "") -> None:
+    """The running totals: statuses, codes and crashes (printed after each role, so a run cut
+    short still says what it saw)."""
+    statuses = ", ".join(f"{s}: {n}" for s, n in sorted(report.statuses.items()))
+    codes = ", ".join(f"{c}: {n}" for c, n in report.codes.most_common())
+    print(f"{indent}HTTP statuses: {statuses}", flush=True)
+    print(f"{indent}errors by code: {codes}", flush=True)
+    print(f"{indent}crashes so far: {len(report.internal)}", flush=True)
+
+
 async def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--per-role", type=int, default=2000)
@@ -50,6 +60,7 @@ async def run(args: argparse.Namespace, roles: list[str], backend: Backend) -> i
                 for role in roles:
                     await asyncio.to_thread(fuzz_run, url, [role], generated, report)
                     print(f"  {role}: {report.operations} operations so far", flush=True)
+                    summary(report, "    ")
             elapsed = time.monotonic() - started - generating
             shelves = await check_ledger(fixture.services)
     finally:
