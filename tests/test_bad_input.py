@@ -1224,3 +1224,30 @@ async def test_other_methods_are_405_in_the_error_shape(env: Env, admin: str, me
     )
     assert response.status_code == 405, response.text
     assert response.json()["errors"][0]["extensions"]["code"] == "METHOD_NOT_ALLOWED"
+
+
+async def test_a_batch_whose_running_totals_would_pass_32_bits_is_refused(demo: Demo) -> None:
+    """Every shelf within its bound, the batch's running totals (GraphQL Ints, PostgreSQL
+    INTEGERs) still may not pass 2^31 - 1: the third 10^9 receipt is refused, typed, whole."""
+    from server.core.errors import InvalidInput
+    from server.supervision.models import BatchConstituentTotal
+    from tests.conftest import check_ledger
+
+    batch = f"BIG{uuid.uuid4().hex[:8].upper()}"
+    await receive(demo, "WARD-A", 10**9, batch=batch)
+    await receive(demo, "WARD-B", 10**9, batch=batch)
+    before = await row_counts(demo.services)
+    with pytest.raises(InvalidInput) as refused:
+        await receive(demo, "WARD-C", 10**9, batch=batch)
+    assert refused.value.field == "quantity"
+    assert await row_counts(demo.services) == before
+    async with demo.services.db.read() as session:
+        received = (
+            await session.execute(
+                select(BatchConstituentTotal.received).where(
+                    BatchConstituentTotal.batch_number == batch
+                )
+            )
+        ).scalar_one()
+    assert received == 2 * 10**9
+    await check_ledger(demo.services)

@@ -17,10 +17,12 @@ from typing import Any
 from sqlalchemy import Select, and_, case, func, or_, select, type_coerce
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from server.catalog.models import Lot, Product
 from server.core.db import UTCDateTime
+from server.core.errors import InvalidInput
 from server.inventory.models import Movement, MovementKind
 from server.supervision.gamma import RECEIVING, SENDING, edge_of
 from server.supervision.models import BatchConstituentTotal, BatchEdgeTotal
@@ -211,6 +213,7 @@ def _upsert(dialect: str, model: Any) -> Any:
     if model is BatchConstituentTotal:
         changes = {name: table.c[name] + stmt.excluded[name] for name in COUNTERS}
         keys = _CONSTITUENT_KEYS
+        counted = [table.c[name] for name in COUNTERS]
     else:
         latest = func.max if dialect == "sqlite" else func.greatest
         changes = {
@@ -223,12 +226,30 @@ def _upsert(dialect: str, model: Any) -> Any:
             ),
         }
         keys = _EDGE_KEYS
-    return stmt.on_conflict_do_update(index_elements=keys, set_=changes)
+        counted = [table.c.shipped, table.c.received]
+    return stmt.on_conflict_do_update(index_elements=keys, set_=changes).returning(*counted)
+
+
+# Totals are GraphQL Ints and PostgreSQL INTEGERs: 32-bit signed.
+MAX_TOTAL = 2**31 - 1
 
 
 async def _upsert_all(session: AsyncSession, model: Any, rows: list[dict[str, Any]]) -> None:
-    if rows:
-        await session.execute(_upsert(session.bind.dialect.name, model), rows)
+    """Upsert the rows; a running total past 32 bits refuses the whole write (typed), on
+    PostgreSQL (the column overflows) as on SQLite (whose integers would silently grow)."""
+    if not rows:
+        return
+    too_large = InvalidInput(
+        f"this would take a batch's running totals past {MAX_TOTAL:,} packs", field="quantity"
+    )
+    try:
+        result = await session.execute(_upsert(session.bind.dialect.name, model), rows)
+    except DBAPIError as error:
+        if getattr(error.orig, "sqlstate", None) == "22003":  # numeric_value_out_of_range
+            raise too_large from None
+        raise
+    if any(value > MAX_TOTAL for row in result.all() for value in row):
+        raise too_large
 
 
 async def record_totals(
