@@ -121,7 +121,7 @@ async def _groups(http: httpx.AsyncClient) -> int:
 
 
 async def _stock_subscribers(http: httpx.AsyncClient) -> int:
-    text = (await http.get("/metrics")).text
+    text = (await http.get("/metrics", headers=METRICS_AUTH)).text
     found = re.search(r'^apotheca_subscribers\{topic="stock"\} (\d+)$', text, re.M)
     assert found, text
     return int(found.group(1))
