@@ -47,9 +47,9 @@ from server.core.http import (
     wants_refresh_cookie,
 )
 from server.core.ratelimit import RateLimitMiddleware, client_ip
-from server.core.security import Principal
+from server.core.security import CLIENT_SUBJECT_PREFIX, Principal
 from server.core.sessions import SessionRegistry
-from server.network.oauth import OAuthEndpoints, presents_client
+from server.network.oauth import OAuthEndpoints, presented_client_id, presents_client
 from server.schema import build_schema
 from server.services import Services
 
@@ -331,8 +331,16 @@ def auth_routes(services: Services) -> list[Route]:
             elif grant == "refresh_token":
                 presented = str(form.get("refresh_token", "")) or read_refresh_cookie(request)
                 pair = await services.network.refresh_grant(presented)
-            else:
-                return await oauth.token(request)
+            else:  # client_credentials (and what authlib refuses), throttled like passwords
+                account = CLIENT_SUBJECT_PREFIX + presented_client_id(request, form)
+                address = client_ip(request.scope)
+                await services.ratelimits.login.check(account, address)
+                response = await oauth.token(request)
+                if response.status_code == 401:
+                    await services.ratelimits.login.record_failure(account, address)
+                elif response.status_code == 200:
+                    await services.ratelimits.login.record_success(account, address)
+                return response
         except RateLimited as error:
             return _oauth_error(error.oauth_error, error.message, 429, error.retry_after)
         except DomainError as error:

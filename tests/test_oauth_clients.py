@@ -716,3 +716,31 @@ async def _counts(demo: Demo) -> list[int]:
             query = select(func.count()).select_from(model)
             counts.append(int((await session.execute(query)).scalar_one()))
     return counts
+
+
+async def test_wrong_secrets_lock_the_client_at_that_address_only(
+    demo: Demo, services: Services
+) -> None:
+    """Guessing a client's secret is throttled like guessing a password: after the threshold
+    (5 in 15 minutes per client and address) 429 slow_down with Retry-After, even for the right
+    secret from that address, while the real ERP elsewhere still gets its token."""
+    from server.app import create_app
+
+    app = create_app(services.settings, services)
+    attacker = httpx.ASGITransport(app=app, client=("10.9.9.9", 4000))
+    erp_host = httpx.ASGITransport(app=app, client=("10.1.1.1", 4000))
+    async with (
+        httpx.AsyncClient(transport=attacker, base_url="https://apotheca.test") as guessing,
+        httpx.AsyncClient(transport=erp_host, base_url="https://apotheca.test") as erp,
+    ):
+        admin = await token_for(erp, "admin")
+        made = await new_client(erp, admin, whs(demo))
+        client_id, secret = made["clientId"], made["secret"]
+        statuses = [
+            (await basic_token(guessing, client_id, f"guess-{n}")).status_code for n in range(6)
+        ]
+        assert statuses[:5] == [401] * 5 and statuses[5] == 429, statuses
+        locked = await basic_token(guessing, client_id, secret)
+        assert locked.status_code == 429 and locked.json()["error"] == "slow_down"
+        assert float(locked.headers["retry-after"]) > 0
+        assert (await basic_token(erp, client_id, secret)).status_code == 200

@@ -31,6 +31,7 @@ from authlib.oauth2.rfc6749 import (
     OAuth2Request,
     scope_to_list,
 )
+from authlib.oauth2.rfc6749.util import extract_basic_authorization
 from starlette.datastructures import FormData
 from starlette.requests import Request
 from starlette.responses import Response
@@ -209,6 +210,13 @@ class OAuthEndpoints:
         else:
             status, body, headers = await anyio.to_thread.run_sync(respond, oauth_request)
         return Response(json.dumps(body), status_code=status, headers=dict(headers))
+
+
+def presented_client_id(request: Request, form: FormData) -> str:
+    """The client id a token request names (HTTP Basic, else the form), for the sign-in
+    throttle: wrong secrets lock (client, address) as wrong passwords lock (account, address)."""
+    client_id, _ = extract_basic_authorization(request.headers)
+    return str(client_id or form.get("client_id") or "")[:200]
 
 
 def presents_client(request: Request, form: FormData) -> bool:
