@@ -35,7 +35,7 @@ from strawberry.types.unset import UNSET
 
 from server.config import Settings
 from server.core.cost import CostBudget
-from server.core.errors import DomainError, ErrorCode, RateLimited, Unauthenticated
+from server.core.errors import DomainError, ErrorCode, RateLimited, RequestCode, Unauthenticated
 from server.core.fanout import FanoutHub, SharedTransportWSHandler
 from server.core.graphql import Context, finish_request, request_error_code
 from server.core.http import (
@@ -48,24 +48,12 @@ from server.core.http import (
 )
 from server.core.ratelimit import RateLimitMiddleware, client_ip
 from server.core.security import CLIENT_SUBJECT_PREFIX, Principal
-from server.core.sessions import SessionRegistry
+from server.core.sessions import CLOSE_TOO_MANY, SessionRefused, SessionRegistry
 from server.network.oauth import OAuthEndpoints, presented_client_id, presents_client
 from server.schema import build_schema
 from server.services import Services
 
 log = logging.getLogger("apotheca")
-
-
-class RateLimitedWSHandler(SharedTransportWSHandler):
-    """A connection_init over its principal's rate limit is closed with 4429."""
-
-    async def handle_connection_init(self, message: Any) -> None:
-        try:
-            await super().handle_connection_init(message)
-        except RateLimited as error:
-            await self.websocket.close(
-                code=4429, reason=f"rate limited; retry in {error.retry_after} s"
-            )
 
 
 class ApothecaGraphQL(GraphQL[Context, None]):
@@ -74,7 +62,7 @@ class ApothecaGraphQL(GraphQL[Context, None]):
     Websocket subscriptions are shared: subscribers of the same document, variables and scope
     class get one execution per event (server.core.fanout)."""
 
-    graphql_transport_ws_handler_class = RateLimitedWSHandler
+    graphql_transport_ws_handler_class = SharedTransportWSHandler
 
     def __init__(self, services: Services, **kwargs: Any) -> None:
         super().__init__(build_schema(services.settings), **kwargs)
@@ -146,7 +134,9 @@ class ApothecaGraphQL(GraphQL[Context, None]):
                 data = data.decode("utf-8")
             except UnicodeDecodeError as error:
                 raise HTTPRefusal(
-                    400, f"the request body is not valid UTF-8 ({error.reason})", "INVALID_ENCODING"
+                    400,
+                    f"the request body is not valid UTF-8 ({error.reason})",
+                    RequestCode.INVALID_ENCODING,
                 ) from None
         return super().decode_json(data)
 
@@ -156,7 +146,9 @@ class ApothecaGraphQL(GraphQL[Context, None]):
         except HTTPException as error:
             if isinstance(error, HTTPRefusal):
                 raise
-            raise HTTPRefusal(400, "the request body is not valid JSON", "INVALID_JSON") from None
+            raise HTTPRefusal(
+                400, "the request body is not valid JSON", RequestCode.INVALID_JSON
+            ) from None
 
     async def parse_http_body(self, request: Any) -> Any:
         """One operation per request: a JSON object. Lists (batching), numbers, strings and
@@ -165,7 +157,9 @@ class ApothecaGraphQL(GraphQL[Context, None]):
             return await super().parse_http_body(request)
         except (AttributeError, TypeError):
             raise HTTPRefusal(
-                400, "the request body must be a JSON object with a `query`", "BAD_REQUEST"
+                400,
+                "the request body must be a JSON object with a `query`",
+                RequestCode.BAD_REQUEST,
             ) from None
 
     async def on_ws_connect(self, context: Context) -> Any:
@@ -181,7 +175,12 @@ class ApothecaGraphQL(GraphQL[Context, None]):
             raise ConnectionRejectionError(
                 {"code": error.code.value, "message": error.message}
             ) from None
-        await self.services.ratelimits.check_principal(context.principal.subject, "websocket")
+        try:
+            await self.services.ratelimits.check_principal(context.principal.subject, "websocket")
+        except RateLimited as error:  # closed like a connection over the cap (4429)
+            raise SessionRefused(
+                CLOSE_TOO_MANY, f"rate limited; retry in {error.retry_after} s"
+            ) from None
         if context.ws_session is not None:
             self.sessions.admit(context.ws_session, context.principal, token)
         context.auth_error = None
@@ -203,18 +202,24 @@ class ApothecaGraphQL(GraphQL[Context, None]):
 class HTTPRefusal(HTTPException):
     """An HTTP-level refusal with its own stable code."""
 
-    def __init__(self, status_code: int, reason: str, code: str) -> None:
+    def __init__(self, status_code: int, reason: str, code: RequestCode) -> None:
         super().__init__(status_code, reason)
         self.code = code
 
 
-_HTTP_CODES = {400: "BAD_REQUEST", 404: "NOT_FOUND", 405: "METHOD_NOT_ALLOWED"}
+_HTTP_CODES = {
+    400: RequestCode.BAD_REQUEST,
+    404: RequestCode.NOT_FOUND,
+    405: RequestCode.METHOD_NOT_ALLOWED,
+}
 
 
 def http_refusal(error: HTTPException) -> JSONResponse:
     """A request refused before execution (bad JSON, encoding or shape, batching, a mutation
     over GET) answers in the GraphQL error shape with a code, like every other error."""
-    code = getattr(error, "code", None) or _HTTP_CODES.get(error.status_code, "BAD_REQUEST")
+    code = getattr(error, "code", None) or _HTTP_CODES.get(
+        error.status_code, RequestCode.BAD_REQUEST
+    )
     body = {"errors": [{"message": error.reason, "extensions": {"code": code}}]}
     return JSONResponse(body, status_code=error.status_code)
 
@@ -264,7 +269,7 @@ class BodySizeLimit:
     async def _refuse(self, scope: Scope, receive: Receive, send: Send) -> None:
         error = {
             "message": f"request body over {self.max_bytes} bytes",
-            "extensions": {"code": "REQUEST_TOO_LARGE"},
+            "extensions": {"code": RequestCode.REQUEST_TOO_LARGE.value},
         }
         await JSONResponse({"errors": [error]}, status_code=413)(scope, receive, send)
 

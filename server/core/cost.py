@@ -61,12 +61,15 @@ from graphql.utilities import get_operation_ast
 from starlette.responses import Response
 from strawberry.extensions import SchemaExtension
 
+from server.core.errors import RequestCode
+from server.core.ratelimit import client_ip
+
 COST_KEY = "apotheca.cost"
 DEFAULT_LIST_SIZE = 5  # a list without `first`: a purchase order's lines, a trace's hops
 MUTATION_WEIGHT = 10  # a write: one transaction, ledger, audit and events
 INTROSPECTION_WEIGHT = 100  # __schema / __type: in memory, priced flat so GraphiQL works
-QUERY_TOO_COSTLY = "QUERY_TOO_COSTLY"
-THROTTLED = "THROTTLED"
+QUERY_TOO_COSTLY = RequestCode.QUERY_TOO_COSTLY.value
+THROTTLED = RequestCode.THROTTLED.value
 
 
 @dataclass(frozen=True)
@@ -371,8 +374,7 @@ def budget_key(context: Any) -> str:
     if principal is not None:
         return f"principal:{principal.subject}"
     request = getattr(context, "request", None)
-    client = getattr(request, "client", None)
-    return f"ip:{getattr(client, 'host', None) or 'unknown'}"
+    return f"ip:{client_ip(request.scope) if request is not None else 'unknown'}"
 
 
 # --- the schema extension --------------------------------------------------------------------

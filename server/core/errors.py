@@ -33,6 +33,24 @@ class ErrorCode(StrEnum):
     RATE_LIMITED = "RATE_LIMITED"
 
 
+class RequestCode(StrEnum):
+    """Codes of refusals of the request itself, answered instead of executing it (in
+    `errors[].extensions.code`, never in a mutation payload): one list for clients to switch on."""
+
+    GRAPHQL_VALIDATION_FAILED = "GRAPHQL_VALIDATION_FAILED"
+    QUERY_TOO_DEEP = "QUERY_TOO_DEEP"
+    TOO_MANY_ALIASES = "TOO_MANY_ALIASES"
+    TOO_MANY_TOKENS = "TOO_MANY_TOKENS"
+    QUERY_TOO_COSTLY = "QUERY_TOO_COSTLY"  # server.core.cost: over the per-request maximum
+    THROTTLED = "THROTTLED"  # server.core.cost: the principal's budget cannot pay for it
+    REQUEST_TOO_LARGE = "REQUEST_TOO_LARGE"
+    INVALID_JSON = "INVALID_JSON"
+    INVALID_ENCODING = "INVALID_ENCODING"
+    BAD_REQUEST = "BAD_REQUEST"
+    NOT_FOUND = "NOT_FOUND"
+    METHOD_NOT_ALLOWED = "METHOD_NOT_ALLOWED"
+
+
 class DomainError(Exception):
     """A refusal the user can act on; never a crash. `field` names the offending input."""
 

@@ -46,7 +46,7 @@ from strawberry.types import Info as StrawberryInfo
 from strawberry.types.nodes import SelectedField
 
 from server.core.db import Database
-from server.core.errors import DomainError, ErrorCode, Forbidden, InvalidInput
+from server.core.errors import DomainError, ErrorCode, Forbidden, InvalidInput, RequestCode
 from server.core.security import Permission, Principal, require_principal
 from server.core.validation import check_date, check_datetime, check_decimal, check_text
 
@@ -221,9 +221,9 @@ class MutationError:
 
 # How the limiters and the parser word their refusals, and the code each gets.
 _REQUEST_ERROR_CODES = (
-    ("exceeds maximum operation depth", "QUERY_TOO_DEEP"),
-    ("aliases found", "TOO_MANY_ALIASES"),
-    ("tokens", "TOO_MANY_TOKENS"),
+    ("exceeds maximum operation depth", RequestCode.QUERY_TOO_DEEP.value),
+    ("aliases found", RequestCode.TOO_MANY_ALIASES.value),
+    ("tokens", RequestCode.TOO_MANY_TOKENS.value),
 )
 
 
@@ -233,7 +233,7 @@ def request_error_code(message: str) -> str:
     for needle, code in _REQUEST_ERROR_CODES:
         if needle in lowered:
             return code
-    return "GRAPHQL_VALIDATION_FAILED"
+    return RequestCode.GRAPHQL_VALIDATION_FAILED.value
 
 
 class ApiErrors(MaskErrors):

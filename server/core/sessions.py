@@ -22,7 +22,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Awaitable, Callable, Hashable
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -59,12 +59,6 @@ def close_code_for(error: DomainError) -> int:
     return CLOSE_UNAUTHENTICATED
 
 
-def principal_key(principal: Principal) -> Hashable:
-    """Whose quota a connection counts against: the OAuth client's, else the user's."""
-    client_id = getattr(principal, "client_id", None)
-    return ("client", client_id) if client_id is not None else ("user", principal.user_id)
-
-
 class Connection:
     """One websocket: its current principal and token, and how to end it."""
 
@@ -72,7 +66,7 @@ class Connection:
         self._close = close
         self.principal: Principal | None = None
         self.token: str | None = None
-        self.key: Hashable | None = None
+        self.key: str | None = None  # whose quota: Principal.subject
         self.subscriptions = 0
         self.ended = False
         self._timer: asyncio.TimerHandle | None = None
@@ -118,14 +112,14 @@ class SessionRegistry:
         self.bus = bus
         self.max_connections = max_connections
         self.max_subscriptions = max_subscriptions
-        self._connections: dict[Hashable, set[Connection]] = {}
+        self._connections: dict[str, set[Connection]] = {}
         self._task: asyncio.Task[None] | None = None
 
     # --- connections -------------------------------------------------------------------------
 
     def admit(self, connection: Connection, principal: Principal, token: str) -> None:
         """Register a connection at connection_init, or refuse it (4429) over the cap."""
-        key = principal_key(principal)
+        key = principal.subject
         members = self._connections.setdefault(key, set())
         if connection not in members and len(members) >= self.max_connections:
             if not members:
@@ -155,7 +149,7 @@ class SessionRegistry:
                 del self._connections[connection.key]
 
     def connections_of(self, principal: Principal) -> int:
-        return len(self._connections.get(principal_key(principal), ()))
+        return len(self._connections.get(principal.subject, ()))
 
     @property
     def open(self) -> int:
@@ -163,7 +157,7 @@ class SessionRegistry:
 
     # --- subscriptions -----------------------------------------------------------------------
 
-    def subscriptions_of(self, key: Hashable) -> int:
+    def subscriptions_of(self, key: str) -> int:
         return sum(c.subscriptions for c in self._connections.get(key, ()))
 
     def reserve_subscription(self, connection: Connection) -> None:
@@ -248,5 +242,4 @@ __all__ = [
     "SessionRegistry",
     "TooManySubscriptions",
     "close_code_for",
-    "principal_key",
 ]
