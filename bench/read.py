@@ -156,7 +156,7 @@ def memory_schema(levels: list[MemStockLevel], cursors: list[str]) -> strawberry
 async def memory_levels(services: Any) -> tuple[list[MemStockLevel], list[str]]:
     """The first page's rows as plain objects (read once, untimed), with the real cursors."""
     from server.catalog.models import Lot as LotRow
-    from server.core.graphql import encode_cursor
+    from server.core.pagination import encode_cursor
     from server.inventory.models import Balance
 
     async with services.db.read() as session:

@@ -49,8 +49,8 @@ from sqlalchemy import text
 
 from bench.common import load, table_lines
 from server.config import Settings
-from server.core.graphql import keyset_page
 from server.core.migrate import upgrade
+from server.core.pagination import keyset_page
 from server.core.security import Principal, Role
 from server.inventory.models import MovementKind as K
 from server.services import Services

@@ -13,10 +13,10 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import asyncpg
 import httpx
@@ -268,6 +268,91 @@ async def gql(
     )
     assert response.status_code in (200, 400), response.text
     return dict(response.json())
+
+
+class Caller:
+    """GraphQL calls as one signed-in user: the one way tests act as someone.
+
+    Tests needing more (a domain's own shortcuts) subclass it and pass the class to `as_user`."""
+
+    def __init__(self, http: httpx.AsyncClient, token: str, username: str = "") -> None:
+        self.http, self.token, self.username = http, token, username
+
+    async def raw(self, document: str, **variables: Any) -> dict[str, Any]:
+        """The whole response body."""
+        return await gql(self.http, document, variables, self.token)
+
+    async def call(self, document: str, **variables: Any) -> dict[str, Any]:
+        """The single root field's payload (no GraphQL-level errors allowed)."""
+        body = await self.raw(document, **variables)
+        assert "errors" not in body, body
+        (payload,) = body["data"].values()
+        return dict(payload)
+
+    async def ok(self, document: str, **variables: Any) -> dict[str, Any]:
+        """A mutation payload that reports no errors."""
+        payload = await self.call(document, **variables)
+        assert payload["errors"] == [], payload
+        return payload
+
+    async def refused(self, document: str, code: str, **variables: Any) -> str:
+        """A mutation payload refused with exactly `code`; its message."""
+        payload = await self.call(document, **variables)
+        assert [e["code"] for e in payload["errors"]] == [code], payload
+        return str(payload["errors"][0]["message"])
+
+    async def forbidden_read(self, document: str, **variables: Any) -> str:
+        """A query refused as FORBIDDEN at the GraphQL level; its message."""
+        body = await self.raw(document, **variables)
+        assert body.get("errors"), body
+        assert body["errors"][0]["extensions"]["code"] == "FORBIDDEN", body
+        return str(body["errors"][0]["message"])
+
+
+CallerT = TypeVar("CallerT", bound=Caller)
+
+
+@pytest.fixture
+def as_user(client: httpx.AsyncClient) -> Callable[..., Awaitable[Any]]:
+    """`await as_user("nurse")` signs in and returns a Caller (or `as_user("nurse", Kind)`)."""
+
+    async def sign_in(username: str, kind: type[CallerT] = Caller, **extra: Any) -> CallerT:  # type: ignore[assignment]
+        return kind(client, await token_for(client, username), username, **extra)
+
+    return sign_in
+
+
+async def eventually(
+    check: Callable[[], Awaitable[bool]], *, within: float = 10.0, what: str = "condition"
+) -> None:
+    """Poll `check` until it holds (instead of sleeping a guessed time); fail after `timeout`."""
+    deadline = time.monotonic() + within
+    while not await check():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{what} did not happen within {within} s")
+        await asyncio.sleep(0.02)
+
+
+async def subscribers(http: httpx.AsyncClient, topic: str) -> int:
+    """The server's `apotheca_subscribers` gauge for `topic` (read from /metrics)."""
+    response = await http.get("/metrics", headers=METRICS_AUTH)
+    assert response.status_code == 200, response.text
+    prefix = f'apotheca_subscribers{{topic="{topic}"}} '
+    for line in response.text.splitlines():
+        if line.startswith(prefix):
+            return int(line[len(prefix) :])
+    return 0
+
+
+async def wait_for_subscribers(
+    http: httpx.AsyncClient, topic: str, at_least: int, within: float = 10.0
+) -> None:
+    """Wait until the server holds `at_least` subscribers on `topic`: a subscription is live."""
+
+    async def enough() -> bool:
+        return await subscribers(http, topic) >= at_least
+
+    await eventually(enough, within=within, what=f"{at_least} subscribers on {topic}")
 
 
 def gid(type_name: str, pk: int) -> str:

@@ -20,11 +20,11 @@ from server.core.graphql import (
     Info,
     MutationError,
     attempt,
+    connection,
     decode_id,
     load_nodes,
     load_related,
     paginate,
-    to_connection,
 )
 from server.core.security import Permission, Principal
 from server.network import models as network_models
@@ -161,7 +161,7 @@ class Query:
             descending=True,
             key_of=lambda r: [r.id],
         )
-        return to_connection(AlertConnection, page, Alert.from_model)
+        return connection(AlertConnection, page, Alert.from_model)
 
 
 @strawberry.type

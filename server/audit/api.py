@@ -14,7 +14,7 @@ from server.audit.service import check_integrity
 from server.core import audit
 from server.core.cost import weigh
 from server.core.db import utcnow
-from server.core.graphql import Info, decode_id, paginate, to_connection
+from server.core.graphql import Info, connection, decode_id, paginate
 from server.core.security import Permission
 from server.network.api import User
 
@@ -146,8 +146,8 @@ class Query:
             descending=True,
             key_of=lambda r: [r.seq],
         )
-        connection = to_connection(relay.Connection, page, AuditEvent.from_model)
+        built = connection(relay.Connection, page, AuditEvent.from_model)
         return AuditEventConnection(
-            edges=[AuditEventEdge(cursor=e.cursor, node=e.node) for e in connection.edges],
-            page_info=connection.page_info,
+            edges=[AuditEventEdge(cursor=e.cursor, node=e.node) for e in built.edges],
+            page_info=built.page_info,
         )

@@ -19,12 +19,12 @@ from server.core.graphql import (
     Info,
     MutationError,
     attempt,
+    connection,
     decode_id,
     load_nodes,
     load_related,
     paginate,
     related,
-    to_connection,
 )
 from server.core.security import Permission
 from server.core.validation import LIKE_ESCAPE, like_pattern
@@ -169,7 +169,7 @@ class Query:
             after=after,
             key_of=lambda r: [r.id],
         )
-        return to_connection(ProductConnection, page, Product.from_model)
+        return connection(ProductConnection, page, Product.from_model)
 
     @strawberry.field(description="Lots in expiry order (earliest first).")
     async def lots(
@@ -197,7 +197,7 @@ class Query:
             after=after,
             key_of=lambda r: [r.expiry_date, r.id],
         )
-        return to_connection(LotConnection, page, Lot.from_model)
+        return connection(LotConnection, page, Lot.from_model)
 
 
 @strawberry.input

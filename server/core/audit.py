@@ -14,6 +14,7 @@ a full run, which also checks every checkpoint's hash against the event it names
 
 from __future__ import annotations
 
+import enum
 import functools
 import hashlib
 import json
@@ -130,6 +131,14 @@ def jsonable(value: Any) -> Any:
     ):
         return value
     return json.loads(_canonical(value))
+
+
+def snapshot(row: Any, *columns: str, **renamed: str) -> dict[str, Any]:
+    """A row's `columns` as an audit before/after (enums by value, dates as ISO text);
+    `renamed` adds keys that differ from their attribute: `requested="requested_quantity"`."""
+    values = {name: getattr(row, name) for name in columns}
+    values.update({key: getattr(row, attribute) for key, attribute in renamed.items()})
+    return jsonable({k: v.value if isinstance(v, enum.Enum) else v for k, v in values.items()})
 
 
 @dataclass(frozen=True)

@@ -6,17 +6,14 @@ Domains import from here; this module knows nothing about any domain.
 from __future__ import annotations
 
 import asyncio
-import base64
-import binascii
 import inspect
-import json
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from contextlib import AsyncExitStack, asynccontextmanager
-from dataclasses import dataclass, field
-from datetime import date, datetime
+from dataclasses import dataclass, field, fields
+from datetime import date
 from decimal import Decimal, InvalidOperation
-from typing import Any, Generic, TypeVar
+from typing import Any, ClassVar, Self, TypeVar
 
 import dateutil.parser
 import strawberry
@@ -36,17 +33,19 @@ from graphql import (
     visit,
 )
 from graphql.error import GraphQLError
-from sqlalchemy import Select, select, tuple_
+from sqlalchemy import Select, select
 from sqlalchemy.ext.asyncio import AsyncSession
 from strawberry import relay
 from strawberry.dataloader import DataLoader
 from strawberry.extensions import MaskErrors, SchemaExtension
 from strawberry.relay.types import GlobalIDValueError
 from strawberry.types import Info as StrawberryInfo
+from strawberry.types.lazy_type import LazyType
 from strawberry.types.nodes import SelectedField
 
 from server.core.db import Database
 from server.core.errors import DomainError, ErrorCode, Forbidden, InvalidInput, RequestCode
+from server.core.pagination import MAX_PK, Page, keyset_page
 from server.core.security import Permission, Principal, require_principal
 from server.core.validation import check_date, check_datetime, check_decimal, check_text
 
@@ -184,9 +183,6 @@ def decode_id(
             f"{field} must be the ID of a {names[0]}", field=field, code=ErrorCode.INVALID_ID
         )
     return parse_pk(gid.node_id, field)
-
-
-MAX_PK = 2**31 - 1  # the INTEGER primary keys of both databases
 
 
 def parse_pk(node_id: str, field: str = "id") -> int:
@@ -424,102 +420,36 @@ class InputHygiene(SchemaExtension):
             raise InvalidInput(message, field=field_name)
 
 
-# --- keyset pagination -----------------------------------------------------------------------
+# --- connections -----------------------------------------------------------------------------
 
 
-def _jsonable(value: Any) -> Any:
-    return value.isoformat() if isinstance(value, date | datetime) else value
+@strawberry.type(description="A page of a list, with where it sits in the whole list.")
+class CountedConnection(relay.Connection[NodeT]):
+    _total: strawberry.Private[Callable[[], Awaitable[int]] | None] = None
+
+    @strawberry.field(description="How many items the list holds over all its pages.")
+    async def total_count(self) -> int:
+        if self._total is None:
+            return len(self.edges)
+        return await self._total()
 
 
-def _restore(value: Any, column: Any) -> Any:
-    """A cursor value back to the column's type; anything else is a malformed cursor."""
-    python_type = getattr(column.type, "python_type", None)
-    try:
-        if python_type is datetime and isinstance(value, str):
-            return datetime.fromisoformat(value)
-        if python_type is date and isinstance(value, str):
-            return date.fromisoformat(value)
-        if python_type is int and type(value) is int and abs(value) <= MAX_PK:
-            return value
-        if python_type is str and isinstance(value, str):
-            return value
-    except ValueError:
-        pass
-    raise InvalidInput("malformed cursor", field="after")
-
-
-def encode_cursor(values: Sequence[Any]) -> str:
-    raw = json.dumps([_jsonable(v) for v in values], separators=(",", ":"))
-    return base64.urlsafe_b64encode(raw.encode()).decode()
-
-
-def decode_cursor(cursor: str, columns: Sequence[Any]) -> list[Any]:
-    try:
-        values = json.loads(base64.urlsafe_b64decode(cursor.encode()))
-    except (binascii.Error, ValueError, UnicodeDecodeError):
-        raise InvalidInput("malformed cursor", field="after") from None
-    if not isinstance(values, list) or len(values) != len(columns):
-        raise InvalidInput("malformed cursor", field="after")
-    return [_restore(v, c) for v, c in zip(values, columns, strict=True)]
-
-
-def check_first(first: int, max_page_size: int) -> None:
-    if first < 1 or first > max_page_size:
-        raise InvalidInput(f"first must be between 1 and {max_page_size}", field="first")
-
-
-@dataclass(frozen=True)
-class Page(Generic[T]):
-    rows: list[T]
-    cursors: list[str]
-    has_next_page: bool
-    has_previous_page: bool
-
-
-async def keyset_page(
-    db: Database | Context,
-    stmt: Select[Any],
-    *,
-    keys: Sequence[Any],
-    first: int,
-    after: str | None,
-    max_page_size: int,
-    descending: bool = False,
-    key_of: Callable[[Any], Sequence[Any]],
-) -> Page[Any]:
-    """One page ordered by `keys` (a unique tuple); the cursor is the last row's key values.
-
-    `db` is anything with `read()`: a Database, or a request's Context (its shared session)."""
-    check_first(first, max_page_size)
-    if after is not None:
-        values = decode_cursor(after, keys)
-        bound = tuple_(*keys) < tuple_(*values) if descending else tuple_(*keys) > tuple_(*values)
-        stmt = stmt.where(bound)
-    order = [k.desc() for k in keys] if descending else list(keys)
-    stmt = stmt.order_by(*order).limit(first + 1)
-    async with db.read() as session:
-        result = (await session.execute(stmt)).all()
-    rows = [r[0] if len(r) == 1 else r for r in result]
-    has_next = len(rows) > first
-    rows = rows[:first]
-    return Page(rows, [encode_cursor(key_of(r)) for r in rows], has_next, after is not None)
-
-
-def to_connection(
+def connection(
     connection_type: type[relay.Connection[NodeT]], page: Page[Any], convert: Callable[[Any], NodeT]
 ) -> relay.Connection[NodeT]:
+    """A service's `Page` as a Relay connection of `convert(row)`; `totalCount` counts lazily."""
     edges = [
         relay.Edge(cursor=c, node=convert(r)) for r, c in zip(page.rows, page.cursors, strict=True)
     ]
-    return connection_type(
-        edges=edges,
-        page_info=relay.PageInfo(
-            has_next_page=page.has_next_page,
-            has_previous_page=page.has_previous_page,
-            start_cursor=page.cursors[0] if page.cursors else None,
-            end_cursor=page.cursors[-1] if page.cursors else None,
-        ),
+    page_info = relay.PageInfo(
+        has_next_page=page.has_next_page,
+        has_previous_page=page.has_previous_page,
+        start_cursor=page.cursors[0] if page.cursors else None,
+        end_cursor=page.cursors[-1] if page.cursors else None,
     )
+    if issubclass(connection_type, CountedConnection):
+        return connection_type(edges=edges, page_info=page_info, _total=page.total)
+    return connection_type(edges=edges, page_info=page_info)
 
 
 async def attempt(
@@ -590,6 +520,50 @@ def related(
     if row is MISSING:
         return load_related(info, model, pk, convert)
     return convert(row) if row is not None else None
+
+
+def _node_type(annotation: Any) -> Any:
+    """The Strawberry type a field resolves to, unwrapped from Optional/list and lazy types."""
+    while hasattr(annotation, "of_type"):
+        annotation = annotation.of_type
+    if isinstance(annotation, LazyType):
+        annotation = annotation.resolve_type()
+    return annotation
+
+
+def relation(model: type[Any], key: str, *, description: str | None = None) -> Any:
+    """A to-one field: the `model` row whose id is this object's `key` attribute, through the
+    request's loader, as the field's annotated type (built with its `from_model`).
+
+        product: Product = relation(catalog_models.Product, "product_id")
+        approver: User | None = relation(network_models.User, "approved_by_id")
+    """
+    convert: list[Callable[[Any], Any]] = []  # resolved on first use: the type may be lazy
+
+    def resolve(self: Any, info: Info) -> Any:
+        if not convert:
+            convert.append(_node_type(info.return_type).from_model)
+        return related(info, model, getattr(self, key), convert[0])
+
+    return strawberry.field(resolver=resolve, description=description)
+
+
+class FromModel:
+    """`from_model` for a type whose fields copy a model's columns of the same names.
+
+    `__columns__` renames where the type's field differs from the column, e.g.
+    `{"started_by_id": "started_by"}`; resolver fields are not copied."""
+
+    __columns__: ClassVar[dict[str, str]] = {}
+
+    @classmethod
+    def from_model(cls, row: Any) -> Self:
+        names = cls.__dict__.get("_copied_fields")
+        if names is None:
+            renamed = cls.__columns__
+            names = [(f.name, renamed.get(f.name, f.name)) for f in fields(cls) if f.init]  # type: ignore[arg-type]
+            cls._copied_fields = names  # type: ignore[attr-defined]
+        return cls(**{name: getattr(row, column) for name, column in names})
 
 
 def then(value: Any, convert: Callable[[Any], T]) -> T | Awaitable[T]:

@@ -21,11 +21,11 @@ from server.core.graphql import (
     Info,
     MutationError,
     attempt,
+    connection,
     decode_id,
     load_nodes,
     load_related,
     paginate,
-    to_connection,
 )
 from server.core.security import Permission
 from server.counts import models
@@ -215,7 +215,7 @@ class Query:
             descending=True,
             key_of=lambda r: [r.id],
         )
-        return to_connection(StockCountConnection, page, StockCount.from_model)
+        return connection(StockCountConnection, page, StockCount.from_model)
 
 
 # --- mutations -------------------------------------------------------------------------------

@@ -17,7 +17,8 @@ from strawberry.scalars import JSON
 
 from server.catalog.api import Lot
 from server.core.cost import weigh
-from server.core.graphql import Info, MutationError, attempt, check_first, decode_id
+from server.core.graphql import Info, MutationError, attempt, decode_id
+from server.core.pagination import check_first
 from server.integrations.service import ImportResult
 from server.inventory.api import Movement
 from server.network.api import Organisation

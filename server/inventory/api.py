@@ -22,6 +22,7 @@ from server.core.graphql import (
     Info,
     MutationError,
     attempt,
+    connection,
     decode_id,
     load_nodes,
     load_related,
@@ -31,7 +32,6 @@ from server.core.graphql import (
     related,
     selected_paths,
     then,
-    to_connection,
 )
 from server.core.security import Permission, Principal
 from server.inventory import models
@@ -254,7 +254,7 @@ class Query:
             key_of=lambda r: [r[1], r[0].id],
         )
         await _prefetch_stock_relations(info, [r[0] for r in page.rows])
-        return to_connection(StockLevelConnection, page, lambda r: StockLevel.from_model(r[0]))
+        return connection(StockLevelConnection, page, lambda r: StockLevel.from_model(r[0]))
 
     @strawberry.field(description="Movement history, newest first.")
     async def movements(
@@ -299,7 +299,7 @@ class Query:
             descending=True,
             key_of=lambda r: [r.id],
         )
-        return to_connection(MovementConnection, page, Movement.from_model)
+        return connection(MovementConnection, page, Movement.from_model)
 
 
 # --- mutations -------------------------------------------------------------------------------

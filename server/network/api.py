@@ -14,13 +14,13 @@ from server.core.graphql import (
     Info,
     MutationError,
     attempt,
+    connection,
     decode_id,
     load_nodes,
     load_related,
     paginate,
     parse_pks,
     related,
-    to_connection,
 )
 from server.core.security import Permission, Role
 from server.core.validation import LIKE_ESCAPE, like_pattern
@@ -212,7 +212,7 @@ class OAuthClientQuery:
             after=after,
             key_of=lambda r: [r.id],
         )
-        return to_connection(OAuthClientConnection, page, OAuthClient.from_model)
+        return connection(OAuthClientConnection, page, OAuthClient.from_model)
 
 
 @strawberry.input
@@ -349,7 +349,7 @@ class Query(OAuthClientQuery):
             after=after,
             key_of=lambda r: [r.id],
         )
-        return to_connection(OrganisationConnection, page, Organisation.from_model)
+        return connection(OrganisationConnection, page, Organisation.from_model)
 
     @strawberry.field
     async def locations(
@@ -388,7 +388,7 @@ class Query(OAuthClientQuery):
             after=after,
             key_of=lambda r: [r.id],
         )
-        return to_connection(LocationConnection, page, Location.from_model)
+        return connection(LocationConnection, page, Location.from_model)
 
     @strawberry.field(description="Administrators only.")
     async def users(self, info: Info, first: int, after: str | None = None) -> UserConnection:
@@ -402,7 +402,7 @@ class Query(OAuthClientQuery):
             after=after,
             key_of=lambda r: [r.id],
         )
-        return to_connection(UserConnection, page, User.from_model)
+        return connection(UserConnection, page, User.from_model)
 
 
 # --- mutations -------------------------------------------------------------------------------

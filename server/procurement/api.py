@@ -29,11 +29,11 @@ from server.core.graphql import (
     Info,
     MutationError,
     attempt,
+    connection,
     decode_id,
     load_related,
     paginate,
     parse_pks,
-    to_connection,
 )
 from server.core.security import Permission, Principal
 from server.inventory.api import Movement
@@ -559,7 +559,7 @@ async def _purchase_orders(
         descending=True,
         key_of=lambda r: [r.id],
     )
-    return to_connection(PurchaseOrderConnection, page, PurchaseOrder.from_model)
+    return connection(PurchaseOrderConnection, page, PurchaseOrder.from_model)
 
 
 # --- shipments -----------------------------------------------------------------------------
@@ -838,7 +838,7 @@ class Query:
             after=after,
             key_of=lambda r: [r.name, r.id],
         )
-        return to_connection(SupplierConnection, page, Supplier.from_model)
+        return connection(SupplierConnection, page, Supplier.from_model)
 
     @strawberry.field
     async def supplier(self, info: Info, id: relay.GlobalID) -> Supplier | None:
@@ -919,7 +919,7 @@ class Query:
             descending=True,
             key_of=lambda r: [r.id],
         )
-        return to_connection(ShipmentConnection, page, Shipment.from_model)
+        return connection(ShipmentConnection, page, Shipment.from_model)
 
 
 # --- mutations -----------------------------------------------------------------------------

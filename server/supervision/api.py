@@ -25,11 +25,11 @@ from server.core.graphql import (
     Info,
     MutationError,
     attempt,
+    connection,
     decode_id,
     load_nodes,
     load_related,
     paginate,
-    to_connection,
 )
 from server.core.security import Permission
 from server.network import models as network_models
@@ -649,7 +649,7 @@ class Query:
             descending=True,
             key_of=lambda r: [r.id],
         )
-        return to_connection(RecallConnection, page, Recall.from_model)
+        return connection(RecallConnection, page, Recall.from_model)
 
     @strawberry.field(
         description="Where a lot came from and everywhere it went. Every hop and holder is "

@@ -27,11 +27,11 @@ from server.core.graphql import (
     Info,
     MutationError,
     attempt,
+    connection,
     decode_id,
     load_related,
     paginate,
     parse_pks,
-    to_connection,
 )
 from server.core.security import Permission
 from server.inventory.api import Movement
@@ -534,7 +534,7 @@ class Query:
             descending=True,
             key_of=lambda r: [r.id],
         )
-        return to_connection(TransferConnection, page, Transfer.from_model)
+        return connection(TransferConnection, page, Transfer.from_model)
 
     @strawberry.field(
         description="Stock on the road: picks of DISPATCHED transfers not yet received, from or "

@@ -91,7 +91,8 @@ export function PackScanner({
 
   function switchCamera() {
     const list = cameras.value;
-    if (list.length < 2) return;
+    // While a camera is starting, camera.value still names the previous one: wait for it.
+    if (list.length < 2 || busy.value) return;
     const index = list.findIndex((d) => d.deviceId === camera.value?.deviceId);
     void start(list[(index + 1) % list.length].deviceId);
   }
@@ -143,7 +144,7 @@ export function PackScanner({
           </button>
         )}
         {camera.value && cameras.value.length > 1 && (
-          <button type="button" onClick={switchCamera}>
+          <button type="button" onClick={switchCamera} disabled={busy.value}>
             Switch camera
           </button>
         )}
