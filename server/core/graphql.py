@@ -41,6 +41,7 @@ from strawberry.extensions import MaskErrors, SchemaExtension
 from strawberry.relay.types import GlobalIDValueError
 from strawberry.types import Info as StrawberryInfo
 from strawberry.types.lazy_type import LazyType
+from strawberry.utils.str_converters import to_camel_case
 from strawberry.types.nodes import SelectedField
 
 from server.core.db import Database
@@ -210,7 +211,16 @@ class MutationError:
 
     @classmethod
     def from_domain(cls, error: DomainError) -> MutationError:
-        return cls(code=error.code, field=error.field, message=error.message)
+        """Services name fields in Python (`minimum_quantity`, `lines.0.lot_id`); the API
+        reports them as the schema spells them (`minimumQuantity`, `lines.0.lotId`)."""
+        return cls(code=error.code, field=graphql_field(error.field), message=error.message)
+
+
+def graphql_field(name: str | None) -> str | None:
+    """A service's snake_case field path in the schema's camelCase (dots and indexes kept)."""
+    if name is None:
+        return None
+    return ".".join(to_camel_case(part) for part in name.split("."))
 
 
 # --- error masking with stable codes ---------------------------------------------------------
