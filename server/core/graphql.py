@@ -41,8 +41,8 @@ from strawberry.extensions import MaskErrors, SchemaExtension
 from strawberry.relay.types import GlobalIDValueError
 from strawberry.types import Info as StrawberryInfo
 from strawberry.types.lazy_type import LazyType
-from strawberry.utils.str_converters import to_camel_case
 from strawberry.types.nodes import SelectedField
+from strawberry.utils.str_converters import to_camel_case
 
 from server.core.db import Database
 from server.core.errors import DomainError, ErrorCode, Forbidden, InvalidInput, RequestCode
