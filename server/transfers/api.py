@@ -37,7 +37,7 @@ from server.core.security import Permission
 from server.inventory.api import Movement
 from server.network import models as network_models
 from server.network.api import Location, username_of
-from server.procurement import models as procurement_models
+from server.shipments import models as procurement_models
 from server.transfers import models, rules, service
 from server.transfers.service import (
     TRANSFER_TOPIC,
