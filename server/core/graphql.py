@@ -13,7 +13,7 @@ from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass, field, fields
 from datetime import date
 from decimal import Decimal, InvalidOperation
-from typing import Any, ClassVar, Self, TypeVar
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol, Self, TypeVar, cast
 
 import dateutil.parser
 import strawberry
@@ -29,17 +29,18 @@ from graphql import (
     Visitor,
     get_named_type,
     get_operation_ast,
+    is_input_type,
     type_from_ast,
     visit,
 )
 from graphql.error import GraphQLError
 from sqlalchemy import Select, select
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import Mapped
 from strawberry import relay
 from strawberry.dataloader import DataLoader
 from strawberry.extensions import MaskErrors, SchemaExtension
 from strawberry.relay.types import GlobalIDValueError
-from strawberry.types import Info as StrawberryInfo
 from strawberry.types.lazy_type import LazyType
 from strawberry.types.nodes import SelectedField
 from strawberry.utils.str_converters import to_camel_case
@@ -50,9 +51,20 @@ from server.core.pagination import MAX_PK, Page, keyset_page
 from server.core.security import Permission, Principal, require_principal
 from server.core.validation import check_date, check_datetime, check_decimal, check_text
 
+if TYPE_CHECKING:  # services.py wires every domain, whose api modules import this one
+    from server.services import Services
+
 log = logging.getLogger("apotheca.graphql")
 
+
+class Keyed(Protocol):
+    """A model with an integer primary key named `id` (every table here has one)."""
+
+    id: Mapped[int]
+
+
 T = TypeVar("T")
+ModelT = TypeVar("ModelT", bound=Keyed)
 NodeT = TypeVar("NodeT", bound=relay.Node)
 
 
@@ -60,7 +72,7 @@ NodeT = TypeVar("NodeT", bound=relay.Node)
 class Context:
     """What every resolver may use: services, the principal and this request's loaders."""
 
-    services: Any
+    services: Services
     principal: Principal | None
     auth_error: DomainError | None = None
     request: Any = None
@@ -115,16 +127,17 @@ class Context:
             self.loaders[key] = factory()
         return self.loaders[key]
 
-    def by_id(self, model: type[T]) -> DataLoader[int, T | None]:
+    def by_id(self, model: type[ModelT]) -> DataLoader[int, ModelT | None]:
         """Batch-load rows of `model` by primary key."""
         loader = self.loaders.get(("by_id", model))
         if loader is not None:
             return loader
 
-        async def load(ids: list[int]) -> list[T | None]:
+        async def load(ids: list[int]) -> list[ModelT | None]:
             async with self.read() as session:
                 rows = (await session.execute(select(model).where(model.id.in_(ids)))).scalars()
-                found = {row.id: row for row in rows}
+                # A row's `id` is its int key (a protocol's Mapped attribute reads as Mapped).
+                found = {cast(int, row.id): row for row in rows}
             return [found.get(i) for i in ids]
 
         return self.loader(("by_id", model), lambda: DataLoader(load_fn=load))
@@ -147,7 +160,7 @@ class Context:
         return self.loader(("grouped", name), lambda: DataLoader(load_fn=load))
 
 
-Info = StrawberryInfo[Context, None]
+Info = strawberry.Info[Context, Any]
 
 
 async def finish_request(context: Any) -> None:
@@ -384,7 +397,8 @@ def _variables_problem(
     for var_def in definition.variable_definitions or ():
         name = var_def.variable.name.value
         if name in variables:
-            _check_value(variables[name], type_from_ast(schema, var_def.type), f"${name}")
+            declared = type_from_ast(schema, var_def.type)  # an input type once validated
+            _check_value(variables[name], declared if is_input_type(declared) else None, f"${name}")
 
 
 class InputHygiene(SchemaExtension):
@@ -437,7 +451,8 @@ class InputHygiene(SchemaExtension):
 class CountedConnection(relay.Connection[NodeT]):
     _total: strawberry.Private[Callable[[], Awaitable[int]] | None] = None
 
-    @strawberry.field(description="How many items the list holds over all its pages.")
+    # strawberry types `field(...)` used as a decorator as Any
+    @strawberry.field(description="How many items the list holds over all its pages.")  # type: ignore[untyped-decorator]
     async def total_count(self) -> int:
         if self._total is None:
             return len(self.edges)
@@ -587,7 +602,9 @@ def then(value: Any, convert: Callable[[Any], T]) -> T | Awaitable[T]:
     return convert(value)
 
 
-async def prefetch(info: Info, model: type[T], pks: Iterable[int | None]) -> list[T | None]:
+async def prefetch(
+    info: Info, model: type[ModelT], pks: Iterable[int | None]
+) -> list[ModelT | None]:
     """Load the rows a page refers to in one batch of this request's loader, so the page's
     to-one fields resolve without waiting (see `related`)."""
     keys = list(dict.fromkeys(pk for pk in pks if pk is not None))
