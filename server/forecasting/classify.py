@@ -1,4 +1,4 @@
-"""Demand classes (Syntetos–Boylan, plus obsolete, new and no demand). No I/O.
+"""Demand classes (Syntetos-Boylan, plus obsolete, new and no demand). No I/O.
 
 The history of a series starts at its first demand: zeros before it only say the product was
 not in use yet, and would make every new product look intermittent.
@@ -6,10 +6,10 @@ not in use yet, and would make every new product look intermittent.
 - ADI, the average inter-demand interval, is the mean number of periods from one demand to the
   next, between the first and the last demand (1.0 when there is demand in every period).
 - CV² is the squared coefficient of variation (population) of the non-zero demand sizes.
-- Syntetos–Boylan–Croston cut-offs: ADI < 1.32 and CV² < 0.49 → SMOOTH; ADI < 1.32 and
+- Syntetos-Boylan-Croston cut-offs: ADI < 1.32 and CV² < 0.49 → SMOOTH; ADI < 1.32 and
   CV² ≥ 0.49 → ERRATIC; ADI ≥ 1.32 and CV² < 0.49 → INTERMITTENT; otherwise LUMPY.
 - OBSOLETE: demand has stopped. The run of zeros since the last demand is at least
-  `max(ceil(3 × ADI), ceil(periods_per_year / 4))` periods: three typical intervals (for
+  `max(ceil(3 x ADI), ceil(periods_per_year / 4))` periods: three typical intervals (for
   geometric gaps the chance of so long a pause in a living series is about e^-3 ≈ 5 %, less
   once the quarter floor applies) and never less than a quarter of a year (13 weeks, 3 months,
   92 days), so a product used every week is not declared dead after three quiet weeks.
