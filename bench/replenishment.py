@@ -71,6 +71,7 @@ TAIL = 400  # demand is generated past the end so forecasts and the clairvoyant 
 HORIZON_DAYS = 180
 REFRESH_DAYS = 7
 BUFFER_DAYS = 14
+LATE_SHARE = 0.08  # orders delivered 50-150 % later than the contract says
 HOLDING_RATE = 0.25
 ORDERING_COST = 15.0
 STOCKOUT_MULTIPLE = {
@@ -153,16 +154,19 @@ def make_products(count: int, seed: int) -> list[Product]:
         moq = pack * int(rng.choice([1, 1, 2, 4]))
         lead_days = int(rng.choice([2, 3, 5, 7, 10, 14, 21]))
         lead = np.maximum(1, np.round(lead_days * rng.lognormal(0, 0.25, total)))
-        late = rng.random(total) < 0.08
+        late = rng.random(total) < LATE_SHARE
         lead = (lead + late * np.round(lead_days * rng.uniform(0.5, 1.5, total))).astype(int)
         perishable = rng.random() < 0.2
         shelf = float(rng.uniform(25, 120) if perishable else rng.uniform(300, 1000))
         life = np.round(shelf * rng.uniform(0.85, 1.05, total)).astype(int)
         deliveries = []
-        for _ in range(int(rng.integers(0, 9))):
+        for _ in range(int(rng.integers(0, 9))):  # the same supplier, before the simulated year
             ordered = DAY0 + timedelta(days=int(rng.integers(0, START - 60)))
-            days = int(max(1, round(lead_days * rng.lognormal(0, 0.25))))
-            deliveries.append((ordered, ordered + timedelta(days=days)))
+            days = max(1, round(lead_days * rng.lognormal(0, 0.25)))
+            if rng.random() < LATE_SHARE:
+                days += round(lead_days * rng.uniform(0.5, 1.5))
+            deliveries.append((ordered, ordered + timedelta(days=int(days))))
+        deliveries.sort()
         recent = max(float(demand[START - 28 : START].mean()), 0.0)
         stock = int(math.ceil(recent * (lead_days + 20)))
         lots = []

@@ -18,10 +18,19 @@ for thousands of items and every term can be shown to the pharmacist; the shape 
 slow, skewed demand is restored by taking the reorder point from a gamma distribution with that
 mean and variance (`Distribution.GAMMA`, the default), which never goes negative and has the
 right-hand tail a normal lacks when the mean is only a few units.
+
+Lead times are not normal either: most deliveries come near the promised day and a few come
+very late. Once there are enough measured deliveries (MIN_LEAD_TIME_OBSERVATIONS), the reorder
+point is therefore also computed by a quantile convolution: the service-level quantile of the
+mixture, over the observed lead times l_j, of demand over l_j + R; the reorder point is the
+larger of the two answers (the formula's, and the convolution's, which sees the late tail the
+formula's sd_L averages away). With fewer deliveries, the formula with a floored spread.
 """
 
 from __future__ import annotations
 
+import functools
+import itertools
 import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -39,6 +48,7 @@ MAX_DAYS = 3660  # ten years: a lead time, review period or shelf life beyond th
 MIN_LEAD_TIME_OBSERVATIONS = 5  # fewer deliveries than this cannot measure a spread
 LEAD_TIME_SPREAD_FLOOR = 0.25  # sd_L is at least this share of the mean when evidence is thin
 LEAD_TIME_MIN_SD_DAYS = 0.5  # even a perfectly regular supplier is half a day either way
+LEAD_TIME_SAMPLES = 50  # the convolution uses the latest deliveries only (suppliers change)
 
 DEFAULT_REVIEW_DAYS = 1.0  # suggestions are recomputed daily
 DEFAULT_HOLDING_RATE = 0.25  # a year's holding cost as a share of unit cost (capital, space, risk)
@@ -149,6 +159,7 @@ class LeadTime:
     observations: int
     source: LeadTimeSource
     why: dict[str, Any] = field(default_factory=dict)
+    samples: tuple[float, ...] = ()  # measured lead times (latest last) when MEASURED
 
 
 def _days_between(ordered: date | datetime, received: date | datetime) -> float:
@@ -207,7 +218,8 @@ def measured_lead_time(
     }
     if n >= min_observations:
         used_sd = max(sd, LEAD_TIME_MIN_SD_DAYS)
-        return LeadTime(mean, used_sd, n, LeadTimeSource.MEASURED, why)
+        samples = tuple(observed[-LEAD_TIME_SAMPLES:])
+        return LeadTime(mean, used_sd, n, LeadTimeSource.MEASURED, why, samples)
     blended = (n * mean + contract) / (n + 1)
     used_sd = max(sd, spread_floor * blended, LEAD_TIME_MIN_SD_DAYS)
     why |= {"blended_mean_days": _r(blended), "sd_floor": _r(spread_floor * blended)}
@@ -274,16 +286,22 @@ class DemandForecast:
     def total(self, days: float) -> tuple[float, float]:
         """Mean and variance of demand over the next `days` (fractional periods are weighted;
         beyond the horizon the last period is repeated)."""
-        periods = days / self.period_days
-        mean = var = 0.0
-        k = 0
-        while periods > k:
-            w = min(1.0, periods - k)
-            i = min(k, len(self.mean) - 1)
-            mean += w * self.mean[i]
-            var += w * self.sd[i] ** 2
-            k += 1
-        return mean, var
+        periods = max(days / self.period_days, 0.0)
+        cum_mean, cum_var = self._cumulative
+        n = len(self.mean)
+        k = int(periods)
+        if k >= n:
+            extra = periods - n
+            return cum_mean[n] + extra * self.mean[-1], cum_var[n] + extra * self.sd[-1] ** 2
+        frac = periods - k
+        return cum_mean[k] + frac * self.mean[k], cum_var[k] + frac * self.sd[k] ** 2
+
+    @functools.cached_property
+    def _cumulative(self) -> tuple[list[float], list[float]]:
+        return [0.0, *itertools.accumulate(self.mean)], [
+            0.0,
+            *itertools.accumulate(s * s for s in self.sd),
+        ]
 
     def rate_at(self, days: float) -> float:
         """Demand per day around day `days`: what one more day of lead time costs."""
@@ -303,6 +321,8 @@ class LeadTimeDemand:
     sd: float
     protection_days: float
     why: dict[str, Any] = field(default_factory=dict)
+    # (mean, variance) of demand over l_j + R for each measured lead time l_j: the convolution
+    components: tuple[tuple[float, float], ...] = ()
 
 
 def lead_time_demand(
@@ -333,7 +353,8 @@ def lead_time_demand(
         "lead_time_demand_sd": _r(sd),
         "forecast_extended": protection > forecast.horizon_days(),
     }
-    return LeadTimeDemand(mean, sd, protection, why)
+    components = tuple(forecast.total(lead + review) for lead in lead_time.samples)
+    return LeadTimeDemand(mean, sd, protection, why, components)
 
 
 def demand_quantile(mean: float, sd: float, level: float, distribution: Distribution) -> float:
@@ -348,6 +369,46 @@ def demand_quantile(mean: float, sd: float, level: float, distribution: Distribu
 
     shape = (mean / sd) ** 2
     return float(gamma.ppf(level, shape, scale=sd**2 / mean))
+
+
+def mixture_quantile(
+    components: Sequence[tuple[float, float]], level: float, distribution: Distribution
+) -> float:
+    """The `level` quantile of an equal-weight mixture of demand distributions (one per
+    measured lead time), by bisection on the mixture's distribution function."""
+    import numpy as np
+    from scipy.special import gammainc, ndtr
+
+    means = np.array([m for m, _ in components], dtype=float)
+    sds = np.sqrt(np.array([v for _, v in components], dtype=float))
+    if not len(means) or means.max() <= 0:
+        return 0.0
+    lo, hi = 0.0, max(demand_quantile(m, s, level, distribution) for m, s in zip(means, sds))
+    hi = max(hi, float(means.max()))
+    live = (means > 0) & (sds > 0)
+    point = ~live  # zero spread: all mass at the mean
+
+    m, s = means[live], sds[live]
+    shape, scale = (m / s) ** 2, s**2 / np.where(m > 0, m, 1.0)
+
+    def cdf(x: float) -> float:
+        total = float(np.sum(point & (means <= x)))
+        if live.any():
+            if distribution is Distribution.NORMAL:
+                total += float(ndtr((x - m) / s).sum())
+            else:
+                total += float(gammainc(shape, x / scale).sum())
+        return total / len(means)
+
+    for _ in range(60):
+        mid = (lo + hi) / 2
+        if cdf(mid) < level:
+            lo = mid
+        else:
+            hi = mid
+        if hi - lo <= 1e-3 * max(1.0, hi):
+            break
+    return hi
 
 
 @dataclass(frozen=True)
@@ -399,7 +460,12 @@ def stock_levels(
     level = _number("service_level", level, lo=0.5, hi=0.9999)
     cycle = _number("cycle_quantity", cycle)
     z = NormalDist().inv_cdf(level)
-    s = demand_quantile(demand.mean, demand.sd, level, distribution)
+    formula = demand_quantile(demand.mean, demand.sd, level, distribution)
+    s, method, convolution = formula, "FORMULA", None
+    if demand.components:
+        convolution = mixture_quantile(demand.components, level, distribution)
+        if convolution > formula:
+            s, method = convolution, "CONVOLUTION"
     safety = s - demand.mean
     effective_z = safety / demand.sd if demand.sd > 0 else 0.0
     big_s = s + cycle
@@ -416,6 +482,9 @@ def stock_levels(
             "z": _r(z),
             "distribution": distribution.value,
             "effective_z": _r(effective_z),
+            "reorder_point_formula": _r(formula),
+            "reorder_point_convolution": None if convolution is None else _r(convolution),
+            "reorder_point_method": method,
             "safety_stock": _r(safety),
             "reorder_point": _r(s),
             "order_up_to": _r(big_s),
