@@ -410,7 +410,7 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
             "# TYPE apotheca_subscribers gauge",
             *(
                 f'apotheca_subscribers{{topic="{topic}"}} {services.bus.subscriber_count(topic)}'
-                for topic in ("stock", "alert")
+                for topic in sorted({"stock", "alert"} | services.bus.topics())
             ),
             "# TYPE apotheca_subscription_groups gauge",
             f"apotheca_subscription_groups {graphql.fanout.groups}",

@@ -16,7 +16,7 @@ import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import asyncpg
 import httpx
@@ -309,15 +309,12 @@ class Caller:
         return str(body["errors"][0]["message"])
 
 
-CallerT = TypeVar("CallerT", bound=Caller)
-
-
 @pytest.fixture
 def as_user(client: httpx.AsyncClient) -> Callable[..., Awaitable[Any]]:
     """`await as_user("nurse")` signs in and returns a Caller (or `as_user("nurse", Kind)`)."""
 
-    async def sign_in(username: str, kind: type[CallerT] = Caller, **extra: Any) -> CallerT:  # type: ignore[assignment]
-        return kind(client, await token_for(client, username), username, **extra)
+    async def sign_in(username: str, kind: type[Caller] = Caller) -> Caller:
+        return kind(client, await token_for(client, username), username)
 
     return sign_in
 
@@ -325,7 +322,7 @@ def as_user(client: httpx.AsyncClient) -> Callable[..., Awaitable[Any]]:
 async def eventually(
     check: Callable[[], Awaitable[bool]], *, within: float = 10.0, what: str = "condition"
 ) -> None:
-    """Poll `check` until it holds (instead of sleeping a guessed time); fail after `timeout`."""
+    """Poll `check` until it holds (instead of sleeping a guessed time); fail after `within` s."""
     deadline = time.monotonic() + within
     while not await check():
         if time.monotonic() > deadline:
@@ -333,26 +330,32 @@ async def eventually(
         await asyncio.sleep(0.02)
 
 
-async def subscribers(http: httpx.AsyncClient, topic: str) -> int:
-    """The server's `apotheca_subscribers` gauge for `topic` (read from /metrics)."""
-    response = await http.get("/metrics", headers=METRICS_AUTH)
+async def gauge(server: httpx.AsyncClient | str, series: str) -> int:
+    """One series of the server's /metrics, e.g. `apotheca_subscribers{topic="stock"}` (0 when
+    absent); `server` is a client of it or its URL."""
+    if isinstance(server, str):
+        async with httpx.AsyncClient(base_url=server, timeout=10) as http:
+            return await gauge(http, series)
+    response = await server.get("/metrics", headers=METRICS_AUTH)
     assert response.status_code == 200, response.text
-    prefix = f'apotheca_subscribers{{topic="{topic}"}} '
     for line in response.text.splitlines():
-        if line.startswith(prefix):
-            return int(line[len(prefix) :])
+        name, _, value = line.rpartition(" ")
+        if name == series:
+            return int(float(value))
     return 0
 
 
 async def wait_for_subscribers(
-    http: httpx.AsyncClient, topic: str, at_least: int, within: float = 10.0
+    server: httpx.AsyncClient | str, count: int, topic: str = "stock", within: float = 10.0
 ) -> None:
-    """Wait until the server holds `at_least` subscribers on `topic`: a subscription is live."""
+    """Wait until the server holds exactly `count` subscribers of `topic`. Each subscribe
+    re-checks its principal first (a database read), so a fixed pause is not enough."""
+    series = f'apotheca_subscribers{{topic="{topic}"}}'
 
-    async def enough() -> bool:
-        return await subscribers(http, topic) >= at_least
+    async def reached() -> bool:
+        return await gauge(server, series) == count
 
-    await eventually(enough, within=within, what=f"{at_least} subscribers on {topic}")
+    await eventually(reached, within=within, what=f"{count} subscribers of {topic}")
 
 
 def gid(type_name: str, pk: int) -> str:

@@ -43,15 +43,16 @@ from server.procurement.service import (
 )
 from server.scanning.gs1 import GS
 from tests.conftest import (
+    Caller,
     Demo,
     LiveServer,
     balance_of,
     first_product_id,
     gid,
-    gql,
     receive,
     row_counts,
     token_for,
+    wait_for_subscribers,
 )
 from tests.wsclient import GraphQLWebSocket
 
@@ -184,47 +185,14 @@ mutation($input: CreateContractInput!) {{
 # --- helpers -----------------------------------------------------------------------------------
 
 
-class Actor:
-    """GraphQL calls as one user."""
-
-    def __init__(self, http: httpx.AsyncClient, token: str, username: str) -> None:
-        self.http, self.token, self.username = http, token, username
-
-    async def raw(self, document: str, **variables: Any) -> dict[str, Any]:
-        return await gql(self.http, document, variables, self.token)
-
-    async def call(self, document: str, **variables: Any) -> dict[str, Any]:
-        """The single root field's payload (no GraphQL-level errors allowed)."""
-        body = await self.raw(document, **variables)
-        assert "errors" not in body, body
-        (payload,) = body["data"].values()
-        return dict(payload)
-
-    async def ok(self, document: str, **variables: Any) -> dict[str, Any]:
-        payload = await self.call(document, **variables)
-        assert payload["errors"] == [], payload
-        return payload
-
-    async def refused(self, document: str, code: str, **variables: Any) -> str:
-        payload = await self.call(document, **variables)
-        assert [e["code"] for e in payload["errors"]] == [code], payload
-        return str(payload["errors"][0]["message"])
-
-    async def forbidden_read(self, document: str, **variables: Any) -> str:
-        body = await self.raw(document, **variables)
-        assert body.get("errors"), body
-        assert body["errors"][0]["extensions"]["code"] == "FORBIDDEN", body
-        return str(body["errors"][0]["message"])
-
-
 @dataclass
 class World:
     demo: Demo
     http: httpx.AsyncClient
-    actors: dict[str, Actor]
+    actors: dict[str, Caller]
     products: list[int]
 
-    def __getattr__(self, name: str) -> Actor:
+    def __getattr__(self, name: str) -> Caller:
         if name in self.actors:
             return self.actors[name]
         raise AttributeError(name)
@@ -244,12 +212,12 @@ class World:
 async def world(demo: Demo, client: httpx.AsyncClient) -> World:
     actors = {}
     for username in ("admin", "pharmacist", "warehouse", "nurse", "supplier", "auditor"):
-        actors[username] = Actor(client, await token_for(client, username), username)
+        actors[username] = Caller(client, await token_for(client, username), username)
     products = [await first_product_id(demo.services, i) for i in range(3)]
     return World(demo, client, actors, products)
 
 
-async def second_supplier(world: World) -> Actor:
+async def second_supplier(world: World) -> Caller:
     """Another wholesaler with its own SUPPLIER user."""
     network, admin = world.demo.services.network, world.demo.principals["admin"]
     org = await network.create_organisation(
@@ -266,7 +234,7 @@ async def second_supplier(world: World) -> Actor:
         roles=[Role.SUPPLIER],
         organisation_id=org.id,
     )
-    return Actor(world.http, await token_for(world.http, "supplier2"), "supplier2")
+    return Caller(world.http, await token_for(world.http, "supplier2"), "supplier2")
 
 
 async def wholesaler_stock(world: World, product: int, quantity: int, batch: str) -> Lot:
@@ -1310,7 +1278,7 @@ async def test_shipment_updates_reach_the_parties_over_a_websocket(
     outsider = await second_supplier(world)
     async with httpx.AsyncClient(base_url=live_server.url, timeout=30) as http:
         tokens = {u: await token_for(http, u) for u in ("pharmacist", "supplier2", "nurse")}
-        supplier = Actor(http, await token_for(http, "supplier"), "supplier")
+        supplier = Caller(http, await token_for(http, "supplier"), "supplier")
         hospital = await GraphQLWebSocket.open(live_server.url, tokens["pharmacist"])
         await hospital.subscribe(SHIPMENT_UPDATED, {"shipment": shipment["id"]})
         stranger = await GraphQLWebSocket.open(live_server.url, tokens["supplier2"])
@@ -1324,7 +1292,7 @@ async def test_shipment_updates_reach_the_parties_over_a_websocket(
         nurse = await GraphQLWebSocket.open(live_server.url, tokens["nurse"])
         await nurse.subscribe(SHIPMENT_UPDATED)
         assert "FORBIDDEN" in str(await asyncio.wait_for(nurse.receive(), 5))
-        await asyncio.sleep(0.3)
+        await wait_for_subscribers(http, 2, "shipment")  # the hospital's and the stranger's
 
         await supplier.ok(UPDATE_STATUS, shipment=shipment["id"], status="DISPATCHED")
         message = await asyncio.wait_for(hospital.receive(), 5)

@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import json
 import re
-import time
 import uuid
 
 import httpx
@@ -24,6 +23,7 @@ from tests.conftest import (
     receive,
     start_server,
     token_for,
+    wait_for_subscribers,
 )
 from tests.wsclient import GraphQLWebSocket
 
@@ -75,7 +75,7 @@ async def test_stock_changes_reach_subscribers_in_scope_only(
         pharmacist = await token_for(http, "pharmacist")
         watcher = await GraphQLWebSocket.open(live_server.url, nurse)
         await watcher.subscribe(STOCK_CHANGED)
-        await _until_subscribers(live_server.url, 1)
+        await wait_for_subscribers(live_server.url, 1)
         # Out of her scope first: she must not hear about WARD-B.
         await _dispense(http, pharmacist, demo.locations["WARD-B"], ward_b)
         await _dispense(http, pharmacist, demo.locations["WARD-A"], ward_a)
@@ -108,20 +108,6 @@ async def test_subscription_auth_and_limits(demo: Demo, live_server: LiveServer)
     await ws.close()
 
 
-def _subscribers(url: str, topic: str = "stock") -> int:
-    metrics = httpx.get(f"{url}/metrics", headers=METRICS_AUTH).text
-    return int(re.search(rf'apotheca_subscribers\{{topic="{topic}"\}} (\d+)', metrics).group(1))
-
-
-async def _until_subscribers(url: str, count: int, topic: str = "stock") -> None:
-    """Poll until `count` subscribers of `topic` are registered: each subscribe re-checks its
-    principal first (a database read), so a fixed pause is not enough on a busy machine."""
-    deadline = time.monotonic() + 10
-    while _subscribers(url, topic) != count:
-        assert time.monotonic() < deadline, f"{_subscribers(url, topic)} subscribers of {topic}"
-        await asyncio.sleep(0.05)
-
-
 def _rss_kib(pid: int) -> int:
     with open(f"/proc/{pid}/status") as status:
         return int(next(line for line in status if line.startswith("VmRSS")).split()[1])
@@ -144,7 +130,7 @@ async def test_dropped_and_stalled_subscribers_neither_leak_nor_stall_others(
         await stalled.subscribe(STOCK_CHANGED)
         healthy = await GraphQLWebSocket.open(live_server.url, nurse)
         await healthy.subscribe(STOCK_CHANGED)
-        await _until_subscribers(live_server.url, 2)  # dropped sockets were cleaned up
+        await wait_for_subscribers(live_server.url, 2)  # dropped sockets were cleaned up
         rss_before = _rss_kib(live_server.process.pid)
         seen = 0
         for _ in range(300):
@@ -173,7 +159,7 @@ async def test_event_from_worker_a_reaches_subscriber_on_worker_b(
             nurse = await token_for(http, "nurse")
             ws = await GraphQLWebSocket.open(worker_b.url, nurse)
             await ws.subscribe(STOCK_CHANGED)
-            await _until_subscribers(worker_b.url, 1)
+            await wait_for_subscribers(worker_b.url, 1)
             await _dispense(http, nurse, demo.locations["WARD-A"], lot)
             event = (await _next_data(ws))["stockChanged"]
             assert event["lot"]["batchNumber"] == "FANOUT"
@@ -205,7 +191,7 @@ async def test_alerts_are_pushed_to_subscribers_in_scope(
         await watcher.subscribe(ALERT_RAISED)
         other_ward = await GraphQLWebSocket.open(live_server.url, nurse_b)
         await other_ward.subscribe(ALERT_RAISED)
-        await _until_subscribers(live_server.url, 2, "alert")
+        await wait_for_subscribers(live_server.url, 2, "alert")
         body = await gql(
             http,
             """mutation($l: ID!, $p: ID!) {
@@ -267,7 +253,7 @@ async def test_same_document_and_scope_share_one_execution_and_identical_bytes(
         second = await GraphQLWebSocket.open(live_server.url, nurse_a2)
         await first.subscribe(STOCK_CHANGED)
         await second.subscribe(STOCK_CHANGED)
-        await _until_subscribers(live_server.url, 2)  # the bus counts members, not groups
+        await wait_for_subscribers(live_server.url, 2)  # the bus counts members, not groups
         assert _metric(live_server.url, "apotheca_subscription_groups") == 1
         executions = _metric(live_server.url, "apotheca_subscription_executions_total")
         for expected_quantity in (4, 3):
@@ -295,7 +281,7 @@ async def test_different_scopes_never_share_a_group(demo: Demo, live_server: Liv
         watcher_b = await GraphQLWebSocket.open(live_server.url, nurse_b)
         await watcher_a.subscribe(STOCK_CHANGED)  # the same document, no variables
         await watcher_b.subscribe(STOCK_CHANGED)
-        await _until_subscribers(live_server.url, 2)
+        await wait_for_subscribers(live_server.url, 2)
         assert _metric(live_server.url, "apotheca_subscription_groups") == 2
         executions = _metric(live_server.url, "apotheca_subscription_executions_total")
         await _dispense(http, pharmacist, demo.locations["WARD-B"], ward_b)

@@ -7,7 +7,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
-import re
 import time
 import uuid
 from collections.abc import Iterator
@@ -22,16 +21,18 @@ from server.core.db import utcnow
 from server.demo import DEMO_PASSWORD
 from server.network.models import RefreshToken, User
 from tests.conftest import (
-    METRICS_AUTH,
     Demo,
     LiveServer,
     balance_of,
+    eventually,
+    gauge,
     gid,
     gql,
     receive,
     row_counts,
     start_server,
     token_for,
+    wait_for_subscribers,
 )
 from tests.test_oauth_clients import REVOKE, access, basic_token, new_client, whs
 from tests.wsclient import GraphQLWebSocket
@@ -114,24 +115,7 @@ async def _ws_operation(
 
 
 async def _groups(http: httpx.AsyncClient) -> int:
-    text = (await http.get("/metrics", headers=METRICS_AUTH)).text
-    found = re.search(r"^apotheca_subscription_groups (\d+)$", text, re.M)
-    assert found, text
-    return int(found.group(1))
-
-
-async def _stock_subscribers(http: httpx.AsyncClient) -> int:
-    text = (await http.get("/metrics", headers=METRICS_AUTH)).text
-    found = re.search(r'^apotheca_subscribers\{topic="stock"\} (\d+)$', text, re.M)
-    assert found, text
-    return int(found.group(1))
-
-
-async def _until(predicate: Any, within: float = 5.0) -> None:
-    deadline = time.monotonic() + within
-    while not await predicate():
-        assert time.monotonic() < deadline, "condition not reached in time"
-        await asyncio.sleep(0.05)
+    return await gauge(http, "apotheca_subscription_groups")
 
 
 async def _deactivate(http: httpx.AsyncClient, admin: str, user_id: int) -> None:
@@ -182,14 +166,14 @@ async def test_deactivating_a_user_closes_her_websockets_at_once(
         watching = await GraphQLWebSocket.open(live_server.url, nurse)
         await watching.subscribe(STOCK_CHANGED)
         idle = await GraphQLWebSocket.open(live_server.url, nurse)
-        await _until(lambda: _groups_at_least(http, 1))
+        await eventually(lambda: _groups_at_least(http, 1), within=5, what="subscription groups")
         await _deactivate(http, admin, demo.users["nurse"])
         started = time.monotonic()
         assert await _closed_with(watching) == 4403
         assert await _closed_with(idle) == 4403
         assert time.monotonic() - started < 1.0
         # Her group is gone with her, and nothing she held is left running.
-        await _until(lambda: _groups_equal(http, 0))
+        await eventually(lambda: _groups_equal(http, 0), within=5, what="subscription groups")
         # The same token neither reconnects nor works over HTTP.
         assert await _refused_at_connect(live_server, nurse) == 4403
         body = await gql(http, "{ me { username } }", None, nurse)
@@ -221,7 +205,7 @@ async def test_changing_a_users_access_closes_her_websockets_and_she_reconnects_
         # The same token reconnects and now holds the new scope.
         again = await GraphQLWebSocket.open(live_server.url, nurse_b)
         await again.subscribe(scoped, ward_c)
-        await _until(lambda: _groups_at_least(http, 1))
+        await eventually(lambda: _groups_at_least(http, 1), within=5, what="subscription groups")
         dispensed = await gql(http, DISPENSE, _dispense_input(demo, "WARD-C", lot), admin)
         assert dispensed["data"]["dispenseStock"]["errors"] == [], dispensed
         event = await asyncio.wait_for(again.receive(), 5)
@@ -236,10 +220,6 @@ async def _groups_at_least(http: httpx.AsyncClient, count: int) -> bool:
 
 async def _groups_equal(http: httpx.AsyncClient, count: int) -> bool:
     return await _groups(http) == count
-
-
-async def _subscribers_equal(http: httpx.AsyncClient, count: int) -> bool:
-    return await _stock_subscribers(http) == count
 
 
 async def test_a_mutation_over_the_websocket_follows_http_rules_and_stops_with_the_account(
@@ -303,7 +283,7 @@ async def test_revoking_a_sign_in_closes_its_websockets_and_ends_its_access_toke
         on_desk = await GraphQLWebSocket.open(live_server.url, desk["access_token"])
         await on_phone.subscribe(STOCK_CHANGED)
         await on_desk.subscribe(STOCK_CHANGED)
-        await _until(lambda: _groups_at_least(http, 1))
+        await eventually(lambda: _groups_at_least(http, 1), within=5, what="subscription groups")
         assert await _groups(http) == 1  # the same scope: one shared group
 
         response = await http.post("/auth/revoke", data={"token": phone["refresh_token"]})
@@ -374,7 +354,7 @@ async def test_a_websocket_closes_when_its_token_expires(demo: Demo, serve: Any)
         closed_at = time.time()
         assert expires_at - 0.5 <= closed_at <= expires_at + 1.0, (closed_at, expires_at)
         assert ws.connection.close_reason == "access token expired"
-        await _until(lambda: _groups_equal(http, 0))
+        await eventually(lambda: _groups_equal(http, 0), within=5, what="subscription groups")
         assert await _refused_at_connect(server, signed_in["access_token"]) == 4403
 
 
@@ -403,9 +383,9 @@ async def test_caps_refuse_the_connection_and_the_subscription_over_them(
         # Three subscriptions across the two sockets run; the fourth is refused by code.
         # (One after another: the sockets' operations would otherwise race for the last place.)
         ids = [await one.subscribe(STOCK_CHANGED), await one.subscribe(STOCK_CHANGED)]
-        await _until(lambda: _subscribers_equal(http, 2))
+        await wait_for_subscribers(http, 2, within=5)
         ids.append(await two.subscribe(STOCK_CHANGED))
-        await _until(lambda: _subscribers_equal(http, 3))
+        await wait_for_subscribers(http, 3, within=5)
         fourth = await two.subscribe(STOCK_CHANGED)
         refusal = await asyncio.wait_for(two.receive(), 5)
         assert refusal["id"] == fourth and refusal["type"] == "error", refusal
@@ -421,7 +401,7 @@ async def test_caps_refuse_the_connection_and_the_subscription_over_them(
         # Completing one frees its place; closing a socket frees a connection.
         await one.send({"id": ids[0], "type": "complete"})
         again = await one.subscribe(STOCK_CHANGED)
-        await _until(lambda: _subscribers_equal(http, 3))
+        await wait_for_subscribers(http, 3, within=5)
         dispensed = await gql(http, DISPENSE, _dispense_input(demo, "WARD-A", lot), pharmacist)
         assert dispensed["data"]["dispenseStock"]["errors"] == [], dispensed
         answers = [await asyncio.wait_for(one.receive(), 5) for _ in range(2)]
@@ -471,6 +451,6 @@ async def test_deactivating_or_revoking_on_one_worker_closes_sockets_on_the_othe
         started = time.monotonic()
         assert await _closed_with(nurse_ws) == 4403
         assert time.monotonic() - started < 1.0
-        await _until(lambda: _groups_equal(on_b, 0))
+        await eventually(lambda: _groups_equal(on_b, 0), within=5, what="subscription groups")
         body = await gql(on_b, "{ me { username } }", None, nurse)
         assert body["errors"][0]["extensions"]["code"] == "UNAUTHENTICATED"

@@ -49,6 +49,7 @@ from tests.conftest import (
     receive,
     row_counts,
     token_for,
+    wait_for_subscribers,
 )
 from tests.wsclient import GraphQLWebSocket
 
@@ -1069,7 +1070,7 @@ async def test_transfer_updates_reach_subscribers_in_scope_only(
         await manager.subscribe(
             TRANSFER_UPDATED, {"locations": [gid("Location", demo.locations["WARD-B"])]}
         )
-        await asyncio.sleep(0.3)
+        await wait_for_subscribers(http, 2, "transfer")
         # Ward B's request first: the Ward A nurse must not hear of it.
         ward_b = await request(http, nurse_b, "WARD-B")
         ward_a = await request(http, nurse, "WARD-A")

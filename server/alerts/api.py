@@ -17,6 +17,7 @@ from server.catalog import models as catalog_models
 from server.catalog.api import Lot, Product
 from server.core.errors import Forbidden
 from server.core.graphql import (
+    CountedConnection,
     Info,
     MutationError,
     attempt,
@@ -110,7 +111,7 @@ class Alert(relay.Node):
 
 
 @strawberry.type
-class AlertConnection(relay.Connection[Alert]):
+class AlertConnection(CountedConnection[Alert]):
     pass
 
 

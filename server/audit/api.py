@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Self
 
 import strawberry
 from sqlalchemy import select
@@ -14,13 +13,13 @@ from server.audit.service import check_integrity
 from server.core import audit
 from server.core.cost import weigh
 from server.core.db import utcnow
-from server.core.graphql import Info, connection, decode_id, paginate
+from server.core.graphql import CountedConnection, FromModel, Info, connection, decode_id, paginate
 from server.core.security import Permission
 from server.network.api import User
 
 
 @strawberry.type
-class AuditEvent:
+class AuditEvent(FromModel):
     seq: int
     occurred_at: datetime
     actor_name: str
@@ -34,34 +33,10 @@ class AuditEvent:
     request_id: str | None
     hash: str
 
-    @classmethod
-    def from_model(cls, e: audit.AuditEvent) -> Self:
-        return cls(
-            seq=e.seq,
-            occurred_at=e.occurred_at,
-            actor_name=e.actor_name,
-            role=e.role,
-            action=e.action,
-            entity_type=e.entity_type,
-            entity_id=e.entity_id,
-            before=e.before,
-            after=e.after,
-            reason=e.reason,
-            request_id=e.request_id,
-            hash=e.hash,
-        )
-
 
 @strawberry.type
-class AuditEventEdge:
-    cursor: str
-    node: AuditEvent
-
-
-@strawberry.type
-class AuditEventConnection:
-    edges: list[AuditEventEdge]
-    page_info: relay.PageInfo
+class AuditEventConnection(CountedConnection[AuditEvent]):
+    pass
 
 
 @strawberry.type(
@@ -146,8 +121,4 @@ class Query:
             descending=True,
             key_of=lambda r: [r.seq],
         )
-        built = connection(relay.Connection, page, AuditEvent.from_model)
-        return AuditEventConnection(
-            edges=[AuditEventEdge(cursor=e.cursor, node=e.node) for e in built.edges],
-            page_info=built.page_info,
-        )
+        return connection(AuditEventConnection, page, AuditEvent.from_model)

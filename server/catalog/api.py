@@ -16,6 +16,7 @@ from server.catalog.gtin import normalize_gtin
 from server.catalog.service import ProductFields
 from server.core.db import utcnow
 from server.core.graphql import (
+    CountedConnection,
     Info,
     MutationError,
     attempt,
@@ -125,12 +126,12 @@ class Lot(relay.Node):
 
 
 @strawberry.type
-class ProductConnection(relay.Connection[Product]):
+class ProductConnection(CountedConnection[Product]):
     pass
 
 
 @strawberry.type
-class LotConnection(relay.Connection[Lot]):
+class LotConnection(CountedConnection[Lot]):
     pass
 
 

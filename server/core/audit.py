@@ -134,7 +134,7 @@ def jsonable(value: Any) -> Any:
 
 
 def snapshot(row: Any, *columns: str, **renamed: str) -> dict[str, Any]:
-    """A row's `columns` as an audit before/after (enums by value, dates as ISO text);
+    """A row's `columns` as an audit before/after (enums by value, the rest as `jsonable`);
     `renamed` adds keys that differ from their attribute: `requested="requested_quantity"`."""
     values = {name: getattr(row, name) for name in columns}
     values.update({key: getattr(row, attribute) for key, attribute in renamed.items()})

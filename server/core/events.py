@@ -153,6 +153,10 @@ class EventBus:
     def queue_size(self) -> int:
         return self._queue_size
 
+    def topics(self) -> set[str]:
+        """Every topic this process has had subscribers for (a gauge lists each, zero or not)."""
+        return set(self._subscribers)
+
     def subscriber_count(self, topic: str) -> int:
         """Subscribers of `topic`: a shared subscription counts its members."""
         return sum(s.listeners for s in self._subscribers.get(topic, ()))

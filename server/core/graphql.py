@@ -6,6 +6,7 @@ Domains import from here; this module knows nothing about any domain.
 from __future__ import annotations
 
 import asyncio
+import functools
 import inspect
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
@@ -44,6 +45,7 @@ from strawberry.types.lazy_type import LazyType
 from strawberry.types.nodes import SelectedField
 from strawberry.utils.str_converters import to_camel_case
 
+from server.core.cost import weigh
 from server.core.db import Database
 from server.core.errors import DomainError, ErrorCode, Forbidden, InvalidInput, RequestCode
 from server.core.pagination import MAX_PK, Page, keyset_page
@@ -433,20 +435,28 @@ class InputHygiene(SchemaExtension):
 # --- connections -----------------------------------------------------------------------------
 
 
+# A count(*) over the list's whole filtered set: priced like a page of 20 nodes.
+TOTAL_COUNT_WEIGHT = 20
+
+
 @strawberry.type(description="A page of a list, with where it sits in the whole list.")
 class CountedConnection(relay.Connection[NodeT]):
-    _total: strawberry.Private[Callable[[], Awaitable[int]] | None] = None
+    _total: strawberry.Private[Callable[[], Awaitable[int]]]
 
-    @strawberry.field(description="How many items the list holds over all its pages.")
+    @strawberry.field(
+        description="How many items the list holds over all its pages (the filters applied).",
+        metadata=weigh(TOTAL_COUNT_WEIGHT),
+    )
     async def total_count(self) -> int:
-        if self._total is None:
-            return len(self.edges)
         return await self._total()
 
 
+ConnectionT = TypeVar("ConnectionT", bound=CountedConnection[Any])
+
+
 def connection(
-    connection_type: type[relay.Connection[NodeT]], page: Page[Any], convert: Callable[[Any], NodeT]
-) -> relay.Connection[NodeT]:
+    connection_type: type[ConnectionT], page: Page[Any], convert: Callable[[Any], Any]
+) -> ConnectionT:
     """A service's `Page` as a Relay connection of `convert(row)`; `totalCount` counts lazily."""
     edges = [
         relay.Edge(cursor=c, node=convert(r)) for r, c in zip(page.rows, page.cursors, strict=True)
@@ -457,9 +467,7 @@ def connection(
         start_cursor=page.cursors[0] if page.cursors else None,
         end_cursor=page.cursors[-1] if page.cursors else None,
     )
-    if issubclass(connection_type, CountedConnection):
-        return connection_type(edges=edges, page_info=page_info, _total=page.total)
-    return connection_type(edges=edges, page_info=page_info)
+    return connection_type(edges=edges, page_info=page_info, _total=page.total)
 
 
 async def attempt(
@@ -568,12 +576,14 @@ class FromModel:
 
     @classmethod
     def from_model(cls, row: Any) -> Self:
-        names = cls.__dict__.get("_copied_fields")
-        if names is None:
-            renamed = cls.__columns__
-            names = [(f.name, renamed.get(f.name, f.name)) for f in fields(cls) if f.init]  # type: ignore[arg-type]
-            cls._copied_fields = names  # type: ignore[attr-defined]
-        return cls(**{name: getattr(row, column) for name, column in names})
+        return cls(**{name: getattr(row, column) for name, column in _copied_columns(cls)})
+
+
+@functools.cache
+def _copied_columns(cls: type[Any]) -> tuple[tuple[str, str], ...]:
+    """(field, column) for each constructor field of a FromModel type, computed once per type."""
+    renamed = cls.__columns__
+    return tuple((f.name, renamed.get(f.name, f.name)) for f in fields(cls) if f.init)
 
 
 def then(value: Any, convert: Callable[[Any], T]) -> T | Awaitable[T]:

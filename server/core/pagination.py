@@ -30,10 +30,6 @@ class Reader(Protocol):
     def read(self) -> Any: ...
 
 
-async def _no_total() -> int:
-    raise NotImplementedError("this page was built without a count")
-
-
 def _jsonable(value: Any) -> Any:
     return value.isoformat() if isinstance(value, date | datetime) else value
 
@@ -82,7 +78,7 @@ class Page(Generic[T]):
     has_next_page: bool
     has_previous_page: bool
     # Counts every row the page's query matches (all pages); awaited only when asked for.
-    total: Callable[[], Awaitable[int]] = field(default=_no_total, compare=False, repr=False)
+    total: Callable[[], Awaitable[int]] = field(compare=False, repr=False)
 
 
 def count_of(db: Reader, stmt: Select[Any]) -> Callable[[], Awaitable[int]]:

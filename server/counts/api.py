@@ -18,14 +18,16 @@ from strawberry.dataloader import DataLoader
 from server.catalog import models as catalog_models
 from server.catalog.api import Lot, Product
 from server.core.graphql import (
+    CountedConnection,
+    FromModel,
     Info,
     MutationError,
     attempt,
     connection,
     decode_id,
     load_nodes,
-    load_related,
     paginate,
+    relation,
 )
 from server.core.security import Permission
 from server.counts import models
@@ -100,13 +102,8 @@ class StockCountLine:
             counted_by_id=line.counted_by,
         )
 
-    @strawberry.field
-    async def lot(self, info: Info) -> Lot:
-        return await load_related(info, catalog_models.Lot, self.lot_id, Lot.from_model)
-
-    @strawberry.field
-    async def product(self, info: Info) -> Product:
-        return await load_related(info, catalog_models.Product, self.product_id, Product.from_model)
+    lot: Lot = relation(catalog_models.Lot, "lot_id")
+    product: Product = relation(catalog_models.Product, "product_id")
 
     @strawberry.field(description="Username of who counted it.")
     async def counted_by(self, info: Info) -> str | None:
@@ -114,7 +111,9 @@ class StockCountLine:
 
 
 @strawberry.type(description="A stock-take of one location: OPEN, then FINALIZED or CANCELLED.")
-class StockCount(relay.Node):
+class StockCount(FromModel, relay.Node):
+    __columns__ = {"started_by_id": "started_by", "closed_by_id": "closed_by"}
+
     id: relay.NodeID[int]
     status: CountStatus  # type: ignore[valid-type]
     reason: str | None
@@ -123,19 +122,6 @@ class StockCount(relay.Node):
     location_id: strawberry.Private[int]
     started_by_id: strawberry.Private[int]
     closed_by_id: strawberry.Private[int | None]
-
-    @classmethod
-    def from_model(cls, count: models.StockCount) -> Self:
-        return cls(
-            id=count.id,
-            status=count.status,
-            reason=count.reason,
-            started_at=count.started_at,
-            closed_at=count.closed_at,
-            location_id=count.location_id,
-            started_by_id=count.started_by,
-            closed_by_id=count.closed_by,
-        )
 
     @classmethod
     async def resolve_nodes(
@@ -150,11 +136,7 @@ class StockCount(relay.Node):
             location_of=lambda row: row.location_id,
         )
 
-    @strawberry.field
-    async def location(self, info: Info) -> Location:
-        return await load_related(
-            info, network_models.Location, self.location_id, Location.from_model
-        )
+    location: Location = relation(network_models.Location, "location_id")
 
     @strawberry.field(description="Username of who started it.")
     async def started_by(self, info: Info) -> str | None:
@@ -177,7 +159,7 @@ class StockCount(relay.Node):
 
 
 @strawberry.type
-class StockCountConnection(relay.Connection[StockCount]):
+class StockCountConnection(CountedConnection[StockCount]):
     pass
 
 

@@ -31,6 +31,7 @@ from server.core.errors import (
 )
 from server.core.events import Event, EventBus
 from server.core.security import Permission, Principal
+from server.core.steps import took_step
 from server.core.validation import get_or_not_found, optional_text, required_text
 from server.counts.models import CountStatus, StockCount, StockCountLine
 from server.inventory.idempotency import clean_key, request_hash, run_once
@@ -259,21 +260,18 @@ async def _uncounted(session: AsyncSession, count: StockCount) -> list[Balance]:
 
 
 def _count_snapshot(count: StockCount) -> dict[str, object]:
-    return {
-        "location_id": count.location_id,
-        "status": count.status.value,
-        "reason": count.reason,
-    }
+    return audit.snapshot(count, "location_id", "status", "reason")
 
 
 def _line_snapshot(line: StockCountLine) -> dict[str, object]:
-    return {
-        "count_id": line.count_id,
-        "lot_id": line.lot_id,
-        "counted_quantity": line.counted_quantity,
-        "system_quantity_at_count": line.system_quantity_at_count,
-        "last_movement_id_at_count": line.last_movement_id_at_count,
-    }
+    return audit.snapshot(
+        line,
+        "count_id",
+        "lot_id",
+        "counted_quantity",
+        "system_quantity_at_count",
+        "last_movement_id_at_count",
+    )
 
 
 def _count_event(count: StockCount, lot_id: int | None = None) -> Event:
@@ -310,11 +308,8 @@ class CountService:
         The audited `after` is the count's snapshot now plus `after`. Call it last: the audit
         holds the chain's lock.
         """
-        await session.flush()
-        await self.bus.emit(session, [_count_event(count)])
-        await audit.record(
-            session,
-            principal,
+        await session.flush()  # the snapshot and the event need the count's id
+        entry = audit.AuditEntry(
             action=f"count.{action}",
             entity_type="StockCount",
             entity_id=count.id,
@@ -322,6 +317,7 @@ class CountService:
             after={**_count_snapshot(count), **(after or {})},
             reason=reason,
         )
+        await took_step(session, self.bus, principal, entry, events=[_count_event(count)])
 
     # --- writes ---------------------------------------------------------------------------------
 

@@ -19,6 +19,7 @@ from server.core.errors import InvalidInput
 from server.core.events import SharedLookups
 from server.core.graphql import (
     MISSING,
+    CountedConnection,
     Info,
     MutationError,
     attempt,
@@ -193,12 +194,12 @@ class Movement(relay.Node):
 
 
 @strawberry.type
-class StockLevelConnection(relay.Connection[StockLevel]):
+class StockLevelConnection(CountedConnection[StockLevel]):
     pass
 
 
 @strawberry.type
-class MovementConnection(relay.Connection[Movement]):
+class MovementConnection(CountedConnection[Movement]):
     pass
 
 

@@ -11,6 +11,7 @@ from sqlalchemy import or_, select
 from strawberry import relay
 
 from server.core.graphql import (
+    CountedConnection,
     Info,
     MutationError,
     attempt,
@@ -193,7 +194,7 @@ class OAuthClient(relay.Node):
 
 
 @strawberry.type
-class OAuthClientConnection(relay.Connection[OAuthClient]):
+class OAuthClientConnection(CountedConnection[OAuthClient]):
     pass
 
 
@@ -308,17 +309,17 @@ def _secret_payload(made: Any, errors: list[MutationError]) -> OAuthClientSecret
 
 
 @strawberry.type
-class OrganisationConnection(relay.Connection[Organisation]):
+class OrganisationConnection(CountedConnection[Organisation]):
     pass
 
 
 @strawberry.type
-class LocationConnection(relay.Connection[Location]):
+class LocationConnection(CountedConnection[Location]):
     pass
 
 
 @strawberry.type
-class UserConnection(relay.Connection[User]):
+class UserConnection(CountedConnection[User]):
     pass
 
 

@@ -73,19 +73,20 @@ def location_descendants(locations: Iterable[tuple[int, int | None]], roots: set
 
 
 def organisation_snapshot(org: Organisation) -> dict[str, object]:
-    return {"name": org.name, "kind": org.kind.value, "gln": org.gln}
+    return audit.snapshot(org, "name", "kind", "gln")
 
 
 def location_snapshot(loc: Location) -> dict[str, object]:
-    return {
-        "organisation_id": loc.organisation_id,
-        "parent_id": loc.parent_id,
-        "code": loc.code,
-        "name": loc.name,
-        "kind": loc.kind.value,
-        "allow_negative_stock": loc.allow_negative_stock,
-        "active": loc.active,
-    }
+    return audit.snapshot(
+        loc,
+        "organisation_id",
+        "parent_id",
+        "code",
+        "name",
+        "kind",
+        "allow_negative_stock",
+        "active",
+    )
 
 
 class NetworkService:

@@ -26,6 +26,7 @@ from server.core.db import Database, utcnow
 from server.core.errors import NotFound
 from server.core.events import SharedLookups
 from server.core.graphql import (
+    CountedConnection,
     Info,
     MutationError,
     attempt,
@@ -524,7 +525,7 @@ class PurchaseOrder(relay.Node):
 
 
 @strawberry.type
-class PurchaseOrderConnection(relay.Connection[PurchaseOrder]):
+class PurchaseOrderConnection(CountedConnection[PurchaseOrder]):
     pass
 
 
@@ -809,12 +810,12 @@ class Shipment(relay.Node):
 
 
 @strawberry.type
-class ShipmentConnection(relay.Connection[Shipment]):
+class ShipmentConnection(CountedConnection[Shipment]):
     pass
 
 
 @strawberry.type
-class SupplierConnection(relay.Connection[Supplier]):
+class SupplierConnection(CountedConnection[Supplier]):
     pass
 
 

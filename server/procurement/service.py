@@ -281,30 +281,21 @@ def _order_snapshot(order: PurchaseOrder, lines: Sequence[PurchaseOrderLine]) ->
 
 
 def _shipment_snapshot(shipment: Shipment) -> dict[str, Any]:
-    return audit.jsonable(
-        {
-            "number": shipment.number,
-            "status": shipment.status.value,
-            "sender_id": shipment.sender_id,
-            "receiver_id": shipment.receiver_id,
-            "origin_id": shipment.origin_id,
-            "destination_id": shipment.destination_id,
-            "purchase_order_id": shipment.purchase_order_id,
-            "expected_at": shipment.expected_at,
-        }
+    return audit.snapshot(
+        shipment,
+        "number",
+        "status",
+        "sender_id",
+        "receiver_id",
+        "origin_id",
+        "destination_id",
+        "purchase_order_id",
+        "expected_at",
     )
 
 
 def _discrepancy_snapshot(d: Discrepancy) -> dict[str, Any]:
-    return audit.jsonable(
-        {
-            "id": d.id,
-            "kind": d.kind.value,
-            "lot_id": d.lot_id,
-            "quantity": d.quantity,
-            "details": d.details,
-        }
-    )
+    return audit.snapshot(d, "id", "kind", "lot_id", "quantity", "details")
 
 
 def shipment_event(shipment: Shipment, change: str) -> Event:
@@ -1835,13 +1826,7 @@ def _not_transfer(shipment: Shipment) -> None:
 
 
 def _contact_snapshot(contact: SupplierContact) -> dict[str, object]:
-    return {
-        "organisation_id": contact.organisation_id,
-        "name": contact.name,
-        "role": contact.role,
-        "email": contact.email,
-        "phone": contact.phone,
-    }
+    return audit.snapshot(contact, "organisation_id", "name", "role", "email", "phone")
 
 
 async def _products(

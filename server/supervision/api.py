@@ -22,6 +22,7 @@ from server.catalog import models as catalog_models
 from server.catalog.api import Lot, LotStatus, Product
 from server.core.cost import weigh
 from server.core.graphql import (
+    CountedConnection,
     Info,
     MutationError,
     attempt,
@@ -334,7 +335,7 @@ class Recall(relay.Node):
 
 
 @strawberry.type
-class RecallConnection(relay.Connection[Recall]):
+class RecallConnection(CountedConnection[Recall]):
     pass
 
 

@@ -24,6 +24,7 @@ from server.core.db import Database
 from server.core.errors import Forbidden, NotFound
 from server.core.events import SharedLookups
 from server.core.graphql import (
+    CountedConnection,
     Info,
     MutationError,
     attempt,
@@ -496,7 +497,7 @@ class Transfer(relay.Node):
 
 
 @strawberry.type
-class TransferConnection(relay.Connection[Transfer]):
+class TransferConnection(CountedConnection[Transfer]):
     pass
 
 

@@ -30,6 +30,7 @@ from server.core.errors import DomainError, Forbidden, InsufficientStock, Invali
 from server.core.events import Event, EventBus
 from server.core.numbering import allocate
 from server.core.security import Permission, Principal
+from server.core.steps import took_step
 from server.core.validation import get_or_not_found, optional_text, required_text
 from server.inventory.idempotency import clean_key, request_hash, run_once
 from server.inventory.models import Balance, Movement, MovementKind
@@ -236,12 +237,7 @@ def _check_quantity(value: int, field: str, *, allow_zero: bool = False) -> None
 
 
 def _snapshot(transfer: Transfer) -> dict[str, object]:
-    return {
-        "number": transfer.number,
-        "status": transfer.status.value,
-        "source_id": transfer.source_id,
-        "destination_id": transfer.destination_id,
-    }
+    return audit.snapshot(transfer, "number", "status", "source_id", "destination_id")
 
 
 def _lines_snapshot(lines: Sequence[TransferLine]) -> list[dict[str, object]]:
@@ -311,22 +307,17 @@ class TransferService:
         The audited `after` is the transfer's snapshot now plus `after`; `also` are further
         entries for the same chained write. Call it last: the audit holds the chain's lock.
         """
-        await session.flush()
-        await self.bus.emit(session, [_event(transfer, action)])
-        await audit.record_many(
-            session,
-            principal,
-            [
-                audit.AuditEntry(
-                    action=f"transfer.{action.value.lower()}",
-                    entity_type="Transfer",
-                    entity_id=transfer.id,
-                    before=before,
-                    after={**_snapshot(transfer), **(after or {})},
-                    reason=reason,
-                ),
-                *also,
-            ],
+        await session.flush()  # the snapshot and the event need the transfer's id
+        entry = audit.AuditEntry(
+            action=f"transfer.{action.value.lower()}",
+            entity_type="Transfer",
+            entity_id=transfer.id,
+            before=before,
+            after={**_snapshot(transfer), **(after or {})},
+            reason=reason,
+        )
+        await took_step(
+            session, self.bus, principal, entry, events=[_event(transfer, action)], also=also
         )
 
     # --- writes ---------------------------------------------------------------------------------
