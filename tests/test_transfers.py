@@ -40,6 +40,7 @@ from server.transfers.rules import (
 )
 from tests.conftest import (
     DEMO_PASSWORD,
+    Caller,
     Demo,
     LiveServer,
     balance_of,
@@ -56,7 +57,8 @@ from tests.wsclient import GraphQLWebSocket
 ERRORS = "errors { code field message }"
 TRANSFER = """
     id number status crossOrganisation neededBy note rejectionReason cancellationReason
-    requestedBy decidedBy dispatchedBy receivedBy dispatchedAt receivedAt allowedActions
+    requestedBy { username } decidedBy { username } dispatchedBy { username }
+    receivedBy { username } dispatchedAt receivedAt allowedActions
     source { code } destination { code }
     lines {
       id requestedQuantity approvedQuantity pickedQuantity receivedQuantity product { id }
@@ -67,7 +69,7 @@ TRANSFER = """
     inTransit { quantity lot { batchNumber } from { code } to { code } since }
     discrepancies {
       kind quantity note lot { batchNumber } dispatchedQuantity receivedQuantity
-      damagedQuantity recordedBy pick { id }
+      damagedQuantity recordedBy { username } pick { id }
     }
     movements {
       kind quantity reference location { code } organisation { name } counterparty { name }
@@ -77,26 +79,26 @@ TRANSFER = """
 REQUEST = f"""
 mutation($source: ID!, $destination: ID!, $lines: [TransferLineInput!]!,
          $neededBy: Date, $note: String) {{
-  requestTransfer(source: $source, destination: $destination, lines: $lines,
-                  neededBy: $neededBy, note: $note) {{
+  requestTransfer(input: {{source: $source, destination: $destination, lines: $lines,
+                           neededBy: $neededBy, note: $note}}) {{
     transfer {{ {TRANSFER} }} {ERRORS}
   }}
 }}"""
 APPROVE = f"""
 mutation($transfer: ID!, $lines: [TransferApprovalInput!]) {{
-  approveTransfer(transfer: $transfer, lines: $lines) {{ transfer {{ {TRANSFER} }} {ERRORS} }}
+  approveTransfer(input: {{id: $transfer, lines: $lines}}) {{ transfer {{ {TRANSFER} }} {ERRORS} }}
 }}"""
 REJECT = f"""
 mutation($transfer: ID!, $reason: String!) {{
-  rejectTransfer(transfer: $transfer, reason: $reason) {{ transfer {{ {TRANSFER} }} {ERRORS} }}
+  rejectTransfer(input: {{id: $transfer, reason: $reason}}) {{ transfer {{ {TRANSFER} }} {ERRORS} }}
 }}"""
 PICK = f"""
 mutation($transfer: ID!, $picks: [TransferPickInput!]) {{
-  pickTransfer(transfer: $transfer, picks: $picks) {{ transfer {{ {TRANSFER} }} {ERRORS} }}
+  pickTransfer(input: {{id: $transfer, picks: $picks}}) {{ transfer {{ {TRANSFER} }} {ERRORS} }}
 }}"""
 DISPATCH = f"""
 mutation($transfer: ID!) {{
-  dispatchTransfer(transfer: $transfer) {{
+  dispatchTransfer(input: {{id: $transfer}}) {{
     transfer {{ {TRANSFER} }}
     movements {{ kind quantity balanceAfter reference location {{ code }} lot {{ id }}
                  organisation {{ name }} counterparty {{ name }} actor }}
@@ -105,7 +107,7 @@ mutation($transfer: ID!) {{
 }}"""
 RECEIVE = f"""
 mutation($transfer: ID!, $lines: [TransferReceiptInput!]) {{
-  receiveTransfer(transfer: $transfer, lines: $lines) {{
+  receiveTransfer(input: {{id: $transfer, lines: $lines}}) {{
     transfer {{ {TRANSFER} }}
     movements {{ kind quantity balanceAfter reference location {{ code }} lot {{ id }}
                  organisation {{ name }} counterparty {{ name }} actor }}
@@ -115,7 +117,7 @@ mutation($transfer: ID!, $lines: [TransferReceiptInput!]) {{
 }}"""
 CANCEL = f"""
 mutation($transfer: ID!, $reason: String!) {{
-  cancelTransfer(transfer: $transfer, reason: $reason) {{ transfer {{ {TRANSFER} }} {ERRORS} }}
+  cancelTransfer(input: {{id: $transfer, reason: $reason}}) {{ transfer {{ {TRANSFER} }} {ERRORS} }}
 }}"""
 VIEW = f"query($id: ID!) {{ transfer(id: $id) {{ {TRANSFER} }} }}"
 LIST = """
@@ -204,22 +206,12 @@ def test_a_receipt_explains_every_difference() -> None:
 # --- helpers ------------------------------------------------------------------------------------
 
 
-class Actor:
-    """GraphQL calls as one user."""
+class TransferCaller(Caller):
+    """A signed-in user with the transfer shortcuts: request by location codes, view."""
 
-    def __init__(self, http: httpx.AsyncClient, demo: Demo, token: str) -> None:
-        self.http, self.demo, self.token = http, demo, token
-
-    async def call(self, document: str, **variables: Any) -> dict[str, Any]:
-        result = await gql(self.http, document, variables, self.token)
-        assert "errors" not in result, result
-        (payload,) = result["data"].values()
-        return dict(payload) if payload is not None else {}
-
-    async def ok(self, document: str, **variables: Any) -> dict[str, Any]:
-        payload = await self.call(document, **variables)
-        assert payload["errors"] == [], payload
-        return payload
+    def __init__(self, http: httpx.AsyncClient, token: str, username: str, *, demo: Demo) -> None:
+        super().__init__(http, token, username)
+        self.demo = demo
 
     async def request(
         self, source: str, destination: str, lines: list[tuple[int, int]], **extra: Any
@@ -237,11 +229,13 @@ class Actor:
 
 
 @pytest.fixture
-async def as_user(client: httpx.AsyncClient, demo: Demo) -> Any:
-    async def login(username: str) -> Actor:
-        return Actor(client, demo, await token_for(client, username))
+def as_user(as_user: Any, demo: Demo) -> Any:
+    """The conftest `as_user`, signing in as a TransferCaller."""
 
-    return login
+    async def sign_in(username: str) -> TransferCaller:
+        return await as_user(username, TransferCaller, demo=demo)
+
+    return sign_in
 
 
 def codes(payload: dict[str, Any]) -> list[str]:
@@ -352,7 +346,7 @@ async def test_a_ward_transfer_from_request_to_receipt(demo: Demo, as_user: Any)
     transfer = created["transfer"]
     assert re.fullmatch(rf"TR-{utcnow().year}-00001", transfer["number"])
     assert transfer["status"] == "REQUESTED"
-    assert transfer["requestedBy"] == "nurse"
+    assert transfer["requestedBy"]["username"] == "nurse"
     assert transfer["neededBy"] == needed_by and transfer["note"] == "weekend cover"
     assert transfer["crossOrganisation"] is False
     assert transfer["allowedActions"] == ["APPROVE", "REJECT", "CANCEL"]
@@ -367,7 +361,7 @@ async def test_a_ward_transfer_from_request_to_receipt(demo: Demo, as_user: Any)
         APPROVE, transfer=tid, lines=[{"line": line["id"], "approvedQuantity": 6}]
     )
     transfer = approved["transfer"]
-    assert transfer["status"] == "APPROVED" and transfer["decidedBy"] == "pharmacist"
+    assert transfer["status"] == "APPROVED" and transfer["decidedBy"]["username"] == "pharmacist"
     assert transfer["lines"][0]["approvedQuantity"] == 6
     # FEFO: the four EARLY packs, then two LATE; never the expired or the quarantined lot.
     suggested = [(s["lot"]["batchNumber"], s["quantity"]) for s in transfer["suggestedPicks"]]
@@ -392,7 +386,9 @@ async def test_a_ward_transfer_from_request_to_receipt(demo: Demo, as_user: Any)
     before = await row_counts(demo.services)
     dispatched = await pharmacist.ok(DISPATCH, transfer=tid)
     transfer = dispatched["transfer"]
-    assert transfer["status"] == "DISPATCHED" and transfer["dispatchedBy"] == "pharmacist"
+    assert (
+        transfer["status"] == "DISPATCHED" and transfer["dispatchedBy"]["username"] == "pharmacist"
+    )
     out = sorted((m["lot"]["id"], m["quantity"]) for m in dispatched["movements"])
     assert out == sorted([(gid("Lot", early), -4), (gid("Lot", late), -2)])
     for movement in dispatched["movements"]:
@@ -431,7 +427,7 @@ async def test_a_ward_transfer_from_request_to_receipt(demo: Demo, as_user: Any)
         lines=[{"pick": picks["EARLY"]["id"], "receivedQuantity": 3, "note": "box torn open"}],
     )
     transfer = received["transfer"]
-    assert transfer["status"] == "RECEIVED" and transfer["receivedBy"] == "nurse"
+    assert transfer["status"] == "RECEIVED" and transfer["receivedBy"]["username"] == "nurse"
     ins = sorted((m["lot"]["id"], m["quantity"]) for m in received["movements"])
     assert ins == sorted([(gid("Lot", early), 3), (gid("Lot", late), 2)])
     for movement in received["movements"]:
@@ -446,7 +442,9 @@ async def test_a_ward_transfer_from_request_to_receipt(demo: Demo, as_user: Any)
     assert short["kind"] == "SHORT" and short["quantity"] == 1
     assert short["lot"]["batchNumber"] == "EARLY" and short["note"] == "box torn open"
     assert (short["dispatchedQuantity"], short["receivedQuantity"]) == (4, 3)
-    assert short["recordedBy"] == "nurse" and short["pick"]["id"] == picks["EARLY"]["id"]
+    assert (
+        short["recordedBy"]["username"] == "nurse" and short["pick"]["id"] == picks["EARLY"]["id"]
+    )
     assert received["discrepancies"][0]["kind"] == "SHORT"
     assert transfer["inTransit"] == []
     assert transfer["lines"][0]["receivedQuantity"] == 5
@@ -557,7 +555,7 @@ async def test_a_rejected_request_moves_nothing(demo: Demo, as_user: Any) -> Non
     ]
     assert rejected["status"] == "REJECTED"
     assert rejected["rejectionReason"] == "ward A is over its par level"
-    assert rejected["decidedBy"] == "pharmacist"
+    assert rejected["decidedBy"]["username"] == "pharmacist"
     assert rejected["history"][-1]["reason"] == "ward A is over its par level"
     assert rejected["suggestedPicks"] == []
     after = await row_counts(demo.services)
@@ -599,7 +597,7 @@ async def test_cancel_before_dispatch_and_refused_after(demo: Demo, as_user: Any
         refused = await actor.call(CANCEL, transfer=gone, reason="too late")
         assert codes(refused) == ["INVALID_TRANSITION"], refused
         assert "is DISPATCHED" in refused["errors"][0]["message"]
-        assert refused["errors"][0]["field"] == "transfer"
+        assert refused["errors"][0]["field"] == "id"
     assert await world(demo) == state
     assert await balance_of(demo.services, demo.locations["HOSP-CP"], lot) == out["balanceAfter"]
 
@@ -793,7 +791,7 @@ async def test_dispatch_without_the_stock_changes_nothing(demo: Demo, as_user: A
     state = await world(demo)
     refused = await pharmacist.call(DISPATCH, transfer=tid)
     assert codes(refused) == ["INSUFFICIENT_STOCK"], refused
-    assert refused["errors"][0]["field"] == "transfer"
+    assert refused["errors"][0]["field"] == "id"
     assert "only 3" in refused["errors"][0]["message"]
     assert await world(demo) == state
     assert (await pharmacist.view(tid))["status"] == "PICKED"
@@ -879,13 +877,13 @@ async def test_a_receipt_records_over_damaged_and_lost_packs(demo: Demo, as_user
 
 KEYED_DISPATCH = f"""
 mutation($transfer: ID!, $key: String) {{
-  dispatchTransfer(transfer: $transfer, idempotencyKey: $key) {{
+  dispatchTransfer(input: {{id: $transfer, idempotencyKey: $key}}) {{
     transfer {{ status }} movements {{ id quantity }} replayed {ERRORS}
   }}
 }}"""
 KEYED_RECEIVE = f"""
 mutation($transfer: ID!, $lines: [TransferReceiptInput!], $key: String) {{
-  receiveTransfer(transfer: $transfer, lines: $lines, idempotencyKey: $key) {{
+  receiveTransfer(input: {{id: $transfer, lines: $lines, idempotencyKey: $key}}) {{
     transfer {{ status }} movements {{ id quantity }} discrepancies {{ kind quantity }}
     replayed {ERRORS}
   }}
@@ -1022,7 +1020,7 @@ async def test_concurrent_dispatches_leave_one(demo: Demo, as_user: Any) -> None
 
 TRANSFER_UPDATED = """subscription($transfer: ID, $locations: [ID!]) {
   transferUpdated(transfer: $transfer, locations: $locations) {
-    action status transfer { number status destination { code } requestedBy }
+    action status transfer { number status destination { code } requestedBy { username } }
   }
 }"""
 
@@ -1078,7 +1076,7 @@ async def test_transfer_updates_reach_subscribers_in_scope_only(
         assert event["action"] == "REQUEST" and event["status"] == "REQUESTED"
         assert event["transfer"]["number"] == ward_a["number"]
         assert event["transfer"]["destination"]["code"] == "WARD-A"
-        assert event["transfer"]["requestedBy"] == "nurse"
+        assert event["transfer"]["requestedBy"]["username"] == "nurse"
         # The pharmacist asked for Ward B only.
         event = await _next(manager)
         assert event["transfer"]["number"] == ward_b["number"]

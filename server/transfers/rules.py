@@ -82,7 +82,7 @@ def next_status(status: TransferStatus, action: TransferAction, number: str = ""
     name = f"transfer {number}" if number else "the transfer"
     raise DomainError(
         f"{name} is {status.value}; it cannot be {_VERBS[action]}{then}",
-        field="transfer",
+        field="id",
         code=ErrorCode.INVALID_TRANSITION,
     )
 

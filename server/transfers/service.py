@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import uuid
 from collections import defaultdict
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import date, datetime
 from typing import Any
@@ -27,7 +27,7 @@ from server.core import audit
 from server.core.audit import AuditEvent
 from server.core.db import Database, utcnow
 from server.core.errors import DomainError, Forbidden, InsufficientStock, InvalidInput, NotFound
-from server.core.events import Event, EventBus
+from server.core.events import Event, EventBus, SharedLookups
 from server.core.numbering import allocate
 from server.core.security import Permission, Principal
 from server.core.steps import took_step
@@ -131,6 +131,15 @@ class TransferResult:
     replayed: bool = False
 
 
+@dataclass(frozen=True)
+class TransferChange:
+    """One step seen live (`watch`): what happened, the status it left, the transfer now."""
+
+    action: TransferAction
+    status: TransferStatus
+    transfer: Transfer
+
+
 # --- helpers -----------------------------------------------------------------------------------
 
 
@@ -150,7 +159,7 @@ def _require_either(
             raise Forbidden(
                 "you may neither withdraw this transfer for its destination "
                 "nor decide on it for its source",
-                field="transfer",
+                field="id",
             ) from None
 
 
@@ -158,12 +167,24 @@ def sees_transfer(principal: Principal, source_id: int, destination_id: int) -> 
     return principal.sees_location(source_id) or principal.sees_location(destination_id)
 
 
+def check_visible(principal: Principal, rows: Sequence[Transfer | None]) -> None:
+    """A transfer is read by whoever sees either end; any other one refuses the whole read."""
+    principal.require(Permission.STOCK_READ)
+    for row in rows:
+        if row is not None and not sees_transfer(principal, row.source_id, row.destination_id):
+            raise Forbidden("that transfer is outside your scope: neither end is yours")
+
+
+# The transfer behind one event, read once however many subscribers receive it.
+_event_transfers = SharedLookups()
+
+
 async def _lock(session: AsyncSession, transfer_id: int) -> Transfer:
     transfer = (
         await session.execute(select(Transfer).where(Transfer.id == transfer_id).with_for_update())
     ).scalar_one_or_none()
     if transfer is None:
-        raise NotFound(f"transfer {transfer_id} does not exist", field="transfer")
+        raise NotFound(f"transfer {transfer_id} does not exist", field="id")
     return transfer
 
 
@@ -242,25 +263,27 @@ def _snapshot(transfer: Transfer) -> dict[str, object]:
 
 def _lines_snapshot(lines: Sequence[TransferLine]) -> list[dict[str, object]]:
     return [
-        {
-            "line_id": x.id,
-            "product_id": x.product_id,
-            "requested": x.requested_quantity,
-            "approved": x.approved_quantity,
-        }
+        audit.snapshot(
+            x,
+            line_id="id",
+            product_id="product_id",
+            requested="requested_quantity",
+            approved="approved_quantity",
+        )
         for x in lines
     ]
 
 
 def _picks_snapshot(picks: Sequence[TransferPick]) -> list[dict[str, object]]:
     return [
-        {
-            "pick_id": p.id,
-            "line_id": p.line_id,
-            "lot_id": p.lot_id,
-            "quantity": p.quantity,
-            "received": p.received_quantity,
-        }
+        audit.snapshot(
+            p,
+            pick_id="id",
+            line_id="line_id",
+            lot_id="lot_id",
+            quantity="quantity",
+            received="received_quantity",
+        )
         for p in picks
     ]
 
@@ -351,7 +374,7 @@ class TransferService:
                 )
             seen.add(line.product_id)
         if needed_by is not None and needed_by < utcnow().date():
-            raise InvalidInput("neededBy is in the past", field="neededBy")
+            raise InvalidInput("neededBy is in the past", field="needed_by")
         async with self.db.write() as session:
             for field_name, location_id in (("source", source_id), ("destination", destination_id)):
                 location = await session.get(Location, location_id)
@@ -431,7 +454,7 @@ class TransferService:
                     raise InvalidInput(
                         f"approve between 0 and the {line.requested_quantity} requested, got "
                         f"{item.approved_quantity}",
-                        field=f"lines.{index}.approvedQuantity",
+                        field=f"lines.{index}.approved_quantity",
                     )
                 approved[item.line_id] = item.approved_quantity
             if not any(approved.values()):
@@ -608,7 +631,7 @@ class TransferService:
         source, destination = await _locations(session, transfer)
         picks = await _picks(session, [x.id for x in await _lines(session, transfer.id)])
         if not picks:  # pragma: no cover - PICKED always has picks
-            raise InvalidInput("nothing is picked", field="transfer")
+            raise InvalidInput("nothing is picked", field="id")
         requests = [
             MovementRequest(
                 kind=MovementKind.TRANSFER_OUT,
@@ -628,7 +651,7 @@ class TransferService:
             # The ledger names its own inputs; here the transfer is what the user sent.
             raise type(error)(
                 f"transfer {transfer.number} cannot be dispatched: {error.message}",
-                field="transfer",
+                field="id",
                 code=error.code,
             ) from None
         before = _snapshot(transfer)
@@ -694,10 +717,10 @@ class TransferService:
             if item.pick_id in given:
                 raise InvalidInput("that pick is listed twice", field=f"lines.{index}.pick")
             _check_quantity(
-                item.received_quantity, f"lines.{index}.receivedQuantity", allow_zero=True
+                item.received_quantity, f"lines.{index}.received_quantity", allow_zero=True
             )
             _check_quantity(
-                item.damaged_quantity, f"lines.{index}.damagedQuantity", allow_zero=True
+                item.damaged_quantity, f"lines.{index}.damaged_quantity", allow_zero=True
             )
             notes[item.pick_id] = optional_text(item.note, f"lines.{index}.note", max_length=500)
             given[item.pick_id] = item
@@ -770,10 +793,7 @@ class TransferService:
                     entity_type="Discrepancy",
                     entity_id=d.id,
                     after={
-                        "transfer_id": transfer.id,
-                        "lot_id": d.lot_id,
-                        "kind": d.kind.value,
-                        "quantity": d.quantity,
+                        **audit.snapshot(d, "transfer_id", "lot_id", "kind", "quantity"),
                         **d.details,
                     },
                     reason=d.note,
@@ -804,6 +824,56 @@ class TransferService:
         return transfer
 
     # --- reads (access is checked by the caller, like every node) ------------------------------
+
+    async def in_transit_seen_by(
+        self, principal: Principal, location_id: int | None = None
+    ) -> list[InTransit]:
+        """Stock on the road from or to `location_id` (checked), else anywhere `principal` sees."""
+        locations = principal.readable_locations(Permission.STOCK_READ, location_id)
+        return await self.in_transit(location_ids=locations)
+
+    async def watch(
+        self,
+        principal: Principal,
+        *,
+        transfer_id: int | None = None,
+        location_ids: Sequence[int] = (),
+    ) -> AsyncIterator[TransferChange]:
+        """Steps of transfers `principal` sees, after commit, as they happen: of one transfer,
+        or of those from or to some locations (each checked), else of every visible one."""
+        principal.require(Permission.STOCK_READ)
+        if transfer_id is not None:
+            async with self.db.read() as session:
+                row = await session.get(Transfer, transfer_id)
+            if row is None:
+                raise NotFound("that transfer does not exist", field="transfer")
+            check_visible(principal, [row])
+        wanted = set(location_ids)
+        for location_id in wanted:
+            principal.require(Permission.STOCK_READ, location_id=location_id)
+        async with self.bus.subscribe(TRANSFER_TOPIC) as subscription:
+            while True:
+                payload = (await subscription.get()).payload
+                ends = {payload["source_id"], payload["destination_id"]}
+                if transfer_id is not None and payload["transfer_id"] != transfer_id:
+                    continue
+                if wanted and not ends & wanted:
+                    continue
+                if not sees_transfer(principal, payload["source_id"], payload["destination_id"]):
+                    continue
+                transfer = await self._event_transfer(payload)
+                if transfer is None:  # pragma: no cover - transfers are never deleted
+                    continue
+                yield TransferChange(
+                    TransferAction(payload["action"]), TransferStatus(payload["status"]), transfer
+                )
+
+    async def _event_transfer(self, payload: dict[str, Any]) -> Transfer | None:
+        async def load() -> Transfer | None:
+            async with self.db.read() as session:
+                return await session.get(Transfer, payload["transfer_id"])
+
+        return await _event_transfers.get(payload["event_id"], load)
 
     async def suggestions(self, transfer_ids: Sequence[int]) -> list[list[SuggestedPick]]:
         """Live FEFO suggestion per transfer (APPROVED or PICKED), in the order asked."""
@@ -922,8 +992,11 @@ class TransferService:
             )
         return [grouped[str(i)] for i in transfer_ids]
 
-    async def movements(self, transfer_ids: Sequence[int]) -> list[list[Movement]]:
-        """The ledger rows each transfer wrote (its number is their reference)."""
+    async def movements(
+        self, transfer_ids: Sequence[int], seen_by: Principal | None = None
+    ) -> list[list[Movement]]:
+        """The ledger rows each transfer wrote (its number is their reference); with `seen_by`,
+        those at locations that principal sees (each side is its own organisation's)."""
         async with self.db.read() as session:
             numbers = dict(
                 (
@@ -954,5 +1027,6 @@ class TransferService:
             )
         grouped: dict[str, list[Movement]] = defaultdict(list)
         for row in rows:
-            grouped[row.reference or ""].append(row)
+            if seen_by is None or seen_by.sees_location(row.location_id):
+                grouped[row.reference or ""].append(row)
         return [grouped[numbers[i]] if i in numbers else [] for i in transfer_ids]
