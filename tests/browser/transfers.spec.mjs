@@ -99,13 +99,13 @@ async function pickedTransfer(quantity) {
   const { requestTransfer } = await gql(
     fx.url,
     nurse,
-    `mutation($s: ID!, $d: ID!, $l: [TransferLineInput!]!) { requestTransfer(source: $s, destination: $d, lines: $l) { transfer { id number } errors { message } } }`,
+    `mutation($s: ID!, $d: ID!, $l: [TransferLineInput!]!) { requestTransfer(input: { source: $s, destination: $d, lines: $l }) { transfer { id number } errors { message } } }`,
     { s: hospCp, d: wardA, l: [{ product: product.id, quantity }] },
   );
   assert.deepEqual(requestTransfer.errors, []);
   const { id, number } = requestTransfer.transfer;
   for (const step of ["approveTransfer", "pickTransfer"]) {
-    const data = await gql(fx.url, pharmacist, `mutation($t: ID!) { ${step}(transfer: $t) { errors { message } } }`, { t: id });
+    const data = await gql(fx.url, pharmacist, `mutation($t: ID!) { ${step}(input: { id: $t }) { errors { message } } }`, { t: id });
     assert.deepEqual(data[step].errors, []);
   }
   return { id, number };
@@ -268,7 +268,7 @@ test("refusals show the server's message: reject without a reason, a receipt aft
   const { requestTransfer } = await gql(
     fx.url,
     nurseToken,
-    `mutation($s: ID!, $d: ID!, $l: [TransferLineInput!]!) { requestTransfer(source: $s, destination: $d, lines: $l) { transfer { id number } } }`,
+    `mutation($s: ID!, $d: ID!, $l: [TransferLineInput!]!) { requestTransfer(input: { source: $s, destination: $d, lines: $l }) { transfer { id number } } }`,
     { s: hospCp, d: wardA, l: [{ product: product.id, quantity: 1 }] },
   );
   const context = await browser.newContext({ serviceWorkers: "block" });
@@ -291,7 +291,7 @@ test("refusals show the server's message: reject without a reason, a receipt aft
   // refuses the nurse's replay, and the detail shows why.
   const { id } = await pickedTransfer(1);
   const pharmacistToken = await token(fx.url, "pharmacist");
-  await gql(fx.url, pharmacistToken, `mutation($t: ID!) { dispatchTransfer(transfer: $t) { errors { message } } }`, { t: id });
+  await gql(fx.url, pharmacistToken, `mutation($t: ID!) { dispatchTransfer(input: { id: $t }) { errors { message } } }`, { t: id });
   const nurseContext = await browser.newContext({ serviceWorkers: "block" });
   const nurse = await nurseContext.newPage();
   await signIn(nurse, fx.url, "nurse");
@@ -304,7 +304,7 @@ test("refusals show the server's message: reject without a reason, a receipt aft
   const { receiveTransfer } = await gql(
     fx.url,
     pharmacistToken,
-    `mutation($t: ID!) { receiveTransfer(transfer: $t) { errors { message } } }`,
+    `mutation($t: ID!) { receiveTransfer(input: { id: $t }) { errors { message } } }`,
     { t: id },
   );
   assert.deepEqual(receiveTransfer.errors, []);

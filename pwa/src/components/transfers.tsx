@@ -1,7 +1,12 @@
 // Pieces shared by the transfer screens: status labels and tones, who may do what, and the
 // `#/transfers?id=…` / `#/transfers?new` sub-routes (app.tsx routes on the part before `?`).
 import { computed } from "@preact/signals";
-import type { TransferAction, TransferListFieldsFragment, TransferStatus } from "../gql/graphql";
+import type {
+  TransferAction,
+  TransferListFieldsFragment,
+  TransferPersonFragment,
+  TransferStatus,
+} from "../gql/graphql";
 import { localDate } from "../lib/dates";
 import { hasRole, href, routeParams } from "../state";
 
@@ -51,6 +56,11 @@ export const OPEN_STATUSES: TransferStatus[] = ["REQUESTED", "APPROVED", "PICKED
 /** Needed by a day already past while the stock has not arrived. */
 export function overdue(t: Pick<TransferListFieldsFragment, "neededBy" | "status">): boolean {
   return !!t.neededBy && t.neededBy < localDate() && OPEN_STATUSES.includes(t.status);
+}
+
+/** Who took a step, as people read it: full name, else username ("" when not known). */
+export function personName(person: TransferPersonFragment | null | undefined): string {
+  return person ? person.fullName || person.username : "";
 }
 
 // --- who may do what -----------------------------------------------------------------------------

@@ -16,7 +16,7 @@ import {
   type TransferDetailFieldsFragment,
   type TransferDiscrepancyKind,
 } from "../gql/graphql";
-import { ACTION_LABEL, LIST_HREF, STATUS_LABEL, STATUS_TONE, mayDo, overdue } from "../components/transfers";
+import { ACTION_LABEL, LIST_HREF, STATUS_LABEL, STATUS_TONE, mayDo, overdue, personName } from "../components/transfers";
 import {
   BackLink,
   FieldError,
@@ -115,7 +115,7 @@ function Detail({ t, onChange }: { t: Transfer; onChange: (t: Transfer) => void 
           <dt>Requested</dt>
           <dd>
             {formatDateTime(t.requestedAt)}
-            {t.requestedBy && ` by ${t.requestedBy}`}
+            {t.requestedBy && ` by ${personName(t.requestedBy)}`}
           </dd>
           {t.neededBy && (
             <>
@@ -128,7 +128,7 @@ function Detail({ t, onChange }: { t: Transfer; onChange: (t: Transfer) => void 
               <dt>{t.status === "REJECTED" ? "Rejected" : "Approved"}</dt>
               <dd>
                 {formatDateTime(t.decidedAt)}
-                {t.decidedBy && ` by ${t.decidedBy}`}
+                {t.decidedBy && ` by ${personName(t.decidedBy)}`}
               </dd>
             </>
           )}
@@ -137,7 +137,7 @@ function Detail({ t, onChange }: { t: Transfer; onChange: (t: Transfer) => void 
               <dt>Dispatched</dt>
               <dd>
                 {formatDateTime(t.dispatchedAt)}
-                {t.dispatchedBy && ` by ${t.dispatchedBy}`}
+                {t.dispatchedBy && ` by ${personName(t.dispatchedBy)}`}
               </dd>
             </>
           )}
@@ -152,7 +152,7 @@ function Detail({ t, onChange }: { t: Transfer; onChange: (t: Transfer) => void 
               <dt>Received</dt>
               <dd>
                 {formatDateTime(t.receivedAt)}
-                {t.receivedBy && ` by ${t.receivedBy}`}
+                {t.receivedBy && ` by ${personName(t.receivedBy)}`}
               </dd>
             </>
           )}
@@ -733,7 +733,7 @@ function Discrepancies({ t }: { t: Transfer }) {
               {d.dispatchedQuantity != null && `sent ${d.dispatchedQuantity}`}
               {d.receivedQuantity != null && ` · received ${d.receivedQuantity}`}
               {!!d.damagedQuantity && ` · damaged ${d.damagedQuantity}`}
-              {d.recordedBy && ` · by ${d.recordedBy}`} · {formatDateTime(d.recordedAt)}
+              {d.recordedBy && ` · by ${personName(d.recordedBy)}`} · {formatDateTime(d.recordedAt)}
             </span>
             {d.note && <span style={{ display: "block" }}>“{d.note}”</span>}
           </li>
