@@ -134,7 +134,7 @@ async def seed(backend: Backend) -> tuple[str, dict[str, Any]]:
     from server.inventory.models import Movement, MovementKind
     from server.inventory.service import MovementRequest, NewLot
     from server.network.models import Location, Organisation, User
-    from server.procurement.service import OrderLineFields
+    from server.purchasing.service import OrderLineFields
     from server.services import Services
 
     url, _ = await backend.create("abuse")
@@ -170,9 +170,9 @@ async def seed(backend: Backend) -> tuple[str, dict[str, Any]]:
             ],
             operation="bench.abuse.seed",
         )
-        procurement = services.procurement
+        purchasing = services.purchasing
         for n in range(ORDERS):
-            order = await procurement.create_order(
+            order = await purchasing.create_order(
                 admin,
                 supplier_id=supplier_id,
                 deliver_to_id=store_id,
@@ -182,7 +182,7 @@ async def seed(backend: Backend) -> tuple[str, dict[str, Any]]:
                 ],
                 expected_delivery_date=date.today() + timedelta(days=7 + n % 20),
             )
-            await procurement.submit_order(admin, order.id)
+            await purchasing.submit_order(admin, order.id)
         async with services.db.read() as session:
             movements = (await session.execute(select(func.count(Movement.id)))).scalar_one()
             events = (await session.execute(select(func.count(AuditEvent.seq)))).scalar_one()

@@ -523,7 +523,7 @@ async def _expiry_checks(services: Services) -> None:
             log.info("expiry check: %s raised, %s resolved", result.raised, result.resolved)
             # Shipments outliving their transit window turn IN_TRANSIT into OUTFLOW_LEAK.
             await services.supervision_checks.check_all(in_transit_only=True)
-            overdue = await services.procurement.check_overdue_shipments()
+            overdue = await services.shipments.check_overdue_shipments()
             log.info("overdue shipments: %s (%s new alerts)", overdue.overdue, overdue.raised)
         except Exception:
             log.exception("expiry check failed; retrying at the next interval")

@@ -7,9 +7,11 @@ from server.core.db import Base
 from server.counts import models as count_models
 from server.inventory import models as inventory_models
 from server.network import models as network_models
-from server.procurement import models as procurement_models
+from server.purchasing import models as purchasing_models
 from server.scanning import models as scanning_models
+from server.shipments import models as shipment_models
 from server.supervision import models as supervision_models
+from server.suppliers import models as supplier_models
 from server.transfers import models as transfer_models
 
 metadata = Base.metadata
@@ -22,8 +24,10 @@ __all__ = [
     "inventory_models",
     "metadata",
     "network_models",
-    "procurement_models",
+    "purchasing_models",
     "scanning_models",
+    "shipment_models",
     "supervision_models",
+    "supplier_models",
     "transfer_models",
 ]

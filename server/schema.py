@@ -29,10 +29,12 @@ from server.forecasting import api as forecasting_api
 from server.integrations import api as integrations_api
 from server.inventory import api as inventory_api
 from server.network import api as network_api
-from server.procurement import api as procurement_api
+from server.purchasing import api as purchasing_api
 from server.reports import api as reports_api
 from server.scanning import api as scanning_api
+from server.shipments import api as shipments_api
 from server.supervision import api as supervision_api
+from server.suppliers import api as suppliers_api
 from server.transfers import api as transfers_api
 
 
@@ -53,7 +55,9 @@ Query = merge_types(
         counts_api.Query,
         reports_api.Query,
         forecasting_api.Query,
-        procurement_api.Query,
+        suppliers_api.Query,
+        purchasing_api.Query,
+        shipments_api.Query,
         transfers_api.Query,
         supervision_api.Query,
         audit_api.Query,
@@ -69,7 +73,9 @@ Mutation = merge_types(
         scanning_api.Mutation,
         alerts_api.Mutation,
         counts_api.Mutation,
-        procurement_api.Mutation,
+        suppliers_api.Mutation,
+        purchasing_api.Mutation,
+        shipments_api.Mutation,
         transfers_api.Mutation,
         supervision_api.Mutation,
         integrations_api.Mutation,
@@ -80,7 +86,7 @@ Subscription = merge_types(
     (
         inventory_api.Subscription,
         alerts_api.Subscription,
-        procurement_api.Subscription,
+        shipments_api.Subscription,
         transfers_api.Subscription,
     ),
 )

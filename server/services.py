@@ -20,12 +20,14 @@ from server.integrations.service import EpcisService
 from server.inventory.service import LedgerService, Written, stock_event
 from server.network.clients import OAuthClientService
 from server.network.service import NetworkService
-from server.procurement.service import ProcurementService
+from server.purchasing.service import PurchasingService
 from server.reports.service import ReportService
 from server.scanning.service import ScanningService
+from server.shipments.service import ShipmentService
 from server.supervision.checks import SupervisionCheckService
 from server.supervision.service import SupervisionService
 from server.supervision.totals import record_totals
+from server.suppliers.service import SupplierService
 from server.transfers.service import TransferService
 
 
@@ -66,7 +68,9 @@ class Services:
     scanning: ScanningService
     supervision: SupervisionService
     transfers: TransferService
-    procurement: ProcurementService
+    suppliers: SupplierService
+    purchasing: PurchasingService
+    shipments: ShipmentService
     epcis: EpcisService
     supervision_checks: SupervisionCheckService
     reports: ReportService
@@ -109,7 +113,9 @@ class Services:
             scanning=ScanningService(db, ledger, alerts),
             supervision=SupervisionService(db, bus, alerts),
             transfers=TransferService(db, bus, ledger),
-            procurement=ProcurementService(db, bus, ledger, alerts),
+            suppliers=SupplierService(db, bus, settings.max_page_size),
+            purchasing=PurchasingService(db, bus, alerts, settings.max_page_size),
+            shipments=ShipmentService(db, bus, ledger, alerts, settings.max_page_size),
             epcis=EpcisService(db, bus, ledger),
             supervision_checks=supervision_checks,
             reports=ReportService(db),

@@ -13,7 +13,7 @@ from enum import StrEnum
 from server.catalog.models import LotStatus
 from server.core.errors import DomainError, ErrorCode, InsufficientStock, InvalidInput
 from server.inventory.rules import is_issuable
-from server.procurement.models import DiscrepancyKind
+from server.shipments.models import DiscrepancyKind
 from server.transfers.models import TransferStatus
 
 S = TransferStatus

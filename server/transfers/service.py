@@ -37,7 +37,7 @@ from server.inventory.models import Balance, Movement, MovementKind
 from server.inventory.rules import KIND_PERMISSION
 from server.inventory.service import LedgerService, MovementRequest
 from server.network.models import Location
-from server.procurement.models import Discrepancy
+from server.shipments.models import Discrepancy
 from server.transfers.models import Transfer, TransferLine, TransferPick, TransferStatus
 from server.transfers.rules import (
     IN_TRANSIT,

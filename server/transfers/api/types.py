@@ -21,7 +21,7 @@ from server.core.graphql import CountedConnection, FromModel, Info, parse_pks, r
 from server.inventory.api import Movement
 from server.network import models as network_models
 from server.network.api import Location, User
-from server.procurement import models as procurement_models
+from server.shipments import models as procurement_models
 from server.transfers import models, rules
 from server.transfers.service import TransferStep, check_visible
 
