@@ -984,7 +984,7 @@ async def test_bad_decimal_literals_in_prices_are_invalid_input(
 ) -> None:
     """Prices written inline are checked the same way (the line id is never looked at)."""
     query = (
-        f'mutation {{ updatePurchaseOrderLine(line: "x", unitPrice: {literal}) '
+        f'mutation {{ updatePurchaseOrderLine(input: {{ id: "x", unitPrice: {literal} }}) '
         "{ errors { code } } }"
     )
     async with unchanged(env.demo):

@@ -64,8 +64,8 @@ mutation($id: ID!) {{
 }}"""
 STATUS = """
 mutation($shipment: ID!, $status: ShipmentStatus!) {
-  updateShipmentStatus(shipment: $shipment, status: $status) {
-    shipment { id status events { status actor } } errors { code message }
+  updateShipmentStatus(input: { id: $shipment, status: $status }) {
+    shipment { id status events { status actor { username } } } errors { code message }
   }
 }"""
 
@@ -186,7 +186,10 @@ async def test_supplier_erp_updates_its_own_shipment_until_revoked(
         assert payload["errors"] == [], payload
         assert payload["shipment"]["status"] == "DISPATCHED"
         account = f"client:{erp['clientId']}"
-        assert payload["shipment"]["events"][-1] == {"status": "DISPATCHED", "actor": account}
+        assert payload["shipment"]["events"][-1] == {
+            "status": "DISPATCHED",
+            "actor": {"username": account},
+        }
         # A client token opens a websocket too, and the client hears its shipment move.
         live = await GraphQLWebSocket.open(oauth_server.url, basic)
         await live.subscribe(SHIPMENT_UPDATED, {"shipment": shipment["id"]})

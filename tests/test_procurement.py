@@ -26,22 +26,14 @@ from server.core.security import Role
 from server.demo import DEMO_PASSWORD
 from server.inventory.models import Movement, MovementKind
 from server.network.models import LocationKind, OrganisationKind
-from server.procurement import rules
-from server.procurement.models import (
-    Discrepancy,
-    PurchaseOrder,
-    PurchaseOrderStatus,
-    Shipment,
-    ShipmentLine,
-    ShipmentStatus,
-)
-from server.procurement.rules import OrderAction
-from server.procurement.service import (
-    LineReceiptCommand,
-    OrderLineFields,
-    ShipmentLineFields,
-)
+from server.purchasing import rules as order_rules
+from server.purchasing.models import PurchaseOrder, PurchaseOrderStatus
+from server.purchasing.rules import OrderAction
+from server.purchasing.service import OrderLineFields
 from server.scanning.gs1 import GS
+from server.shipments import rules as shipment_rules
+from server.shipments.models import Discrepancy, Shipment, ShipmentLine, ShipmentStatus
+from server.shipments.service import LineReceiptCommand, ShipmentLineFields
 from tests.conftest import (
     Caller,
     Demo,
@@ -59,7 +51,7 @@ from tests.wsclient import GraphQLWebSocket
 ERRORS = "errors { code field message }"
 PO_FIELDS = """
   id number status expectedDeliveryDate submittedAt acknowledgedAt closedAt cancelReason total
-  supplier { id name } buyer { name } deliverTo { code } createdBy
+  supplier { id name } buyer { name } deliverTo { code } createdBy { username }
   lines { id quantity unitPrice receivedQuantity outstandingQuantity contractPrice product { id } }
 """
 SHIPMENT_FIELDS = """
@@ -70,8 +62,10 @@ SHIPMENT_FIELDS = """
     id quantity receivedQuantity damagedQuantity outstandingQuantity serials
     lot { id batchNumber } purchaseOrderLine { id }
   }
-  events { status locationNote actor }
-  discrepancies { kind quantity note details lot { batchNumber } line { id } recordedBy }
+  events { status locationNote actor { username } }
+  discrepancies {
+    kind quantity note details lot { batchNumber } line { id } recordedBy { username }
+  }
 """
 CREATE_PO = f"""
 mutation($input: CreatePurchaseOrderInput!) {{
@@ -79,33 +73,35 @@ mutation($input: CreatePurchaseOrderInput!) {{
 }}"""
 SUBMIT_PO = f"""
 mutation($order: ID!, $date: Date) {{
-  submitPurchaseOrder(order: $order, expectedDeliveryDate: $date) {{
+  submitPurchaseOrder(input: {{ id: $order, expectedDeliveryDate: $date }}) {{
     purchaseOrder {{ {PO_FIELDS} }} {ERRORS}
   }}
 }}"""
 ACK_PO = f"""
 mutation($order: ID!) {{
-  acknowledgePurchaseOrder(order: $order) {{ purchaseOrder {{ {PO_FIELDS} }} {ERRORS} }}
+  acknowledgePurchaseOrder(input: {{ id: $order }}) {{ purchaseOrder {{ {PO_FIELDS} }} {ERRORS} }}
 }}"""
 CANCEL_PO = f"""
 mutation($order: ID!, $reason: String!) {{
-  cancelPurchaseOrder(order: $order, reason: $reason) {{
+  cancelPurchaseOrder(input: {{ id: $order, reason: $reason }}) {{
     purchaseOrder {{ {PO_FIELDS} }} {ERRORS}
   }}
 }}"""
 ADD_LINE = f"""
 mutation($order: ID!, $line: PurchaseOrderLineInput!) {{
-  addPurchaseOrderLine(order: $order, line: $line) {{ purchaseOrder {{ {PO_FIELDS} }} {ERRORS} }}
+  addPurchaseOrderLine(input: {{ id: $order, line: $line }}) {{
+    purchaseOrder {{ {PO_FIELDS} }} {ERRORS}
+  }}
 }}"""
 UPDATE_LINE = f"""
 mutation($line: ID!, $quantity: Int, $unitPrice: Decimal) {{
-  updatePurchaseOrderLine(line: $line, quantity: $quantity, unitPrice: $unitPrice) {{
+  updatePurchaseOrderLine(input: {{ id: $line, quantity: $quantity, unitPrice: $unitPrice }}) {{
     purchaseOrder {{ {PO_FIELDS} }} {ERRORS}
   }}
 }}"""
 REMOVE_LINE = f"""
 mutation($line: ID!) {{
-  removePurchaseOrderLine(line: $line) {{ purchaseOrder {{ {PO_FIELDS} }} {ERRORS} }}
+  removePurchaseOrderLine(input: {{ id: $line }}) {{ purchaseOrder {{ {PO_FIELDS} }} {ERRORS} }}
 }}"""
 CREATE_SHIPMENT = f"""
 mutation($input: CreateShipmentInput!) {{
@@ -113,7 +109,7 @@ mutation($input: CreateShipmentInput!) {{
 }}"""
 UPDATE_STATUS = f"""
 mutation($shipment: ID!, $status: ShipmentStatus!, $note: String) {{
-  updateShipmentStatus(shipment: $shipment, status: $status, locationNote: $note) {{
+  updateShipmentStatus(input: {{ id: $shipment, status: $status, locationNote: $note }}) {{
     shipment {{ {SHIPMENT_FIELDS} }} {ERRORS}
   }}
 }}"""
@@ -122,10 +118,10 @@ mutation(
   $shipment: ID!, $line: ID, $quantity: Int!, $damaged: Int! = 0, $lot: ReceivedLotInput,
   $barcode: String, $over: Boolean! = false, $key: String, $note: String
 ) {{
-  receiveShipmentLine(
-    shipment: $shipment, line: $line, quantity: $quantity, damagedQuantity: $damaged,
+  receiveShipmentLine(input: {{
+    id: $shipment, line: $line, quantity: $quantity, damagedQuantity: $damaged,
     lot: $lot, barcode: $barcode, declareOver: $over, idempotencyKey: $key, note: $note
-  ) {{
+  }}) {{
     shipment {{ id status }}
     line {{ id quantity receivedQuantity damagedQuantity }}
     purchaseOrder {{ id status }}
@@ -139,7 +135,7 @@ mutation(
 }}"""
 COMPLETE = f"""
 mutation($shipment: ID!, $note: String) {{
-  completeShipmentReceipt(shipment: $shipment, note: $note) {{
+  completeShipmentReceipt(input: {{ id: $shipment, note: $note }}) {{
     shipment {{ {SHIPMENT_FIELDS} }}
     shortDiscrepancies {{ kind quantity lot {{ batchNumber }} details }}
     {ERRORS}
@@ -171,7 +167,9 @@ mutation($input: SupplierContactInput!) {{
   addSupplierContact(input: $input) {{ contact {{ id name role email phone }} {ERRORS} }}
 }}"""
 REMOVE_CONTACT = f"""
-mutation($contact: ID!) {{ removeSupplierContact(contact: $contact) {{ removedId {ERRORS} }} }}"""
+mutation($contact: ID!) {{
+  removeSupplierContact(input: {{ id: $contact }}) {{ removedId {ERRORS} }}
+}}"""
 CREATE_CONTRACT = f"""
 mutation($input: CreateContractInput!) {{
   createContract(input: $input) {{
@@ -209,10 +207,10 @@ class World:
 
 
 @pytest.fixture
-async def world(demo: Demo, client: httpx.AsyncClient) -> World:
+async def world(demo: Demo, client: httpx.AsyncClient, as_user: Any) -> World:
     actors = {}
     for username in ("admin", "pharmacist", "warehouse", "nurse", "supplier", "auditor"):
-        actors[username] = Caller(client, await token_for(client, username), username)
+        actors[username] = await as_user(username)
     products = [await first_product_id(demo.services, i) for i in range(3)]
     return World(demo, client, actors, products)
 
@@ -351,29 +349,31 @@ def pk(global_id: str) -> int:
 
 def test_order_state_machine_names_the_current_state() -> None:
     assert (
-        rules.check_order_action("PO-1", PurchaseOrderStatus.DRAFT, OrderAction.SUBMIT)
+        order_rules.check_order_action("PO-1", PurchaseOrderStatus.DRAFT, OrderAction.SUBMIT)
         is PurchaseOrderStatus.SUBMITTED
     )
-    with pytest.raises(rules.InvalidTransition) as refused:
-        rules.check_order_action("PO-1", PurchaseOrderStatus.RECEIVED, OrderAction.CANCEL)
+    with pytest.raises(order_rules.InvalidTransition) as refused:
+        order_rules.check_order_action("PO-1", PurchaseOrderStatus.RECEIVED, OrderAction.CANCEL)
     assert refused.value.code.value == "INVALID_TRANSITION"
     assert refused.value.current == "RECEIVED"
     assert "PO-1 is RECEIVED" in refused.value.message
-    assert rules.order_status_after_receipt(
+    assert order_rules.order_status_after_receipt(
         PurchaseOrderStatus.ACKNOWLEDGED, [(10, 4), (5, 0)]
     ) is (PurchaseOrderStatus.PARTIALLY_RECEIVED)
     assert (
-        rules.order_status_after_receipt(PurchaseOrderStatus.PARTIALLY_RECEIVED, [(10, 10), (5, 6)])
+        order_rules.order_status_after_receipt(
+            PurchaseOrderStatus.PARTIALLY_RECEIVED, [(10, 10), (5, 6)]
+        )
         is PurchaseOrderStatus.RECEIVED
     )
     assert (
-        rules.order_status_after_receipt(PurchaseOrderStatus.ACKNOWLEDGED, [(10, 0)])
+        order_rules.order_status_after_receipt(PurchaseOrderStatus.ACKNOWLEDGED, [(10, 0)])
         is PurchaseOrderStatus.ACKNOWLEDGED
     )
 
 
 def test_receipt_arithmetic() -> None:
-    plan = rules.plan_line_receipt(
+    plan = shipment_rules.plan_line_receipt(
         shipped=10,
         received=0,
         damaged=0,
@@ -383,8 +383,8 @@ def test_receipt_arithmetic() -> None:
         line_label="line 1",
     )
     assert (plan.good, plan.damaged, plan.over) == (8, 2, 0)
-    with pytest.raises(rules.AlreadyReceived, match="already fully received"):
-        rules.plan_line_receipt(
+    with pytest.raises(shipment_rules.AlreadyReceived, match="already fully received"):
+        shipment_rules.plan_line_receipt(
             shipped=10,
             received=8,
             damaged=2,
@@ -393,7 +393,7 @@ def test_receipt_arithmetic() -> None:
             declare_over=False,
             line_label="line 1",
         )
-    over = rules.plan_line_receipt(
+    over = shipment_rules.plan_line_receipt(
         shipped=10,
         received=8,
         damaged=0,
@@ -403,8 +403,8 @@ def test_receipt_arithmetic() -> None:
         line_label="line 1",
     )
     assert over.over == 3
-    assert rules.shortfall(10, 6, 1) == 3
-    assert rules.shortfall(10, 12, 0) == 0
+    assert shipment_rules.shortfall(10, 6, 1) == 3
+    assert shipment_rules.shortfall(10, 12, 0) == 0
     assert document_number("PO", 2026, 7) == "PO-2026-00007"
     assert next_sequence("PO", 2026, ["PO-2026-00041"]) == 42
     assert next_sequence("PO", 2026, []) == 1
@@ -455,7 +455,7 @@ async def test_order_to_receipt_moves_stock_only_through_the_ledger(world: World
     assert order["number"] == f"PO-{year}-00001"
     assert order["status"] == "DRAFT"
     assert order["buyer"]["name"] == "St. Aurelia General Hospital"
-    assert order["createdBy"] == "pharmacist"
+    assert order["createdBy"] == {"username": "pharmacist"}
     assert [Decimal(x["unitPrice"]) for x in order["lines"]] == [Decimal("2.5"), Decimal("4")]
     assert Decimal(order["lines"][0]["contractPrice"]) == Decimal("2.5")
     assert order["lines"][1]["contractPrice"] is None
@@ -573,7 +573,7 @@ async def test_order_to_receipt_moves_stock_only_through_the_ledger(world: World
     assert done["shortDiscrepancies"] == []
     final = done["shipment"]
     assert final["status"] == "RECEIVED" and final["receivedAt"]
-    assert [(e["status"], e["actor"], e["locationNote"]) for e in final["events"]] == [
+    assert [(e["status"], e["actor"]["username"], e["locationNote"]) for e in final["events"]] == [
         ("PLANNED", "supplier", None),
         ("DISPATCHED", "supplier", None),
         ("IN_TRANSIT", "supplier", "Zurich hub"),
@@ -762,13 +762,13 @@ async def test_a_receipt_replayed_with_its_key_changes_nothing(world: World) -> 
 async def test_every_illegal_order_transition_names_the_current_state(world: World) -> None:
     services, demo = world.demo.services, world.demo
     pharmacist, supplier = demo.principals["pharmacist"], demo.principals["supplier"]
-    procurement = services.procurement
+    purchasing, shipping = services.purchasing, services.shipments
     lot = await wholesaler_stock(world, 0, 100, "LC-T1")
     supplier_id, cp = demo.orgs["MedDistri Wholesale"], demo.locations["HOSP-CP"]
     due = utcnow().date() + timedelta(days=3)
 
     async def order_in(status: PurchaseOrderStatus) -> PurchaseOrder:
-        order = await procurement.create_order(
+        order = await purchasing.create_order(
             pharmacist,
             supplier_id=supplier_id,
             deliver_to_id=cp,
@@ -778,22 +778,22 @@ async def test_every_illegal_order_transition_names_the_current_state(world: Wor
         if status is PurchaseOrderStatus.DRAFT:
             return order
         if status is PurchaseOrderStatus.CANCELLED:
-            return await procurement.cancel_order(pharmacist, order.id, "changed our mind")
-        order = await procurement.submit_order(pharmacist, order.id)
+            return await purchasing.cancel_order(pharmacist, order.id, "changed our mind")
+        order = await purchasing.submit_order(pharmacist, order.id)
         if status is PurchaseOrderStatus.SUBMITTED:
             return order
-        order = await procurement.acknowledge_order(supplier, order.id)
+        order = await purchasing.acknowledge_order(supplier, order.id)
         if status is PurchaseOrderStatus.ACKNOWLEDGED:
             return order
         (po_line,) = [x for x in await _order_lines(world, order.id)]
-        shipment = await procurement.create_shipment(
+        shipment = await shipping.create_shipment(
             supplier,
             order_id=order.id,
             lines=[ShipmentLineFields(po_line, lot.batch_number, lot.expiry_date, 4)],
         )
-        await procurement.update_shipment_status(supplier, shipment.id, ShipmentStatus.DISPATCHED)
+        await shipping.update_shipment_status(supplier, shipment.id, ShipmentStatus.DISPATCHED)
         quantity = 2 if status is PurchaseOrderStatus.PARTIALLY_RECEIVED else 4
-        result = await procurement.receive_line(
+        result = await shipping.receive_line(
             pharmacist,
             LineReceiptCommand(
                 shipment.id, quantity, line_id=(await _lines(world, shipment.id))[0]
@@ -839,7 +839,7 @@ async def test_every_illegal_order_transition_names_the_current_state(world: Wor
             ),
         }
         for action, (actor, document, variables) in attempts.items():
-            allowed, _ = rules.ORDER_ACTIONS[action]
+            allowed, _ = order_rules.ORDER_ACTIONS[action]
             if status in allowed:
                 continue
             message = await actor.refused(document, "INVALID_TRANSITION", **variables)
@@ -862,7 +862,7 @@ async def test_every_illegal_order_transition_names_the_current_state(world: Wor
 
 async def test_every_illegal_shipment_transition_names_the_current_state(world: World) -> None:
     demo = world.demo
-    procurement = demo.services.procurement
+    shipping = demo.services.shipments
     pharmacist, supplier = demo.principals["pharmacist"], demo.principals["supplier"]
     lot = await wholesaler_stock(world, 0, 100, "LC-T2")
     order = await acknowledged_order(world, [(0, 50, "1.00")])
@@ -870,22 +870,22 @@ async def test_every_illegal_shipment_transition_names_the_current_state(world: 
     steps = [ShipmentStatus.DISPATCHED, ShipmentStatus.IN_TRANSIT, ShipmentStatus.DELIVERED]
 
     async def shipment_in(status: ShipmentStatus) -> int:
-        shipment = await procurement.create_shipment(
+        shipment = await shipping.create_shipment(
             supplier,
             order_id=pk(order["id"]),
             lines=[ShipmentLineFields(po_line, lot.batch_number, lot.expiry_date, 1)],
         )
         if status is ShipmentStatus.CANCELLED:
-            await procurement.update_shipment_status(supplier, shipment.id, status)
+            await shipping.update_shipment_status(supplier, shipment.id, status)
             return shipment.id
         for step in steps:
             if status is ShipmentStatus.PLANNED:
                 break
-            await procurement.update_shipment_status(supplier, shipment.id, step)
+            await shipping.update_shipment_status(supplier, shipment.id, step)
             if step is status:
                 break
         if status is ShipmentStatus.RECEIVED:
-            await procurement.complete_receipt(pharmacist, shipment.id)
+            await shipping.complete_receipt(pharmacist, shipment.id)
         return shipment.id
 
     shipments = {status: await shipment_in(status) for status in ShipmentStatus}
@@ -895,7 +895,7 @@ async def test_every_illegal_shipment_transition_names_the_current_state(world: 
         sid = gid("Shipment", shipment_id)
         line = gid("ShipmentLine", (await _lines(world, shipment_id))[0])
         for target in ShipmentStatus:
-            if target in rules.SHIPMENT_TRANSITIONS[current]:
+            if target in shipment_rules.SHIPMENT_TRANSITIONS[current]:
                 continue
             if target is ShipmentStatus.RECEIVED:
                 message = await world.pharmacist.refused(
@@ -909,7 +909,7 @@ async def test_every_illegal_shipment_transition_names_the_current_state(world: 
                 )
             assert f"is {current.value}" in message, (current, target, message)
             tried += 1
-        if current not in rules.RECEIVABLE:
+        if current not in shipment_rules.RECEIVABLE:
             message = await world.pharmacist.refused(
                 RECEIVE, "INVALID_TRANSITION", shipment=sid, line=line, quantity=1
             )
@@ -1215,7 +1215,7 @@ async def test_concurrent_receipts_of_one_line_never_double_receive(world: World
 
 
 async def test_overdue_shipments_raise_one_alert_at_the_destination(world: World) -> None:
-    procurement = world.demo.services.procurement
+    shipping = world.demo.services.shipments
     lot = await wholesaler_stock(world, 0, 20, "LC-O1")
     order = await acknowledged_order(world, [(0, 10, "1.00")])  # due in 7 days
     late = await planned_shipment(world, order, [(0, lot, 5)])
@@ -1237,10 +1237,10 @@ async def test_overdue_shipments_raise_one_alert_at_the_destination(world: World
     )
     assert later["shipment"]["status"] == "PLANNED"
     today = utcnow().date()
-    assert (await procurement.check_overdue_shipments(today)).overdue == 0
-    check = await procurement.check_overdue_shipments(today + timedelta(days=10))
+    assert (await shipping.check_overdue_shipments(today)).overdue == 0
+    check = await shipping.check_overdue_shipments(today + timedelta(days=10))
     assert (check.overdue, check.raised) == (1, 1)
-    again = await procurement.check_overdue_shipments(today + timedelta(days=11))
+    again = await shipping.check_overdue_shipments(today + timedelta(days=11))
     assert (again.overdue, again.raised) == (1, 0)  # one live alert per shipment
     async with world.demo.services.db.read() as session:
         (alert,) = (
@@ -1257,14 +1257,14 @@ async def test_overdue_shipments_raise_one_alert_at_the_destination(world: World
     async with world.demo.services.db.read() as session:
         resolved = await session.get(Alert, alert.id)
     assert resolved is not None and resolved.active is False
-    assert (await procurement.check_overdue_shipments(today + timedelta(days=12))).overdue == 0
+    assert (await shipping.check_overdue_shipments(today + timedelta(days=12))).overdue == 0
 
 
 SHIPMENT_UPDATED = """
 subscription($shipment: ID) {
   shipmentUpdated(shipment: $shipment) {
     change status occurredAt
-    shipment { number status origin { code } events { status actor } }
+    shipment { number status origin { code } events { status actor { username } } }
   }
 }"""
 
@@ -1314,7 +1314,7 @@ async def test_shipment_updates_reach_the_parties_over_a_websocket(
 
 
 async def _order_lines(world: World, order_id: int) -> list[int]:
-    from server.procurement.models import PurchaseOrderLine
+    from server.purchasing.models import PurchaseOrderLine
 
     async with world.demo.services.db.read() as session:
         return list(

@@ -10,19 +10,11 @@ from typing import Any
 import pytest
 
 from server.core.db import utcnow
-from server.procurement import rules
-from server.procurement.models import (
-    Contract,
-    ContractLine,
-    Discrepancy,
-    DiscrepancyKind,
-    PurchaseOrder,
-    PurchaseOrderLine,
-    PurchaseOrderStatus,
-    Shipment,
-    ShipmentStatus,
-)
-from server.procurement.rules import OrderLineFact, ReceivedShipmentFact
+from server.purchasing.models import PurchaseOrder, PurchaseOrderLine, PurchaseOrderStatus
+from server.shipments.models import Discrepancy, DiscrepancyKind, Shipment, ShipmentStatus
+from server.suppliers import rules
+from server.suppliers.models import Contract, ContractLine
+from server.suppliers.rules import OrderLineFact, ReceivedShipmentFact
 from tests.conftest import Demo, first_product_id, gid, gql, token_for
 
 

@@ -24,7 +24,7 @@ from server.core.numbering import document_number, next_sequence
 from server.core.security import Role
 from server.inventory.models import MovementKind
 from server.inventory.service import MovementRequest
-from server.procurement.models import Discrepancy, DiscrepancyKind
+from server.shipments.models import Discrepancy, DiscrepancyKind
 from server.transfers.models import Transfer, TransferStatus
 from server.transfers.rules import (
     TERMINAL,

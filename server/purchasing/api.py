@@ -344,9 +344,9 @@ class PurchaseOrderPayload:
     )
 
 
-def _payload(order: models.PurchaseOrder | None, errors: list[MutationError], **names: str) -> Any:
+def _payload(row: models.PurchaseOrder | None, errors: list[MutationError], **names: str) -> Any:
     return PurchaseOrderPayload(
-        purchase_order=order and PurchaseOrder.from_model(order), errors=renamed(errors, **names)
+        purchase_order=row and PurchaseOrder.from_model(row), errors=renamed(errors, **names)
     )
 
 
