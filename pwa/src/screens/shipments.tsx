@@ -677,7 +677,7 @@ function Discrepancies({ items, lines }: { items: DiscrepancyFieldsFragment[]; l
               {d.note && <p class="meta">“{d.note}”</p>}
               <p class="meta">
                 {formatDateTime(d.recordedAt)}
-                {d.recordedBy && ` · ${d.recordedBy}`}
+                {d.recordedBy && ` · ${d.recordedBy.fullName || d.recordedBy.username}`}
               </p>
             </li>
           );
@@ -777,7 +777,7 @@ function Events({ s }: { s: ShipmentDetailFragment }) {
         {s.events.map((e, i) => (
           <li key={i}>
             <strong>{STATUS_TEXT[e.status]}</strong> · {formatDateTime(e.occurredAt)}
-            {e.actor && ` · ${e.actor}`}
+            {e.actor && ` · ${e.actor.fullName || e.actor.username}`}
             {e.locationNote && <p class="meta">{e.locationNote}</p>}
           </li>
         ))}
