@@ -293,8 +293,8 @@ async function seedSupplierHistory() {
   const order = ok(await pharmacist(`mutation($i: CreatePurchaseOrderInput!) { createPurchaseOrder(input: $i) { purchaseOrder { id number lines { id } } ${E} } }`, {
     i: { supplier: supplier.id, deliverTo: at["HOSP-CP"], lines: [{ product, quantity: 10, unitPrice: "2.20" }] },
   })).purchaseOrder;
-  ok(await pharmacist(`mutation($o: ID!) { submitPurchaseOrder(order: $o) { ${E} } }`, { o: order.id }));
-  ok(await supplierUser(`mutation($o: ID!) { acknowledgePurchaseOrder(order: $o) { ${E} } }`, { o: order.id }));
+  ok(await pharmacist(`mutation($o: ID!) { submitPurchaseOrder(input: { id: $o }) { ${E} } }`, { o: order.id }));
+  ok(await supplierUser(`mutation($o: ID!) { acknowledgePurchaseOrder(input: { id: $o }) { ${E} } }`, { o: order.id }));
   ok(await adminCall(`mutation($i: ReceiveStockInput!) { receiveStock(input: $i) { ${E} } }`, {
     i: { location: at["WHS-DC"], quantity: 20, idempotencyKey: `seed-${contract}`, product, batchNumber: "BT-SUP", expiryDate: expiry },
   }));
@@ -302,12 +302,12 @@ async function seedSupplierHistory() {
     i: { purchaseOrder: order.id, lines: [{ purchaseOrderLine: order.lines[0].id, batchNumber: "BT-SUP", expiryDate: expiry, quantity: 8 }] },
   })).shipment;
   for (const status of ["DISPATCHED", "DELIVERED"]) {
-    ok(await supplierUser(`mutation($s: ID!, $st: ShipmentStatus!) { updateShipmentStatus(shipment: $s, status: $st) { ${E} } }`, { s: shipment.id, st: status }));
+    ok(await supplierUser(`mutation($s: ID!, $st: ShipmentStatus!) { updateShipmentStatus(input: { id: $s, status: $st }) { ${E} } }`, { s: shipment.id, st: status }));
   }
-  ok(await pharmacist(`mutation($s: ID!, $l: ID, $k: String) { receiveShipmentLine(shipment: $s, line: $l, quantity: 8, idempotencyKey: $k) { ${E} } }`, {
+  ok(await pharmacist(`mutation($s: ID!, $l: ID, $k: String) { receiveShipmentLine(input: { id: $s, line: $l, quantity: 8, idempotencyKey: $k }) { ${E} } }`, {
     s: shipment.id, l: shipment.lines[0].id, k: `rcv-${contract}`,
   }));
-  ok(await pharmacist(`mutation($s: ID!) { completeShipmentReceipt(shipment: $s) { ${E} } }`, { s: shipment.id }));
+  ok(await pharmacist(`mutation($s: ID!) { completeShipmentReceipt(input: { id: $s }) { ${E} } }`, { s: shipment.id }));
   return { supplier, contract, order: order.number };
 }
 

@@ -78,8 +78,8 @@ async function plannedShipment(batches) {
     { input: { supplier: wholesaler, deliverTo: location["HOSP-CP"], lines: [{ product, quantity: total, unitPrice: "2.50" }], expectedDeliveryDate: day(3) } },
     "createPurchaseOrder",
   );
-  await must(admin, `mutation($o: ID!) { submitPurchaseOrder(order: $o) { errors { code message } } }`, { o: purchaseOrder.id }, "submitPurchaseOrder");
-  await must(supplier, `mutation($o: ID!) { acknowledgePurchaseOrder(order: $o) { errors { code message } } }`, { o: purchaseOrder.id }, "acknowledgePurchaseOrder");
+  await must(admin, `mutation($o: ID!) { submitPurchaseOrder(input: { id: $o }) { errors { code message } } }`, { o: purchaseOrder.id }, "submitPurchaseOrder");
+  await must(supplier, `mutation($o: ID!) { acknowledgePurchaseOrder(input: { id: $o }) { errors { code message } } }`, { o: purchaseOrder.id }, "acknowledgePurchaseOrder");
   const { shipment } = await must(
     supplier,
     `mutation($input: CreateShipmentInput!) { createShipment(input: $input) { errors { code message } shipment { id number } } }`,
@@ -104,7 +104,7 @@ async function deliveredShipment() {
   for (const status of ["DISPATCHED", "DELIVERED"]) {
     await must(
       shipment.supplier,
-      `mutation($s: ID!, $status: ShipmentStatus!) { updateShipmentStatus(shipment: $s, status: $status) { errors { code message } } }`,
+      `mutation($s: ID!, $status: ShipmentStatus!) { updateShipmentStatus(input: { id: $s, status: $status }) { errors { code message } } }`,
       { s: shipment.id, status },
       "updateShipmentStatus",
     );
