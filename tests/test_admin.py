@@ -11,7 +11,7 @@ from typing import Any
 
 import httpx
 
-from server.catalog.gtin import gtin_check_digit
+from server.core.gs1 import gtin_check_digit
 from server.demo import DEMO_PASSWORD
 from tests.conftest import Demo, gid, gql, row_counts, token_for
 

@@ -17,7 +17,7 @@ import httpx
 from sqlalchemy import func, select
 
 from server.catalog.demo_data import CSV_FIELDS, DEMO_PRODUCTS, demo_products_csv_rows
-from server.catalog.gtin import gtin_check_digit
+from server.core.gs1 import gtin_check_digit
 from server.catalog.models import Product
 from server.catalog.service import parse_catalog_csv
 from server.core.db import utcnow

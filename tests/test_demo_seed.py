@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import func, select
 
-from server.catalog.gtin import gtin_check_digit
+from server.core.gs1 import gtin_check_digit
 from server.catalog.models import Lot, Product, ProductGtin
 from server.catalog.service import ATC_PATTERN
 from server.config import Settings

@@ -23,7 +23,7 @@ import httpx
 import pytest
 from sqlalchemy import select
 
-from server.catalog.gtin import gtin_check_digit
+from server.core.gs1 import gtin_check_digit
 from server.catalog.models import Lot, Product, ProductGtin
 from server.config import Settings
 from server.core.migrate import upgrade

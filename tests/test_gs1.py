@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 
 from server.catalog.demo_data import DEMO_PRODUCTS, make_gtin14
 from server.core.errors import DomainError, ErrorCode
+from server.core.gs1 import check_digit_problem, gtin_check_digit, normalize_gtin, with_check_digit
 from server.scanning.gs1 import (
     GS,
     BarcodeSymbology,
@@ -233,3 +234,27 @@ def test_fuzz_damaged_scans(text: str) -> None:
 @pytest.mark.parametrize("cut", range(len(ELEMENTS)))
 def test_every_truncation_of_a_datamatrix_is_a_pack_or_a_clear_error(cut: int) -> None:
     _assert_parses_or_refuses(ELEMENTS[:cut])
+
+
+# --- server.core.gs1: the check digit every GS1 key shares ------------------------------------
+
+
+def test_the_core_check_digit_is_the_gs1_mod_10() -> None:
+    assert gtin_check_digit("761234500010") == "7"  # GTIN-13 7612345000107
+    assert with_check_digit("761234500004") == "7612345000046"  # a GLN
+    assert normalize_gtin(" 7612345000107 ") == "07612345000107"
+    assert normalize_gtin(GTIN) == GTIN
+    with pytest.raises(ValueError):
+        gtin_check_digit("12a")
+
+
+def test_the_core_check_digit_problem_names_the_expected_digit() -> None:
+    assert check_digit_problem(GTIN) is None
+    assert check_digit_problem(GTIN[:-1] + "0") == (
+        f"GTIN {GTIN[:-1]}0 has a bad check digit: expected {GTIN[-1]}, got 0"
+    )
+    assert check_digit_problem("12345") is None  # not GTIN-shaped: another message says why
+    with pytest.raises(DomainError) as refused:
+        normalize_gtin(GTIN[:-1] + "0", field="gtins")
+    assert refused.value.field == "gtins"
+    assert f"expected {GTIN[-1]}" in refused.value.message

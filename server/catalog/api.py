@@ -12,7 +12,7 @@ from sqlalchemy import or_, select
 from strawberry import relay
 
 from server.catalog import models
-from server.catalog.gtin import normalize_gtin
+from server.core.gs1 import normalize_gtin
 from server.catalog.service import ProductFields
 from server.core.db import utcnow
 from server.core.graphql import (

@@ -10,7 +10,7 @@ simulator. Everything here is pure data; ``demo_products_csv_rows`` renders it i
 from dataclasses import dataclass
 from typing import Literal
 
-from server.catalog.gtin import gtin_check_digit
+from server.core.gs1 import with_check_digit
 from server.catalog.service import CSV_COLUMNS
 
 DemandPattern = Literal["STEADY_WEEKLY", "SEASONAL_WINTER", "SEASONAL_SUMMER", "INTERMITTENT"]
@@ -23,7 +23,7 @@ def make_gtin14(body13: str) -> str:
     """Return the GTIN-14 made of a 13-digit body plus its check digit."""
     if len(body13) != 13 or not body13.isdigit():
         raise ValueError(f"GTIN-14 body must be exactly 13 digits: {body13!r}")
-    return body13 + gtin_check_digit(body13)
+    return with_check_digit(body13)
 
 
 @dataclass(frozen=True)

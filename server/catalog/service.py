@@ -14,7 +14,7 @@ from sqlalchemy import delete, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from server.catalog.gtin import normalize_gtin
+from server.core.gs1 import normalize_gtin
 from server.catalog.models import COST_PRECISION, Lot, Product, ProductGtin, StorageCondition
 from server.core import audit
 from server.core.db import Database

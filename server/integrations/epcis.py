@@ -43,7 +43,7 @@ from urllib.parse import parse_qsl, quote, unquote, urlsplit
 
 from jsonschema import Draft7Validator, FormatChecker
 
-from server.catalog.gtin import gtin_check_digit, normalize_gtin
+from server.core.gs1 import gtin_check_digit, normalize_gtin
 from server.core.errors import InvalidInput
 from server.inventory.models import MovementKind
 

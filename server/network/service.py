@@ -11,7 +11,7 @@ from typing import Any
 from sqlalchemy import delete, func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from server.catalog.gtin import gtin_check_digit
+from server.core.gs1 import gtin_check_digit
 from server.core import audit
 from server.core.db import Database, utcnow
 from server.core.errors import (

@@ -21,7 +21,7 @@ from biip.gs1_element_strings import GS1ElementString
 from biip.gs1_messages import GS1Message
 from biip.gtin import GtinFormat
 
-from server.catalog.gtin import gtin_check_digit
+from server.core.gs1 import check_digit_problem
 from server.core.errors import DomainError, ErrorCode
 
 GS = "\x1d"
@@ -146,7 +146,7 @@ def _from_gtin(digits: str) -> ScannedPack:
     result = _biip(digits)
     if result.gtin is None:
         kind = "UPC-E" if len(digits) < 8 else "GTIN"
-        raise BarcodeInvalid(_check_digit_problem(digits) or f"{digits} is not a valid {kind}")
+        raise BarcodeInvalid(check_digit_problem(digits) or f"{digits} is not a valid {kind}")
     symbology = {
         12: BarcodeSymbology.UPC_A,
         13: BarcodeSymbology.EAN_13,
@@ -219,7 +219,7 @@ def _pack(elements: list[GS1ElementString], symbology: BarcodeSymbology) -> Scan
         raise BarcodeInvalid(f"the barcode has no GTIN (01); AIs found: {found}")
     if gtin_element.gtin is None:
         raise BarcodeInvalid(
-            _check_digit_problem(gtin_element.value) or f"GTIN {gtin_element.value} is not valid"
+            check_digit_problem(gtin_element.value) or f"GTIN {gtin_element.value} is not valid"
         )
     expiry = by_ai.get("17")
     if expiry is not None and expiry.date is None:
@@ -270,7 +270,7 @@ def _element_string_problem(value: str) -> str:
         except Exception:
             return _element_problem(ai, rest[len(ai.ai) :].split(GS, 1)[0])
         if ai.ai == "01" and element.gtin is None:
-            return _check_digit_problem(element.value) or f"GTIN {element.value} is not valid"
+            return check_digit_problem(element.value) or f"GTIN {element.value} is not valid"
         rest = rest[len(element) :].lstrip(GS)
         previous = element
     return f"{_show(value)} is not a GS1 barcode Apotheca can read"
@@ -293,7 +293,7 @@ def _human_readable_problem(value: str) -> str:
         except Exception:
             return _element_problem(ai, data)
         if number == "01" and element.gtin is None:
-            return _check_digit_problem(data) or f"GTIN {data} is not valid"
+            return check_digit_problem(data) or f"GTIN {data} is not valid"
     return f"{_show(value)} is not GS1 human-readable text Apotheca can read"
 
 
@@ -306,7 +306,7 @@ def _element_problem(ai: GS1ApplicationIdentifier, data: str) -> str:
         digits = len(data) - len(data.lstrip("0123456789"))
         if digits < 14:
             return f"GTIN (01) has {digits} digits, needs 14 (truncated barcode?)"
-        return _check_digit_problem(data[:14]) or f"GTIN (01) {_show(data[:14])} is not valid"
+        return check_digit_problem(data[:14]) or f"GTIN (01) {_show(data[:14])} is not valid"
     if ai.ai in DATE_AIS:
         head = data[:6]
         if not (head.isascii() and head.isdigit()) or len(head) < 6:
@@ -316,16 +316,6 @@ def _element_problem(ai: GS1ApplicationIdentifier, data: str) -> str:
     if fixed and data.isascii() and data.isdigit() and len(data) < int(fixed.group(1)):
         return f"{label} has {len(data)} digits, needs {fixed.group(1)} (truncated barcode?)"
     return f"{label} {_show(data)} does not fit its format {ai.format}"
-
-
-def _check_digit_problem(digits: str) -> str | None:
-    """'bad check digit' with the expected digit, when that is what is wrong."""
-    if not (digits.isascii() and digits.isdigit()) or len(digits) not in (8, 12, 13, 14):
-        return None
-    expected = gtin_check_digit(digits[:-1])
-    if expected == digits[-1]:
-        return None
-    return f"GTIN {digits} has a bad check digit: expected {expected}, got {digits[-1]}"
 
 
 def _show(text: str, limit: int = 40) -> str:
