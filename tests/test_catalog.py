@@ -17,10 +17,10 @@ import httpx
 from sqlalchemy import func, select
 
 from server.catalog.demo_data import CSV_FIELDS, DEMO_PRODUCTS, demo_products_csv_rows
-from server.core.gs1 import gtin_check_digit
 from server.catalog.models import Product
 from server.catalog.service import parse_catalog_csv
 from server.core.db import utcnow
+from server.core.gs1 import gtin_check_digit
 from server.services import Services
 from tests.conftest import ROOT, Demo, gql, receive, token_for
 

@@ -18,11 +18,11 @@ from pathlib import Path
 import pytest
 from sqlalchemy import func, select
 
-from server.core.gs1 import gtin_check_digit
 from server.catalog.models import Lot, Product, ProductGtin
 from server.catalog.service import ATC_PATTERN
 from server.config import Settings
 from server.core.audit import AuditEvent, verify
+from server.core.gs1 import gtin_check_digit
 from server.core.migrate import upgrade
 from server.core.security import Role
 from server.demo import seed_demo

@@ -23,9 +23,9 @@ import httpx
 import pytest
 from sqlalchemy import select
 
-from server.core.gs1 import gtin_check_digit
 from server.catalog.models import Lot, Product, ProductGtin
 from server.config import Settings
+from server.core.gs1 import gtin_check_digit
 from server.core.migrate import upgrade
 from server.demo import seed_demo
 from server.integrations import epcis

@@ -12,7 +12,6 @@ from sqlalchemy import or_, select
 from strawberry import relay
 
 from server.catalog import models
-from server.core.gs1 import normalize_gtin
 from server.catalog.service import ProductFields
 from server.core.db import utcnow
 from server.core.graphql import (
@@ -27,6 +26,7 @@ from server.core.graphql import (
     paginate,
     related,
 )
+from server.core.gs1 import normalize_gtin
 from server.core.security import Permission
 from server.core.validation import LIKE_ESCAPE, like_pattern
 from server.network import models as network_models

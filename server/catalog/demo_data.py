@@ -10,8 +10,8 @@ simulator. Everything here is pure data; ``demo_products_csv_rows`` renders it i
 from dataclasses import dataclass
 from typing import Literal
 
-from server.core.gs1 import with_check_digit
 from server.catalog.service import CSV_COLUMNS
+from server.core.gs1 import with_check_digit
 
 DemandPattern = Literal["STEADY_WEEKLY", "SEASONAL_WINTER", "SEASONAL_SUMMER", "INTERMITTENT"]
 Storage = Literal["ROOM", "REFRIGERATED", "FROZEN"]

@@ -14,11 +14,11 @@ from sqlalchemy import delete, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from server.core.gs1 import normalize_gtin
 from server.catalog.models import COST_PRECISION, Lot, Product, ProductGtin, StorageCondition
 from server.core import audit
 from server.core.db import Database
 from server.core.errors import DomainError, Duplicate, InvalidInput
+from server.core.gs1 import normalize_gtin
 from server.core.security import Permission, Principal
 from server.core.validation import (
     ensure_unique,

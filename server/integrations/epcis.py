@@ -43,8 +43,8 @@ from urllib.parse import parse_qsl, quote, unquote, urlsplit
 
 from jsonschema import Draft7Validator, FormatChecker
 
-from server.core.gs1 import gtin_check_digit, normalize_gtin
 from server.core.errors import InvalidInput
+from server.core.gs1 import gtin_check_digit, normalize_gtin
 from server.inventory.models import MovementKind
 
 EPCIS_CONTEXT = "https://ref.gs1.org/standards/epcis/2.0.0/epcis-context.jsonld"

@@ -11,7 +11,6 @@ from typing import Any
 from sqlalchemy import delete, func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from server.core.gs1 import gtin_check_digit
 from server.core import audit
 from server.core.db import Database, utcnow
 from server.core.errors import (
@@ -22,6 +21,7 @@ from server.core.errors import (
     Unauthenticated,
 )
 from server.core.events import Event, EventBus
+from server.core.gs1 import gtin_check_digit
 from server.core.security import (
     CLIENT_SUBJECT_PREFIX,
     GLOBAL_ROLES,

@@ -21,8 +21,8 @@ from biip.gs1_element_strings import GS1ElementString
 from biip.gs1_messages import GS1Message
 from biip.gtin import GtinFormat
 
-from server.core.gs1 import check_digit_problem
 from server.core.errors import DomainError, ErrorCode
+from server.core.gs1 import check_digit_problem
 
 GS = "\x1d"
 # What keyboard-wedge scanners and people type for the invisible group separator (FNC1).
