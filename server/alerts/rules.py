@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from datetime import date, timedelta
 
-from server.alerts.models import AlertKind
+from server.alerts.models import Alert, AlertKind
+from server.core.security import Principal
 
 
 def low_stock_key(location_id: int, product_id: int) -> str:
@@ -30,3 +31,12 @@ def expiry_condition(
     if expiry <= today + timedelta(days=window_days):
         return AlertKind.EXPIRING_SOON
     return None
+
+
+def alert_visible(principal: Principal, alert: Alert) -> bool:
+    """Shelf alerts follow location scope; organisation alerts go to that organisation."""
+    if principal.location_ids is None:
+        return True
+    if alert.location_id is not None:
+        return principal.sees_location(alert.location_id)
+    return alert.organisation_id is not None and alert.organisation_id == principal.organisation_id

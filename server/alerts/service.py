@@ -7,23 +7,25 @@ alert is emitted on the `alert` topic after commit.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence, Set
 from dataclasses import dataclass, field
 from datetime import date
 from typing import Any
 
-from sqlalchemy import bindparam, func, select, tuple_, update
+from sqlalchemy import and_, bindparam, func, or_, select, tuple_, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from server.alerts.models import Alert, AlertKind, AlertStatus, MinimumLevel
-from server.alerts.rules import expiry_condition, expiry_key, low_stock_key
+from server.alerts.rules import alert_visible, expiry_condition, expiry_key, low_stock_key
 from server.catalog.models import Lot, LotStatus, Product
 from server.core import audit
 from server.core.db import Database, utcnow
 from server.core.errors import DomainError, ErrorCode, InvalidInput
 from server.core.events import Event, EventBus
+from server.core.pagination import Page, keyset_page
 from server.core.security import Permission, Principal
+from server.core.steps import took_step
 from server.core.validation import check_quantity, get_or_not_found, optional_text
 from server.inventory.models import Balance
 from server.inventory.service import AnyMovement
@@ -262,7 +264,7 @@ class AlertService:
         principal.require(Permission.ALERT_ACKNOWLEDGE)
         note = optional_text(note, "note", max_length=500)
         async with self.db.write() as session:
-            alert = await get_or_not_found(session, Alert, alert_id, "alert")
+            alert = await get_or_not_found(session, Alert, alert_id, "id")
             if alert.location_id is not None:
                 principal.require(Permission.ALERT_ACKNOWLEDGE, location_id=alert.location_id)
             if alert.status is not AlertStatus.OPEN:
@@ -275,14 +277,16 @@ class AlertService:
             alert.acknowledged_at = utcnow()
             alert.acknowledged_by = principal.user_id
             alert.acknowledgement_note = note
-            await session.flush()
-            await audit.record(
+            await took_step(
                 session,
+                self.bus,
                 principal,
-                action="alert.acknowledge",
-                entity_type="Alert",
-                entity_id=alert.id,
-                after={"status": alert.status.value, "note": note},
+                audit.AuditEntry(
+                    action="alert.acknowledge",
+                    entity_type="Alert",
+                    entity_id=alert.id,
+                    after={"status": alert.status.value, "note": note},
+                ),
             )
             return alert
 
@@ -291,8 +295,8 @@ class AlertService:
     ) -> MinimumLevel:
         principal.require(Permission.STOCK_ADJUST, location_id=location_id)
         if minimum_quantity < 0:
-            raise InvalidInput("a minimum level cannot be negative", field="minimumQuantity")
-        check_quantity(minimum_quantity, "minimumQuantity")
+            raise InvalidInput("a minimum level cannot be negative", field="minimum_quantity")
+        check_quantity(minimum_quantity, "minimum_quantity")
         async with self.db.write() as session:
             await get_or_not_found(session, Location, location_id, "location")
             await get_or_not_found(session, Product, product_id, "product")
@@ -316,17 +320,80 @@ class AlertService:
             level.updated_at = utcnow()
             await session.flush()
             await self.evaluate_stock(session, [(location_id, product_id)])
-            await audit.record(
+            await took_step(
                 session,
+                self.bus,
                 principal,
-                action="minimum_level.set",
-                entity_type="MinimumLevel",
-                entity_id=level.id,
-                before=before,
-                after={
-                    "location_id": location_id,
-                    "product_id": product_id,
-                    "minimum_quantity": minimum_quantity,
-                },
+                audit.AuditEntry(
+                    action="minimum_level.set",
+                    entity_type="MinimumLevel",
+                    entity_id=level.id,
+                    before=before,
+                    after=audit.snapshot(level, "location_id", "product_id", "minimum_quantity"),
+                ),
             )
             return level
+
+    # --- reads ----------------------------------------------------------------------------------
+
+    async def alerts_page(
+        self,
+        principal: Principal,
+        *,
+        location_id: int | None,
+        statuses: Sequence[AlertStatus],
+        kinds: Sequence[AlertKind],
+        active: bool | None,
+        first: int,
+        after: str | None,
+        max_page_size: int,
+    ) -> Page[Alert]:
+        """Alerts the principal may see (at `location_id`, if given and in scope), newest first."""
+        stmt = select(Alert)
+        if location_id is not None:
+            principal.require(Permission.STOCK_READ, location_id=location_id)
+            stmt = stmt.where(Alert.location_id == location_id)
+        else:
+            principal.require(Permission.STOCK_READ)
+            if principal.location_ids is not None:
+                stmt = stmt.where(
+                    or_(
+                        Alert.location_id.in_(principal.location_ids),
+                        and_(
+                            Alert.location_id.is_(None),
+                            Alert.organisation_id == principal.organisation_id,
+                        ),
+                    )
+                )
+        if statuses:
+            stmt = stmt.where(Alert.status.in_(statuses))
+        if kinds:
+            stmt = stmt.where(Alert.kind.in_(kinds))
+        if active is not None:
+            stmt = stmt.where(Alert.active.is_(active))
+        return await keyset_page(
+            self.db,
+            stmt,
+            keys=[Alert.id],
+            first=first,
+            after=after,
+            max_page_size=max_page_size,
+            descending=True,
+            key_of=lambda r: [r.id],
+        )
+
+    async def raised_for(
+        self, principal: Principal, payload: dict[str, Any], locations: Set[int]
+    ) -> Alert | None:
+        """The alert behind one `alert` event, if this subscriber (watching `locations`, or
+        everything in scope when empty) may see it; None to skip the event."""
+        location_id = payload.get("location_id")
+        if locations and location_id not in locations:
+            return None
+        if location_id is not None and not principal.sees_location(location_id):
+            return None
+        async with self.db.read() as session:
+            alert = await session.get(Alert, payload["alert_id"])
+        if alert is None or not alert_visible(principal, alert):
+            return None
+        return alert

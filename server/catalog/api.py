@@ -5,10 +5,9 @@ from __future__ import annotations
 from collections.abc import Iterable
 from datetime import date
 from decimal import Decimal
-from typing import Self
+from typing import Annotated, Self
 
 import strawberry
-from sqlalchemy import or_, select
 from strawberry import relay
 
 from server.catalog import models
@@ -16,55 +15,56 @@ from server.catalog.service import ProductFields
 from server.core.db import utcnow
 from server.core.graphql import (
     CountedConnection,
+    FromModel,
     Info,
     MutationError,
     attempt,
     connection,
     decode_id,
     load_nodes,
-    load_related,
-    paginate,
-    related,
+    relation,
 )
-from server.core.gs1 import normalize_gtin
-from server.core.security import Permission
-from server.core.validation import LIKE_ESCAPE, like_pattern
+from server.core.graphql_enums import described_enum
 from server.network import models as network_models
 from server.network.api import Organisation
 
-StorageCondition = strawberry.enum(models.StorageCondition)
-LotStatus = strawberry.enum(models.LotStatus)
+StorageCondition = described_enum(
+    models.StorageCondition,
+    "How a product must be stored.",
+    {
+        "ROOM": "At room temperature (15-25 °C).",
+        "REFRIGERATED": "In a fridge (2-8 °C).",
+        "FROZEN": "Frozen (-25 to -15 °C).",
+    },
+)
+LotStatus = described_enum(
+    models.LotStatus,
+    "Whether a lot may be issued.",
+    {
+        "RELEASED": "Usable: may be dispensed and shipped (until it expires).",
+        "QUARANTINED": "Held back pending a decision; never issued.",
+        "RECALLED": "Recalled by its manufacturer or a regulator; never issued.",
+    },
+)
 
 
-@strawberry.type
-class Product(relay.Node):
+@strawberry.type(description="A medicine as stocked: one strength of one dosage form.")
+class Product(FromModel, relay.Node):
     id: relay.NodeID[int]
-    name: str
-    strength: str
-    dosage_form: str
-    unit: str
-    approval_number: str
-    atc_code: str | None
-    controlled_schedule: str | None
-    storage: StorageCondition  # type: ignore[valid-type]
-    unit_cost: Decimal
-    active: bool
-
-    @classmethod
-    def from_model(cls, p: models.Product) -> Self:
-        return cls(
-            id=p.id,
-            name=p.name,
-            strength=p.strength,
-            dosage_form=p.dosage_form,
-            unit=p.unit,
-            approval_number=p.approval_number,
-            atc_code=p.atc_code,
-            controlled_schedule=p.controlled_schedule,
-            storage=p.storage,
-            unit_cost=p.unit_cost,
-            active=p.active,
-        )
+    name: str = strawberry.field(description="The medicine's name, e.g. Paracetamol.")
+    strength: str = strawberry.field(description="E.g. 500 mg.")
+    dosage_form: str = strawberry.field(description="E.g. tablet, vial.")
+    unit: str = strawberry.field(description="What one counted pack is, e.g. box of 20.")
+    approval_number: str = strawberry.field(
+        description="The marketing authorisation number; with a batch number it keys supervision."
+    )
+    atc_code: str | None = strawberry.field(description="WHO ATC code, e.g. N02BE01.")
+    controlled_schedule: str | None = strawberry.field(
+        description="The controlled-drug schedule (e.g. II); null when not controlled."
+    )
+    storage: StorageCondition = strawberry.field(description="How it must be stored.")  # type: ignore[valid-type]
+    unit_cost: Decimal = strawberry.field(description="Cost of one unit, in the home currency.")
+    active: bool = strawberry.field(description="False once withdrawn from the catalogue.")
 
     @classmethod
     async def resolve_nodes(
@@ -72,7 +72,7 @@ class Product(relay.Node):
     ) -> list[Self | None]:
         return await load_nodes(info, models.Product, node_ids, cls.from_model)
 
-    @strawberry.field
+    @strawberry.field(description="Its GTINs, as GTIN-14, in the order they were given.")
     async def gtins(self, info: Info) -> list[str]:
         rows = await info.context.grouped(
             "gtins_by_product", models.ProductGtin.product_id, models.ProductGtin.id
@@ -84,25 +84,14 @@ class Product(relay.Node):
         return self.controlled_schedule is not None
 
 
-@strawberry.type
-class Lot(relay.Node):
+@strawberry.type(description="One batch of a product, with its expiry date.")
+class Lot(FromModel, relay.Node):
     id: relay.NodeID[int]
-    batch_number: str
-    expiry_date: date
-    status: LotStatus  # type: ignore[valid-type]
+    batch_number: str = strawberry.field(description="As printed on the pack (GS1 AI 10).")
+    expiry_date: date = strawberry.field(description="Last day the lot may be used.")
+    status: LotStatus = strawberry.field(description="Whether the lot may be issued.")  # type: ignore[valid-type]
     product_id: strawberry.Private[int]
     manufacturer_id: strawberry.Private[int | None]
-
-    @classmethod
-    def from_model(cls, lot: models.Lot) -> Self:
-        return cls(
-            id=lot.id,
-            batch_number=lot.batch_number,
-            expiry_date=lot.expiry_date,
-            status=lot.status,
-            product_id=lot.product_id,
-            manufacturer_id=lot.manufacturer_id,
-        )
 
     @classmethod
     async def resolve_nodes(
@@ -110,27 +99,24 @@ class Lot(relay.Node):
     ) -> list[Self | None]:
         return await load_nodes(info, models.Lot, node_ids, cls.from_model)
 
-    @strawberry.field
+    @strawberry.field(description="True when the expiry date is before today (UTC).")
     def expired(self) -> bool:
         return self.expiry_date < utcnow().date()
 
-    @strawberry.field
-    def product(self, info: Info) -> Product:
-        return related(info, models.Product, self.product_id, Product.from_model)
-
-    @strawberry.field
-    async def manufacturer(self, info: Info) -> Organisation | None:
-        return await load_related(
-            info, network_models.Organisation, self.manufacturer_id, Organisation.from_model
-        )
+    product: Product = relation(models.Product, "product_id", description="The lot's product.")
+    manufacturer: Organisation | None = relation(
+        network_models.Organisation,
+        "manufacturer_id",
+        description="Who produced the lot, when known.",
+    )
 
 
-@strawberry.type
+@strawberry.type(description="A page of products.")
 class ProductConnection(CountedConnection[Product]):
     pass
 
 
-@strawberry.type
+@strawberry.type(description="A page of lots.")
 class LotConnection(CountedConnection[Lot]):
     pass
 
@@ -141,34 +127,28 @@ class Query:
     async def products(
         self,
         info: Info,
-        first: int,
-        after: str | None = None,
-        search: str | None = None,
-        gtin: str | None = None,
-        atc_code: str | None = None,
+        first: Annotated[int, strawberry.argument(description="Page size (capped).")],
+        after: Annotated[
+            str | None, strawberry.argument(description="Cursor of the previous page's end.")
+        ] = None,
+        search: Annotated[
+            str | None, strawberry.argument(description="Part of the name, any case.")
+        ] = None,
+        gtin: Annotated[
+            str | None, strawberry.argument(description="A GTIN-8, -12, -13 or -14.")
+        ] = None,
+        atc_code: Annotated[
+            str | None, strawberry.argument(description="The start of an ATC code, e.g. N02.")
+        ] = None,
     ) -> ProductConnection:
-        info.context.require_principal().require(Permission.CATALOG_READ)
-        stmt = select(models.Product)
-        if search:
-            stmt = stmt.where(models.Product.name.ilike(like_pattern(search), escape=LIKE_ESCAPE))
-        if gtin:
-            wanted = normalize_gtin(gtin)
-            stmt = stmt.where(
-                models.Product.id.in_(
-                    select(models.ProductGtin.product_id).where(models.ProductGtin.gtin == wanted)
-                )
-            )
-        if atc_code:
-            stmt = stmt.where(
-                models.Product.atc_code.startswith(atc_code.strip().upper(), autoescape=True)
-            )
-        page = await paginate(
-            info,
-            stmt,
-            keys=[models.Product.id],
+        page = await info.context.services.catalog.products_page(
+            info.context.require_principal(),
+            search=search,
+            gtin=gtin,
+            atc_code=atc_code,
             first=first,
             after=after,
-            key_of=lambda r: [r.id],
+            max_page_size=info.context.services.settings.max_page_size,
         )
         return connection(ProductConnection, page, Product.from_model)
 
@@ -176,43 +156,55 @@ class Query:
     async def lots(
         self,
         info: Info,
-        first: int,
-        after: str | None = None,
-        product: relay.GlobalID | None = None,
-        batch_number: str | None = None,
-        expiring_before: date | None = None,
+        first: Annotated[int, strawberry.argument(description="Page size (capped).")],
+        after: Annotated[
+            str | None, strawberry.argument(description="Cursor of the previous page's end.")
+        ] = None,
+        product: Annotated[
+            relay.GlobalID | None, strawberry.argument(description="Only lots of this product.")
+        ] = None,
+        batch_number: Annotated[
+            str | None, strawberry.argument(description="Only lots with this batch number.")
+        ] = None,
+        expiring_before: Annotated[
+            date | None, strawberry.argument(description="Only lots expiring before this day.")
+        ] = None,
     ) -> LotConnection:
-        info.context.require_principal().require(Permission.CATALOG_READ)
-        stmt = select(models.Lot)
-        if product is not None:
-            stmt = stmt.where(models.Lot.product_id == decode_id(product, Product, "product"))
-        if batch_number:
-            stmt = stmt.where(or_(models.Lot.batch_number == batch_number.strip()))
-        if expiring_before is not None:
-            stmt = stmt.where(models.Lot.expiry_date < expiring_before)
-        page = await paginate(
-            info,
-            stmt,
-            keys=[models.Lot.expiry_date, models.Lot.id],
+        page = await info.context.services.catalog.lots_page(
+            info.context.require_principal(),
+            product_id=None if product is None else decode_id(product, Product, "product"),
+            batch_number=batch_number,
+            expiring_before=expiring_before,
             first=first,
             after=after,
-            key_of=lambda r: [r.expiry_date, r.id],
+            max_page_size=info.context.services.settings.max_page_size,
         )
         return connection(LotConnection, page, Lot.from_model)
 
 
-@strawberry.input
+@strawberry.input(description="A product's details; its GTINs replace any it had.")
 class ProductInput:
-    name: str
-    strength: str
-    dosage_form: str
-    unit: str
-    approval_number: str
-    gtins: list[str] = strawberry.field(default_factory=list)
-    atc_code: str | None = None
-    controlled_schedule: str | None = None
-    storage: StorageCondition = models.StorageCondition.ROOM  # type: ignore[valid-type]
-    unit_cost: Decimal = Decimal("0")
+    name: str = strawberry.field(description="The medicine's name.")
+    strength: str = strawberry.field(description="E.g. 500 mg (up to 100 characters).")
+    dosage_form: str = strawberry.field(description="E.g. tablet (up to 100 characters).")
+    unit: str = strawberry.field(description="What one pack is (up to 50 characters).")
+    approval_number: str = strawberry.field(
+        description="Marketing authorisation number; unique in the catalogue."
+    )
+    gtins: list[str] = strawberry.field(
+        default_factory=list,
+        description="GTIN-8/12/13/14 with a valid check digit; each belongs to one product.",
+    )
+    atc_code: str | None = strawberry.field(default=None, description="E.g. N02BE01.")
+    controlled_schedule: str | None = strawberry.field(
+        default=None, description="E.g. II; null for a product that is not controlled."
+    )
+    storage: StorageCondition = strawberry.field(  # type: ignore[valid-type]
+        default=models.StorageCondition.ROOM, description="How it must be stored."
+    )
+    unit_cost: Decimal = strawberry.field(
+        default=Decimal("0"), description="Cost of one unit; 0 or more."
+    )
 
     def to_fields(self) -> ProductFields:
         return ProductFields(
@@ -229,29 +221,41 @@ class ProductInput:
         )
 
 
-@strawberry.type
+@strawberry.input(description="Replace a product's details and GTINs; withdraw or restore it.")
+class UpdateProductInput(ProductInput):
+    id: relay.GlobalID = strawberry.field(description="The product.")
+    active: bool | None = strawberry.field(
+        default=None, description="false withdraws it, true restores it; null leaves it."
+    )
+
+
+@strawberry.type(description="The product created or updated, or why it was refused.")
 class ProductPayload:
-    product: Product | None = None
-    errors: list[MutationError] = strawberry.field(default_factory=list)
+    product: Product | None = strawberry.field(
+        default=None, description="The product as stored; null when refused."
+    )
+    errors: list[MutationError] = strawberry.field(
+        default_factory=list, description="Why it was refused; empty on success."
+    )
 
 
 @strawberry.type
 class Mutation:
-    @strawberry.mutation
+    @strawberry.mutation(description="Add a product to the catalogue; needs catalogue management.")
     async def create_product(self, info: Info, input: ProductInput) -> ProductPayload:
         product, errors = await attempt(
             info, lambda p: info.context.services.catalog.create_product(p, input.to_fields())
         )
         return ProductPayload(product=product and Product.from_model(product), errors=errors)
 
-    @strawberry.mutation(description="Replace a product's details and GTINs.")
-    async def update_product(
-        self, info: Info, id: relay.GlobalID, input: ProductInput, active: bool | None = None
-    ) -> ProductPayload:
+    @strawberry.mutation(
+        description="Replace a product's details and GTINs; needs catalogue management."
+    )
+    async def update_product(self, info: Info, input: UpdateProductInput) -> ProductPayload:
         product, errors = await attempt(
             info,
             lambda p: info.context.services.catalog.update_product(
-                p, decode_id(id, Product, "id"), input.to_fields(), active=active
+                p, decode_id(input.id, Product, "id"), input.to_fields(), active=input.active
             ),
         )
         return ProductPayload(product=product and Product.from_model(product), errors=errors)

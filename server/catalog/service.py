@@ -19,10 +19,13 @@ from server.core import audit
 from server.core.db import Database
 from server.core.errors import DomainError, Duplicate, InvalidInput
 from server.core.gs1 import normalize_gtin
+from server.core.pagination import Page, keyset_page
 from server.core.security import Permission, Principal
 from server.core.validation import (
+    LIKE_ESCAPE,
     ensure_unique,
     get_or_not_found,
+    like_pattern,
     required_text,
 )
 
@@ -51,21 +54,21 @@ def clean_product_fields(fields: ProductFields) -> ProductFields:
     """Pure checks of one product; raises InvalidInput naming the field."""
     atc = (fields.atc_code or "").strip().upper() or None
     if atc and not ATC_PATTERN.match(atc):
-        raise InvalidInput(f"{atc!r} is not an ATC code like N02BE01", field="atcCode")
+        raise InvalidInput(f"{atc!r} is not an ATC code like N02BE01", field="atc_code")
     schedule = (fields.controlled_schedule or "").strip().upper() or None
     if schedule and not SCHEDULE_PATTERN.match(schedule):
-        raise InvalidInput(f"{schedule!r} is not a schedule like II", field="controlledSchedule")
+        raise InvalidInput(f"{schedule!r} is not a schedule like II", field="controlled_schedule")
     if fields.unit_cost < 0:
-        raise InvalidInput("unit cost cannot be negative", field="unitCost")
+        raise InvalidInput("unit cost cannot be negative", field="unit_cost")
     gtins = [normalize_gtin(g, field="gtins") for g in fields.gtins if g.strip()]
     if len(set(gtins)) != len(gtins):
         raise InvalidInput("the same GTIN is listed twice", field="gtins")
     return ProductFields(
         name=required_text(fields.name, "name"),
         strength=required_text(fields.strength, "strength", max_length=100),
-        dosage_form=required_text(fields.dosage_form, "dosageForm", max_length=100),
+        dosage_form=required_text(fields.dosage_form, "dosage_form", max_length=100),
         unit=required_text(fields.unit, "unit", max_length=50),
-        approval_number=required_text(fields.approval_number, "approvalNumber", max_length=64),
+        approval_number=required_text(fields.approval_number, "approval_number", max_length=64),
         gtins=gtins,
         atc_code=atc,
         controlled_schedule=schedule,
@@ -94,7 +97,7 @@ def clean_batch_number(batch_number: str) -> str:
     batch = (batch_number or "").strip()
     if not BATCH_PATTERN.match(batch):
         raise InvalidInput(
-            "a batch number is 1-20 printable characters without spaces", field="batchNumber"
+            "a batch number is 1-20 printable characters without spaces", field="batch_number"
         )
     return batch
 
@@ -124,23 +127,6 @@ CSV_COLUMNS = (
     "storage",
     "unit_cost",
 )
-
-
-# GraphQL field names used by the shared checks, as the CSV column a user would fix.
-_CSV_FIELD: dict[str | None, str | None] = {
-    "name": "name",
-    "strength": "strength",
-    "dosageForm": "dosage_form",
-    "unit": "unit",
-    "approvalNumber": "approval_number",
-    "gtins": "gtins",
-    "atcCode": "atc_code",
-    "controlledSchedule": "controlled_schedule",
-    "storage": "storage",
-    "unitCost": "unit_cost",
-    "unit_cost": "unit_cost",
-    None: None,
-}
 
 
 def parse_catalog_csv(text: str) -> tuple[list[tuple[int, ProductFields]], list[ImportRowError]]:
@@ -185,7 +171,7 @@ def parse_catalog_csv(text: str) -> tuple[list[tuple[int, ProductFields]], list[
                 )
             )
         except InvalidInput as exc:
-            errors.append(ImportRowError(line, _CSV_FIELD.get(exc.field, exc.field), exc.message))
+            errors.append(ImportRowError(line, exc.field, exc.message))
             continue
         if (first := seen_approvals.get(cleaned.approval_number)) is not None:
             errors.append(
@@ -232,13 +218,13 @@ class CatalogService:
         principal.require(Permission.CATALOG_MANAGE)
         cleaned = clean_product_fields(fields)
         async with self.db.write() as session:
-            product = await get_or_not_found(session, Product, product_id, "product")
+            product = await get_or_not_found(session, Product, product_id, "id")
             before = product_snapshot(product, await self._gtins(session, product.id))
             await ensure_unique(
                 session,
                 Product.approval_number,
                 cleaned.approval_number,
-                "approvalNumber",
+                "approval_number",
                 exclude_id=product.id,
             )
             for gtin in cleaned.gtins:
@@ -289,7 +275,7 @@ class CatalogService:
                 try:
                     product = await self._insert_product(session, fields)
                 except DomainError as exc:
-                    errors.append(ImportRowError(line, _CSV_FIELD.get(exc.field), exc.message))
+                    errors.append(ImportRowError(line, exc.field, exc.message))
                     continue
                 created.append(product)
                 await audit.record(
@@ -307,7 +293,7 @@ class CatalogService:
 
     async def _insert_product(self, session: AsyncSession, fields: ProductFields) -> Product:
         await ensure_unique(
-            session, Product.approval_number, fields.approval_number, "approvalNumber"
+            session, Product.approval_number, fields.approval_number, "approval_number"
         )
         clash = (
             await session.execute(
@@ -340,6 +326,73 @@ class CatalogService:
         session.add_all([ProductGtin(product_id=product.id, gtin=g) for g in fields.gtins])
         await session.flush()
         return product
+
+    # --- reads ----------------------------------------------------------------------------------
+
+    async def products_page(
+        self,
+        principal: Principal,
+        *,
+        search: str | None,
+        gtin: str | None,
+        atc_code: str | None,
+        first: int,
+        after: str | None,
+        max_page_size: int,
+    ) -> Page[Product]:
+        """Products by name substring, exact GTIN (any length, normalised) or ATC prefix."""
+        principal.require(Permission.CATALOG_READ)
+        stmt = select(Product)
+        if search:
+            stmt = stmt.where(Product.name.ilike(like_pattern(search), escape=LIKE_ESCAPE))
+        if gtin:
+            wanted = normalize_gtin(gtin)
+            stmt = stmt.where(
+                Product.id.in_(select(ProductGtin.product_id).where(ProductGtin.gtin == wanted))
+            )
+        if atc_code:
+            stmt = stmt.where(
+                Product.atc_code.startswith(atc_code.strip().upper(), autoescape=True)
+            )
+        return await keyset_page(
+            self.db,
+            stmt,
+            keys=[Product.id],
+            first=first,
+            after=after,
+            max_page_size=max_page_size,
+            key_of=lambda r: [r.id],
+        )
+
+    async def lots_page(
+        self,
+        principal: Principal,
+        *,
+        product_id: int | None,
+        batch_number: str | None,
+        expiring_before: date | None,
+        first: int,
+        after: str | None,
+        max_page_size: int,
+    ) -> Page[Lot]:
+        """Lots in expiry order (earliest first), then by id."""
+        principal.require(Permission.CATALOG_READ)
+        stmt = select(Lot)
+        if product_id is not None:
+            stmt = stmt.where(Lot.product_id == product_id)
+        if batch_number:
+            stmt = stmt.where(Lot.batch_number == batch_number.strip())
+        if expiring_before is not None:
+            stmt = stmt.where(Lot.expiry_date < expiring_before)
+        return await keyset_page(
+            self.db,
+            stmt,
+            keys=[Lot.expiry_date, Lot.id],
+            first=first,
+            after=after,
+            max_page_size=max_page_size,
+            key_of=lambda r: [r.expiry_date, r.id],
+        )
 
     @staticmethod
     async def _gtins(session: AsyncSession, product_id: int) -> list[str]:
@@ -376,7 +429,7 @@ async def find_or_create_lot(
             raise InvalidInput(
                 f"batch {batch} is recorded with expiry {lot.expiry_date.isoformat()}, "
                 f"not {expiry_date.isoformat()}",
-                field="expiryDate",
+                field="expiry_date",
             )
         return lot
     lot = Lot(
@@ -400,10 +453,6 @@ async def find_or_create_lot(
         action="lot.create",
         entity_type="Lot",
         entity_id=lot.id,
-        after={
-            "product_id": product_id,
-            "batch_number": batch,
-            "expiry_date": expiry_date.isoformat(),
-        },
+        after=audit.snapshot(lot, "product_id", "batch_number", "expiry_date"),
     )
     return lot

@@ -8,10 +8,9 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from datetime import datetime
-from typing import Self
+from typing import Annotated, Self
 
 import strawberry
-from sqlalchemy import select
 from strawberry import relay
 from strawberry.dataloader import DataLoader
 
@@ -26,18 +25,26 @@ from server.core.graphql import (
     connection,
     decode_id,
     load_nodes,
-    paginate,
     relation,
 )
+from server.core.graphql_enums import described_enum
 from server.core.security import Permission
 from server.counts import models
 from server.counts.service import FinalizeResult, LineView
 from server.inventory import models as inventory_models
 from server.inventory.api import Movement, StockLevel
 from server.network import models as network_models
-from server.network.api import Location, username_of
+from server.network.api import Location, User
 
-CountStatus = strawberry.enum(models.CountStatus)
+CountStatus = described_enum(
+    models.CountStatus,
+    "Where a stock count stands.",
+    {
+        "OPEN": "Lines may be recorded; stock is not touched yet.",
+        "FINALIZED": "Closed: every variance was posted as a COUNT movement.",
+        "CANCELLED": "Closed without touching stock.",
+    },
+)
 
 
 def _lines_loader(info: Info) -> DataLoader[int, list[LineView]]:
@@ -57,7 +64,7 @@ def _uncounted_loader(info: Info) -> DataLoader[int, list[inventory_models.Balan
 
 @strawberry.type(description="What was counted of one lot, against what the system held.")
 class StockCountLine:
-    counted_quantity: int
+    counted_quantity: int = strawberry.field(description="Packs found on the shelf.")
     system_quantity_at_count: int = strawberry.field(
         description="The balance of this lot here at the moment the line was recorded."
     )
@@ -77,8 +84,10 @@ class StockCountLine:
     balance_after_count: int | None = strawberry.field(
         description="OPEN: what finalizing now would leave; FINALIZED: what it left."
     )
-    explanation: str
-    counted_at: datetime
+    explanation: str = strawberry.field(
+        description="The line's arithmetic in words, for the person reviewing the count."
+    )
+    counted_at: datetime = strawberry.field(description="When the line was last recorded.")
     lot_id: strawberry.Private[int]
     product_id: strawberry.Private[int]
     counted_by_id: strawberry.Private[int]
@@ -102,12 +111,13 @@ class StockCountLine:
             counted_by_id=line.counted_by,
         )
 
-    lot: Lot = relation(catalog_models.Lot, "lot_id")
-    product: Product = relation(catalog_models.Product, "product_id")
-
-    @strawberry.field(description="Username of who counted it.")
-    async def counted_by(self, info: Info) -> str | None:
-        return await username_of(info, self.counted_by_id)
+    lot: Lot = relation(catalog_models.Lot, "lot_id", description="The lot counted.")
+    product: Product = relation(
+        catalog_models.Product, "product_id", description="The counted lot's product."
+    )
+    counted_by: User | None = relation(
+        network_models.User, "counted_by_id", description="Who last recorded this line."
+    )
 
 
 @strawberry.type(description="A stock-take of one location: OPEN, then FINALIZED or CANCELLED.")
@@ -115,10 +125,12 @@ class StockCount(FromModel, relay.Node):
     __columns__ = {"started_by_id": "started_by", "closed_by_id": "closed_by"}
 
     id: relay.NodeID[int]
-    status: CountStatus  # type: ignore[valid-type]
-    reason: str | None
-    started_at: datetime
-    closed_at: datetime | None
+    status: CountStatus = strawberry.field(description="OPEN, FINALIZED or CANCELLED.")  # type: ignore[valid-type]
+    reason: str | None = strawberry.field(description="Why the count was started, if given.")
+    started_at: datetime = strawberry.field(description="When the count was opened.")
+    closed_at: datetime | None = strawberry.field(
+        description="When it was finalized or cancelled; null while OPEN."
+    )
     location_id: strawberry.Private[int]
     started_by_id: strawberry.Private[int]
     closed_by_id: strawberry.Private[int | None]
@@ -136,15 +148,17 @@ class StockCount(FromModel, relay.Node):
             location_of=lambda row: row.location_id,
         )
 
-    location: Location = relation(network_models.Location, "location_id")
-
-    @strawberry.field(description="Username of who started it.")
-    async def started_by(self, info: Info) -> str | None:
-        return await username_of(info, self.started_by_id)
-
-    @strawberry.field(description="Username of who finalized or cancelled it.")
-    async def closed_by(self, info: Info) -> str | None:
-        return await username_of(info, self.closed_by_id)
+    location: Location = relation(
+        network_models.Location, "location_id", description="The location being counted."
+    )
+    started_by: User | None = relation(
+        network_models.User, "started_by_id", description="Who opened the count."
+    )
+    closed_by: User | None = relation(
+        network_models.User,
+        "closed_by_id",
+        description="Who finalized or cancelled it; null while OPEN.",
+    )
 
     @strawberry.field(description="Counted lots with their live variance, in counting order.")
     async def lines(self, info: Info) -> list[StockCountLine]:
@@ -158,15 +172,19 @@ class StockCount(FromModel, relay.Node):
         return [StockLevel.from_model(b) for b in await _uncounted_loader(info).load(self.id)]
 
 
-@strawberry.type
+@strawberry.type(description="A page of stock counts.")
 class StockCountConnection(CountedConnection[StockCount]):
     pass
 
 
 @strawberry.type
 class Query:
-    @strawberry.field(description="One stock count with its live variance.")
-    async def stock_count(self, info: Info, id: relay.GlobalID) -> StockCount | None:
+    @strawberry.field(description="One stock count with its live variance; null if none.")
+    async def stock_count(
+        self,
+        info: Info,
+        id: Annotated[relay.GlobalID, strawberry.argument(description="The count's ID.")],
+    ) -> StockCount | None:
         node_id = str(decode_id(id, StockCount, "id"))
         return (await StockCount.resolve_nodes(info=info, node_ids=[node_id]))[0]
 
@@ -174,28 +192,26 @@ class Query:
     async def stock_counts(
         self,
         info: Info,
-        first: int,
-        after: str | None = None,
-        location: relay.GlobalID | None = None,
-        status: CountStatus | None = None,  # type: ignore[valid-type]
+        first: Annotated[int, strawberry.argument(description="Page size (capped).")],
+        after: Annotated[
+            str | None, strawberry.argument(description="Cursor of the previous page's end.")
+        ] = None,
+        location: Annotated[
+            relay.GlobalID | None,
+            strawberry.argument(description="Only counts of this location (in your scope)."),
+        ] = None,
+        status: Annotated[
+            CountStatus | None,  # type: ignore[valid-type]
+            strawberry.argument(description="Only counts in this status."),
+        ] = None,
     ) -> StockCountConnection:
-        principal = info.context.require_principal()
-        C = models.StockCount
-        stmt = select(C)
-        location_id = None if location is None else decode_id(location, Location, "location")
-        locations = principal.readable_locations(Permission.STOCK_READ, location_id)
-        if locations is not None:
-            stmt = stmt.where(C.location_id.in_(locations))
-        if status is not None:
-            stmt = stmt.where(C.status == status)
-        page = await paginate(
-            info,
-            stmt,
-            keys=[C.id],
+        page = await info.context.services.counts.counts_page(
+            info.context.require_principal(),
+            location_id=None if location is None else decode_id(location, Location, "location"),
+            status=status,
             first=first,
             after=after,
-            descending=True,
-            key_of=lambda r: [r.id],
+            max_page_size=info.context.services.settings.max_page_size,
         )
         return connection(StockCountConnection, page, StockCount.from_model)
 
@@ -203,21 +219,67 @@ class Query:
 # --- mutations -------------------------------------------------------------------------------
 
 
-@strawberry.type
+@strawberry.input(description="Open a count at a location.")
+class StartCountInput:
+    location: relay.GlobalID = strawberry.field(
+        description="The location to count; one OPEN count per location."
+    )
+    reason: str | None = strawberry.field(
+        default=None, description="Why (up to 200 characters), e.g. a monthly stock-take."
+    )
+
+
+@strawberry.input(description="What is on the shelf of one lot, in an OPEN count.")
+class RecordCountLineInput:
+    id: relay.GlobalID = strawberry.field(description="The stock count.")
+    lot: relay.GlobalID = strawberry.field(
+        description="The lot counted (from parseBarcode when scanned)."
+    )
+    counted_quantity: int = strawberry.field(
+        description="Packs found, 0 to 1,000,000,000; replaces an earlier line of this lot."
+    )
+
+
+@strawberry.input(description="Post a count's variances.")
+class FinalizeCountInput:
+    id: relay.GlobalID = strawberry.field(description="The OPEN stock count.")
+    idempotency_key: str | None = strawberry.field(
+        default=None,
+        description="Client-chosen key: a replay returns the first result and changes nothing.",
+    )
+
+
+@strawberry.input(description="Abandon an OPEN count.")
+class CancelCountInput:
+    id: relay.GlobalID = strawberry.field(description="The OPEN stock count.")
+    reason: str = strawberry.field(description="Why it is abandoned (required, up to 200).")
+
+
+@strawberry.type(description="The count a mutation opened or closed, or why it was refused.")
 class StockCountPayload:
-    stock_count: StockCount | None = None
-    errors: list[MutationError] = strawberry.field(default_factory=list)
+    stock_count: StockCount | None = strawberry.field(
+        default=None, description="The count after the change; null when refused."
+    )
+    errors: list[MutationError] = strawberry.field(
+        default_factory=list, description="Why it was refused; empty on success."
+    )
 
 
-@strawberry.type
+@strawberry.type(description="The line recorded, or why it was refused.")
 class CountLinePayload:
-    line: StockCountLine | None = None
-    errors: list[MutationError] = strawberry.field(default_factory=list)
+    line: StockCountLine | None = strawberry.field(
+        default=None, description="The line as recorded; null when refused."
+    )
+    errors: list[MutationError] = strawberry.field(
+        default_factory=list, description="Why it was refused; empty on success."
+    )
 
 
 @strawberry.type(description="The outcome of a count, line by line, and what it left alone.")
 class FinalizeCountPayload:
-    stock_count: StockCount | None = None
+    stock_count: StockCount | None = strawberry.field(
+        default=None, description="The FINALIZED count; null when refused."
+    )
     lines: list[StockCountLine] = strawberry.field(
         default_factory=list,
         description="Per counted lot: counted, system at count, movements since, adjustment, "
@@ -232,7 +294,9 @@ class FinalizeCountPayload:
     replayed: bool = strawberry.field(
         default=False, description="True when this idempotency key was already processed."
     )
-    errors: list[MutationError] = strawberry.field(default_factory=list)
+    errors: list[MutationError] = strawberry.field(
+        default_factory=list, description="Why it was refused; empty on success."
+    )
 
 
 def _finalize_payload(result: FinalizeResult) -> FinalizeCountPayload:
@@ -247,14 +311,15 @@ def _finalize_payload(result: FinalizeResult) -> FinalizeCountPayload:
 
 @strawberry.type
 class Mutation:
-    @strawberry.mutation(description="Open a count at a location (one open count per location).")
-    async def start_count(
-        self, info: Info, location: relay.GlobalID, reason: str | None = None
-    ) -> StockCountPayload:
+    @strawberry.mutation(
+        description="Open a count at a location (one open count per location); needs "
+        "count management there."
+    )
+    async def start_count(self, info: Info, input: StartCountInput) -> StockCountPayload:
         count, errors = await attempt(
             info,
             lambda p: info.context.services.counts.start(
-                p, decode_id(location, Location, "location"), reason
+                p, decode_id(input.location, Location, "location"), input.reason
             ),
         )
         return StockCountPayload(stock_count=count and StockCount.from_model(count), errors=errors)
@@ -264,16 +329,14 @@ class Mutation:
         "line and its snapshot. Typed or scanned: resolve a scan with parseBarcode, then send "
         "the lot's id here."
     )
-    async def record_count_line(
-        self, info: Info, count: relay.GlobalID, lot: relay.GlobalID, counted_quantity: int
-    ) -> CountLinePayload:
+    async def record_count_line(self, info: Info, input: RecordCountLineInput) -> CountLinePayload:
         view, errors = await attempt(
             info,
             lambda p: info.context.services.counts.record_line(
                 p,
-                decode_id(count, StockCount, "count"),
-                decode_id(lot, Lot, "lot"),
-                counted_quantity,
+                decode_id(input.id, StockCount, "id"),
+                decode_id(input.lot, Lot, "lot"),
+                input.counted_quantity,
             ),
         )
         return CountLinePayload(line=view and StockCountLine.from_view(view), errors=errors)
@@ -282,25 +345,21 @@ class Mutation:
         description="Post every variance as a COUNT movement on the current balance, in one "
         "transaction; movements after a lot was counted are kept and reported."
     )
-    async def finalize_count(
-        self, info: Info, count: relay.GlobalID, idempotency_key: str | None = None
-    ) -> FinalizeCountPayload:
+    async def finalize_count(self, info: Info, input: FinalizeCountInput) -> FinalizeCountPayload:
         result, errors = await attempt(
             info,
             lambda p: info.context.services.counts.finalize(
-                p, decode_id(count, StockCount, "count"), idempotency_key
+                p, decode_id(input.id, StockCount, "id"), input.idempotency_key
             ),
         )
         return _finalize_payload(result) if result else FinalizeCountPayload(errors=errors)
 
     @strawberry.mutation(description="Abandon an open count; stock is not touched.")
-    async def cancel_count(
-        self, info: Info, count: relay.GlobalID, reason: str
-    ) -> StockCountPayload:
+    async def cancel_count(self, info: Info, input: CancelCountInput) -> StockCountPayload:
         closed, errors = await attempt(
             info,
             lambda p: info.context.services.counts.cancel(
-                p, decode_id(count, StockCount, "count"), reason
+                p, decode_id(input.id, StockCount, "id"), input.reason
             ),
         )
         return StockCountPayload(

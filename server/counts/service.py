@@ -30,6 +30,7 @@ from server.core.errors import (
     NotFound,
 )
 from server.core.events import Event, EventBus
+from server.core.pagination import Page, keyset_page
 from server.core.security import Permission, Principal
 from server.core.steps import took_step
 from server.core.validation import get_or_not_found, optional_text, required_text
@@ -150,7 +151,7 @@ async def _lock_count(session: AsyncSession, count_id: int) -> StockCount:
         await session.execute(select(StockCount).where(StockCount.id == count_id).with_for_update())
     ).scalar_one_or_none()
     if count is None:
-        raise NotFound(f"stock count {count_id} does not exist", field="count")
+        raise NotFound(f"stock count {count_id} does not exist", field="id")
     return count
 
 
@@ -158,7 +159,7 @@ def _require_open(count: StockCount, action: str) -> None:
     if count.status is not CountStatus.OPEN:
         raise DomainError(
             f"stock count #{count.id} is {count.status.value}; only an OPEN count can be {action}",
-            field="count",
+            field="id",
             code=ErrorCode.COUNT_CLOSED,
         )
 
@@ -369,7 +370,7 @@ class CountService:
         if not 0 <= counted_quantity <= MAX_COUNTED:
             raise InvalidInput(
                 f"counted quantity must be between 0 and {MAX_COUNTED}, got {counted_quantity}",
-                field="countedQuantity",
+                field="counted_quantity",
             )
         async with self.db.write() as session:
             count = await _lock_count(session, count_id)
@@ -405,16 +406,19 @@ class CountService:
             line.last_movement_id_at_count = last_movement_id
             line.counted_by = principal.user_id
             line.counted_at = utcnow()
-            await session.flush()
-            await self.bus.emit(session, [_count_event(count, lot_id)])
-            await audit.record(
+            await session.flush()  # the line's id, for its audit entry
+            await took_step(
                 session,
+                self.bus,
                 principal,
-                action="count.record_line",
-                entity_type="StockCountLine",
-                entity_id=line.id,
-                before=before,
-                after=_line_snapshot(line),
+                audit.AuditEntry(
+                    action="count.record_line",
+                    entity_type="StockCountLine",
+                    entity_id=line.id,
+                    before=before,
+                    after=_line_snapshot(line),
+                ),
+                events=[_count_event(count, lot_id)],
             )
         return LineView(line=line, lot=lot, status=count.status, current_quantity=system)
 
@@ -430,7 +434,7 @@ class CountService:
         async def replay(session: AsyncSession, _movements: list[Movement]) -> FinalizeResult:
             """The first finalization's outcome, rebuilt from the ledger (the hash pins the
             count)."""
-            count = await get_or_not_found(session, StockCount, count_id, "count")
+            count = await get_or_not_found(session, StockCount, count_id, "id")
             views = await _line_views(session, count)
             movements = [v.adjustment for v in views if v.adjustment is not None]
             return FinalizeResult(
@@ -459,7 +463,7 @@ class CountService:
         if not views:
             raise InvalidInput(
                 f"stock count #{count.id} has no counted lines; record some, or cancel it",
-                field="count",
+                field="id",
             )
         for view in views:
             final = balance_after_count(view.line.counted_quantity, view.quantity_since)
@@ -468,7 +472,7 @@ class CountService:
                     f"lot {view.lot.batch_number}: counted {view.line.counted_quantity}, but "
                     f"{-view.quantity_since} left after it was counted, so the balance would be "
                     f"{final}; record this lot again, then finalize",
-                    field="count",
+                    field="id",
                 )
         reason = count_reason(count.id, count.reason)
         requests = [
@@ -547,7 +551,37 @@ class CountService:
             await self._took_step(session, principal, count, "cancel", before=before, reason=reason)
         return count
 
-    # --- reads (access is checked by the caller, like every node) ------------------------------
+    # --- reads ----------------------------------------------------------------------------------
+
+    async def counts_page(
+        self,
+        principal: Principal,
+        *,
+        location_id: int | None,
+        status: CountStatus | None,
+        first: int,
+        after: str | None,
+        max_page_size: int,
+    ) -> Page[StockCount]:
+        """Counts in the principal's scope (or at `location_id`, if in scope), newest first."""
+        stmt = select(StockCount)
+        locations = principal.readable_locations(Permission.STOCK_READ, location_id)
+        if locations is not None:
+            stmt = stmt.where(StockCount.location_id.in_(locations))
+        if status is not None:
+            stmt = stmt.where(StockCount.status == status)
+        return await keyset_page(
+            self.db,
+            stmt,
+            keys=[StockCount.id],
+            first=first,
+            after=after,
+            max_page_size=max_page_size,
+            descending=True,
+            key_of=lambda r: [r.id],
+        )
+
+    # (below: access is checked by the caller, like every node)
 
     async def line_views(self, count_ids: Sequence[int]) -> list[list[LineView]]:
         """Live lines of several counts (one read session), in the order asked."""

@@ -6,36 +6,33 @@ from collections.abc import AsyncGenerator, Callable, Iterable
 from datetime import date, datetime
 from decimal import Decimal
 from enum import StrEnum
-from typing import Any, Self
+from typing import Annotated, Any, Self
 
 import strawberry
-from sqlalchemy import select
 from strawberry import relay
 
 from server.catalog import models as catalog_models
 from server.catalog.api import Lot, Product
-from server.core.db import Database
 from server.core.errors import InvalidInput
-from server.core.events import SharedLookups
 from server.core.graphql import (
     MISSING,
     CountedConnection,
+    FromModel,
     Info,
     MutationError,
     attempt,
     connection,
     decode_id,
     load_nodes,
-    load_related,
-    paginate,
     peek,
     prefetch,
-    related,
+    relation,
     selected_paths,
     then,
 )
-from server.core.security import Permission, Principal
-from server.inventory import models
+from server.core.graphql_enums import described_enum
+from server.core.security import Permission
+from server.inventory import models, reads
 from server.inventory.service import (
     MAX_BATCH_MOVEMENTS,
     STOCK_TOPIC,
@@ -44,19 +41,24 @@ from server.inventory.service import (
     NewLot,
 )
 from server.network import models as network_models
-from server.network.api import Location, Organisation
+from server.network.api import Location, Organisation, User
 
-MovementKind = strawberry.enum(models.MovementKind)
-
-
-def resolve_location(root: Any, info: Info) -> Location:
-    """`location` of anything that carries a `location_id` (sync when already loaded)."""
-    return related(info, network_models.Location, root.location_id, Location.from_model)
-
-
-def resolve_lot(root: Any, info: Info) -> Lot:
-    """`lot` of anything that carries a `lot_id` (sync when already loaded)."""
-    return related(info, catalog_models.Lot, root.lot_id, Lot.from_model)
+MovementKind = described_enum(
+    models.MovementKind,
+    "What a movement did; the sign of its quantity follows from it.",
+    {
+        "RECEIVE": "Stock came in from a supplier or another organisation (+).",
+        "SHIP": "Stock left for another organisation (-).",
+        "DISPENSE": "Given to a patient (-).",
+        "RETURN": "A patient brought packs back; they re-enter stock (+).",
+        "ADJUST": "A correction with a reason (+ or -).",
+        "DISPOSE": "Waste: expired, damaged, recalled... (-).",
+        "PRODUCE": "A manufacturer's output (+).",
+        "TRANSFER_OUT": "Sent to another location of the same organisation (-).",
+        "TRANSFER_IN": "Received from another location of the same organisation (+).",
+        "COUNT": "A stock-take's result, recorded as the difference (+ or -).",
+    },
+)
 
 
 def _lot_product(info: Info, lot_id: int) -> Any:
@@ -74,25 +76,15 @@ async def _load_lot_product(info: Info, lot_id: int) -> Any:
     return await info.context.by_id(catalog_models.Product).load(lot.product_id)
 
 
-@strawberry.type
-class StockLevel(relay.Node):
-    """Quantity on hand of one lot at one location."""
-
+@strawberry.type(description="Quantity on hand of one lot at one location.")
+class StockLevel(FromModel, relay.Node):
     id: relay.NodeID[int]
-    quantity: int
-    updated_at: datetime
+    quantity: int = strawberry.field(
+        description="Packs on hand; negative only where the location allows negative stock."
+    )
+    updated_at: datetime = strawberry.field(description="When a movement last changed it.")
     location_id: strawberry.Private[int]
     lot_id: strawberry.Private[int]
-
-    @classmethod
-    def from_model(cls, balance: models.Balance) -> Self:
-        return cls(
-            id=balance.id,
-            quantity=balance.quantity,
-            updated_at=balance.updated_at,
-            location_id=balance.location_id,
-            lot_id=balance.lot_id,
-        )
 
     @classmethod
     async def resolve_nodes(
@@ -107,10 +99,12 @@ class StockLevel(relay.Node):
             location_of=lambda row: row.location_id,
         )
 
-    location: Location = strawberry.field(resolver=resolve_location)
-    lot: Lot = strawberry.field(resolver=resolve_lot)
+    location: Location = relation(
+        network_models.Location, "location_id", description="Where the stock is."
+    )
+    lot: Lot = relation(catalog_models.Lot, "lot_id", description="The lot held.")
 
-    @strawberry.field
+    @strawberry.field(description="The lot's product.")
     def product(self, info: Info) -> Product:
         return then(_lot_product(info, self.lot_id), Product.from_model)
 
@@ -119,43 +113,28 @@ class StockLevel(relay.Node):
         return then(_lot_product(info, self.lot_id), lambda p: p.unit_cost * self.quantity)
 
 
-@strawberry.type
-class Movement(relay.Node):
-    """One immutable change of stock; `quantity` is signed (+ in, - out)."""
-
+@strawberry.type(description="One immutable change of stock; `quantity` is signed (+ in, - out).")
+class Movement(FromModel, relay.Node):
     id: relay.NodeID[int]
-    kind: MovementKind  # type: ignore[valid-type]
-    quantity: int
-    balance_after: int
-    reference: str | None
-    patient_reference: str | None
-    reason: str | None
-    occurred_at: datetime
-    recorded_at: datetime
+    kind: MovementKind = strawberry.field(description="What the movement did.")  # type: ignore[valid-type]
+    quantity: int = strawberry.field(description="Packs, signed: + into stock, - out of it.")
+    balance_after: int = strawberry.field(
+        description="The balance of this lot at this location right after it."
+    )
+    reference: str | None = strawberry.field(
+        description="What it belongs to: a purchase order, shipment, transfer or count number."
+    )
+    patient_reference: str | None = strawberry.field(
+        description="The patient encounter of a dispense or return, as the caller gave it."
+    )
+    reason: str | None = strawberry.field(description="Why (adjustments, disposals, counts).")
+    occurred_at: datetime = strawberry.field(description="When it happened.")
+    recorded_at: datetime = strawberry.field(description="When the ledger recorded it.")
     location_id: strawberry.Private[int]
     lot_id: strawberry.Private[int]
     organisation_id: strawberry.Private[int]
     counterparty_id: strawberry.Private[int | None]
     actor_id: strawberry.Private[int | None]
-
-    @classmethod
-    def from_model(cls, m: models.Movement) -> Self:
-        return cls(
-            id=m.id,
-            kind=m.kind,
-            quantity=m.quantity,
-            balance_after=m.balance_after,
-            reference=m.reference,
-            patient_reference=m.patient_reference,
-            reason=m.reason,
-            occurred_at=m.occurred_at,
-            recorded_at=m.recorded_at,
-            location_id=m.location_id,
-            lot_id=m.lot_id,
-            organisation_id=m.organisation_id,
-            counterparty_id=m.counterparty_id,
-            actor_id=m.actor_id,
-        )
 
     @classmethod
     async def resolve_nodes(
@@ -170,35 +149,33 @@ class Movement(relay.Node):
             location_of=lambda row: row.location_id,
         )
 
-    location: Location = strawberry.field(resolver=resolve_location)
-    lot: Lot = strawberry.field(resolver=resolve_lot)
-
-    @strawberry.field(description="The organisation that reported this movement.")
-    async def organisation(self, info: Info) -> Organisation:
-        return await load_related(
-            info, network_models.Organisation, self.organisation_id, Organisation.from_model
-        )
-
-    @strawberry.field
-    async def counterparty(self, info: Info) -> Organisation | None:
-        return await load_related(
-            info, network_models.Organisation, self.counterparty_id, Organisation.from_model
-        )
-
-    @strawberry.field(description="Username of who recorded it.")
-    async def actor(self, info: Info) -> str | None:
-        if self.actor_id is None:
-            return None
-        user = await info.context.by_id(network_models.User).load(self.actor_id)
-        return user.username if user else None
+    location: Location = relation(
+        network_models.Location, "location_id", description="Where stock moved."
+    )
+    lot: Lot = relation(catalog_models.Lot, "lot_id", description="The lot that moved.")
+    organisation: Organisation = relation(
+        network_models.Organisation,
+        "organisation_id",
+        description="The organisation that reported this movement.",
+    )
+    counterparty: Organisation | None = relation(
+        network_models.Organisation,
+        "counterparty_id",
+        description="The other side (supplier, receiver), when there is one.",
+    )
+    actor: User | None = relation(
+        network_models.User,
+        "actor_id",
+        description="Who recorded it; null for system and feed movements without a user.",
+    )
 
 
-@strawberry.type
+@strawberry.type(description="A page of stock levels.")
 class StockLevelConnection(CountedConnection[StockLevel]):
     pass
 
 
-@strawberry.type
+@strawberry.type(description="A page of movements.")
 class MovementConnection(CountedConnection[Movement]):
     pass
 
@@ -216,10 +193,8 @@ async def _prefetch_stock_relations(info: Info, balances: list[models.Balance]) 
         await prefetch(info, network_models.Location, (b.location_id for b in balances))
 
 
-def _location_filter(principal: Principal, location: relay.GlobalID | None) -> list[int] | None:
-    """The locations a stock query may read: the one asked for (if in scope), else the scope."""
-    location_id = None if location is None else decode_id(location, Location, "location")
-    return principal.readable_locations(Permission.STOCK_READ, location_id)
+First = Annotated[int, strawberry.argument(description="Page size (capped).")]
+After = Annotated[str | None, strawberry.argument(description="Cursor of the previous page's end.")]
 
 
 @strawberry.type
@@ -228,77 +203,76 @@ class Query:
     async def stock_levels(
         self,
         info: Info,
-        first: int,
-        after: str | None = None,
-        location: relay.GlobalID | None = None,
-        product: relay.GlobalID | None = None,
-        expiring_before: date | None = None,
-        include_empty: bool = False,
+        first: First,
+        after: After = None,
+        location: Annotated[
+            relay.GlobalID | None,
+            strawberry.argument(description="Only this location (in your scope)."),
+        ] = None,
+        product: Annotated[
+            relay.GlobalID | None, strawberry.argument(description="Only lots of this product.")
+        ] = None,
+        expiring_before: Annotated[
+            date | None, strawberry.argument(description="Only lots expiring before this day.")
+        ] = None,
+        include_empty: Annotated[
+            bool, strawberry.argument(description="Also balances that are now 0.")
+        ] = False,
     ) -> StockLevelConnection:
-        principal = info.context.require_principal()
-        Balance, LotModel = models.Balance, catalog_models.Lot
-        stmt = select(Balance, LotModel.expiry_date).join(LotModel, LotModel.id == Balance.lot_id)
-        if (locations := _location_filter(principal, location)) is not None:
-            stmt = stmt.where(Balance.location_id.in_(locations))
-        if product is not None:
-            stmt = stmt.where(LotModel.product_id == decode_id(product, Product, "product"))
-        if expiring_before is not None:
-            stmt = stmt.where(LotModel.expiry_date < expiring_before)
-        if not include_empty:
-            stmt = stmt.where(Balance.quantity != 0)
-        page = await paginate(
-            info,
-            stmt,
-            keys=[LotModel.expiry_date, Balance.id],
+        page = await reads.stock_page(
+            info.context,
+            info.context.require_principal(),
+            location_id=_optional(location, Location, "location"),
+            product_id=_optional(product, Product, "product"),
+            expiring_before=expiring_before,
+            include_empty=include_empty,
             first=first,
             after=after,
-            key_of=lambda r: [r[1], r[0].id],
+            max_page_size=info.context.services.settings.max_page_size,
         )
-        await _prefetch_stock_relations(info, [r[0] for r in page.rows])
-        return connection(StockLevelConnection, page, lambda r: StockLevel.from_model(r[0]))
+        await _prefetch_stock_relations(info, page.rows)
+        return connection(StockLevelConnection, page, StockLevel.from_model)
 
     @strawberry.field(description="Movement history, newest first.")
     async def movements(
         self,
         info: Info,
-        first: int,
-        after: str | None = None,
-        location: relay.GlobalID | None = None,
-        product: relay.GlobalID | None = None,
-        lot: relay.GlobalID | None = None,
-        kinds: list[MovementKind] | None = None,  # type: ignore[valid-type]
-        since: datetime | None = None,
-        until: datetime | None = None,
+        first: First,
+        after: After = None,
+        location: Annotated[
+            relay.GlobalID | None,
+            strawberry.argument(description="Only this location (in your scope)."),
+        ] = None,
+        product: Annotated[
+            relay.GlobalID | None,
+            strawberry.argument(description="Only movements of this product's lots."),
+        ] = None,
+        lot: Annotated[
+            relay.GlobalID | None, strawberry.argument(description="Only this lot.")
+        ] = None,
+        kinds: Annotated[
+            list[MovementKind] | None,  # type: ignore[valid-type]
+            strawberry.argument(description="Only these kinds."),
+        ] = None,
+        since: Annotated[
+            datetime | None, strawberry.argument(description="Occurred at or after this moment.")
+        ] = None,
+        until: Annotated[
+            datetime | None, strawberry.argument(description="Occurred before this moment.")
+        ] = None,
     ) -> MovementConnection:
-        principal = info.context.require_principal()
-        M = models.Movement
-        stmt = select(M)
-        if (locations := _location_filter(principal, location)) is not None:
-            stmt = stmt.where(M.location_id.in_(locations))
-        if product is not None:
-            stmt = stmt.where(
-                M.lot_id.in_(
-                    select(catalog_models.Lot.id).where(
-                        catalog_models.Lot.product_id == decode_id(product, Product, "product")
-                    )
-                )
-            )
-        if lot is not None:
-            stmt = stmt.where(M.lot_id == decode_id(lot, Lot, "lot"))
-        if kinds:
-            stmt = stmt.where(M.kind.in_(kinds))
-        if since is not None:
-            stmt = stmt.where(M.occurred_at >= since)
-        if until is not None:
-            stmt = stmt.where(M.occurred_at < until)
-        page = await paginate(
-            info,
-            stmt,
-            keys=[M.id],
+        page = await reads.movements_page(
+            info.context,
+            info.context.require_principal(),
+            location_id=_optional(location, Location, "location"),
+            product_id=_optional(product, Product, "product"),
+            lot_id=_optional(lot, Lot, "lot"),
+            kinds=kinds or [],
+            since=since,
+            until=until,
             first=first,
             after=after,
-            descending=True,
-            key_of=lambda r: [r.id],
+            max_page_size=info.context.services.settings.max_page_size,
         )
         return connection(MovementConnection, page, Movement.from_model)
 
@@ -306,7 +280,6 @@ class Query:
 # --- mutations -------------------------------------------------------------------------------
 
 
-@strawberry.enum
 class DisposalReason(StrEnum):
     EXPIRED = "EXPIRED"
     DAMAGED = "DAMAGED"
@@ -316,56 +289,97 @@ class DisposalReason(StrEnum):
     OTHER = "OTHER"
 
 
+DisposalReasonEnum = described_enum(
+    DisposalReason,
+    "Why stock is disposed of.",
+    {
+        "EXPIRED": "Past its expiry date.",
+        "DAMAGED": "Broken, crushed or otherwise unusable.",
+        "RECALLED": "Withdrawn by a recall.",
+        "CONTAMINATED": "Contaminated or its cold chain broken.",
+        "PATIENT_REFUSED": "Prepared for a patient who refused it.",
+        "OTHER": "Any other reason; say which in `note`.",
+    },
+    name="DisposalReason",
+)
+
+_KEY = "Client-chosen key: a replay returns the first result and changes nothing."
+_LOCATION = "Where the stock moves (in your scope)."
+_QUANTITY = "Packs, 1 or more."
+
+
 @strawberry.input(description="Receive into a location: an existing lot, or product + batch.")
 class ReceiveStockInput:
-    location: relay.GlobalID
-    quantity: int
-    idempotency_key: str
-    lot: relay.GlobalID | None = None
-    product: relay.GlobalID | None = None
-    batch_number: str | None = None
-    expiry_date: date | None = None
-    counterparty: relay.GlobalID | None = None
-    reference: str | None = None
+    location: relay.GlobalID = strawberry.field(description=_LOCATION)
+    quantity: int = strawberry.field(description=_QUANTITY)
+    idempotency_key: str = strawberry.field(description=_KEY)
+    lot: relay.GlobalID | None = strawberry.field(
+        default=None, description="A known lot; else give product, batchNumber and expiryDate."
+    )
+    product: relay.GlobalID | None = strawberry.field(
+        default=None, description="The product of a batch not yet known."
+    )
+    batch_number: str | None = strawberry.field(
+        default=None, description="The new batch's number (1-20 printable characters)."
+    )
+    expiry_date: date | None = strawberry.field(
+        default=None, description="The new batch's expiry date."
+    )
+    counterparty: relay.GlobalID | None = strawberry.field(
+        default=None, description="The organisation it came from."
+    )
+    reference: str | None = strawberry.field(
+        default=None, description="E.g. the delivery note number."
+    )
 
 
 @strawberry.input(description="Without `lot`, lots are picked first-expired-first-out.")
 class DispenseStockInput:
-    location: relay.GlobalID
-    quantity: int
-    idempotency_key: str
-    lot: relay.GlobalID | None = None
-    product: relay.GlobalID | None = None
-    patient_reference: str | None = None
+    location: relay.GlobalID = strawberry.field(description=_LOCATION)
+    quantity: int = strawberry.field(description=_QUANTITY)
+    idempotency_key: str = strawberry.field(description=_KEY)
+    lot: relay.GlobalID | None = strawberry.field(
+        default=None, description="The lot to dispense; null: pick by earliest expiry."
+    )
+    product: relay.GlobalID | None = strawberry.field(
+        default=None, description="The product to pick lots of, when no lot is given."
+    )
+    patient_reference: str | None = strawberry.field(
+        default=None, description="The patient encounter (up to 100 characters)."
+    )
 
 
 @strawberry.input(description="A patient brings packs back; they re-enter stock.")
 class ReturnStockInput:
-    location: relay.GlobalID
-    lot: relay.GlobalID
-    quantity: int
-    idempotency_key: str
-    patient_reference: str | None = None
-    reason: str | None = None
+    location: relay.GlobalID = strawberry.field(description=_LOCATION)
+    lot: relay.GlobalID = strawberry.field(description="The lot returned.")
+    quantity: int = strawberry.field(description=_QUANTITY)
+    idempotency_key: str = strawberry.field(description=_KEY)
+    patient_reference: str | None = strawberry.field(
+        default=None, description="The patient encounter (up to 100 characters)."
+    )
+    reason: str | None = strawberry.field(default=None, description="Why it came back.")
 
 
 @strawberry.input(description="A correction: positive adds, negative removes; reason required.")
 class AdjustStockInput:
-    location: relay.GlobalID
-    lot: relay.GlobalID
-    quantity: int
-    reason: str
-    idempotency_key: str
+    location: relay.GlobalID = strawberry.field(description=_LOCATION)
+    lot: relay.GlobalID = strawberry.field(description="The lot corrected.")
+    quantity: int = strawberry.field(description="Packs, signed: + adds, - removes; not 0.")
+    reason: str = strawberry.field(description="Why (required).")
+    idempotency_key: str = strawberry.field(description=_KEY)
 
 
 @strawberry.input(description="Waste: expired, damaged, recalled... Removes stock for good.")
 class DisposeStockInput:
-    location: relay.GlobalID
-    lot: relay.GlobalID
-    quantity: int
-    reason: DisposalReason
-    idempotency_key: str
-    note: str | None = None
+    location: relay.GlobalID = strawberry.field(description=_LOCATION)
+    lot: relay.GlobalID = strawberry.field(description="The lot disposed of.")
+    quantity: int = strawberry.field(description=_QUANTITY)
+    reason: DisposalReasonEnum = strawberry.field(description="Why.")  # type: ignore[valid-type]
+    idempotency_key: str = strawberry.field(description=_KEY)
+    note: str | None = strawberry.field(
+        default=None, description="More detail, stored with the reason."
+    )
 
 
 @strawberry.input(
@@ -373,17 +387,33 @@ class DisposeStockInput:
     "to pick first-expired-first-out; for receipts, a product with batch and expiry)."
 )
 class MovementInput:
-    kind: MovementKind
-    location: relay.GlobalID
-    quantity: int
-    lot: relay.GlobalID | None = None
-    product: relay.GlobalID | None = None
-    batch_number: str | None = None
-    expiry_date: date | None = None
-    reason: str | None = None
-    reference: str | None = None
-    patient_reference: str | None = None
-    counterparty: relay.GlobalID | None = None
+    kind: MovementKind = strawberry.field(description="What the movement does.")  # type: ignore[valid-type]
+    location: relay.GlobalID = strawberry.field(description=_LOCATION)
+    quantity: int = strawberry.field(
+        description="Packs; positive (the kind gives the sign), signed for ADJUST and COUNT."
+    )
+    lot: relay.GlobalID | None = strawberry.field(default=None, description="The lot.")
+    product: relay.GlobalID | None = strawberry.field(
+        default=None, description="Without lot: the product to pick (issues) or receive."
+    )
+    batch_number: str | None = strawberry.field(
+        default=None, description="A receipt's new batch number (with product and expiry)."
+    )
+    expiry_date: date | None = strawberry.field(
+        default=None, description="A receipt's new batch's expiry date."
+    )
+    reason: str | None = strawberry.field(
+        default=None, description="Why; required for ADJUST and DISPOSE."
+    )
+    reference: str | None = strawberry.field(
+        default=None, description="What it belongs to in the feeding system."
+    )
+    patient_reference: str | None = strawberry.field(
+        default=None, description="The patient encounter of a dispense or return."
+    )
+    counterparty: relay.GlobalID | None = strawberry.field(
+        default=None, description="The other organisation, if any."
+    )
     occurred_at: datetime | None = strawberry.field(
         default=None, description="When it happened (with a zone); now when omitted."
     )
@@ -393,17 +423,21 @@ class MovementInput:
     description=f"Up to {MAX_BATCH_MOVEMENTS} movements recorded all or nothing under one key."
 )
 class RecordMovementsInput:
-    movements: list[MovementInput]
-    idempotency_key: str
+    movements: list[MovementInput] = strawberry.field(description="The feed's movements.")
+    idempotency_key: str = strawberry.field(description=_KEY)
 
 
-@strawberry.type
+@strawberry.type(description="The movements a stock mutation wrote, or why it was refused.")
 class StockMovementPayload:
-    movements: list[Movement] = strawberry.field(default_factory=list)
+    movements: list[Movement] = strawberry.field(
+        default_factory=list, description="The movements written (or first written, replayed)."
+    )
     replayed: bool = strawberry.field(
         default=False, description="True when this idempotency key was already processed."
     )
-    errors: list[MutationError] = strawberry.field(default_factory=list)
+    errors: list[MutationError] = strawberry.field(
+        default_factory=list, description="Why it was refused; empty on success."
+    )
 
 
 def _optional(gid: relay.GlobalID | None, node_type: type, field: str) -> int | None:
@@ -435,7 +469,7 @@ def _feed_request(index: int, item: MovementInput) -> MovementRequest:
     if item.lot is None and item.batch_number is not None:
         if product_id is None or item.expiry_date is None:
             raise InvalidInput(
-                "a new batch needs its product and expiry date", field=prefix + "batchNumber"
+                "a new batch needs its product and expiry date", field=prefix + "batch_number"
             )
         new_lot = NewLot(product_id, item.batch_number, item.expiry_date)
     return MovementRequest(
@@ -502,13 +536,19 @@ class Mutation:
             replayed=result.replayed,
         )
 
-    @strawberry.mutation
+    @strawberry.mutation(
+        description="Receive stock into a location (a known lot, or a new batch of a "
+        "product); needs receiving rights there."
+    )
     async def receive_stock(self, info: Info, input: ReceiveStockInput) -> StockMovementPayload:
         return await _record(
             info, "receiveStock", input.idempotency_key, lambda: _receive_request(input)
         )
 
-    @strawberry.mutation
+    @strawberry.mutation(
+        description="Dispense to a patient; without a lot, the earliest-expiring usable "
+        "lots are used."
+    )
     async def dispense_stock(self, info: Info, input: DispenseStockInput) -> StockMovementPayload:
         return await _record(
             info,
@@ -524,7 +564,7 @@ class Mutation:
             ),
         )
 
-    @strawberry.mutation
+    @strawberry.mutation(description="A patient's returned packs re-enter stock.")
     async def return_stock(self, info: Info, input: ReturnStockInput) -> StockMovementPayload:
         return await _record(
             info,
@@ -540,7 +580,9 @@ class Mutation:
             ),
         )
 
-    @strawberry.mutation
+    @strawberry.mutation(
+        description="Correct a balance with a reason; needs adjustment rights at the location."
+    )
     async def adjust_stock(self, info: Info, input: AdjustStockInput) -> StockMovementPayload:
         return await _record(
             info,
@@ -555,7 +597,7 @@ class Mutation:
             ),
         )
 
-    @strawberry.mutation
+    @strawberry.mutation(description="Dispose of stock as waste (expired, damaged, recalled...).")
     async def dispose_stock(self, info: Info, input: DisposeStockInput) -> StockMovementPayload:
         reason = input.reason.value + (f": {input.note.strip()}" if input.note else "")
         return await _record(
@@ -574,36 +616,23 @@ class Mutation:
 
 @strawberry.type(description="A balance that changed: where, which lot, how much is left now.")
 class StockChange:
-    quantity: int
-    location: Location
-    lot: Lot
-    product: Product
+    quantity: int = strawberry.field(description="The balance after the change.")
+    location: Location = strawberry.field(description="Where it changed.")
+    lot: Lot = strawberry.field(description="The lot whose balance changed.")
+    product: Product = strawberry.field(description="The lot's product.")
     movement: Movement = strawberry.field(
         description="The movement that caused it (kind, signed quantity, actor)."
     )
 
-
-_stock_lookups = SharedLookups()
-
-
-async def _stock_change(db: Database, payload: dict[str, Any]) -> StockChange:
-    """The rows behind one stock event, read once however many subscribers receive it."""
-
-    async def load() -> StockChange:
-        async with db.read() as session:
-            location = await session.get(network_models.Location, payload["location_id"])
-            lot = await session.get(catalog_models.Lot, payload["lot_id"])
-            product = await session.get(catalog_models.Product, payload["product_id"])
-            movement = await session.get(models.Movement, payload["movement_id"])
-        return StockChange(
-            quantity=payload["quantity"],
-            location=Location.from_model(location),
-            lot=Lot.from_model(lot),
-            product=Product.from_model(product),
-            movement=Movement.from_model(movement),
+    @classmethod
+    def from_rows(cls, rows: reads.StockChangeRows) -> Self:
+        return cls(
+            quantity=rows.quantity,
+            location=Location.from_model(rows.location),
+            lot=Lot.from_model(rows.lot),
+            product=Product.from_model(rows.product),
+            movement=Movement.from_model(rows.movement),
         )
-
-    return await _stock_lookups.get(payload["movement_id"], load)
 
 
 @strawberry.type
@@ -612,8 +641,13 @@ class Subscription:
     async def stock_changed(
         self,
         info: Info,
-        locations: list[relay.GlobalID] | None = None,
-        products: list[relay.GlobalID] | None = None,
+        locations: Annotated[
+            list[relay.GlobalID] | None,
+            strawberry.argument(description="Only these locations (each in your scope)."),
+        ] = None,
+        products: Annotated[
+            list[relay.GlobalID] | None, strawberry.argument(description="Only these products.")
+        ] = None,
     ) -> AsyncGenerator[StockChange, None]:
         principal = info.context.require_principal()
         principal.require(Permission.STOCK_READ)
@@ -624,11 +658,9 @@ class Subscription:
         async with info.context.services.bus.subscribe(STOCK_TOPIC) as subscription:
             while True:
                 payload = (await subscription.get()).payload
-                if wanted_locations and payload["location_id"] not in wanted_locations:
-                    continue
-                if wanted_products and payload["product_id"] not in wanted_products:
-                    continue
-                if not principal.sees_location(payload["location_id"]):
+                if not reads.wants_stock_event(
+                    principal, payload, locations=wanted_locations, products=wanted_products
+                ):
                     continue
                 info.context.loaders.clear()  # nested fields read fresh rows per event
-                yield await _stock_change(info.context.db, payload)
+                yield StockChange.from_rows(await reads.stock_change(info.context.db, payload))

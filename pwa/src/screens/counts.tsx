@@ -98,7 +98,7 @@ function CountList() {
                   <StatusTag status={c.status} label={STATUS_TEXT[c.status]} tone={STATUS_TAG[c.status]} />
                 </span>
                 <span class="meta" style={{ display: "block", fontWeight: 400 }}>
-                  Started {formatDateTime(c.startedAt)} by {c.startedBy ?? "—"} · {c.lines.length} lot(s) counted · net variance {signed(net)}
+                  Started {formatDateTime(c.startedAt)} by {c.startedBy?.username ?? "—"} · {c.lines.length} lot(s) counted · net variance {signed(net)}
                 </span>
                 {c.reason && (
                   <span class="meta" style={{ display: "block", fontWeight: 400 }}>
@@ -226,8 +226,8 @@ function CountDetail({ id }: { id: string }) {
               <StatusTag status={count.status} label={STATUS_TEXT[count.status]} tone={STATUS_TAG[count.status]} /> {count.location.name}
             </p>
             <p class="meta">
-              Started {formatDateTime(count.startedAt)} by {count.startedBy ?? "—"}
-              {count.closedAt && ` · ${STATUS_TEXT[count.status].toLowerCase()} ${formatDateTime(count.closedAt)} by ${count.closedBy ?? "—"}`}
+              Started {formatDateTime(count.startedAt)} by {count.startedBy?.username ?? "—"}
+              {count.closedAt && ` · ${STATUS_TEXT[count.status].toLowerCase()} ${formatDateTime(count.closedAt)} by ${count.closedBy?.username ?? "—"}`}
             </p>
             {count.reason && <p>{count.reason}</p>}
           </section>
@@ -526,7 +526,7 @@ function MovementText({ m }: { m: CountMovementFragment }) {
   return (
     <>
       {KIND_TEXT[m.kind] ?? m.kind} {signed(m.quantity)} · {formatDateTime(m.occurredAt)}
-      {m.actor && ` · ${m.actor}`}
+      {m.actor && ` · ${m.actor.username}`}
     </>
   );
 }
