@@ -434,10 +434,11 @@ async def admin_call(demo: Demo, mutation: str) -> tuple[str, dict[str, Any], st
     if mutation == "updateProduct":
         product = await first_product_id(demo.services)
         document = (
-            "mutation($id: ID!, $input: ProductInput!) { updateProduct(id: $id, input: $input) "
+            "mutation($input: UpdateProductInput!) { updateProduct(input: $input) "
             "{ product { id name } errors { code field message } } }"
         )
-        return document, {"id": gid("Product", product), "input": _product_input(suffix)}, "product"
+        variables = {"input": {"id": gid("Product", product), **_product_input(suffix)}}
+        return document, variables, "product"
     inputs: dict[str, dict[str, Any]] = {
         "createOrganisation": {"name": f"Org {suffix}", "kind": "SUPPLIER"},
         "updateOrganisation": {"id": gid("Organisation", wholesaler), "kind": "SUPPLIER"},

@@ -43,8 +43,8 @@ CREATE_PRODUCT = f"""
 mutation($input: ProductInput!) {{ createProduct(input: $input) {{ {PRODUCT_FIELDS} }} }}
 """
 UPDATE_PRODUCT = f"""
-mutation($id: ID!, $input: ProductInput!) {{
-  updateProduct(id: $id, input: $input) {{ {PRODUCT_FIELDS} }}
+mutation($input: UpdateProductInput!) {{
+  updateProduct(input: $input) {{ {PRODUCT_FIELDS} }}
 }}
 """
 CREATE_USER = f"""
@@ -459,7 +459,7 @@ async def test_update_product_replaces_gtins(client: httpx.AsyncClient, demo: De
         client,
         token,
         UPDATE_PRODUCT,
-        {"id": product_id, "input": product_input(gtins=[second, third], unitCost="3.50")},
+        {"input": {"id": product_id, **product_input(gtins=[second, third], unitCost="3.50")}},
         "updateProduct",
     )
     assert updated["errors"] == []
@@ -489,7 +489,7 @@ async def test_update_product_replaces_gtins(client: httpx.AsyncClient, demo: De
         client,
         token,
         UPDATE_PRODUCT,
-        {"id": product_id, "input": product_input(gtins=[demo_gtin])},
+        {"input": {"id": product_id, **product_input(gtins=[demo_gtin])}},
         "updateProduct",
     )
     error = single_error(clash)
@@ -508,7 +508,7 @@ async def test_update_product_audit_shows_no_change_for_untouched_fields(
         client,
         token,
         UPDATE_PRODUCT,
-        {"id": created["product"]["id"], "input": product_input(name="Ondansetron ODT")},
+        {"input": {"id": created["product"]["id"], **product_input(name="Ondansetron ODT")}},
         "updateProduct",
     )
     event = (await latest_audit(client, token, "Product"))[0]

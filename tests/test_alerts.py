@@ -113,7 +113,9 @@ query($first: Int!, $after: String, $status: [AlertStatus!], $kinds: [AlertKind!
 
 SET_MINIMUM = """
 mutation($location: ID!, $product: ID!, $minimum: Int!) {
-  setMinimumLevel(location: $location, product: $product, minimumQuantity: $minimum) {
+  setMinimumLevel(
+    input: { location: $location, product: $product, minimumQuantity: $minimum }
+  ) {
     minimumLevel { minimumQuantity location { code } product { id } }
     errors { code field message }
   }
@@ -122,8 +124,8 @@ mutation($location: ID!, $product: ID!, $minimum: Int!) {
 
 ACKNOWLEDGE = """
 mutation($id: ID!, $note: String) {
-  acknowledgeAlert(id: $id, note: $note) {
-    alert { id status active acknowledgedAt acknowledgementNote }
+  acknowledgeAlert(input: { id: $id, note: $note }) {
+    alert { id status active acknowledgedAt acknowledgementNote acknowledgedBy { username } }
     errors { code field message }
   }
 }
@@ -415,6 +417,7 @@ async def test_acknowledge_in_scope_with_a_note(demo: Demo, client: httpx.AsyncC
     assert alert["status"] == "ACKNOWLEDGED" and alert["active"] is True
     assert alert["acknowledgementNote"] == "moved to the front of the shelf"
     assert alert["acknowledgedAt"] is not None
+    assert alert["acknowledgedBy"] == {"username": "nurse"}
     async with demo.services.db.read() as session:
         events = (
             (

@@ -16,47 +16,47 @@ from server.counts.models import CountStatus, StockCount, StockCountLine
 from server.counts.service import balance_after_count, count_variance, describe_line
 from server.inventory.models import Movement, MovementKind
 from server.inventory.service import MovementRequest
-from tests.conftest import Demo, balance_of, gid, gql, receive, row_counts, token_for
+from tests.conftest import Caller, Demo, balance_of, gid, gql, receive, row_counts
 
 ERRORS = "errors { code field message }"
 LINE = """
     lot { id } product { id } countedQuantity systemQuantityAtCount variance
     currentSystemQuantity movementsSinceCounted { id kind quantity } movementsSinceCountedQuantity
-    adjustment { id kind quantity reason reference actor balanceAfter } balanceAfterCount
-    explanation countedBy
+    adjustment { id kind quantity reason reference recordedBy { username } balanceAfter }
+    balanceAfterCount explanation countedBy { username }
 """
 START = f"""
 mutation($location: ID!, $reason: String) {{
-  startCount(location: $location, reason: $reason) {{
-    stockCount {{ id status reason startedBy location {{ code }} }} {ERRORS}
+  startCount(input: {{ location: $location, reason: $reason }}) {{
+    stockCount {{ id status reason startedBy {{ username }} location {{ code }} }} {ERRORS}
   }}
 }}"""
 RECORD = f"""
 mutation($count: ID!, $lot: ID!, $qty: Int!) {{
-  recordCountLine(count: $count, lot: $lot, countedQuantity: $qty) {{
+  recordCountLine(input: {{ id: $count, lot: $lot, countedQuantity: $qty }}) {{
     line {{ {LINE} }} {ERRORS}
   }}
 }}"""
 FINALIZE = f"""
 mutation($count: ID!, $key: String) {{
-  finalizeCount(count: $count, idempotencyKey: $key) {{
-    stockCount {{ id status closedBy closedAt }}
+  finalizeCount(input: {{ id: $count, idempotencyKey: $key }}) {{
+    stockCount {{ id status closedBy {{ username }} closedAt }}
     lines {{ {LINE} }}
     uncountedLots {{ quantity lot {{ id }} }}
-    movements {{ id kind quantity actor reason reference }}
+    movements {{ id kind quantity recordedBy {{ username }} reason reference }}
     replayed {ERRORS}
   }}
 }}"""
 CANCEL = f"""
 mutation($count: ID!, $reason: String!) {{
-  cancelCount(count: $count, reason: $reason) {{
-    stockCount {{ id status closedBy }} {ERRORS}
+  cancelCount(input: {{ id: $count, reason: $reason }}) {{
+    stockCount {{ id status closedBy {{ username }} }} {ERRORS}
   }}
 }}"""
 COUNT = f"""
 query($id: ID!) {{
   stockCount(id: $id) {{
-    id status startedBy lines {{ {LINE} }} uncountedLots {{ quantity lot {{ id }} }}
+    id status startedBy {{ username }} lines {{ {LINE} }} uncountedLots {{ quantity lot {{ id }} }}
   }}
 }}"""
 COUNTS = """
@@ -67,17 +67,12 @@ query($location: ID, $status: CountStatus) {
 }"""
 
 
-class Counter:
-    """GraphQL calls as one demo user."""
+class Counter(Caller):
+    """A demo user's count calls, by location code and lot id."""
 
-    def __init__(self, http: httpx.AsyncClient, demo: Demo, token: str) -> None:
-        self.http, self.demo, self.token = http, demo, token
-
-    async def call(self, document: str, **variables: Any) -> dict[str, Any]:
-        result = await gql(self.http, document, variables, self.token)
-        assert "errors" not in result, result
-        (payload,) = result["data"].values()
-        return dict(payload)
+    def __init__(self, http: httpx.AsyncClient, token: str, username: str, demo: Demo) -> None:
+        super().__init__(http, token, username)
+        self.demo = demo
 
     async def start(self, location: str, reason: str | None = None) -> dict[str, Any]:
         location_gid = gid("Location", self.demo.locations[location])
@@ -102,11 +97,9 @@ class Counter:
 
 
 @pytest.fixture
-async def as_user(client: httpx.AsyncClient, demo: Demo) -> Any:
-    async def login(username: str) -> Counter:
-        return Counter(client, demo, await token_for(client, username))
-
-    return login
+def as_counter(as_user: Any, demo: Demo) -> Any:
+    """`await as_counter("nurse")`: conftest's `as_user` with this file's count shortcuts."""
+    return lambda username: as_user(username, Counter, demo=demo)
 
 
 async def world(demo: Demo) -> dict[str, Any]:
@@ -188,12 +181,12 @@ def test_a_line_explains_itself() -> None:
 # --- the happy path -----------------------------------------------------------------------------
 
 
-async def test_a_full_count_posts_signed_count_movements(demo: Demo, as_user: Any) -> None:
+async def test_a_full_count_posts_signed_count_movements(demo: Demo, as_counter: Any) -> None:
     """+2 on one lot, -2 on another, +1 of a lot the system did not know was here."""
     over = await receive(demo, "WARD-A", 10)
     short = await receive(demo, "WARD-A", 5)
     found = await receive(demo, "HOSP-CP", 4)
-    pharmacist = await as_user("pharmacist")
+    pharmacist = await as_counter("pharmacist")
     count = await pharmacist.started("WARD-A", "quarterly stock-take")
 
     for lot_id, qty in ((over, 12), (short, 3), (found, 1)):
@@ -210,10 +203,12 @@ async def test_a_full_count_posts_signed_count_movements(demo: Demo, as_user: An
     result = await pharmacist.finalize(count)
     assert result["errors"] == [], result
     assert result["stockCount"]["status"] == "FINALIZED"
-    assert result["stockCount"]["closedBy"] == "pharmacist"
+    assert result["stockCount"]["closedBy"] == {"username": "pharmacist"}
     assert result["stockCount"]["closedAt"] is not None
     assert result["uncountedLots"] == []
-    movements = sorted((m["quantity"], m["kind"], m["actor"]) for m in result["movements"])
+    movements = sorted(
+        (m["quantity"], m["kind"], m["recordedBy"]["username"]) for m in result["movements"]
+    )
     assert movements == [
         (-2, "COUNT", "pharmacist"),
         (1, "COUNT", "pharmacist"),
@@ -252,20 +247,20 @@ async def _pk(demo: Demo, count_gid: str) -> int:
     return int(from_base64(count_gid)[1])
 
 
-async def test_default_reason_names_the_count(demo: Demo, as_user: Any) -> None:
+async def test_default_reason_names_the_count(demo: Demo, as_counter: Any) -> None:
     lot = await receive(demo, "HOSP-WH", 7)
-    warehouse = await as_user("warehouse")
+    warehouse = await as_counter("warehouse")
     count = await warehouse.started("HOSP-WH")
     await warehouse.record(count, lot, 6)
     result = await warehouse.finalize(count)
     (movement,) = result["movements"]
     assert movement["reason"] == f"stock count #{await _pk(demo, count)}"
-    assert movement["actor"] == "warehouse"
+    assert movement["recordedBy"] == {"username": "warehouse"}
 
 
-async def test_a_matching_count_writes_no_movement(demo: Demo, as_user: Any) -> None:
+async def test_a_matching_count_writes_no_movement(demo: Demo, as_counter: Any) -> None:
     lot = await receive(demo, "WARD-A", 6)
-    admin = await as_user("admin")
+    admin = await as_counter("admin")
     count = await admin.started("WARD-A")
     await admin.record(count, lot, 6)
     before = await row_counts(demo.services)
@@ -281,10 +276,10 @@ async def test_a_matching_count_writes_no_movement(demo: Demo, as_user: Any) -> 
 
 
 async def test_dispensing_after_a_lot_was_counted_is_kept_and_reported(
-    demo: Demo, as_user: Any
+    demo: Demo, as_counter: Any
 ) -> None:
     lot = await receive(demo, "WARD-A", 10)
-    pharmacist = await as_user("pharmacist")
+    pharmacist = await as_counter("pharmacist")
     count = await pharmacist.started("WARD-A")
     await pharmacist.record(count, lot, 8)  # two missing
     await dispense(demo, "WARD-A", lot, 3)  # the nurse takes three packs off the counted shelf
@@ -311,10 +306,10 @@ async def test_dispensing_after_a_lot_was_counted_is_kept_and_reported(
 
 
 async def test_recording_a_lot_again_replaces_the_line_and_its_snapshot(
-    demo: Demo, as_user: Any
+    demo: Demo, as_counter: Any
 ) -> None:
     lot = await receive(demo, "WARD-A", 10)
-    pharmacist = await as_user("pharmacist")
+    pharmacist = await as_counter("pharmacist")
     count = await pharmacist.started("WARD-A")
     await pharmacist.record(count, lot, 8)
     await dispense(demo, "WARD-A", lot, 3)
@@ -330,11 +325,11 @@ async def test_recording_a_lot_again_replaces_the_line_and_its_snapshot(
 
 
 async def test_a_count_that_would_go_negative_is_refused_and_nothing_is_written(
-    demo: Demo, as_user: Any
+    demo: Demo, as_counter: Any
 ) -> None:
     """Counted 5 of 10, then 8 dispensed: -5 on a balance of 2 cannot be right; re-count."""
     lot = await receive(demo, "WARD-A", 10)
-    pharmacist = await as_user("pharmacist")
+    pharmacist = await as_counter("pharmacist")
     count = await pharmacist.started("WARD-A")
     await pharmacist.record(count, lot, 5)
     await dispense(demo, "WARD-A", lot, 8)
@@ -349,10 +344,10 @@ async def test_a_count_that_would_go_negative_is_refused_and_nothing_is_written(
 # --- uncounted lots, cancel, closed counts ------------------------------------------------------
 
 
-async def test_uncounted_lots_are_listed_and_left_alone(demo: Demo, as_user: Any) -> None:
+async def test_uncounted_lots_are_listed_and_left_alone(demo: Demo, as_counter: Any) -> None:
     counted = await receive(demo, "WARD-A", 10)
     forgotten = await receive(demo, "WARD-A", 4)
-    pharmacist = await as_user("pharmacist")
+    pharmacist = await as_counter("pharmacist")
     count = await pharmacist.started("WARD-A")
     await pharmacist.record(count, counted, 9)
     live = await pharmacist.view(count)
@@ -372,15 +367,19 @@ async def test_uncounted_lots_are_listed_and_left_alone(demo: Demo, as_user: Any
     assert touched == 0
 
 
-async def test_cancel_writes_no_movements_and_closes_the_count(demo: Demo, as_user: Any) -> None:
+async def test_cancel_writes_no_movements_and_closes_the_count(demo: Demo, as_counter: Any) -> None:
     lot = await receive(demo, "WARD-A", 10)
-    pharmacist = await as_user("pharmacist")
+    pharmacist = await as_counter("pharmacist")
     count = await pharmacist.started("WARD-A")
     await pharmacist.record(count, lot, 2)
     before = await row_counts(demo.services)
     cancelled = await pharmacist.cancel(count, "interrupted by an emergency")
     assert cancelled["errors"] == []
-    assert cancelled["stockCount"] == {"id": count, "status": "CANCELLED", "closedBy": "pharmacist"}
+    assert cancelled["stockCount"] == {
+        "id": count,
+        "status": "CANCELLED",
+        "closedBy": {"username": "pharmacist"},
+    }
     after = await row_counts(demo.services)
     assert after["movements"] == before["movements"]
     assert after["balances"] == before["balances"]
@@ -399,9 +398,9 @@ async def test_cancel_writes_no_movements_and_closes_the_count(demo: Demo, as_us
     assert (await pharmacist.start("WARD-A"))["errors"] == []
 
 
-async def test_finalizing_twice_is_refused_naming_the_status(demo: Demo, as_user: Any) -> None:
+async def test_finalizing_twice_is_refused_naming_the_status(demo: Demo, as_counter: Any) -> None:
     lot = await receive(demo, "WARD-A", 10)
-    pharmacist = await as_user("pharmacist")
+    pharmacist = await as_counter("pharmacist")
     count = await pharmacist.started("WARD-A")
     await pharmacist.record(count, lot, 9)
     assert (await pharmacist.finalize(count))["errors"] == []
@@ -414,11 +413,11 @@ async def test_finalizing_twice_is_refused_naming_the_status(demo: Demo, as_user
     assert await world(demo) == before
 
 
-async def test_a_second_open_count_at_a_location_is_refused(demo: Demo, as_user: Any) -> None:
-    pharmacist = await as_user("pharmacist")
+async def test_a_second_open_count_at_a_location_is_refused(demo: Demo, as_counter: Any) -> None:
+    pharmacist = await as_counter("pharmacist")
     count = await pharmacist.started("WARD-A")
     before = await world(demo)
-    second = await (await as_user("admin")).start("WARD-A")
+    second = await (await as_counter("admin")).start("WARD-A")
     assert codes(second) == ["COUNT_ALREADY_OPEN"]
     assert f"#{await _pk(demo, count)}" in second["errors"][0]["message"]
     assert second["errors"][0]["field"] == "location"
@@ -456,9 +455,9 @@ async def test_concurrent_finalizes_post_the_variance_once(demo: Demo) -> None:
     assert await balance_of(demo.services, demo.locations["WARD-A"], lot) == 7
 
 
-async def test_finalize_with_an_idempotency_key_replays(demo: Demo, as_user: Any) -> None:
+async def test_finalize_with_an_idempotency_key_replays(demo: Demo, as_counter: Any) -> None:
     lot = await receive(demo, "WARD-A", 10)
-    pharmacist = await as_user("pharmacist")
+    pharmacist = await as_counter("pharmacist")
     count = await pharmacist.started("WARD-A")
     await pharmacist.record(count, lot, 11)
     first = await pharmacist.finalize(count, key="count-key-1")
@@ -469,7 +468,7 @@ async def test_finalize_with_an_idempotency_key_replays(demo: Demo, as_user: Any
     assert [m["id"] for m in again["movements"]] == [m["id"] for m in first["movements"]]
     assert again["lines"][0]["balanceAfterCount"] == 11
     assert await world(demo) == before
-    stolen = await (await as_user("admin")).finalize(count, key="count-key-1")
+    stolen = await (await as_counter("admin")).finalize(count, key="count-key-1")
     assert codes(stolen) == ["IDEMPOTENCY_KEY_REUSED"]
     assert await world(demo) == before
 
@@ -477,12 +476,12 @@ async def test_finalize_with_an_idempotency_key_replays(demo: Demo, as_user: Any
 # --- access -------------------------------------------------------------------------------------
 
 
-async def test_nurse_cannot_count_another_ward(demo: Demo, as_user: Any) -> None:
+async def test_nurse_cannot_count_another_ward(demo: Demo, as_counter: Any) -> None:
     lot = await receive(demo, "WARD-B", 10)
-    admin = await as_user("admin")
+    admin = await as_counter("admin")
     count = await admin.started("WARD-B")
     await admin.record(count, lot, 9)
-    nurse = await as_user("nurse")  # scoped to WARD-A
+    nurse = await as_counter("nurse")  # scoped to WARD-A
     before = await world(demo)
     for refused in (
         await nurse.start("WARD-B"),
@@ -500,33 +499,33 @@ async def test_nurse_cannot_count_another_ward(demo: Demo, as_user: Any) -> None
     assert listing["errors"][0]["extensions"]["code"] == "FORBIDDEN"
 
 
-async def test_nurse_starts_and_records_a_count_in_her_ward(demo: Demo, as_user: Any) -> None:
+async def test_nurse_starts_and_records_a_count_in_her_ward(demo: Demo, as_counter: Any) -> None:
     lot = await receive(demo, "WARD-A", 10)
-    nurse = await as_user("nurse")
+    nurse = await as_counter("nurse")
     count = await nurse.started("WARD-A")
     payload = await nurse.record(count, lot, 10)
-    assert payload["errors"] == [] and payload["line"]["countedBy"] == "nurse"
+    assert payload["errors"] == [] and payload["line"]["countedBy"] == {"username": "nurse"}
     result = await nurse.finalize(count)  # no variance: nothing to post
     assert result["errors"] == [] and result["stockCount"]["status"] == "FINALIZED"
 
 
 async def test_nurse_finalizes_a_count_with_a_variance_in_her_ward(
-    demo: Demo, as_user: Any
+    demo: Demo, as_counter: Any
 ) -> None:
     lot = await receive(demo, "WARD-A", 10)
-    nurse = await as_user("nurse")
+    nurse = await as_counter("nurse")
     count = await nurse.started("WARD-A")
     await nurse.record(count, lot, 9)
     result = await nurse.finalize(count)
     assert result["errors"] == [], result
 
 
-async def test_auditor_reads_counts_but_cannot_write(demo: Demo, as_user: Any) -> None:
+async def test_auditor_reads_counts_but_cannot_write(demo: Demo, as_counter: Any) -> None:
     lot = await receive(demo, "WARD-A", 10)
-    pharmacist = await as_user("pharmacist")
+    pharmacist = await as_counter("pharmacist")
     count = await pharmacist.started("WARD-A")
     await pharmacist.record(count, lot, 9)
-    auditor = await as_user("auditor")
+    auditor = await as_counter("auditor")
     before = await world(demo)
     for refused in (
         await auditor.start("WARD-B"),
@@ -537,13 +536,13 @@ async def test_auditor_reads_counts_but_cannot_write(demo: Demo, as_user: Any) -
         assert codes(refused) == ["FORBIDDEN"], refused
     assert await world(demo) == before
     view = await auditor.view(count)
-    assert view["startedBy"] == "pharmacist" and view["lines"][0]["variance"] == -1
+    assert view["startedBy"] == {"username": "pharmacist"} and view["lines"][0]["variance"] == -1
     listing = await auditor.call(COUNTS, status="OPEN")
     assert [e["node"]["id"] for e in listing["edges"]] == [count]
 
 
-async def test_counts_listing_follows_scope_and_filters(demo: Demo, as_user: Any) -> None:
-    admin = await as_user("admin")
+async def test_counts_listing_follows_scope_and_filters(demo: Demo, as_counter: Any) -> None:
+    admin = await as_counter("admin")
     ward_a = await admin.started("WARD-A")
     ward_b = await admin.started("WARD-B")
     await admin.cancel(ward_b)
@@ -551,10 +550,10 @@ async def test_counts_listing_follows_scope_and_filters(demo: Demo, as_user: Any
     assert [e["node"]["id"] for e in every["edges"]] == [ward_b, ward_a]  # newest first
     cancelled = await admin.call(COUNTS, status="CANCELLED")
     assert [e["node"]["id"] for e in cancelled["edges"]] == [ward_b]
-    nurse = await as_user("nurse")
+    nurse = await as_counter("nurse")
     mine = await nurse.call(COUNTS)
     assert [e["node"]["location"]["code"] for e in mine["edges"]] == ["WARD-A"]
-    supplier = await as_user("supplier")
+    supplier = await as_counter("supplier")
     refused = await gql(supplier.http, COUNTS, {}, supplier.token)
     assert refused["errors"][0]["extensions"]["code"] == "FORBIDDEN"
 
@@ -562,9 +561,9 @@ async def test_counts_listing_follows_scope_and_filters(demo: Demo, as_user: Any
 # --- bad input ----------------------------------------------------------------------------------
 
 
-async def test_bad_input_is_refused_with_nothing_written(demo: Demo, as_user: Any) -> None:
+async def test_bad_input_is_refused_with_nothing_written(demo: Demo, as_counter: Any) -> None:
     lot = await receive(demo, "WARD-A", 10)
-    admin = await as_user("admin")
+    admin = await as_counter("admin")
     count = await admin.started("WARD-A")
     before = await world(demo)
     negative = await admin.record(count, lot, -1)

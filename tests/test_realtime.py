@@ -195,7 +195,7 @@ async def test_alerts_are_pushed_to_subscribers_in_scope(
         body = await gql(
             http,
             """mutation($l: ID!, $p: ID!) {
-            setMinimumLevel(location: $l, product: $p, minimumQuantity: 5) {
+            setMinimumLevel(input: { location: $l, product: $p, minimumQuantity: 5 }) {
               errors { code } } }""",
             {"l": gid("Location", demo.locations["WARD-A"]), "p": gid("Product", product_id)},
             pharmacist,

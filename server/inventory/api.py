@@ -41,7 +41,7 @@ from server.inventory.service import (
     NewLot,
 )
 from server.network import models as network_models
-from server.network.api import Location, Organisation, User
+from server.network.api import Location, Organisation, User, username_of
 
 MovementKind = described_enum(
     models.MovementKind,
@@ -163,11 +163,18 @@ class Movement(FromModel, relay.Node):
         "counterparty_id",
         description="The other side (supplier, receiver), when there is one.",
     )
-    actor: User | None = relation(
+    recorded_by: User | None = relation(
         network_models.User,
         "actor_id",
-        description="Who recorded it; null for system and feed movements without a user.",
+        description="Who recorded it; null for movements written without a user.",
     )
+
+    @strawberry.field(
+        description="Username of who recorded it.",
+        deprecation_reason="Use `recordedBy { username }`.",
+    )
+    async def actor(self, info: Info) -> str | None:
+        return await username_of(info, self.actor_id)
 
 
 @strawberry.type(description="A page of stock levels.")

@@ -526,7 +526,7 @@ function MovementText({ m }: { m: CountMovementFragment }) {
   return (
     <>
       {KIND_TEXT[m.kind] ?? m.kind} {signed(m.quantity)} · {formatDateTime(m.occurredAt)}
-      {m.actor && ` · ${m.actor.username}`}
+      {m.recordedBy && ` · ${m.recordedBy.username}`}
     </>
   );
 }
