@@ -5,6 +5,7 @@ from server.catalog import models as catalog_models
 from server.core import audit
 from server.core.db import Base
 from server.counts import models as count_models
+from server.integrations import models as integration_models
 from server.inventory import models as inventory_models
 from server.network import models as network_models
 from server.purchasing import models as purchasing_models
@@ -21,6 +22,7 @@ __all__ = [
     "audit",
     "catalog_models",
     "count_models",
+    "integration_models",
     "inventory_models",
     "metadata",
     "network_models",

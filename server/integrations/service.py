@@ -67,12 +67,12 @@ from server.core.security import GLOBAL_ROLES, Permission, Principal, Role
 from server.core.validation import get_or_not_found
 from server.integrations import epcis
 from server.integrations.epcis import ExportMovement, ItemRef, ParsedEvent, PartyRef, Unmappable
+from server.integrations.models import EpcisEvent
 from server.inventory.models import Movement
 from server.inventory.rules import KIND_PERMISSION
 from server.inventory.service import LedgerService, MovementRequest
 from server.network.models import Location, LocationKind, Organisation
 from server.network.service import location_snapshot
-from server.supervision.models import EpcisEvent
 
 IMPORT_ROLES = frozenset({Role.ADMIN, Role.REGULATOR})
 LEDGER_PERMISSIONS = frozenset(KIND_PERMISSION.values())
