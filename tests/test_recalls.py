@@ -8,7 +8,6 @@ import re
 import uuid
 from typing import Any
 
-import httpx
 import pytest
 from sqlalchemy import select
 
@@ -21,16 +20,24 @@ from server.core.numbering import document_number, next_sequence
 from server.inventory.models import MovementKind
 from server.inventory.service import MovementRequest, NewLot
 from server.supervision.models import Recall, RecallLot
-from tests.conftest import Demo, balance_of, first_product_id, gid, gql, row_counts, token_for
+from tests.conftest import (
+    Caller,
+    Demo,
+    balance_of,
+    first_product_id,
+    gid,
+    gql,
+    row_counts,
+)
 
 K = MovementKind
 ERRORS = "errors { code field message }"
 RECALL = f"""
 mutation($lots: [ID!], $product: ID, $batch: String, $reason: String!, $reference: String) {{
-  recallLots(lots: $lots, product: $product, batchNumber: $batch, reason: $reason,
-             reference: $reference) {{
+  recallLots(input: {{lots: $lots, product: $product, batchNumber: $batch, reason: $reason,
+                     reference: $reference}}) {{
     recall {{
-      id reference reason initiatedBy initiatedAt
+      id reference reason initiatedBy {{ username fullName }} initiatedAt
       lots {{ previousStatus lot {{ id status batchNumber }} }}
       alerts {{ kind message location {{ code }} lot {{ id }} details }}
       holders {{ quantity location {{ code }} lot {{ id }} alert {{ id kind }} }}
@@ -105,26 +112,14 @@ async def stocked_lot(
     return lot
 
 
-class Caller:
-    def __init__(self, http: httpx.AsyncClient, token: str) -> None:
-        self.http, self.token = http, token
+class Recaller(Caller):
+    """A caller who recalls (the reason defaults to a plausible one)."""
 
     async def recall(self, **variables: Any) -> dict[str, Any]:
         variables.setdefault("reason", "sterility failure at the manufacturer")
-        result = await gql(self.http, RECALL, variables, self.token)
-        assert "errors" not in result, result
-        return dict(result["data"]["recallLots"])
-
-    async def call(self, document: str, **variables: Any) -> dict[str, Any]:
-        return await gql(self.http, document, variables, self.token)
-
-
-@pytest.fixture
-async def as_user(client: httpx.AsyncClient) -> Any:
-    async def login(username: str) -> Caller:
-        return Caller(client, await token_for(client, username))
-
-    return login
+        body = await self.raw(RECALL, **variables)
+        assert "errors" not in body, body
+        return dict(body["data"]["recallLots"])
 
 
 def codes(payload: dict[str, Any]) -> list[str]:
@@ -180,14 +175,14 @@ async def test_recall_by_lot_quarantines_it_and_alerts_every_holder(
     demo: Demo, as_user: Any
 ) -> None:
     lot = await stocked_lot(demo)
-    pharmacist = await as_user("pharmacist")
+    pharmacist = await as_user("pharmacist", Recaller)
     payload = await pharmacist.recall(lots=[gid("Lot", lot)])
     assert payload["errors"] == [], payload
     recall = payload["recall"]
     year = utcnow().year
     assert re.fullmatch(rf"RC-{year}-\d{{5}}", recall["reference"])
     assert recall["reason"] == "sterility failure at the manufacturer"
-    assert recall["initiatedBy"] == "pharmacist"
+    assert recall["initiatedBy"] == {"username": "pharmacist", "fullName": "Paula Pharmacist"}
     assert recall["lots"] == [
         {
             "previousStatus": "RELEASED",
@@ -243,10 +238,12 @@ async def test_after_a_recall_the_lot_cannot_be_issued_but_can_be_destroyed(
     demo: Demo, as_user: Any
 ) -> None:
     lot = await stocked_lot(demo)
-    assert (await (await as_user("regulator")).recall(lots=[gid("Lot", lot)]))["errors"] == []
+    assert (await (await as_user("regulator", Recaller)).recall(lots=[gid("Lot", lot)]))[
+        "errors"
+    ] == []
     loc = demo.locations
-    nurse = await as_user("nurse")
-    dispense = await nurse.call(
+    nurse = await as_user("nurse", Recaller)
+    dispense = await nurse.raw(
         DISPENSE,
         input={
             "location": gid("Location", loc["WARD-A"]),
@@ -261,7 +258,7 @@ async def test_after_a_recall_the_lot_cannot_be_issued_but_can_be_destroyed(
     assert "recalled" in payload["errors"][0]["message"]
     # FEFO never picks it either: nothing else of the product is on the ward.
     product = await first_product_id(demo.services)
-    fefo = await nurse.call(
+    fefo = await nurse.raw(
         DISPENSE,
         input={
             "location": gid("Location", loc["WARD-A"]),
@@ -283,7 +280,7 @@ async def test_after_a_recall_the_lot_cannot_be_issued_but_can_be_destroyed(
         assert refused.value.code == "LOT_NOT_ISSUABLE", request.kind
     assert await balance_of(demo.services, loc["WARD-A"], lot) == 10
 
-    disposed = await nurse.call(
+    disposed = await nurse.raw(
         DISPOSE,
         input={
             "location": gid("Location", loc["WARD-A"]),
@@ -316,7 +313,7 @@ async def test_recall_by_product_and_batch_touches_only_that_product(
     batch = f"SH{uuid.uuid4().hex[:6].upper()}"
     lot_a = await stocked_lot(demo, product_id=first, batch=batch)
     lot_b = await stocked_lot(demo, product_id=second, batch=batch)
-    regulator = await as_user("regulator")
+    regulator = await as_user("regulator", Recaller)
     payload = await regulator.recall(product=gid("Product", second), batch=f"  {batch} ")
     assert payload["errors"] == [], payload
     assert [x["lot"]["id"] for x in payload["recall"]["lots"]] == [gid("Lot", lot_b)]
@@ -333,7 +330,7 @@ async def test_several_lots_in_one_recall_one_alert_per_holder_and_lot(
     demo: Demo, as_user: Any
 ) -> None:
     lots = [await stocked_lot(demo), await stocked_lot(demo)]
-    payload = await (await as_user("admin")).recall(
+    payload = await (await as_user("admin", Recaller)).recall(
         lots=[gid("Lot", x) for x in lots], reference="FDA-2026-0042"
     )
     assert payload["errors"] == [], payload
@@ -351,7 +348,7 @@ async def test_recalling_twice_names_the_earlier_recall_and_changes_nothing(
 ) -> None:
     lot = await stocked_lot(demo)
     fresh = await stocked_lot(demo)
-    regulator = await as_user("regulator")
+    regulator = await as_user("regulator", Recaller)
     first = await regulator.recall(lots=[gid("Lot", lot)], reason="label mix-up")
     reference = first["recall"]["reference"]
     before = await world(demo)
@@ -375,7 +372,7 @@ async def test_a_quarantined_lot_remembers_its_previous_status(demo: Demo, as_us
     lot = await stocked_lot(demo)
     async with demo.services.db.write() as session:
         (await session.get(Lot, lot)).status = LotStatus.QUARANTINED
-    payload = await (await as_user("regulator")).recall(lots=[gid("Lot", lot)])
+    payload = await (await as_user("regulator", Recaller)).recall(lots=[gid("Lot", lot)])
     assert payload["recall"]["lots"][0]["previousStatus"] == "QUARANTINED"
     async with demo.services.db.read() as session:
         (row,) = (await session.execute(select(RecallLot))).scalars().all()
@@ -391,15 +388,15 @@ async def test_only_pharmacists_regulators_and_admins_recall(
 ) -> None:
     lot = await stocked_lot(demo)
     before = await world(demo)
-    payload = await (await as_user(username)).recall(lots=[gid("Lot", lot)])
+    payload = await (await as_user(username, Recaller)).recall(lots=[gid("Lot", lot)])
     assert codes(payload) == ["FORBIDDEN"], payload
     assert await world(demo) == before
 
 
 async def test_auditor_traces_but_cannot_recall(demo: Demo, as_user: Any) -> None:
     lot = await stocked_lot(demo)
-    auditor = await as_user("auditor")
-    traced = await auditor.call(TRACE, lot=gid("Lot", lot))
+    auditor = await as_user("auditor", Recaller)
+    traced = await auditor.raw(TRACE, lot=gid("Lot", lot))
     assert "errors" not in traced, traced
     assert traced["data"]["traceLot"]["backward"][0]["quantity"] == 100
     assert codes(await auditor.recall(lots=[gid("Lot", lot)])) == ["FORBIDDEN"]
@@ -410,10 +407,12 @@ async def test_a_pharmacist_recalls_for_the_hospital_a_regulator_anywhere(
 ) -> None:
     """A lot that never reached the hospital is outside the hospital pharmacist's reach."""
     wholesale_only = await stocked_lot(demo, to_hospital=False)
-    refused = await (await as_user("pharmacist")).recall(lots=[gid("Lot", wholesale_only)])
+    refused = await (await as_user("pharmacist", Recaller)).recall(
+        lots=[gid("Lot", wholesale_only)]
+    )
     assert codes(refused) == ["FORBIDDEN"], refused
     assert await lot_status(demo, wholesale_only) is LotStatus.RELEASED
-    allowed = await (await as_user("regulator")).recall(lots=[gid("Lot", wholesale_only)])
+    allowed = await (await as_user("regulator", Recaller)).recall(lots=[gid("Lot", wholesale_only)])
     assert allowed["errors"] == []
     assert [h["location"]["code"] for h in allowed["recall"]["holders"]] == ["WHS-DC"]
 
@@ -424,7 +423,7 @@ async def test_a_pharmacist_recalls_for_the_hospital_a_regulator_anywhere(
 async def test_bad_input_is_refused_field_by_field(demo: Demo, as_user: Any) -> None:
     lot = await stocked_lot(demo)
     product = await first_product_id(demo.services)
-    admin = await as_user("admin")
+    admin = await as_user("admin", Recaller)
     before = await world(demo)
     cases: list[tuple[dict[str, Any], str, str]] = [
         ({"lots": [gid("Lot", lot)], "reason": "   "}, "INVALID_INPUT", "reason"),
@@ -461,18 +460,18 @@ async def test_bad_input_is_refused_field_by_field(demo: Demo, as_user: Any) -> 
 
 async def test_recalls_query_pages_and_scopes_holders(demo: Demo, as_user: Any) -> None:
     lots = [await stocked_lot(demo), await stocked_lot(demo)]
-    regulator = await as_user("regulator")
+    regulator = await as_user("regulator", Recaller)
     references = [
         (await regulator.recall(lots=[gid("Lot", x)]))["recall"]["reference"] for x in lots
     ]
 
-    first = await regulator.call(RECALLS)
+    first = await regulator.raw(RECALLS)
     page = first["data"]["recalls"]
     assert [e["node"]["reference"] for e in page["edges"]] == [references[1]]  # newest first
     assert page["pageInfo"]["hasNextPage"] is True
-    second = await regulator.call(RECALLS, after=page["pageInfo"]["endCursor"])
+    second = await regulator.raw(RECALLS, after=page["pageInfo"]["endCursor"])
     assert [e["node"]["reference"] for e in second["data"]["recalls"]["edges"]] == [references[0]]
-    only = await regulator.call(RECALLS, lot=gid("Lot", lots[0]))
+    only = await regulator.raw(RECALLS, lot=gid("Lot", lots[0]))
     (edge,) = only["data"]["recalls"]["edges"]
     assert edge["node"]["lots"] == [{"lot": {"id": gid("Lot", lots[0])}}]
     assert {h["location"]["code"] for h in edge["node"]["holders"]} == {
@@ -482,15 +481,15 @@ async def test_recalls_query_pages_and_scopes_holders(demo: Demo, as_user: Any) 
     }
 
     # The ward nurse sees the recall, and only the holders she can see: her ward.
-    nurse = await as_user("nurse")
-    mine = await nurse.call(RECALLS, lot=gid("Lot", lots[0]))
+    nurse = await as_user("nurse", Recaller)
+    mine = await nurse.raw(RECALLS, lot=gid("Lot", lots[0]))
     (edge,) = mine["data"]["recalls"]["edges"]
     assert edge["node"]["holders"] == [{"quantity": 10, "location": {"code": "WARD-A"}}]
-    node = await nurse.call(
+    node = await nurse.raw(
         "query($id: ID!) { node(id: $id) { ... on Recall { reference } } }", id=edge["node"]["id"]
     )
     assert node["data"]["node"] == {"reference": references[0]}
-    supplier = await (await as_user("supplier")).call(RECALLS)
+    supplier = await (await as_user("supplier", Recaller)).raw(RECALLS)
     assert supplier["errors"][0]["extensions"]["code"] == "FORBIDDEN"
 
 

@@ -66,6 +66,7 @@ from server.catalog.models import Lot, Product
 from server.catalog.service import clean_batch_number
 from server.core.db import Database, utcnow
 from server.core.errors import Forbidden, InvalidInput, NotFound
+from server.core.pagination import Page, keyset_page
 from server.core.security import GLOBAL_ROLES, Permission, Principal
 from server.inventory.models import Movement, MovementKind
 from server.network.models import Organisation, OrganisationKind
@@ -891,6 +892,29 @@ class SupervisionCheckService:
         )
 
     # --- the report -----------------------------------------------------------------------------
+
+    async def report_page(
+        self,
+        principal: Principal,
+        *,
+        status: SupervisionStatus | None = None,
+        organisation_id: int | None = None,
+        first: int,
+        after: str | None,
+        max_page_size: int,
+    ) -> Page[BatchStatus]:
+        """One page of `report_query`, in (approval number, batch number) order."""
+        stmt = await self.report_query(principal, status=status, organisation_id=organisation_id)
+        S = BatchStatus
+        return await keyset_page(
+            self.db,
+            stmt,
+            keys=[S.approval_number, S.batch_number],
+            first=first,
+            after=after,
+            max_page_size=max_page_size,
+            key_of=lambda r: [r.approval_number, r.batch_number],
+        )
 
     async def report_query(
         self,

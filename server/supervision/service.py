@@ -33,6 +33,7 @@ from server.core.db import Database, utcnow
 from server.core.errors import DomainError, Duplicate, ErrorCode, Forbidden, InvalidInput, NotFound
 from server.core.events import Event, EventBus
 from server.core.numbering import allocate
+from server.core.pagination import Page, keyset_page
 from server.core.security import Permission, Principal
 from server.core.validation import optional_text, required_text
 from server.inventory.models import Balance, Movement
@@ -267,7 +268,36 @@ class SupervisionService:
             holders.append(RecallHolder(location.id, lot.id, balance.quantity, alert))
         return holders
 
-    # --- recall reads (access is checked by the caller, like every node) ----------------------
+    # --- recall reads ---------------------------------------------------------------------------
+
+    async def recalls_page(
+        self,
+        principal: Principal,
+        *,
+        lot_id: int | None,
+        first: int,
+        after: str | None,
+        max_page_size: int,
+    ) -> Page[Recall]:
+        """Recalls, newest first; with `lot_id`, only those that recalled that lot."""
+        principal.require(Permission.STOCK_READ)
+        stmt = select(Recall)
+        if lot_id is not None:
+            stmt = stmt.where(
+                Recall.id.in_(select(RecallLot.recall_id).where(RecallLot.lot_id == lot_id))
+            )
+        return await keyset_page(
+            self.db,
+            stmt,
+            keys=[Recall.id],
+            first=first,
+            after=after,
+            max_page_size=max_page_size,
+            descending=True,
+            key_of=lambda r: [r.id],
+        )
+
+    # (below: access is checked by the caller, like every node)
 
     async def recall_lots_of(self, recall_ids: Sequence[int]) -> list[list[RecallLot]]:
         """The lots of several recalls (one query), in the order asked."""
@@ -310,6 +340,15 @@ class SupervisionService:
                 if recall_id in grouped:
                     grouped[recall_id].append(alert)
         return [grouped[i] for i in recall_ids]
+
+    async def products_by_approval(self, approvals: Sequence[str]) -> list[Product | None]:
+        """The product of each approval number (None where none has it), in the order asked."""
+        async with self.db.read() as session:
+            rows = (
+                await session.execute(select(Product).where(Product.approval_number.in_(approvals)))
+            ).scalars()
+            found = {p.approval_number: p for p in rows}
+        return [found.get(a) for a in approvals]
 
     # --- trace ----------------------------------------------------------------------------------
 
@@ -355,6 +394,14 @@ class SupervisionService:
 
 
 # --- helpers -------------------------------------------------------------------------------------
+
+
+def visible_recall_alerts(principal: Principal, alerts: Sequence[Alert]) -> list[Alert]:
+    """A recall's alerts the caller may see: all of them with TRACE_READ (a trace shows every
+    holder anyway), otherwise those at locations in the caller's scope (a nurse: her wards)."""
+    if principal.can(Permission.TRACE_READ):
+        return list(alerts)
+    return [a for a in alerts if a.location_id is None or principal.sees_location(a.location_id)]
 
 
 def _check_selection(
