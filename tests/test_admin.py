@@ -6,6 +6,7 @@ mutation must leave exactly one audit event with its before/after, so the trail 
 
 from __future__ import annotations
 
+from datetime import date
 from decimal import Decimal
 from typing import Any
 
@@ -13,7 +14,9 @@ import httpx
 
 from server.core.gs1 import gtin_check_digit
 from server.demo import DEMO_PASSWORD
-from tests.conftest import Demo, gid, gql, row_counts, token_for
+from server.inventory.models import MovementKind
+from server.inventory.service import MovementRequest, NewLot
+from tests.conftest import Demo, first_product_id, gid, gql, row_counts, token_for
 
 ORG_FIELDS = "organisation { id name kind gln } errors { code field message }"
 LOC_FIELDS = "location { id code name kind parent { code } } errors { code field message }"
@@ -645,3 +648,48 @@ async def test_disabling_a_user_ends_their_sessions(client: httpx.AsyncClient, d
     # The still-unexpired access token no longer opens anything either.
     me = await gql(client, ME, token=access)
     assert me.get("errors"), me
+
+
+async def test_anyone_sees_who_did_it_but_only_admins_see_another_users_account(
+    demo: Demo, as_user: Any
+) -> None:
+    """A `*By` User shows username and full name to every reader; the account's state, roles,
+    scope and organisation only to the user themself and administrators."""
+    produced = await demo.services.ledger.record(
+        demo.principals["admin"],
+        [
+            MovementRequest(
+                MovementKind.PRODUCE,
+                demo.locations["MFG-01"],
+                5,
+                new_lot=NewLot(await first_product_id(demo.services), "WHO-1", date(2099, 1, 1)),
+            )
+        ],
+        operation="t",
+    )
+    lot = produced.movements[0].lot_id
+    recall = await (await as_user("admin")).ok(
+        """mutation($lot: ID!) { recallLots(input: {lots: [$lot], reason: "test"}) {
+             recall { id } errors { code field message } } }""",
+        lot=gid("Lot", lot),
+    )
+    recall_id = recall["recall"]["id"]
+    who = """query($id: ID!) { node(id: $id) { ... on Recall {
+               initiatedBy { username fullName } } } }"""
+    details = """query($id: ID!) { node(id: $id) { ... on Recall {
+                   initiatedBy { username active roles } } } }"""
+    for reader in ("nurse", "auditor", "pharmacist", "admin"):
+        body = await (await as_user(reader)).raw(who, id=recall_id)
+        assert body == {
+            "data": {"node": {"initiatedBy": {"username": "admin", "fullName": "Ada Admin"}}}
+        } | ({"extensions": body["extensions"]} if "extensions" in body else {}), reader
+    mine = await (await as_user("admin")).raw(details, id=recall_id)
+    assert mine["data"]["node"]["initiatedBy"] == {
+        "username": "admin",
+        "active": True,
+        "roles": ["ADMIN"],
+    }, mine
+    for reader in ("nurse", "pharmacist", "auditor"):
+        refused = await (await as_user(reader)).raw(details, id=recall_id)
+        assert refused["data"]["node"]["initiatedBy"] is None, refused
+        assert {e["extensions"]["code"] for e in refused["errors"]} == {"FORBIDDEN"}, refused

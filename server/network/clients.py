@@ -33,6 +33,7 @@ from server.core import audit
 from server.core.db import Database, utcnow
 from server.core.errors import DomainError, InvalidInput, NotFound, Unauthenticated
 from server.core.events import Event, EventBus
+from server.core.pagination import Page, keyset_page
 from server.core.security import (
     CLIENT_SUBJECT_PREFIX,
     SCOPE_PERMISSIONS,
@@ -148,16 +149,17 @@ class ClientWithSecret:
 
 def client_snapshot(client: OAuthClient) -> dict[str, object]:
     """What the audit records of a client (never a secret or its hash)."""
-    return {
-        "client_id": client.client_id,
-        "name": client.name,
-        "organisation_id": client.organisation_id,
-        "role": client.role.value,
-        "scopes": client.scopes,
-        "secret_rotated_at": client.secret_rotated_at,
-        "previous_secret_expires_at": client.previous_secret_expires_at,
-        "revoked_at": client.revoked_at,
-    }
+    return audit.snapshot(
+        client,
+        "client_id",
+        "name",
+        "organisation_id",
+        "role",
+        "scopes",
+        "secret_rotated_at",
+        "previous_secret_expires_at",
+        "revoked_at",
+    )
 
 
 def _new_client_id(name: str) -> str:
@@ -314,6 +316,21 @@ class OAuthClientService:
                 field="client",
             )
         return client
+
+    async def clients_page(
+        self, principal: Principal, *, first: int, after: str | None, max_page_size: int
+    ) -> Page[OAuthClient]:
+        """Every OAuth client, revoked ones too, in id order (administrators only)."""
+        principal.require(Permission.USERS_MANAGE)
+        return await keyset_page(
+            self.db,
+            select(OAuthClient),
+            keys=[OAuthClient.id],
+            first=first,
+            after=after,
+            max_page_size=max_page_size,
+            key_of=lambda r: [r.id],
+        )
 
     async def find_by_client_id(self, client_id: str) -> OAuthClient:
         async with self.db.read() as session:

@@ -8,7 +8,7 @@ from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import delete, func, select, update
+from sqlalchemy import delete, func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from server.core import audit
@@ -22,6 +22,7 @@ from server.core.errors import (
 )
 from server.core.events import Event, EventBus
 from server.core.gs1 import gtin_check_digit
+from server.core.pagination import Page, keyset_page
 from server.core.security import (
     CLIENT_SUBJECT_PREFIX,
     GLOBAL_ROLES,
@@ -34,7 +35,13 @@ from server.core.security import (
     user_access_claims,
 )
 from server.core.sessions import SESSION_TOPIC
-from server.core.validation import ensure_unique, get_or_not_found, required_text
+from server.core.validation import (
+    LIKE_ESCAPE,
+    ensure_unique,
+    get_or_not_found,
+    like_pattern,
+    required_text,
+)
 from server.network.models import (
     Location,
     LocationKind,
@@ -335,6 +342,65 @@ class NetworkService:
             refresh_token=refresh,
             expires_in=int(self.tokens.access_ttl.total_seconds()),
         )
+
+    # --- lists ---------------------------------------------------------------------------
+
+    async def organisations_page(
+        self,
+        principal: Principal,
+        *,
+        kind: OrganisationKind | None,
+        first: int,
+        after: str | None,
+        max_page_size: int,
+    ) -> Page[Organisation]:
+        """Organisations in id order, optionally of one kind."""
+        principal.require(Permission.NETWORK_READ)
+        stmt = select(Organisation)
+        if kind is not None:
+            stmt = stmt.where(Organisation.kind == kind)
+        return await _by_id(self.db, stmt, Organisation, first, after, max_page_size)
+
+    async def locations_page(
+        self,
+        principal: Principal,
+        *,
+        organisation_id: int | None,
+        kind: LocationKind | None,
+        search: str | None,
+        mine: bool,
+        first: int,
+        after: str | None,
+        max_page_size: int,
+    ) -> Page[Location]:
+        """Locations in id order: of one organisation or kind, whose code or name contains
+        `search` (any case), or (`mine`) only those in the principal's scope."""
+        principal.require(Permission.NETWORK_READ)
+        stmt = select(Location)
+        if organisation_id is not None:
+            stmt = stmt.where(Location.organisation_id == organisation_id)
+        if kind is not None:
+            stmt = stmt.where(Location.kind == kind)
+        if search:
+            pattern = like_pattern(search.lower())
+            stmt = stmt.where(
+                or_(
+                    Location.code.ilike(pattern, escape=LIKE_ESCAPE),
+                    Location.name.ilike(pattern, escape=LIKE_ESCAPE),
+                )
+            )
+        if mine and principal.location_ids is not None:
+            stmt = stmt.where(Location.id.in_(principal.location_ids))
+        return await _by_id(self.db, stmt, Location, first, after, max_page_size)
+
+    async def users_page(
+        self, principal: Principal, *, first: int, after: str | None, max_page_size: int
+    ) -> Page[User]:
+        """People in id order (administrators only); OAuth clients' service accounts are not."""
+        principal.require(Permission.USERS_MANAGE)
+        clients = select(OAuthClient.user_id)
+        stmt = select(User).where(User.id.not_in(clients))
+        return await _by_id(self.db, stmt, User, first, after, max_page_size)
 
     # --- organisations -------------------------------------------------------------------
 
@@ -703,6 +769,21 @@ async def _not_a_client_account(session: AsyncSession, user: User) -> None:
             f"{user.username} is OAuth2 client {client_id}'s account; manage the client instead",
             field="id",
         )
+
+
+async def _by_id(
+    db: Database, stmt: Any, model: Any, first: int, after: str | None, max_page_size: int
+) -> Page[Any]:
+    """One page of `stmt` in `model.id` order."""
+    return await keyset_page(
+        db,
+        stmt,
+        keys=[model.id],
+        first=first,
+        after=after,
+        max_page_size=max_page_size,
+        key_of=lambda r: [r.id],
+    )
 
 
 def _sign_in_ended(family: str) -> Event:
