@@ -3,38 +3,38 @@
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Annotated
 
 import strawberry
-from sqlalchemy import select
 from strawberry import relay
 from strawberry.scalars import JSON
 
-from server.audit.service import check_integrity
-from server.core import audit
+from server.audit.service import TrailFilter, check_integrity, trail_page
 from server.core.cost import weigh
 from server.core.db import utcnow
-from server.core.graphql import CountedConnection, FromModel, Info, connection, decode_id, paginate
-from server.core.security import Permission
+from server.core.graphql import CountedConnection, FromModel, Info, connection, decode_id
 from server.network.api import User
 
 
-@strawberry.type
+@strawberry.type(description="One audited change: who did what to which record, when.")
 class AuditEvent(FromModel):
-    seq: int
-    occurred_at: datetime
-    actor_name: str
-    role: str
-    action: str
-    entity_type: str
-    entity_id: str
-    before: JSON | None
-    after: JSON | None
-    reason: str | None
-    request_id: str | None
-    hash: str
+    seq: int = strawberry.field(description="Position in the hash chain (1 is the first event).")
+    occurred_at: datetime = strawberry.field(description="When it happened.")
+    actor_name: str = strawberry.field(
+        description="Username (or client id) of who did it, as it was then."
+    )
+    role: str = strawberry.field(description="The role they acted with; SYSTEM: the command line.")
+    action: str = strawberry.field(description="What was done, e.g. transfer.approve.")
+    entity_type: str = strawberry.field(description="The kind of record, e.g. Transfer.")
+    entity_id: str = strawberry.field(description="The record's database id.")
+    before: JSON | None = strawberry.field(description="The record before; null for a creation.")
+    after: JSON | None = strawberry.field(description="The record after; null for a deletion.")
+    reason: str | None = strawberry.field(description="The reason given, if any.")
+    request_id: str | None = strawberry.field(description="The request that made it, if known.")
+    hash: str = strawberry.field(description="SHA-256 over this event and the previous hash.")
 
 
-@strawberry.type
+@strawberry.type(description="A page of the audit trail.")
 class AuditEventConnection(CountedConnection[AuditEvent]):
     pass
 
@@ -44,7 +44,7 @@ class AuditEventConnection(CountedConnection[AuditEvent]):
     "event: what `apotheca verify-audit` says)."
 )
 class AuditIntegrity:
-    ok: bool
+    ok: bool = strawberry.field(description="True when every event checked adds up.")
     events_checked: int = strawberry.field(
         description="Events known intact before the first broken one (all of them when ok): "
         "those up to the checkpoint this run started from and those it checked."
@@ -60,7 +60,7 @@ class AuditIntegrity:
         description="The first event that does not add up; null when ok."
     )
     reason: str | None = strawberry.field(description="Why it does not add up; null when ok.")
-    checked_at: datetime
+    checked_at: datetime = strawberry.field(description="When this verification ran.")
 
 
 @strawberry.type
@@ -72,7 +72,13 @@ class Query:
         "and checks every checkpoint. Administrators and auditors.",
         metadata=weigh(1000, flags={"full": 8000}),
     )
-    async def audit_integrity(self, info: Info, full: bool = False) -> AuditIntegrity:
+    async def audit_integrity(
+        self,
+        info: Info,
+        full: Annotated[
+            bool, strawberry.argument(description="Walk the whole chain (administrators only).")
+        ] = False,
+    ) -> AuditIntegrity:
         result = await check_integrity(info.context.db, info.context.require_principal(), full=full)
         return AuditIntegrity(
             ok=result.ok,
@@ -88,37 +94,45 @@ class Query:
     async def audit_trail(
         self,
         info: Info,
-        first: int,
-        after: str | None = None,
-        entity_type: str | None = None,
-        entity_id: str | None = None,
-        actor: relay.GlobalID | None = None,
-        action: str | None = None,
-        since: datetime | None = None,
-        until: datetime | None = None,
+        first: Annotated[
+            int, strawberry.argument(description="Page size (1 to the configured cap).")
+        ],
+        after: Annotated[
+            str | None, strawberry.argument(description="A cursor: the page starts after it.")
+        ] = None,
+        entity_type: Annotated[
+            str | None, strawberry.argument(description="Only this kind of record, e.g. Lot.")
+        ] = None,
+        entity_id: Annotated[
+            str | None, strawberry.argument(description="Only this record's database id.")
+        ] = None,
+        actor: Annotated[
+            relay.GlobalID | None, strawberry.argument(description="Only what this User did.")
+        ] = None,
+        action: Annotated[
+            str | None, strawberry.argument(description="Only this action, e.g. lot.recall.")
+        ] = None,
+        since: Annotated[
+            datetime | None, strawberry.argument(description="From this moment (inclusive).")
+        ] = None,
+        until: Annotated[
+            datetime | None, strawberry.argument(description="Before this moment (exclusive).")
+        ] = None,
     ) -> AuditEventConnection:
-        info.context.require_principal().require(Permission.AUDIT_READ)
-        E = audit.AuditEvent
-        stmt = select(E)
-        if entity_type:
-            stmt = stmt.where(E.entity_type == entity_type)
-        if entity_id:
-            stmt = stmt.where(E.entity_id == entity_id)
-        if actor is not None:
-            stmt = stmt.where(E.actor_id == decode_id(actor, User, "actor"))
-        if action:
-            stmt = stmt.where(E.action == action)
-        if since is not None:
-            stmt = stmt.where(E.occurred_at >= since)
-        if until is not None:
-            stmt = stmt.where(E.occurred_at < until)
-        page = await paginate(
-            info,
-            stmt,
-            keys=[E.seq],
+        where = TrailFilter(
+            entity_type=entity_type,
+            entity_id=entity_id,
+            actor_id=None if actor is None else decode_id(actor, User, "actor"),
+            action=action,
+            since=since,
+            until=until,
+        )
+        page = await trail_page(
+            info.context.db,
+            info.context.require_principal(),
+            where,
             first=first,
             after=after,
-            descending=True,
-            key_of=lambda r: [r.seq],
+            max_page_size=info.context.services.settings.max_page_size,
         )
         return connection(AuditEventConnection, page, AuditEvent.from_model)
