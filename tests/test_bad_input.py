@@ -915,7 +915,7 @@ async def test_bad_strings_anywhere_are_refused_even_in_ids_and_json(
     result = await raw_gql(env, admin, location, {"l": value})
     assert words in invalid_input_at_top(result, "$l")
     epcis = (
-        "mutation($o: ID!, $d: JSON!) { importEpcis(organisation: $o, document: $d) "
+        "mutation($o: ID!, $d: JSON!) { importEpcis(input: {organisation: $o, document: $d}) "
         "{ errors { code } } }"
     )
     document = {"eventList": [{"type": "ObjectEvent", "bizStep": value}]}

@@ -279,7 +279,7 @@ EXPORT = """query($since: DateTime, $until: DateTime, $organisation: ID, $lot: I
   epcisExport(since: $since, until: $until, organisation: $organisation, lot: $lot, first: $first)
 }"""
 IMPORT = """mutation($organisation: ID!, $document: JSON!) {
-  importEpcis(organisation: $organisation, document: $document) {
+  importEpcis(input: {organisation: $organisation, document: $document}) {
     organisation { name }
     imported alreadyImported
     rejected { index eventId eventType reason }

@@ -9,7 +9,7 @@ Apotheca on its behalf.
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
+from typing import Annotated, Any
 
 import strawberry
 from strawberry import relay
@@ -34,19 +34,21 @@ class EpcisRejection:
     event_id: str = strawberry.field(
         description="The event's eventID, or the hash of its content when it has none."
     )
-    event_type: str | None
-    reason: str
+    event_type: str | None = strawberry.field(description="Its type, e.g. ObjectEvent.")
+    reason: str = strawberry.field(description="Why it was not recorded.")
 
 
 @strawberry.type(description="An event that was recorded with a caveat.")
 class EpcisWarning:
-    event_id: str
-    message: str
+    event_id: str = strawberry.field(description="The event's eventID (or content hash).")
+    message: str = strawberry.field(description="The caveat.")
 
 
 @strawberry.type(description="What an EPCIS import recorded, skipped and refused.")
 class EpcisImportPayload:
-    organisation: Organisation | None = None
+    organisation: Organisation | None = strawberry.field(
+        default=None, description="Whose movements were recorded; null when refused."
+    )
     imported: list[str] = strawberry.field(
         default_factory=list, description="Event IDs recorded now, in the order applied."
     )
@@ -56,11 +58,15 @@ class EpcisImportPayload:
     rejected: list[EpcisRejection] = strawberry.field(
         default_factory=list, description="Events not recorded, with the reason (none dropped)."
     )
-    warnings: list[EpcisWarning] = strawberry.field(default_factory=list)
+    warnings: list[EpcisWarning] = strawberry.field(
+        default_factory=list, description="Events recorded with a caveat."
+    )
     movements: list[Movement] = strawberry.field(
         default_factory=list, description="The movements written for the imported events."
     )
-    errors: list[MutationError] = strawberry.field(default_factory=list)
+    errors: list[MutationError] = strawberry.field(
+        default_factory=list, description="Why the whole document was refused; empty otherwise."
+    )
 
     @classmethod
     def from_result(cls, result: ImportResult) -> EpcisImportPayload:
@@ -96,11 +102,22 @@ class Query:
     async def epcis_export(
         self,
         info: Info,
-        since: datetime | None = None,
-        until: datetime | None = None,
-        organisation: relay.GlobalID | None = None,
-        lot: relay.GlobalID | None = None,
-        first: int | None = None,
+        since: Annotated[
+            datetime | None, strawberry.argument(description="Movements from this moment on.")
+        ] = None,
+        until: Annotated[
+            datetime | None, strawberry.argument(description="Movements before this moment.")
+        ] = None,
+        organisation: Annotated[
+            relay.GlobalID | None,
+            strawberry.argument(description="Only movements this organisation reported."),
+        ] = None,
+        lot: Annotated[
+            relay.GlobalID | None, strawberry.argument(description="Only movements of this lot.")
+        ] = None,
+        first: Annotated[
+            int | None, strawberry.argument(description="At most this many events (1-1000).")
+        ] = None,
     ) -> JSON:
         principal = info.context.require_principal()
         if first is not None:
@@ -118,6 +135,16 @@ class Query:
         return document
 
 
+@strawberry.input(description="An EPCIS document to record for an organisation.")
+class ImportEpcisInput:
+    organisation: relay.GlobalID = strawberry.field(
+        description="The constituent whose events these are (its movements are recorded)."
+    )
+    document: JSON = strawberry.field(
+        description="An EPCIS 2.0 EPCISDocument (or EPCISQueryDocument) in JSON-LD."
+    )
+
+
 @strawberry.type
 class Mutation:
     @strawberry.mutation(
@@ -128,13 +155,11 @@ class Mutation:
         "GTIN, no quantity, insufficient stock, ...) are listed under `rejected` with the "
         "reason."
     )
-    async def import_epcis(
-        self, info: Info, organisation: relay.GlobalID, document: JSON
-    ) -> EpcisImportPayload:
+    async def import_epcis(self, info: Info, input: ImportEpcisInput) -> EpcisImportPayload:
         result, errors = await attempt(
             info,
             lambda p: info.context.services.epcis.import_document(
-                p, decode_id(organisation, Organisation, "organisation"), document
+                p, decode_id(input.organisation, Organisation, "organisation"), input.document
             ),
         )
         return (
