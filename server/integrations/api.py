@@ -155,7 +155,13 @@ class Mutation:
         "GTIN, no quantity, insufficient stock, ...) are listed under `rejected` with the "
         "reason."
     )
-    async def import_epcis(self, info: Info, input: ImportEpcisInput) -> EpcisImportPayload:
+    async def import_epcis(
+        self,
+        info: Info,
+        input: Annotated[
+            ImportEpcisInput, strawberry.argument(description="The mutation's fields.")
+        ],
+    ) -> EpcisImportPayload:
         result, errors = await attempt(
             info,
             lambda p: info.context.services.epcis.import_document(

@@ -315,9 +315,7 @@ class Query(OAuthClientQuery):
         ] = None,
         search: Annotated[
             str | None,
-            strawberry.argument(
-                description="Only those whose code or name contains it (any case)"
-            ),
+            strawberry.argument(description="Only those whose code or name contains it (any case)"),
         ] = None,
         mine: Annotated[
             bool,
@@ -404,7 +402,11 @@ class OAuthClientMutation:
         description="A new client for a third party's system. Administrators only.",
     )
     async def create_oauth_client(
-        self, info: Info, input: CreateOAuthClientInput
+        self,
+        info: Info,
+        input: Annotated[
+            CreateOAuthClientInput, strawberry.argument(description="The mutation's fields.")
+        ],
     ) -> OAuthClientSecretPayload:
         made, errors = await attempt(
             info,
@@ -424,7 +426,11 @@ class OAuthClientMutation:
         "Administrators only.",
     )
     async def rotate_oauth_client_secret(
-        self, info: Info, input: RotateOAuthClientSecretInput
+        self,
+        info: Info,
+        input: Annotated[
+            RotateOAuthClientSecretInput, strawberry.argument(description="The mutation's fields.")
+        ],
     ) -> OAuthClientSecretPayload:
         made, errors = await attempt(
             info,
@@ -440,7 +446,11 @@ class OAuthClientMutation:
         "Administrators only.",
     )
     async def revoke_oauth_client(
-        self, info: Info, input: RevokeOAuthClientInput
+        self,
+        info: Info,
+        input: Annotated[
+            RevokeOAuthClientInput, strawberry.argument(description="The mutation's fields.")
+        ],
     ) -> OAuthClientPayload:
         client, errors = await attempt(
             info,
@@ -581,7 +591,11 @@ def _optional_id(value: relay.GlobalID | None, node_type: type, field: str) -> i
 class Mutation(OAuthClientMutation):
     @strawberry.mutation(description="A new organisation. Administrators only.")
     async def create_organisation(
-        self, info: Info, input: CreateOrganisationInput
+        self,
+        info: Info,
+        input: Annotated[
+            CreateOrganisationInput, strawberry.argument(description="The mutation's fields.")
+        ],
     ) -> OrganisationPayload:
         org, errors = await attempt(
             info,
@@ -593,7 +607,11 @@ class Mutation(OAuthClientMutation):
 
     @strawberry.mutation(description="Change an organisation. Administrators only.")
     async def update_organisation(
-        self, info: Info, input: UpdateOrganisationInput
+        self,
+        info: Info,
+        input: Annotated[
+            UpdateOrganisationInput, strawberry.argument(description="The mutation's fields.")
+        ],
     ) -> OrganisationPayload:
         org, errors = await attempt(
             info,
@@ -608,7 +626,13 @@ class Mutation(OAuthClientMutation):
         return OrganisationPayload(organisation=org and Organisation.from_model(org), errors=errors)
 
     @strawberry.mutation(description="A new location. Administrators only.")
-    async def create_location(self, info: Info, input: CreateLocationInput) -> LocationPayload:
+    async def create_location(
+        self,
+        info: Info,
+        input: Annotated[
+            CreateLocationInput, strawberry.argument(description="The mutation's fields.")
+        ],
+    ) -> LocationPayload:
         loc, errors = await attempt(
             info,
             lambda p: info.context.services.network.create_location(
@@ -624,7 +648,13 @@ class Mutation(OAuthClientMutation):
         return LocationPayload(location=loc and Location.from_model(loc), errors=errors)
 
     @strawberry.mutation(description="Change a location. Administrators only.")
-    async def update_location(self, info: Info, input: UpdateLocationInput) -> LocationPayload:
+    async def update_location(
+        self,
+        info: Info,
+        input: Annotated[
+            UpdateLocationInput, strawberry.argument(description="The mutation's fields.")
+        ],
+    ) -> LocationPayload:
         loc, errors = await attempt(
             info,
             lambda p: info.context.services.network.update_location(
@@ -641,7 +671,13 @@ class Mutation(OAuthClientMutation):
         return LocationPayload(location=loc and Location.from_model(loc), errors=errors)
 
     @strawberry.mutation(description="A new user. Administrators only.")
-    async def create_user(self, info: Info, input: CreateUserInput) -> UserPayload:
+    async def create_user(
+        self,
+        info: Info,
+        input: Annotated[
+            CreateUserInput, strawberry.argument(description="The mutation's fields.")
+        ],
+    ) -> UserPayload:
         user, errors = await attempt(
             info,
             lambda p: info.context.services.network.create_user(
@@ -657,7 +693,13 @@ class Mutation(OAuthClientMutation):
         return UserPayload(user=user and User.from_model(user), errors=errors)
 
     @strawberry.mutation(description="Change a user. Administrators only.")
-    async def update_user(self, info: Info, input: UpdateUserInput) -> UserPayload:
+    async def update_user(
+        self,
+        info: Info,
+        input: Annotated[
+            UpdateUserInput, strawberry.argument(description="The mutation's fields.")
+        ],
+    ) -> UserPayload:
         locations = input.locations
         user, errors = await attempt(
             info,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from datetime import date
 from decimal import Decimal
+from typing import Annotated
 
 import strawberry
 from strawberry import relay
@@ -11,13 +12,21 @@ from strawberry import relay
 from server.catalog import models as catalog_models
 from server.catalog.api import Product
 from server.core.cost import weigh
-from server.core.graphql import Info, decode_id, load_related
+from server.core.graphql import Info, decode_id, relation
+from server.core.graphql_enums import described_enum
 from server.network import models as network_models
 from server.network.api import Location
 from server.reports import service
 
-WasteGrouping = strawberry.enum(
-    service.WasteGrouping, description="A dimension the waste report can be broken down by."
+WasteGrouping = described_enum(
+    service.WasteGrouping,
+    "A dimension the waste report can be broken down by.",
+    {
+        "MONTH": "Calendar month (UTC) of the disposal or expiry.",
+        "LOCATION": "Where the packs were.",
+        "REASON": "Disposal reason code, or EXPIRED_ON_SHELF.",
+        "PRODUCT": "Which product.",
+    },
 )
 
 
@@ -33,6 +42,13 @@ class WasteRow:
     location_id: strawberry.Private[int | None]
     product_id: strawberry.Private[int | None]
 
+    location: Location | None = relation(
+        network_models.Location, "location_id", description="Null unless grouped by LOCATION."
+    )
+    product: Product | None = relation(
+        catalog_models.Product, "product_id", description="Null unless grouped by PRODUCT."
+    )
+
     @classmethod
     def from_row(cls, row: service.WasteRow) -> WasteRow:
         return cls(
@@ -44,21 +60,11 @@ class WasteRow:
             product_id=row.product_id,
         )
 
-    @strawberry.field(description="Null unless grouped by LOCATION.")
-    async def location(self, info: Info) -> Location | None:
-        return await load_related(
-            info, network_models.Location, self.location_id, Location.from_model
-        )
 
-    @strawberry.field(description="Null unless grouped by PRODUCT.")
-    async def product(self, info: Info) -> Product | None:
-        return await load_related(info, catalog_models.Product, self.product_id, Product.from_model)
-
-
-@strawberry.type
+@strawberry.type(description="The whole report's packs and value.")
 class WasteTotals:
-    quantity: int
-    value: Decimal
+    quantity: int = strawberry.field(description="Packs, always positive.")
+    value: Decimal = strawberry.field(description="Their value at today's unit cost.")
 
 
 @strawberry.type(
@@ -67,11 +73,11 @@ class WasteTotals:
     "Value uses today's unit cost."
 )
 class WasteReport:
-    since: date
-    until: date
-    group_by: list[WasteGrouping]  # type: ignore[valid-type]
-    rows: list[WasteRow]
-    totals: WasteTotals
+    since: date = strawberry.field(description="First day (inclusive).")
+    until: date = strawberry.field(description="Day after the last (exclusive).")
+    group_by: list[WasteGrouping] = strawberry.field(description="The dimensions of the rows.")  # type: ignore[valid-type]
+    rows: list[WasteRow] = strawberry.field(description="One per combination with waste.")
+    totals: WasteTotals = strawberry.field(description="All rows together.")
 
 
 @strawberry.type
@@ -84,10 +90,16 @@ class Query:
     async def waste_report(
         self,
         info: Info,
-        since: date,
-        until: date,
-        location: relay.GlobalID | None = None,
-        group_by: list[WasteGrouping] | None = None,  # type: ignore[valid-type]
+        since: Annotated[date, strawberry.argument(description="First day (inclusive).")],
+        until: Annotated[date, strawberry.argument(description="Day after the last (exclusive).")],
+        location: Annotated[
+            relay.GlobalID | None,
+            strawberry.argument(description="One location; null: every location in your scope."),
+        ] = None,
+        group_by: Annotated[
+            list[WasteGrouping] | None,  # type: ignore[valid-type]
+            strawberry.argument(description="Dimensions; null: [MONTH, LOCATION, REASON]."),
+        ] = None,
     ) -> WasteReport:
         principal = info.context.require_principal()
         location_id = None if location is None else decode_id(location, Location, "location")

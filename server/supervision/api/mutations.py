@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Annotated
+
 import strawberry
 from strawberry import relay
 
@@ -47,7 +49,13 @@ class Mutation:
         "possible); every location holding stock gets a RECALL alert. ADMIN and REGULATOR "
         "any lot; a PHARMACIST lots handled in their scope."
     )
-    async def recall_lots(self, info: Info, input: RecallLotsInput) -> RecallLotsPayload:
+    async def recall_lots(
+        self,
+        info: Info,
+        input: Annotated[
+            RecallLotsInput, strawberry.argument(description="The mutation's fields.")
+        ],
+    ) -> RecallLotsPayload:
         lots = input.lots
         result, errors = await attempt(
             info,
