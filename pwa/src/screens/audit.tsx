@@ -55,7 +55,11 @@ function variables(f: Filters, after: string | null): AuditTrailQueryVariables {
 
 async function page(f: Filters, after: string | null) {
   const { auditTrail } = await request(AuditTrailDocument, variables(f, after));
-  return { events: auditTrail.edges.map((e) => e.node), next: auditTrail.pageInfo.hasNextPage ? (auditTrail.pageInfo.endCursor ?? null) : null };
+  return {
+    events: auditTrail.edges.map((e) => e.node),
+    next: auditTrail.pageInfo.hasNextPage ? (auditTrail.pageInfo.endCursor ?? null) : null,
+    total: auditTrail.totalCount,
+  };
 }
 
 export function AuditScreen() {
@@ -174,7 +178,7 @@ export function AuditScreen() {
       <Status loaded={loaded} empty={!!loaded.data && !events.length} />
       {loaded.data && (
         <p class="meta" aria-live="polite">
-          {events.length} event{events.length === 1 ? "" : "s"} shown{cursor.value ? ", more available" : ""}
+          {events.length} of {loaded.data.total} event{loaded.data.total === 1 ? "" : "s"} shown
         </p>
       )}
       <ul class="list" data-testid="audit-list">
