@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import AsyncGenerator, Callable, Iterable
 from datetime import date, datetime
 from enum import StrEnum
-from typing import Annotated, Any, Self
+from typing import TYPE_CHECKING, Annotated, Any, Self
 
 import strawberry
 from strawberry import relay
@@ -28,9 +28,10 @@ from server.core.graphql import (
     connection,
     decode_id,
     load_related,
+    parse_pks,
     relation,
 )
-from server.core.security import Principal
+from server.core.security import Permission, Principal
 from server.inventory.api import Movement
 from server.network import models as network_models
 from server.network.api import Location, Organisation, User
@@ -45,6 +46,11 @@ from server.shipments.service import (
     require_shipment_visible,
 )
 from server.suppliers.api import described_enum, optional_id, renamed, visible_nodes
+from server.transfers import models as transfer_models
+from server.transfers.service import check_visible as check_transfer_visible
+
+if TYPE_CHECKING:
+    from server.transfers.api.types import Transfer, TransferPick
 
 ShipmentStatus = described_enum(
     models.ShipmentStatus,
@@ -58,11 +64,11 @@ ShipmentStatus = described_enum(
 )
 DiscrepancyKind = described_enum(
     models.DiscrepancyKind,
-    "What kind of difference a receipt found.",
-    SHORT="Fewer packs arrived than were shipped (recorded when receipt is completed).",
-    OVER="More packs arrived than were shipped (declared by the receiver).",
+    "What kind of difference a receipt (of a shipment or a transfer) found.",
+    SHORT="Fewer packs arrived than were sent (recorded when receipt is completed).",
+    OVER="More packs arrived than were sent (declared by the receiver).",
     DAMAGED="Packs arrived damaged; they are kept out of stock.",
-    WRONG_LOT="Packs of another batch than the one shipped arrived.",
+    WRONG_LOT="Packs of another batch than the one sent arrived.",
 )
 
 
@@ -145,44 +151,112 @@ class ShipmentLine(FromModel, relay.Node):
     )
 
 
-@strawberry.type(description="A difference found on receipt; the sender's numbers stay as sent.")
-class Discrepancy(FromModel, relay.Node):
-    __columns__ = {"recorded_by_id": "recorded_by"}
+def _discrepancy_check(info: Info) -> Callable[[Principal, Any], Any]:
+    """A shipment's discrepancy is read by its parties, a transfer's by either end's staff."""
+    shipment_check = _shipment_check(info)
 
+    async def check(principal: Principal, row: Any) -> None:
+        if row.transfer_id is not None:
+            transfer = await info.context.by_id(transfer_models.Transfer).load(row.transfer_id)
+            check_transfer_visible(principal, [transfer])
+        else:
+            principal.require(Permission.PROCUREMENT_READ)
+            await shipment_check(principal, row)
+
+    return check
+
+
+@strawberry.type(
+    description="A difference found on receipt of a shipment or a transfer; the sender's numbers "
+    "stay as sent and the difference stays on record."
+)
+class Discrepancy(relay.Node):
     id: relay.NodeID[int]
     kind: DiscrepancyKind = strawberry.field(  # type: ignore[valid-type]
         description="What kind of difference."
     )
-    quantity: int = strawberry.field(description="Packs concerned.")
+    quantity: int = strawberry.field(description="Packs concerned (positive).")
     note: str | None = strawberry.field(description="The receiver's note, if any.")
     details: JSON = strawberry.field(
-        description="The numbers behind it (shipment_line_id, shipped, received, damaged, "
-        "expected and received batch...), as recorded."
+        description="The numbers behind it as recorded (for shipments shipment_line_id, shipped, "
+        "received, damaged, expected and received batch; for transfers pick_id, dispatched, "
+        "received, damaged)."
     )
     recorded_at: datetime = strawberry.field(description="When it was recorded.")
+    dispatched_quantity: int | None = strawberry.field(
+        description="Packs the sender dispatched on the line or pick concerned (null: not known)."
+    )
+    received_quantity: int | None = strawberry.field(
+        description="Packs of that line or pick taken into stock (null: not known)."
+    )
+    damaged_quantity: int | None = strawberry.field(
+        description="Packs of that line or pick that arrived damaged, not taken into stock."
+    )
     shipment_id: strawberry.Private[int | None]
+    transfer_id: strawberry.Private[int | None]
     lot_id: strawberry.Private[int | None]
+    pick_id: strawberry.Private[int | None]
+    line_id: strawberry.Private[int | None]
     recorded_by_id: strawberry.Private[int]
+
+    @classmethod
+    def from_model(cls, d: models.Discrepancy) -> Self:
+        details = d.details if isinstance(d.details, dict) else {}
+        return cls(
+            id=d.id,
+            kind=d.kind,
+            quantity=d.quantity,
+            note=d.note,
+            details=details,
+            recorded_at=d.recorded_at,
+            dispatched_quantity=details.get("shipped", details.get("dispatched")),
+            received_quantity=details.get("received"),
+            damaged_quantity=details.get("damaged"),
+            shipment_id=d.shipment_id,
+            transfer_id=d.transfer_id,
+            lot_id=d.lot_id,
+            pick_id=details.get("pick_id"),
+            line_id=details.get("shipment_line_id"),
+            recorded_by_id=d.recorded_by,
+        )
 
     @classmethod
     async def resolve_nodes(
         cls, *, info: Info, node_ids: Iterable[str], required: bool = False
     ) -> list[Self | None]:
-        return await visible_nodes(
-            info, models.Discrepancy, node_ids, cls.from_model, _shipment_check(info)
-        )
+        principal = info.context.require_principal()
+        rows = await info.context.by_id(models.Discrepancy).load_many(parse_pks(node_ids))
+        check = _discrepancy_check(info)
+        for row in rows:
+            if row is not None:
+                await check(principal, row)
+        return [cls.from_model(r) if r is not None else None for r in rows]
 
     lot: Lot | None = relation(
         catalog_models.Lot,
         "lot_id",
         description="The lot the packs really were (for WRONG_LOT: what arrived).",
     )
-
-    @strawberry.field(description="The shipment line it concerns.")
-    async def line(self, info: Info) -> ShipmentLine | None:
-        line_id = self.details.get("shipment_line_id") if isinstance(self.details, dict) else None
-        return await load_related(info, models.ShipmentLine, line_id, ShipmentLine.from_model)
-
+    shipment: Shipment | None = relation(
+        models.Shipment,
+        "shipment_id",
+        description="The shipment it was found on (null: a transfer).",
+    )
+    line: ShipmentLine | None = relation(
+        models.ShipmentLine,
+        "line_id",
+        description="The shipment line it concerns (null: a transfer).",
+    )
+    transfer: Annotated[Transfer, strawberry.lazy("server.transfers.api.types")] | None = relation(
+        transfer_models.Transfer,
+        "transfer_id",
+        description="The transfer it was found on (null: a shipment).",
+    )
+    pick: Annotated[TransferPick, strawberry.lazy("server.transfers.api.types")] | None = relation(
+        transfer_models.TransferPick,
+        "pick_id",
+        description="The transfer pick it concerns (null: a shipment).",
+    )
     recorded_by: User | None = relation(
         network_models.User, "recorded_by_id", description="Who recorded it."
     )

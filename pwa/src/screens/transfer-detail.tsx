@@ -14,7 +14,7 @@ import {
   TransferDocument,
   type MutationErrorFieldsFragment,
   type TransferDetailFieldsFragment,
-  type TransferDiscrepancyKind,
+  type DiscrepancyKind,
 } from "../gql/graphql";
 import { ACTION_LABEL, LIST_HREF, STATUS_LABEL, STATUS_TONE, mayDo, overdue, personName } from "../components/transfers";
 import {
@@ -39,7 +39,7 @@ import { ExpiryTag, Screen, Status, formatDateTime, useLoad } from "../ui";
 type Transfer = TransferDetailFieldsFragment;
 type Payload = { transfer: Transfer | null; errors: MutationErrorFieldsFragment[] };
 
-const DISCREPANCY_LABEL: Record<TransferDiscrepancyKind, string> = {
+const DISCREPANCY_LABEL: Record<DiscrepancyKind, string> = {
   SHORT: "Short",
   OVER: "Over",
   DAMAGED: "Damaged",

@@ -14,7 +14,8 @@ from server.catalog.api import Lot, Product
 from server.core.graphql import Info, MutationError, attempt, decode_id
 from server.inventory.api import Movement
 from server.network.api import Location
-from server.transfers.api.types import Transfer, TransferDiscrepancy, TransferLine, TransferPick
+from server.shipments.api import Discrepancy
+from server.transfers.api.types import Transfer, TransferLine, TransferPick
 from server.transfers.models import Transfer as TransferRow
 from server.transfers.service import (
     LineApproval,
@@ -167,7 +168,7 @@ class TransferMovementsPayload:
     movements: list[Movement] = strawberry.field(
         default_factory=list, description="The ledger movements this step wrote."
     )
-    discrepancies: list[TransferDiscrepancy] = strawberry.field(
+    discrepancies: list[Discrepancy] = strawberry.field(
         default_factory=list, description="Differences recorded (on receipt)."
     )
     replayed: bool = strawberry.field(
@@ -191,7 +192,7 @@ def _movements_payload(
     return TransferMovementsPayload(
         transfer=Transfer.from_model(result.transfer),
         movements=[Movement.from_model(m) for m in result.movements],
-        discrepancies=[TransferDiscrepancy.from_model(d) for d in result.discrepancies],
+        discrepancies=[Discrepancy.from_model(d) for d in result.discrepancies],
         replayed=result.replayed,
     )
 

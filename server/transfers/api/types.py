@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Iterable
 from datetime import date, datetime
-from enum import Enum, StrEnum
+from enum import Enum
 from typing import Any, Self
 
 import strawberry
@@ -21,7 +21,8 @@ from server.core.graphql import CountedConnection, FromModel, Info, parse_pks, r
 from server.inventory.api import Movement
 from server.network import models as network_models
 from server.network.api import Location, User
-from server.shipments import models as procurement_models
+from server.shipments import models as shipment_models
+from server.shipments.api import Discrepancy
 from server.transfers import models, rules
 from server.transfers.service import TransferStep, check_visible
 
@@ -60,25 +61,6 @@ TransferAction = _describe(
         "DISPATCH": "Send the picked stock (manager of the source).",
         "RECEIVE": "Take what arrived into stock (someone who looks after the destination).",
         "CANCEL": "Withdraw before dispatch (the destination's side or the source's manager).",
-    },
-)
-
-
-class TransferDiscrepancyKind(StrEnum):
-    SHORT = "SHORT"
-    OVER = "OVER"
-    DAMAGED = "DAMAGED"
-    WRONG_LOT = "WRONG_LOT"
-
-
-_describe(
-    TransferDiscrepancyKind,
-    "How what arrived differs from what was dispatched.",
-    {
-        "SHORT": "Fewer packs arrived than were dispatched.",
-        "OVER": "More packs arrived than were dispatched.",
-        "DAMAGED": "Packs arrived damaged; they were not taken into stock.",
-        "WRONG_LOT": "Packs of another lot arrived than the one dispatched.",
     },
 )
 
@@ -231,68 +213,6 @@ class StockInTransit(FromModel):
     )
 
 
-@strawberry.type(description="A difference found on receipt; it stays on record, never hidden.")
-class TransferDiscrepancy(relay.Node):
-    id: relay.NodeID[int]
-    kind: TransferDiscrepancyKind = strawberry.field(description="What kind of difference.")
-    quantity: int = strawberry.field(description="Packs the difference is about (positive).")
-    note: str | None = strawberry.field(description="What the receiver noted (null: nothing).")
-    recorded_at: datetime = strawberry.field(description="When it was recorded.")
-    dispatched_quantity: int | None = strawberry.field(
-        description="Packs of the pick that were dispatched."
-    )
-    received_quantity: int | None = strawberry.field(
-        description="Packs of the pick taken into stock."
-    )
-    damaged_quantity: int | None = strawberry.field(
-        description="Packs of the pick that arrived damaged (not taken into stock)."
-    )
-    transfer_id: strawberry.Private[int]
-    lot_id: strawberry.Private[int | None]
-    pick_id: strawberry.Private[int | None]
-    recorded_by_id: strawberry.Private[int]
-
-    @classmethod
-    def from_model(cls, d: procurement_models.Discrepancy) -> Self:
-        details = d.details or {}
-        return cls(
-            id=d.id,
-            kind=TransferDiscrepancyKind(d.kind.value),
-            quantity=d.quantity,
-            note=d.note,
-            recorded_at=d.recorded_at,
-            dispatched_quantity=details.get("dispatched"),
-            received_quantity=details.get("received"),
-            damaged_quantity=details.get("damaged"),
-            transfer_id=d.transfer_id or 0,
-            lot_id=d.lot_id,
-            pick_id=details.get("pick_id"),
-            recorded_by_id=d.recorded_by,
-        )
-
-    @classmethod
-    async def resolve_nodes(
-        cls, *, info: Info, node_ids: Iterable[str], required: bool = False
-    ) -> list[Self | None]:
-        rows = await info.context.by_id(procurement_models.Discrepancy).load_many(
-            parse_pks(node_ids)
-        )
-        # Only transfer discrepancies are this type; shipment ones belong to shipments.
-        rows = [r if r is not None and r.transfer_id is not None else None for r in rows]
-        await transfer_rows(info, {r.transfer_id for r in rows if r is not None})
-        return [cls.from_model(r) if r is not None else None for r in rows]
-
-    lot: Lot | None = relation(
-        catalog_models.Lot, "lot_id", description="The lot concerned (null: not known)."
-    )
-    pick: TransferPick | None = relation(
-        models.TransferPick, "pick_id", description="The pick it was found on (null: not known)."
-    )
-    recorded_by: User | None = relation(
-        network_models.User, "recorded_by_id", description="Who recorded it, on receipt."
-    )
-
-
 @strawberry.type(description="One step of a transfer's audit trail.")
 class TransferHistoryStep:
     action: TransferAction = strawberry.field(description="The step taken.")  # type: ignore[valid-type]
@@ -425,12 +345,12 @@ class Transfer(FromModel, relay.Node):
         return [StockInTransit.from_model(x) for x in items]
 
     @strawberry.field(description="Differences recorded on receipt.")
-    async def discrepancies(self, info: Info) -> list[TransferDiscrepancy]:
-        D = procurement_models.Discrepancy
+    async def discrepancies(self, info: Info) -> list[Discrepancy]:
+        D = shipment_models.Discrepancy
         rows = await info.context.grouped("transfer_discrepancies", D.transfer_id, D.id).load(
             self.id
         )
-        return [TransferDiscrepancy.from_model(d) for d in rows]
+        return [Discrepancy.from_model(d) for d in rows]
 
     @strawberry.field(
         description="The TRANSFER_OUT and TRANSFER_IN movements it wrote, at the locations you "
