@@ -16,7 +16,7 @@ import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import asyncpg
 import httpx
@@ -309,12 +309,16 @@ class Caller:
         return str(body["errors"][0]["message"])
 
 
+CallerT = TypeVar("CallerT", bound=Caller)
+
+
 @pytest.fixture
 def as_user(client: httpx.AsyncClient) -> Callable[..., Awaitable[Any]]:
-    """`await as_user("nurse")` signs in and returns a Caller (or `as_user("nurse", Kind)`)."""
+    """`await as_user("nurse")` signs in and returns a Caller (or `as_user("nurse", Kind)`; a
+    Kind's own constructor arguments go after it, e.g. `as_user("nurse", Counter, demo=demo)`)."""
 
-    async def sign_in(username: str, kind: type[Caller] = Caller) -> Caller:
-        return kind(client, await token_for(client, username), username)
+    async def sign_in(username: str, kind: type[CallerT] = Caller, **extra: Any) -> CallerT:  # type: ignore[assignment]
+        return kind(client, await token_for(client, username), username, **extra)
 
     return sign_in
 

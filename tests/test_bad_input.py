@@ -992,7 +992,7 @@ async def test_bad_decimal_literals_in_prices_are_invalid_input(
     )
     async with unchanged(env.demo):
         result = await raw_gql(env, admin, query)
-    invalid_input_at_top(result, "updatePurchaseOrderLine.unitPrice")
+    invalid_input_at_top(result, "updatePurchaseOrderLine.input.unitPrice")
 
 
 @pytest.mark.parametrize("value", ["99999999.9999", "0.0001", "12.50000", "0"])
