@@ -40,7 +40,9 @@ from server.transfers import api as transfers_api
 
 @strawberry.type
 class NodeQuery:
-    node: relay.Node | None = relay.node()
+    node: relay.Node | None = relay.node(
+        description="Any object by its global ID (refused when it is outside your scope)."
+    )
 
 
 Query = merge_types(
@@ -90,6 +92,23 @@ Subscription = merge_types(
         transfers_api.Subscription,
     ),
 )
+
+
+
+def _describe_root(root: type, description: str) -> None:
+    """The merged root types get their description, and each mutation's one `input` argument
+    says what its input type says (written once, on the type)."""
+    definition = root.__strawberry_definition__  # type: ignore[attr-defined]
+    definition.description = description
+    for field in definition.fields:
+        for argument in field.arguments:
+            if argument.python_name == "input" and argument.description is None:
+                argument.description = argument.type.__strawberry_definition__.description
+
+
+_describe_root(Query, "Everything you may read, each list paged and limited to your scope.")
+_describe_root(Mutation, "Every change; each takes one `input` and answers with `errors`.")
+_describe_root(Subscription, "Live changes over graphql-transport-ws, limited to your scope.")
 
 
 def build_schema(settings: Settings | None = None) -> strawberry.Schema:

@@ -29,7 +29,17 @@ from server.inventory.models import Movement, MovementKind
 from server.network.models import OAuthClient, OAuthToken, User
 from server.services import Services
 from tests import test_procurement
-from tests.conftest import ROOT, TEST_SECRET, Demo, LiveServer, gid, gql, start_server, token_for
+from tests.conftest import (
+    ROOT,
+    TEST_SECRET,
+    Demo,
+    LiveServer,
+    gid,
+    gql,
+    start_server,
+    token_for,
+    wait_for_subscribers,
+)
 from tests.test_procurement import (
     ACK_PO,
     SHIPMENT_UPDATED,
@@ -193,7 +203,7 @@ async def test_supplier_erp_updates_its_own_shipment_until_revoked(
         # A client token opens a websocket too, and the client hears its shipment move.
         live = await GraphQLWebSocket.open(oauth_server.url, basic)
         await live.subscribe(SHIPMENT_UPDATED, {"shipment": shipment["id"]})
-        await asyncio.sleep(0.3)
+        await wait_for_subscribers(oauth_server.url, 1, "shipment")
         in_transit = await gql(
             http, STATUS, {"shipment": shipment["id"], "status": "IN_TRANSIT"}, post
         )

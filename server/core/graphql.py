@@ -48,6 +48,7 @@ from strawberry.utils.str_converters import to_camel_case
 from server.core.cost import weigh
 from server.core.db import Database
 from server.core.errors import DomainError, ErrorCode, Forbidden, InvalidInput, RequestCode
+from server.core.graphql_enums import described_enum
 from server.core.pagination import MAX_PK, Page, keyset_page
 from server.core.security import Permission, Principal, require_principal
 from server.core.validation import check_date, check_datetime, check_decimal, check_text
@@ -202,14 +203,47 @@ def parse_pks(node_ids: Iterable[str]) -> list[int]:
 
 # --- typed mutation errors -------------------------------------------------------------------
 
-ErrorCodeEnum = strawberry.enum(ErrorCode, name="ErrorCode")
+ErrorCodeEnum = described_enum(
+    ErrorCode,
+    "Why a mutation was refused: one code to switch on, with `field` and a message beside it.",
+    name="ErrorCode",
+    UNAUTHENTICATED="No valid token: sign in (or refresh the token) and retry.",
+    FORBIDDEN="Signed in, but your role or scope does not allow this.",
+    NOT_FOUND="No such record (or none you may see).",
+    INVALID_INPUT="An input value is malformed or out of range; `field` names it.",
+    INVALID_ID="An ID that does not decode, or names another type than expected.",
+    INSUFFICIENT_STOCK="Not enough stock at the location; nothing was written.",
+    EXPIRED_LOT="The lot is past its expiry date and cannot be issued.",
+    LOT_NOT_ISSUABLE="The lot is quarantined or recalled and cannot be issued.",
+    DUPLICATE="A record with this unique value already exists.",
+    IDEMPOTENCY_KEY_REUSED="This idempotency key was used for a different request.",
+    INVALID_CREDENTIALS="Wrong username, password or client secret.",
+    BARCODE_INVALID="The barcode cannot be read as a GS1 or EAN/UPC code.",
+    UNKNOWN_PRODUCT="No catalogue product has the barcode's GTIN.",
+    UNKNOWN_BATCH="The product has no recorded lot with the barcode's batch.",
+    EXPIRY_MISMATCH="The barcode's expiry date differs from the recorded lot's.",
+    SERIAL_ALREADY_DECOMMISSIONED="This serialised pack was already dispensed or disposed of.",
+    COUNT_ALREADY_OPEN="A stock count is already open at this location.",
+    COUNT_CLOSED="The stock count is finalized or cancelled.",
+    INVALID_TRANSITION="The record's status does not allow this step now.",
+    LOT_ALREADY_RECALLED="The lot is already under recall.",
+    ALREADY_RECEIVED="That line or shipment was already received.",
+    TOO_MANY_CONNECTIONS="You hold the most live connections allowed; close one first.",
+    TOO_MANY_SUBSCRIPTIONS="This connection holds the most subscriptions allowed.",
+    RATE_LIMITED="Too many requests in a short time; retry after the reset time.",
+)
 
 
 @strawberry.type(description="Why a mutation was refused; `field` names the input at fault.")
 class MutationError:
-    code: ErrorCodeEnum  # type: ignore[valid-type]
-    field: str | None
-    message: str
+    code: ErrorCodeEnum = strawberry.field(  # type: ignore[valid-type]
+        description="What kind of refusal; switch on this."
+    )
+    field: str | None = strawberry.field(
+        description="The input at fault as the schema spells it (e.g. `lines.0.quantity`); "
+        "null when it is not one input."
+    )
+    message: str = strawberry.field(description="What went wrong, for people.")
 
     @classmethod
     def from_domain(cls, error: DomainError) -> MutationError:
@@ -492,17 +526,23 @@ async def load_nodes(
     *,
     permission: Permission | None = None,
     location_of: Callable[[Any], int | None] | None = None,
+    check: Callable[[Principal, Any], Awaitable[None] | None] | None = None,
 ) -> list[T | None]:
-    """`resolve_nodes` for every type: signed in, allowed, in scope, batched through a loader."""
+    """`resolve_nodes` for every type: signed in, allowed, in scope (the row's location, or
+    `check`, which raises for a row the principal may not read), batched through a loader."""
     principal = info.context.require_principal()
     if permission is not None:
         principal.require(permission)
     rows = await info.context.by_id(model).load_many(parse_pks(node_ids))
-    if location_of is not None:
-        for row in rows:
-            location_id = None if row is None else location_of(row)
+    for row in rows:
+        if row is None:
+            continue
+        if location_of is not None:
+            location_id = location_of(row)
             if location_id is not None and not principal.sees_location(location_id):
                 raise Forbidden("that record belongs to a location outside your scope")
+        if check is not None and inspect.isawaitable(outcome := check(principal, row)):
+            await outcome
     return [convert(row) if row is not None else None for row in rows]
 
 

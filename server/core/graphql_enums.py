@@ -18,12 +18,15 @@ import strawberry
 def described_enum(
     cls: type[Enum],
     description: str,
-    values: Mapping[str, str],
+    values: Mapping[str, str] | None = None,
     *,
     name: str | None = None,
+    **named: str,
 ) -> Any:
-    """`strawberry.enum(cls)` with a description for the enum and one for each value (every
-    value must have one, so a new member cannot go undescribed)."""
+    """`strawberry.enum(cls)` with a description for the enum and one for each value, given as
+    a mapping or as keywords (`SHORT="..."`); every value must have one, so a new member cannot
+    go undescribed."""
+    values = {**(values or {}), **named}
     wrapped: Any = strawberry.enum(cls, name=name, description=description)
     definition = wrapped.__strawberry_definition__
     missing = [v.name for v in definition.values if v.name not in values]

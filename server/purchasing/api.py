@@ -25,9 +25,11 @@ from server.core.graphql import (
     attempt,
     connection,
     decode_id,
+    load_nodes,
     relation,
 )
-from server.core.security import Principal
+from server.core.graphql_enums import described_enum
+from server.core.security import Permission, Principal
 from server.network import models as network_models
 from server.network.api import Location, Organisation, User
 from server.purchasing import models
@@ -36,11 +38,9 @@ from server.suppliers import models as supplier_models
 from server.suppliers.api import (
     Contract,
     Supplier,
-    described_enum,
     optional_id,
     organisation_id,
     renamed,
-    visible_nodes,
 )
 
 if TYPE_CHECKING:
@@ -91,8 +91,13 @@ class PurchaseOrderLine(FromModel, relay.Node):
     async def resolve_nodes(
         cls, *, info: Info, node_ids: Iterable[str], required: bool = False
     ) -> list[Self | None]:
-        return await visible_nodes(
-            info, models.PurchaseOrderLine, node_ids, cls.from_model, _order_check(info)
+        return await load_nodes(
+            info,
+            models.PurchaseOrderLine,
+            node_ids,
+            cls.from_model,
+            permission=Permission.PROCUREMENT_READ,
+            check=_order_check(info),
         )
 
     @strawberry.field(description="Packs still to arrive: quantity - receivedQuantity, at least 0.")
@@ -150,8 +155,13 @@ class PurchaseOrder(FromModel, relay.Node):
     async def resolve_nodes(
         cls, *, info: Info, node_ids: Iterable[str], required: bool = False
     ) -> list[Self | None]:
-        return await visible_nodes(
-            info, models.PurchaseOrder, node_ids, cls.from_model, require_order_visible
+        return await load_nodes(
+            info,
+            models.PurchaseOrder,
+            node_ids,
+            cls.from_model,
+            permission=Permission.PROCUREMENT_READ,
+            check=require_order_visible,
         )
 
     supplier: Supplier = relation(

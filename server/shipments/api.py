@@ -27,10 +27,12 @@ from server.core.graphql import (
     attempt,
     connection,
     decode_id,
+    load_nodes,
     load_related,
     parse_pks,
     relation,
 )
+from server.core.graphql_enums import described_enum
 from server.core.security import Permission, Principal
 from server.inventory.api import Movement
 from server.network import models as network_models
@@ -45,7 +47,7 @@ from server.shipments.service import (
     ShipmentLineFields,
     require_shipment_visible,
 )
-from server.suppliers.api import described_enum, optional_id, renamed, visible_nodes
+from server.suppliers.api import optional_id, renamed
 from server.transfers import models as transfer_models
 from server.transfers.service import check_visible as check_transfer_visible
 
@@ -117,8 +119,13 @@ class ShipmentLine(FromModel, relay.Node):
     async def resolve_nodes(
         cls, *, info: Info, node_ids: Iterable[str], required: bool = False
     ) -> list[Self | None]:
-        return await visible_nodes(
-            info, models.ShipmentLine, node_ids, cls.from_model, _shipment_check(info)
+        return await load_nodes(
+            info,
+            models.ShipmentLine,
+            node_ids,
+            cls.from_model,
+            permission=Permission.PROCUREMENT_READ,
+            check=_shipment_check(info),
         )
 
     async def _damaged(self, info: Info) -> int:
@@ -296,8 +303,13 @@ class Shipment(FromModel, relay.Node):
     async def resolve_nodes(
         cls, *, info: Info, node_ids: Iterable[str], required: bool = False
     ) -> list[Self | None]:
-        return await visible_nodes(
-            info, models.Shipment, node_ids, cls.from_model, require_shipment_visible
+        return await load_nodes(
+            info,
+            models.Shipment,
+            node_ids,
+            cls.from_model,
+            permission=Permission.PROCUREMENT_READ,
+            check=require_shipment_visible,
         )
 
     sender: Organisation = relation(

@@ -2,18 +2,17 @@
 
 Reads by id of something belonging to other organisations are FORBIDDEN (never null); lists
 show only what the caller's organisation is a party to (everything for ADMIN and AUDITOR).
-The helpers at the top (`visible_nodes`, `organisation_id`, `renamed`) are shared with the
+The helpers at the top (`organisation_id`, `renamed`) are shared with the
 purchasing and shipments APIs.
 """
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Iterable
-from dataclasses import replace
+from collections.abc import Iterable
 from datetime import date, datetime
 from decimal import Decimal
 from enum import Enum
-from typing import TYPE_CHECKING, Annotated, Any, Self, TypeVar
+from typing import TYPE_CHECKING, Annotated, Self, TypeVar
 
 import strawberry
 from strawberry import relay
@@ -30,10 +29,11 @@ from server.core.graphql import (
     attempt,
     connection,
     decode_id,
+    load_nodes,
     parse_pks,
     relation,
 )
-from server.core.security import Permission, Principal
+from server.core.security import Permission
 from server.network import models as network_models
 from server.network.api import Organisation, OrganisationKind
 from server.suppliers import models
@@ -64,42 +64,12 @@ def optional_id(value: relay.GlobalID | None, node_type: type | str, field: str)
     return None if value is None else decode_id(value, node_type, field)
 
 
-def described_enum(cls: type[E], description: str, **values: str) -> type[E]:
-    """`strawberry.enum` of a model's enum, with a description for each value (by name)."""
-    wrapped = strawberry.enum(cls, description=description)
-    definition = wrapped.__strawberry_definition__  # type: ignore[attr-defined]
-    missing = {v.name for v in definition.values} - values.keys()
-    if missing:
-        raise ValueError(f"{cls.__name__}: describe {sorted(missing)}")
-    definition.values = [replace(v, description=values[v.name]) for v in definition.values]
-    return wrapped
-
-
 def renamed(errors: list[MutationError], **names: str) -> list[MutationError]:
     """Errors naming the service's target (`order`, `shipment`, `line`) name the input's `id`."""
     for error in errors:
         if error.field in names:
             error.field = names[error.field]
     return errors
-
-
-async def visible_nodes(
-    info: Info,
-    model: type[Any],
-    node_ids: Iterable[str],
-    convert: Callable[[Any], Any],
-    check: Callable[[Principal, Any], Awaitable[None] | None],
-) -> list[Any]:
-    """`resolve_nodes` for supplier documents: PROCUREMENT_READ, and a party to each row."""
-    principal = info.context.require_principal()
-    principal.require(Permission.PROCUREMENT_READ)
-    rows = await info.context.by_id(model).load_many(parse_pks(node_ids))
-    for row in rows:
-        if row is not None:
-            outcome = check(principal, row)
-            if outcome is not None:
-                await outcome
-    return [convert(row) if row is not None else None for row in rows]
 
 
 # --- types ---------------------------------------------------------------------------------------
@@ -117,12 +87,13 @@ class SupplierContact(FromModel, relay.Node):
     async def resolve_nodes(
         cls, *, info: Info, node_ids: Iterable[str], required: bool = False
     ) -> list[Self | None]:
-        return await visible_nodes(
+        return await load_nodes(
             info,
             models.SupplierContact,
             node_ids,
             cls.from_model,
-            lambda p, row: require_supplier_visible(p, row.organisation_id),
+            permission=Permission.PROCUREMENT_READ,
+            check=lambda p, row: require_supplier_visible(p, row.organisation_id),
         )
 
 
@@ -156,8 +127,13 @@ class Contract(FromModel, relay.Node):
     async def resolve_nodes(
         cls, *, info: Info, node_ids: Iterable[str], required: bool = False
     ) -> list[Self | None]:
-        return await visible_nodes(
-            info, models.Contract, node_ids, cls.from_model, require_contract_visible
+        return await load_nodes(
+            info,
+            models.Contract,
+            node_ids,
+            cls.from_model,
+            permission=Permission.PROCUREMENT_READ,
+            check=require_contract_visible,
         )
 
     @strawberry.field(description="True when today is within the validity dates.")

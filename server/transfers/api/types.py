@@ -8,7 +8,6 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Iterable
 from datetime import date, datetime
-from enum import Enum
 from typing import Any, Self
 
 import strawberry
@@ -18,6 +17,7 @@ from strawberry.dataloader import DataLoader
 from server.catalog import models as catalog_models
 from server.catalog.api import Lot, Product
 from server.core.graphql import CountedConnection, FromModel, Info, parse_pks, related, relation
+from server.core.graphql_enums import described_enum
 from server.inventory.api import Movement
 from server.network import models as network_models
 from server.network.api import Location, User
@@ -26,16 +26,7 @@ from server.shipments.api import Discrepancy
 from server.transfers import models, rules
 from server.transfers.service import TransferStep, check_visible
 
-
-def _describe(enum: type[Enum], description: str, values: dict[str, str]) -> Any:
-    """`strawberry.enum(enum)` with a description for the enum and for each of its values."""
-    wrapped = strawberry.enum(enum, description=description)
-    for value in wrapped.__strawberry_definition__.values:
-        value.description = values[value.name]
-    return wrapped
-
-
-TransferStatus = _describe(
+TransferStatus = described_enum(
     models.TransferStatus,
     "Where a transfer is in its life: REQUESTED → APPROVED → PICKED → DISPATCHED → RECEIVED, "
     "or REJECTED / CANCELLED.",
@@ -50,7 +41,7 @@ TransferStatus = _describe(
         "CANCELLED": "Withdrawn before dispatch, with a reason (final).",
     },
 )
-TransferAction = _describe(
+TransferAction = described_enum(
     rules.TransferAction,
     "A step of a transfer's state machine, and who may take it.",
     {
