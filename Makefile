@@ -47,9 +47,10 @@ run: install pwa-build
 	$(BIN)/apotheca seed --demo --if-empty
 	$(BIN)/apotheca serve --host $(HOST) --port $(PORT)
 
-## Lint, check the committed schema, and run every test on SQLite and PostgreSQL.
+## Lint and format check, check the committed schema, and run every test on SQLite and PostgreSQL.
 test: install pwa-build chromium
 	$(BIN)/ruff check server tests bench
+	$(BIN)/ruff format --check server tests bench
 	$(BIN)/apotheca export-schema --check
 	$(BIN)/pytest
 	APOTHECA_PYTHON=$(CURDIR)/$(BIN)/python APOTHECA_CHROMIUM=$(CHROMIUM) node tests/browser/run.mjs

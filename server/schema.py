@@ -40,9 +40,7 @@ from server.transfers import api as transfers_api
 
 @strawberry.type
 class NodeQuery:
-    node: relay.Node | None = relay.node(
-        description="Any object by its global ID (refused when it is outside your scope)."
-    )
+    node: relay.Node | None = relay.node()  # described below: relay.node(description=) drops `id`
 
 
 Query = merge_types(
@@ -94,21 +92,26 @@ Subscription = merge_types(
 )
 
 
-
-def _describe_root(root: type, description: str) -> None:
-    """The merged root types get their description, and each mutation's one `input` argument
-    says what its input type says (written once, on the type)."""
+def _describe_root(root: type, description: str, *, inputs: bool = False) -> None:
+    """The merged root types get their description and, with `inputs`, each mutation's one
+    `input` argument says what its input type says (written once, on the type). Query's
+    arguments are left alone: reading a relay field's arguments before the schema is built
+    loses the `id` its extension adds."""
     definition = root.__strawberry_definition__  # type: ignore[attr-defined]
     definition.description = description
-    for field in definition.fields:
+    for field in definition.fields if inputs else ():
         for argument in field.arguments:
             if argument.python_name == "input" and argument.description is None:
                 argument.description = argument.type.__strawberry_definition__.description
 
 
 _describe_root(Query, "Everything you may read, each list paged and limited to your scope.")
-_describe_root(Mutation, "Every change; each takes one `input` and answers with `errors`.")
+_describe_root(
+    Mutation, "Every change; each takes one `input` and answers with `errors`.", inputs=True
+)
 _describe_root(Subscription, "Live changes over graphql-transport-ws, limited to your scope.")
+_node_field = next(f for f in Query.__strawberry_definition__.fields if f.python_name == "node")  # type: ignore[attr-defined]
+_node_field.description = "Any object by its global ID (refused when it is outside your scope)."
 
 
 def build_schema(settings: Settings | None = None) -> strawberry.Schema:
