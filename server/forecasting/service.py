@@ -126,11 +126,11 @@ class ExpiryExposure:
 def validate_weeks(history_weeks: int, horizon_weeks: int) -> None:
     if not 1 <= history_weeks <= MAX_HISTORY_WEEKS:
         raise InvalidInput(
-            f"historyWeeks must be between 1 and {MAX_HISTORY_WEEKS}", field="historyWeeks"
+            f"historyWeeks must be between 1 and {MAX_HISTORY_WEEKS}", field="history_weeks"
         )
     if not 1 <= horizon_weeks <= MAX_HORIZON_WEEKS:
         raise InvalidInput(
-            f"horizonWeeks must be between 1 and {MAX_HORIZON_WEEKS}", field="horizonWeeks"
+            f"horizonWeeks must be between 1 and {MAX_HORIZON_WEEKS}", field="horizon_weeks"
         )
 
 

@@ -32,11 +32,11 @@ def clean_key(key: str | None, *, required: bool = False) -> str | None:
     cleaned = (key or "").strip()
     if not cleaned:
         if required:
-            raise InvalidInput("this request needs an idempotency key", field="idempotencyKey")
+            raise InvalidInput("this request needs an idempotency key", field="idempotency_key")
         return None
     if len(cleaned) > MAX_KEY_LENGTH:
         raise InvalidInput(
-            f"idempotency key is longer than {MAX_KEY_LENGTH} characters", field="idempotencyKey"
+            f"idempotency key is longer than {MAX_KEY_LENGTH} characters", field="idempotency_key"
         )
     return cleaned
 
@@ -57,7 +57,7 @@ async def recorded_movements(
     if record.actor_id != principal.user_id or record.request_hash != fingerprint:
         raise DomainError(
             "this idempotency key was already used for a different request",
-            field="idempotencyKey",
+            field="idempotency_key",
             code=ErrorCode.IDEMPOTENCY_KEY_REUSED,
         )
     return list(

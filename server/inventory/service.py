@@ -221,7 +221,7 @@ def _check(principal: Principal, request: MovementRequest, known: _Known) -> Loc
         raise InvalidInput(f"{request.kind.value} needs a reason", field="reason")
     optional_text(request.reason, "reason", max_length=200)
     optional_text(request.reference, "reference", max_length=100)
-    optional_text(request.patient_reference, "patientReference", max_length=100)
+    optional_text(request.patient_reference, "patient_reference", max_length=100)
     location = known.locations.get(request.location_id)
     if location is None or not location.active:
         raise NotFound(f"location {request.location_id} does not exist", field="location")

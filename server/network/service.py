@@ -600,7 +600,7 @@ class NetworkService:
                 await get_or_not_found(session, Organisation, organisation_id, "organisation")
             user = User(
                 username=username,
-                full_name=required_text(full_name, "fullName"),
+                full_name=required_text(full_name, "full_name"),
                 password_hash=password_hash,
                 organisation_id=organisation_id,
             )
@@ -638,7 +638,7 @@ class NetworkService:
             await _not_a_client_account(session, user)
             before = await self._user_snapshot(session, user)
             if full_name is not None:
-                user.full_name = required_text(full_name, "fullName")
+                user.full_name = required_text(full_name, "full_name")
             if password is not None:
                 user.password_hash = password_hash
             if organisation_id is not None:

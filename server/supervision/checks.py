@@ -847,7 +847,7 @@ class SupervisionCheckService:
         principal.require(Permission.TRACE_READ)
         approval = (approval_number or "").strip()
         if not approval or len(approval) > 64:
-            raise InvalidInput("give the product's approval number", field="approvalNumber")
+            raise InvalidInput("give the product's approval number", field="approval_number")
         batch = clean_batch_number(batch_number)
         key = (approval, batch)
         now = now or utcnow()
@@ -861,7 +861,7 @@ class SupervisionCheckService:
                 if lot_id is None:
                     raise NotFound(
                         f"no batch {batch} of a product with approval number {approval}",
-                        field="batchNumber",
+                        field="batch_number",
                     )
                 analysis = analyse((), (), now=now, window=self.transit_window)
             scope = None if is_global(principal) else principal.organisation_id
@@ -871,7 +871,7 @@ class SupervisionCheckService:
                 raise Forbidden(
                     f"your organisation never handled batch {batch} ({approval}); "
                     "a regulator can check it",
-                    field="batchNumber",
+                    field="batch_number",
                 )
             line = summary(analysis)
             view = analysis if scope is None else scoped(analysis, scope)

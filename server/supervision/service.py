@@ -209,7 +209,7 @@ class SupervisionService:
             if await session.get(Product, product_id) is None:
                 raise NotFound(f"product {product_id} does not exist", field="product")
             raise NotFound(
-                f"no lot with batch number {batch_number} of that product", field="batchNumber"
+                f"no lot with batch number {batch_number} of that product", field="batch_number"
             )
         return lots
 
