@@ -291,7 +291,10 @@ class ApiErrors(MaskErrors):
         original = error.original_error
         if isinstance(original, DomainError):
             return self._with_code(
-                error, original.message, original.code.value, {"field": graphql_field(original.field)}
+                error,
+                original.message,
+                original.code.value,
+                {"field": graphql_field(original.field)},
             )
         if isinstance(original, GlobalIDValueError):
             return self._with_code(error, error.message, ErrorCode.INVALID_ID.value)
