@@ -194,6 +194,8 @@ class ApothecaGraphQL(GraphQL[Context, None]):
         """Errors raised before execution (syntax, token limit) get a code like all others."""
         data = await super().process_result(request, result)
         for error in data.get("errors") or []:
+            if not isinstance(error, dict):  # each is a formatted error (a dict)
+                continue
             extensions = error.setdefault("extensions", {})
             extensions.setdefault("code", request_error_code(error.get("message", "")))
         return data

@@ -27,8 +27,7 @@ from server.core.pagination import Page, keyset_page
 from server.core.security import Permission, Principal
 from server.core.steps import took_step
 from server.core.validation import check_quantity, get_or_not_found, optional_text
-from server.inventory.models import Balance
-from server.inventory.service import AnyMovement
+from server.inventory.models import AnyMovement, Balance
 from server.network.models import Location
 
 ALERT_TOPIC = "alert"

@@ -20,7 +20,7 @@ import hashlib
 import json
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, cast
 
 from sqlalchemy import JSON, ForeignKey, Integer, String, bindparam, insert, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
@@ -28,7 +28,7 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Mapped, mapped_column
 
-from server.core.db import Base, UTCDateTime, utcnow
+from server.core.db import Base, UTCDateTime, dialect_of, utcnow
 from server.core.security import Principal
 
 GENESIS_HASH = "0" * 64
@@ -138,7 +138,8 @@ def snapshot(row: Any, *columns: str, **renamed: str) -> dict[str, Any]:
     `renamed` adds keys that differ from their attribute: `requested="requested_quantity"`."""
     values = {name: getattr(row, name) for name in columns}
     values.update({key: getattr(row, attribute) for key, attribute in renamed.items()})
-    return jsonable({k: v.value if isinstance(v, enum.Enum) else v for k, v in values.items()})
+    plain = jsonable({k: v.value if isinstance(v, enum.Enum) else v for k, v in values.items()})
+    return cast(dict[str, Any], plain)  # a dict of str keys stays one through JSON
 
 
 @dataclass(frozen=True)
@@ -198,7 +199,7 @@ async def record_many(
         return
     if session.new or session.dirty or session.deleted:
         await session.flush()  # the entities these events describe are written first
-    dialect = session.bind.dialect.name
+    dialect = dialect_of(session)
     last_seq, prev_hash = (
         await session.execute(_advance_head(dialect), {"count": len(entries)})
     ).one()
@@ -282,8 +283,8 @@ async def verify(
                 )
             expected_prev, expected_seq, last_id = start.hash, start.seq + 1, event.id
     else:
-        rows = (await session.execute(select(AuditCheckpoint.seq, AuditCheckpoint.hash))).all()
-        checkpoints = {seq: hash_ for seq, hash_ in rows}
+        marks = (await session.execute(select(AuditCheckpoint.seq, AuditCheckpoint.hash))).all()
+        checkpoints = {seq: hash_ for seq, hash_ in marks}
     from_seq = expected_seq - 1
     checked = from_seq
     while True:
@@ -343,7 +344,7 @@ async def save_checkpoint(session: AsyncSession, result: AuditVerification) -> N
     """Record where an intact verification ended (once per sequence number)."""
     if not result.ok or result.checked == 0 or result.newly_checked == 0:
         return
-    insert = sqlite_insert if session.bind.dialect.name == "sqlite" else pg_insert
+    insert = sqlite_insert if dialect_of(session) == "sqlite" else pg_insert
     await session.execute(
         insert(AuditCheckpoint)
         .values(seq=result.checked, hash=result.last_hash, verified_at=utcnow())

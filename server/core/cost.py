@@ -171,7 +171,7 @@ class _Pricer:
         first = _count(args.get("first"))
         if first is None and "first" in field_def.args:
             first = self.default_page_size
-        nullable = get_nullable_type(field_def.type)  # type: ignore[arg-type]
+        nullable = get_nullable_type(field_def.type)
         named = get_named_type(field_def.type)
         item = 0 if is_leaf_type(named) or _is_wrapper(named) else 1
         if is_list_type(nullable):
@@ -319,7 +319,7 @@ class CostBudget:
         if storage_url.startswith(("redis://", "rediss://", "unix://")):
             import redis.asyncio as aioredis
 
-            self._redis = aioredis.from_url(storage_url)
+            self._redis = aioredis.Redis.from_url(storage_url)
             self._script = self._redis.register_script(_REDIS_SPEND)
         elif not storage_url.startswith("memory://"):
             raise ValueError(f"unsupported cost budget storage {storage_url!r}")
@@ -415,7 +415,7 @@ class CostLimits(SchemaExtension):
         self.default_page_size = default_page_size
         self.spend: Spend | None = None
 
-    async def on_validate(self) -> AsyncIterator[None]:  # type: ignore[override]
+    async def on_validate(self) -> AsyncIterator[None]:
         ec = self.execution_context
         if ec.pre_execution_errors is None and ec.graphql_document is not None:
             ec.pre_execution_errors = validate(

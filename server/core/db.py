@@ -16,10 +16,10 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time
-from typing import Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import aiosqlite
-from sqlalchemy import DateTime, MetaData, event, make_url
+from sqlalchemy import DateTime, MetaData, Table, event, make_url
 from sqlalchemy.engine import Engine
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
@@ -42,6 +42,11 @@ NAMING_CONVENTION = {
 class Base(DeclarativeBase):
     metadata = MetaData(naming_convention=NAMING_CONVENTION)
 
+    if TYPE_CHECKING:
+        # Every model here maps one Table (none a join or a subquery), so Core statements may
+        # take `Model.__table__`; SQLAlchemy types it as the general FromClause.
+        __table__: ClassVar[Table]
+
 
 def utcnow() -> datetime:
     return datetime.now(UTC)
@@ -54,6 +59,11 @@ def midnight_utc(day: date) -> datetime:
 
 def is_sqlite(url: str) -> bool:
     return url.startswith("sqlite")
+
+
+def dialect_of(session: AsyncSession) -> str:
+    """The database a session talks to ("sqlite", "postgresql"); its sessions are all bound."""
+    return session.get_bind().dialect.name
 
 
 class WriterConnection(aiosqlite.Connection):
@@ -72,7 +82,8 @@ class WriterConnection(aiosqlite.Connection):
     async def _execute(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
         if self.inline and self._connection is not None:
             return fn(*args, **kwargs)
-        return await super()._execute(fn, *args, **kwargs)
+        # aiosqlite leaves its _execute unannotated
+        return await super()._execute(fn, *args, **kwargs)  # type: ignore[no-untyped-call]
 
     async def commit(self) -> None:
         self.inline = False
@@ -248,8 +259,9 @@ class Database:
         if self.sqlite:
             self.engine = create_async_engine(url, echo=echo)
             path = make_url(url).database
-            on_disk = path and path != ":memory:"
-            creator = {"async_creator": _writer_connections(path)} if on_disk else {}
+            creator = (
+                {"async_creator": _writer_connections(path)} if path and path != ":memory:" else {}
+            )
             self.writer = create_async_engine(url, echo=echo, **creator)
             _install_sqlite_pragmas(self.engine.sync_engine, immediate=False)
             _install_sqlite_pragmas(self.writer.sync_engine, immediate=True)

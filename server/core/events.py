@@ -25,7 +25,7 @@ from typing import Any
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from server.core.db import AFTER_COMMIT
+from server.core.db import AFTER_COMMIT, dialect_of
 
 log = logging.getLogger("apotheca.events")
 
@@ -111,7 +111,7 @@ class EventBus:
         """Queue events in the caller's transaction; they go out only if it commits."""
         if not events:
             return
-        if session.bind.dialect.name == "postgresql":
+        if dialect_of(session) == "postgresql":
             # Every chunk in one statement: a feed of 1,000 movements is one round trip.
             await session.execute(_NOTIFY_ALL, {"channel": CHANNEL, "payloads": _chunks(events)})
             return

@@ -14,7 +14,7 @@ from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass, field, fields
 from datetime import date
 from decimal import Decimal, InvalidOperation
-from typing import Any, ClassVar, Self, TypeVar
+from typing import TYPE_CHECKING, Any, ClassVar, Self, TypeVar, cast
 
 import dateutil.parser
 import strawberry
@@ -30,6 +30,7 @@ from graphql import (
     Visitor,
     get_named_type,
     get_operation_ast,
+    is_input_type,
     type_from_ast,
     visit,
 )
@@ -40,22 +41,26 @@ from strawberry import relay
 from strawberry.dataloader import DataLoader
 from strawberry.extensions import MaskErrors, SchemaExtension
 from strawberry.relay.types import GlobalIDValueError
-from strawberry.types import Info as StrawberryInfo
 from strawberry.types.lazy_type import LazyType
 from strawberry.types.nodes import SelectedField
 from strawberry.utils.str_converters import to_camel_case
 
 from server.core.cost import weigh
-from server.core.db import Database
+from server.core.db import Base, Database
 from server.core.errors import DomainError, ErrorCode, Forbidden, InvalidInput, RequestCode
 from server.core.graphql_enums import described_enum
 from server.core.pagination import MAX_PK, Page, keyset_page
 from server.core.security import Permission, Principal, require_principal
 from server.core.validation import check_date, check_datetime, check_decimal, check_text
 
+if TYPE_CHECKING:  # services.py wires every domain, whose api modules import this one
+    from server.services import Services
+
 log = logging.getLogger("apotheca.graphql")
 
+
 T = TypeVar("T")
+ModelT = TypeVar("ModelT", bound=Base)  # every table has an integer primary key `id`
 NodeT = TypeVar("NodeT", bound=relay.Node)
 
 
@@ -63,7 +68,7 @@ NodeT = TypeVar("NodeT", bound=relay.Node)
 class Context:
     """What every resolver may use: services, the principal and this request's loaders."""
 
-    services: Any
+    services: Services
     principal: Principal | None
     auth_error: DomainError | None = None
     request: Any = None
@@ -118,16 +123,17 @@ class Context:
             self.loaders[key] = factory()
         return self.loaders[key]
 
-    def by_id(self, model: type[T]) -> DataLoader[int, T | None]:
+    def by_id(self, model: type[ModelT]) -> DataLoader[int, ModelT | None]:
         """Batch-load rows of `model` by primary key."""
         loader = self.loaders.get(("by_id", model))
         if loader is not None:
             return loader
 
-        async def load(ids: list[int]) -> list[T | None]:
+        async def load(ids: list[int]) -> list[ModelT | None]:
             async with self.read() as session:
-                rows = (await session.execute(select(model).where(model.id.in_(ids)))).scalars()
-                found = {row.id: row for row in rows}
+                key = cast(Any, model).id  # Base itself declares no columns
+                rows = (await session.execute(select(model).where(key.in_(ids)))).scalars()
+                found = {cast(Any, row).id: row for row in rows}
             return [found.get(i) for i in ids]
 
         return self.loader(("by_id", model), lambda: DataLoader(load_fn=load))
@@ -150,7 +156,7 @@ class Context:
         return self.loader(("grouped", name), lambda: DataLoader(load_fn=load))
 
 
-Info = StrawberryInfo[Context, None]
+Info = strawberry.Info[Context, Any]
 
 
 async def finish_request(context: Any) -> None:
@@ -423,7 +429,8 @@ def _variables_problem(
     for var_def in definition.variable_definitions or ():
         name = var_def.variable.name.value
         if name in variables:
-            _check_value(variables[name], type_from_ast(schema, var_def.type), f"${name}")
+            declared = type_from_ast(schema, var_def.type)  # an input type once validated
+            _check_value(variables[name], declared if is_input_type(declared) else None, f"${name}")
 
 
 class InputHygiene(SchemaExtension):
@@ -480,7 +487,8 @@ TOTAL_COUNT_WEIGHT = 20
 class CountedConnection(relay.Connection[NodeT]):
     _total: strawberry.Private[Callable[[], Awaitable[int]]]
 
-    @strawberry.field(
+    # strawberry types `field(...)` used as a decorator as Any
+    @strawberry.field(  # type: ignore[untyped-decorator]
         description="How many items the list holds over all its pages (the filters applied).",
         metadata=weigh(TOTAL_COUNT_WEIGHT),
     )
@@ -640,7 +648,9 @@ def then(value: Any, convert: Callable[[Any], T]) -> T | Awaitable[T]:
     return convert(value)
 
 
-async def prefetch(info: Info, model: type[T], pks: Iterable[int | None]) -> list[T | None]:
+async def prefetch(
+    info: Info, model: type[ModelT], pks: Iterable[int | None]
+) -> list[ModelT | None]:
     """Load the rows a page refers to in one batch of this request's loader, so the page's
     to-one fields resolve without waiting (see `related`)."""
     keys = list(dict.fromkeys(pk for pk in pks if pk is not None))

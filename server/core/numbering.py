@@ -15,6 +15,8 @@ from typing import Any
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from server.core.db import dialect_of
+
 # Given (non-numeric) references such as RC-2026-URGENT may share the prefix; look far enough
 # past them to find the highest numbered one.
 _SCAN = 100
@@ -34,7 +36,7 @@ def next_sequence(prefix: str, year: int, existing: Iterable[str]) -> int:
 
 async def allocate(session: AsyncSession, column: Any, prefix: str, year: int) -> str:
     """The year's next number for `column`, inside the caller's transaction."""
-    if session.bind.dialect.name == "postgresql":
+    if dialect_of(session) == "postgresql":
         await session.execute(select(func.pg_advisory_xact_lock(zlib.crc32(prefix.encode()))))
     candidates = (
         await session.execute(

@@ -39,10 +39,11 @@ from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
 from limits import RateLimitItem, parse
+from limits._storage_scheme import SCHEMES  # the registry storage_from_string consults
 from limits.aio.storage import Storage
 from limits.aio.strategies import MovingWindowRateLimiter
 from limits.errors import StorageError
-from limits.storage import SCHEMES, storage_from_string
+from limits.storage import storage_from_string
 from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Receive, Scope, Send
 from starlette.websockets import WebSocket

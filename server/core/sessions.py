@@ -142,6 +142,8 @@ class SessionRegistry:
     def leave(self, connection: Connection) -> None:
         connection.ended = True
         connection.disarm()
+        if connection.key is None:  # never admitted
+            return
         members = self._connections.get(connection.key)
         if members is not None:
             members.discard(connection)
@@ -162,7 +164,8 @@ class SessionRegistry:
 
     def reserve_subscription(self, connection: Connection) -> None:
         """Count one more running subscription of the connection's principal, or refuse."""
-        if self.subscriptions_of(connection.key) >= self.max_subscriptions:
+        used = 0 if connection.key is None else self.subscriptions_of(connection.key)
+        if used >= self.max_subscriptions:
             raise TooManySubscriptions(
                 f"at most {self.max_subscriptions} subscriptions per user at once; "
                 "complete one first"

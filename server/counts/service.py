@@ -36,7 +36,7 @@ from server.core.steps import took_step
 from server.core.validation import get_or_not_found, optional_text, required_text
 from server.counts.models import CountStatus, StockCount, StockCountLine
 from server.inventory.idempotency import clean_key, request_hash, run_once
-from server.inventory.models import Balance, Movement, MovementKind
+from server.inventory.models import AnyMovement, Balance, Movement, MovementKind
 from server.inventory.service import LedgerService, MovementRequest
 from server.network.models import Location
 
@@ -100,7 +100,7 @@ class LineView:
     lot: Lot
     status: CountStatus
     current_quantity: int
-    movements_since: list[Movement] = field(default_factory=list)
+    movements_since: list[AnyMovement] = field(default_factory=list)
     adjustment: Movement | None = None
 
     @property
@@ -139,7 +139,7 @@ class FinalizeResult:
     count: StockCount
     lines: list[LineView]
     uncounted: list[Balance]
-    movements: list[Movement]
+    movements: list[AnyMovement]
     replayed: bool = False
 
 
@@ -191,7 +191,7 @@ async def _balances(
 
 async def _movements_since(
     session: AsyncSession, count: StockCount, lines: Sequence[StockCountLine]
-) -> tuple[dict[int, list[Movement]], dict[int, Movement]]:
+) -> tuple[dict[int, list[AnyMovement]], dict[int, Movement]]:
     """Per lot: movements after its line's snapshot, and this count's own COUNT movement.
 
     For a closed count, movements recorded after it closed are not "since counted".
@@ -212,7 +212,7 @@ async def _movements_since(
     if count.closed_at is not None:
         stmt = stmt.where(or_(M.recorded_at <= count.closed_at, own))
     last_seen = {x.lot_id: x.last_movement_id_at_count or 0 for x in lines}
-    since: dict[int, list[Movement]] = {x.lot_id: [] for x in lines}
+    since: dict[int, list[AnyMovement]] = {x.lot_id: [] for x in lines}
     adjustments: dict[int, Movement] = {}
     reference = count_reference(count.id)
     for movement in (await session.execute(stmt)).scalars():
@@ -431,7 +431,7 @@ class CountService:
         async def work(session: AsyncSession) -> FinalizeResult:
             return await self._finalize(session, principal, count_id, key)
 
-        async def replay(session: AsyncSession, _movements: list[Movement]) -> FinalizeResult:
+        async def replay(session: AsyncSession, _movements: list[AnyMovement]) -> FinalizeResult:
             """The first finalization's outcome, rebuilt from the ledger (the hash pins the
             count)."""
             count = await get_or_not_found(session, StockCount, count_id, "id")

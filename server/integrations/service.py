@@ -68,7 +68,7 @@ from server.core.validation import get_or_not_found
 from server.integrations import epcis
 from server.integrations.epcis import ExportMovement, ItemRef, ParsedEvent, PartyRef, Unmappable
 from server.integrations.models import EpcisEvent
-from server.inventory.models import Movement
+from server.inventory.models import AnyMovement, Movement
 from server.inventory.rules import KIND_PERMISSION
 from server.inventory.service import LedgerService, MovementRequest
 from server.network.models import Location, LocationKind, Organisation
@@ -102,7 +102,7 @@ class ImportResult:
     already_imported: list[str] = field(default_factory=list)
     rejected: list[Rejection] = field(default_factory=list)
     warnings: list[ImportWarning] = field(default_factory=list)
-    movements: list[Movement] = field(default_factory=list)
+    movements: list[AnyMovement] = field(default_factory=list)
 
 
 @dataclass
@@ -338,7 +338,7 @@ class EpcisService:
         principal: Principal | None,
         lookups: _Lookups,
         event: ParsedEvent,
-    ) -> tuple[list[Movement], list[str], list[Event]]:
+    ) -> tuple[list[AnyMovement], list[str], list[Event]]:
         """One event in its own savepoint: movements and its EpcisEvent row, or nothing; also
         the stock and alert events it queued, to publish after the commit."""
         constituent = lookups.constituent

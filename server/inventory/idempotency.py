@@ -21,7 +21,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from server.core.db import Database, utcnow
 from server.core.errors import DomainError, ErrorCode, InvalidInput
 from server.core.security import Principal
-from server.inventory.models import IdempotencyRecord, Movement
+from server.inventory.models import AnyMovement, IdempotencyRecord, Movement
 
 T = TypeVar("T")
 MAX_KEY_LENGTH = 100
@@ -49,7 +49,7 @@ def request_hash(operation: str, payload: Any) -> str:
 
 async def recorded_movements(
     session: AsyncSession, principal: Principal, key: str, fingerprint: str
-) -> list[Movement] | None:
+) -> list[AnyMovement] | None:
     """The movements the key's first request recorded, or None if the key is new."""
     record = await session.get(IdempotencyRecord, key)
     if record is None:
@@ -103,8 +103,8 @@ async def run_once(
     operation: str,
     fingerprint: str,
     work: Callable[[AsyncSession], Awaitable[T]],
-    movements_of: Callable[[T], Iterable[Movement]],
-    replay: Callable[[AsyncSession, list[Movement]], Awaitable[T]],
+    movements_of: Callable[[T], Iterable[AnyMovement]],
+    replay: Callable[[AsyncSession, list[AnyMovement]], Awaitable[T]],
 ) -> T:
     """Run `work` in one write transaction, at most once per key; later calls get `replay`.
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
 
@@ -72,3 +73,29 @@ class IdempotencyRecord(Base):
     request_hash: Mapped[str] = mapped_column(String(64))
     movement_ids: Mapped[list[int]] = mapped_column(JSON)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+@dataclass(slots=True)
+class WrittenMovement:
+    """A movement as just inserted, with every column of `Movement` but no ORM
+    instrumentation: building a thousand mapped instances costs more than inserting them."""
+
+    id: int
+    kind: MovementKind
+    lot_id: int
+    location_id: int
+    organisation_id: int
+    counterparty_id: int | None
+    quantity: int
+    balance_after: int
+    reference: str | None
+    patient_reference: str | None
+    reason: str | None
+    actor_id: int | None
+    request_key: str | None
+    occurred_at: datetime
+    recorded_at: datetime
+
+
+# What callers get back: just written, or read from the ledger when a key is replayed.
+AnyMovement = Movement | WrittenMovement

@@ -28,7 +28,7 @@ from server.core.events import Event
 from server.core.security import Principal
 from server.core.validation import MAX_BALANCE, optional_text
 from server.inventory.idempotency import clean_key, request_hash, run_once
-from server.inventory.models import Balance, Movement, MovementKind
+from server.inventory.models import AnyMovement, Balance, Movement, MovementKind, WrittenMovement
 from server.inventory.rules import (
     KIND_PERMISSION,
     OUTFLOWS,
@@ -81,32 +81,6 @@ class NewLot:
 
 _REQUEST_FIELDS = tuple(f.name for f in dataclass_fields(MovementRequest))
 _NEW_LOT_FIELDS = tuple(f.name for f in dataclass_fields(NewLot))
-
-
-@dataclass(slots=True)
-class WrittenMovement:
-    """A movement as just inserted, with every column of `Movement` but no ORM
-    instrumentation: building a thousand mapped instances costs more than inserting them."""
-
-    id: int
-    kind: MovementKind
-    lot_id: int
-    location_id: int
-    organisation_id: int
-    counterparty_id: int | None
-    quantity: int
-    balance_after: int
-    reference: str | None
-    patient_reference: str | None
-    reason: str | None
-    actor_id: int | None
-    request_key: str | None
-    occurred_at: datetime
-    recorded_at: datetime
-
-
-# What callers get back: just written, or read from the ledger when a key is replayed.
-AnyMovement = Movement | WrittenMovement
 
 
 @dataclass(frozen=True)
@@ -524,7 +498,7 @@ class LedgerService:
             )
             return LedgerResult(written.movements)
 
-        async def replay(_session: AsyncSession, movements: list[Movement]) -> LedgerResult:
+        async def replay(_session: AsyncSession, movements: list[AnyMovement]) -> LedgerResult:
             return LedgerResult(movements, replayed=True)
 
         return await run_once(

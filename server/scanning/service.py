@@ -35,7 +35,7 @@ from server.core.db import Database
 from server.core.errors import DomainError, ErrorCode, InvalidInput, NotFound
 from server.core.security import Permission, Principal
 from server.inventory.idempotency import clean_key, request_hash, run_once
-from server.inventory.models import Balance, Movement, MovementKind
+from server.inventory.models import AnyMovement, Balance, Movement, MovementKind
 from server.inventory.rules import KIND_PERMISSION
 from server.inventory.service import LedgerService, MovementRequest, NewLot
 from server.network.models import Location
@@ -89,7 +89,7 @@ class ScanPreview:
 @dataclass(frozen=True)
 class ScanResult:
     scan: ScanPreview
-    movements: list[Movement] = field(default_factory=list)
+    movements: list[AnyMovement] = field(default_factory=list)
     replayed: bool = False
 
 
@@ -206,7 +206,7 @@ class ScanningService:
         async def work(session: AsyncSession) -> ScanResult:
             return await self._apply(session, principal, pack, command, key)
 
-        async def replay(session: AsyncSession, movements: list[Movement]) -> ScanResult:
+        async def replay(session: AsyncSession, movements: list[AnyMovement]) -> ScanResult:
             scan = await self._describe(session, pack, None)
             lot_ids = {m.lot_id for m in movements}
             if scan.lot is None and len(lot_ids) == 1:

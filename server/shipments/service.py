@@ -47,7 +47,7 @@ from server.core.security import Permission, Principal
 from server.core.steps import took_step
 from server.core.validation import get_or_not_found, optional_text
 from server.inventory.idempotency import clean_key, request_hash, run_once
-from server.inventory.models import Movement, MovementKind
+from server.inventory.models import AnyMovement, MovementKind
 from server.inventory.rules import KIND_PERMISSION
 from server.inventory.service import LedgerService, MovementRequest
 from server.network.models import Location, Organisation
@@ -141,7 +141,7 @@ class LineReceiptCommand:
 class ReceiptResult:
     shipment: Shipment
     line: ShipmentLine
-    movements: list[Movement]
+    movements: list[AnyMovement]
     discrepancies: list[Discrepancy]
     order: PurchaseOrder | None
     replayed: bool = False
@@ -494,7 +494,7 @@ class ShipmentService:
                     f"({last:%Y-%m-%d %H:%M})",
                     field="occurred_at",
                 )
-            movements: list[Movement] = []
+            movements: list[AnyMovement] = []
             if status is ShipmentStatus.DISPATCHED:
                 movements = await self._dispatch(session, principal, shipment, when)
                 shipment.dispatched_at = when
@@ -535,7 +535,7 @@ class ShipmentService:
 
     async def _dispatch(
         self, session: AsyncSession, principal: Principal, shipment: Shipment, when: datetime
-    ) -> list[Movement]:
+    ) -> list[AnyMovement]:
         """SHIP movements at the origin, reported by the sender (none without an origin)."""
         if shipment.origin_id is None:
             return []
@@ -573,7 +573,7 @@ class ShipmentService:
         async def work(session: AsyncSession) -> ReceiptResult:
             return await self._receive(session, principal, command, key)
 
-        async def replay(session: AsyncSession, movements: list[Movement]) -> ReceiptResult:
+        async def replay(session: AsyncSession, movements: list[AnyMovement]) -> ReceiptResult:
             """The first receipt, rebuilt: the hash pins the shipment, the key its discrepancies."""
             shipment = await get_or_not_found(session, Shipment, command.shipment_id, "shipment")
             discrepancies = [
@@ -650,7 +650,7 @@ class ShipmentService:
             declare_over=command.declare_over,
             line_label=f"line {line.id} (batch {expected_lot.batch_number})",
         )
-        movements: list[Movement] = []
+        movements: list[AnyMovement] = []
         if plan.good:
             written = await self.ledger.apply(
                 session,

@@ -33,7 +33,7 @@ from server.core.security import Permission, Principal
 from server.core.steps import took_step
 from server.core.validation import get_or_not_found, optional_text, required_text
 from server.inventory.idempotency import clean_key, request_hash, run_once
-from server.inventory.models import Balance, Movement, MovementKind
+from server.inventory.models import AnyMovement, Balance, Movement, MovementKind
 from server.inventory.rules import KIND_PERMISSION
 from server.inventory.service import LedgerService, MovementRequest
 from server.network.models import Location
@@ -126,7 +126,7 @@ class TransferStep:
 @dataclass(frozen=True)
 class TransferResult:
     transfer: Transfer
-    movements: list[Movement] = field(default_factory=list)
+    movements: list[AnyMovement] = field(default_factory=list)
     discrepancies: list[Discrepancy] = field(default_factory=list)
     replayed: bool = False
 
@@ -596,7 +596,7 @@ class TransferService:
         receipt's with the transfer's discrepancies, which only a receipt records)."""
         transfer_id = payload["transfer_id"]
 
-        async def replay(session: AsyncSession, movements: list[Movement]) -> TransferResult:
+        async def replay(session: AsyncSession, movements: list[AnyMovement]) -> TransferResult:
             transfer = await get_or_not_found(session, Transfer, transfer_id, "transfer")
             discrepancies: list[Discrepancy] = []
             if with_discrepancies:
@@ -994,7 +994,7 @@ class TransferService:
 
     async def movements(
         self, transfer_ids: Sequence[int], seen_by: Principal | None = None
-    ) -> list[list[Movement]]:
+    ) -> list[list[AnyMovement]]:
         """The ledger rows each transfer wrote (its number is their reference); with `seen_by`,
         those at locations that principal sees (each side is its own organisation's)."""
         async with self.db.read() as session:
@@ -1025,7 +1025,7 @@ class TransferService:
                 .scalars()
                 .all()
             )
-        grouped: dict[str, list[Movement]] = defaultdict(list)
+        grouped: dict[str, list[AnyMovement]] = defaultdict(list)
         for row in rows:
             if seen_by is None or seen_by.sees_location(row.location_id):
                 grouped[row.reference or ""].append(row)
