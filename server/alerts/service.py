@@ -10,9 +10,9 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence, Set
 from dataclasses import dataclass, field
 from datetime import date
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import and_, bindparam, func, or_, select, tuple_, update
+from sqlalchemy import CursorResult, and_, bindparam, func, or_, select, tuple_, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -126,10 +126,14 @@ class AlertService:
         keys = list(condition_keys)
         if not keys:
             return 0
-        result = await session.execute(
-            update(Alert)
-            .where(Alert.condition_key.in_(keys), Alert.active.is_(True))
-            .values(active=False, status=AlertStatus.RESOLVED, resolved_at=utcnow())
+        # An UPDATE's result is a CursorResult (it has rowcount); execute() is typed as Result.
+        result = cast(
+            CursorResult[Any],
+            await session.execute(
+                update(Alert)
+                .where(Alert.condition_key.in_(keys), Alert.active.is_(True))
+                .values(active=False, status=AlertStatus.RESOLVED, resolved_at=utcnow())
+            ),
         )
         return int(result.rowcount or 0)
 
@@ -167,6 +171,7 @@ class AlertService:
                 continue
             product = await session.get(Product, level.product_id)
             location = await session.get(Location, level.location_id)
+            assert product is not None and location is not None  # a minimum level's foreign keys
             await self.raise_alert(
                 session,
                 AlertSpec(
@@ -242,7 +247,7 @@ class AlertService:
                 raised += alert is not None
             # Expiry also shrinks usable stock: minimum levels are re-checked on every sweep.
             pairs = await session.execute(select(MinimumLevel.location_id, MinimumLevel.product_id))
-            await self.evaluate_stock(session, [tuple(pair) for pair in pairs.all()])
+            await self.evaluate_stock(session, [pair.tuple() for pair in pairs.all()])
             stale = (
                 await session.execute(
                     select(Alert.condition_key).where(

@@ -676,7 +676,7 @@ def selected_paths(info: Info) -> set[str]:
     return paths
 
 
-async def paginate(info: Info, stmt: Select[Any], **options: Any) -> Page[Any]:
+async def paginate(info: Info, stmt: Select[*tuple[Any, ...]], **options: Any) -> Page[Any]:
     """`keyset_page` with this request's database and the configured page cap."""
     return await keyset_page(
         info.context,

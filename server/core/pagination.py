@@ -81,7 +81,7 @@ class Page(Generic[T]):
     total: Callable[[], Awaitable[int]] = field(compare=False, repr=False)
 
 
-def count_of(db: Reader, stmt: Select[Any]) -> Callable[[], Awaitable[int]]:
+def count_of(db: Reader, stmt: Select[*tuple[Any, ...]]) -> Callable[[], Awaitable[int]]:
     """A callable counting the rows `stmt` matches, in one `SELECT count(*)` when called."""
 
     async def total() -> int:
@@ -94,7 +94,7 @@ def count_of(db: Reader, stmt: Select[Any]) -> Callable[[], Awaitable[int]]:
 
 async def keyset_page(
     db: Reader,
-    stmt: Select[Any],
+    stmt: Select[*tuple[Any, ...]],
     *,
     keys: Sequence[Any],
     first: int,

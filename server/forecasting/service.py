@@ -30,7 +30,7 @@ from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from enum import StrEnum
 
-from sqlalchemy import ColumnElement, Date, cast, func, select
+from sqlalchemy import ColumnElement, Date, SQLColumnExpression, cast, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from server.catalog.models import COST_PRECISION, Lot, Product
@@ -168,7 +168,7 @@ def sum_figures(rows: Sequence[tuple[str | int | None, int, Decimal]]) -> list[F
 # --- queries ---------------------------------------------------------------------------------
 
 
-def _week_expr(dialect: str, column: ColumnElement[datetime]) -> ColumnElement[date]:
+def _week_expr(dialect: str, column: SQLColumnExpression[datetime]) -> ColumnElement[date]:
     """Monday of a UTC timestamp's ISO week, computed by the database so it groups rows."""
     if dialect == "sqlite":
         # Stored as naive UTC text: back 6 days, then forward to the next Monday (or stay).

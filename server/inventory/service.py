@@ -22,7 +22,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from server.catalog.models import Lot, Product
 from server.catalog.service import find_or_create_lot
 from server.core import audit
-from server.core.db import Database, utcnow
+from server.core.db import Database, dialect_of, utcnow
 from server.core.errors import DomainError, InsufficientStock, InvalidInput, NotFound
 from server.core.events import Event
 from server.core.security import Principal
@@ -224,6 +224,7 @@ class _Shelves:
 
     def fefo(self, request: MovementRequest, on: date) -> list[tuple[Lot, int]]:
         """Split an outflow across issuable lots, earliest expiry first."""
+        assert request.product_id is not None  # _resolve picks lots only for a named product
         shelf = self.candidates.get((request.location_id, request.product_id), {})
         lots = sorted(
             (lot for lot in shelf.values() if is_issuable(lot.expiry_date, lot.status, on)),
@@ -359,7 +360,7 @@ async def apply_movements(
                 f"one request may move at most {MAX_BALANCE:,} packs of a lot at a location",
                 field="quantity" if len(requests) == 1 or name_items else "movements",
             )
-    dialect = session.bind.dialect.name
+    dialect = dialect_of(session)
     returned = await session.execute(
         _balance_upsert(dialect),
         [
@@ -377,20 +378,20 @@ async def apply_movements(
         running[shelf] = balance = before + delta
         if abs(balance) > MAX_BALANCE:
             field = "quantity" if len(requests) == 1 else f"movements.{index}.quantity"
-            error = InvalidInput(
+            refusal: DomainError = InvalidInput(
                 f"this would take the balance of lot {lot.batch_number} at {location.code} "
                 f"to {balance:,}, past the limit of {MAX_BALANCE:,}",
                 field="quantity" if name_items else field,
             )
-            raise _named(error, index if name_items else None)
+            raise _named(refusal, index if name_items else None)
         if balance < 0 and not location.allow_negative_stock:
             field = "quantity" if len(requests) == 1 else f"movements.{index}.quantity"
-            error = InsufficientStock(
+            refusal = InsufficientStock(
                 f"only {before} of lot {lot.batch_number} on hand at "
                 f"{location.code}, {abs(delta)} requested",
                 field="quantity" if name_items else field,
             )
-            raise _named(error, index if name_items else None)
+            raise _named(refusal, index if name_items else None)
         rows.append(
             {
                 "kind": request.kind,

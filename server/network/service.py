@@ -6,9 +6,9 @@ import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import delete, func, or_, select, update
+from sqlalchemy import CursorResult, delete, func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from server.core import audit
@@ -312,10 +312,14 @@ class NetworkService:
             ).scalar_one_or_none()
             if family is None:
                 return False
-            result = await session.execute(
-                update(RefreshToken)
-                .where(RefreshToken.family == family, RefreshToken.revoked_at.is_(None))
-                .values(revoked_at=utcnow())
+            # An UPDATE's result is a CursorResult (it has rowcount); execute() is typed as Result.
+            result = cast(
+                CursorResult[Any],
+                await session.execute(
+                    update(RefreshToken)
+                    .where(RefreshToken.family == family, RefreshToken.revoked_at.is_(None))
+                    .values(revoked_at=utcnow())
+                ),
             )
             if not result.rowcount:
                 return False

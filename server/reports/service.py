@@ -33,7 +33,7 @@ from datetime import UTC, date, datetime
 from decimal import Decimal
 from enum import StrEnum
 
-from sqlalchemy import ColumnElement, func, select
+from sqlalchemy import ColumnElement, SQLColumnExpression, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from server.catalog.models import COST_PRECISION, Lot, Product
@@ -192,7 +192,7 @@ def total_of(rows: Iterable[WasteRow]) -> WasteTotals:
 # --- queries ---------------------------------------------------------------------------------
 
 
-def _month_expr(dialect: str, column: ColumnElement[datetime]) -> ColumnElement[str]:
+def _month_expr(dialect: str, column: SQLColumnExpression[datetime]) -> ColumnElement[str]:
     """YYYY-MM of a UTC timestamp in SQL, so the database groups before rows reach Python."""
     if dialect == "sqlite":
         return func.strftime("%Y-%m", column)  # stored as naive UTC text

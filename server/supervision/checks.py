@@ -39,6 +39,9 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import (
+    BindParameter,
+    ColumnElement,
+    Row,
     Select,
     and_,
     bindparam,
@@ -64,7 +67,7 @@ from server.alerts.models import Alert, AlertKind
 from server.alerts.service import AlertService, AlertSpec
 from server.catalog.models import Lot, Product
 from server.catalog.service import clean_batch_number
-from server.core.db import Database, utcnow
+from server.core.db import Database, dialect_of, utcnow
 from server.core.errors import Forbidden, InvalidInput, NotFound
 from server.core.pagination import Page, keyset_page
 from server.core.security import GLOBAL_ROLES, Permission, Principal
@@ -261,8 +264,9 @@ def _label(kind: OrganisationKind | str, name: str) -> str:
     return f"{str(getattr(kind, 'value', kind)).lower()} {name}"
 
 
-async def _labels(session: AsyncSession, ids: Iterable[int], known: dict[int, str]) -> None:
-    """Fill in labels of organisations not yet known (edge ends that report nothing)."""
+async def _labels(session: AsyncSession, ids: Iterable[int | None], known: dict[int, str]) -> None:
+    """Fill in labels of organisations not yet known (edge ends that report nothing; None,
+    a part without a counterparty, is skipped)."""
     missing = {i for i in ids if i is not None and i not in known}
     if missing:
         rows = await session.execute(
@@ -303,7 +307,12 @@ _ROW_COLUMNS = (
 )
 
 
-def _row(mid: int, kind: Any, org: int, cp: int | None, q: int, at: datetime, ref: Any) -> Any:
+_MovementRow = Row[int, int, MovementKind, int, int | None, int, datetime, str | None]
+
+
+def _row(row: _MovementRow) -> TransferRow:
+    """A row of `_ROW_COLUMNS` (its lot id first) as a TransferRow."""
+    _, mid, kind, org, cp, q, at, ref = row
     return TransferRow(mid, kind, org, cp, abs(q), at, ref)
 
 
@@ -333,8 +342,8 @@ async def _window_shipments(
         )
     )
     found: dict[BatchKey, list[TransferRow]] = defaultdict(list)
-    for lot_id, *fields in rows:
-        found[by_lot[lot_id]].append(_row(*fields))
+    for movement in rows:
+        found[by_lot[movement[0]]].append(_row(movement))
     return found
 
 
@@ -346,7 +355,7 @@ async def _named_rows(session: AsyncSession, key: BatchKey, sides: list[Side]) -
     lot = (await _lots(session, [key])).get(key)
     if lot is None:
         return []
-    kinds = set()
+    kinds: set[MovementKind] = set()
     if any(side.sending for side in sides):
         kinds |= SENDING
     if any(not side.sending for side in sides):
@@ -366,8 +375,8 @@ async def _named_rows(session: AsyncSession, key: BatchKey, sides: list[Side]) -
     named = [0] * len(sides)
     found: list[TransferRow] = []
     try:
-        async for _, *fields in stream:
-            row = _row(*fields)
+        async for movement in stream:
+            row = _row(movement)
             for i, side in enumerate(sides):
                 open_side = left[i] > 0 and (side.edge is not None or named[i] < ONE_SIDED_NAMES)
                 if open_side and side.matches(row):
@@ -483,7 +492,7 @@ async def _lock_statuses(
         }
         for a, b in sorted(set(keys))
     ]
-    result = await session.execute(_status_upsert(session.bind.dialect.name, lock=True), rows)
+    result = await session.execute(_status_upsert(dialect_of(session), lock=True), rows)
     return {(a, b): (SupervisionStatus(status), gamma) for a, b, status, gamma in result}
 
 
@@ -592,7 +601,7 @@ def statuses_sql(constituents_where: Any, edges_where: Any, *, cut: Any) -> Sele
 @functools.cache
 def _statuses_of_keys() -> Select[Any]:
     """`statuses_sql` for a list of exact keys, as bind parameters (built and compiled once)."""
-    keys = bindparam("keys", expanding=True)
+    keys: BindParameter[list[BatchKey]] = bindparam("keys", expanding=True)
     return statuses_sql(
         tuple_(_C.approval_number, _C.batch_number).in_(keys),
         tuple_(_E.approval_number, _E.batch_number).in_(keys),
@@ -665,7 +674,7 @@ async def _record(
     ]
     if not stale:
         return []
-    await session.execute(_status_upsert(session.bind.dialect.name, lock=False), stale)
+    await session.execute(_status_upsert(dialect_of(session), lock=False), stale)
     changes: list[StatusChange] = []
     for key, (status, gamma) in sorted(computed.items()):
         before = old.get(key, (SupervisionStatus.NORMAL, 0))[0]
@@ -1036,7 +1045,7 @@ class SupervisionCheckService:
         """
         if repair:
             async with self.db.write() as session:
-                if session.bind.dialect.name == "postgresql":
+                if dialect_of(session) == "postgresql":
                     await session.execute(
                         text(
                             "LOCK TABLE batch_constituent_totals, batch_edge_totals "
@@ -1049,7 +1058,7 @@ class SupervisionCheckService:
                     result.repaired = True
             return result
         async with self.db.read() as session:
-            if session.bind.dialect.name == "postgresql":
+            if dialect_of(session) == "postgresql":
                 await session.connection(execution_options={"isolation_level": "REPEATABLE READ"})
             result = await _recompute(session)
         return result
@@ -1093,8 +1102,8 @@ def merge_totals(into: Totals, part: Totals) -> None:
         target = into.constituents[key]
         for name in COUNTERS:
             target[name] += counters[name]
-    for key, edge in part.edges.items():
-        target_edge = into.edges[key]
+    for edge_key, edge in part.edges.items():
+        target_edge = into.edges[edge_key]
         target_edge["shipped"] += edge["shipped"]
         target_edge["received"] += edge["received"]
         dates = [d for d in (target_edge["last_shipped_at"], edge["last_shipped_at"]) if d]
@@ -1121,7 +1130,7 @@ def _compared(
             *(t.c[n].label(f"s_{n}") for n in columns),
         ),
     ).subquery("both")
-    pairs = []
+    pairs: list[tuple[ColumnElement[Any], ColumnElement[Any]]] = []
     for n in columns:
         kind = t.c[n].type
         if n == "last_shipped_at":

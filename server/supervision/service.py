@@ -491,6 +491,7 @@ async def _trace(session: AsyncSession, principal: Principal, lot_id: int) -> Lo
     if lot is None:
         raise NotFound(f"lot {lot_id} does not exist", field="lot")
     product = await session.get(Product, lot.product_id)
+    assert product is not None  # a lot's foreign key
     movements = (
         await session.execute(
             select(Movement)

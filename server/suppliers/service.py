@@ -315,8 +315,8 @@ class SupplierService:
             )
             session.add(contract)
             await session.flush()
-            for line in clean:
-                line.contract_id = contract.id
+            for contract_line in clean:
+                contract_line.contract_id = contract.id
             session.add_all(clean)
             await session.flush()
             after = {
@@ -391,7 +391,7 @@ async def _received_facts(
     if until is not None:
         stmt = stmt.where(S.received_at < midnight_utc(until))
     rows = (await session.execute(stmt)).all()
-    counts: dict[int, int] = {}
+    counts: dict[int | None, int] = {}  # discrepancies of these shipments: never None
     if rows:
         counts = dict(
             (
@@ -402,15 +402,18 @@ async def _received_facts(
                 )
             ).all()
         )
-    return [
-        rules.ReceivedShipmentFact(
-            received_at=received_at,
-            order_submitted_at=submitted_at,
-            order_expected_date=expected,
-            discrepancies=counts.get(shipment_id, 0),
+    facts = []
+    for shipment_id, received_at, submitted_at, expected in rows:
+        assert received_at is not None  # a RECEIVED shipment has its received_at
+        facts.append(
+            rules.ReceivedShipmentFact(
+                received_at=received_at,
+                order_submitted_at=submitted_at,
+                order_expected_date=expected,
+                discrepancies=counts.get(shipment_id, 0),
+            )
         )
-        for shipment_id, received_at, submitted_at, expected in rows
-    ]
+    return facts
 
 
 async def _line_facts(
@@ -451,6 +454,7 @@ async def _line_facts(
         )
     facts = []
     for buyer, submitted_at, product_id, quantity, received, price in rows:
+        assert submitted_at is not None  # the query keeps submitted orders only
         term = rules.valid_term(terms_by_buyer[buyer], product_id, submitted_at.date())
         facts.append(
             rules.OrderLineFact(
