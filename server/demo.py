@@ -83,7 +83,7 @@ async def _build_network(services: Services) -> tuple[DemoNetwork, Principal]:
     ):
         orgs[key] = (await network.create_organisation(admin, name=name, kind=kind, gln=gln)).id
     locations: dict[str, int] = {}
-    for code, name, kind, org, parent in (
+    for code, name, location_kind, org, parent in (
         ("MFG-01", "Helvepharm production site", LocationKind.WAREHOUSE, "mfg", None),
         ("WHS-DC", "MedDistri distribution centre", LocationKind.WAREHOUSE, "whs", None),
         ("HOSP-WH", "Hospital warehouse", LocationKind.WAREHOUSE, "hosp", None),
@@ -99,7 +99,7 @@ async def _build_network(services: Services) -> tuple[DemoNetwork, Principal]:
             organisation_id=orgs[org],
             code=code,
             name=name,
-            kind=kind,
+            kind=location_kind,
             parent_id=locations.get(parent) if parent else None,
         )
         locations[code] = location.id

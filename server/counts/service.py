@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import and_, func, or_, select
+from sqlalchemy import ColumnElement, and_, func, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from server.catalog.models import Lot
@@ -101,7 +101,7 @@ class LineView:
     status: CountStatus
     current_quantity: int
     movements_since: list[AnyMovement] = field(default_factory=list)
-    adjustment: Movement | None = None
+    adjustment: AnyMovement | None = None
 
     @property
     def variance(self) -> int:
@@ -201,7 +201,7 @@ async def _movements_since(
     M = Movement
     unseen = [x.lot_id for x in lines if x.last_movement_id_at_count is None]
     seen = [x for x in lines if x.last_movement_id_at_count is not None]
-    scope = []
+    scope: list[ColumnElement[bool]] = []
     if unseen:
         scope.append(M.lot_id.in_(unseen))
     if seen:
@@ -436,7 +436,7 @@ class CountService:
             count)."""
             count = await get_or_not_found(session, StockCount, count_id, "id")
             views = await _line_views(session, count)
-            movements = [v.adjustment for v in views if v.adjustment is not None]
+            movements: list[AnyMovement] = [v.adjustment for v in views if v.adjustment is not None]
             return FinalizeResult(
                 count, views, await _uncounted(session, count), movements, replayed=True
             )
@@ -459,6 +459,7 @@ class CountService:
         principal.require(Permission.COUNT_MANAGE, location_id=count.location_id)
         _require_open(count, "finalized")
         location = await session.get(Location, count.location_id)
+        assert location is not None  # a count's foreign key
         views = await _line_views(session, count, lock=True)
         if not views:
             raise InvalidInput(

@@ -11,7 +11,7 @@ import functools
 import hashlib
 import json
 from collections.abc import Awaitable, Callable, Iterable
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar, overload
 
 from sqlalchemy import bindparam, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
@@ -27,6 +27,10 @@ T = TypeVar("T")
 MAX_KEY_LENGTH = 100
 
 
+@overload
+def clean_key(key: str | None, *, required: Literal[True]) -> str: ...
+@overload
+def clean_key(key: str | None, *, required: bool = False) -> str | None: ...
 def clean_key(key: str | None, *, required: bool = False) -> str | None:
     """A stripped key, None when absent (or INVALID_INPUT when the use case needs one)."""
     cleaned = (key or "").strip()

@@ -35,7 +35,7 @@ from server.core.db import Database
 from server.core.errors import DomainError, ErrorCode, InvalidInput, NotFound
 from server.core.security import Permission, Principal
 from server.inventory.idempotency import clean_key, request_hash, run_once
-from server.inventory.models import AnyMovement, Balance, Movement, MovementKind
+from server.inventory.models import AnyMovement, Balance, MovementKind
 from server.inventory.rules import KIND_PERMISSION
 from server.inventory.service import LedgerService, MovementRequest, NewLot
 from server.network.models import Location
@@ -307,7 +307,7 @@ class ScanningService:
         pack: ScannedPack,
         product: Product,
         command: ScanCommand,
-        written: tuple[Movement, Lot],
+        written: tuple[AnyMovement, Lot],
     ) -> None:
         """Decommission on DISPENSE/DISPOSE, re-commission on RETURN; audited either way."""
         movement, lot = written
@@ -347,7 +347,7 @@ class ScanningService:
                 after=_serial_snapshot(row),
             )
         elif command.action is ScanAction.RETURN:
-            first = (
+            recorded = (
                 await session.execute(
                     select(DecommissionedSerial).where(
                         DecommissionedSerial.gtin == pack.gtin,
@@ -355,18 +355,18 @@ class ScanningService:
                     )
                 )
             ).scalar_one_or_none()
-            if first is None:
+            if recorded is None:
                 return
-            before = _serial_snapshot(first)
+            before = _serial_snapshot(recorded)
             await session.execute(
-                delete(DecommissionedSerial).where(DecommissionedSerial.id == first.id)
+                delete(DecommissionedSerial).where(DecommissionedSerial.id == recorded.id)
             )
             await audit.record(
                 session,
                 principal,
                 action="serial.recommission",
                 entity_type="DecommissionedSerial",
-                entity_id=first.id,
+                entity_id=recorded.id,
                 before=before,
                 after={"returned_by_movement_id": movement.id},
                 reason=command.reason,

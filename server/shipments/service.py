@@ -640,6 +640,7 @@ class ShipmentService:
         # Locked after the shipment: every writer takes them in this order.
         line = await lock_row(session, ShipmentLine, line.id, "line", "shipment line")
         expected_lot = await session.get(Lot, line.lot_id)
+        assert expected_lot is not None  # a shipment line's foreign key
         damaged_before = (await _damaged_by_line(session, shipment.id)).get(line.id, 0)
         plan = rules.plan_line_receipt(
             shipped=line.quantity,
@@ -770,6 +771,7 @@ class ShipmentService:
         if line is None:
             raise InvalidInput("name the line, or scan a pack", field="line")
         expected = await session.get(Lot, line.lot_id)
+        assert expected is not None  # a shipment line's foreign key
         if command.batch_number is None or (
             clean_batch_number(command.batch_number) == expected.batch_number
         ):

@@ -23,7 +23,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from server.catalog.models import Lot, Product
 from server.core.db import UTCDateTime, dialect_of
 from server.core.errors import InvalidInput
-from server.inventory.models import Movement, MovementKind
+from server.inventory.models import AnyMovement, Movement, MovementKind
 from server.supervision.gamma import RECEIVING, SENDING, edge_of
 from server.supervision.models import BatchConstituentTotal, BatchEdgeTotal
 
@@ -254,7 +254,7 @@ async def _upsert_all(session: AsyncSession, model: Any, rows: list[dict[str, An
 
 async def record_totals(
     session: AsyncSession,
-    written: list[tuple[Movement, Lot]],
+    written: Sequence[tuple[AnyMovement, Lot]],
     approvals: dict[int, str] | None = None,
 ) -> set[BatchKey]:
     """Add the movements just written to the running totals; returns the batches touched.

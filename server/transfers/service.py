@@ -728,9 +728,9 @@ class TransferService:
         requests: list[MovementRequest] = []
         discrepancies: list[Discrepancy] = []
         for pick in picks:
-            item = given.get(pick.id)
-            received = item.received_quantity if item else pick.quantity
-            damaged = item.damaged_quantity if item else 0
+            counted = given.get(pick.id)
+            received = counted.received_quantity if counted else pick.quantity
+            damaged = counted.damaged_quantity if counted else 0
             pick.received_quantity = received
             if received:
                 requests.append(
