@@ -89,13 +89,17 @@ class Alert(FromModel, relay.Node):
     ) -> list[Self | None]:
         principal = info.context.require_principal()
 
-        def visible(alert: models.Alert) -> Self:
+        def visible(alert: models.Alert) -> models.Alert:
             if not alert_visible(principal, alert):
                 raise Forbidden("that alert is outside your scope")
-            return cls.from_model(alert)
+            return alert
 
         return await load_nodes(
-            info, models.Alert, node_ids, visible, permission=Permission.STOCK_READ
+            info,
+            models.Alert,
+            node_ids,
+            lambda alert: cls.from_model(visible(alert)),
+            permission=Permission.STOCK_READ,
         )
 
     location: Location | None = relation(

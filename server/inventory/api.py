@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncGenerator, Callable, Iterable
+from collections.abc import AsyncGenerator, Awaitable, Callable, Iterable
 from datetime import date, datetime
 from decimal import Decimal
 from enum import StrEnum
@@ -73,6 +73,7 @@ def _lot_product(info: Info, lot_id: int) -> Any:
 
 async def _load_lot_product(info: Info, lot_id: int) -> Any:
     lot = await info.context.by_id(catalog_models.Lot).load(lot_id)
+    assert lot is not None  # a balance's or movement's foreign key
     return await info.context.by_id(catalog_models.Product).load(lot.product_id)
 
 
@@ -104,12 +105,13 @@ class StockLevel(FromModel, relay.Node):
     )
     lot: Lot = relation(catalog_models.Lot, "lot_id", description="The lot held.")
 
-    @strawberry.field(description="The lot's product.")
-    def product(self, info: Info) -> Product:
+    # Both resolve now when the rows are loaded, else later: `graphql_type` is the field's type.
+    @strawberry.field(description="The lot's product.", graphql_type=Product)
+    def product(self, info: Info) -> Product | Awaitable[Product]:
         return then(_lot_product(info, self.lot_id), Product.from_model)
 
-    @strawberry.field(description="Quantity times the product's unit cost.")
-    def value(self, info: Info) -> Decimal:
+    @strawberry.field(description="Quantity times the product's unit cost.", graphql_type=Decimal)
+    def value(self, info: Info) -> Decimal | Awaitable[Decimal]:
         return then(_lot_product(info, self.lot_id), lambda p: p.unit_cost * self.quantity)
 
 
@@ -382,7 +384,8 @@ class DisposeStockInput:
     location: relay.GlobalID = strawberry.field(description=_LOCATION)
     lot: relay.GlobalID = strawberry.field(description="The lot disposed of.")
     quantity: int = strawberry.field(description=_QUANTITY)
-    reason: DisposalReasonEnum = strawberry.field(description="Why.")  # type: ignore[valid-type]
+    # The enum class itself: described_enum registers it in place, so mypy sees a real type.
+    reason: DisposalReason = strawberry.field(description="Why.")
     idempotency_key: str = strawberry.field(description=_KEY)
     note: str | None = strawberry.field(
         default=None, description="More detail, stored with the reason."
@@ -394,7 +397,8 @@ class DisposeStockInput:
     "to pick first-expired-first-out; for receipts, a product with batch and expiry)."
 )
 class MovementInput:
-    kind: MovementKind = strawberry.field(description="What the movement does.")  # type: ignore[valid-type]
+    # The enum class itself: described_enum registers it in place, so mypy sees a real type.
+    kind: models.MovementKind = strawberry.field(description="What the movement does.")
     location: relay.GlobalID = strawberry.field(description=_LOCATION)
     quantity: int = strawberry.field(
         description="Packs; positive (the kind gives the sign), signed for ADJUST and COUNT."

@@ -46,7 +46,11 @@ from server.suppliers.service import (
 )
 
 if TYPE_CHECKING:
-    from server.purchasing.api import PurchaseOrderConnection, PurchaseOrderStatus
+    from server.purchasing.api import PurchaseOrderConnection
+
+    # The model's enum: server.purchasing.api registers this very class with Strawberry (its
+    # PurchaseOrderStatus, which the lazy annotation below names), and mypy sees a real type.
+    from server.purchasing.models import PurchaseOrderStatus
 
 PURCHASING = "server.purchasing.api"
 E = TypeVar("E", bound=Enum)
@@ -246,7 +250,7 @@ class Supplier(FromModel, relay.Node):
         principal = info.context.require_principal()
         principal.require(Permission.PROCUREMENT_READ)
         rows = await info.context.by_id(network_models.Organisation).load_many(parse_pks(node_ids))
-        found = []
+        found: list[Self | None] = []
         for row in rows:
             if row is None or row.kind not in SUPPLIER_KINDS:
                 found.append(None)
