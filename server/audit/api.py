@@ -34,8 +34,10 @@ class AuditEvent(FromModel):
     hash: str = strawberry.field(description="SHA-256 over this event and the previous hash.")
 
 
+# Strawberry types a connection's node as a relay.Node, but pages any type: an audit event has
+# no global id (its place is `seq`), and the schema has always listed it this way.
 @strawberry.type(description="A page of the audit trail.")
-class AuditEventConnection(CountedConnection[AuditEvent]):
+class AuditEventConnection(CountedConnection[AuditEvent]):  # type: ignore[type-var]
     pass
 
 

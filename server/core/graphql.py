@@ -6,7 +6,6 @@ Domains import from here; this module knows nothing about any domain.
 from __future__ import annotations
 
 import asyncio
-import functools
 import inspect
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
@@ -630,11 +629,19 @@ class FromModel:
         return cls(**{name: getattr(row, column) for name, column in _copied_columns(cls)})
 
 
-@functools.cache
+# Filled once per type. A dict rather than functools.cache: mypy does not take a `type[Self]`
+# for the Hashable that cache's wrapper asks of its arguments.
+_COPIED_COLUMNS: dict[type[Any], tuple[tuple[str, str], ...]] = {}
+
+
 def _copied_columns(cls: type[Any]) -> tuple[tuple[str, str], ...]:
     """(field, column) for each constructor field of a FromModel type, computed once per type."""
-    renamed = cls.__columns__
-    return tuple((f.name, renamed.get(f.name, f.name)) for f in fields(cls) if f.init)
+    columns = _COPIED_COLUMNS.get(cls)
+    if columns is None:
+        renamed = cls.__columns__
+        columns = tuple((f.name, renamed.get(f.name, f.name)) for f in fields(cls) if f.init)
+        _COPIED_COLUMNS[cls] = columns
+    return columns
 
 
 def then(value: Any, convert: Callable[[Any], T]) -> T | Awaitable[T]:

@@ -132,7 +132,7 @@ class Query:
             lot_id=decode_id(lot, Lot, "lot") if lot else None,
             first=EXPORT_MAX_EVENTS if first is None else first,
         )
-        return document
+        return JSON(document)
 
 
 @strawberry.input(description="An EPCIS document to record for an organisation.")

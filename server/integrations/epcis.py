@@ -587,12 +587,16 @@ def _parse_time(event: dict[str, Any]) -> datetime:
         raise Unmappable(f"eventTime {raw!r} is not an ISO 8601 date-time") from None
     if value.tzinfo is None:
         offset = event.get("eventTimeZoneOffset")
+        with_offset: datetime | None
         try:
-            value = datetime.fromisoformat(f"{raw}{offset}") if isinstance(offset, str) else None
+            with_offset = (
+                datetime.fromisoformat(f"{raw}{offset}") if isinstance(offset, str) else None
+            )
         except ValueError:
-            value = None
-        if value is None:
+            with_offset = None
+        if with_offset is None:
             raise Unmappable(f"eventTime {raw!r} has no time zone offset")
+        value = with_offset
     return value.astimezone(UTC)
 
 

@@ -356,7 +356,8 @@ class PurchaseOrderPayload:
 
 def _payload(row: models.PurchaseOrder | None, errors: list[MutationError], **names: str) -> Any:
     return PurchaseOrderPayload(
-        purchase_order=row and PurchaseOrder.from_model(row), errors=renamed(errors, **names)
+        purchase_order=PurchaseOrder.from_model(row) if row is not None else None,
+        errors=renamed(errors, **names),
     )
 
 

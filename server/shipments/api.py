@@ -149,7 +149,12 @@ class ShipmentLine(FromModel, relay.Node):
     @strawberry.field(description="The product of the shipped lot.")
     async def product(self, info: Info) -> Product:
         lot = await info.context.by_id(catalog_models.Lot).load(self.lot_id)
-        return await load_related(info, catalog_models.Product, lot.product_id, Product.from_model)
+        assert lot is not None  # a shipment line's foreign key
+        product = await load_related(
+            info, catalog_models.Product, lot.product_id, Product.from_model
+        )
+        assert product is not None  # a lot's foreign key
+        return product
 
     purchase_order_line: PurchaseOrderLine | None = relation(
         purchasing_models.PurchaseOrderLine,
@@ -214,7 +219,7 @@ class Discrepancy(relay.Node):
             kind=d.kind,
             quantity=d.quantity,
             note=d.note,
-            details=details,
+            details=JSON(details),
             recorded_at=d.recorded_at,
             dispatched_quantity=details.get("shipped", details.get("dispatched")),
             received_quantity=details.get("received"),
@@ -553,7 +558,9 @@ def _receipt_payload(result: ReceiptResult | None, errors: list[MutationError]) 
     return ShipmentLineReceiptPayload(
         shipment=Shipment.from_model(result.shipment),
         line=ShipmentLine.from_model(result.line),
-        purchase_order=result.order and PurchaseOrder.from_model(result.order),
+        purchase_order=(
+            PurchaseOrder.from_model(result.order) if result.order is not None else None
+        ),
         movements=[Movement.from_model(m) for m in result.movements],
         discrepancies=[Discrepancy.from_model(d) for d in result.discrepancies],
         replayed=result.replayed,

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import uuid
 from collections import defaultdict
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncGenerator, Awaitable, Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import date, datetime
 from typing import Any
@@ -838,7 +838,7 @@ class TransferService:
         *,
         transfer_id: int | None = None,
         location_ids: Sequence[int] = (),
-    ) -> AsyncIterator[TransferChange]:
+    ) -> AsyncGenerator[TransferChange, None]:
         """Steps of transfers `principal` sees, after commit, as they happen: of one transfer,
         or of those from or to some locations (each checked), else of every visible one."""
         principal.require(Permission.STOCK_READ)

@@ -181,7 +181,9 @@ class TransferMovementsPayload:
 
 
 def _payload(transfer: TransferRow | None, errors: list[MutationError]) -> TransferPayload:
-    return TransferPayload(transfer=transfer and Transfer.from_model(transfer), errors=errors)
+    return TransferPayload(
+        transfer=Transfer.from_model(transfer) if transfer is not None else None, errors=errors
+    )
 
 
 def _movements_payload(

@@ -288,6 +288,7 @@ class Transfer(FromModel, relay.Node):
         source, destination = await info.context.by_id(network_models.Location).load_many(
             [self.source_id, self.destination_id]
         )
+        assert source is not None and destination is not None  # a transfer's foreign keys
         return source.organisation_id != destination.organisation_id
 
     requested_by: User | None = relation(
