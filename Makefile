@@ -47,10 +47,11 @@ run: install pwa-build
 	$(BIN)/apotheca seed --demo --if-empty
 	$(BIN)/apotheca serve --host $(HOST) --port $(PORT)
 
-## Lint and format check, check the committed schema, and run every test on SQLite and PostgreSQL.
+## Lint, format and type check, check the committed schema, and run every test on SQLite and PostgreSQL.
 test: install pwa-build chromium
 	$(BIN)/ruff check server tests bench
 	$(BIN)/ruff format --check server tests bench
+	$(BIN)/mypy
 	$(BIN)/apotheca export-schema --check
 	$(BIN)/pytest
 	APOTHECA_PYTHON=$(CURDIR)/$(BIN)/python APOTHECA_CHROMIUM=$(CHROMIUM) node tests/browser/run.mjs
@@ -58,6 +59,7 @@ test: install pwa-build chromium
 lint: install
 	$(BIN)/ruff check server tests bench
 	$(BIN)/ruff format --check server tests bench
+	$(BIN)/mypy
 
 schema: install
 	$(BIN)/apotheca export-schema
