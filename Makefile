@@ -72,4 +72,4 @@ bench: install
 	$(BIN)/python bench/abuse.py
 
 clean:
-	rm -rf $(VENV) $(DATA_DIR) .pytest_cache .ruff_cache .hypothesis
+	rm -rf $(VENV) $(DATA_DIR) .pytest_cache .ruff_cache .mypy_cache .hypothesis
