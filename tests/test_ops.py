@@ -255,10 +255,13 @@ RELEASED_TAIL = "\n## 0.1.0 (2026-11-01)\n\n- breaking `Query.me`: an old entry,
 
 
 def _without_field(sdl: str, type_name: str, field: str) -> str:
-    """`sdl` with `field` removed from `type Type_name` (the line declaring it)."""
+    """`sdl` with `field` removed from `type Type_name` (the line declaring it, and the one-line
+    description above it)."""
     block = re.search(rf"^type {type_name}\b.*?^}}", sdl, re.S | re.M)
     assert block, type_name
-    body = re.sub(rf"^  {field}\b[^\n]*\n", "", block.group(0), count=1, flags=re.M)
+    body = re.sub(
+        rf'^(  """[^\n]*"""\n)?  {field}\b[^\n]*\n', "", block.group(0), count=1, flags=re.M
+    )
     assert body != block.group(0), field
     return sdl.replace(block.group(0), body)
 
