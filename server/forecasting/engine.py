@@ -1,0 +1,493 @@
+"""Forecast many demand series at once: classify, backtest candidates, pick, calibrate. No I/O.
+
+Entry points
+------------
+- `forecast_many(series, granularity, horizon)`: series of `(period_start, quantity)` pairs per
+  key, at DAILY / WEEKLY / MONTHLY granularity; the background job calls this.
+- `forecast_values(series, horizon, seasonality)`: the same on contiguous arrays with any
+  `Seasonality` (quarterly data: season 4); `forecast_many` is a thin wrapper over it.
+
+Both return, per key, a `SeriesForecast` or a `Refused` (typed reason); one bad series never
+stops the others. Invalid arguments (horizon < 1, bad backtest settings) raise `ValueError`.
+
+How a series is forecast
+------------------------
+1. Clean (see `series.clean_quantities`), drop zeros before the first demand, classify
+   (`classify.classify`: SMOOTH, ERRATIC, INTERMITTENT, LUMPY, OBSOLETE, INSUFFICIENT,
+   NO_DEMAND).
+2. Candidates by class and by how much history the shortest backtest training set holds:
+   - SMOOTH / ERRATIC: Naive, SeasonalNaive (training longer than a season), AutoETS and
+     AutoTheta (with the season when training holds two full seasons, else without), MSTL on
+     every season when there are two or more and training holds two of the longest (daily data:
+     7 and 365 from two years on);
+   - INTERMITTENT / LUMPY: CrostonSBA, ADIDA, IMAPA, TSB, with Naive and SeasonalNaive
+     backtested as baselines but never chosen (see `CHOICE`). These classes do not get
+     ETS/Theta: on mostly-zero data they chase the last lump;
+   - OBSOLETE: a zero forecast. TSB would decay towards zero but never reach it, and each period
+     it still forecasts a fraction the replenishment would order for; a product whose demand
+     stopped should not be reordered until it sells again (which reclassifies it). The
+     baselines are still backtested so the result reports what they would have scored;
+   - INSUFFICIENT: the mean of the history (no backtest, so no MASE); NO_DEMAND: zero.
+   TSB uses fixed alpha_d = alpha_p = 0.1: the classic Croston constant (CrostonSBA's own), so
+   TSB differs from it only by updating the demand probability every period, which is what
+   lets it follow a dying product; 0.1 halves that probability after about 7 quiet periods
+   without over-reacting to one empty period. AutoETS searches additive-error models only
+   ("AZZ", damped trends included): intervals come from the backtest, not from the ETS error
+   distribution, and the point forecasts of A and M error models barely differ; it halves the
+   fits. Note that statsforecast's ETS fits no season longer than 24 (weekly data): there
+   AutoTheta, SeasonalNaive and MSTL carry the yearly season.
+3. Rolling-origin backtest: `n_windows` origins `step_size` apart, each forecasting `horizon`
+   periods; one `StatsForecast.cross_validation` call per group of series that share a
+   candidate set and window count (never a loop of per-series fits).
+4. Winner by MASE over all windows and steps, scaled by seasonal naive's in-sample one-step MAE
+   on the history (naive's when the history holds no full season, or seasonal naive's is 0).
+   Ties go to the simpler model. Bias is the mean error (forecast - actual) on the same scale:
+   positive means over-forecasting. Seasonal naive (naive without a full season) is reported
+   on the same windows as the baseline.
+5. Refit each winner on the whole history: one `StatsForecast.forecast` call per model.
+6. Intervals at 80 % and 95 % (`conformal`): backtest errors of the chosen model, normalised by
+   the series' own mean absolute error and pooled per class and horizon step.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from collections.abc import Hashable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from datetime import date
+from typing import TypeVar
+
+import numpy as np
+
+from server.forecasting import conformal
+from server.forecasting.classify import Classification, DemandClass, classify, trim_leading_zeros
+from server.forecasting.series import (
+    Granularity,
+    InvalidSeries,
+    RefusalReason,
+    Seasonality,
+    clean_quantities,
+    to_values,
+)
+
+K = TypeVar("K", bound=Hashable)
+
+TSB_ALPHA_D = 0.1
+TSB_ALPHA_P = 0.1
+AUTO_ETS_MODEL = "AZZ"
+
+SMOOTH_CANDIDATES = ("Naive", "SeasonalNaive", "AutoETS", "AutoTheta", "MSTL")
+INTERMITTENT_CANDIDATES = ("Naive", "SeasonalNaive", "CrostonSBA", "ADIDA", "IMAPA", "TSB")
+# INTERMITTENT / LUMPY: naive and seasonal naive are backtested as baselines but not chosen;
+# the last value (or the one a season ago) of a sporadic series is a single draw, a lump or a
+# zero, and MASE rewards a zero on mostly-zero data, so a short backtest picks them by luck.
+CHOICE = {"intermittent": frozenset(INTERMITTENT_CANDIDATES) - {"Naive", "SeasonalNaive"}}
+# ties go to the first of these
+SIMPLICITY = (
+    "Zero",
+    "Naive",
+    "SeasonalNaive",
+    "CrostonSBA",
+    "TSB",
+    "ADIDA",
+    "IMAPA",
+    "AutoETS",
+    "AutoTheta",
+    "MSTL",
+    "HistoricAverage",
+)
+
+
+@dataclass(frozen=True)
+class Backtest:
+    """Rolling-origin settings. `step_size` None: half the horizon (at least 1)."""
+
+    n_windows: int = 3
+    step_size: int | None = None
+    min_train: int = 8  # the shortest training set a window may have
+
+    def step(self, horizon: int) -> int:
+        return self.step_size if self.step_size is not None else max(1, math.ceil(horizon / 2))
+
+
+@dataclass(frozen=True)
+class Score:
+    """A model's backtest on one series: MASE and bias (None when the scale is 0), raw MAE."""
+
+    mase: float | None
+    bias: float | None
+    mae: float
+
+
+@dataclass(frozen=True)
+class SeriesForecast:
+    points: tuple[float, ...]  # one per horizon step, never negative
+    low_80: tuple[float, ...]
+    high_80: tuple[float, ...]
+    low_95: tuple[float, ...]
+    high_95: tuple[float, ...]
+    model: str  # chosen model: a key of SIMPLICITY
+    season_length: int  # the season the chosen model used (1: none)
+    mase: float | None  # chosen model's backtest MASE (None: not backtested or scale 0)
+    bias: float | None
+    baseline_model: str | None  # SeasonalNaive, or Naive without a full season
+    baseline_mase: float | None
+    baseline_bias: float | None
+    demand_class: DemandClass
+    adi: float | None
+    cv2: float | None
+    history_length: int  # periods from the first demand to the end of the history
+    backtest_windows: int
+    interval_source: conformal.IntervalSource
+    candidates: Mapping[str, Score] = field(default_factory=dict)  # every backtested model
+    candidate_points: Mapping[str, tuple[float, ...]] | None = None  # keep_candidates=True
+    periods: tuple[date, ...] = ()  # forecast_many: the period starts of the points
+
+
+@dataclass(frozen=True)
+class Refused:
+    reason: RefusalReason
+    detail: str
+
+
+@dataclass
+class _Plan:
+    key: Hashable
+    y: np.ndarray  # history from the first demand
+    classification: Classification
+    family: str  # "smooth", "intermittent", "obsolete", "none"
+    windows: int = 0
+    main_season: int = 1  # the seasonality's main season (SeasonalNaive's)
+    season: int = 1  # season of AutoETS/AutoTheta: the main one once training holds two
+    snaive: bool = False
+    mstl: tuple[int, ...] = ()
+    scale: float = 0.0
+    errors: dict[str, np.ndarray] = field(default_factory=dict)  # name -> (windows, h)
+    chosen: str = "Zero"
+
+
+def forecast_many(
+    series: Mapping[K, Sequence[tuple[date, float]]],
+    granularity: Granularity,
+    horizon: int,
+    *,
+    last_period: date | None = None,
+    backtest: Backtest | None = None,
+    keep_candidates: bool = False,
+) -> dict[K, SeriesForecast | Refused]:
+    """Forecast `horizon` periods after `last_period` for every series.
+
+    `series[key]` holds `(period_start, quantity)` pairs (any order, gaps allowed, each date the
+    start of its period); every series is zero-filled up to `last_period` (default: the latest
+    period in any series), so a product that stopped moving shows its silence. Returns, per
+    key, a `SeriesForecast` with `periods` set, or a `Refused`.
+    """
+    granularity = Granularity(granularity)
+    if last_period is None:
+        starts = [d for points in series.values() for d, _ in points]
+        if not starts:
+            return {key: Refused(RefusalReason.EMPTY, "no periods") for key in series}
+        last_period = granularity.period_start(max(starts))
+    values: dict[K, np.ndarray] = {}
+    refused: dict[K, Refused] = {}
+    for key, points in series.items():
+        try:
+            values[key] = to_values(points, granularity, last_period)
+        except InvalidSeries as e:
+            refused[key] = Refused(e.reason, e.detail)
+    result = forecast_values(
+        values,
+        horizon,
+        granularity.seasonality,
+        backtest=backtest,
+        keep_candidates=keep_candidates,
+    )
+    periods = tuple(granularity.shift(last_period, i + 1) for i in range(horizon))
+    out: dict[K, SeriesForecast | Refused] = {}
+    for key in series:
+        r = refused.get(key) or result[key]
+        out[key] = replace(r, periods=periods) if isinstance(r, SeriesForecast) else r
+    return out
+
+
+def forecast_values(
+    series: Mapping[K, Sequence[float] | np.ndarray],
+    horizon: int,
+    seasonality: Seasonality,
+    *,
+    backtest: Backtest | None = None,
+    keep_candidates: bool = False,
+) -> dict[K, SeriesForecast | Refused]:
+    """Forecast the `horizon` periods after each contiguous array (oldest first).
+
+    `keep_candidates=True` also refits every candidate on the whole history and returns their
+    points in `candidate_points` (for benchmarks; it costs one fit per candidate).
+    """
+    backtest = backtest or Backtest()
+    if not isinstance(horizon, int) or horizon < 1:
+        raise ValueError("horizon must be a positive integer")
+    if backtest.n_windows < 1 or backtest.step(horizon) < 1 or backtest.min_train < 2:
+        raise ValueError("backtest needs at least one window, a step of 1 and 2 training points")
+    step = backtest.step(horizon)
+    min_history = max(horizon + backtest.min_train, 8)
+
+    plans: list[_Plan] = []
+    out: dict[K, SeriesForecast | Refused] = {}
+    for key, raw in series.items():
+        try:
+            y = clean_quantities(raw)
+        except InvalidSeries as e:
+            out[key] = Refused(e.reason, e.detail)
+            continue
+        c = classify(y, seasonality.periods_per_year, min_history)
+        plans.append(_plan(key, trim_leading_zeros(y), c, horizon, step, backtest, seasonality))
+
+    _run_backtests([p for p in plans if p.windows], horizon, step)
+    for p in plans:
+        p.chosen = _choose(p)
+
+    calibration = conformal.calibrate(
+        {
+            i: (p.classification.demand_class, p.errors[p.chosen])
+            for i, p in enumerate(plans)
+            if p.windows and p.chosen in p.errors
+        },
+        horizon,
+    )
+    points = _final_points(plans, horizon, keep_candidates)
+    for i, p in enumerate(plans):
+        out[p.key] = _result(p, points[i], calibration, keep_candidates)
+    return {key: out[key] for key in series}
+
+
+def _plan(
+    key: Hashable,
+    y: np.ndarray,
+    c: Classification,
+    horizon: int,
+    step: int,
+    backtest: Backtest,
+    seasonality: Seasonality,
+) -> _Plan:
+    family = {
+        DemandClass.SMOOTH: "smooth",
+        DemandClass.ERRATIC: "smooth",
+        DemandClass.INTERMITTENT: "intermittent",
+        DemandClass.LUMPY: "intermittent",
+        DemandClass.OBSOLETE: "obsolete",
+    }.get(c.demand_class, "none")
+    m = seasonality.season_length
+    p = _Plan(key, y, c, family, main_season=m)
+    n = len(y)
+    p.scale = mase_scale(y, m)
+    if family == "none" or n - horizon < backtest.min_train:
+        return p
+    p.windows = min(backtest.n_windows, 1 + (n - horizon - backtest.min_train) // step)
+    train = n - horizon - (p.windows - 1) * step  # the shortest training set
+    p.snaive = m > 1 and train > m
+    p.season = m if m > 1 and train >= 2 * m else 1
+    seasons = (m, *seasonality.extra_seasons) if m > 1 else seasonality.extra_seasons
+    if len(seasons) >= 2 and train >= 2 * max(seasons):
+        p.mstl = tuple(seasons)
+    return p
+
+
+def mase_scale(y: np.ndarray, m: int) -> float:
+    """Seasonal naive's in-sample one-step MAE; naive's without a full season or when 0."""
+    if m > 1 and y.size > m:
+        s = float(np.abs(y[m:] - y[:-m]).mean())
+        if s > 0:
+            return s
+    return float(np.abs(np.diff(y)).mean()) if y.size > 1 else 0.0
+
+
+def _candidates(p: _Plan) -> tuple[str, ...]:
+    names = {
+        "smooth": SMOOTH_CANDIDATES,
+        "intermittent": INTERMITTENT_CANDIDATES,
+        "obsolete": ("Naive", "SeasonalNaive"),
+    }[p.family]
+    return tuple(n for n in names if (n != "SeasonalNaive" or p.snaive) and (n != "MSTL" or p.mstl))
+
+
+def make_model(name: str, season: int, mstl: tuple[int, ...] = ()) -> object:
+    """The statsforecast model behind a candidate name, as the engine configures it."""
+    from statsforecast import models as sm
+
+    if name == "Naive":
+        return sm.Naive()
+    if name == "SeasonalNaive":
+        return sm.SeasonalNaive(season_length=season)
+    if name == "AutoETS":
+        return sm.AutoETS(season_length=season, model=AUTO_ETS_MODEL)
+    if name == "AutoTheta":
+        return sm.AutoTheta(season_length=season)
+    if name == "MSTL":
+        return sm.MSTL(season_length=list(mstl), trend_forecaster=sm.AutoETS(model="AZN"))
+    if name == "CrostonSBA":
+        return sm.CrostonSBA()
+    if name == "ADIDA":
+        return sm.ADIDA()
+    if name == "IMAPA":
+        return sm.IMAPA()
+    if name == "TSB":
+        return sm.TSB(alpha_d=TSB_ALPHA_D, alpha_p=TSB_ALPHA_P)
+    raise ValueError(f"unknown model {name}")
+
+
+def _season_of(name: str, p: _Plan) -> int:
+    if name == "SeasonalNaive":
+        return p.main_season
+    if name in ("AutoETS", "AutoTheta"):
+        return p.season
+    if name == "MSTL":
+        return p.mstl[0]
+    return 1
+
+
+def _frame(ys: Sequence[np.ndarray]):
+    import pandas as pd
+
+    lengths = [len(y) for y in ys]
+    return pd.DataFrame(
+        {
+            "unique_id": np.repeat(np.arange(len(ys)), lengths),
+            "ds": np.concatenate([np.arange(n) for n in lengths]),
+            "y": np.concatenate(ys),
+        }
+    )
+
+
+def _run_backtests(plans: list[_Plan], horizon: int, step: int) -> None:
+    """One cross_validation call per (windows, candidate set, seasons) group."""
+    from statsforecast import StatsForecast
+
+    groups: dict[tuple, list[_Plan]] = {}
+    for p in plans:
+        groups.setdefault((p.windows, _candidates(p), p.season, p.mstl), []).append(p)
+    for (windows, names, _season, mstl), members in groups.items():
+        models = [make_model(n, _season_of(n, members[0]), mstl) for n in names]
+        with warnings.catch_warnings():  # statsmodels' ACF divides by 0 on a flat series
+            warnings.simplefilter("ignore", RuntimeWarning)
+            cv = StatsForecast(models=models, freq=1, n_jobs=1).cross_validation(
+                df=_frame([q.y for q in members]), h=horizon, n_windows=windows, step_size=step
+            )
+        cv = cv.sort_values(["unique_id", "cutoff", "ds"], kind="stable")
+        shape = (len(members), windows, horizon)
+        actual = cv["y"].to_numpy(dtype=float).reshape(shape)
+        predicted = {n: cv[n].to_numpy(dtype=float).reshape(shape) for n in names}
+        for i, q in enumerate(members):
+            for n in names:
+                q.errors[n] = np.maximum(predicted[n][i], 0.0) - actual[i]
+            if q.family == "obsolete":
+                q.errors["Zero"] = -actual[i]
+
+
+def _final_points(
+    plans: list[_Plan], horizon: int, keep_candidates: bool
+) -> list[dict[str, np.ndarray]]:
+    """Refit on the whole history: the winner (or, for benchmarks, every candidate) per series,
+    one forecast call per group of series sharing the models."""
+    from statsforecast import StatsForecast
+
+    out: list[dict[str, np.ndarray]] = [{} for _ in plans]
+    groups: dict[tuple, list[int]] = {}
+    for i, p in enumerate(plans):
+        if p.chosen == "Zero":
+            out[i]["Zero"] = np.zeros(horizon)
+        elif p.chosen == "HistoricAverage":
+            out[i]["HistoricAverage"] = np.full(horizon, float(p.y.mean()) if p.y.size else 0.0)
+        names = _candidates(p) if keep_candidates and p.windows else ()
+        if p.chosen not in ("Zero", "HistoricAverage") and p.chosen not in names:
+            names = (p.chosen,)
+        if names:
+            models = tuple((n, _season_of(n, p)) for n in names)
+            groups.setdefault((models, p.mstl), []).append(i)
+    for (models, mstl), members in groups.items():
+        sf = StatsForecast(
+            models=[make_model(n, season, mstl) for n, season in models], freq=1, n_jobs=1
+        )
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)
+            fc = sf.forecast(df=_frame([plans[i].y for i in members]), h=horizon)
+        fc = fc.sort_values(["unique_id", "ds"], kind="stable")
+        for n, _ in models:
+            values = np.maximum(fc[n].to_numpy(dtype=float).reshape(len(members), horizon), 0)
+            for row, i in enumerate(members):
+                out[i][n] = values[row]
+    return out
+
+
+def _result(
+    p: _Plan,
+    points: dict[str, np.ndarray],
+    calibration: conformal.Calibration,
+    keep_candidates: bool,
+) -> SeriesForecast:
+    chosen = points[p.chosen]
+    if p.chosen in p.errors:
+        reference = float(np.abs(p.errors[p.chosen]).mean())
+    elif p.chosen == "HistoricAverage" and p.y.size:
+        reference = float(np.abs(p.y - p.y.mean()).mean()) if p.y.size > 1 else float(p.y[0])
+    else:
+        reference = 0.0
+    group = p.classification.demand_class
+    intervals, source = conformal.bounds(chosen, reference, calibration, group)
+    scores = {n: _score(e, p.scale) for n, e in p.errors.items()}
+    baseline = next((n for n in ("SeasonalNaive", "Naive") if n in scores), None)
+    mine = scores.get(p.chosen)
+    c = p.classification
+
+    def t(a: np.ndarray) -> tuple[float, ...]:
+        return tuple(float(v) for v in a)
+
+    return SeriesForecast(
+        points=t(np.maximum(chosen, 0.0)),
+        low_80=t(intervals[80][0]),
+        high_80=t(intervals[80][1]),
+        low_95=t(intervals[95][0]),
+        high_95=t(intervals[95][1]),
+        model=p.chosen,
+        season_length=_season_of(p.chosen, p),
+        mase=mine.mase if mine else None,
+        bias=mine.bias if mine else None,
+        baseline_model=baseline,
+        baseline_mase=scores[baseline].mase if baseline else None,
+        baseline_bias=scores[baseline].bias if baseline else None,
+        demand_class=c.demand_class,
+        adi=c.adi,
+        cv2=c.cv2,
+        history_length=c.history_length,
+        backtest_windows=p.windows,
+        interval_source=source,
+        candidates=scores,
+        candidate_points={n: t(v) for n, v in points.items()} if keep_candidates else None,
+    )
+
+
+def _score(errors: np.ndarray, scale: float) -> Score:
+    mae = float(np.abs(errors).mean())
+    if scale > 0:
+        return Score(mae / scale, float(errors.mean()) / scale, mae)
+    return Score(0.0 if mae == 0 else None, 0.0 if mae == 0 else None, mae)
+
+
+def _choose(p: _Plan) -> str:
+    if p.family == "obsolete":
+        return "Zero"
+    if p.family == "none":
+        return (
+            "Zero"
+            if p.classification.demand_class is DemandClass.NO_DEMAND
+            else ("HistoricAverage")
+        )
+    if not p.errors:
+        return "HistoricAverage"
+    allowed = CHOICE.get(p.family)
+    maes = {
+        n: float(np.abs(e).mean()) for n, e in p.errors.items() if allowed is None or n in allowed
+    }
+    best = min(maes.values())
+    tolerance = 1e-9 * max(best, 1.0)
+    return min((n for n, v in maes.items() if v <= best + tolerance), key=SIMPLICITY.index)
