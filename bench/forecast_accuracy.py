@@ -3,6 +3,10 @@
     PYTHONPATH=. .venv/bin/python bench/forecast_accuracy.py [--per-type 5] [--seed 11]
 
 Series
+  demo       the demo network's products (server/demo.py's own demand generator and seed: weekly
+             rhythm, winter and summer seasons, intermittent use), three years of daily demand
+             per product and ward (the seeded database holds one), at daily (hold-out 28 days),
+             weekly (13 weeks) and monthly (6 months) granularity.
   real       bundled inside installed packages, nothing downloaded: pmdarima (dev extra) wineind
              and airpassengers (monthly, season 12), woolyrnq, ausbeer and austres (quarterly,
              season 4), lynx (yearly, no season), taylor (half-hourly electricity, seasons 48
@@ -99,6 +103,36 @@ def real_cases() -> list[Case]:
     ]
 
 
+def demo_cases(years: int = 3, wards: int = 3) -> list[Case]:
+    """The demo generator's demand for every demo product at `wards` wards, `years` long."""
+    import random
+    from datetime import date, timedelta
+
+    from server.catalog.demo_data import DEMO_PRODUCTS
+    from server.demo import daily_demand
+    from server.forecasting.series import Granularity, fill_periods
+
+    rng = random.Random(20261123)
+    end = date(2026, 11, 30)
+    days = [end - timedelta(days=i) for i in range(365 * years - 1, -1, -1)]
+    demand = {
+        (p.name, w): [(d, float(daily_demand(p, d, rng))) for d in days]
+        for p in DEMO_PRODUCTS
+        for w in range(wards)
+    }
+    cases = []
+    for g, h in ((Granularity.DAILY, 28), (Granularity.WEEKLY, 13), (Granularity.MONTHLY, 6)):
+        for (name, w), daily in demand.items():
+            whole = [  # periods entirely inside the generated days
+                q
+                for start, q in fill_periods(daily, g)
+                if start >= days[0] and g.shift(start, 1) - timedelta(days=1) <= end
+            ]
+            label = f"{name[:12]} {w + 1} {g.value[0]}"
+            cases.append(Case(label, "demo", np.array(whole), g.seasonality, h))
+    return cases
+
+
 def generated(kind: str, rng: np.random.Generator) -> tuple[np.ndarray, Seasonality, int]:
     """One seeded series of a known structure, its seasonality and hold-out length."""
     level = rng.uniform(20, 200)
@@ -163,8 +197,7 @@ def single_model_points(case: Case, history: np.ndarray) -> dict[str, np.ndarray
     y = trim_leading_zeros(history)
     m = case.seasonality.season_length
     names = [n for n in SINGLE_MODELS if n != "SeasonalNaive" or (m > 1 and len(y) > m)]
-    seasonal = m if m > 1 and len(y) >= 2 * m else 1
-    models = [make_model(n, m if n == "SeasonalNaive" else seasonal) for n in names]
+    models = [make_model(n, case.seasonality) for n in names]
     df = pd.DataFrame({"unique_id": 0, "ds": np.arange(len(y)), "y": y})
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)
@@ -287,11 +320,16 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--per-type", type=int, default=5)
     parser.add_argument("--seed", type=int, default=11)
+    parser.add_argument("--wards", type=int, default=1, help="demo series per product")
     args = parser.parse_args()
     started = time.perf_counter()
-    cases = real_cases() + generated_cases(args.per_type, args.seed)
+    cases = demo_cases(wards=args.wards) + real_cases() + generated_cases(args.per_type, args.seed)
     rows = evaluate_all(cases)
     print_table(rows)
+    demo = [r for r in rows if r.case.kind == "demo"]
+    for letter, label in (("D", "daily"), ("W", "weekly"), ("M", "monthly")):
+        summary([r for r in demo if r.case.name.endswith(f" {letter}")], f"Demo series, {label}")
+    summary(demo, "Demo series, all granularities")
     summary([r for r in rows if r.case.kind == "real"], "Real series")
     summary([r for r in rows if r.case.kind == "generated"], "Generated series")
     summary(rows, "All series")

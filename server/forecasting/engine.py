@@ -55,7 +55,7 @@ import math
 import warnings
 from collections.abc import Hashable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from datetime import date
+from datetime import date, datetime
 from typing import TypeVar
 
 import numpy as np
@@ -76,6 +76,20 @@ K = TypeVar("K", bound=Hashable)
 TSB_ALPHA_D = 0.1
 TSB_ALPHA_P = 0.1
 AUTO_ETS_MODEL = "AZZ"
+AUTO_ETS_NONSEASONAL = "AZN"
+MAX_ETS_SEASON = 24  # statsforecast's ETS fits no longer season
+PARALLEL_FROM = 200  # fewer series than this: one process (starting workers costs more)
+ALL_MODELS = (
+    "Naive",
+    "SeasonalNaive",
+    "AutoETS",
+    "AutoTheta",
+    "MSTL",
+    "CrostonSBA",
+    "ADIDA",
+    "IMAPA",
+    "TSB",
+)
 
 SMOOTH_CANDIDATES = ("Naive", "SeasonalNaive", "AutoETS", "AutoTheta", "MSTL")
 INTERMITTENT_CANDIDATES = ("Naive", "SeasonalNaive", "CrostonSBA", "ADIDA", "IMAPA", "TSB")
@@ -106,6 +120,10 @@ class Backtest:
     n_windows: int = 3
     step_size: int | None = None
     min_train: int = 8  # the shortest training set a window may have
+
+    def needs(self, horizon: int) -> int:
+        """Periods of history (from the first demand) a series needs to be backtested."""
+        return horizon + (self.n_windows - 1) * self.step(horizon) + self.min_train
 
     def step(self, horizon: int) -> int:
         return self.step_size if self.step_size is not None else max(1, math.ceil(horizon / 2))
@@ -142,7 +160,27 @@ class SeriesForecast:
     interval_source: conformal.IntervalSource
     candidates: Mapping[str, Score] = field(default_factory=dict)  # every backtested model
     candidate_points: Mapping[str, tuple[float, ...]] | None = None  # keep_candidates=True
+    errors: tuple[tuple[float, ...], ...] = ()  # chosen model's backtest errors (window, step)
     periods: tuple[date, ...] = ()  # forecast_many: the period starts of the points
+
+
+@dataclass(frozen=True)
+class StoredForecast:
+    """A stored forecast as other domains read it (replenishment): the contract between them.
+
+    `points[i]` is the demand forecast for the i-th period after the last complete one (so
+    points[0] is the current period); `lower`/`upper` bound it at `level` % (conformal,
+    calibrated on backtest errors, never negative, lower <= point <= upper)."""
+
+    points: tuple[float, ...]
+    lower: tuple[float, ...]
+    upper: tuple[float, ...]
+    level: int
+    model: str
+    demand_class: str
+    mase: float | None
+    computed_at: datetime
+    granularity: Granularity
 
 
 @dataclass(frozen=True)
@@ -175,6 +213,8 @@ def forecast_many(
     last_period: date | None = None,
     backtest: Backtest | None = None,
     keep_candidates: bool = False,
+    prior_errors: Mapping[Hashable, tuple[Hashable, np.ndarray]] | None = None,
+    jobs: int = 1,
 ) -> dict[K, SeriesForecast | Refused]:
     """Forecast `horizon` periods after `last_period` for every series.
 
@@ -202,6 +242,8 @@ def forecast_many(
         granularity.seasonality,
         backtest=backtest,
         keep_candidates=keep_candidates,
+        prior_errors=prior_errors,
+        jobs=jobs,
     )
     periods = tuple(granularity.shift(last_period, i + 1) for i in range(horizon))
     out: dict[K, SeriesForecast | Refused] = {}
@@ -218,11 +260,17 @@ def forecast_values(
     *,
     backtest: Backtest | None = None,
     keep_candidates: bool = False,
+    prior_errors: Mapping[Hashable, tuple[Hashable, np.ndarray]] | None = None,
+    jobs: int = 1,
 ) -> dict[K, SeriesForecast | Refused]:
     """Forecast the `horizon` periods after each contiguous array (oldest first).
 
     `keep_candidates=True` also refits every candidate on the whole history and returns their
     points in `candidate_points` (for benchmarks; it costs one fit per candidate).
+    `jobs`: processes statsforecast may use (only for large batches).
+    `prior_errors` (key -> (demand class, chosen model's backtest errors)) adds the stored
+    errors of series not refitted now to the interval calibration, so an incremental refresh
+    of a few series calibrates on the whole population.
     """
     backtest = backtest or Backtest()
     if not isinstance(horizon, int) or horizon < 1:
@@ -230,7 +278,6 @@ def forecast_values(
     if backtest.n_windows < 1 or backtest.step(horizon) < 1 or backtest.min_train < 2:
         raise ValueError("backtest needs at least one window, a step of 1 and 2 training points")
     step = backtest.step(horizon)
-    min_history = max(horizon + backtest.min_train, 8)
 
     plans: list[_Plan] = []
     out: dict[K, SeriesForecast | Refused] = {}
@@ -240,22 +287,28 @@ def forecast_values(
         except InvalidSeries as e:
             out[key] = Refused(e.reason, e.detail)
             continue
-        c = classify(y, seasonality.periods_per_year, min_history)
+        c = classify(y, seasonality.periods_per_year)
         plans.append(_plan(key, trim_leading_zeros(y), c, horizon, step, backtest, seasonality))
 
-    _run_backtests([p for p in plans if p.windows], horizon, step)
+    windows = backtest.n_windows
+    _run_backtests([p for p in plans if p.windows], horizon, step, windows, seasonality, jobs)
     for p in plans:
         p.chosen = _choose(p)
 
-    calibration = conformal.calibrate(
+    pooled: dict[Hashable, tuple[Hashable, np.ndarray]] = {
+        ("prior", k): (g, np.asarray(e, dtype=float))
+        for k, (g, e) in (prior_errors or {}).items()
+        if k not in series
+    }
+    pooled.update(
         {
             i: (p.classification.demand_class, p.errors[p.chosen])
             for i, p in enumerate(plans)
             if p.windows and p.chosen in p.errors
-        },
-        horizon,
+        }
     )
-    points = _final_points(plans, horizon, keep_candidates)
+    calibration = conformal.calibrate(pooled, horizon)
+    points = _final_points(plans, horizon, seasonality, keep_candidates, jobs)
     for i, p in enumerate(plans):
         out[p.key] = _result(p, points[i], calibration, keep_candidates)
     return {key: out[key] for key in series}
@@ -279,18 +332,22 @@ def _plan(
     }.get(c.demand_class, "none")
     m = seasonality.season_length
     p = _Plan(key, y, c, family, main_season=m)
-    n = len(y)
     p.scale = mase_scale(y, m)
-    if family == "none" or n - horizon < backtest.min_train:
+    train = len(y) - horizon - (backtest.n_windows - 1) * step  # the shortest training set
+    if family == "none" or train < backtest.min_train:
         return p
-    p.windows = min(backtest.n_windows, 1 + (n - horizon - backtest.min_train) // step)
-    train = n - horizon - (p.windows - 1) * step  # the shortest training set
+    p.windows = backtest.n_windows
     p.snaive = m > 1 and train > m
     p.season = m if m > 1 and train >= 2 * m else 1
-    seasons = (m, *seasonality.extra_seasons) if m > 1 else seasonality.extra_seasons
+    seasons = _seasons(seasonality)
     if len(seasons) >= 2 and train >= 2 * max(seasons):
-        p.mstl = tuple(seasons)
+        p.mstl = seasons
     return p
+
+
+def _seasons(seasonality: Seasonality) -> tuple[int, ...]:
+    m = seasonality.season_length
+    return (m, *seasonality.extra_seasons) if m > 1 else seasonality.extra_seasons
 
 
 def mase_scale(y: np.ndarray, m: int) -> float:
@@ -303,6 +360,7 @@ def mase_scale(y: np.ndarray, m: int) -> float:
 
 
 def _candidates(p: _Plan) -> tuple[str, ...]:
+    """The models this series' backtest may choose from (its class, its history)."""
     names = {
         "smooth": SMOOTH_CANDIDATES,
         "intermittent": INTERMITTENT_CANDIDATES,
@@ -311,20 +369,30 @@ def _candidates(p: _Plan) -> tuple[str, ...]:
     return tuple(n for n in names if (n != "SeasonalNaive" or p.snaive) and (n != "MSTL" or p.mstl))
 
 
-def make_model(name: str, season: int, mstl: tuple[int, ...] = ()) -> object:
-    """The statsforecast model behind a candidate name, as the engine configures it."""
+def make_model(name: str, seasonality: Seasonality) -> object:
+    """The statsforecast model behind a candidate name, as the engine configures it for one
+    seasonality. Seasonal models get the main season; statsforecast itself drops it where the
+    history is too short (ETS: not longer than a season; Theta: under two seasons)."""
     from statsforecast import models as sm
 
+    m = seasonality.season_length
     if name == "Naive":
         return sm.Naive()
     if name == "SeasonalNaive":
-        return sm.SeasonalNaive(season_length=season)
+        return sm.SeasonalNaive(season_length=m)
     if name == "AutoETS":
-        return sm.AutoETS(season_length=season, model=AUTO_ETS_MODEL)
+        # statsforecast's ETS fits no season above 24 (weekly data) and searching one anyway
+        # costs ten times more: there the yearly season is Theta's, seasonal naive's and MSTL's.
+        if 1 < m <= MAX_ETS_SEASON:
+            return sm.AutoETS(season_length=m, model=AUTO_ETS_MODEL)
+        return sm.AutoETS(season_length=1, model=AUTO_ETS_NONSEASONAL)
     if name == "AutoTheta":
-        return sm.AutoTheta(season_length=season)
+        return sm.AutoTheta(season_length=m)
     if name == "MSTL":
-        return sm.MSTL(season_length=list(mstl), trend_forecaster=sm.AutoETS(model="AZN"))
+        return sm.MSTL(
+            season_length=list(_seasons(seasonality)),
+            trend_forecaster=sm.AutoETS(model=AUTO_ETS_NONSEASONAL),
+        )
     if name == "CrostonSBA":
         return sm.CrostonSBA()
     if name == "ADIDA":
@@ -339,7 +407,9 @@ def make_model(name: str, season: int, mstl: tuple[int, ...] = ()) -> object:
 def _season_of(name: str, p: _Plan) -> int:
     if name == "SeasonalNaive":
         return p.main_season
-    if name in ("AutoETS", "AutoTheta"):
+    if name == "AutoETS":
+        return p.season if p.season <= MAX_ETS_SEASON else 1
+    if name == "AutoTheta":
         return p.season
     if name == "MSTL":
         return p.mstl[0]
@@ -359,63 +429,89 @@ def _frame(ys: Sequence[np.ndarray]):
     )
 
 
-def _run_backtests(plans: list[_Plan], horizon: int, step: int) -> None:
-    """One cross_validation call per (windows, candidate set, seasons) group."""
+def _run_backtests(
+    plans: list[_Plan],
+    horizon: int,
+    step: int,
+    windows: int,
+    seasonality: Seasonality,
+    jobs: int = 1,
+) -> None:
+    """ONE cross_validation call over every backtested series with every model: candidates
+    differ per series (class, history), so each series later chooses among its own columns.
+    A model that fails on a series (MSTL on a short one) falls back to naive there; such a
+    model is never among that series' candidates."""
     from statsforecast import StatsForecast
+    from statsforecast import models as sm
 
-    groups: dict[tuple, list[_Plan]] = {}
-    for p in plans:
-        groups.setdefault((p.windows, _candidates(p), p.season, p.mstl), []).append(p)
-    for (windows, names, _season, mstl), members in groups.items():
-        models = [make_model(n, _season_of(n, members[0]), mstl) for n in names]
-        with warnings.catch_warnings():  # statsmodels' ACF divides by 0 on a flat series
-            warnings.simplefilter("ignore", RuntimeWarning)
-            cv = StatsForecast(models=models, freq=1, n_jobs=1).cross_validation(
-                df=_frame([q.y for q in members]), h=horizon, n_windows=windows, step_size=step
-            )
-        cv = cv.sort_values(["unique_id", "cutoff", "ds"], kind="stable")
-        shape = (len(members), windows, horizon)
-        actual = cv["y"].to_numpy(dtype=float).reshape(shape)
-        predicted = {n: cv[n].to_numpy(dtype=float).reshape(shape) for n in names}
-        for i, q in enumerate(members):
-            for n in names:
-                q.errors[n] = np.maximum(predicted[n][i], 0.0) - actual[i]
-            if q.family == "obsolete":
-                q.errors["Zero"] = -actual[i]
+    if not plans:
+        return
+    names = [
+        n
+        for n in ALL_MODELS
+        if (n != "SeasonalNaive" or seasonality.season_length > 1)
+        and (n != "MSTL" or any(p.mstl for p in plans))
+    ]
+    sf = StatsForecast(
+        models=[make_model(n, seasonality) for n in names],
+        freq=1,
+        n_jobs=jobs if len(plans) >= PARALLEL_FROM else 1,
+        fallback_model=sm.Naive(),
+    )
+    with warnings.catch_warnings():  # statsmodels' ACF divides by 0 on a flat series
+        warnings.simplefilter("ignore", RuntimeWarning)
+        cv = sf.cross_validation(
+            df=_frame([q.y for q in plans]), h=horizon, n_windows=windows, step_size=step
+        )
+    cv = cv.sort_values(["unique_id", "cutoff", "ds"], kind="stable")
+    shape = (len(plans), windows, horizon)
+    actual = cv["y"].to_numpy(dtype=float).reshape(shape)
+    predicted = {n: cv[n].to_numpy(dtype=float).reshape(shape) for n in names}
+    for i, q in enumerate(plans):
+        for n in _candidates(q):
+            q.errors[n] = np.maximum(predicted[n][i], 0.0) - actual[i]
+        if q.family == "obsolete":
+            q.errors["Zero"] = -actual[i]
 
 
 def _final_points(
-    plans: list[_Plan], horizon: int, keep_candidates: bool
+    plans: list[_Plan],
+    horizon: int,
+    seasonality: Seasonality,
+    keep_candidates: bool,
+    jobs: int = 1,
 ) -> list[dict[str, np.ndarray]]:
-    """Refit on the whole history: the winner (or, for benchmarks, every candidate) per series,
-    one forecast call per group of series sharing the models."""
+    """Refit on the whole history: each series with its winner (or, for benchmarks, with every
+    candidate); one forecast call per chosen model, over all series that chose it."""
     from statsforecast import StatsForecast
+    from statsforecast import models as sm
 
     out: list[dict[str, np.ndarray]] = [{} for _ in plans]
-    groups: dict[tuple, list[int]] = {}
+    groups: dict[str, list[int]] = {}
     for i, p in enumerate(plans):
         if p.chosen == "Zero":
             out[i]["Zero"] = np.zeros(horizon)
         elif p.chosen == "HistoricAverage":
             out[i]["HistoricAverage"] = np.full(horizon, float(p.y.mean()) if p.y.size else 0.0)
-        names = _candidates(p) if keep_candidates and p.windows else ()
-        if p.chosen not in ("Zero", "HistoricAverage") and p.chosen not in names:
-            names = (p.chosen,)
-        if names:
-            models = tuple((n, _season_of(n, p)) for n in names)
-            groups.setdefault((models, p.mstl), []).append(i)
-    for (models, mstl), members in groups.items():
+        names = set(_candidates(p)) if keep_candidates and p.windows else set()
+        if p.chosen not in ("Zero", "HistoricAverage"):
+            names.add(p.chosen)
+        for n in names:
+            groups.setdefault(n, []).append(i)
+    for name, members in groups.items():
         sf = StatsForecast(
-            models=[make_model(n, season, mstl) for n, season in models], freq=1, n_jobs=1
+            models=[make_model(name, seasonality)],
+            freq=1,
+            n_jobs=jobs if len(members) >= PARALLEL_FROM else 1,
+            fallback_model=sm.Naive(),
         )
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", RuntimeWarning)
             fc = sf.forecast(df=_frame([plans[i].y for i in members]), h=horizon)
         fc = fc.sort_values(["unique_id", "ds"], kind="stable")
-        for n, _ in models:
-            values = np.maximum(fc[n].to_numpy(dtype=float).reshape(len(members), horizon), 0)
-            for row, i in enumerate(members):
-                out[i][n] = values[row]
+        values = np.maximum(fc[name].to_numpy(dtype=float).reshape(len(members), horizon), 0)
+        for row, i in enumerate(members):
+            out[i][name] = values[row]
     return out
 
 
@@ -463,6 +559,7 @@ def _result(
         interval_source=source,
         candidates=scores,
         candidate_points={n: t(v) for n, v in points.items()} if keep_candidates else None,
+        errors=tuple(t(row) for row in p.errors[p.chosen]) if p.chosen in p.errors else (),
     )
 
 
