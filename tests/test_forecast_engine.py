@@ -1,0 +1,302 @@
+"""The pure forecasting engine: series, classification, backtested choice, conformal intervals.
+
+No database: synthetic series of known structure at each granularity. One engine call per
+granularity is shared by the tests below (module fixtures) to keep the file fast.
+"""
+
+from __future__ import annotations
+
+from datetime import date, timedelta
+
+import numpy as np
+import pytest
+
+from server.forecasting import conformal, engine
+from server.forecasting.classify import DemandClass, classify
+from server.forecasting.engine import (
+    INTERMITTENT_CANDIDATES,
+    SMOOTH_CANDIDATES,
+    Refused,
+    SeriesForecast,
+    forecast_many,
+    forecast_values,
+)
+from server.forecasting.series import (
+    Granularity,
+    InvalidSeries,
+    RefusalReason,
+    fill_periods,
+    to_values,
+)
+
+RNG_SEED = 13
+
+
+# --- series -----------------------------------------------------------------------------------
+
+
+def test_periods_at_each_granularity() -> None:
+    day = date(2026, 3, 18)  # a Wednesday
+    assert Granularity.DAILY.period_start(day) == day
+    assert Granularity.WEEKLY.period_start(day) == date(2026, 3, 16)
+    assert Granularity.MONTHLY.period_start(day) == date(2026, 3, 1)
+    assert Granularity.MONTHLY.shift(date(2026, 11, 1), 3) == date(2027, 2, 1)
+    assert Granularity.MONTHLY.shift(date(2026, 1, 1), -1) == date(2025, 12, 1)
+    assert Granularity.WEEKLY.periods_between(date(2026, 1, 5), date(2026, 3, 16)) == 10
+    assert [g.seasonality.season_length for g in Granularity] == [7, 52, 12]
+    assert Granularity.DAILY.seasonality.extra_seasons == (365,)
+
+
+def test_to_values_fills_gaps_and_refuses_bad_input() -> None:
+    w = Granularity.WEEKLY
+    values = to_values([(date(2026, 1, 5), 3), (date(2026, 1, 19), -2)], w, date(2026, 2, 2))
+    assert values.tolist() == [3.0, 0.0, 0.0, 0.0, 0.0]  # a net return is no negative demand
+    for points, reason in (
+        ([(date(2026, 1, 6), 1)], RefusalReason.MISALIGNED_PERIOD),
+        ([(date(2026, 1, 5), 1), (date(2026, 1, 5), 2)], RefusalReason.DUPLICATE_PERIOD),
+        ([(date(2026, 3, 2), 1)], RefusalReason.AFTER_END),
+        ([(date(2026, 1, 5), float("nan"))], RefusalReason.NOT_FINITE),
+        ([(date(2026, 1, 5), "3")], RefusalReason.NOT_A_NUMBER),
+        ([(date(2026, 1, 5), 2.0**60)], RefusalReason.TOO_LARGE),
+        ([], RefusalReason.EMPTY),
+    ):
+        with pytest.raises(InvalidSeries) as refused:
+            to_values(points, w, date(2026, 2, 2))
+        assert refused.value.reason is reason
+
+
+def test_fill_periods_sums_days_into_months() -> None:
+    daily = [(date(2026, 1, 3), 2), (date(2026, 1, 30), 1), (date(2026, 3, 2), 4)]
+    assert fill_periods(daily, Granularity.MONTHLY) == [
+        (date(2026, 1, 1), 3.0),
+        (date(2026, 2, 1), 0.0),
+        (date(2026, 3, 1), 4.0),
+    ]
+
+
+# --- classification ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("values", "expected"),
+    [
+        ([10, 11, 9, 10, 12, 10, 9, 11, 10, 10], DemandClass.SMOOTH),
+        ([1, 30, 2, 25, 1, 40, 2, 1, 35, 3], DemandClass.ERRATIC),
+        ([5, 0, 0, 5, 0, 6, 0, 0, 5, 0, 4, 5], DemandClass.INTERMITTENT),
+        ([1, 0, 0, 30, 0, 2, 0, 0, 40, 0, 1, 25], DemandClass.LUMPY),
+        ([5, 6, 5, 4, 6, 5, 5, 6] + [0] * 13, DemandClass.OBSOLETE),
+        ([0, 0, 0, 4, 5, 4], DemandClass.INSUFFICIENT),
+        ([0] * 10, DemandClass.NO_DEMAND),
+    ],
+)
+def test_syntetos_boylan_classes(values: list[int], expected: DemandClass) -> None:
+    assert classify(np.asarray(values, dtype=float), periods_per_year=52).demand_class is expected
+
+
+def test_cutoffs_and_leading_zeros() -> None:
+    c = classify(np.asarray([0] * 30 + [4, 0, 4, 0, 4, 0, 4, 0, 4, 0], dtype=float), 52)
+    assert c.adi == 2.0 and c.cv2 == 0.0 and c.history_length == 10  # zeros before use ignored
+    assert c.demand_class is DemandClass.INTERMITTENT
+    # an ADI just under 1.32 is still "frequent"
+    c = classify(np.asarray([3, 3, 3, 0] * 6, dtype=float), 52)
+    assert c.adi is not None and c.adi < engine_adi_cutoff()
+    assert c.demand_class is DemandClass.SMOOTH
+    # a weekly product three quiet weeks in is not dead; a quarter of a year later it is
+    alive = classify(np.asarray([5] * 20 + [0] * 3, dtype=float), 52)
+    dead = classify(np.asarray([5] * 20 + [0] * 13, dtype=float), 52)
+    assert alive.demand_class is DemandClass.SMOOTH and dead.demand_class is DemandClass.OBSOLETE
+
+
+def engine_adi_cutoff() -> float:
+    from server.forecasting.classify import ADI_CUTOFF
+
+    return ADI_CUTOFF
+
+
+# --- conformal intervals ----------------------------------------------------------------------
+
+
+def test_conformal_quantile_rank() -> None:
+    scores = np.arange(1, 20, dtype=float)  # 19 scores: the 95 % rank is the 19th
+    assert conformal.conformal_quantile(scores, 95) == 19.0
+    assert conformal.conformal_quantile(scores, 80) == 16.0  # ceil(20 * 0.8)
+    assert conformal.conformal_quantile(scores[:10], 95) == float("inf")
+
+
+def test_bounds_nested_monotone_and_non_negative() -> None:
+    rng = np.random.default_rng(RNG_SEED)
+    errors = {i: ("A", rng.normal(0, 1 + 0.3 * np.arange(6), size=(3, 6))) for i in range(40)}
+    calibration = conformal.calibrate(errors, 6)
+    points = np.array([0.2, 5.0, 5.0, 4.0, 0.0, 3.0])
+    intervals, source = conformal.bounds(points, 2.0, calibration, "A")
+    low80, high80 = intervals[80]
+    low95, high95 = intervals[95]
+    assert source is not conformal.IntervalSource.NORMAL
+    assert (low95 >= 0).all() and (low95 <= low80).all() and (low80 <= points).all()
+    assert (points <= high80).all() and (high80 <= high95).all()
+    assert (high80 - points > 0).all()
+    flat, none = conformal.bounds(points, 0.0, calibration, "A")
+    assert none is conformal.IntervalSource.NONE and (flat[80][1] == points).all()
+
+
+# --- the engine at each granularity -----------------------------------------------------------
+
+
+def _days(n: int, end: date) -> list[date]:
+    return [end - timedelta(days=i) for i in range(n - 1, -1, -1)]
+
+
+def synthetic(granularity: Granularity, n: int, rng: np.random.Generator) -> dict[str, np.ndarray]:
+    """Series of known class at one granularity, `n` periods each."""
+    m = granularity.seasonality.season_length
+    quiet = max(20, granularity.seasonality.periods_per_year // 4 + 5)  # obsolete from a quarter
+    t = np.arange(n)
+    occurs = rng.random(n) < 0.3
+    return {
+        "smooth": rng.poisson(40, n).astype(float),
+        "seasonal": rng.poisson(40 * (1 + 0.6 * np.sin(2 * np.pi * t / m))).astype(float),
+        "intermittent": (occurs * (rng.poisson(6, n) + 1)).astype(float),
+        "lumpy": (occurs * np.ceil(rng.lognormal(1.5, 1.2, n))).astype(float),
+        "obsolete": np.r_[rng.poisson(8, n - quiet) + 1, np.zeros(quiet)].astype(float),
+        "none": np.zeros(n),
+        "new": np.r_[np.zeros(n - 5), [3, 4, 3, 5, 4]].astype(float),
+    }
+
+
+LENGTHS = {Granularity.DAILY: 160, Granularity.WEEKLY: 130, Granularity.MONTHLY: 48}
+HORIZONS = {Granularity.DAILY: 14, Granularity.WEEKLY: 8, Granularity.MONTHLY: 6}
+
+
+@pytest.fixture(scope="module", params=list(Granularity), ids=lambda g: g.value)
+def run(request: pytest.FixtureRequest) -> tuple[Granularity, dict[str, SeriesForecast | Refused]]:
+    """One forecast_many call per granularity, counting the cross_validation calls."""
+    from statsforecast import StatsForecast
+
+    g: Granularity = request.param
+    rng = np.random.default_rng(RNG_SEED)
+    values = synthetic(g, LENGTHS[g], rng)
+    last = g.period_start(date(2026, 11, 30))
+    series = {
+        k: [(g.shift(last, i - len(v) + 1), q) for i, q in enumerate(v) if q]
+        for k, v in values.items()
+    }
+    series["none"] = [(g.shift(last, -5), 0.0)]
+    series["broken"] = [(g.shift(last, -3), float("inf"))]
+    calls: list[int] = []
+    original = StatsForecast.cross_validation
+
+    def counted(self, *args, **kwargs):  # type: ignore[no-untyped-def]
+        calls.append(kwargs["df"]["unique_id"].nunique())
+        return original(self, *args, **kwargs)
+
+    StatsForecast.cross_validation = counted  # type: ignore[method-assign]
+    try:
+        result = forecast_many(series, g, HORIZONS[g], last_period=last)
+    finally:
+        StatsForecast.cross_validation = original  # type: ignore[method-assign]
+    # one call over every backtested series (all but "none", "new", "broken")
+    assert calls == [5]
+    return g, result
+
+
+def test_classes_and_choices(run: tuple[Granularity, dict[str, SeriesForecast | Refused]]) -> None:
+    g, result = run
+    got = {k: r for k, r in result.items() if isinstance(r, SeriesForecast)}
+    assert got["smooth"].demand_class is DemandClass.SMOOTH
+    assert got["smooth"].model in SMOOTH_CANDIDATES
+    assert got["seasonal"].demand_class is DemandClass.SMOOTH
+    assert got["intermittent"].demand_class is DemandClass.INTERMITTENT
+    assert got["lumpy"].demand_class is DemandClass.LUMPY
+    for k in ("intermittent", "lumpy"):
+        assert got[k].model in set(INTERMITTENT_CANDIDATES) - {"Naive", "SeasonalNaive"}
+    assert got["obsolete"].demand_class is DemandClass.OBSOLETE
+    assert got["obsolete"].model == "Zero" and set(got["obsolete"].points) == {0.0}
+    assert got["none"].demand_class is DemandClass.NO_DEMAND and got["none"].model == "Zero"
+    assert got["new"].demand_class is DemandClass.INSUFFICIENT
+    assert got["new"].model == "HistoricAverage" and got["new"].mase is None
+    assert got["new"].points[0] == pytest.approx(3.8)
+    assert isinstance(result["broken"], Refused)
+    assert result["broken"].reason is RefusalReason.NOT_FINITE
+    for k in ("smooth", "seasonal", "intermittent", "lumpy", "obsolete"):
+        r = got[k]
+        assert r.backtest_windows == 3 and r.mase is not None and r.baseline_mase is not None
+        assert r.baseline_model == "SeasonalNaive"
+        assert r.mase <= min(s.mase for n, s in r.candidates.items() if n == r.model)
+        assert len(r.errors) == 3 and len(r.errors[0]) == HORIZONS[g]
+    # the periods follow the history's last one
+    assert got["smooth"].periods[0] == g.shift(g.period_start(date(2026, 11, 30)), 1)
+    assert len(got["smooth"].periods) == HORIZONS[g]
+
+
+def test_seasonal_series_use_the_season(
+    run: tuple[Granularity, dict[str, SeriesForecast | Refused]],
+) -> None:
+    g, result = run
+    seasonal = result["seasonal"]
+    assert isinstance(seasonal, SeriesForecast)
+    m = g.seasonality.season_length
+    if LENGTHS[g] - HORIZONS[g] * 2 >= 2 * m:  # two seasons of training: a seasonal model
+        assert seasonal.season_length == m, seasonal.model
+    # never worse than seasonal naive on the same backtest windows
+    assert seasonal.mase is not None and seasonal.baseline_mase is not None
+    assert seasonal.mase <= seasonal.baseline_mase + 1e-9
+
+
+def test_intervals_monotone_and_non_negative(
+    run: tuple[Granularity, dict[str, SeriesForecast | Refused]],
+) -> None:
+    _, result = run
+    for key, r in result.items():
+        if not isinstance(r, SeriesForecast):
+            continue
+        p = np.asarray(r.points)
+        lo80, hi80 = np.asarray(r.low_80), np.asarray(r.high_80)
+        lo95, hi95 = np.asarray(r.low_95), np.asarray(r.high_95)
+        assert (lo95 >= 0).all(), key
+        assert (lo95 <= lo80).all() and (lo80 <= p).all(), key
+        assert (p <= hi80).all() and (hi80 <= hi95).all(), key
+        if key in ("smooth", "seasonal", "intermittent"):
+            assert (hi80 > lo80).all(), key
+
+
+def test_eighty_percent_interval_covers_about_eighty_percent() -> None:
+    """Hold-out coverage over many Poisson series (monthly, cheap to fit)."""
+    rng = np.random.default_rng(RNG_SEED)
+    h, n = 6, 40
+    series = {i: rng.poisson(rng.uniform(5, 60), n).astype(float) for i in range(120)}
+    result = forecast_values(
+        {i: v[:-h] for i, v in series.items()}, h, Granularity.MONTHLY.seasonality
+    )
+    inside = total = 0
+    for i, r in result.items():
+        assert isinstance(r, SeriesForecast)
+        actual = series[i][-h:]
+        inside += int(((actual >= r.low_80) & (actual <= r.high_80)).sum())
+        total += h
+    assert 0.72 <= inside / total <= 0.88, inside / total
+
+
+def test_prior_errors_calibrate_a_small_refresh() -> None:
+    """An incremental refresh of one series pools the stored errors of the others."""
+    rng = np.random.default_rng(RNG_SEED)
+    season = Granularity.MONTHLY.seasonality
+    y = rng.poisson(30, 40).astype(float)
+    alone = forecast_values({"x": y}, 6, season)["x"]
+    prior = {i: (DemandClass.SMOOTH, rng.normal(0, 5, size=(3, 6))) for i in range(20)}
+    pooled = forecast_values({"x": y}, 6, season, prior_errors=prior)["x"]
+    assert isinstance(alone, SeriesForecast) and isinstance(pooled, SeriesForecast)
+    assert alone.interval_source is conformal.IntervalSource.NORMAL
+    assert pooled.interval_source is not conformal.IntervalSource.NORMAL
+    assert pooled.points == alone.points
+
+
+def test_bad_arguments() -> None:
+    with pytest.raises(ValueError):
+        forecast_values({"x": [1.0] * 20}, 0, Granularity.WEEKLY.seasonality)
+    with pytest.raises(ValueError):
+        forecast_values(
+            {"x": [1.0] * 20},
+            4,
+            Granularity.WEEKLY.seasonality,
+            backtest=engine.Backtest(n_windows=0),
+        )
