@@ -451,13 +451,15 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
         await services.start()
         await graphql.sessions.start()
         expiry = asyncio.create_task(_expiry_checks(services))
+        forecasts = asyncio.create_task(_forecast_refreshes(services))
         try:
             yield
         finally:
             await graphql.sessions.stop()
-            expiry.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await expiry
+            for task in (expiry, forecasts):
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
             await graphql.cost_budget.close()
             await services.close()
 
@@ -530,6 +532,33 @@ async def _expiry_checks(services: Services) -> None:
         except Exception:
             log.exception("expiry check failed; retrying at the next interval")
         await asyncio.sleep(services.settings.expiry_check_seconds)
+
+
+async def _forecast_refreshes(services: Services) -> None:
+    """Periodic forecast refresh inside the server (also `apotheca forecast-refresh`): only
+    series whose consumption history changed are refitted, in a worker thread, so requests
+    only ever read stored forecasts. APOTHECA_FORECAST_REFRESH_SECONDS=0 turns it off."""
+    from server.forecasting.series import Granularity
+
+    settings = services.settings
+    if settings.forecast_refresh_seconds <= 0:
+        return
+    names = [n.strip().upper() for n in settings.forecast_granularities.split(",") if n.strip()]
+    granularities = [Granularity(n) for n in names]
+    while True:
+        try:
+            for r in await services.forecasting.refresh(granularities, jobs=settings.forecast_jobs):
+                log.info(
+                    "%s forecasts: %s series, %s refitted, %s removed in %.1f s",
+                    r.granularity.value.lower(),
+                    r.series_total,
+                    r.refitted,
+                    r.removed,
+                    r.seconds,
+                )
+        except Exception:
+            log.exception("forecast refresh failed; retrying at the next interval")
+        await asyncio.sleep(settings.forecast_refresh_seconds)
 
 
 def _pwa_route(pwa_dir: Path) -> Any:

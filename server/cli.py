@@ -1,5 +1,5 @@
 """`apotheca` command line: serve | migrate | seed | create-user | create-client | import-catalog |
-export-schema | verify-audit | check-expiry | epcis-export | epcis-import |
+export-schema | verify-audit | check-expiry | forecast-refresh | epcis-export | epcis-import |
 supervision-recompute."""
 
 from __future__ import annotations
@@ -10,9 +10,9 @@ import getpass
 import os
 import sys
 from collections.abc import Awaitable, Callable
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from server.config import Settings
 
@@ -268,6 +268,32 @@ def cmd_check_expiry(_: argparse.Namespace) -> int:
     return with_services(check)
 
 
+def cmd_forecast_refresh(args: argparse.Namespace) -> int:
+    """Refit the stored forecasts whose history changed (all of them the first time); the
+    server also runs this periodically. Prints one line per granularity."""
+    from server.forecasting.series import Granularity
+
+    async def refresh(services: Services) -> int:
+        granularities = [Granularity(g) for g in args.granularity] or _granularities(services)
+        jobs = args.jobs or services.settings.forecast_jobs
+        for r in await services.forecasting.refresh(granularities, today=args.today, jobs=jobs):
+            print(
+                f"{r.granularity.value.lower()} forecasts to {r.last_period}: {r.series_total} "
+                f"series, {r.refitted} refitted, {r.unchanged} unchanged, {r.removed} removed, "
+                f"{r.seconds:.1f} s"
+            )
+        return 0
+
+    return with_services(refresh)
+
+
+def _granularities(services: Services) -> list[Any]:
+    from server.forecasting.series import Granularity
+
+    names = services.settings.forecast_granularities.split(",")
+    return [Granularity(n.strip().upper()) for n in names if n.strip()]
+
+
 def _aware(value: str, name: str) -> datetime:
     """A command-line date-time; without an offset it is taken as UTC."""
     try:
@@ -493,6 +519,23 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser("verify-audit", help="check the audit hash chain").set_defaults(
         func=cmd_verify_audit
     )
+
+    forecast = sub.add_parser(
+        "forecast-refresh",
+        help="recompute stored forecasts whose consumption history changed (prints the counts)",
+    )
+    forecast.add_argument(
+        "--granularity",
+        action="append",
+        default=[],
+        choices=["DAILY", "WEEKLY", "MONTHLY"],
+        help="only this granularity (repeatable; default: APOTHECA_FORECAST_GRANULARITIES)",
+    )
+    forecast.add_argument(
+        "--today", type=date.fromisoformat, default=None, help="as if today were this day"
+    )
+    forecast.add_argument("--jobs", type=int, default=0, help="processes for the model fits")
+    forecast.set_defaults(func=cmd_forecast_refresh)
 
     sub.add_parser(
         "check-expiry", help="raise and resolve expiry alerts now (prints the counts)"

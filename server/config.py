@@ -37,6 +37,12 @@ class Settings:
     sql_echo: bool = False
     expiry_window_days: int = 90
     expiry_check_seconds: int = 3600
+    # The background forecast refresh (server.forecasting.service.refresh): how often (0: never
+    # inside the server; `apotheca forecast-refresh` still works), which granularities, and how
+    # many processes statsforecast may use for one refresh.
+    forecast_refresh_seconds: int = 3600
+    forecast_granularities: str = "DAILY,WEEKLY,MONTHLY"
+    forecast_jobs: int = 1
     max_subscriptions_per_connection: int = 20
     # Websockets per principal (user, or OAuth client) and its subscriptions across them; both
     # counted per worker process (server.core.sessions).
@@ -80,6 +86,11 @@ class Settings:
             "expiry_window_days": int(env.get("APOTHECA_EXPIRY_WINDOW_DAYS", "90")),
             "expiry_check_seconds": int(env.get("APOTHECA_EXPIRY_CHECK_SECONDS", "3600")),
             "transit_window_hours": int(env.get("APOTHECA_TRANSIT_WINDOW_HOURS", "72")),
+            "forecast_refresh_seconds": int(env.get("APOTHECA_FORECAST_REFRESH_SECONDS", "3600")),
+            "forecast_granularities": env.get(
+                "APOTHECA_FORECAST_GRANULARITIES", "DAILY,WEEKLY,MONTHLY"
+            ),
+            "forecast_jobs": int(env.get("APOTHECA_FORECAST_JOBS", "1")),
             "client_secret_overlap_hours": float(
                 env.get("APOTHECA_CLIENT_SECRET_OVERLAP_HOURS", "24")
             ),

@@ -5,6 +5,7 @@ from server.catalog import models as catalog_models
 from server.core import audit
 from server.core.db import Base
 from server.counts import models as count_models
+from server.forecasting import models as forecasting_models
 from server.integrations import models as integration_models
 from server.inventory import models as inventory_models
 from server.network import models as network_models
@@ -22,6 +23,7 @@ __all__ = [
     "audit",
     "catalog_models",
     "count_models",
+    "forecasting_models",
     "integration_models",
     "inventory_models",
     "metadata",

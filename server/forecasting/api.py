@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import date
+from datetime import date, datetime
 from decimal import Decimal
 from typing import Annotated
 
@@ -14,7 +14,7 @@ from server.catalog.api import Product
 from server.core.cost import weigh
 from server.core.graphql import Info, decode_id, relation
 from server.core.graphql_enums import described_enum
-from server.forecasting import forecast, service
+from server.forecasting import classify, engine, forecast, models, series, service
 from server.network import models as network_models
 from server.network.api import Location
 
@@ -45,6 +45,190 @@ ExpiryBucket = described_enum(
         "DAYS_61_90": "Expires in 61-90 days.",
     },
 )
+
+
+ForecastGranularity = described_enum(
+    series.Granularity,
+    "The period a demand series adds up, with its season.",
+    {
+        "DAILY": "Days (UTC); weekly season of 7, and the year (365) from two years on.",
+        "WEEKLY": "ISO weeks starting on Monday (UTC); yearly season of 52.",
+        "MONTHLY": "Calendar months (UTC); yearly season of 12.",
+    },
+    name="ForecastGranularity",
+)
+DemandClass = described_enum(
+    classify.DemandClass,
+    "Syntetos-Boylan demand class (ADI cut-off 1.32, CV² cut-off 0.49), plus the cases with "
+    "nothing to classify.",
+    {
+        "SMOOTH": "Demand in most periods (ADI < 1.32) with steady sizes (CV² < 0.49).",
+        "ERRATIC": "Demand in most periods with varying sizes (CV² >= 0.49).",
+        "INTERMITTENT": "Demand in few periods (ADI >= 1.32) with steady sizes.",
+        "LUMPY": "Demand in few periods with varying sizes.",
+        "OBSOLETE": "Demand has stopped: no demand for three typical intervals and at least a "
+        "quarter of a year. Forecast 0 until it sells again.",
+        "INSUFFICIENT": "Too little history (under 8 periods, or one demand) to classify.",
+        "NO_DEMAND": "No demand at all.",
+    },
+)
+ForecastModel = described_enum(
+    engine.ModelName,
+    "A forecasting model the engine may choose.",
+    {
+        "ZERO": "Forecast 0 (obsolete or no demand).",
+        "NAIVE": "The last period again.",
+        "SEASONAL_NAIVE": "The same period one season ago.",
+        "CROSTON_SBA": "Croston's method with the Syntetos-Boylan bias correction.",
+        "TSB": "Teunter-Syntetos-Babai: demand probability updated every period, follows a "
+        "dying product down.",
+        "ADIDA": "Aggregate-disaggregate intermittent demand approach.",
+        "IMAPA": "Intermittent multiple aggregation prediction algorithm.",
+        "AUTO_ETS": "Exponential smoothing (error, trend, season) chosen by information criterion.",
+        "AUTO_THETA": "Theta method (with seasonal decomposition) chosen by fit.",
+        "MSTL": "Several seasons decomposed (week and year of daily data), trend by ETS.",
+        "HISTORIC_AVERAGE": "The mean of the history: too short to backtest.",
+    },
+)
+
+
+@strawberry.type(description="Net consumption in one past period of a stored forecast's history.")
+class DemandHistoryPoint:
+    period_start: date = strawberry.field(description="First day of the period (UTC).")
+    quantity: float = strawberry.field(description="Packs dispensed minus returned (at least 0).")
+
+
+@strawberry.type(
+    description="Forecast demand for one future period, with its conformal intervals "
+    "(0 <= low95 <= low80 <= quantity <= high80 <= high95)."
+)
+class DemandForecastPoint:
+    period_start: date = strawberry.field(description="First day of the period (UTC).")
+    quantity: float = strawberry.field(description="Forecast packs.")
+    low80: float = strawberry.field(description="Lower bound of the 80 % interval.")
+    high80: float = strawberry.field(description="Upper bound of the 80 % interval.")
+    low95: float = strawberry.field(description="Lower bound of the 95 % interval.")
+    high95: float = strawberry.field(description="Upper bound of the 95 % interval.")
+
+
+@strawberry.type(description="A model's rolling-origin backtest on this series.")
+class ModelScore:
+    model: ForecastModel = strawberry.field(description="The model.")  # type: ignore[valid-type]
+    mase: float | None = strawberry.field(
+        description="Mean absolute error scaled by seasonal naive's in-sample error; null "
+        "when that scale is 0."
+    )
+    bias: float | None = strawberry.field(
+        description="Mean error (forecast minus actual) on the same scale; positive: "
+        "over-forecasting."
+    )
+
+
+@strawberry.type(
+    description="A stored demand forecast of a product at a location, computed by the "
+    "background refresh (never inside a request) from its consumption history."
+)
+class DemandForecast:
+    granularity: ForecastGranularity = strawberry.field(  # type: ignore[valid-type]
+        description="The period of the history and the points."
+    )
+    computed_at: datetime = strawberry.field(description="When the refresh computed it.")
+    last_period: date = strawberry.field(
+        description="Start of the last complete period fitted; points start with the next."
+    )
+    model: ForecastModel = strawberry.field(  # type: ignore[valid-type]
+        description="The model chosen by backtest among the class's candidates."
+    )
+    season_length: int = strawberry.field(description="The season that model used (1: none).")
+    mase: float | None = strawberry.field(
+        description="The chosen model's backtest MASE (scaled by seasonal naive's in-sample "
+        "error); null when not backtested."
+    )
+    bias: float | None = strawberry.field(
+        description="The chosen model's backtest bias on the same scale; positive: "
+        "over-forecasting."
+    )
+    baseline_model: ForecastModel | None = strawberry.field(  # type: ignore[valid-type]
+        description="The baseline on the same backtest windows: seasonal naive (naive "
+        "without a full season)."
+    )
+    baseline_mase: float | None = strawberry.field(description="The baseline's backtest MASE.")
+    baseline_bias: float | None = strawberry.field(description="The baseline's backtest bias.")
+    demand_class: DemandClass = strawberry.field(  # type: ignore[valid-type]
+        description="The series' demand class."
+    )
+    adi: float | None = strawberry.field(
+        description="Average inter-demand interval, in periods; null with fewer than two demands."
+    )
+    cv2: float | None = strawberry.field(
+        description="Squared coefficient of variation of the non-zero demand sizes."
+    )
+    history_length: int = strawberry.field(
+        description="Periods from the first demand to lastPeriod: the history used."
+    )
+    backtest_windows: int = strawberry.field(
+        description="Rolling-origin windows the choice was made on (0: too short to backtest)."
+    )
+    history: list[DemandHistoryPoint] = strawberry.field(
+        description="The history used, oldest first, from the first period with demand."
+    )
+    points: list[DemandForecastPoint] = strawberry.field(
+        description="The forecast, one point per period after lastPeriod."
+    )
+    candidates: list[ModelScore] = strawberry.field(
+        description="Every backtested model's score, best first."
+    )
+    product_id: strawberry.Private[int]
+    location_id: strawberry.Private[int]
+
+    product: Product = relation(catalog_models.Product, "product_id", description="The product.")
+    location: Location = relation(
+        network_models.Location, "location_id", description="The location."
+    )
+
+    @classmethod
+    def from_model(cls, row: models.StoredSeriesForecast) -> DemandForecast:
+        g = series.Granularity(row.granularity)
+        scores = [
+            ModelScore(model=engine.ModelName(n), mase=v[0], bias=v[1])
+            for n, v in row.candidates.items()
+        ]
+        scores.sort(key=lambda s: (s.mase is None, s.mase or 0.0))
+        return cls(
+            granularity=g,
+            computed_at=row.computed_at,
+            last_period=row.last_period,
+            model=engine.ModelName(row.model),
+            season_length=row.season_length,
+            mase=row.mase,
+            bias=row.bias,
+            baseline_model=engine.ModelName(row.baseline_model) if row.baseline_model else None,
+            baseline_mase=row.baseline_mase,
+            baseline_bias=row.baseline_bias,
+            demand_class=classify.DemandClass(row.demand_class),
+            adi=row.adi,
+            cv2=row.cv2,
+            history_length=row.history_length,
+            backtest_windows=row.backtest_windows,
+            history=[
+                DemandHistoryPoint(period_start=g.shift(row.history_start, i), quantity=q)
+                for i, q in enumerate(row.history)
+            ],
+            points=[
+                DemandForecastPoint(
+                    period_start=g.shift(row.first_period, i),
+                    quantity=q,
+                    low80=row.low_80[i],
+                    high80=row.high_80[i],
+                    low95=row.low_95[i],
+                    high95=row.high_95[i],
+                )
+                for i, q in enumerate(row.points)
+            ],
+            candidates=scores,
+            product_id=row.product_id,
+            location_id=row.location_id,
+        )
 
 
 @strawberry.type(description="Net consumption (dispensed minus returned) in one ISO week.")
@@ -190,6 +374,8 @@ class Query:
         "or every location in your scope, and its forecast for horizonWeeks weeks. "
         "historyWeeks 1-156, horizonWeeks 1-52.",
         metadata=weigh(200),
+        deprecation_reason="Use `forecast`: stored by the background refresh, seasonal, "
+        "chosen by backtest, with calibrated intervals.",
     )
     async def consumption_forecast(
         self,
@@ -212,6 +398,39 @@ class Query:
             horizon_weeks=horizon_weeks,
         )
         return ConsumptionForecast.from_result(result)
+
+    @strawberry.field(
+        description="The stored demand forecast of a product at a location (in your scope: "
+        "FORBIDDEN otherwise) at a granularity: points with 80 % and 95 % intervals, the "
+        "chosen model, its backtest MASE and bias against seasonal naive, the demand class and "
+        "the history used. Null until the background refresh has computed it (no consumption "
+        "there yet). horizon: 1 to the stored horizon (28 days, 13 weeks, 6 months; default "
+        "all).",
+        metadata=weigh(20),
+    )
+    async def forecast(
+        self,
+        info: Info,
+        product: ProductArg,
+        location: Annotated[relay.GlobalID, strawberry.argument(description="The location.")],
+        granularity: Annotated[
+            ForecastGranularity,  # type: ignore[valid-type]
+            strawberry.argument(description="Days, weeks or months."),
+        ] = series.Granularity.WEEKLY,
+        horizon: Annotated[
+            int | None,
+            strawberry.argument(description="Periods to return; null: every stored one."),
+        ] = None,
+    ) -> DemandForecast | None:
+        principal = info.context.require_principal()
+        row = await info.context.services.forecasting.forecast(
+            principal,
+            product_id=decode_id(product, Product, "product"),
+            location_id=decode_id(location, Location, "location"),
+            granularity=granularity,
+            horizon=horizon,
+        )
+        return None if row is None else DemandForecast.from_model(row)
 
     @strawberry.field(
         description="Products with the most net consumption over the last `weeks` complete "

@@ -56,6 +56,7 @@ import warnings
 from collections.abc import Hashable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import date, datetime
+from enum import StrEnum
 from typing import TypeVar
 
 import numpy as np
@@ -111,6 +112,22 @@ SIMPLICITY = (
     "MSTL",
     "HistoricAverage",
 )
+
+
+class ModelName(StrEnum):
+    """Every model the engine may choose (`SeriesForecast.model`)."""
+
+    ZERO = "Zero"
+    NAIVE = "Naive"
+    SEASONAL_NAIVE = "SeasonalNaive"
+    CROSTON_SBA = "CrostonSBA"
+    TSB = "TSB"
+    ADIDA = "ADIDA"
+    IMAPA = "IMAPA"
+    AUTO_ETS = "AutoETS"
+    AUTO_THETA = "AutoTheta"
+    MSTL = "MSTL"
+    HISTORIC_AVERAGE = "HistoricAverage"
 
 
 @dataclass(frozen=True)
@@ -460,6 +477,7 @@ def _run_backtests(
     )
     with warnings.catch_warnings():  # statsmodels' ACF divides by 0 on a flat series
         warnings.simplefilter("ignore", RuntimeWarning)
+        warnings.simplefilter("ignore", UserWarning)  # a season longer than a short history
         cv = sf.cross_validation(
             df=_frame([q.y for q in plans]), h=horizon, n_windows=windows, step_size=step
         )
@@ -507,6 +525,7 @@ def _final_points(
         )
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", RuntimeWarning)
+            warnings.simplefilter("ignore", UserWarning)  # a season longer than a history
             fc = sf.forecast(df=_frame([plans[i].y for i in members]), h=horizon)
         fc = fc.sort_values(["unique_id", "ds"], kind="stable")
         values = np.maximum(fc[name].to_numpy(dtype=float).reshape(len(members), horizon), 0)

@@ -23,6 +23,9 @@ that is exactly the exposure the expiry figure shows.
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import math
+import time
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -30,13 +33,26 @@ from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from enum import StrEnum
 
-from sqlalchemy import ColumnElement, Date, SQLColumnExpression, cast, func, select
+import numpy as np
+from sqlalchemy import (
+    ColumnElement,
+    Date,
+    SQLColumnExpression,
+    cast,
+    delete,
+    func,
+    insert,
+    select,
+    tuple_,
+)
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from server.catalog.models import COST_PRECISION, Lot, Product
 from server.core.db import Database, midnight_utc, utcnow
 from server.core.errors import InvalidInput, NotFound
 from server.core.security import Permission, Principal
+from server.forecasting.classify import DemandClass
+from server.forecasting.engine import Refused, SeriesForecast, StoredForecast, forecast_many
 from server.forecasting.forecast import (
     Forecast,
     WeekQuantity,
@@ -44,6 +60,8 @@ from server.forecasting.forecast import (
     forecast_consumption,
     monday_of,
 )
+from server.forecasting.models import ForecastRun, StoredSeriesForecast
+from server.forecasting.series import Granularity
 from server.inventory.models import Balance, Movement, MovementKind
 from server.network.models import Location
 
@@ -191,8 +209,361 @@ async def _scope(
     return scope
 
 
-class ForecastingService:
-    """Read-only figures; each public method runs in one read transaction."""
+# --- stored forecasts: the background refresh and its readers ---------------------------------
+#
+# A series is net consumption (DISPENSE minus RETURN) of one product at one location, per
+# period, up to the last complete period. The refresh reads every series of a granularity in one
+# grouped query, refits only those whose history changed since their stored forecast (same
+# values, same first and last period, same engine settings: same hash), and stores the rest
+# untouched. Requests only read what is stored.
+
+HORIZONS = {Granularity.DAILY: 28, Granularity.WEEKLY: 13, Granularity.MONTHLY: 6}
+HISTORY_PERIODS = {Granularity.DAILY: 1095, Granularity.WEEKLY: 156, Granularity.MONTHLY: 60}
+# Part of every history hash: changing the engine's settings refits every series once.
+ENGINE_VERSION = "engine-1"
+STORED_LEVEL = 80
+
+
+@dataclass(frozen=True)
+class RefreshResult:
+    granularity: Granularity
+    last_period: date
+    series_total: int
+    refitted: int
+    unchanged: int
+    removed: int
+    seconds: float
+
+
+@dataclass(frozen=True)
+class SeriesHistory:
+    start: date
+    values: tuple[float, ...]
+
+
+def last_complete_period(granularity: Granularity, today: date) -> date:
+    """The period before the one containing `today`: the current one is still filling up."""
+    return granularity.shift(granularity.period_start(today), -1)
+
+
+def history_hash(history: SeriesHistory, last_period: date, horizon: int) -> str:
+    """What a stored forecast was computed from; equal hashes need no refit."""
+    text = f"{ENGINE_VERSION}|{horizon}|{history.start}|{last_period}|" + ",".join(
+        repr(float(v)) for v in history.values
+    )
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def build_histories(
+    rows: Sequence[tuple[int, int, date, float]], granularity: Granularity, last_period: date
+) -> dict[tuple[int, int], SeriesHistory]:
+    """(product, location, period start, consumption) rows as contiguous histories from each
+    series' first period with consumption to `last_period`; negative periods count as 0."""
+    by_series: dict[tuple[int, int], dict[date, float]] = defaultdict(dict)
+    for product_id, location_id, period, quantity in rows:
+        by_series[(product_id, location_id)][period] = float(quantity)
+    out: dict[tuple[int, int], SeriesHistory] = {}
+    for key, periods in by_series.items():
+        used = [d for d, q in periods.items() if q > 0]
+        if not used:
+            continue
+        start = min(used)
+        n = granularity.periods_between(start, last_period) + 1
+        values = [0.0] * n
+        for d, q in periods.items():
+            if d >= start:
+                values[granularity.periods_between(start, d)] = max(q, 0.0)
+        out[key] = SeriesHistory(start, tuple(values))
+    return out
+
+
+def _period_expr(
+    dialect: str, granularity: Granularity, column: ColumnElement[datetime]
+) -> ColumnElement[date]:
+    """The start of a UTC timestamp's period, computed by the database so it groups rows."""
+    if granularity is Granularity.WEEKLY:
+        return _week_expr(dialect, column)
+    if dialect == "sqlite":
+        if granularity is Granularity.DAILY:
+            return func.date(column)
+        return func.date(column, "start of month")
+    utc = func.timezone("UTC", column)
+    if granularity is Granularity.DAILY:
+        return cast(utc, Date)
+    return cast(func.date_trunc("month", utc), Date)
+
+
+def _stored_view(row: StoredSeriesForecast) -> StoredForecast:
+    return StoredForecast(
+        points=tuple(row.points),
+        lower=tuple(row.low_80),
+        upper=tuple(row.high_80),
+        level=STORED_LEVEL,
+        model=row.model,
+        demand_class=row.demand_class,
+        mase=row.mase,
+        computed_at=row.computed_at,
+        granularity=Granularity(row.granularity),
+    )
+
+
+def _row_values(
+    result: SeriesForecast, history: SeriesHistory, last_period: date, digest: str
+) -> dict[str, object]:
+    return {
+        "history_hash": digest,
+        "history_start": history.start,
+        "last_period": last_period,
+        "history": list(history.values),
+        "first_period": result.periods[0],
+        "points": list(result.points),
+        "low_80": list(result.low_80),
+        "high_80": list(result.high_80),
+        "low_95": list(result.low_95),
+        "high_95": list(result.high_95),
+        "model": result.model,
+        "season_length": result.season_length,
+        "mase": _finite(result.mase),
+        "bias": _finite(result.bias),
+        "baseline_model": result.baseline_model,
+        "baseline_mase": _finite(result.baseline_mase),
+        "baseline_bias": _finite(result.baseline_bias),
+        "demand_class": result.demand_class.value,
+        "adi": result.adi,
+        "cv2": result.cv2,
+        "history_length": result.history_length,
+        "backtest_windows": result.backtest_windows,
+        "interval_source": result.interval_source.value,
+        "candidates": {
+            n: [_finite(s.mase), _finite(s.bias), _finite(s.mae)]
+            for n, s in result.candidates.items()
+        },
+        "errors": [list(r) for r in result.errors],
+    }
+
+
+def _finite(value: float | None) -> float | None:
+    return value if value is not None and math.isfinite(value) else None
+
+
+class ForecastStore:
+    """The refresh job and the readers of stored forecasts (mixed into ForecastingService)."""
+
+    db: Database
+
+    async def refresh(
+        self,
+        granularities: Sequence[Granularity] | None = None,
+        *,
+        today: date | None = None,
+        jobs: int = 1,
+    ) -> list[RefreshResult]:
+        """Recompute the stored forecasts whose history changed; one run per granularity."""
+        today = today or utcnow().date()
+        return [
+            await self._refresh_one(Granularity(g), today, jobs)
+            for g in (granularities or list(Granularity))
+        ]
+
+    async def _refresh_one(self, g: Granularity, today: date, jobs: int) -> RefreshResult:
+        started_at = utcnow()
+        clock = time.perf_counter()
+        last = last_complete_period(g, today)
+        first = g.shift(last, -(HISTORY_PERIODS[g] - 1))
+        horizon = HORIZONS[g]
+        M = Movement
+        period = _period_expr(self.db.dialect, g, M.occurred_at).label("period")
+        stmt = (
+            select(Lot.product_id, M.location_id, period, -func.sum(M.quantity))
+            .join(Lot, Lot.id == M.lot_id)
+            .where(
+                M.kind.in_(CONSUMPTION_KINDS),
+                M.occurred_at >= midnight_utc(first),
+                M.occurred_at < midnight_utc(g.shift(last, 1)),
+            )
+            .group_by(Lot.product_id, M.location_id, period)
+        )
+        stored_stmt = select(
+            StoredSeriesForecast.product_id,
+            StoredSeriesForecast.location_id,
+            StoredSeriesForecast.history_hash,
+            StoredSeriesForecast.demand_class,
+            StoredSeriesForecast.errors,
+        ).where(StoredSeriesForecast.granularity == g.value)
+        async with self.db.read() as session:
+            rows = (await session.execute(stmt)).all()
+            stored = {(p, loc): (h, c, e) for p, loc, h, c, e in await session.execute(stored_stmt)}
+        histories = build_histories(
+            [(int(p), int(loc), _as_date(d), float(q)) for p, loc, d, q in rows], g, last
+        )
+        digests = {k: history_hash(h, last, horizon) for k, h in histories.items()}
+        changed = [k for k, d in digests.items() if stored.get(k, (None,))[0] != d]
+        removed = [k for k in stored if k not in histories]
+        prior = {k: (c, e) for k, (h, c, e) in stored.items() if k in histories and e}
+        results: dict[tuple[int, int], SeriesForecast | Refused] = {}
+        if changed:
+            results = await asyncio.to_thread(
+                _forecast_changed, {k: histories[k] for k in changed}, g, last, horizon, prior, jobs
+            )
+        async with self.db.write() as session:
+            if self.db.dialect == "postgresql":
+                # Several workers may refresh at once: one writes at a time, and a series
+                # another worker already stored with this very history is left as it is.
+                await session.execute(
+                    select(func.pg_advisory_xact_lock(func.hashtext(f"apotheca-forecast-{g}")))
+                )
+                now_stored = dict(
+                    ((p, loc), h)
+                    for p, loc, h in await session.execute(
+                        select(
+                            StoredSeriesForecast.product_id,
+                            StoredSeriesForecast.location_id,
+                            StoredSeriesForecast.history_hash,
+                        ).where(StoredSeriesForecast.granularity == g.value)
+                    )
+                )
+                changed = [k for k in changed if now_stored.get(k) != digests[k]]
+                removed = [k for k in removed if k in now_stored]
+            run = ForecastRun(
+                granularity=g.value,
+                last_period=last,
+                horizon=horizon,
+                started_at=started_at,
+                series_total=len(histories),
+                series_refitted=len(changed),
+                series_removed=len(removed),
+                seconds=0.0,
+            )
+            session.add(run)
+            await session.flush()
+            gone = changed + removed
+            for chunk in range(0, len(gone), 500):
+                keys = gone[chunk : chunk + 500]
+                await session.execute(
+                    delete(StoredSeriesForecast).where(
+                        StoredSeriesForecast.granularity == g.value,
+                        tuple_(
+                            StoredSeriesForecast.product_id, StoredSeriesForecast.location_id
+                        ).in_(keys),
+                    )
+                )
+            now, keep = utcnow(), set(changed)
+            fresh = [
+                {
+                    "product_id": k[0],
+                    "location_id": k[1],
+                    "granularity": g.value,
+                    "run_id": run.id,
+                    "computed_at": now,
+                    **_row_values(r, histories[k], last, digests[k]),
+                }
+                for k, r in results.items()
+                if isinstance(r, SeriesForecast) and k in keep
+            ]
+            for chunk in range(0, len(fresh), 500):
+                await session.execute(insert(StoredSeriesForecast), fresh[chunk : chunk + 500])
+            run.seconds = time.perf_counter() - clock
+            run.finished_at = utcnow()
+        return RefreshResult(
+            g,
+            last,
+            len(histories),
+            len(changed),
+            len(histories) - len(changed),
+            len(removed),
+            run.seconds,
+        )
+
+    async def stored_forecast(
+        self,
+        session: AsyncSession,
+        product_id: int,
+        location_id: int,
+        granularity: Granularity,
+    ) -> StoredForecast | None:
+        """The latest stored forecast of one series, inside the caller's transaction; None when
+        the refresh has not computed one (no consumption there yet, or not run yet)."""
+        row = await self._stored_row(session, product_id, location_id, Granularity(granularity))
+        return _stored_view(row) if row is not None else None
+
+    async def forecast(
+        self,
+        principal: Principal,
+        *,
+        product_id: int,
+        location_id: int,
+        granularity: Granularity,
+        horizon: int | None = None,
+    ) -> StoredSeriesForecast | None:
+        """A stored forecast for someone who may read stock at that location (FORBIDDEN
+        otherwise), cut to `horizon` periods (default: all stored); None until the refresh has
+        computed one."""
+        g = Granularity(granularity)
+        horizon = HORIZONS[g] if horizon is None else horizon
+        if not 1 <= horizon <= HORIZONS[g]:
+            raise InvalidInput(
+                f"horizon must be between 1 and {HORIZONS[g]} for {g.value}", field="horizon"
+            )
+        async with self.db.read() as session:
+            await _scope(session, principal, location_id)
+            if await session.get(Product, product_id) is None:
+                raise NotFound(f"product {product_id} does not exist", field="product")
+            row = await self._stored_row(session, product_id, location_id, g)
+            if row is None:
+                return None
+            session.expunge(row)
+        for name in ("points", "low_80", "high_80", "low_95", "high_95"):
+            setattr(row, name, list(getattr(row, name))[:horizon])
+        return row
+
+    async def latest_runs(self) -> list[ForecastRun]:
+        """The newest run of each granularity (for operators and the CLI)."""
+        async with self.db.read() as session:
+            newest = (
+                select(func.max(ForecastRun.id)).group_by(ForecastRun.granularity).scalar_subquery()
+            )
+            rows = await session.execute(select(ForecastRun).where(ForecastRun.id.in_(newest)))
+            return list(rows.scalars())
+
+    async def _stored_row(
+        self, session: AsyncSession, product_id: int, location_id: int, g: Granularity
+    ) -> StoredSeriesForecast | None:
+        stmt = select(StoredSeriesForecast).where(
+            StoredSeriesForecast.product_id == product_id,
+            StoredSeriesForecast.location_id == location_id,
+            StoredSeriesForecast.granularity == g.value,
+        )
+        return (await session.execute(stmt)).scalar_one_or_none()
+
+
+def _forecast_changed(
+    histories: dict[tuple[int, int], SeriesHistory],
+    g: Granularity,
+    last: date,
+    horizon: int,
+    prior: dict[tuple[int, int], tuple[str, list[list[float]]]],
+    jobs: int,
+) -> dict[tuple[int, int], SeriesForecast | Refused]:
+    """The engine over the changed series (in a worker thread: it is CPU-bound); the stored
+    errors of the unchanged ones join the interval calibration."""
+    series = {
+        k: [(g.shift(h.start, i), q) for i, q in enumerate(h.values) if q] or [(h.start, 0.0)]
+        for k, h in histories.items()
+    }
+    return forecast_many(
+        series,
+        g,
+        horizon,
+        last_period=last,
+        jobs=jobs,
+        prior_errors={
+            k: (DemandClass(c), np.asarray(e, dtype=float)) for k, (c, e) in prior.items()
+        },
+    )
+
+
+class ForecastingService(ForecastStore):
+    """Figures and stored forecasts; each public method runs in one transaction."""
 
     def __init__(self, db: Database) -> None:
         self.db = db
