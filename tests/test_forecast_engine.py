@@ -203,12 +203,14 @@ def test_classes_and_choices(run: tuple[Granularity, dict[str, SeriesForecast | 
     g, result = run
     got = {k: r for k, r in result.items() if isinstance(r, SeriesForecast)}
     assert got["smooth"].demand_class is DemandClass.SMOOTH
-    assert got["smooth"].model in SMOOTH_CANDIDATES
+    assert got["smooth"].model in (*SMOOTH_CANDIDATES, "Ensemble")
     assert got["seasonal"].demand_class is DemandClass.SMOOTH
     assert got["intermittent"].demand_class is DemandClass.INTERMITTENT
     assert got["lumpy"].demand_class is DemandClass.LUMPY
     for k in ("intermittent", "lumpy"):
-        assert got[k].model in set(INTERMITTENT_CANDIDATES) - {"Naive", "SeasonalNaive"}
+        assert got[k].model in set(INTERMITTENT_CANDIDATES) - {"Naive", "SeasonalNaive"} | {
+            "Ensemble"
+        }
     assert got["obsolete"].demand_class is DemandClass.OBSOLETE
     assert got["obsolete"].model == "Zero" and set(got["obsolete"].points) == {0.0}
     assert got["none"].demand_class is DemandClass.NO_DEMAND and got["none"].model == "Zero"
@@ -221,7 +223,7 @@ def test_classes_and_choices(run: tuple[Granularity, dict[str, SeriesForecast | 
         r = got[k]
         assert r.backtest_windows == 3 and r.mase is not None and r.baseline_mase is not None
         assert r.baseline_model == "SeasonalNaive"
-        assert r.mase <= min(s.mase for n, s in r.candidates.items() if n == r.model)
+        assert r.mase == r.candidates[r.model].mase
         assert len(r.errors) == 3 and len(r.errors[0]) == HORIZONS[g]
     # the periods follow the history's last one
     assert got["smooth"].periods[0] == g.shift(g.period_start(date(2026, 11, 30)), 1)
@@ -288,6 +290,17 @@ def test_prior_errors_calibrate_a_small_refresh() -> None:
     assert alone.interval_source is conformal.IntervalSource.NORMAL
     assert pooled.interval_source is not conformal.IntervalSource.NORMAL
     assert pooled.points == alone.points
+
+
+def test_ensemble_is_the_mean_of_its_members() -> None:
+    rng = np.random.default_rng(RNG_SEED)
+    y = {i: rng.poisson(20, 40).astype(float) for i in range(6)}
+    result = forecast_values(y, 6, Granularity.MONTHLY.seasonality, keep_candidates=True)
+    for r in result.values():
+        assert isinstance(r, SeriesForecast) and r.candidate_points is not None
+        members = [np.asarray(r.candidate_points[n]) for n in engine.ENSEMBLES["smooth"]]
+        assert np.allclose(r.candidate_points["Ensemble"], np.mean(members, axis=0))
+        assert "Ensemble" in r.candidates
 
 
 def test_bad_arguments() -> None:

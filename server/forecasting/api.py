@@ -87,6 +87,8 @@ ForecastModel = described_enum(
         "AUTO_ETS": "Exponential smoothing (error, trend, season) chosen by information criterion.",
         "AUTO_THETA": "Theta method (with seasonal decomposition) chosen by fit.",
         "MSTL": "Several seasons decomposed (week and year of daily data), trend by ETS.",
+        "ENSEMBLE": "The mean of the class's main models (AutoETS and AutoTheta; or CrostonSBA, "
+        "ADIDA, IMAPA and TSB for intermittent demand).",
         "HISTORIC_AVERAGE": "The mean of the history: too short to backtest.",
     },
 )

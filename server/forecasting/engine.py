@@ -17,36 +17,42 @@ How a series is forecast
    NO_DEMAND).
 2. Candidates by class and by how much history the shortest backtest training set holds:
    - SMOOTH / ERRATIC: Naive, SeasonalNaive (training longer than a season), AutoETS and
-     AutoTheta (with the season when training holds two full seasons, else without), MSTL on
-     every season when there are two or more and training holds two of the longest (daily data:
-     7 and 365 from two years on);
-   - INTERMITTENT / LUMPY: CrostonSBA, ADIDA, IMAPA, TSB, with Naive and SeasonalNaive
-     backtested as baselines but never chosen (see `CHOICE`). These classes do not get
-     ETS/Theta: on mostly-zero data they chase the last lump;
+     AutoTheta (given the main season; statsforecast drops it where the history is too short),
+     MSTL on every season when there are two or more and training holds two of the longest
+     (daily data: 7 and 365 from two years on), and Ensemble, the mean of AutoETS and AutoTheta;
+   - INTERMITTENT / LUMPY: CrostonSBA, ADIDA, IMAPA, TSB and their mean (Ensemble), with Naive
+     and SeasonalNaive backtested as baselines but never chosen (see `CHOICE`). These classes
+     do not get ETS/Theta: on mostly-zero data they chase the last lump;
    - OBSOLETE: a zero forecast. TSB would decay towards zero but never reach it, and each period
      it still forecasts a fraction the replenishment would order for; a product whose demand
      stopped should not be reordered until it sells again (which reclassifies it). The
      baselines are still backtested so the result reports what they would have scored;
-   - INSUFFICIENT: the mean of the history (no backtest, so no MASE); NO_DEMAND: zero.
+   - too short for the backtest (`Backtest.needs`), INSUFFICIENT: the mean of the history (no
+     backtest, so no MASE); NO_DEMAND: zero.
    TSB uses fixed alpha_d = alpha_p = 0.1: the classic Croston constant (CrostonSBA's own), so
    TSB differs from it only by updating the demand probability every period, which is what
    lets it follow a dying product; 0.1 halves that probability after about 7 quiet periods
    without over-reacting to one empty period. AutoETS searches additive-error models only
    ("AZZ", damped trends included): intervals come from the backtest, not from the ETS error
    distribution, and the point forecasts of A and M error models barely differ; it halves the
-   fits. Note that statsforecast's ETS fits no season longer than 24 (weekly data): there
-   AutoTheta, SeasonalNaive and MSTL carry the yearly season.
+   fits. statsforecast's ETS fits no season longer than 24 (weekly data), and searching one
+   costs ten times more, so there AutoETS is non-seasonal ("AZN") and AutoTheta and
+   SeasonalNaive carry the yearly season.
 3. Rolling-origin backtest: `n_windows` origins `step_size` apart, each forecasting `horizon`
-   periods; one `StatsForecast.cross_validation` call per group of series that share a
-   candidate set and window count (never a loop of per-series fits).
+   periods, in ONE `StatsForecast.cross_validation` call over every backtested series with
+   every model (never a loop of per-series fits); each series then reads only its candidates'
+   columns. A model failing on a series (MSTL on a short one) falls back to naive there, and is
+   not among that series' candidates anyway.
 4. Winner by MASE over all windows and steps, scaled by seasonal naive's in-sample one-step MAE
    on the history (naive's when the history holds no full season, or seasonal naive's is 0).
    Ties go to the simpler model. Bias is the mean error (forecast - actual) on the same scale:
    positive means over-forecasting. Seasonal naive (naive without a full season) is reported
    on the same windows as the baseline.
-5. Refit each winner on the whole history: one `StatsForecast.forecast` call per model.
+5. Refit each winner on the whole history: one `StatsForecast.forecast` call per chosen model
+   (an Ensemble's members), over every series that chose it.
 6. Intervals at 80 % and 95 % (`conformal`): backtest errors of the chosen model, normalised by
-   the series' own mean absolute error and pooled per class and horizon step.
+   the series' own mean absolute error and pooled per class and horizon step, with the stored
+   errors of series an incremental refresh did not refit (`prior_errors`).
 """
 
 from __future__ import annotations
@@ -97,7 +103,9 @@ INTERMITTENT_CANDIDATES = ("Naive", "SeasonalNaive", "CrostonSBA", "ADIDA", "IMA
 # INTERMITTENT / LUMPY: naive and seasonal naive are backtested as baselines but not chosen;
 # the last value (or the one a season ago) of a sporadic series is a single draw, a lump or a
 # zero, and MASE rewards a zero on mostly-zero data, so a short backtest picks them by luck.
-CHOICE = {"intermittent": frozenset(INTERMITTENT_CANDIDATES) - {"Naive", "SeasonalNaive"}}
+CHOICE = {
+    "intermittent": frozenset(INTERMITTENT_CANDIDATES) - {"Naive", "SeasonalNaive"} | {"Ensemble"}
+}
 # ties go to the first of these
 SIMPLICITY = (
     "Zero",
@@ -110,8 +118,17 @@ SIMPLICITY = (
     "AutoETS",
     "AutoTheta",
     "MSTL",
+    "Ensemble",
     "HistoricAverage",
 )
+# The mean of these models' forecasts is one more candidate of each family: averaging models
+# that err differently cancels part of their errors and makes the choice less of a gamble on
+# a short backtest (the M3/M4 competitions' lesson). Its backtest comes free from the same
+# cross-validation; only a series that chooses it refits its members.
+ENSEMBLES = {
+    "smooth": ("AutoETS", "AutoTheta"),
+    "intermittent": ("CrostonSBA", "ADIDA", "IMAPA", "TSB"),
+}
 
 
 class ModelName(StrEnum):
@@ -127,6 +144,7 @@ class ModelName(StrEnum):
     AUTO_ETS = "AutoETS"
     AUTO_THETA = "AutoTheta"
     MSTL = "MSTL"
+    ENSEMBLE = "Ensemble"
     HISTORIC_AVERAGE = "HistoricAverage"
 
 
@@ -426,7 +444,7 @@ def _season_of(name: str, p: _Plan) -> int:
         return p.main_season
     if name == "AutoETS":
         return p.season if p.season <= MAX_ETS_SEASON else 1
-    if name == "AutoTheta":
+    if name == "AutoTheta" or (name == "Ensemble" and p.family == "smooth"):
         return p.season
     if name == "MSTL":
         return p.mstl[0]
@@ -488,6 +506,10 @@ def _run_backtests(
     for i, q in enumerate(plans):
         for n in _candidates(q):
             q.errors[n] = np.maximum(predicted[n][i], 0.0) - actual[i]
+        if q.family in ENSEMBLES:
+            members = ENSEMBLES[q.family]
+            mean = np.mean([np.maximum(predicted[n][i], 0.0) for n in members], axis=0)
+            q.errors["Ensemble"] = mean - actual[i]
         if q.family == "obsolete":
             q.errors["Zero"] = -actual[i]
 
@@ -512,7 +534,9 @@ def _final_points(
         elif p.chosen == "HistoricAverage":
             out[i]["HistoricAverage"] = np.full(horizon, float(p.y.mean()) if p.y.size else 0.0)
         names = set(_candidates(p)) if keep_candidates and p.windows else set()
-        if p.chosen not in ("Zero", "HistoricAverage"):
+        if p.chosen == "Ensemble" or (keep_candidates and "Ensemble" in p.errors):
+            names.update(ENSEMBLES[p.family])
+        elif p.chosen not in ("Zero", "HistoricAverage"):
             names.add(p.chosen)
         for n in names:
             groups.setdefault(n, []).append(i)
@@ -531,6 +555,9 @@ def _final_points(
         values = np.maximum(fc[name].to_numpy(dtype=float).reshape(len(members), horizon), 0)
         for row, i in enumerate(members):
             out[i][name] = values[row]
+    for i, p in enumerate(plans):
+        if p.chosen == "Ensemble" or ("Ensemble" in p.errors and keep_candidates):
+            out[i]["Ensemble"] = np.mean([out[i][n] for n in ENSEMBLES[p.family]], axis=0)
     return out
 
 
