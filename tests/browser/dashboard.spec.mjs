@@ -125,3 +125,41 @@ test("one location narrows the figures to it", async () => {
   assert.equal(await page.getByTestId("value-by-location").count(), 0, "no per-location chart for one location");
   await context.close();
 });
+
+const STORED = `query($product: ID!, $location: ID!) {
+  forecast(product: $product, location: $location, granularity: WEEKLY) {
+    model demandClass history { quantity } points { quantity low80 high80 }
+  }
+}`;
+
+test("one location shows its stored forecast, the chosen model and the interval", async () => {
+  const accessToken = await token(fx.url, "pharmacist");
+  const page = await browser.context.newPage();
+  await signIn(page, fx.url, "pharmacist");
+  await page.goto(`${fx.url}/#/dashboard`);
+  await page.getByTestId("stock-value-total").waitFor();
+  const wardA = await page.locator("#dash-location option", { hasText: "WARD-A" }).getAttribute("value");
+  const top = await gql(fx.url, accessToken, `query($l: ID) { topConsumption(location: $l, weeks: 8, first: 10) { product { id } } }`, { l: wardA });
+  const product = top.topConsumption[0].product.id;
+  // The server's background refresh stores forecasts shortly after it starts.
+  let expected = null;
+  for (let i = 0; i < 180 && !expected; i++) {
+    expected = (await gql(fx.url, accessToken, STORED, { product, location: wardA })).forecast;
+    if (!expected) await new Promise((r) => setTimeout(r, 500));
+  }
+  assert.ok(expected, "the background refresh stored a forecast for WARD-A's busiest product");
+
+  await page.locator("#dash-location").selectOption(wardA);
+  const model = page.getByTestId("forecast-model");
+  await model.waitFor();
+  assert.equal(await model.getAttribute("data-model"), expected.model);
+  assert.equal(await model.getAttribute("data-class"), expected.demandClass);
+  await page.getByTestId("forecast-score").waitFor();
+  await page.getByTestId("forecast-line").waitFor();
+  if (expected.points.some((p) => p.high80 > p.low80)) await page.getByTestId("forecast-band").waitFor();
+  const rows = page.getByTestId("trend-table").locator("tbody tr");
+  assert.equal(await rows.count(), Math.min(26, expected.history.length) + expected.points.length);
+  const violations = await seriousViolations(page);
+  assert.deepEqual(violations, [], JSON.stringify(violations, null, 2));
+  await page.close();
+});

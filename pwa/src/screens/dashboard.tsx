@@ -6,10 +6,12 @@ import {
   ConsumptionForecastDocument,
   DashboardDocument,
   DashboardFiguresDocument,
+  StoredForecastDocument,
   SuppliersDocument,
   type ConsumptionForecastQuery,
   type DashboardFiguresQuery,
   type DashboardQuery,
+  type StoredForecastQuery,
 } from "../gql/graphql";
 import { utcDate } from "../lib/dates";
 import { allPages, request } from "../lib/graphql";
@@ -48,6 +50,33 @@ const METHOD_TEXT: Record<string, string> = {
   AUTO_ETS: "exponential smoothing (AutoETS)",
   CROSTON_OPTIMIZED: "Croston's method, for intermittent use",
 };
+// The stored forecast's model, in words (ForecastModel in the schema).
+const MODEL_TEXT: Record<string, string> = {
+  ZERO: "zero (demand has stopped)",
+  NAIVE: "naive (last period again)",
+  SEASONAL_NAIVE: "seasonal naive (same period last season)",
+  CROSTON_SBA: "Croston (SBA), for intermittent use",
+  TSB: "TSB, for intermittent use",
+  ADIDA: "ADIDA, for intermittent use",
+  IMAPA: "IMAPA, for intermittent use",
+  AUTO_ETS: "exponential smoothing (AutoETS)",
+  AUTO_THETA: "Theta (AutoTheta)",
+  MSTL: "seasonal decomposition (MSTL)",
+  ENSEMBLE: "a mean of models",
+  HISTORIC_AVERAGE: "the average so far (too little history to compare models)",
+};
+const CLASS_TEXT: Record<string, string> = {
+  SMOOTH: "regular",
+  ERRATIC: "regular, varying amounts",
+  INTERMITTENT: "intermittent",
+  LUMPY: "intermittent, varying amounts",
+  OBSOLETE: "stopped",
+  INSUFFICIENT: "too new to classify",
+  NO_DEMAND: "none",
+};
+/** Past weeks the stored forecast's chart shows (the stored history may hold three years). */
+const SHOWN_HISTORY = 26;
+
 const REASON_TEXT: Record<string, string> = {
   INSUFFICIENT_HISTORY: "Not enough history yet: a forecast needs at least 8 complete weeks of use.",
   NO_CONSUMPTION: "None used in these weeks, so there is nothing to forecast.",
@@ -64,8 +93,13 @@ export function DashboardScreen() {
   const figures = useLoad(`dashboard-figures:${where ?? "all"}`, () => request(DashboardFiguresDocument, { location: where }));
   const top = figures.data?.topConsumption ?? [];
   const product = top.some((t) => t.product.id === chosenProduct.value) ? chosenProduct.value : (top[0]?.product.id ?? null);
-  const forecast = useLoad(product ? `dashboard-forecast:${product}:${where ?? "all"}` : null, () =>
+  // One location: the stored forecast (backtested, calibrated); all locations: the summed
+  // weekly trend, which has no stored forecast of its own.
+  const forecast = useLoad(product && !where ? `dashboard-forecast:${product}:all` : null, () =>
     request(ConsumptionForecastDocument, { product: product!, location: where }),
+  );
+  const stored = useLoad(product && where ? `dashboard-stored-forecast:${product}:${where}` : null, () =>
+    request(StoredForecastDocument, { product: product!, location: where! }),
   );
   const suppliers = useLoad("dashboard-suppliers", loadSuppliers);
 
@@ -95,6 +129,7 @@ export function DashboardScreen() {
         product={product}
         onProduct={(id) => (chosenProduct.value = id)}
         loaded={forecast}
+        stored={where ? stored : null}
         figuresLoaded={!!figures.data}
       />
       <SupplierSection loaded={suppliers} charts={module} />
@@ -206,6 +241,7 @@ function ForecastSection({
   product,
   onProduct,
   loaded,
+  stored,
   figuresLoaded,
 }: {
   charts: Charts | null;
@@ -213,9 +249,10 @@ function ForecastSection({
   product: string | null;
   onProduct: (id: string) => void;
   loaded: Loaded<ConsumptionForecastQuery>;
+  stored: Loaded<StoredForecastQuery> | null;
   figuresLoaded: boolean;
 }) {
-  const result = loaded.data?.consumptionForecast;
+  const result = stored ? null : loaded.data?.consumptionForecast;
   const name = result ? `${result.product.name} ${result.product.strength}` : "";
   return (
     <section class="card" aria-labelledby="dash-forecast">
@@ -233,7 +270,8 @@ function ForecastSection({
           </select>
         </label>
       )}
-      {product && <Status loaded={loaded} />}
+      {product && <Status loaded={stored ?? loaded} />}
+      {product && stored?.data && <StoredForecastView forecast={stored.data.forecast} charts={c} />}
       {result && !c && <Waiting />}
       {result && c && (
         <>
@@ -255,6 +293,36 @@ function ForecastSection({
         </>
       )}
     </section>
+  );
+}
+
+function StoredForecastView({ forecast: f, charts: c }: { forecast: StoredForecastQuery["forecast"]; charts: Charts | null }) {
+  if (!f) {
+    return (
+      <p data-testid="forecast-pending">
+        No forecast for this product here yet: the server computes forecasts in the background from each location's use.
+      </p>
+    );
+  }
+  const name = `${f.product.name} ${f.product.strength}`;
+  const history = f.history.slice(-SHOWN_HISTORY).map((p) => ({ weekStart: p.periodStart, quantity: p.quantity }));
+  const points = f.points.map((p) => ({ weekStart: p.periodStart, quantity: p.quantity, low: p.low80, high: p.high80 }));
+  const score =
+    f.mase != null && f.baselineMase != null
+      ? `Backtest error ${f.mase.toFixed(2)} against ${f.baselineMase.toFixed(2)} for ${MODEL_TEXT[f.baselineModel ?? ""] ?? "the baseline"} (lower is better).`
+      : "Not enough history to backtest models yet.";
+  return (
+    <>
+      <p class="meta" data-testid="forecast-model" data-model={f.model} data-class={f.demandClass}>
+        Weekly packs used here, and the next {f.points.length} weeks forecast by {MODEL_TEXT[f.model] ?? f.model}; use is{" "}
+        {CLASS_TEXT[f.demandClass] ?? f.demandClass}.
+      </p>
+      <p class="meta" data-testid="forecast-score">
+        {score} Computed {new Date(f.computedAt).toLocaleString()} from {f.historyLength} weeks.
+      </p>
+      {!c && <Waiting />}
+      {c && <c.TrendChart caption={`${name}: packs used per week and forecast`} history={history} forecast={points} intervalLevel={80} />}
+    </>
   );
 }
 
