@@ -63,7 +63,7 @@ from collections.abc import Hashable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import date, datetime
 from enum import StrEnum
-from typing import TypeVar
+from typing import TypeVar, cast
 
 import numpy as np
 
@@ -345,7 +345,7 @@ def forecast_values(
     calibration = conformal.calibrate(pooled, horizon)
     points = _final_points(plans, horizon, seasonality, keep_candidates, jobs)
     for i, p in enumerate(plans):
-        out[p.key] = _result(p, points[i], calibration, keep_candidates)
+        out[cast(K, p.key)] = _result(p, points[i], calibration, keep_candidates)
     return {key: out[key] for key in series}
 
 

@@ -148,8 +148,8 @@ def to_values(
     first = min(by_period)
     n = granularity.periods_between(first, last_period) + 1
     raw: list[object] = [0.0] * n
-    for day, quantity in by_period.items():
-        raw[granularity.periods_between(first, day)] = quantity
+    for day, given in by_period.items():
+        raw[granularity.periods_between(first, day)] = given
     return clean_quantities(raw)
 
 

@@ -278,7 +278,7 @@ def build_histories(
 
 
 def _period_expr(
-    dialect: str, granularity: Granularity, column: ColumnElement[datetime]
+    dialect: str, granularity: Granularity, column: SQLColumnExpression[datetime]
 ) -> ColumnElement[date]:
     """The start of a UTC timestamp's period, computed by the database so it groups rows."""
     if granularity is Granularity.WEEKLY:
