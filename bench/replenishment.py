@@ -47,7 +47,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from server.replenishment.rules import (  # noqa: E402
+from server.replenishment.rules import (
     ContractTerms,
     DemandForecast,
     Distribution,
@@ -168,7 +168,7 @@ def make_products(count: int, seed: int) -> list[Product]:
             deliveries.append((ordered, ordered + timedelta(days=int(days))))
         deliveries.sort()
         recent = max(float(demand[START - 28 : START].mean()), 0.0)
-        stock = int(math.ceil(recent * (lead_days + 20)))
+        stock = math.ceil(recent * (lead_days + 20))
         lots = []
         if stock > 0:
             for share in (0.4, 0.6):
@@ -496,17 +496,28 @@ def run(seed: int, count: int) -> dict[str, Totals]:
 
 def table(headers: list[str], rows: list[list[str]]) -> str:
     widths = [max(len(h), *(len(r[k]) for r in rows)) for k, h in enumerate(headers)]
-    lines = ["  ".join(h.ljust(w) if k == 0 else h.rjust(w) for k, (h, w) in enumerate(zip(headers, widths, strict=True)))]
+    lines = [
+        "  ".join(
+            h.ljust(w) if k == 0 else h.rjust(w)
+            for k, (h, w) in enumerate(zip(headers, widths, strict=True))
+        )
+    ]
     lines.append("  ".join("-" * w for w in widths))
     for r in rows:
         lines.append(
-            "  ".join(c.ljust(w) if k == 0 else c.rjust(w) for k, (c, w) in enumerate(zip(r, widths, strict=True)))
+            "  ".join(
+                c.ljust(w) if k == 0 else c.rjust(w)
+                for k, (c, w) in enumerate(zip(r, widths, strict=True))
+            )
         )
     return "\n".join(lines)
 
 
 def report(seed: int, count: int, results: dict[str, Totals], seconds: float) -> None:
-    print(f"\nseed {seed}: {count} products, {SIM_DAYS} days simulated after {HISTORY_DAYS} days of history ({seconds:.1f} s)")
+    print(
+        f"\nseed {seed}: {count} products, {SIM_DAYS} days simulated after {HISTORY_DAYS} "
+        f"days of history ({seconds:.1f} s)"
+    )
     headers = [
         "policy",
         "fill %",

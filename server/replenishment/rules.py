@@ -383,7 +383,10 @@ def mixture_quantile(
     sds = np.sqrt(np.array([v for _, v in components], dtype=float))
     if not len(means) or means.max() <= 0:
         return 0.0
-    lo, hi = 0.0, max(demand_quantile(m, s, level, distribution) for m, s in zip(means, sds))
+    lo, hi = (
+        0.0,
+        max(demand_quantile(m, s, level, distribution) for m, s in zip(means, sds, strict=True)),
+    )
     hi = max(hi, float(means.max()))
     live = (means > 0) & (sds > 0)
     point = ~live  # zero spread: all mass at the mean
