@@ -21,6 +21,7 @@ from server.inventory.service import LedgerService, Written, stock_event
 from server.network.clients import OAuthClientService
 from server.network.service import NetworkService
 from server.purchasing.service import PurchasingService
+from server.replenishment.service import ReplenishmentService
 from server.reports.service import ReportService
 from server.scanning.service import ScanningService
 from server.shipments.service import ShipmentService
@@ -75,6 +76,7 @@ class Services:
     supervision_checks: SupervisionCheckService
     reports: ReportService
     forecasting: ForecastingService
+    replenishment: ReplenishmentService
     ratelimits: RateLimits
 
     @classmethod
@@ -92,6 +94,9 @@ class Services:
         )
         ledger = LedgerService(db)
         wire_ledger_hooks(ledger, bus, alerts, supervision_checks)
+        purchasing = PurchasingService(db, bus, alerts, settings.max_page_size)
+        transfers = TransferService(db, bus, ledger)
+        forecasting = ForecastingService(db)
         return cls(
             settings=settings,
             db=db,
@@ -112,14 +117,16 @@ class Services:
             counts=CountService(db, bus, ledger),
             scanning=ScanningService(db, ledger, alerts),
             supervision=SupervisionService(db, bus, alerts),
-            transfers=TransferService(db, bus, ledger),
+            transfers=transfers,
             suppliers=SupplierService(db, bus, settings.max_page_size),
-            purchasing=PurchasingService(db, bus, alerts, settings.max_page_size),
+            purchasing=purchasing,
             shipments=ShipmentService(db, bus, ledger, alerts, settings.max_page_size),
             epcis=EpcisService(db, bus, ledger),
             supervision_checks=supervision_checks,
             reports=ReportService(db),
-            forecasting=ForecastingService(db),
+            forecasting=forecasting,
+            # Stored forecasts: pass `forecasting` as the fourth argument once it stores them.
+            replenishment=ReplenishmentService(db, purchasing, transfers),
             ratelimits=RateLimits(settings),
         )
 

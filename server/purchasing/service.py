@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import date, timedelta
+from datetime import date, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
@@ -73,6 +73,15 @@ class OrderLineFields:
     product_id: int
     quantity: int
     unit_price: Decimal | None = None  # None: the contract price valid today
+
+
+@dataclass(frozen=True)
+class NewOrder:
+    supplier_id: int
+    deliver_to_id: int
+    lines: Sequence[OrderLineFields] = ()
+    expected_delivery_date: date | None = None
+    note: str | None = None
 
 
 def order_snapshot(order: PurchaseOrder, lines: Sequence[PurchaseOrderLine]) -> dict[str, Any]:
@@ -245,50 +254,87 @@ class PurchasingService:
         note: str | None = None,
     ) -> PurchaseOrder:
         """A DRAFT order; the buyer is the organisation of the delivery location."""
-        principal.require(Permission.ORDER_MANAGE, location_id=deliver_to_id)
-        note = optional_text(note, "note", max_length=500)
-        now = utcnow()
-        async with self.db.write() as session:
-            location = await session.get(Location, deliver_to_id)
-            if location is None or not location.active:
-                raise NotFound(f"location {deliver_to_id} does not exist", field="deliver_to")
-            await supplier_org(session, supplier_id)
-            if location.organisation_id == supplier_id:
-                raise InvalidInput("an organisation cannot order from itself", field="supplier")
-            terms = await contract_terms(
-                session, supplier_id, location.organisation_id, [x.product_id for x in lines]
-            )
-            valid = [t for t in terms if t.valid_from <= now.date() <= t.valid_until]
-            order = PurchaseOrder(
-                buyer_id=location.organisation_id,
-                supplier_id=supplier_id,
-                deliver_to_id=deliver_to_id,
-                contract_id=await current_contract(
-                    session, supplier_id, location.organisation_id, now.date()
-                ),
-                status=PurchaseOrderStatus.DRAFT,
-                expected_delivery_date=expected_delivery_date,
-                note=note,
-                created_by=principal.user_id,
-                created_at=now,
-            )
-            order.number = await allocate(session, PurchaseOrder.number, "PO", now.year)
-            session.add(order)
-            await session.flush()
-            added: list[PurchaseOrderLine] = []
-            for i, fields in enumerate(lines):
-                added.append(
-                    await self._new_line(session, order, fields, added, valid, f"lines.{i}")
-                )
-            await self._step(
-                session,
-                principal,
-                "purchase_order.create",
-                order,
-                None,
-                order_snapshot(order, added),
-            )
+        (order,) = await self.create_orders(
+            principal,
+            [NewOrder(supplier_id, deliver_to_id, tuple(lines), expected_delivery_date, note)],
+        )
         return order
+
+    async def create_orders(
+        self, principal: Principal, orders: Sequence[NewOrder]
+    ) -> list[PurchaseOrder]:
+        """Several DRAFT orders in one transaction (all or none), e.g. accepted reorder
+        suggestions grouped by supplier; field names of a refusal start with `orders.<i>.`
+        when there is more than one."""
+        for new in orders:
+            principal.require(Permission.ORDER_MANAGE, location_id=new.deliver_to_id)
+        notes = [optional_text(new.note, "note", max_length=500) for new in orders]
+        now = utcnow()
+        created: list[tuple[PurchaseOrder, list[PurchaseOrderLine]]] = []
+        async with self.db.write() as session:
+            for k, new in enumerate(orders):
+                prefix = f"orders.{k}." if len(orders) > 1 else ""
+                created.append(
+                    await self._insert_order(session, principal, new, notes[k], now, prefix)
+                )
+            entries = [
+                audit.AuditEntry(
+                    "purchase_order.create",
+                    "PurchaseOrder",
+                    order.id,
+                    None,
+                    order_snapshot(order, added),
+                )
+                for order, added in created
+            ]
+            if entries:
+                await took_step(session, self.bus, principal, entries[0], also=entries[1:])
+        return [order for order, _ in created]
+
+    async def _insert_order(
+        self,
+        session: AsyncSession,
+        principal: Principal,
+        new: NewOrder,
+        note: str | None,
+        now: datetime,
+        prefix: str,
+    ) -> tuple[PurchaseOrder, list[PurchaseOrderLine]]:
+        supplier_id, deliver_to_id, lines = new.supplier_id, new.deliver_to_id, new.lines
+        location = await session.get(Location, deliver_to_id)
+        if location is None or not location.active:
+            raise NotFound(f"location {deliver_to_id} does not exist", field=f"{prefix}deliver_to")
+        await supplier_org(session, supplier_id)
+        if location.organisation_id == supplier_id:
+            raise InvalidInput(
+                "an organisation cannot order from itself", field=f"{prefix}supplier"
+            )
+        terms = await contract_terms(
+            session, supplier_id, location.organisation_id, [x.product_id for x in lines]
+        )
+        valid = [t for t in terms if t.valid_from <= now.date() <= t.valid_until]
+        order = PurchaseOrder(
+            buyer_id=location.organisation_id,
+            supplier_id=supplier_id,
+            deliver_to_id=deliver_to_id,
+            contract_id=await current_contract(
+                session, supplier_id, location.organisation_id, now.date()
+            ),
+            status=PurchaseOrderStatus.DRAFT,
+            expected_delivery_date=new.expected_delivery_date,
+            note=note,
+            created_by=principal.user_id,
+            created_at=now,
+        )
+        order.number = await allocate(session, PurchaseOrder.number, "PO", now.year)
+        session.add(order)
+        await session.flush()
+        added: list[PurchaseOrderLine] = []
+        for i, fields in enumerate(lines):
+            added.append(
+                await self._new_line(session, order, fields, added, valid, f"{prefix}lines.{i}")
+            )
+        return order, added
 
     async def _new_line(
         self,
