@@ -30,6 +30,7 @@ from server.integrations import api as integrations_api
 from server.inventory import api as inventory_api
 from server.network import api as network_api
 from server.purchasing import api as purchasing_api
+from server.replenishment import api as replenishment_api
 from server.reports import api as reports_api
 from server.scanning import api as scanning_api
 from server.shipments import api as shipments_api
@@ -57,6 +58,7 @@ Query = merge_types(
         forecasting_api.Query,
         suppliers_api.Query,
         purchasing_api.Query,
+        replenishment_api.Query,
         shipments_api.Query,
         transfers_api.Query,
         supervision_api.Query,
@@ -75,6 +77,7 @@ Mutation = merge_types(
         counts_api.Mutation,
         suppliers_api.Mutation,
         purchasing_api.Mutation,
+        replenishment_api.Mutation,
         shipments_api.Mutation,
         transfers_api.Mutation,
         supervision_api.Mutation,

@@ -1,0 +1,344 @@
+"""Reorder suggestions through GraphQL on both databases: purchases under a valid contract,
+draft purchase orders grouped by supplier, ward transfers from the central pharmacy, and scope
+(a nurse sees only her wards' suggestions)."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from datetime import timedelta
+from decimal import Decimal
+from typing import Any
+
+import pytest
+
+from server.core.db import utcnow
+from server.inventory.models import MovementKind
+from server.inventory.service import MovementRequest, NewLot
+from server.suppliers.service import ContractLineFields
+from tests.conftest import Caller, Demo, first_product_id, gid
+
+AsUser = Callable[..., Awaitable[Caller]]
+
+SUGGESTIONS = """
+query($location: ID!, $all: Boolean! = false) {
+  reorderSuggestions(location: $location, includeNotNeeded: $all) {
+    kind
+    sourceLocation { code }
+    suggestions {
+      kind quantity reason contractReference unitPrice value why
+      product { id } location { code } supplier { id name } sourceLocation { code }
+    }
+  }
+}
+"""
+
+CREATE_POS = """
+mutation($input: CreatePurchaseOrdersFromSuggestionsInput!) {
+  createPurchaseOrdersFromSuggestions(input: $input) {
+    purchaseOrders { number status supplier { name } deliverTo { code }
+                     lines { quantity unitPrice product { id } } }
+    errors { code field message }
+  }
+}
+"""
+
+CREATE_TRANSFERS = """
+mutation($input: CreateTransfersFromSuggestionsInput!) {
+  createTransfersFromSuggestions(input: $input) {
+    transfers { number status note }
+    errors { code field message }
+  }
+}
+"""
+
+WHOLESALER = "MedDistri Wholesale"
+HOSPITAL = "St. Aurelia General Hospital"
+
+
+async def history(
+    demo: Demo, location: str, product_id: int, *, received: int, per_day: int, days: int = 56
+) -> None:
+    """A receipt `days + 4` days ago, then `per_day` packs dispensed every day up to yesterday."""
+    now = utcnow()
+    admin = demo.principals["admin"]
+    loc = demo.locations[location]
+    result = await demo.services.ledger.record(
+        admin,
+        [
+            MovementRequest(
+                MovementKind.RECEIVE,
+                loc,
+                received,
+                new_lot=NewLot(
+                    product_id,
+                    f"T{uuid.uuid4().hex[:10].upper()}",
+                    now.date() + timedelta(days=300),
+                ),
+                occurred_at=now - timedelta(days=days + 4),
+            )
+        ],
+        operation="test.receive",
+    )
+    lot_id = result.movements[0].lot_id
+    await demo.services.ledger.record(
+        admin,
+        [
+            MovementRequest(
+                MovementKind.DISPENSE,
+                loc,
+                per_day,
+                lot_id=lot_id,
+                occurred_at=now - timedelta(days=d, hours=1),
+            )
+            for d in range(1, days + 1)
+        ],
+        operation="test.dispense",
+    )
+
+
+async def contract(demo: Demo, product_id: int, *, days_left: int = 200, ref: str = "RC-1") -> None:
+    today = utcnow().date()
+    await demo.services.suppliers.create_contract(
+        demo.principals["admin"],
+        supplier_id=demo.orgs[WHOLESALER],
+        buyer_id=demo.orgs[HOSPITAL],
+        reference=ref,
+        valid_from=today - timedelta(days=300),
+        valid_until=today + timedelta(days=days_left),
+        lines=[ContractLineFields(product_id, Decimal("2.50"), 7, 10)],
+    )
+
+
+def only(payload: dict[str, Any], product_id: int) -> dict[str, Any]:
+    (found,) = [
+        s for s in payload["suggestions"] if s["product"]["id"] == gid("Product", product_id)
+    ]
+    return found
+
+
+async def test_purchase_suggestion_names_contract_price_and_numbers_then_becomes_a_draft(
+    demo: Demo, as_user: AsUser
+) -> None:
+    product = await first_product_id(demo.services)
+    await contract(demo, product)
+    await history(demo, "HOSP-CP", product, received=600, per_day=10)  # 40 left
+    pharmacist = await as_user("pharmacist")
+    cp = gid("Location", demo.locations["HOSP-CP"])
+
+    result = await pharmacist.call(SUGGESTIONS, location=cp)
+    assert result["kind"] == "PURCHASE" and result["sourceLocation"] is None
+    s = only(result, product)
+    assert s["kind"] == "PURCHASE" and s["reason"] is None
+    assert s["supplier"]["name"] == WHOLESALER and s["contractReference"] == "RC-1"
+    assert Decimal(s["unitPrice"]) == Decimal("2.50")
+    assert Decimal(s["value"]) == Decimal("2.50") * s["quantity"]
+    why = s["why"]
+    assert why["on_hand"] == 40 and why["on_order"] == 0 and why["position"] == 40
+    assert why["forecast_source"] == "LEDGER_AVERAGE" and why["daily_rate"] == 10
+    assert why["lead_time_source"] == "CONTRACT" and why["lead_time_days"] == 7
+    assert why["reorder_point"] > 80  # 8 days of 10 a day, plus safety stock
+    assert s["quantity"] >= 10 and 40 + s["quantity"] >= why["order_up_to"]
+
+    payload = await pharmacist.ok(
+        CREATE_POS,
+        input={
+            "location": cp,
+            "lines": [
+                {
+                    "product": gid("Product", product),
+                    "supplier": s["supplier"]["id"],
+                    "quantity": s["quantity"],
+                }
+            ],
+        },
+    )
+    (order,) = payload["purchaseOrders"]
+    assert order["status"] == "DRAFT" and order["deliverTo"]["code"] == "HOSP-CP"
+    assert order["supplier"]["name"] == WHOLESALER
+    (line,) = order["lines"]
+    assert line["quantity"] == s["quantity"] and Decimal(line["unitPrice"]) == Decimal("2.50")
+
+    # the draft is on order now: nothing more is suggested for the product
+    again = await pharmacist.call(SUGGESTIONS, location=cp, all=True)
+    s = only(again, product)
+    assert s["quantity"] == 0 and s["reason"] == "ABOVE_REORDER_POINT"
+    assert s["why"]["on_order"] == line["quantity"]
+
+
+async def test_an_expired_contract_suggests_nothing_and_says_so(
+    demo: Demo, as_user: AsUser
+) -> None:
+    product = await first_product_id(demo.services)
+    await contract(demo, product, days_left=-1)
+    await history(demo, "HOSP-CP", product, received=600, per_day=10)
+    pharmacist = await as_user("pharmacist")
+    cp = gid("Location", demo.locations["HOSP-CP"])
+    assert all(
+        s["product"]["id"] != gid("Product", product)
+        for s in (await pharmacist.call(SUGGESTIONS, location=cp))["suggestions"]
+    )
+    s = only(await pharmacist.call(SUGGESTIONS, location=cp, all=True), product)
+    assert (s["quantity"], s["reason"], s["supplier"]) == (0, "NO_VALID_CONTRACT", None)
+    assert "ended" in s["why"]["contract"]
+    message = await pharmacist.refused(
+        CREATE_POS,
+        "INVALID_INPUT",
+        input={
+            "location": cp,
+            "lines": [
+                {
+                    "product": gid("Product", product),
+                    "supplier": gid("Supplier", demo.orgs[WHOLESALER]),
+                    "quantity": 20,
+                }
+            ],
+        },
+    )
+    assert "valid" in message
+
+
+async def test_drafts_are_grouped_by_supplier_all_or_none(demo: Demo, as_user: AsUser) -> None:
+    first = await first_product_id(demo.services)
+    second = await first_product_id(demo.services, offset=1)
+    await contract(demo, first, ref="RC-A")
+    await contract(demo, second, ref="RC-B")
+    pharmacist = await as_user("pharmacist")
+    cp = gid("Location", demo.locations["HOSP-CP"])
+    supplier = gid("Supplier", demo.orgs[WHOLESALER])
+    lines = [
+        {"product": gid("Product", first), "supplier": supplier, "quantity": 20},
+        {"product": gid("Product", second), "supplier": supplier, "quantity": 5},  # below 10
+    ]
+    await pharmacist.refused(CREATE_POS, "INVALID_INPUT", input={"location": cp, "lines": lines})
+    lines[1]["quantity"] = 30
+    (order,) = (await pharmacist.ok(CREATE_POS, input={"location": cp, "lines": lines}))[
+        "purchaseOrders"
+    ]
+    assert len(order["lines"]) == 2
+
+
+async def test_ward_is_topped_up_from_central_and_a_nurse_sees_only_her_wards(
+    demo: Demo, as_user: AsUser
+) -> None:
+    product = await first_product_id(demo.services)
+    await history(demo, "WARD-A", product, received=113, per_day=2)  # 1 left
+    await history(demo, "HOSP-CP", product, received=500, per_day=1)
+    nurse = await as_user("nurse")
+    ward = gid("Location", demo.locations["WARD-A"])
+
+    result = await nurse.call(SUGGESTIONS, location=ward)
+    assert result["kind"] == "TRANSFER" and result["sourceLocation"]["code"] == "HOSP-CP"
+    s = only(result, product)
+    assert s["kind"] == "TRANSFER" and s["supplier"] is None and s["unitPrice"] is None
+    assert s["why"]["on_hand"] == 1 and s["why"]["forecast_source"] == "LEDGER_AVERAGE"
+    assert 1 + s["quantity"] >= s["why"]["par_level"] and s["quantity"] > 0
+    assert s["why"]["central_available"] > 0
+
+    for other in ("WARD-B", "HOSP-CP"):
+        await nurse.forbidden_read(SUGGESTIONS, location=gid("Location", demo.locations[other]))
+
+    payload = await nurse.ok(
+        CREATE_TRANSFERS,
+        input={
+            "lines": [
+                {"location": ward, "product": gid("Product", product), "quantity": s["quantity"]}
+            ]
+        },
+    )
+    (transfer,) = payload["transfers"]
+    assert transfer["status"] == "REQUESTED"
+    again = only(await nurse.call(SUGGESTIONS, location=ward, all=True), product)
+    assert again["quantity"] == 0 and again["why"]["on_order"] == s["quantity"]
+
+    await nurse.refused(
+        CREATE_TRANSFERS,
+        "FORBIDDEN",
+        input={
+            "lines": [
+                {
+                    "location": gid("Location", demo.locations["WARD-B"]),
+                    "product": gid("Product", product),
+                    "quantity": 1,
+                }
+            ]
+        },
+    )
+    await nurse.refused(
+        CREATE_POS,
+        "FORBIDDEN",
+        input={
+            "location": ward,
+            "lines": [
+                {
+                    "product": gid("Product", product),
+                    "supplier": gid("Supplier", demo.orgs[WHOLESALER]),
+                    "quantity": 10,
+                }
+            ],
+        },
+    )
+
+
+async def test_a_ward_without_a_pharmacy_cannot_get_transfers(demo: Demo, as_user: AsUser) -> None:
+    pharmacist = await as_user("pharmacist")
+    product = await first_product_id(demo.services)
+    await pharmacist.refused(
+        CREATE_TRANSFERS,
+        "INVALID_INPUT",
+        input={
+            "lines": [
+                {
+                    "location": gid("Location", demo.locations["HOSP-CP"]),
+                    "product": gid("Product", product),
+                    "quantity": 1,
+                }
+            ]
+        },
+    )
+
+
+@pytest.mark.parametrize("who", ["supplier"])
+async def test_those_without_stock_access_are_refused(
+    demo: Demo, as_user: AsUser, who: str
+) -> None:
+    caller = await as_user(who)
+    await caller.forbidden_read(SUGGESTIONS, location=gid("Location", demo.locations["HOSP-CP"]))
+
+
+@dataclass(frozen=True)
+class Stored:
+    """The shape the forecasting room stores (weekly points with an 80 % interval)."""
+
+    points: tuple[float, ...]
+    lower: tuple[float, ...]
+    upper: tuple[float, ...]
+    level: int = 80
+    model: str = "AutoETS"
+    granularity: str = "WEEKLY"
+
+
+class StoredSource:
+    async def stored_forecast(
+        self, session: Any, product_id: int, location_id: int, granularity: Any
+    ) -> Stored | None:
+        assert granularity == "WEEKLY"
+        return Stored((140.0,) * 26, (120.0,) * 26, (165.0,) * 26)
+
+
+async def test_a_stored_forecast_is_used_when_there_is_one(demo: Demo) -> None:
+    from server.replenishment.service import ReplenishmentService
+
+    product = await first_product_id(demo.services)
+    await contract(demo, product)
+    await history(demo, "HOSP-CP", product, received=600, per_day=10)
+    s = demo.services
+    service = ReplenishmentService(s.db, s.purchasing, s.transfers, StoredSource())
+    result = await service.suggestions(demo.principals["pharmacist"], demo.locations["HOSP-CP"])
+    (found,) = [x for x in result.suggestions if x.product_id == product]
+    assert found.why["forecast_source"] == "STORED"
+    assert found.why["forecast_models"] == ["AutoETS"] * len(found.why["served_locations"])
+    # three served locations' weekly 140 each: 60 a day over 8 days of protection
+    wards = len(found.why["served_locations"])
+    assert found.why["forecast_over_protection"] == pytest.approx(wards * 20 * 8, rel=1e-3)
