@@ -529,6 +529,9 @@ async def _expiry_checks(services: Services) -> None:
             await services.supervision_checks.check_all(in_transit_only=True)
             overdue = await services.shipments.check_overdue_shipments()
             log.info("overdue shipments: %s (%s new alerts)", overdue.overdue, overdue.raised)
+            # Low-stock thresholds follow the computed reorder points (manual minimums win).
+            levels = await services.replenishment.refresh_reorder_points()
+            log.info("reorder points refreshed: %s", levels)
         except Exception:
             log.exception("expiry check failed; retrying at the next interval")
         await asyncio.sleep(services.settings.expiry_check_seconds)

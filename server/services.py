@@ -125,8 +125,8 @@ class Services:
             supervision_checks=supervision_checks,
             reports=ReportService(db),
             forecasting=forecasting,
-            # Stored forecasts: pass `forecasting` as the fourth argument once it stores them.
-            replenishment=ReplenishmentService(db, purchasing, transfers),
+            # Stored forecasts: pass `forecasts=forecasting` once it stores them.
+            replenishment=ReplenishmentService(db, purchasing, transfers, alerts),
             ratelimits=RateLimits(settings),
         )
 

@@ -334,7 +334,7 @@ async def test_a_stored_forecast_is_used_when_there_is_one(demo: Demo) -> None:
     await contract(demo, product)
     await history(demo, "HOSP-CP", product, received=600, per_day=10)
     s = demo.services
-    service = ReplenishmentService(s.db, s.purchasing, s.transfers, StoredSource())
+    service = ReplenishmentService(s.db, s.purchasing, s.transfers, s.alerts, StoredSource())
     result = await service.suggestions(demo.principals["pharmacist"], demo.locations["HOSP-CP"])
     (found,) = [x for x in result.suggestions if x.product_id == product]
     assert found.why["forecast_source"] == "STORED"
@@ -342,3 +342,45 @@ async def test_a_stored_forecast_is_used_when_there_is_one(demo: Demo) -> None:
     # three served locations' weekly 140 each: 60 a day over 8 days of protection
     wards = len(found.why["served_locations"])
     assert found.why["forecast_over_protection"] == pytest.approx(wards * 20 * 8, rel=1e-3)
+
+
+async def active_low_stock(demo: Demo, location: str, product_id: int) -> list[dict[str, Any]]:
+    from sqlalchemy import select
+
+    from server.alerts.models import Alert, AlertKind
+
+    async with demo.services.db.read() as session:
+        rows = (
+            await session.execute(
+                select(Alert).where(
+                    Alert.kind == AlertKind.LOW_STOCK,
+                    Alert.active.is_(True),
+                    Alert.location_id == demo.locations[location],
+                    Alert.product_id == product_id,
+                )
+            )
+        ).scalars()
+        return [dict(a.details) for a in rows]
+
+
+async def test_low_stock_follows_the_reorder_point_and_a_manual_minimum_wins(demo: Demo) -> None:
+    product = await first_product_id(demo.services)
+    await contract(demo, product)
+    await history(demo, "HOSP-CP", product, received=600, per_day=10)  # 40 left
+    assert await active_low_stock(demo, "HOSP-CP", product) == []
+
+    written = await demo.services.replenishment.refresh_reorder_points()
+    assert written >= 1
+    (details,) = await active_low_stock(demo, "HOSP-CP", product)
+    assert details["source"] == "REORDER_POINT" and details["on_hand"] == 40
+    assert details["minimum"] > 80
+
+    await demo.services.alerts.set_minimum_level(
+        demo.principals["admin"],
+        location_id=demo.locations["HOSP-CP"],
+        product_id=product,
+        minimum_quantity=5,
+    )
+    assert await active_low_stock(demo, "HOSP-CP", product) == []
+    await demo.services.replenishment.refresh_reorder_points()  # still the manual level
+    assert await active_low_stock(demo, "HOSP-CP", product) == []

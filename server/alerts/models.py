@@ -86,3 +86,17 @@ class MinimumLevel(Base):
     product_id: Mapped[int] = mapped_column(ForeignKey("products.id"))
     minimum_quantity: Mapped[int] = mapped_column(Integer)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class ComputedLevel(Base):
+    """A reorder point computed by replenishment for a (location, product): the LOW_STOCK
+    threshold where no manual `MinimumLevel` is set (a manual one always wins)."""
+
+    __tablename__ = "computed_levels"
+    __table_args__ = (UniqueConstraint("location_id", "product_id"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    location_id: Mapped[int] = mapped_column(ForeignKey("locations.id"))
+    product_id: Mapped[int] = mapped_column(ForeignKey("products.id"))
+    reorder_point: Mapped[int] = mapped_column(Integer)
+    computed_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)

@@ -16,7 +16,7 @@ from sqlalchemy import CursorResult, and_, bindparam, func, or_, select, tuple_,
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from server.alerts.models import Alert, AlertKind, AlertStatus, MinimumLevel
+from server.alerts.models import Alert, AlertKind, AlertStatus, ComputedLevel, MinimumLevel
 from server.alerts.rules import alert_visible, expiry_condition, expiry_key, low_stock_key
 from server.catalog.models import Lot, LotStatus, Product
 from server.core import audit
@@ -32,24 +32,39 @@ from server.network.models import Location
 
 ALERT_TOPIC = "alert"
 
+
+def _levels_with_usable_stock(table: Any, threshold: Any) -> Any:
+    """Levels of some (location, product) pairs with their usable stock on hand: built once,
+    the pairs bound (the ledger's hook runs it on every write)."""
+    return select(
+        table.c.location_id,
+        table.c.product_id,
+        threshold.label("minimum_quantity"),
+        select(func.coalesce(func.sum(Balance.quantity), 0))
+        .join(Lot, Lot.id == Balance.lot_id)
+        .where(
+            Balance.location_id == table.c.location_id,
+            Lot.product_id == table.c.product_id,
+            Lot.status == LotStatus.RELEASED,
+            Lot.expiry_date >= bindparam("today"),
+        )
+        .scalar_subquery()
+        .label("usable"),
+    ).where(tuple_(table.c.location_id, table.c.product_id).in_(bindparam("pairs", expanding=True)))
+
+
 _LEVELS = MinimumLevel.__table__
-# Minimum levels of some (location, product) pairs with their usable stock on hand: built once,
-# the pairs bound (the ledger's hook runs it on every write).
-_LEVELS_WITH_USABLE_STOCK = select(
-    _LEVELS.c.location_id,
-    _LEVELS.c.product_id,
-    _LEVELS.c.minimum_quantity,
-    select(func.coalesce(func.sum(Balance.quantity), 0))
-    .join(Lot, Lot.id == Balance.lot_id)
+_COMPUTED = ComputedLevel.__table__
+_LEVELS_WITH_USABLE_STOCK = _levels_with_usable_stock(_LEVELS, _LEVELS.c.minimum_quantity)
+# Computed reorder points apply only where no manual minimum is set: manual levels win.
+_COMPUTED_WITH_USABLE_STOCK = _levels_with_usable_stock(_COMPUTED, _COMPUTED.c.reorder_point).where(
+    ~select(_LEVELS.c.id)
     .where(
-        Balance.location_id == _LEVELS.c.location_id,
-        Lot.product_id == _LEVELS.c.product_id,
-        Lot.status == LotStatus.RELEASED,
-        Lot.expiry_date >= bindparam("today"),
+        _LEVELS.c.location_id == _COMPUTED.c.location_id,
+        _LEVELS.c.product_id == _COMPUTED.c.product_id,
     )
-    .scalar_subquery()
-    .label("usable"),
-).where(tuple_(_LEVELS.c.location_id, _LEVELS.c.product_id).in_(bindparam("pairs", expanding=True)))
+    .exists()
+)
 
 
 @dataclass(frozen=True)
@@ -157,13 +172,12 @@ class AlertService:
         pairs = set(touched)
         if not pairs:
             return
-        levels = (
-            await session.execute(
-                _LEVELS_WITH_USABLE_STOCK, {"pairs": list(pairs), "today": utcnow().date()}
-            )
-        ).all()
+        bound = {"pairs": list(pairs), "today": utcnow().date()}
+        manual = (await session.execute(_LEVELS_WITH_USABLE_STOCK, bound)).all()
+        computed = (await session.execute(_COMPUTED_WITH_USABLE_STOCK, bound)).all()
+        levels = [(level, False) for level in manual] + [(level, True) for level in computed]
         cleared: list[str] = []
-        for level in levels:
+        for level, is_computed in levels:
             on_hand = level.usable
             key = low_stock_key(level.location_id, level.product_id)
             if on_hand >= level.minimum_quantity:
@@ -178,10 +192,11 @@ class AlertService:
                     AlertKind.LOW_STOCK,
                     key,
                     f"{product.name} {product.strength} at {location.code}: {on_hand} usable, "
-                    f"minimum {level.minimum_quantity}",
+                    f"{'reorder point' if is_computed else 'minimum'} {level.minimum_quantity}",
                     location_id=level.location_id,
                     product_id=level.product_id,
-                    details={"on_hand": on_hand, "minimum": level.minimum_quantity},
+                    details={"on_hand": on_hand, "minimum": level.minimum_quantity}
+                    | ({"source": "REORDER_POINT"} if is_computed else {}),
                 ),
             )
         await self.resolve(session, cleared)
@@ -246,7 +261,11 @@ class AlertService:
                 )
                 raised += alert is not None
             # Expiry also shrinks usable stock: minimum levels are re-checked on every sweep.
-            pairs = await session.execute(select(MinimumLevel.location_id, MinimumLevel.product_id))
+            pairs = await session.execute(
+                select(MinimumLevel.location_id, MinimumLevel.product_id).union(
+                    select(ComputedLevel.location_id, ComputedLevel.product_id)
+                )
+            )
             await self.evaluate_stock(session, [pair.tuple() for pair in pairs.all()])
             stale = (
                 await session.execute(
@@ -293,6 +312,51 @@ class AlertService:
                 ),
             )
             return alert
+
+    async def set_computed_levels(self, location_id: int, levels: dict[int, int]) -> None:
+        """Replace a location's computed reorder points (a system job: replenishment's
+        refresh) and re-check its low-stock alerts against them, in one transaction."""
+        async with self.db.write() as session:
+            existing = {
+                row.product_id: row
+                for row in (
+                    await session.execute(
+                        select(ComputedLevel).where(ComputedLevel.location_id == location_id)
+                    )
+                ).scalars()
+            }
+            now = utcnow()
+            for product_id, row in existing.items():
+                if product_id not in levels:
+                    await session.delete(row)
+            for product_id, point in levels.items():
+                row = existing.get(product_id)
+                if row is None:
+                    session.add(
+                        ComputedLevel(
+                            location_id=location_id,
+                            product_id=product_id,
+                            reorder_point=point,
+                            computed_at=now,
+                        )
+                    )
+                else:
+                    row.reorder_point, row.computed_at = point, now
+            await session.flush()
+            # a pair that lost its computed level (and has no manual one) is no longer low
+            gone = set(existing) - set(levels)
+            manual = set(
+                (
+                    await session.execute(
+                        select(MinimumLevel.product_id).where(
+                            MinimumLevel.location_id == location_id,
+                            MinimumLevel.product_id.in_(gone),
+                        )
+                    )
+                ).scalars()
+            )
+            await self.resolve(session, [low_stock_key(location_id, p) for p in gone - manual])
+            await self.evaluate_stock(session, {(location_id, p) for p in levels})
 
     async def set_minimum_level(
         self, principal: Principal, *, location_id: int, product_id: int, minimum_quantity: int

@@ -26,6 +26,7 @@ from typing import Any, Protocol
 from sqlalchemy import func, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from server.alerts.service import AlertService
 from server.catalog.models import Lot, LotStatus, Product
 from server.core.db import Database, midnight_utc, utcnow
 from server.core.errors import Duplicate, InvalidInput, NotFound
@@ -175,9 +176,11 @@ class ReplenishmentService:
         db: Database,
         purchasing: PurchasingService,
         transfers: TransferService,
+        alerts: AlertService,
         forecasts: ForecastSource | None = None,
     ) -> None:
         self.db = db
+        self.alerts = alerts
         self.purchasing = purchasing
         self.transfers = transfers
         self.forecasts: ForecastSource = forecasts or NoStoredForecasts()
@@ -200,17 +203,54 @@ class ReplenishmentService:
             if location is None or not location.active:
                 raise NotFound(f"location {location_id} does not exist", field="location")
             parent = await self._supplying_parent(session, location)
-            if parent is not None:
-                found = await self._ward(session, location, parent, today)
-                kind, source = SuggestionKind.TRANSFER, parent.id
-            else:
+            if parent is None:
                 principal.require(Permission.PROCUREMENT_READ)  # prices and suppliers
-                found = await self._purchases(session, location, today)
-                kind, source = SuggestionKind.PURCHASE, None
+            kind, source, found = await self._suggest(session, location, parent, today)
         if not include_not_needed:
             found = [s for s in found if s.quantity > 0]
         found.sort(key=lambda s: (s.quantity == 0, s.product_id))
         return Suggestions(location_id, kind, source, today, found)
+
+    async def _suggest(
+        self, session: AsyncSession, location: Location, parent: Location | None, today: date
+    ) -> tuple[SuggestionKind, int | None, list[Suggestion]]:
+        if parent is not None:
+            return (
+                SuggestionKind.TRANSFER,
+                parent.id,
+                await self._ward(session, location, parent, today),
+            )
+        return SuggestionKind.PURCHASE, None, await self._purchases(session, location, today)
+
+    async def refresh_reorder_points(self, today: date | None = None) -> int:
+        """A system job (the server's periodic checks): every active location's reorder points
+        (par levels for wards) become its computed LOW_STOCK thresholds; a manual minimum level
+        still wins. Returns how many levels were written."""
+        today = today or utcnow().date()
+        written = 0
+        async with self.db.read() as session:
+            locations = list(
+                (
+                    await session.execute(
+                        select(Location).where(Location.active).order_by(Location.id)
+                    )
+                ).scalars()
+            )
+            found = []
+            for location in locations:
+                parent = await self._supplying_parent(session, location)
+                _, _, suggestions = await self._suggest(session, location, parent, today)
+                found.append((location.id, suggestions))
+        for location_id, suggestions in found:
+            levels = {
+                s.product_id: math.ceil(point - 1e-9)
+                for s in suggestions
+                if (point := s.why.get("reorder_point", s.why.get("par_level"))) is not None
+                and point > 0
+            }
+            await self.alerts.set_computed_levels(location_id, levels)
+            written += len(levels)
+        return written
 
     async def _supplying_parent(self, session: AsyncSession, location: Location) -> Location | None:
         if location.kind is not LocationKind.WARD or location.parent_id is None:
