@@ -326,9 +326,9 @@ class AlertService:
                 ).scalars()
             }
             now = utcnow()
-            for product_id, row in existing.items():
+            for product_id, old in existing.items():
                 if product_id not in levels:
-                    await session.delete(row)
+                    await session.delete(old)
             for product_id, point in levels.items():
                 row = existing.get(product_id)
                 if row is None:

@@ -4,7 +4,7 @@ draft purchase orders (per supplier) or ward transfer requests. Thin: the servic
 from __future__ import annotations
 
 from decimal import Decimal
-from typing import Annotated
+from typing import Annotated, cast
 
 import strawberry
 from strawberry import relay
@@ -92,7 +92,7 @@ class ReorderSuggestion:
             reason=s.reason,
             contract_reference=s.contract_reference,
             unit_price=s.unit_price,
-            why=s.why,
+            why=cast(JSON, s.why),
             product_id=s.product_id,
             location_id=s.location_id,
             supplier_id=s.supplier_id,

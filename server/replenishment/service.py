@@ -648,8 +648,11 @@ async def _deliveries(
     )
     out: dict[int, list[tuple[datetime, datetime]]] = defaultdict(list)
     for supplier, submitted, received in rows.all():
-        if received >= submitted:
-            out[supplier].append((_aware(submitted), _aware(received)))
+        if submitted is None or received is None:
+            continue
+        ordered, arrived = _aware(submitted), _aware(received)
+        if arrived >= ordered:
+            out[supplier].append((ordered, arrived))
     return out
 
 
