@@ -125,8 +125,7 @@ class Services:
             supervision_checks=supervision_checks,
             reports=ReportService(db),
             forecasting=forecasting,
-            # Stored forecasts: pass `forecasts=forecasting` once it stores them.
-            replenishment=ReplenishmentService(db, purchasing, transfers, alerts),
+            replenishment=ReplenishmentService(db, purchasing, transfers, alerts, forecasting),
             ratelimits=RateLimits(settings),
         )
 

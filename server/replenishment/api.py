@@ -14,12 +14,13 @@ from server.catalog import models as catalog_models
 from server.catalog.api import Product
 from server.core.cost import weigh
 from server.core.graphql import Info, MutationError, attempt, decode_id, relation
+from server.core.graphql_enums import described_enum
 from server.network import models as network_models
 from server.network.api import Location, Organisation
 from server.purchasing.api import PurchaseOrder
 from server.replenishment import rules
 from server.replenishment.service import PurchaseChoice, Suggestions, TransferChoice
-from server.suppliers.api import described_enum, organisation_id
+from server.suppliers.api import organisation_id
 from server.transfers.api.types import Transfer
 
 SuggestionKind = described_enum(

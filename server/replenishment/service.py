@@ -31,6 +31,8 @@ from server.catalog.models import Lot, LotStatus, Product
 from server.core.db import Database, midnight_utc, utcnow
 from server.core.errors import Duplicate, InvalidInput, NotFound
 from server.core.security import Permission, Principal
+from server.forecasting.engine import StoredForecast
+from server.forecasting.series import Granularity
 from server.inventory.models import Balance, Movement, MovementKind
 from server.network.models import Location, LocationKind, Organisation
 from server.purchasing.models import PurchaseOrder, PurchaseOrderLine, PurchaseOrderStatus
@@ -54,7 +56,7 @@ from server.transfers.models import TransferLine as TransferLineRow
 from server.transfers.service import LineRequest, TransferService
 
 FALLBACK_WEEKS = 8  # the ledger average looks back this far when no forecast is stored
-FORECAST_GRANULARITY = "WEEKLY"  # what is asked of the forecasting room
+FORECAST_GRANULARITY = Granularity.WEEKLY  # what is asked of the forecasting room
 FORECAST_HORIZON_DAYS = 180  # the ledger average is extended this far
 PERIOD_DAYS = {"DAILY": 1.0, "WEEKLY": 7.0, "MONTHLY": 365.25 / 12}
 SHELF_LIFE_LOOKBACK_DAYS = 365
@@ -72,33 +74,16 @@ NOTE = "From reorder suggestions"
 # --- the forecast source (the forecasting room's stored forecasts, when wired) --------------------
 
 
-class StoredForecastLike(Protocol):
-    """What `ForecastingService.stored_forecast` returns: points and an interval per period."""
-
-    points: Sequence[float]
-    lower: Sequence[float]
-    upper: Sequence[float]
-    level: int  # the interval's coverage in percent (80)
-    model: str
-    granularity: Any  # DAILY / WEEKLY / MONTHLY (a str or a StrEnum)
-
-
 class ForecastSource(Protocol):
-    async def stored_forecast(
-        self, session: AsyncSession, product_id: int, location_id: int, granularity: Any
-    ) -> StoredForecastLike | None: ...
-
-
-class NoStoredForecasts:
-    """Until forecasts are stored: every series falls back to the ledger average."""
+    """Where stored forecasts come from: `ForecastingService` (a seam, so the pure maths and
+    its tests need no forecasting run)."""
 
     async def stored_forecast(
-        self, session: AsyncSession, product_id: int, location_id: int, granularity: Any
-    ) -> StoredForecastLike | None:
-        return None
+        self, session: AsyncSession, product_id: int, location_id: int, granularity: Granularity
+    ) -> StoredForecast | None: ...
 
 
-def from_stored(stored: StoredForecastLike) -> DemandForecast:
+def from_stored(stored: StoredForecast) -> DemandForecast:
     """A stored forecast as means and spreads per period (from the interval's upper bound)."""
     granularity = str(getattr(stored.granularity, "value", stored.granularity)).upper()
     period = PERIOD_DAYS.get(granularity)
@@ -177,13 +162,13 @@ class ReplenishmentService:
         purchasing: PurchasingService,
         transfers: TransferService,
         alerts: AlertService,
-        forecasts: ForecastSource | None = None,
+        forecasts: ForecastSource,
     ) -> None:
         self.db = db
         self.alerts = alerts
         self.purchasing = purchasing
         self.transfers = transfers
-        self.forecasts: ForecastSource = forecasts or NoStoredForecasts()
+        self.forecasts = forecasts
 
     # --- reads ----------------------------------------------------------------------------------
 
