@@ -134,7 +134,8 @@ const STORED = `query($product: ID!, $location: ID!) {
 
 test("one location shows its stored forecast, the chosen model and the interval", async () => {
   const accessToken = await token(fx.url, "pharmacist");
-  const page = await browser.context.newPage();
+  const context = await browser.newContext(); // signed out: the shared context already signed in
+  const page = await context.newPage();
   await signIn(page, fx.url, "pharmacist");
   await page.goto(`${fx.url}/#/dashboard`);
   await page.getByTestId("stock-value-total").waitFor();
@@ -161,5 +162,5 @@ test("one location shows its stored forecast, the chosen model and the interval"
   assert.equal(await rows.count(), Math.min(26, expected.history.length) + expected.points.length);
   const violations = await seriousViolations(page);
   assert.deepEqual(violations, [], JSON.stringify(violations, null, 2));
-  await page.close();
+  await context.close();
 });
