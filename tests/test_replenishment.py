@@ -384,3 +384,96 @@ async def test_low_stock_follows_the_reorder_point_and_a_manual_minimum_wins(dem
     assert await active_low_stock(demo, "HOSP-CP", product) == []
     await demo.services.replenishment.refresh_reorder_points()  # still the manual level
     assert await active_low_stock(demo, "HOSP-CP", product) == []
+
+
+PLAN = """
+query($input: ReorderPlanInput!) {
+  reorderPlan(input: $input) {
+    status optimised binding budget storageCapacity suggestedSpend spend suggestedSpace space
+    expectedCost messages location { code } mustOrdersDropped { id }
+    lines { quantity cut space mustOrder value
+            suggestion { quantity unitPrice product { id } supplier { id } } }
+  }
+}
+"""
+
+
+async def three_suggestions(demo: Demo) -> list[int]:
+    products = [await first_product_id(demo.services, offset=k) for k in range(3)]
+    for k, product in enumerate(products):
+        await contract(demo, product, ref=f"RP-{k}")
+        per_day = 5 + 5 * k
+        await history(demo, "HOSP-CP", product, received=56 * per_day + 20, per_day=per_day)
+    return products
+
+
+async def test_a_budget_plan_cuts_suggestions_names_the_budget_and_keeps_within_it(
+    demo: Demo, as_user: AsUser
+) -> None:
+    products = await three_suggestions(demo)
+    pharmacist = await as_user("pharmacist")
+    cp = gid("Location", demo.locations["HOSP-CP"])
+    suggested = [
+        s
+        for s in (await pharmacist.call(SUGGESTIONS, location=cp))["suggestions"]
+        if s["product"]["id"] in {gid("Product", p) for p in products}
+    ]
+    assert len(suggested) == 3 and all(s["quantity"] > 0 for s in suggested)
+    total = sum(Decimal(s["value"]) for s in suggested)
+
+    roomy = await pharmacist.call(PLAN, input={"location": cp, "budget": str(total * 2)})
+    assert roomy["optimised"] is False and roomy["binding"] == []
+    assert all(line["cut"] == 0 for line in roomy["lines"])
+
+    budget = (total / 2).quantize(Decimal("0.01"))
+    plan = await pharmacist.call(PLAN, input={"location": cp, "budget": str(budget)})
+    assert plan["optimised"] is True and plan["binding"] == ["BUDGET"]
+    assert plan["status"] in ("OPTIMAL", "TIME_LIMIT")
+    assert Decimal(plan["spend"]) <= budget and Decimal(plan["suggestedSpend"]) >= total
+    ours = [
+        x
+        for x in plan["lines"]
+        if x["suggestion"]["product"]["id"] in {gid("Product", p) for p in products}
+    ]
+    assert sum(x["cut"] for x in ours) > 0
+    for x in plan["lines"]:
+        assert 0 <= x["quantity"] <= x["suggestion"]["quantity"]
+        assert x["cut"] == x["suggestion"]["quantity"] - x["quantity"]
+        assert Decimal(x["value"]) == Decimal(x["suggestion"]["unitPrice"]) * x["quantity"]
+    assert plan["location"]["code"] == "HOSP-CP" and plan["expectedCost"] is not None
+
+
+async def test_storage_capacity_in_packs_or_per_product_space_binds_as_space(
+    demo: Demo, as_user: AsUser
+) -> None:
+    products = await three_suggestions(demo)
+    pharmacist = await as_user("pharmacist")
+    cp = gid("Location", demo.locations["HOSP-CP"])
+    packs = (await pharmacist.call(PLAN, input={"location": cp, "storageCapacity": 1e9}))[
+        "suggestedSpace"
+    ]
+    plan = await pharmacist.call(PLAN, input={"location": cp, "storageCapacity": packs * 0.5})
+    assert plan["binding"] == ["SPACE"] and plan["space"] <= packs * 0.5 + 1e-6
+
+    bulky = {"product": gid("Product", products[2]), "space": 4.0}
+    plan = await pharmacist.call(
+        PLAN, input={"location": cp, "storageCapacity": packs, "packSpace": [bulky]}
+    )
+    assert plan["binding"] == ["SPACE"] and plan["space"] <= packs + 1e-6
+    assert plan["suggestedSpace"] > packs
+
+
+async def test_a_plan_needs_a_limit_and_is_refused_for_wards_and_nurses(
+    demo: Demo, as_user: AsUser
+) -> None:
+    pharmacist = await as_user("pharmacist")
+    cp = gid("Location", demo.locations["HOSP-CP"])
+    ward = gid("Location", demo.locations["WARD-A"])
+    for variables in ({"location": cp}, {"location": ward, "budget": "100"}):
+        body = await pharmacist.raw(PLAN, input=variables)
+        assert body["errors"][0]["extensions"]["code"] == "INVALID_INPUT", body
+    body = await pharmacist.raw(PLAN, input={"location": cp, "budget": "-1"})
+    assert body["errors"][0]["extensions"]["code"] == "INVALID_INPUT", body
+    nurse = await as_user("nurse")
+    await nurse.forbidden_read(PLAN, input={"location": ward, "budget": "100"})
+    await nurse.forbidden_read(PLAN, input={"location": cp, "budget": "100"})

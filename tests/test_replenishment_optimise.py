@@ -8,8 +8,8 @@ import pytest
 
 from server.core.errors import InvalidInput
 from server.replenishment.optimise import (
-    Constraint,
     OrderLine,
+    PlanConstraint,
     PlanStatus,
     _greedy,
     _upper_packs,
@@ -63,7 +63,7 @@ def test_the_budget_is_respected_and_named_when_it_binds() -> None:
     budget = free.spend * 0.5
     plan = optimise_orders(lines(), budget=budget)
     assert plan.spend <= budget + 1e-6
-    assert plan.binding == [Constraint.BUDGET]
+    assert plan.binding == [PlanConstraint.BUDGET]
     assert plan.expected_cost > free.expected_cost
     assert plan.spend == pytest.approx(sum(x.pack_cost * plan.packs[x.product_id] for x in lines()))
 
@@ -73,7 +73,7 @@ def test_the_capacity_is_respected_and_named_when_it_binds() -> None:
     capacity = free.volume * 0.4
     plan = optimise_orders(lines(), capacity=capacity, budget=free.spend * 10)
     assert plan.volume <= capacity + 1e-6
-    assert plan.binding == [Constraint.SPACE]
+    assert plan.binding == [PlanConstraint.SPACE]
 
 
 def test_both_can_bind() -> None:

@@ -13,15 +13,18 @@ from strawberry.scalars import JSON
 from server.catalog import models as catalog_models
 from server.catalog.api import Product
 from server.core.cost import weigh
+from server.core.errors import InvalidInput
 from server.core.graphql import Info, MutationError, attempt, decode_id, relation
 from server.core.graphql_enums import described_enum
 from server.network import models as network_models
 from server.network.api import Location, Organisation
 from server.purchasing.api import PurchaseOrder
-from server.replenishment import rules
-from server.replenishment.service import PurchaseChoice, Suggestions, TransferChoice
+from server.replenishment import optimise, rules
+from server.replenishment.service import LocationPlan, PurchaseChoice, Suggestions, TransferChoice
 from server.suppliers.api import organisation_id
 from server.transfers.api.types import Transfer
+
+MAX_PACK_SPACES = 200
 
 SuggestionKind = described_enum(
     rules.SuggestionKind,
@@ -131,6 +134,149 @@ class ReorderSuggestions:
         )
 
 
+PlanConstraint = described_enum(
+    optimise.PlanConstraint,
+    "A limit a reorder plan must respect.",
+    BUDGET="The money available for the orders.",
+    SPACE="The free storage space at the location.",
+)
+
+PlanStatus = described_enum(
+    optimise.PlanStatus,
+    "How the plan was found.",
+    OPTIMAL="The best plan under the cost model (or the suggestions themselves when they fit).",
+    TIME_LIMIT="The solver's best plan when its time ran out; it respects every limit.",
+    HEURISTIC="The solver found none in time: a greedy fill that respects every limit.",
+)
+
+
+@strawberry.input(description="The storage space one pack of a product takes.")
+class PackSpaceInput:
+    product: relay.GlobalID = strawberry.field(description="The product.")
+    space: float = strawberry.field(
+        description="Space per pack, in the same units as storageCapacity (default 1)."
+    )
+
+
+@strawberry.input(description="The limits a location's purchases must fit today.")
+class ReorderPlanInput:
+    location: relay.GlobalID = strawberry.field(description="The buying location (not a ward).")
+    budget: Decimal | None = strawberry.field(
+        default=None, description="Money available for all the orders; null: no limit."
+    )
+    storage_capacity: float | None = strawberry.field(
+        default=None,
+        description="Free storage space at the location, in packs unless packSpace gives "
+        "other units; null: no limit. At least one of budget and storageCapacity is needed.",
+    )
+    pack_space: list[PackSpaceInput] = strawberry.field(
+        default_factory=list,
+        description="Space per pack for products that do not take one unit each (at most 200).",
+    )
+
+
+@strawberry.type(description="One suggestion and what the plan orders of it.")
+class PlannedOrder:
+    suggestion: ReorderSuggestion = strawberry.field(
+        description="The unconstrained suggestion, with its why."
+    )
+    quantity: int = strawberry.field(
+        description="Packs the plan orders (at most the suggestion; 0: cut entirely)."
+    )
+    cut: int = strawberry.field(description="Packs cut from the suggestion.")
+    space: float = strawberry.field(description="Storage space the planned quantity takes.")
+    must_order: bool = strawberry.field(
+        description="A critical or controlled item below its reorder point: kept while the "
+        "limits allow its minimum."
+    )
+    unit_price: strawberry.Private[Decimal | None]
+
+    @strawberry.field(description="quantity * the contract's unit price.")
+    def value(self) -> Decimal | None:
+        return None if self.unit_price is None else self.unit_price * self.quantity
+
+
+@strawberry.type(
+    description="A location's purchase suggestions cut to a budget and free storage space by "
+    "an optimiser minimising expected stock-out, expiry, holding and ordering cost."
+)
+class ReorderPlan:
+    status: PlanStatus = strawberry.field(  # type: ignore[valid-type]
+        description="How the plan was found."
+    )
+    optimised: bool = strawberry.field(
+        description="False when the suggestions fit the limits and are the plan unchanged."
+    )
+    binding: list[PlanConstraint] = strawberry.field(  # type: ignore[valid-type]
+        description="The limits that force cuts (dropping one would lower the expected cost)."
+    )
+    lines: list[PlannedOrder] = strawberry.field(
+        description="Every suggestion with a quantity, those still ordered first."
+    )
+    budget: Decimal | None = strawberry.field(description="The budget given.")
+    storage_capacity: float | None = strawberry.field(description="The free space given.")
+    suggested_spend: Decimal = strawberry.field(description="What all the suggestions cost.")
+    spend: Decimal = strawberry.field(description="What the plan costs.")
+    suggested_space: float = strawberry.field(description="The space all the suggestions take.")
+    space: float = strawberry.field(description="The space the plan takes.")
+    expected_cost: float | None = strawberry.field(
+        description="The plan's expected stock-out + expiry + holding + ordering cost over lead "
+        "time and one cycle; null when nothing had to be cut."
+    )
+    messages: list[str] = strawberry.field(
+        description="What the planner had to give up, in words (e.g. a critical item whose "
+        "minimum did not fit)."
+    )
+    location_id: strawberry.Private[int]
+    dropped_ids: strawberry.Private[list[int]]
+
+    location: Location = relation(
+        network_models.Location, "location_id", description="The buying location."
+    )
+
+    @strawberry.field(
+        description="Critical or controlled items that had to be ordered but whose minimums "
+        "did not all fit: left to the optimiser."
+    )
+    async def must_orders_dropped(self, info: Info) -> list[Product]:
+        rows = await info.context.by_id(catalog_models.Product).load_many(self.dropped_ids)
+        return [Product.from_model(p) for p in rows if p is not None]
+
+    @classmethod
+    def from_result(cls, result: LocationPlan) -> ReorderPlan:
+        plan = result.plan
+        return cls(
+            status=plan.status,
+            optimised=plan.optimised,
+            binding=list(plan.binding),
+            lines=[
+                PlannedOrder(
+                    suggestion=ReorderSuggestion.from_rule(p.suggestion),
+                    quantity=p.quantity,
+                    cut=p.cut,
+                    space=p.space,
+                    must_order=p.must_order,
+                    unit_price=p.suggestion.unit_price,
+                )
+                for p in plan.lines
+            ],
+            budget=None if plan.budget is None else _money(plan.budget),
+            storage_capacity=plan.capacity,
+            suggested_spend=_money(plan.suggested_spend),
+            spend=_money(plan.spend),
+            suggested_space=plan.suggested_space,
+            space=plan.space,
+            expected_cost=None if plan.expected_cost is None else round(plan.expected_cost, 2),
+            messages=list(plan.messages),
+            location_id=result.location_id,
+            dropped_ids=list(plan.dropped),
+        )
+
+
+def _money(value: float) -> Decimal:
+    return Decimal(str(round(value, 2)))
+
+
 @strawberry.input(description="One accepted purchase suggestion (its quantity may be changed).")
 class AcceptedPurchaseInput:
     product: relay.GlobalID = strawberry.field(description="The product.")
@@ -209,6 +355,29 @@ class Query:
             include_not_needed=include_not_needed,
         )
         return ReorderSuggestions.from_result(result)
+
+    @strawberry.field(
+        description="Today's purchase suggestions of a location cut to a budget and free "
+        "storage space: what to order, what was cut and which limit binds. Needs procurement "
+        "read access; a ward is refused (plan its pharmacy).",
+        metadata=weigh(1000),
+    )
+    async def reorder_plan(self, info: Info, input: ReorderPlanInput) -> ReorderPlan:
+        principal = info.context.require_principal()
+        if len(input.pack_space) > MAX_PACK_SPACES:
+            raise InvalidInput(f"at most {MAX_PACK_SPACES} packSpace entries", field="packSpace")
+        spaces = {
+            decode_id(x.product, Product, f"packSpace.{i}.product"): x.space
+            for i, x in enumerate(input.pack_space)
+        }
+        result = await info.context.services.replenishment.plan(
+            principal,
+            decode_id(input.location, Location, "location"),
+            budget=None if input.budget is None else float(input.budget),
+            storage_capacity=input.storage_capacity,
+            pack_space=spaces,
+        )
+        return ReorderPlan.from_result(result)
 
 
 def _purchase_choice(line: AcceptedPurchaseInput, field: str) -> PurchaseChoice:

@@ -54,7 +54,7 @@ class PlanStatus(StrEnum):
     HEURISTIC = "HEURISTIC"  # the solver found nothing in time: a greedy fill
 
 
-class Constraint(StrEnum):
+class PlanConstraint(StrEnum):
     BUDGET = "BUDGET"
     SPACE = "SPACE"
 
@@ -113,7 +113,7 @@ class Plan:
     expected_cost: float
     spend: float
     volume: float
-    binding: list[Constraint]
+    binding: list[PlanConstraint]
     dropped: list[int] = field(default_factory=list)  # must-orders that no longer had to be
     messages: list[str] = field(default_factory=list)
     seconds: float = 0.0
@@ -215,13 +215,13 @@ def optimise_orders(
         status = PlanStatus.OPTIMAL if optimal else PlanStatus.TIME_LIMIT
     cost = model.cost(packs)
 
-    binding: list[Constraint] = []
-    for name, limit in ((Constraint.BUDGET, budget), (Constraint.SPACE, capacity)):
+    binding: list[PlanConstraint] = []
+    for name, limit in ((PlanConstraint.BUDGET, budget), (PlanConstraint.SPACE, capacity)):
         if limit is None:
             continue
         relaxed = model.solve(
-            None if name is Constraint.BUDGET else budget,
-            None if name is Constraint.SPACE else capacity,
+            None if name is PlanConstraint.BUDGET else budget,
+            None if name is PlanConstraint.SPACE else capacity,
             remaining() / 2,
         )
         if relaxed is not None and model.cost(relaxed[0]) < cost - 1e-6 * max(1.0, abs(cost)):

@@ -74,6 +74,17 @@ SERVICE_LEVELS: Mapping[ProductClass, float] = {
 }
 
 
+# What a unit short costs, as a multiple of its unit price: the emergency purchase, the nurse's
+# time, the substitute, and for critical items the harm a delay risks. Used by the budget plan
+# (which lines to cut first) and for each item's newsvendor service level.
+STOCKOUT_COST_MULTIPLE: Mapping[ProductClass, float] = {
+    ProductClass.CRITICAL: 20.0,
+    ProductClass.CONTROLLED: 10.0,
+    ProductClass.STANDARD: 5.0,
+    ProductClass.NON_ESSENTIAL: 2.0,
+}
+
+
 class Distribution(StrEnum):
     NORMAL = "NORMAL"
     GAMMA = "GAMMA"

@@ -18,7 +18,7 @@ from __future__ import annotations
 import math
 import statistics
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from typing import Any, Protocol
@@ -38,6 +38,7 @@ from server.network.models import Location, LocationKind, Organisation
 from server.purchasing.models import PurchaseOrder, PurchaseOrderLine, PurchaseOrderStatus
 from server.purchasing.service import NewOrder, OrderLineFields, PurchasingService
 from server.replenishment import rules
+from server.replenishment.plan import OrderPlan, plan_orders
 from server.replenishment.rules import (
     ContractTerms,
     DemandForecast,
@@ -142,6 +143,13 @@ class Suggestions:
 
 
 @dataclass(frozen=True)
+class LocationPlan:
+    location_id: int
+    today: date
+    plan: OrderPlan
+
+
+@dataclass(frozen=True)
 class PurchaseChoice:
     product_id: int
     supplier_id: int
@@ -207,6 +215,41 @@ class ReplenishmentService:
             )
         return SuggestionKind.PURCHASE, None, await self._purchases(session, location, today)
 
+    async def plan(
+        self,
+        principal: Principal,
+        location_id: int,
+        *,
+        budget: float | None = None,
+        storage_capacity: float | None = None,
+        pack_space: Mapping[int, float] | None = None,
+        today: date | None = None,
+    ) -> LocationPlan:
+        """Today's purchase suggestions of a (non-ward) location cut to a budget and to free
+        storage space; see `plan.plan_orders`. Space is counted per pack in the caller's units
+        (`pack_space`, 1 when absent: `storage_capacity` is then a number of packs)."""
+        principal.require(Permission.STOCK_READ, location_id=location_id)
+        principal.require(Permission.PROCUREMENT_READ)
+        if budget is None and storage_capacity is None:
+            raise InvalidInput("give a budget, a storage capacity or both", field="budget")
+        today = today or utcnow().date()
+        async with self.db.read() as session:
+            location = await session.get(Location, location_id)
+            if location is None or not location.active:
+                raise NotFound(f"location {location_id} does not exist", field="location")
+            if await self._supplying_parent(session, location) is not None:
+                raise InvalidInput(
+                    f"{location.name} is a ward topped up by its pharmacy: plan the pharmacy's "
+                    "purchases instead",
+                    field="location",
+                )
+            items = await self._purchase_items(session, location, today)
+        result = plan_orders(
+            items, today, budget=budget, capacity=storage_capacity, pack_space=pack_space
+        )
+        result.lines.sort(key=lambda p: (p.quantity == 0, p.suggestion.product_id))
+        return LocationPlan(location_id, today, result)
+
     async def refresh_reorder_points(self, today: date | None = None) -> int:
         """A system job (the server's periodic checks): every active location's reorder points
         (par levels for wards) become its computed LOW_STOCK thresholds; a manual minimum level
@@ -246,6 +289,11 @@ class ReplenishmentService:
     async def _purchases(
         self, session: AsyncSession, location: Location, today: date
     ) -> list[Suggestion]:
+        return [s for _, s in await self._purchase_items(session, location, today)]
+
+    async def _purchase_items(
+        self, session: AsyncSession, location: Location, today: date
+    ) -> list[tuple[PurchaseItem, Suggestion]]:
         children = list(
             (
                 await session.execute(
@@ -289,7 +337,7 @@ class ReplenishmentService:
                 shelf_life_days=shelf.get(pid),
             )
             suggestion = rules.suggest_purchase(item, today)
-            out.append(_with(suggestion, forecast_why | {"served_locations": served}))
+            out.append((item, _with(suggestion, forecast_why | {"served_locations": served})))
         return out
 
     async def _ward(
