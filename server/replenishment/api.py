@@ -362,10 +362,17 @@ class Query:
         "read access; a ward is refused (plan its pharmacy).",
         metadata=weigh(1000),
     )
-    async def reorder_plan(self, info: Info, input: ReorderPlanInput) -> ReorderPlan:
+    async def reorder_plan(
+        self,
+        info: Info,
+        input: Annotated[
+            ReorderPlanInput,
+            strawberry.argument(description="The location, and the budget and space to plan in."),
+        ],
+    ) -> ReorderPlan:
         principal = info.context.require_principal()
         if len(input.pack_space) > MAX_PACK_SPACES:
-            raise InvalidInput(f"at most {MAX_PACK_SPACES} packSpace entries", field="packSpace")
+            raise InvalidInput(f"at most {MAX_PACK_SPACES} packSpace entries", field="pack_space")
         spaces = {
             decode_id(x.product, Product, f"packSpace.{i}.product"): x.space
             for i, x in enumerate(input.pack_space)
