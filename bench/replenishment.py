@@ -17,13 +17,32 @@ every policy):
     weekly totals with a damped trend and, when it earns its keep, a yearly harmonic; a
     day-of-week profile; spread from its residuals (never below Poisson); "obsolete" when the
     run of empty days is too long to be chance. Measured lead times come from the policy's own
-    deliveries (plus a few from history).
+    deliveries (plus a few from history). Each item's service level is its newsvendor critical
+    ratio p / (p + h·T) (the cost of a unit short against holding it over one order cycle T
+    from the EOQ), never below its class's minimum (`rules.target_service_level`); the cost
+    multiples it uses are the product's configured ones (`rules.STOCKOUT_COST_MULTIPLE`), which
+    are also what the bench charges.
 (b) Min/max set the usual way: min = average lead-time demand + a fixed buffer of
     BUFFER_DAYS days of average demand, max = min + a month of average demand; averages over
     the trailing year, re-set every quarter; order up to max when the position falls to min.
 (c) Clairvoyant: knows future demand, the lead time of each order and each lot's shelf life; it
     plans each order to arrive the day stock would run out, sized by the EOQ cycle and never
     more than can be used before it expires (a heuristic lower bound, not a proven optimum).
+(d) Oracle: policy (a) told the true daily mean and variance of demand and the true lead-time
+    distribution instead of forecasting and measuring them, but not the draws. It separates the
+    two gaps: Apotheca / oracle is the price of forecasting, oracle / clairvoyant the price of
+    not knowing the future, which no forecaster removes.
+
+Why the aim "cost <= 1.3x clairvoyant" is not reached: the clairvoyant knows each day's demand
+and each order's lead time, so it holds only cycle stock and never runs short. Any policy that
+does not see the draws must hold safety stock against demand noise (negative binomial days,
+intermittent lumps) and against late deliveries (8 % of orders arrive 1.5-2.5x the contract's
+lead time), or pay for stock-outs. The oracle, which knows every distribution exactly, costs
+about 3.3x the clairvoyant (seed 1: 408,498 against 123,855), its holding alone nearly twice
+the clairvoyant's whole cost; Apotheca costs about 1.3x the oracle. So against this bound the
+aim is out of reach for a non-clairvoyant policy of this kind; the measurable target is the
+oracle, and the remaining gap to it is the forecaster's (slow to follow seasonal ramps, since
+it refits weekly).
 
 Costs: holding HOLDING_RATE a year of the stock's value, a stock-out penalty per unit short of
 a multiple of its unit cost by class, the value of expired units, ORDERING_COST per order line.
@@ -38,7 +57,7 @@ import bisect
 import math
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import date, timedelta
 from decimal import Decimal
 from pathlib import Path
@@ -48,9 +67,13 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from server.replenishment.rules import (
+    LEAD_TIME_SAMPLES,
     ContractTerms,
     DemandForecast,
     Distribution,
+    InventoryPosition,
+    LeadTime,
+    LeadTimeSource,
     OpenPurchaseLine,
     ProductClass,
     PurchaseItem,
@@ -58,9 +81,9 @@ from server.replenishment.rules import (
     inventory_position,
     lead_time_demand,
     measured_lead_time,
-    service_level,
     stock_levels,
     suggest_purchase,
+    target_service_level,
 )
 
 HISTORY_DAYS = 730
@@ -100,6 +123,8 @@ class Product:
     life: np.ndarray  # remaining shelf life on receipt of an order placed on day t
     history_deliveries: list[tuple[date, date]]
     initial_lots: list[tuple[int, int]]  # (expiry day, quantity) at the start
+    true_mean: np.ndarray  # the generating process's daily mean and variance (for the oracle)
+    true_var: np.ndarray
 
     @property
     def contract(self) -> ContractTerms:
@@ -143,11 +168,17 @@ def make_products(count: int, seed: int) -> list[Product]:
             p = rng.uniform(0.03, 0.3)
             size = rng.uniform(0.5, 8)
             demand = (rng.random(total) < p) * (1 + rng.poisson(size, total))
+            true_mean = np.full(total, p * (1 + size))
+            true_var = p * (1 + 3 * size + size**2) - true_mean**2
         else:
             k = 5.0  # negative binomial: variance = mean + mean²/k
             demand = rng.poisson(rng.gamma(k, np.maximum(mean, 1e-9) / k))
+            true_mean = np.maximum(mean, 0.0)
+            true_var = true_mean + true_mean**2 / k
         if pattern == "obsolete":
-            demand[START + int(rng.uniform(30, 240)) :] = 0
+            gone = START + int(rng.uniform(30, 240))
+            demand[gone:] = 0
+            true_mean[gone:] = true_var[gone:] = 0.0
         demand = demand.astype(np.int64)
         avg = max(float(demand[:START].mean()), 0.05)
         pack = max(s for s in (1, 5, 10, 20, 50, 100) if s <= max(1.0, avg * 3))
@@ -193,9 +224,20 @@ def make_products(count: int, seed: int) -> list[Product]:
                 life,
                 deliveries,
                 sorted(lots),
+                true_mean,
+                np.maximum(true_var, 0.0),
             )
         )
     return products
+
+
+def true_lead_times(p: Product, seed: int, n: int = LEAD_TIME_SAMPLES) -> tuple[float, ...]:
+    """Draws from the process that makes the product's lead times (a separate generator, so
+    the simulated series are the same with or without the oracle)."""
+    rng = np.random.default_rng([seed, p.id])
+    lead = np.maximum(1, np.round(p.lead_days * rng.lognormal(0, 0.25, n)))
+    late = rng.random(n) < LATE_SHARE
+    return tuple(float(x) for x in lead + late * np.round(p.lead_days * rng.uniform(0.5, 1.5, n)))
 
 
 # --- the honest forecaster ------------------------------------------------------------------------
@@ -275,14 +317,24 @@ class Apotheca:
         self.reorder_point = 0.0
         self.next_refresh = START
 
+    def _lead_time(self) -> LeadTime:
+        return measured_lead_time(self.deliveries, self.contract.lead_time_days)
+
+    def _forecast(self, day: int) -> DemandForecast:
+        return forecast(self.p.demand[: day + 1])
+
     def _levels(self) -> None:
         assert self.fc is not None
-        lead = measured_lead_time(self.deliveries, self.contract.lead_time_days)
+        lead = self._lead_time()
         demand = lead_time_demand(self.fc, lead, 1.0)
-        cycle, _ = cycle_quantity(self.fc.rate_at(lead.mean_days), self.p.unit_cost)
-        self.reorder_point = stock_levels(
-            demand, service_level(self.p.product_class), cycle, self.distribution
-        ).reorder_point
+        rate = self.fc.rate_at(lead.mean_days)
+        cycle, _ = cycle_quantity(
+            rate, self.p.unit_cost, ordering_cost=ORDERING_COST, holding_rate=HOLDING_RATE
+        )
+        level, _ = target_service_level(
+            self.p.product_class, rate, cycle, holding_rate=HOLDING_RATE
+        )
+        self.reorder_point = stock_levels(demand, level, cycle, self.distribution).reorder_point
 
     def received(self, ordered: int, day: int) -> None:
         self.deliveries.append((DAY0 + timedelta(days=ordered), DAY0 + timedelta(days=day)))
@@ -290,14 +342,19 @@ class Apotheca:
 
     def order(self, day: int, on_hand: int, pipeline: list[list[int]]) -> int:
         if day >= self.next_refresh:
-            self.fc = forecast(self.p.demand[: day + 1])
+            self.fc = self._forecast(day)
             self.next_refresh = day + REFRESH_DAYS
             self._levels()
         if on_hand + sum(q[1] for q in pipeline) >= self.reorder_point:
             return 0
         position = inventory_position(on_hand, [OpenPurchaseLine(q[1]) for q in pipeline])
         assert self.fc is not None
-        item = PurchaseItem(
+        item = self._item(position)
+        return suggest_purchase(item, DAY0 + timedelta(days=day)).quantity
+
+    def _item(self, position: InventoryPosition) -> PurchaseItem:
+        assert self.fc is not None
+        return PurchaseItem(
             self.p.id,
             1,
             self.p.product_class,
@@ -310,7 +367,42 @@ class Apotheca:
             holding_rate=HOLDING_RATE,
             distribution=self.distribution,
         )
-        return suggest_purchase(item, DAY0 + timedelta(days=day)).quantity
+
+
+class Oracle(Apotheca):
+    """The same policy told the truth about the distributions: the generating process's daily
+    mean and variance instead of a forecast, and its lead-time distribution (as many draws as
+    the policy would use measured deliveries) instead of the measured one. It does not know the
+    draws themselves. What it costs above the clairvoyant is the price of uncertainty that no
+    forecaster can remove; what Apotheca costs above it is the price of forecasting."""
+
+    name = "oracle"
+
+    def __init__(self, product: Product, seed: int) -> None:
+        super().__init__(product)
+        samples = true_lead_times(product, seed)
+        mean = sum(samples) / len(samples)
+        sd = math.sqrt(sum((x - mean) ** 2 for x in samples) / (len(samples) - 1))
+        self.lead = LeadTime(mean, sd, len(samples), LeadTimeSource.MEASURED, {}, samples)
+
+    def _lead_time(self) -> LeadTime:
+        return self.lead
+
+    def _forecast(self, day: int) -> DemandForecast:
+        ahead = slice(day + 1, day + 1 + HORIZON_DAYS)
+        return DemandForecast(
+            tuple(float(x) for x in self.p.true_mean[ahead]),
+            tuple(math.sqrt(float(x)) for x in self.p.true_var[ahead]),
+        )
+
+    def _item(self, position: InventoryPosition) -> PurchaseItem:
+        # the measured deliveries are replaced by the true distribution: the rules' lead-time
+        # estimate from deliveries is bypassed by handing them the samples as deliveries
+        item = super()._item(position)
+        return replace(
+            item,
+            deliveries=[(DAY0, DAY0 + timedelta(days=float(x))) for x in self.lead.samples],
+        )
 
 
 def _round_order(raw: float, pack: int, moq: int) -> int:
@@ -430,7 +522,7 @@ class Totals:
         return self.holding + self.shortage + self.expired_value + self.ordering
 
 
-def simulate(policy: Apotheca | MinMax | Clairvoyant, p: Product, totals: Totals) -> None:
+def simulate(policy: Apotheca | Oracle | MinMax | Clairvoyant, p: Product, totals: Totals) -> None:
     lots = [list(x) for x in p.initial_lots]
     pipeline: list[list[int]] = []  # [arrival day, quantity, expiry day, order day]
     penalty = STOCKOUT_MULTIPLE[p.product_class] * p.unit_cost
@@ -483,6 +575,7 @@ def run(seed: int, count: int) -> dict[str, Totals]:
         "Apotheca": lambda p: Apotheca(p),
         f"min/max ({BUFFER_DAYS}-day buffer)": lambda p: MinMax(p),
         "min/max (7-day buffer)": lambda p: MinMax(p, 7),
+        "oracle (true distributions)": lambda p: Oracle(p, seed),
         "clairvoyant": lambda p: Clairvoyant(p),
     }
     out = {}
@@ -555,9 +648,11 @@ def report(seed: int, count: int, results: dict[str, Totals], seconds: float) ->
     minmax = results[f"min/max ({BUFFER_DAYS}-day buffer)"].total_cost
     minmax7 = results["min/max (7-day buffer)"].total_cost
     best = results["clairvoyant"].total_cost
+    oracle = results["oracle (true distributions)"].total_cost
     print(
         f"cost ratios: Apotheca / min/max {ours / minmax:.3f} (aim <= 0.7), "
-        f"/ min/max 7-day {ours / minmax7:.3f}, / clairvoyant {ours / best:.3f} (aim <= 1.3)"
+        f"/ min/max 7-day {ours / minmax7:.3f}, / clairvoyant {ours / best:.3f} (aim <= 1.3), "
+        f"/ oracle {ours / oracle:.3f}; oracle / clairvoyant {oracle / best:.3f}"
     )
     fill = {
         name: "  ".join(

@@ -10,6 +10,7 @@ import pytest
 
 from server.core.errors import InvalidInput
 from server.replenishment.rules import (
+    MAX_SERVICE_LEVEL,
     SERVICE_LEVELS,
     ContractTerms,
     DemandForecast,
@@ -34,6 +35,7 @@ from server.replenishment.rules import (
     shelf_life_cap,
     stock_levels,
     suggest_purchase,
+    target_service_level,
     ward_par_level,
     ward_transfer_suggestions,
 )
@@ -135,6 +137,27 @@ def test_critical_and_controlled_items_get_higher_service_levels() -> None:
     assert set(SERVICE_LEVELS) == set(ProductClass)
     with pytest.raises(InvalidInput):
         service_level("VITAL")
+
+
+def test_the_target_service_level_is_the_newsvendor_ratio_floored_by_the_class() -> None:
+    # standard: a unit short costs 5 prices; a 73-day cycle holds a unit for 0.25 * 73/365 = 0.05
+    level, why = target_service_level(ProductClass.STANDARD, 10.0, 730.0, holding_rate=0.25)
+    assert level == pytest.approx(5 / 5.05) and why["service_level_rule"] == "CRITICAL_RATIO"
+    assert why["cycle_days"] == 73
+    # a shorter cycle meets the risk more often: a higher level, up to the cap
+    short, _ = target_service_level(ProductClass.STANDARD, 10.0, 50.0, holding_rate=0.25)
+    assert level < short <= MAX_SERVICE_LEVEL
+    # a costly holding (long cycle, high rate) never goes below the class minimum
+    floor, why = target_service_level(ProductClass.NON_ESSENTIAL, 1.0, 90.0, holding_rate=10)
+    assert floor == SERVICE_LEVELS[ProductClass.NON_ESSENTIAL]
+    assert why["service_level_rule"] == "CLASS"
+    # no demand: the class level
+    assert (
+        target_service_level(ProductClass.CRITICAL, 0.0, 0.0)[0]
+        == SERVICE_LEVELS[ProductClass.CRITICAL]
+    )
+    with pytest.raises(InvalidInput):
+        target_service_level(ProductClass.STANDARD, float("nan"), 10.0)
 
 
 def test_lead_time_demand_adds_forecast_and_lead_time_variance() -> None:

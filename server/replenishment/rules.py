@@ -154,6 +154,47 @@ def service_level(product_class: ProductClass | str) -> float:
         ) from None
 
 
+MAX_SERVICE_LEVEL = 0.999  # beyond z = 3.1 the forecast's tail, not the policy, decides
+
+
+def target_service_level(
+    product_class: ProductClass | str,
+    rate_per_day: float,
+    cycle: float,
+    *,
+    holding_rate: float = DEFAULT_HOLDING_RATE,
+) -> tuple[float, dict[str, Any]]:
+    """The newsvendor service level of one item: the critical ratio p / (p + h·T), with p the
+    cost of a unit short (STOCKOUT_COST_MULTIPLE times its price), h·T its holding over one order
+    cycle T = cycle / rate (the (s, Q) optimum: the chance of running short in a cycle equals
+    h·Q / (p·D)), never below the class minimum and never above MAX_SERVICE_LEVEL.
+
+    Prices cancel (both costs are per unit of value), so the ratio depends on the class and the
+    cycle: an item ordered every few days meets its risk of running short many times a year,
+    and each exposure must be protected harder than for one ordered once a quarter.
+    """
+    cls = ProductClass(product_class)
+    floor = service_level(cls)
+    rate = _number("rate_per_day", rate_per_day)
+    cycle = _number("cycle_quantity", cycle)
+    h = _number("holding_rate", holding_rate, hi=10)
+    why: dict[str, Any] = {"class_service_level": floor}
+    if rate <= 0 or cycle <= 0:
+        return floor, why | {"service_level_rule": "CLASS"}
+    cycle_days = min(cycle / rate, MAX_CYCLE_DAYS)
+    multiple = STOCKOUT_COST_MULTIPLE[cls]
+    holding = h * cycle_days / 365
+    ratio = multiple / (multiple + holding)
+    level = min(max(ratio, floor), MAX_SERVICE_LEVEL)
+    return level, why | {
+        "service_level_rule": "CLASS" if level == floor else "CRITICAL_RATIO",
+        "cycle_days": _r(cycle_days),
+        "stockout_cost_multiple": multiple,
+        "holding_over_cycle_multiple": round(holding, 5),
+        "critical_ratio": round(ratio, 5),
+    }
+
+
 def z_score(level: float) -> float:
     """The standard normal quantile of a service level (0.98 → 2.054)."""
     level = _number("service_level", level, lo=0.5, hi=0.9999)
@@ -774,13 +815,16 @@ def suggest_purchase(item: PurchaseItem, on: date) -> Suggestion:
     contract = choice.contract
     lead = measured_lead_time(item.deliveries, contract.lead_time_days)
     demand = lead_time_demand(item.forecast, lead, item.review_days)
-    level = service_level(item.product_class)
+    rate = item.forecast.rate_at(lead.mean_days)
     cycle, cycle_why = cycle_quantity(
-        item.forecast.rate_at(lead.mean_days),
+        rate,
         float(contract.unit_price),
         review_days=item.review_days,
         ordering_cost=item.ordering_cost,
         holding_rate=item.holding_rate,
+    )
+    level, level_why = target_service_level(
+        item.product_class, rate, cycle, holding_rate=item.holding_rate
     )
     levels = stock_levels(demand, level, cycle, item.distribution)
     cap = None
@@ -803,6 +847,7 @@ def suggest_purchase(item: PurchaseItem, on: date) -> Suggestion:
         | lead.why
         | levels.why
         | cycle_why
+        | level_why
         | cap_why
         | qty.why
         | {
