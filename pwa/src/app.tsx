@@ -20,6 +20,7 @@ import { lazyScreen } from "./lazy";
 const AuditScreen = lazyScreen(() => import("./screens/audit"), (m) => m.AuditScreen);
 const CountsScreen = lazyScreen(() => import("./screens/counts"), (m) => m.CountsScreen);
 const DashboardScreen = lazyScreen(() => import("./screens/dashboard"), (m) => m.DashboardScreen);
+const ReorderScreen = lazyScreen(() => import("./screens/reorder"), (m) => m.ReorderScreen);
 const ShipmentsScreen = lazyScreen(() => import("./screens/shipments"), (m) => m.ShipmentsScreen);
 const SupervisionScreen = lazyScreen(() => import("./screens/supervision"), (m) => m.SupervisionScreen);
 const SuppliersScreen = lazyScreen(() => import("./screens/suppliers"), (m) => m.SuppliersScreen);
@@ -38,6 +39,7 @@ const SCREENS: ScreenDef[] = [
   { id: "stock", title: "Stock", roles: ["NURSE", "PHARMACIST", "WAREHOUSE_MANAGER", "ADMIN", "AUDITOR"], component: StockScreen },
   { id: "alerts", title: "Alerts", roles: ["NURSE", "PHARMACIST", "WAREHOUSE_MANAGER", "ADMIN", "AUDITOR", "REGULATOR"], component: AlertsScreen },
   { id: "dashboard", title: "Dashboard", roles: ["PHARMACIST", "WAREHOUSE_MANAGER", "ADMIN", "AUDITOR"], component: DashboardScreen },
+  { id: "reorder", title: "Reorder", roles: ["PHARMACIST", "WAREHOUSE_MANAGER"], component: ReorderScreen },
   { id: "transfers", title: "Transfers", roles: ["NURSE", "PHARMACIST", "WAREHOUSE_MANAGER", "ADMIN", "AUDITOR"], component: TransfersScreen },
   { id: "shipments", title: "Shipments", roles: ["PHARMACIST", "WAREHOUSE_MANAGER", "ADMIN", "SUPPLIER", "AUDITOR"], component: ShipmentsScreen },
   { id: "counts", title: "Counts", roles: ["NURSE", "PHARMACIST", "WAREHOUSE_MANAGER", "ADMIN", "AUDITOR"], component: CountsScreen },
