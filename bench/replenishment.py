@@ -38,11 +38,22 @@ and each order's lead time, so it holds only cycle stock and never runs short. A
 does not see the draws must hold safety stock against demand noise (negative binomial days,
 intermittent lumps) and against late deliveries (8 % of orders arrive 1.5-2.5x the contract's
 lead time), or pay for stock-outs. The oracle, which knows every distribution exactly, costs
-about 3.3x the clairvoyant (seed 1: 408,498 against 123,855), its holding alone nearly twice
-the clairvoyant's whole cost; Apotheca costs about 1.3x the oracle. So against this bound the
+2.7-3.3x the clairvoyant (seed 1: 408,498 against 123,855), its holding alone nearly twice
+the clairvoyant's whole cost; Apotheca costs 1.18-1.48x the oracle. So against this bound the
 aim is out of reach for a non-clairvoyant policy of this kind; the measurable target is the
 oracle, and the remaining gap to it is the forecaster's (slow to follow seasonal ramps, since
-it refits weekly).
+it refits weekly: on seed 1 one seasonal product's ramp is 44 % of Apotheca's shortage cost).
+
+Recorded (240 products; seed 7 was never looked at while the policy was changed):
+
+    seed  Apotheca fill %  expired/issued %  cost / min/max  / clairvoyant  / oracle
+    1     99.82            0.38              0.367           4.221          1.280
+    2     99.79            0.73              0.372           3.960          1.228
+    3     99.70            0.35              0.508           4.065          1.483
+    7     99.83            0.92              0.365           3.298          1.175
+
+With the class service levels instead (before the newsvendor ratio): fill 99.47, 99.71, 99.43,
+99.36 %; cost / min/max 0.407, 0.409, 0.725, 0.677; / clairvoyant 4.68, 4.36, 5.80, 6.12.
 
 Costs: holding HOLDING_RATE a year of the stock's value, a stock-out penalty per unit short of
 a multiple of its unit cost by class, the value of expired units, ORDERING_COST per order line.
