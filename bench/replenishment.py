@@ -44,7 +44,7 @@ aim is out of reach for a non-clairvoyant policy of this kind; the measurable ta
 oracle, and the remaining gap to it is the forecaster's (slow to follow seasonal ramps, since
 it refits weekly: on seed 1 one seasonal product's ramp is 44 % of Apotheca's shortage cost).
 
-Recorded (240 products; seed 7 was never looked at while the policy was changed):
+Recorded (240 products; seed 7 played no part in choosing the change):
 
     seed  Apotheca fill %  expired/issued %  cost / min/max  / clairvoyant  / oracle
     1     99.82            0.38              0.367           4.221          1.280
