@@ -68,7 +68,7 @@ TRANSFER = """
     suggestedPicks { quantity availableAtSource lot { id batchNumber } line { id } }
     inTransit { quantity lot { batchNumber } from { code } to { code } since }
     discrepancies {
-      kind quantity note lot { batchNumber } dispatchedQuantity receivedQuantity
+      id kind quantity note lot { batchNumber } dispatchedQuantity receivedQuantity
       damagedQuantity recordedBy { username } pick { id }
     }
     movements {
@@ -872,7 +872,31 @@ async def test_a_receipt_records_over_damaged_and_lost_packs(demo: Demo, as_user
             (DiscrepancyKind.DAMAGED, 2, None),
             (DiscrepancyKind.SHORT, 5, None),
         }
+    # The one Discrepancy type: read by id, it names its transfer and pick, and no shipment;
+    # either end's staff may read it, another ward's nurse may not.
+    by_id = await nurse.raw(DISCREPANCY_NODE, id=damaged["id"])
+    assert by_id["data"]["node"] == {
+        "kind": "DAMAGED",
+        "transfer": {"id": tid},
+        "pick": {"id": picks["R2"]},
+        "shipment": None,
+        "line": None,
+        "dispatchedQuantity": 5,
+    }, by_id
+    assert (await pharmacist.raw(DISCREPANCY_NODE, id=damaged["id"]))["data"]["node"] is not None
+    nurse_b = await as_user("nurse.b")
+    assert "scope" in await nurse_b.forbidden_read(DISCREPANCY_NODE, id=damaged["id"])
     assert await chain_ok(demo)
+
+
+DISCREPANCY_NODE = """
+query($id: ID!) {
+  node(id: $id) {
+    ... on Discrepancy {
+      kind transfer { id } pick { id } shipment { id } line { id } dispatchedQuantity
+    }
+  }
+}"""
 
 
 KEYED_DISPATCH = f"""

@@ -25,6 +25,7 @@ from server.core.graphql import (
     connection,
     decode_id,
     load_nodes,
+    optional_id,
     relation,
 )
 from server.core.graphql_enums import described_enum
@@ -152,7 +153,7 @@ class Query:
     ) -> AlertConnection:
         page = await info.context.services.alerts.alerts_page(
             info.context.require_principal(),
-            location_id=None if location is None else decode_id(location, Location, "location"),
+            location_id=optional_id(location, Location, "location"),
             statuses=status or [],
             kinds=kinds or [],
             active=active,

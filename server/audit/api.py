@@ -12,7 +12,13 @@ from strawberry.scalars import JSON
 from server.audit.service import TrailFilter, check_integrity, trail_page
 from server.core.cost import weigh
 from server.core.db import utcnow
-from server.core.graphql import CountedConnection, FromModel, Info, connection, decode_id
+from server.core.graphql import (
+    CountedConnection,
+    FromModel,
+    Info,
+    connection,
+    optional_id,
+)
 from server.network.api import User
 
 
@@ -124,7 +130,7 @@ class Query:
         where = TrailFilter(
             entity_type=entity_type,
             entity_id=entity_id,
-            actor_id=None if actor is None else decode_id(actor, User, "actor"),
+            actor_id=optional_id(actor, User, "actor"),
             action=action,
             since=since,
             until=until,

@@ -22,6 +22,7 @@ from server.core.graphql import (
     connection,
     decode_id,
     load_nodes,
+    optional_id,
     relation,
 )
 from server.core.graphql_enums import described_enum
@@ -172,7 +173,7 @@ class Query:
     ) -> LotConnection:
         page = await info.context.services.catalog.lots_page(
             info.context.require_principal(),
-            product_id=None if product is None else decode_id(product, Product, "product"),
+            product_id=optional_id(product, Product, "product"),
             batch_number=batch_number,
             expiring_before=expiring_before,
             first=first,

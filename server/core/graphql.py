@@ -194,6 +194,13 @@ def decode_id(
     return parse_pk(gid.node_id, field)
 
 
+def optional_id(
+    global_id: relay.GlobalID | None, expected: type | str | tuple[type | str, ...], field: str
+) -> int | None:
+    """`decode_id` for an optional argument: None stays None."""
+    return None if global_id is None else decode_id(global_id, expected, field)
+
+
 def parse_pk(node_id: str, field: str = "id") -> int:
     """The primary key inside a global ID: ASCII digits within the column's range."""
     if not (node_id.isascii() and node_id.isdigit()) or not 0 < int(node_id) <= MAX_PK:

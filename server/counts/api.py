@@ -25,6 +25,7 @@ from server.core.graphql import (
     connection,
     decode_id,
     load_nodes,
+    optional_id,
     relation,
 )
 from server.core.graphql_enums import described_enum
@@ -207,7 +208,7 @@ class Query:
     ) -> StockCountConnection:
         page = await info.context.services.counts.counts_page(
             info.context.require_principal(),
-            location_id=None if location is None else decode_id(location, Location, "location"),
+            location_id=optional_id(location, Location, "location"),
             status=status,
             first=first,
             after=after,

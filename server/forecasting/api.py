@@ -12,7 +12,7 @@ from strawberry import relay
 from server.catalog import models as catalog_models
 from server.catalog.api import Product
 from server.core.cost import weigh
-from server.core.graphql import Info, decode_id, relation
+from server.core.graphql import Info, decode_id, optional_id, relation
 from server.core.graphql_enums import described_enum
 from server.forecasting import classify, engine, forecast, models, series, service
 from server.network import models as network_models
@@ -366,7 +366,7 @@ LocationArg = Annotated[
 
 
 def _location_id(location: relay.GlobalID | None) -> int | None:
-    return None if location is None else decode_id(location, Location, "location")
+    return optional_id(location, Location, "location")
 
 
 @strawberry.type

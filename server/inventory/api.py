@@ -24,6 +24,7 @@ from server.core.graphql import (
     connection,
     decode_id,
     load_nodes,
+    optional_id,
     peek,
     prefetch,
     relation,
@@ -231,8 +232,8 @@ class Query:
         page = await reads.stock_page(
             info.context,
             info.context.require_principal(),
-            location_id=_optional(location, Location, "location"),
-            product_id=_optional(product, Product, "product"),
+            location_id=optional_id(location, Location, "location"),
+            product_id=optional_id(product, Product, "product"),
             expiring_before=expiring_before,
             include_empty=include_empty,
             first=first,
@@ -273,9 +274,9 @@ class Query:
         page = await reads.movements_page(
             info.context,
             info.context.require_principal(),
-            location_id=_optional(location, Location, "location"),
-            product_id=_optional(product, Product, "product"),
-            lot_id=_optional(lot, Lot, "lot"),
+            location_id=optional_id(location, Location, "location"),
+            product_id=optional_id(product, Product, "product"),
+            lot_id=optional_id(lot, Lot, "lot"),
             kinds=kinds or [],
             since=since,
             until=until,
@@ -451,10 +452,6 @@ class StockMovementPayload:
     )
 
 
-def _optional(gid: relay.GlobalID | None, node_type: type, field: str) -> int | None:
-    return None if gid is None else decode_id(gid, node_type, field)
-
-
 async def _record(
     info: Info, operation: str, key: str, build: Callable[[], MovementRequest]
 ) -> StockMovementPayload:
@@ -476,7 +473,7 @@ def _feed_request(index: int, item: MovementInput) -> MovementRequest:
     """One feed item as a ledger request; a malformed id names the item it is in."""
     prefix = f"movements.{index}."
     new_lot = None
-    product_id = _optional(item.product, Product, prefix + "product")
+    product_id = optional_id(item.product, Product, prefix + "product")
     if item.lot is None and item.batch_number is not None:
         if product_id is None or item.expiry_date is None:
             raise InvalidInput(
@@ -487,12 +484,12 @@ def _feed_request(index: int, item: MovementInput) -> MovementRequest:
         kind=models.MovementKind(item.kind.value),
         location_id=decode_id(item.location, Location, prefix + "location"),
         quantity=item.quantity,
-        lot_id=_optional(item.lot, Lot, prefix + "lot"),
+        lot_id=optional_id(item.lot, Lot, prefix + "lot"),
         product_id=product_id,
         reason=item.reason,
         reference=item.reference,
         patient_reference=item.patient_reference,
-        counterparty_id=_optional(item.counterparty, Organisation, prefix + "counterparty"),
+        counterparty_id=optional_id(item.counterparty, Organisation, prefix + "counterparty"),
         occurred_at=item.occurred_at,
         new_lot=new_lot,
     )
@@ -514,9 +511,9 @@ def _receive_request(input: ReceiveStockInput) -> MovementRequest:
         kind=models.MovementKind.RECEIVE,
         location_id=decode_id(input.location, Location, "location"),
         quantity=input.quantity,
-        lot_id=_optional(input.lot, Lot, "lot"),
+        lot_id=optional_id(input.lot, Lot, "lot"),
         new_lot=new_lot,
-        counterparty_id=_optional(input.counterparty, Organisation, "counterparty"),
+        counterparty_id=optional_id(input.counterparty, Organisation, "counterparty"),
         reference=input.reference,
     )
 
@@ -569,8 +566,8 @@ class Mutation:
                 kind=models.MovementKind.DISPENSE,
                 location_id=decode_id(input.location, Location, "location"),
                 quantity=input.quantity,
-                lot_id=_optional(input.lot, Lot, "lot"),
-                product_id=_optional(input.product, Product, "product"),
+                lot_id=optional_id(input.lot, Lot, "lot"),
+                product_id=optional_id(input.product, Product, "product"),
                 patient_reference=input.patient_reference,
             ),
         )

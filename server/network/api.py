@@ -23,6 +23,7 @@ from server.core.graphql import (
     decode_id,
     load_nodes,
     load_related,
+    optional_id,
     parse_pks,
     relation,
 )
@@ -583,10 +584,6 @@ async def username_of(info: Info, user_id: int | None) -> str | None:
     return await load_related(info, models.User, user_id, lambda user: user.username)
 
 
-def _optional_id(value: relay.GlobalID | None, node_type: type, field: str) -> int | None:
-    return None if value is None else decode_id(value, node_type, field)
-
-
 @strawberry.type
 class Mutation(OAuthClientMutation):
     @strawberry.mutation(description="A new organisation. Administrators only.")
@@ -641,7 +638,7 @@ class Mutation(OAuthClientMutation):
                 code=input.code,
                 name=input.name,
                 kind=input.kind,
-                parent_id=_optional_id(input.parent, Location, "parent"),
+                parent_id=optional_id(input.parent, Location, "parent"),
                 allow_negative_stock=input.allow_negative_stock,
             ),
         )
@@ -663,7 +660,7 @@ class Mutation(OAuthClientMutation):
                 code=input.code,
                 name=input.name,
                 kind=input.kind,
-                parent_id=_optional_id(input.parent, Location, "parent"),
+                parent_id=optional_id(input.parent, Location, "parent"),
                 allow_negative_stock=input.allow_negative_stock,
                 active=input.active,
             ),
@@ -686,7 +683,7 @@ class Mutation(OAuthClientMutation):
                 full_name=input.full_name,
                 password=input.password,
                 roles=input.roles,
-                organisation_id=_optional_id(input.organisation, Organisation, "organisation"),
+                organisation_id=optional_id(input.organisation, Organisation, "organisation"),
                 location_ids=[decode_id(x, Location, "locations") for x in input.locations],
             ),
         )
@@ -709,7 +706,7 @@ class Mutation(OAuthClientMutation):
                 full_name=input.full_name,
                 password=input.password,
                 roles=input.roles,
-                organisation_id=_optional_id(input.organisation, Organisation, "organisation"),
+                organisation_id=optional_id(input.organisation, Organisation, "organisation"),
                 location_ids=None
                 if locations is None
                 else [decode_id(x, Location, "locations") for x in locations],

@@ -26,6 +26,7 @@ from server.core.graphql import (
     connection,
     decode_id,
     load_nodes,
+    optional_id,
     relation,
 )
 from server.core.graphql_enums import described_enum
@@ -38,7 +39,6 @@ from server.suppliers import models as supplier_models
 from server.suppliers.api import (
     Contract,
     Supplier,
-    optional_id,
     organisation_id,
     renamed,
 )

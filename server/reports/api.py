@@ -12,7 +12,7 @@ from strawberry import relay
 from server.catalog import models as catalog_models
 from server.catalog.api import Product
 from server.core.cost import weigh
-from server.core.graphql import Info, decode_id, relation
+from server.core.graphql import Info, optional_id, relation
 from server.core.graphql_enums import described_enum
 from server.network import models as network_models
 from server.network.api import Location
@@ -102,7 +102,7 @@ class Query:
         ] = None,
     ) -> WasteReport:
         principal = info.context.require_principal()
-        location_id = None if location is None else decode_id(location, Location, "location")
+        location_id = optional_id(location, Location, "location")
         report = await info.context.services.reports.waste_report(
             principal,
             since=since,

@@ -11,7 +11,7 @@ from strawberry import relay
 
 from server.catalog.api import Lot, Product
 from server.core.db import utcnow
-from server.core.graphql import Info, MutationError, attempt, decode_id
+from server.core.graphql import Info, MutationError, attempt, decode_id, optional_id
 from server.core.graphql_enums import described_enum
 from server.inventory.api import Movement
 from server.network.api import Location
@@ -153,7 +153,7 @@ class Query:
         ] = None,
     ) -> BarcodeParse:
         principal = info.context.require_principal()
-        location_id = None if location is None else decode_id(location, Location, "location")
+        location_id = optional_id(location, Location, "location")
         preview = await info.context.services.scanning.preview(
             principal, barcode, location_id=location_id
         )

@@ -29,6 +29,7 @@ from server.core.graphql import (
     decode_id,
     load_nodes,
     load_related,
+    optional_id,
     parse_pks,
     relation,
 )
@@ -47,7 +48,7 @@ from server.shipments.service import (
     ShipmentLineFields,
     require_shipment_visible,
 )
-from server.suppliers.api import optional_id, renamed
+from server.suppliers.api import renamed
 from server.transfers import models as transfer_models
 from server.transfers.service import check_visible as check_transfer_visible
 

@@ -30,6 +30,7 @@ from server.core.graphql import (
     connection,
     decode_id,
     load_nodes,
+    optional_id,
     parse_pks,
     relation,
 )
@@ -62,10 +63,6 @@ E = TypeVar("E", bound=Enum)
 def organisation_id(value: relay.GlobalID | str, field: str) -> int:
     """A supplier is an organisation: accept either kind of ID."""
     return decode_id(value, ("Supplier", Organisation), field)
-
-
-def optional_id(value: relay.GlobalID | None, node_type: type | str, field: str) -> int | None:
-    return None if value is None else decode_id(value, node_type, field)
 
 
 def renamed(errors: list[MutationError], **names: str) -> list[MutationError]:

@@ -10,7 +10,7 @@ from strawberry import relay
 
 from server.catalog.api import Lot
 from server.core.cost import weigh
-from server.core.graphql import Info, connection, decode_id
+from server.core.graphql import Info, connection, decode_id, optional_id
 from server.network.api import Organisation
 from server.supervision.api.types import (
     LotTrace,
@@ -47,7 +47,7 @@ class Query:
     ) -> RecallConnection:
         page = await info.context.services.supervision.recalls_page(
             info.context.require_principal(),
-            lot_id=None if lot is None else decode_id(lot, Lot, "lot"),
+            lot_id=optional_id(lot, Lot, "lot"),
             first=first,
             after=after,
             max_page_size=info.context.services.settings.max_page_size,
