@@ -26,7 +26,6 @@ from starlette.responses import (
     Response,
 )
 from starlette.routing import Mount, Route, WebSocketRoute
-from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from strawberry.asgi import GraphQL
 from strawberry.exceptions import ConnectionRejectionError
@@ -49,6 +48,7 @@ from server.core.http import (
 from server.core.ratelimit import RateLimitMiddleware, client_ip
 from server.core.security import CLIENT_SUBJECT_PREFIX, Principal
 from server.core.sessions import CLOSE_TOO_MANY, SessionRefused, SessionRegistry
+from server.core.static import PwaFiles
 from server.network.oauth import OAuthEndpoints, presented_client_id, presents_client
 from server.schema import build_schema
 from server.services import Services
@@ -566,7 +566,7 @@ async def _forecast_refreshes(services: Services) -> None:
 
 def _pwa_route(pwa_dir: Path) -> Any:
     if (pwa_dir / "index.html").exists():
-        return Mount("/", StaticFiles(directory=pwa_dir, html=True), name="pwa")
+        return Mount("/", PwaFiles(directory=pwa_dir, html=True), name="pwa")
 
     async def placeholder(_: Request) -> Response:
         return HTMLResponse(

@@ -77,6 +77,11 @@ def cmd_serve(args: argparse.Namespace) -> int:
     level = os.environ.get("APOTHECA_LOG_LEVEL", "info")
     if args.migrate:
         asyncio.run(_migrate(Settings.from_env()))
+    if bool(args.ssl_certfile) != bool(args.ssl_keyfile):
+        print("--ssl-certfile and --ssl-keyfile go together", file=sys.stderr)
+        return 2
+    if args.announce:
+        _announce_when_ready(args)
     uvicorn.run(
         "server.app:create_app",
         factory=True,
@@ -86,8 +91,112 @@ def cmd_serve(args: argparse.Namespace) -> int:
         log_level=level,
         log_config=log_config(level, args.log_format),
         proxy_headers=False,  # the app believes X-Forwarded-For from trusted_proxies only
+        ssl_certfile=args.ssl_certfile,
+        ssl_keyfile=args.ssl_keyfile,
     )
     return 0
+
+
+def _announce_when_ready(args: argparse.Namespace) -> None:
+    """Once /healthz answers, say where to go and whom to sign in as (`make run`'s last lines),
+    so a newcomer does not have to read the log to find the address or the demo users."""
+    import socket
+    import ssl
+    import threading
+    import time
+    import urllib.request
+
+    sign_ins = asyncio.run(_sign_ins(Settings.from_env()))
+    scheme = "https" if args.ssl_certfile else "http"
+    local = "127.0.0.1" if args.host in {"0.0.0.0", "::"} else args.host
+    health = f"{scheme}://{local}:{args.port}/healthz"
+    context = ssl._create_unverified_context() if args.ssl_certfile else None
+
+    def wait_and_print() -> None:
+        for _ in range(600):
+            try:
+                with urllib.request.urlopen(health, timeout=1, context=context):
+                    break
+            except OSError:
+                time.sleep(0.1)
+        else:
+            return
+        lines = [
+            f"Apotheca is ready: {scheme}://{local}:{args.port}/  (GraphiQL at /graphql)"
+        ]
+        if args.host in {"0.0.0.0", "::"}:
+            for address in _lan_addresses(socket):
+                lines.append(
+                    f"  from a phone or tablet on this network: {scheme}://{address}:{args.port}/"
+                )
+            if scheme == "http":
+                lines.append(
+                    "  (the camera and offline use need HTTPS there: make run HOST=0.0.0.0 HTTPS=1)"
+                )
+        lines.extend(sign_ins)
+        lines.append("Stop with Ctrl+C.")
+        print("\n".join(lines), file=sys.stderr, flush=True)
+
+    threading.Thread(target=wait_and_print, daemon=True).start()
+
+
+def _lan_addresses(socket: Any) -> list[str]:
+    """This machine's IPv4 addresses other than loopback (best effort, no network traffic)."""
+    addresses: set[str] = set()
+    try:
+        for info in socket.getaddrinfo(socket.gethostname(), None, socket.AF_INET):
+            addresses.add(info[4][0])
+    except OSError:
+        pass
+    probe = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    try:
+        probe.connect(("192.0.2.1", 9))  # TEST-NET: nothing is sent, it only picks a route
+        addresses.add(probe.getsockname()[0])
+    except OSError:
+        pass
+    finally:
+        probe.close()
+    return sorted(a for a in addresses if not a.startswith("127."))
+
+
+async def _sign_ins(settings: Settings) -> list[str]:
+    """The active users, with the demo password when the demo seed made them."""
+    from sqlalchemy import select
+
+    from server.core.db import Database
+    from server.core.security import verify_password
+    from server.demo import DEMO_PASSWORD
+    from server.network.models import User, UserRole
+
+    db = Database(settings.database_url)
+    try:
+        async with db.read() as session:
+            users = (
+                await session.execute(
+                    select(User.username, User.full_name, User.password_hash)
+                    .where(User.active.is_(True))
+                    .order_by(User.id)
+                    .limit(12)
+                )
+            ).all()
+            roles: dict[str, list[str]] = {}
+            for username, role in await session.execute(
+                select(User.username, UserRole.role).join(UserRole, UserRole.user_id == User.id)
+            ):
+                roles.setdefault(username, []).append(str(role.value).lower().replace("_", " "))
+    except Exception:  # a database that is not migrated yet: nothing to list
+        return []
+    finally:
+        await db.dispose()
+    if not users:
+        return ["No users yet: create one with `apotheca create-user`."]
+    demo = verify_password(users[0].password_hash, DEMO_PASSWORD)
+    heading = f"Sign in as (password {DEMO_PASSWORD}):" if demo else "Users:"
+    rows = [
+        f"  {u.username:<14} {u.full_name} ({', '.join(roles.get(u.username, [])) or 'no role'})"
+        for u in users
+    ]
+    return [heading, *rows]
 
 
 def cmd_create_user(args: argparse.Namespace) -> int:
@@ -460,6 +569,13 @@ def build_parser() -> argparse.ArgumentParser:
         default=os.environ.get("APOTHECA_LOG_FORMAT", "json"),
         help="one JSON object per line (default) or plain text",
     )
+    serve.add_argument(
+        "--announce",
+        action="store_true",
+        help="print the address and the users to sign in as once the server answers",
+    )
+    serve.add_argument("--ssl-certfile", help="serve HTTPS with this certificate (PEM)")
+    serve.add_argument("--ssl-keyfile", help="the certificate's private key (PEM)")
     serve.set_defaults(func=cmd_serve)
 
     sub.add_parser("migrate", help="bring the database to the latest schema").set_defaults(
