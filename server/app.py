@@ -33,6 +33,7 @@ from strawberry.subscriptions import GRAPHQL_TRANSPORT_WS_PROTOCOL
 from strawberry.types.unset import UNSET
 
 from server.config import Settings
+from server.controlled.api import export_routes as controlled_exports
 from server.core.cost import CostBudget
 from server.core.errors import DomainError, ErrorCode, RateLimited, RequestCode, Unauthenticated
 from server.core.fanout import FanoutHub, SharedTransportWSHandler
@@ -443,6 +444,7 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
         # GET from a browser: GraphiQL; other methods: 405 in the GraphQL error shape.
         Route("/graphql", GraphiQLGate(graphql, settings.pwa_dir)),
         WebSocketRoute("/graphql", graphql),
+        *controlled_exports(services),
     ]
     routes.append(_pwa_route(settings.pwa_dir))
 

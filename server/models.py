@@ -2,6 +2,7 @@
 
 from server.alerts import models as alert_models
 from server.catalog import models as catalog_models
+from server.controlled import models as controlled_models
 from server.core import audit
 from server.core.db import Base
 from server.counts import models as count_models
@@ -22,6 +23,7 @@ __all__ = [
     "alert_models",
     "audit",
     "catalog_models",
+    "controlled_models",
     "count_models",
     "forecasting_models",
     "integration_models",

@@ -21,6 +21,7 @@ from server.alerts import api as alerts_api
 from server.audit import api as audit_api
 from server.catalog import api as catalog_api
 from server.config import Settings
+from server.controlled import api as controlled_api
 from server.core.cost import CostLimits
 from server.core.graphql import ApiErrors, InputHygiene
 from server.core.logs import LoggedSchema
@@ -64,6 +65,7 @@ Query = merge_types(
         supervision_api.Query,
         audit_api.Query,
         integrations_api.Query,
+        controlled_api.Query,
     ),
 )
 Mutation = merge_types(

@@ -10,6 +10,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from server.alerts.service import AlertService
 from server.catalog.service import CatalogService
 from server.config import Settings
+from server.controlled.service import ControlledService
 from server.core.db import Database
 from server.core.events import EventBus
 from server.core.ratelimit import RateLimits
@@ -78,6 +79,7 @@ class Services:
     forecasting: ForecastingService
     replenishment: ReplenishmentService
     ratelimits: RateLimits
+    controlled: ControlledService
 
     @classmethod
     def build(cls, settings: Settings) -> Services:
@@ -94,6 +96,11 @@ class Services:
         )
         ledger = LedgerService(db)
         wire_ledger_hooks(ledger, bus, alerts, supervision_checks)
+        passwords = PasswordPool(settings.password_hash_workers, settings.password_hash_queue)
+        ratelimits = RateLimits(settings)
+        counts = CountService(db, bus, ledger)
+        controlled = ControlledService(db, ledger, counts, alerts, passwords, ratelimits.login)
+        ledger.on_written(controlled.after_movements)
         purchasing = PurchasingService(db, bus, alerts, settings.max_page_size)
         transfers = TransferService(db, bus, ledger)
         forecasting = ForecastingService(db)
@@ -102,19 +109,14 @@ class Services:
             db=db,
             bus=bus,
             tokens=tokens,
-            network=NetworkService(
-                db,
-                tokens,
-                bus,
-                PasswordPool(settings.password_hash_workers, settings.password_hash_queue),
-            ),
+            network=NetworkService(db, tokens, bus, passwords),
             clients=OAuthClientService(
                 db, bus, tokens, timedelta(hours=settings.client_secret_overlap_hours)
             ),
             catalog=CatalogService(db),
             ledger=ledger,
             alerts=alerts,
-            counts=CountService(db, bus, ledger),
+            counts=counts,
             scanning=ScanningService(db, ledger, alerts),
             supervision=SupervisionService(db, bus, alerts),
             transfers=transfers,
@@ -126,7 +128,8 @@ class Services:
             reports=ReportService(db),
             forecasting=forecasting,
             replenishment=ReplenishmentService(db, purchasing, transfers, alerts, forecasting),
-            ratelimits=RateLimits(settings),
+            ratelimits=ratelimits,
+            controlled=controlled,
         )
 
     async def start(self) -> None:

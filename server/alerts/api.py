@@ -44,6 +44,7 @@ AlertKind = described_enum(
         "RECALL": "A recalled lot is held at a location.",
         "SHIPMENT_OVERDUE": "A shipment is past its expected arrival.",
         "SUPERVISION_STATUS": "A batch's supervision check is not NORMAL.",
+        "CONTROLLED_DISCREPANCY": "A count of a controlled drug differs from its register balance.",
     },
 )
 AlertStatus = described_enum(

@@ -158,6 +158,14 @@ class Context:
 Info = strawberry.Info[Context, Any]
 
 
+def request_ip(info: Info) -> str:
+    """The client address of a resolver's request (throttles key on it, as sign-in does)."""
+    request = info.context.request
+    scope = getattr(request, "scope", None)
+    client = scope.get("client") if isinstance(scope, dict) else None
+    return str(client[0]) if client else "unknown"
+
+
 async def finish_request(context: Any) -> None:
     """Release what a request's context holds (its shared read session)."""
     if isinstance(context, Context):
@@ -243,6 +251,12 @@ ErrorCodeEnum = described_enum(
     TOO_MANY_CONNECTIONS="You hold the most live connections allowed; close one first.",
     TOO_MANY_SUBSCRIPTIONS="This connection holds the most subscriptions allowed.",
     RATE_LIMITED="Too many requests in a short time; retry after the reset time.",
+    WITNESS_REQUIRED="A controlled drug's disposal, adjustment or count variance needs a "
+    "witness: a second user re-entering their password.",
+    WITNESS_INVALID="The witness's username or password is wrong, or that user may not "
+    "witness here (inactive, another organisation, or not a pharmacist or nurse).",
+    WITNESS_SAME_USER="The witness must be a different person from the one recording.",
+    PATIENT_REFERENCE_REQUIRED="A controlled drug is dispensed only against a patient reference.",
 )
 
 

@@ -160,6 +160,15 @@ def role_scopes(roles: frozenset[Role]) -> frozenset[str]:
 
 
 @dataclass(frozen=True)
+class WitnessCredentials:
+    """A second person's username and password, typed on the same device to witness a
+    controlled drug's movement (server/controlled)."""
+
+    username: str
+    password: str = field(repr=False)
+
+
+@dataclass(frozen=True)
 class Principal:
     """The signed-in user (or OAuth2 client) of one request. `location_ids` None means every
     location. A client acts through its own service account (`user_id`), with `client_id` its

@@ -27,13 +27,14 @@ from server.core.graphql import (
     load_nodes,
     optional_id,
     relation,
+    request_ip,
 )
 from server.core.graphql_enums import described_enum
-from server.core.security import Permission
+from server.core.security import Permission, WitnessCredentials
 from server.counts import models
 from server.counts.service import FinalizeResult, LineView
 from server.inventory import models as inventory_models
-from server.inventory.api import Movement, StockLevel
+from server.inventory.api import Movement, StockLevel, WitnessInput
 from server.network import models as network_models
 from server.network.api import Location, User
 
@@ -248,6 +249,11 @@ class FinalizeCountInput:
         default=None,
         description="Client-chosen key: a replay returns the first result and changes nothing.",
     )
+    witness: WitnessInput | None = strawberry.field(
+        default=None,
+        description="Required when a controlled drug's count differs from its register: a "
+        "pharmacist or nurse of the same organisation, other than you (WITNESS_REQUIRED).",
+    )
 
 
 @strawberry.input(description="Abandon an OPEN count.")
@@ -349,8 +355,16 @@ class Mutation:
     async def finalize_count(self, info: Info, input: FinalizeCountInput) -> FinalizeCountPayload:
         result, errors = await attempt(
             info,
-            lambda p: info.context.services.counts.finalize(
-                p, decode_id(input.id, StockCount, "id"), input.idempotency_key
+            lambda p: info.context.services.controlled.finalize_count(
+                p,
+                decode_id(input.id, StockCount, "id"),
+                input.idempotency_key,
+                witness=(
+                    WitnessCredentials(input.witness.username, input.witness.password)
+                    if input.witness
+                    else None
+                ),
+                ip=request_ip(info),
             ),
         )
         return _finalize_payload(result) if result else FinalizeCountPayload(errors=errors)

@@ -423,13 +423,21 @@ class CountService:
         return LineView(line=line, lot=lot, status=count.status, current_quantity=system)
 
     async def finalize(
-        self, principal: Principal, count_id: int, idempotency_key: str | None = None
+        self,
+        principal: Principal,
+        count_id: int,
+        idempotency_key: str | None = None,
+        *,
+        witness_id: int | None = None,
     ) -> FinalizeResult:
-        """Turn each non-zero variance into a COUNT movement on the current balance, at once."""
+        """Turn each non-zero variance into a COUNT movement on the current balance, at once.
+
+        `witness_id`: a witness already verified (server/controlled), recorded against every
+        variance; controlled drugs' variances are refused without one."""
         key = clean_key(idempotency_key)
 
         async def work(session: AsyncSession) -> FinalizeResult:
-            return await self._finalize(session, principal, count_id, key)
+            return await self._finalize(session, principal, count_id, key, witness_id)
 
         async def replay(session: AsyncSession, _movements: list[AnyMovement]) -> FinalizeResult:
             """The first finalization's outcome, rebuilt from the ledger (the hash pins the
@@ -453,7 +461,12 @@ class CountService:
         )
 
     async def _finalize(
-        self, session: AsyncSession, principal: Principal, count_id: int, key: str | None
+        self,
+        session: AsyncSession,
+        principal: Principal,
+        count_id: int,
+        key: str | None,
+        witness_id: int | None = None,
     ) -> FinalizeResult:
         count = await _lock_count(session, count_id)
         principal.require(Permission.COUNT_MANAGE, location_id=count.location_id)
@@ -484,6 +497,7 @@ class CountService:
                 quantity=view.variance,
                 reason=reason,
                 reference=count_reference(count.id),
+                witness_id=witness_id,
             )
             for view in views
             if view.variance != 0

@@ -28,11 +28,12 @@ from server.core.graphql import (
     peek,
     prefetch,
     relation,
+    request_ip,
     selected_paths,
     then,
 )
 from server.core.graphql_enums import described_enum
-from server.core.security import Permission
+from server.core.security import Permission, WitnessCredentials
 from server.inventory import models, reads
 from server.inventory.service import (
     MAX_BATCH_MOVEMENTS,
@@ -318,6 +319,21 @@ _LOCATION = "Where the stock moves (in your scope)."
 _QUANTITY = "Packs, 1 or more."
 
 
+@strawberry.input(
+    description="A second person confirming a controlled drug's disposal, adjustment or count: "
+    "they type their own username and password on the same device."
+)
+class WitnessInput:
+    username: str = strawberry.field(description="The witness's username (not yours).")
+    password: str = strawberry.field(description="The witness's password, checked like a sign-in.")
+
+
+_WITNESS = (
+    "Required for a controlled drug: a pharmacist or nurse of the same organisation, other "
+    "than you (WITNESS_REQUIRED without it)."
+)
+
+
 @strawberry.input(description="Receive into a location: an existing lot, or product + batch.")
 class ReceiveStockInput:
     location: relay.GlobalID = strawberry.field(description=_LOCATION)
@@ -355,7 +371,9 @@ class DispenseStockInput:
         default=None, description="The product to pick lots of, when no lot is given."
     )
     patient_reference: str | None = strawberry.field(
-        default=None, description="The patient encounter (up to 100 characters)."
+        default=None,
+        description="The patient encounter (up to 100 characters); required for a controlled "
+        "drug (PATIENT_REFERENCE_REQUIRED).",
     )
 
 
@@ -378,6 +396,7 @@ class AdjustStockInput:
     quantity: int = strawberry.field(description="Packs, signed: + adds, - removes; not 0.")
     reason: str = strawberry.field(description="Why (required).")
     idempotency_key: str = strawberry.field(description=_KEY)
+    witness: WitnessInput | None = strawberry.field(default=None, description=_WITNESS)
 
 
 @strawberry.input(description="Waste: expired, damaged, recalled... Removes stock for good.")
@@ -391,6 +410,7 @@ class DisposeStockInput:
     note: str | None = strawberry.field(
         default=None, description="More detail, stored with the reason."
     )
+    witness: WitnessInput | None = strawberry.field(default=None, description=_WITNESS)
 
 
 @strawberry.input(
@@ -453,15 +473,35 @@ class StockMovementPayload:
 
 
 async def _record(
-    info: Info, operation: str, key: str, build: Callable[[], MovementRequest]
+    info: Info,
+    operation: str,
+    key: str,
+    build: Callable[[], MovementRequest],
+    witness: WitnessInput | None = None,
 ) -> StockMovementPayload:
+    """One movement through the ledger; with a witness (or for the kinds a controlled drug
+    needs one for) through the controlled-drug service, which checks the witness first."""
     result: LedgerResult | None
-    result, errors = await attempt(
-        info,
-        lambda p: info.context.services.ledger.record(
-            p, [build()], operation=operation, idempotency_key=key
-        ),
-    )
+    if witness is None:
+        result, errors = await attempt(
+            info,
+            lambda p: info.context.services.ledger.record(
+                p, [build()], operation=operation, idempotency_key=key
+            ),
+        )
+    else:
+        ip = request_ip(info)
+        result, errors = await attempt(
+            info,
+            lambda p: info.context.services.controlled.record(
+                p,
+                build(),
+                witness=WitnessCredentials(witness.username, witness.password),
+                ip=ip,
+                operation=operation,
+                idempotency_key=key,
+            ),
+        )
     if result is None:
         return StockMovementPayload(errors=errors)
     return StockMovementPayload(
@@ -555,7 +595,7 @@ class Mutation:
 
     @strawberry.mutation(
         description="Dispense to a patient; without a lot, the earliest-expiring usable "
-        "lots are used."
+        "lots are used. A controlled drug needs the patient reference."
     )
     async def dispense_stock(self, info: Info, input: DispenseStockInput) -> StockMovementPayload:
         return await _record(
@@ -589,7 +629,8 @@ class Mutation:
         )
 
     @strawberry.mutation(
-        description="Correct a balance with a reason; needs adjustment rights at the location."
+        description="Correct a balance with a reason; needs adjustment rights at the location, "
+        "and a witness for a controlled drug."
     )
     async def adjust_stock(self, info: Info, input: AdjustStockInput) -> StockMovementPayload:
         return await _record(
@@ -603,9 +644,13 @@ class Mutation:
                 lot_id=decode_id(input.lot, Lot, "lot"),
                 reason=input.reason,
             ),
+            input.witness,
         )
 
-    @strawberry.mutation(description="Dispose of stock as waste (expired, damaged, recalled...).")
+    @strawberry.mutation(
+        description="Dispose of stock as waste (expired, damaged, recalled...); a controlled "
+        "drug needs a witness."
+    )
     async def dispose_stock(self, info: Info, input: DisposeStockInput) -> StockMovementPayload:
         reason = input.reason.value + (f": {input.note.strip()}" if input.note else "")
         return await _record(
@@ -619,6 +664,7 @@ class Mutation:
                 lot_id=decode_id(input.lot, Lot, "lot"),
                 reason=reason[:200],
             ),
+            input.witness,
         )
 
 

@@ -59,6 +59,9 @@ class MovementRequest:
     counterparty_id: int | None = None
     occurred_at: datetime | None = None
     new_lot: NewLot | None = None
+    # A verified witness (server/controlled): recorded beside the movement, not part of the
+    # idempotency fingerprint, so a replay with the key returns the first result.
+    witness_id: int | None = None
 
     def fingerprint(self) -> dict[str, Any]:
         """`dataclasses.asdict(self)`, the idempotency fingerprint's input, built without
@@ -79,7 +82,7 @@ class NewLot:
     manufacturer_id: int | None = None
 
 
-_REQUEST_FIELDS = tuple(f.name for f in dataclass_fields(MovementRequest))
+_REQUEST_FIELDS = tuple(f.name for f in dataclass_fields(MovementRequest) if f.name != "witness_id")
 _NEW_LOT_FIELDS = tuple(f.name for f in dataclass_fields(NewLot))
 
 
@@ -418,6 +421,11 @@ async def apply_movements(
         [WrittenMovement(id=id_, **row) for id_, row in zip(ids, rows, strict=True)],
         lots,
         await _approvals(session, known, lots),
+        witnesses={
+            id_: request.witness_id
+            for id_, (_index, request, _location, _lot, _delta) in zip(ids, planned, strict=True)
+            if request.witness_id is not None
+        },
     )
     await audit.record_many(
         session,
@@ -427,7 +435,12 @@ async def apply_movements(
                 action=_AUDIT_ACTION[movement.kind],
                 entity_type="Movement",
                 entity_id=movement.id,
-                after=movement_snapshot(movement),
+                after=movement_snapshot(movement)
+                | (
+                    {"witness_id": written.witnesses[movement.id]}
+                    if movement.id in written.witnesses
+                    else {}
+                ),
                 reason=movement.reason,
             )
             for movement in written.movements
@@ -441,11 +454,16 @@ class Written(list[tuple[WrittenMovement, Lot]]):
     (what the supervision hook needs without another query)."""
 
     def __init__(
-        self, movements: list[WrittenMovement], lots: list[Lot], approvals: dict[int, str]
+        self,
+        movements: list[WrittenMovement],
+        lots: list[Lot],
+        approvals: dict[int, str],
+        witnesses: dict[int, int] | None = None,
     ) -> None:
         super().__init__(zip(movements, lots, strict=True))
         self.movements = movements
         self.approvals = approvals
+        self.witnesses = witnesses or {}  # movement id -> the witness user's id
 
 
 MovementHook = Callable[[AsyncSession, Written], Awaitable[None]]
