@@ -18,6 +18,7 @@ import { Screen } from "./ui";
 import { lazyScreen } from "./lazy";
 
 const AuditScreen = lazyScreen(() => import("./screens/audit"), (m) => m.AuditScreen);
+const ControlledScreen = lazyScreen(() => import("./screens/controlled"), (m) => m.ControlledScreen);
 const CountsScreen = lazyScreen(() => import("./screens/counts"), (m) => m.CountsScreen);
 const DashboardScreen = lazyScreen(() => import("./screens/dashboard"), (m) => m.DashboardScreen);
 const ReorderScreen = lazyScreen(() => import("./screens/reorder"), (m) => m.ReorderScreen);
@@ -44,6 +45,7 @@ const SCREENS: ScreenDef[] = [
   { id: "shipments", title: "Shipments", roles: ["PHARMACIST", "WAREHOUSE_MANAGER", "ADMIN", "SUPPLIER", "AUDITOR"], component: ShipmentsScreen },
   { id: "counts", title: "Counts", roles: ["NURSE", "PHARMACIST", "WAREHOUSE_MANAGER", "ADMIN", "AUDITOR"], component: CountsScreen },
   { id: "suppliers", title: "Suppliers", roles: ["PHARMACIST", "WAREHOUSE_MANAGER", "ADMIN", "SUPPLIER", "AUDITOR"], component: SuppliersScreen },
+  { id: "controlled", title: "Controlled register", roles: ["PHARMACIST", "ADMIN", "AUDITOR", "REGULATOR"], component: ControlledScreen },
   { id: "supervision", title: "Supervision", roles: ["ADMIN", "AUDITOR", "REGULATOR", "PHARMACIST"], component: SupervisionScreen },
   { id: "audit", title: "Audit", roles: ["ADMIN", "AUDITOR"], component: AuditScreen },
   { id: "users", title: "Users", roles: ["ADMIN"], component: UsersScreen },

@@ -3,6 +3,7 @@ acts on it (dispense, receive, return, dispose, or COUNT, which records nothing)
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import date
 from typing import Annotated, Self
 
@@ -11,9 +12,17 @@ from strawberry import relay
 
 from server.catalog.api import Lot, Product
 from server.core.db import utcnow
-from server.core.graphql import Info, MutationError, attempt, decode_id, optional_id
+from server.core.graphql import (
+    Info,
+    MutationError,
+    attempt,
+    decode_id,
+    optional_id,
+    request_ip,
+)
 from server.core.graphql_enums import described_enum
-from server.inventory.api import Movement
+from server.core.security import Principal, WitnessCredentials
+from server.inventory.api import Movement, WitnessInput
 from server.network.api import Location
 from server.scanning import gs1, service
 
@@ -120,6 +129,12 @@ class RecordScanInput:
         default=None, description="The patient's reference for DISPENSE or RETURN (≤ 100)."
     )
     reason: str | None = strawberry.field(default=None, description="Required for DISPOSE.")
+    witness: WitnessInput | None = strawberry.field(
+        default=None,
+        description="DISPOSE of a controlled drug: a second person (pharmacist or nurse of the "
+        "same organisation) re-enters their password (WITNESS_REQUIRED without it). Send such a "
+        "scan directly, never from an offline queue that would store the password.",
+    )
 
 
 @strawberry.type(description="The result of recordScan.")
@@ -177,8 +192,20 @@ class Mutation:
                 reason=input.reason,
             )
 
+        async def record(principal: Principal) -> service.ScanResult:
+            scan = command()
+            if input.witness is not None:
+                witness_id = await info.context.services.controlled.verify_witness(
+                    principal,
+                    scan.location_id,
+                    WitnessCredentials(input.witness.username, input.witness.password),
+                    request_ip(info),
+                )
+                scan = replace(scan, witness_id=witness_id)
+            return await scanning.record(principal, scan)
+
         result: service.ScanResult | None
-        result, errors = await attempt(info, lambda p: scanning.record(p, command()))
+        result, errors = await attempt(info, record)
         if result is not None:
             return ScanPayload(
                 scan=BarcodeParse.from_preview(result.scan),

@@ -73,6 +73,7 @@ class ScanCommand:
     quantity: int = 1
     patient_reference: str | None = None
     reason: str | None = None
+    witness_id: int | None = None  # verified by server/controlled; not in the fingerprint
 
 
 @dataclass(frozen=True)
@@ -298,6 +299,7 @@ class ScanningService:
             reason=command.reason,
             patient_reference=command.patient_reference,
             new_lot=new_lot,
+            witness_id=command.witness_id,
         )
 
     async def _track_serial(

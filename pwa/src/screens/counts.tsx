@@ -7,6 +7,7 @@ import { useSignal } from "@preact/signals";
 import { useEffect, useRef } from "preact/hooks";
 import {
   CancelCountDocument,
+  FinalizeCountWitnessedDocument,
   ParseBarcodeDocument,
   StartCountDocument,
   StockChangedDocument,
@@ -26,6 +27,7 @@ import { subscribe } from "../lib/live";
 import { enqueue, onSettled } from "../lib/outbox";
 import { OutboxList, entriesFor } from "../components/outbox";
 import { PackScanner } from "../components/pack-scanner";
+import { WitnessDialog, witnessMessage, type Witness } from "../components/witness";
 import { hasRole, href, myLocations, online, routeParams, selectedLocation } from "../state";
 import { StatusTag } from "../components/status";
 import { ExpiryTag, LocationPicker, Screen, Status, formatDateTime, signed, useLoad } from "../ui";
@@ -231,7 +233,7 @@ function CountDetail({ id }: { id: string }) {
             </p>
             {count.reason && <p>{count.reason}</p>}
           </section>
-          {count.status === "OPEN" ? <CountSheet count={count} /> : <Outcome count={count} />}
+          {count.status === "OPEN" ? <CountSheet count={count} onWitnessed={loaded.reload} /> : <Outcome count={count} />}
           <OutboxList match={forCount(id)} id="count-outbox" title="Sent from this device" />
         </>
       )}
@@ -244,13 +246,14 @@ function latestPending(entries: OutboxEntry[], lotId: string): number | null {
   return mine.length ? Number(mine[mine.length - 1].variables.countedQuantity) : null;
 }
 
-function CountSheet({ count }: { count: Count }) {
+function CountSheet({ count, onWitnessed }: { count: Count; onWitnessed: () => void }) {
   const drafts = useSignal<Map<string, string>>(new Map());
   const extra = useSignal<Row[]>([]);
   const found = useSignal<string | null>(null);
   const scanNote = useSignal<string | null>(null);
   const search = useSignal("");
   const confirming = useSignal(false);
+  const witnessing = useSignal(false);
   const entries = entriesFor(forCount(count.id));
   const finalizing = entries.some((e) => e.operation === "finalizeCount" && e.status === "pending");
   const rows = buildRows(count, extra.value);
@@ -276,6 +279,7 @@ function CountSheet({ count }: { count: Count }) {
 
   const countedRows = rows.filter((r) => counted(r) !== null);
   const withVariance = countedRows.filter((r) => variance(r) !== 0);
+  const controlledVariance = withVariance.filter((r) => r.product.controlled);
   const net = countedRows.reduce((n, r) => n + (variance(r) ?? 0), 0);
   const unsaved = rows.filter((r) => {
     const draft = drafts.value.get(r.lot.id);
@@ -340,6 +344,21 @@ function CountSheet({ count }: { count: Count }) {
   async function finalize() {
     confirming.value = false;
     await enqueue("finalizeCount", { count: count.id }, { title: `Finalize the count at ${count.location.code}`, location: count.location.code });
+  }
+
+  /** Controlled drugs whose count differs from the register: a witness, sent at once. */
+  async function finalizeWitnessed(witness: Witness): Promise<string | null> {
+    try {
+      const data = await request(FinalizeCountWitnessedDocument, { count: count.id, idempotencyKey: crypto.randomUUID(), witness });
+      const errors = data.finalizeCount.errors;
+      if (errors.length) return errors.map((e) => witnessMessage(e.code, e.message)).join(" ");
+      witnessing.value = false;
+      confirming.value = false;
+      onWitnessed();
+      return null;
+    } catch (error) {
+      return describeError(error);
+    }
   }
 
   const term = search.value.trim().toLowerCase();
@@ -452,8 +471,13 @@ function CountSheet({ count }: { count: Count }) {
             {rows.length > countedRows.length && <p class="meta">{rows.length - countedRows.length} lot(s) not counted are left as they are.</p>}
             {unsaved.length > 0 && <p class="notice danger">{unsaved.length} typed count(s) are not saved yet: save them first or they are not part of the count.</p>}
             <div class="actions">
-              <button type="button" class="primary big" onClick={() => void finalize()}>
-                Confirm: finalize
+              <button
+                type="button"
+                class="primary big"
+                onClick={() => (controlledVariance.length ? (witnessing.value = true) : void finalize())}
+                disabled={controlledVariance.length > 0 && !online.value}
+              >
+                {controlledVariance.length ? "Confirm with witness: finalize" : "Confirm: finalize"}
               </button>
               <button type="button" class="big" onClick={() => (confirming.value = false)}>
                 Back
@@ -462,6 +486,15 @@ function CountSheet({ count }: { count: Count }) {
           </div>
         )}
         {!countedRows.length && <p class="meta">Record at least one lot before finalizing.</p>}
+        {witnessing.value && (
+          <WitnessDialog
+            summary={`Finalize the count at ${count.location.code}: ${controlledVariance
+              .map((r) => `${r.product.name} ${r.product.strength} batch ${r.lot.batchNumber} ${signed(variance(r)!)}`)
+              .join("; ")} (controlled drugs differing from the register).`}
+            onSubmit={finalizeWitnessed}
+            onCancel={() => (witnessing.value = false)}
+          />
+        )}
         <CancelCount count={count} />
       </section>
     </>

@@ -4,6 +4,7 @@ import { useComputed, useSignal } from "@preact/signals";
 import { useRef } from "preact/hooks";
 import {
   ParseBarcodeDocument,
+  RecordScanDocument,
   type ParseBarcodeQuery,
   type ScanAction,
   type StockLevelsQuery,
@@ -16,6 +17,7 @@ import { parseLocal, type LocalParse } from "../lib/gs1";
 import { enqueue, outbox, scanInput } from "../lib/outbox";
 import { ACTION_LABEL, ACTION_PAST, OutboxList } from "../components/outbox";
 import { PackScanner } from "../components/pack-scanner";
+import { WitnessDialog, witnessMessage, type Witness } from "../components/witness";
 import type { OutboxEntry } from "../lib/db";
 import { hasRole, myLocations, online, selectLocation, selectedLocation } from "../state";
 import { ExpiryTag, LocationPicker, Screen } from "../ui";
@@ -66,6 +68,10 @@ export function ScanScreen() {
   const reason = useSignal<(typeof REASONS)[number]>("EXPIRED");
   const wasting = useSignal(false);
   const entryKey = useSignal<string | null>(null);
+  // Controlled drugs: a dispense is confirmed first; a waste is witnessed and sent at once.
+  const confirming = useSignal(false);
+  const witnessing = useSignal(false);
+  const witnessed = useSignal<string | null>(null);
   const resultRef = useRef<HTMLDivElement>(null);
   const locationId = selectedLocation.value;
   const location = myLocations.value.find((l) => l.id === locationId);
@@ -79,6 +85,8 @@ export function ScanScreen() {
     metrics.previewAt = metrics.actionAt = metrics.confirmedAt = undefined;
     entryKey.value = null;
     wasting.value = false;
+    confirming.value = witnessing.value = false;
+    witnessed.value = null;
     quantity.value = 1;
     patient.value = "";
     const local = parseLocal(barcode);
@@ -132,9 +140,42 @@ export function ScanScreen() {
     entryKey.value = queued.key;
   }
 
+  /** A controlled drug's waste, with its witness: sent now, not queued, so the password is
+   * never stored on the device. Resolves to a refusal sentence, or null when recorded. */
+  async function disposeWitnessed(witness: Witness): Promise<string | null> {
+    const scan = current.value;
+    if (!scan || !locationId) return "Choose a location first.";
+    const serial = scan.preview?.serial ?? scan.local?.serial;
+    try {
+      const data = await request(RecordScanDocument, {
+        input: {
+          barcode: scan.barcode,
+          location: locationId,
+          action: "DISPOSE",
+          quantity: serial ? 1 : Math.max(1, quantity.value),
+          reason: reason.value,
+          idempotencyKey: crypto.randomUUID(),
+          witness,
+        },
+      });
+      const errors = data.recordScan.errors;
+      if (errors.length) return errors.map((e) => witnessMessage(e.code, e.message)).join(" ");
+      const moved = data.recordScan.movements;
+      const packs = -moved.reduce((sum, m) => sum + m.quantity, 0);
+      witnessed.value = `Disposed of ${packs}, witnessed by ${witness.username}. Balance now ${moved.map((m) => m.balanceAfter).join(", ")}.`;
+      witnessing.value = false;
+      wasting.value = false;
+      return null;
+    } catch (error) {
+      return describeError(error);
+    }
+  }
+
   function next() {
     current.value = null;
     entryKey.value = null;
+    confirming.value = witnessing.value = false;
+    witnessed.value = null;
     metrics.detectedAt = undefined;
   }
 
@@ -152,6 +193,10 @@ export function ScanScreen() {
   const serial = preview?.serial ?? scan?.local?.serial;
   const actions = actionsForRole();
   const invalid = preview && !preview.valid;
+  const product = preview?.product;
+  const controlled = Boolean(product?.controlled);
+  const packs = serial ? 1 : Math.max(1, quantity.value);
+  const done = Boolean(entryKey.value || witnessed.value);
 
   return (
     <Screen title="Scan">
@@ -214,7 +259,7 @@ export function ScanScreen() {
             {state === "expired" && !invalid && (
               <p class="notice danger">Expired: do not dispense. Waste it instead.</p>
             )}
-            {!entryKey.value && !invalid && !scan.error && (
+            {!done && !invalid && !scan.error && (
               <>
                 {!serial && (
                   <label for="scan-qty">
@@ -231,16 +276,44 @@ export function ScanScreen() {
                 )}
                 {actions.some((a) => a === "DISPENSE" || a === "RETURN") && (
                   <label for="scan-patient">
-                    Patient reference <span class="hint">(optional)</span>
+                    Patient reference{" "}
+                    <span class="hint">{controlled ? "(required: controlled drug)" : "(optional)"}</span>
                     <input
                       id="scan-patient"
+                      required={controlled}
+                      aria-required={controlled}
                       autoComplete="off"
                       value={patient.value}
                       onInput={(e) => (patient.value = (e.target as HTMLInputElement).value)}
                     />
                   </label>
                 )}
-                {wasting.value ? (
+                {confirming.value && product ? (
+                  <div class="card panel" role="group" aria-labelledby="confirm-title" data-testid="controlled-confirm">
+                    <p id="confirm-title">
+                      <strong>
+                        Dispense {packs} × {product.name} {product.strength}
+                      </strong>{" "}
+                      ({product.dosageForm}, {product.unit}) to patient <strong>{patient.value.trim()}</strong>?
+                    </p>
+                    <p class="meta">A controlled drug: check the drug, the strength and the quantity before sending.</p>
+                    <div class="actions">
+                      <button
+                        type="button"
+                        class="primary big"
+                        onClick={() => {
+                          confirming.value = false;
+                          void act("DISPENSE");
+                        }}
+                      >
+                        Confirm dispense
+                      </button>
+                      <button type="button" class="big" onClick={() => (confirming.value = false)}>
+                        Back
+                      </button>
+                    </div>
+                  </div>
+                ) : wasting.value ? (
                   <div class="card panel">
                     <label for="scan-reason">
                       Waste reason
@@ -257,8 +330,13 @@ export function ScanScreen() {
                       </select>
                     </label>
                     <div class="actions">
-                      <button type="button" class="danger big" onClick={() => void act("DISPOSE")}>
-                        Confirm waste
+                      <button
+                        type="button"
+                        class="danger big"
+                        disabled={controlled && !online.value}
+                        onClick={() => (controlled ? (witnessing.value = true) : void act("DISPOSE"))}
+                      >
+                        {controlled ? "Confirm waste with witness" : "Confirm waste"}
                       </button>
                       <button type="button" class="big" onClick={() => (wasting.value = false)}>
                         Back
@@ -272,8 +350,17 @@ export function ScanScreen() {
                         type="button"
                         key={a}
                         class={a === "DISPOSE" ? "danger big" : a === "DISPENSE" ? "primary big" : "big"}
-                        disabled={a === "DISPENSE" && state === "expired"}
-                        onClick={() => (a === "DISPOSE" ? (wasting.value = true) : void act(a))}
+                        disabled={
+                          (a === "DISPENSE" && state === "expired") ||
+                          (controlled && a === "DISPENSE" && !patient.value.trim())
+                        }
+                        onClick={() =>
+                          a === "DISPOSE"
+                            ? (wasting.value = true)
+                            : controlled && a === "DISPENSE"
+                              ? (confirming.value = true)
+                              : void act(a)
+                        }
                       >
                         {ACTION_LABEL[a]}
                       </button>
@@ -282,9 +369,29 @@ export function ScanScreen() {
                 )}
               </>
             )}
+            {controlled && wasting.value && !online.value && (
+              <p class="notice pending">Wasting a controlled drug needs a witness and a connection.</p>
+            )}
+            {controlled && !done && !patient.value.trim() && actions.includes("DISPENSE") && (
+              <p class="meta" data-testid="patient-required">
+                Enter the patient reference to dispense a controlled drug.
+              </p>
+            )}
             {entryKey.value && <Outcome entry={entry.value} />}
+            {witnessed.value && (
+              <p class="notice ok" role="status" data-testid="outcome" data-status="done">
+                {witnessed.value}
+              </p>
+            )}
+            {witnessing.value && product && (
+              <WitnessDialog
+                summary={`Dispose of ${packs} × ${product.name} ${product.strength} (${reason.value.replace("_", " ").toLowerCase()}) at ${location?.code ?? "this location"}.`}
+                onSubmit={disposeWitnessed}
+                onCancel={() => (witnessing.value = false)}
+              />
+            )}
             <button type="button" class="big" onClick={next}>
-              {entryKey.value ? "Scan next" : "Cancel"}
+              {done ? "Scan next" : "Cancel"}
             </button>
           </div>
         )}
