@@ -359,3 +359,41 @@ async def test_a_count_that_differs_from_the_register_needs_a_witness_and_alerts
 def test_running_balances_accumulate(opening: int) -> None:
     assert running_balances(opening, [3, -1, -2]) == [opening + 3, opening + 2, opening]
     assert running_balances(opening, []) == []
+
+
+SCAN = f"""
+mutation($input: RecordScanInput!) {{
+  recordScan(input: $input) {{ movements {{ id quantity }} {ERRORS} }}
+}}"""
+
+
+async def test_a_scanned_controlled_waste_takes_the_witness_too(demo: Demo, as_user: Any) -> None:
+    from server.catalog.models import ProductGtin
+
+    oxy = await _oxycodone(demo)
+    await receive(demo, "WARD-A", 3, product_id=oxy, batch="SCANCD1")
+    async with demo.services.db.read() as session:
+        gtin = (
+            await session.execute(select(ProductGtin.gtin).where(ProductGtin.product_id == oxy))
+        ).scalar_one()
+    nurse: Caller = await as_user("nurse")
+    scan = {
+        "barcode": f"(01){gtin}(10)SCANCD1",
+        "location": gid("Location", demo.locations["WARD-A"]),
+        "action": "DISPOSE",
+        "reason": "DAMAGED",
+    }
+    await nurse.refused(SCAN, "WITNESS_REQUIRED", input={**scan, "idempotencyKey": "s1"})
+    await nurse.refused(
+        SCAN,
+        "WITNESS_INVALID",
+        input={**scan, "idempotencyKey": "s2", "witness": {**WITNESS, "password": "nope"}},
+    )
+    done = await nurse.ok(SCAN, input={**scan, "idempotencyKey": "s3", "witness": WITNESS})
+    (movement,) = done["movements"]
+    assert (await _witnesses(demo))[_pk(movement["id"])] == demo.users["pharmacist"]
+    await nurse.refused(
+        SCAN,
+        "PATIENT_REFERENCE_REQUIRED",
+        input={**scan, "action": "DISPENSE", "reason": None, "idempotencyKey": "s4"},
+    )
