@@ -12,12 +12,14 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 from decimal import Decimal
+from typing import Any
 
 from sqlalchemy import func, select
 
 from server.catalog.demo_data import DEMO_PRODUCTS, DemoProduct, make_gtin14
 from server.catalog.models import Lot, StorageCondition
 from server.catalog.service import ProductFields
+from server.core.errors import DomainError
 from server.core.security import Principal, Role
 from server.inventory.models import Movement, MovementKind
 from server.inventory.service import MovementRequest
@@ -271,6 +273,8 @@ async def seed_demo(
             requests = []
             if progress and day.day <= 7:
                 progress(f"  history written up to {day.isoformat()}")
+    if history_days >= 0:
+        await _witnessed_disposal(services, net, products)
     async with services.db.read() as session:
         stored = (await session.execute(select(func.count(Movement.id)))).scalar_one()
     return (
@@ -278,6 +282,33 @@ async def seed_demo(
         f"locations, {len(net.users)} users, {len(products)} products, {stored} movements "
         f"(password for every demo user: {DEMO_PASSWORD})"
     )
+
+
+async def _witnessed_disposal(services: Services, net: DemoNetwork, products: list[Any]) -> None:
+    """A controlled drug's register with a witness in it: the nurse of WARD-A drops an ampoule
+    of morphine (or whichever controlled drug that ward holds), the pharmacist witnesses."""
+    nurse = await services.network.load_principal(net.users["nurse"])
+    for product in products:
+        if not product.controlled_schedule:
+            continue
+        try:
+            await services.ledger.record(
+                nurse,
+                [
+                    MovementRequest(
+                        MovementKind.DISPOSE,
+                        net.locations["WARD-A"],
+                        1,
+                        product_id=product.id,
+                        reason="DAMAGED: dropped while preparing",
+                        witness_id=net.users["pharmacist"],
+                    )
+                ],
+                operation="demo.witnessedDisposal",
+            )
+            return
+        except DomainError:
+            continue  # none of it on the ward's shelf: try the next controlled drug
 
 
 def _supply_chain(

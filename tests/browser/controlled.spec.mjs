@@ -81,6 +81,10 @@ test("a controlled dispense needs a patient reference and a confirmation naming 
   await dispense.click();
   const confirm = result.getByTestId("controlled-confirm");
   await confirm.waitFor();
+  await page.waitForFunction(() => {
+    const box = document.querySelector('[data-testid="controlled-confirm"]')?.getBoundingClientRect();
+    return box && box.top >= 0 && box.bottom <= innerHeight;
+  });
   const text = await confirm.textContent();
   assert.match(text, new RegExp(`Dispense 2 × ${oxy.name} ${oxy.strength}`));
   assert.match(text, /ENC-7781/);

@@ -171,6 +171,17 @@ export function ScanScreen() {
     }
   }
 
+  /** The controlled dispense's confirmation, brought into view and focused (it opens below
+   * the form, often under the fold on a phone). */
+  function showConfirmation() {
+    confirming.value = true;
+    requestAnimationFrame(() => {
+      const panel = document.querySelector<HTMLElement>('[data-testid="controlled-confirm"]');
+      panel?.focus({ preventScroll: true });
+      panel?.scrollIntoView({ block: "center" });
+    });
+  }
+
   function next() {
     current.value = null;
     entryKey.value = null;
@@ -289,7 +300,7 @@ export function ScanScreen() {
                   </label>
                 )}
                 {confirming.value && product ? (
-                  <div class="card panel" role="group" aria-labelledby="confirm-title" data-testid="controlled-confirm">
+                  <div class="card panel" role="group" tabIndex={-1} aria-labelledby="confirm-title" data-testid="controlled-confirm">
                     <p id="confirm-title">
                       <strong>
                         Dispense {packs} × {product.name} {product.strength}
@@ -358,7 +369,7 @@ export function ScanScreen() {
                           a === "DISPOSE"
                             ? (wasting.value = true)
                             : controlled && a === "DISPENSE"
-                              ? (confirming.value = true)
+                              ? showConfirmation()
                               : void act(a)
                         }
                       >
