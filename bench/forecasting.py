@@ -94,6 +94,7 @@ async def bench_service(backend: Backend, products: int) -> list[tuple[str, floa
                 fx.location_id,
                 rng.randint(1, 4),
                 lot_id=lot,
+                patient_reference="ENC-BENCH",  # controlled drugs are dispensed only with one
                 occurred_at=now - timedelta(days=day, hours=rng.randint(0, 20)),
             )
             for lot in fx.lot_ids
