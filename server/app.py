@@ -50,6 +50,7 @@ from server.core.ratelimit import RateLimitMiddleware, client_ip
 from server.core.security import CLIENT_SUBJECT_PREFIX, Principal
 from server.core.sessions import CLOSE_TOO_MANY, SessionRefused, SessionRegistry
 from server.core.static import PwaFiles
+from server.finance.api.http import finance_routes
 from server.network.oauth import OAuthEndpoints, presented_client_id, presents_client
 from server.schema import build_schema
 from server.services import Services
@@ -445,6 +446,7 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
         Route("/graphql", GraphiQLGate(graphql, settings.pwa_dir)),
         WebSocketRoute("/graphql", graphql),
         *controlled_exports(services),
+        *finance_routes(services),  # GET /reports/patient-usage.csv
     ]
     routes.append(_pwa_route(settings.pwa_dir))
 

@@ -6,6 +6,7 @@ from server.controlled import models as controlled_models
 from server.core import audit
 from server.core.db import Base
 from server.counts import models as count_models
+from server.finance import models as finance_models
 from server.forecasting import models as forecasting_models
 from server.integrations import models as integration_models
 from server.inventory import models as inventory_models
@@ -25,6 +26,7 @@ __all__ = [
     "catalog_models",
     "controlled_models",
     "count_models",
+    "finance_models",
     "forecasting_models",
     "integration_models",
     "inventory_models",

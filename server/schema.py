@@ -26,6 +26,7 @@ from server.core.cost import CostLimits
 from server.core.graphql import ApiErrors, InputHygiene
 from server.core.logs import LoggedSchema
 from server.counts import api as counts_api
+from server.finance import api as finance_api
 from server.forecasting import api as forecasting_api
 from server.integrations import api as integrations_api
 from server.inventory import api as inventory_api
@@ -66,6 +67,7 @@ Query = merge_types(
         audit_api.Query,
         integrations_api.Query,
         controlled_api.Query,
+        finance_api.Query,
     ),
 )
 Mutation = merge_types(
@@ -84,6 +86,7 @@ Mutation = merge_types(
         transfers_api.Mutation,
         supervision_api.Mutation,
         integrations_api.Mutation,
+        finance_api.Mutation,
     ),
 )
 Subscription = merge_types(

@@ -16,6 +16,7 @@ from server.core.events import EventBus
 from server.core.ratelimit import RateLimits
 from server.core.security import PasswordPool, TokenService
 from server.counts.service import CountService
+from server.finance.service import FinanceService
 from server.forecasting.service import ForecastingService
 from server.integrations.service import EpcisService
 from server.inventory.service import LedgerService, Written, stock_event
@@ -38,10 +39,12 @@ def wire_ledger_hooks(
     bus: EventBus,
     alerts: AlertService,
     supervision_checks: SupervisionCheckService,
+    finance: FinanceService,
 ) -> None:
     """What follows every ledger write, in its transaction and in this order: supervision
     totals and status of the touched batches, the stock events (published after commit), then
-    low-stock and emptied-shelf alerts. Registered here so inventory imports none of them."""
+    low-stock and emptied-shelf alerts, then the movements' value at moving average cost (and budget
+    alerts). Registered here so inventory imports none of them."""
 
     async def supervision(session: AsyncSession, written: Written) -> None:
         batches = await record_totals(session, written, approvals=written.approvals)
@@ -53,6 +56,7 @@ def wire_ledger_hooks(
     ledger.on_written(supervision)
     ledger.on_written(stock_events)
     ledger.on_written(alerts.after_movements)
+    ledger.on_written(finance.after_movements)  # the value of each movement, budget alerts
 
 
 @dataclass
@@ -80,6 +84,7 @@ class Services:
     replenishment: ReplenishmentService
     ratelimits: RateLimits
     controlled: ControlledService
+    finance: FinanceService
 
     @classmethod
     def build(cls, settings: Settings) -> Services:
@@ -95,7 +100,8 @@ class Services:
             db, alerts, transit_window_hours=settings.transit_window_hours
         )
         ledger = LedgerService(db)
-        wire_ledger_hooks(ledger, bus, alerts, supervision_checks)
+        finance = FinanceService(db, bus, alerts)
+        wire_ledger_hooks(ledger, bus, alerts, supervision_checks, finance)
         passwords = PasswordPool(settings.password_hash_workers, settings.password_hash_queue)
         ratelimits = RateLimits(settings)
         counts = CountService(db, bus, ledger)
@@ -130,6 +136,7 @@ class Services:
             replenishment=ReplenishmentService(db, purchasing, transfers, alerts, forecasting),
             ratelimits=ratelimits,
             controlled=controlled,
+            finance=finance,
         )
 
     async def start(self) -> None:

@@ -45,6 +45,8 @@ AlertKind = described_enum(
         "SHIPMENT_OVERDUE": "A shipment is past its expected arrival.",
         "SUPERVISION_STATUS": "A batch's supervision check is not NORMAL.",
         "CONTROLLED_DISCREPANCY": "A count of a controlled drug differs from its register balance.",
+        "BUDGET_WARNING": "A location's spend passed the warning share of its budget.",
+        "BUDGET_EXCEEDED": "A location's spend reached or passed its budget for the period.",
     },
 )
 AlertStatus = described_enum(

@@ -63,6 +63,8 @@ class Permission(StrEnum):
     TRANSFER_RECEIVE = "TRANSFER_RECEIVE"
     RECALL_MANAGE = "RECALL_MANAGE"
     TRACE_READ = "TRACE_READ"
+    FINANCE_READ = "FINANCE_READ"
+    BUDGET_MANAGE = "BUDGET_MANAGE"
 
 
 _ALL_ROLES = frozenset(Role)
@@ -96,6 +98,9 @@ ROLE_PERMISSIONS: dict[Permission, frozenset[Role]] = {
     Permission.TRANSFER_RECEIVE: _STOCK_STAFF | {Role.NURSE},
     Permission.RECALL_MANAGE: frozenset({Role.ADMIN, Role.PHARMACIST, Role.REGULATOR}),
     Permission.TRACE_READ: _STOCK_STAFF | {Role.AUDITOR, Role.REGULATOR},
+    # Costs, spend and budgets (server.finance): prices are procurement staff's business.
+    Permission.FINANCE_READ: _STOCK_STAFF | {Role.AUDITOR},
+    Permission.BUDGET_MANAGE: frozenset({Role.ADMIN, Role.PHARMACIST}),
 }
 
 # Roles that are not confined to their organisation's locations.
@@ -141,6 +146,7 @@ SCOPE_PERMISSIONS: dict[str, frozenset[Permission]] = {
     "supervision:read": frozenset({Permission.TRACE_READ}),
     "recalls:write": frozenset({Permission.TRACE_READ, Permission.RECALL_MANAGE}),
     "audit:read": frozenset({Permission.AUDIT_READ}),
+    "finance:read": frozenset({Permission.FINANCE_READ}),
 }
 
 

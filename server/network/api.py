@@ -82,6 +82,9 @@ class Organisation(FromModel, relay.Node):
     name: str = strawberry.field(description="Unique name.")
     kind: OrganisationKind = strawberry.field(description="Its role in the chain.")  # type: ignore[valid-type]
     gln: str | None = strawberry.field(description="GS1 Global Location Number (13 digits).")
+    currency: str = strawberry.field(
+        description="ISO 4217 code of every amount the organisation keeps (costs, budgets)."
+    )
 
     @classmethod
     async def resolve_nodes(

@@ -36,6 +36,8 @@ class Organisation(Base):
     name: Mapped[str] = mapped_column(String(200), unique=True)
     kind: Mapped[OrganisationKind] = mapped_column(Enum(OrganisationKind, native_enum=False))
     gln: Mapped[str | None] = mapped_column(String(13), unique=True)
+    # ISO 4217: every amount of this organisation (prices, costs, budgets) is in it.
+    currency: Mapped[str] = mapped_column(String(3), default="EUR", server_default="EUR")
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
 
