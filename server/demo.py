@@ -17,14 +17,17 @@ from typing import Any
 from sqlalchemy import func, select
 
 from server.catalog.demo_data import DEMO_PRODUCTS, DemoProduct, make_gtin14
-from server.catalog.models import Lot, StorageCondition
+from server.catalog.models import Lot, Product, StorageCondition
 from server.catalog.service import ProductFields
 from server.core.errors import DomainError
 from server.core.security import Principal, Role
+from server.finance.costing import SPEND_KINDS
+from server.finance.models import MovementCost
 from server.inventory.models import Movement, MovementKind
 from server.inventory.service import MovementRequest
 from server.network.models import LocationKind, Organisation, OrganisationKind
 from server.services import Services
+from server.suppliers.service import ContractLineFields
 
 DEMO_PASSWORD = "apotheca-demo"
 HISTORY_DAYS = 365
@@ -189,6 +192,8 @@ async def seed_demo(
                 ),
             )
         )
+    if history_days >= 0:
+        await _demo_contracts(services, admin, net, products, today, history_days)
     shelf = _Shelf()
     lots_by_product: dict[int, list[Lot]] = defaultdict(list)
     receipts: dict[date, list[tuple[int, DemoProduct, Lot, int]]] = defaultdict(list)
@@ -275,6 +280,8 @@ async def seed_demo(
                 progress(f"  history written up to {day.isoformat()}")
     if history_days >= 0:
         await _witnessed_disposal(services, net, products)
+    if history_days > 0:
+        await _demo_budgets(services, admin, net, today)
     async with services.db.read() as session:
         stored = (await session.execute(select(func.count(Movement.id)))).scalar_one()
     return (
@@ -309,6 +316,76 @@ async def _witnessed_disposal(services: Services, net: DemoNetwork, products: li
             return
         except DomainError:
             continue  # none of it on the ward's shelf: try the next controlled drug
+
+
+async def _demo_contracts(
+    services: Services,
+    admin: Principal,
+    net: DemoNetwork,
+    products: list[Product],
+    today: date,
+    history_days: int,
+) -> None:
+    """The hospital's contracts with the wholesaler: last year's prices 6 % lower than this
+    quarter's, so receipts are priced and the moving average visibly re-blends."""
+    start = today - timedelta(days=history_days + 1)
+    switch = today - timedelta(days=min(90, history_days // 2))
+    for reference, valid_from, valid_until, factor in (
+        ("DEMO-MEDDISTRI-1", start, switch - timedelta(days=1), Decimal("0.94")),
+        ("DEMO-MEDDISTRI-2", switch, today + timedelta(days=365), Decimal(1)),
+    ):
+        if valid_until < valid_from:
+            continue
+        await services.suppliers.create_contract(
+            admin,
+            supplier_id=net.orgs["whs"],
+            buyer_id=net.orgs["hosp"],
+            reference=reference,
+            valid_from=valid_from,
+            valid_until=valid_until,
+            lines=[
+                ContractLineFields(
+                    product_id=p.id,
+                    unit_price=(Decimal(p.unit_cost) * factor).quantize(Decimal("0.01")),
+                    lead_time_days=3,
+                )
+                for p in products
+            ],
+        )
+
+
+async def _demo_budgets(
+    services: Services, admin: Principal, net: DemoNetwork, today: date
+) -> None:
+    """Monthly budgets for the wards, this month and last, around what they spend: Ward A
+    with room, Ward B close to it, Ward C short of it (so the Spend screen has something to
+    say and a BUDGET_EXCEEDED alert shows)."""
+    since = datetime.combine(today - timedelta(days=30), time.min, tzinfo=UTC)
+    async with services.db.read() as session:
+        spend = dict(
+            (
+                await session.execute(
+                    select(MovementCost.location_id, -func.sum(MovementCost.value))
+                    .where(
+                        MovementCost.kind.in_(SPEND_KINDS),
+                        MovementCost.occurred_at >= since,
+                    )
+                    .group_by(MovementCost.location_id)
+                )
+            ).all()
+        )
+    this_month = today.replace(day=1)
+    last_month = (this_month - timedelta(days=1)).replace(day=1)
+    for code, factor in (("WARD-A", "1.3"), ("WARD-B", "1.02"), ("WARD-C", "0.85")):
+        monthly = Decimal(spend.get(net.locations[code]) or 0) * Decimal(factor)
+        amount = max(Decimal(100), (monthly / 50).quantize(Decimal(1)) * 50)
+        for month in (last_month, this_month):
+            await services.finance.set_budget(
+                admin,
+                location_id=net.locations[code],
+                period=month.strftime("%Y-%m"),
+                amount=amount,
+            )
 
 
 def _supply_chain(
