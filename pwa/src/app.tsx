@@ -27,6 +27,7 @@ const SupervisionScreen = lazyScreen(() => import("./screens/supervision"), (m) 
 const SuppliersScreen = lazyScreen(() => import("./screens/suppliers"), (m) => m.SuppliersScreen);
 const TransfersScreen = lazyScreen(() => import("./screens/transfers"), (m) => m.TransfersScreen);
 const UsersScreen = lazyScreen(() => import("./screens/users"), (m) => m.UsersScreen);
+const SpendScreen = lazyScreen(() => import("./screens/spend"), (m) => m.SpendScreen);
 
 interface ScreenDef {
   id: string;
@@ -47,6 +48,7 @@ const SCREENS: ScreenDef[] = [
   { id: "suppliers", title: "Suppliers", roles: ["PHARMACIST", "WAREHOUSE_MANAGER", "ADMIN", "SUPPLIER", "AUDITOR"], component: SuppliersScreen },
   { id: "controlled", title: "Controlled register", roles: ["PHARMACIST", "ADMIN", "AUDITOR", "REGULATOR"], component: ControlledScreen },
   { id: "supervision", title: "Supervision", roles: ["ADMIN", "AUDITOR", "REGULATOR", "PHARMACIST"], component: SupervisionScreen },
+  { id: "spend", title: "Spend", roles: ["PHARMACIST", "WAREHOUSE_MANAGER", "ADMIN", "AUDITOR"], component: SpendScreen },
   { id: "audit", title: "Audit", roles: ["ADMIN", "AUDITOR"], component: AuditScreen },
   { id: "users", title: "Users", roles: ["ADMIN"], component: UsersScreen },
 ];
