@@ -528,3 +528,100 @@ async def test_billing_csv_scope_and_content(demo: Demo, client: httpx.AsyncClie
     )
     assert page["totalCount"] == 2 and page["hasNextPage"] is True
     assert page["rows"][0]["patientReference"] == "=ENC-42"
+
+
+async def test_a_shipment_received_against_a_po_is_priced_from_its_line(
+    demo: Demo, client: httpx.AsyncClient, as_user: Any
+) -> None:
+    """The real flow: order at 7.25, ship, receive with receiveShipmentLine; the receipt
+    carries the PO line's price even though the catalogue and a contract say otherwise."""
+    from tests.test_procurement import (
+        RECEIVE,
+        World,
+        acknowledged_order,
+        delivered_shipment,
+        wholesaler_stock,
+    )
+
+    actors = {u: await as_user(u) for u in ("admin", "pharmacist", "supplier")}
+    world = World(
+        demo, client, actors, [await first_product_id(demo.services, i) for i in range(3)]
+    )
+    today = date.today()
+    await _contract(demo, world.products[0], "99.00", today - timedelta(5), today + timedelta(5))
+    lot = await wholesaler_stock(world, 0, 40, "FIN-PO1")
+    order = await acknowledged_order(world, [(0, 30, "7.25")])
+    shipment = await delivered_shipment(world, order, [(0, lot, 30)])
+    await world.pharmacist.ok(
+        RECEIVE, shipment=shipment["id"], line=shipment["lines"][0]["id"], quantity=30
+    )
+    async with demo.services.db.read() as session:
+        cost = (
+            await session.execute(
+                select(MovementCost)
+                .where(MovementCost.kind == MovementKind.RECEIVE, MovementCost.lot_id == lot.id)
+                .where(MovementCost.organisation_id == demo.orgs["St. Aurelia General Hospital"])
+            )
+        ).scalar_one()
+    assert cost.source is CostSource.PURCHASE_ORDER and cost.unit_cost == Decimal("7.25")
+    assert cost.value == Decimal("217.5") and cost.supplier_id == demo.orgs["MedDistri Wholesale"]
+    assert await _wac(demo, world.products[0]) == Decimal("7.25")
+
+
+async def test_stored_forecasts_project_the_spend_to_period_end(demo: Demo) -> None:
+    """A stored daily forecast of 2 packs a day at WARD-C, at 2.50 a pack: the rest of the
+    period is projected from it, not from the run rate."""
+    from server.core.db import utcnow as now
+    from server.forecasting.models import ForecastRun, StoredSeriesForecast
+
+    product_id, lot = await _ward_spend(demo, 6)
+    await _move(demo, MovementKind.TRANSFER_OUT, "HOSP-CP", lot, 20, reference="T-C")
+    await _move(demo, MovementKind.TRANSFER_IN, "WARD-C", lot, 20, reference="T-C")
+    await _move(demo, MovementKind.DISPENSE, "WARD-C", lot, 4, patient_reference="P")  # 10.00
+    today = date.today()
+    async with demo.services.db.write() as session:
+        run = ForecastRun(
+            granularity="DAILY",
+            last_period=today,
+            horizon=400,
+            series_total=1,
+            series_refitted=1,
+            seconds=0.1,
+        )
+        session.add(run)
+        await session.flush()
+        session.add(
+            StoredSeriesForecast(
+                product_id=product_id,
+                location_id=demo.locations["WARD-C"],
+                granularity="DAILY",
+                run_id=run.id,
+                computed_at=now(),
+                history_hash="x",
+                history_start=today,
+                last_period=today,
+                history=[4.0],
+                first_period=today,
+                points=[2.0] * 400,
+                low_80=[0.0] * 400,
+                high_80=[4.0] * 400,
+                low_95=[0.0] * 400,
+                high_95=[5.0] * 400,
+                model="NAIVE",
+                season_length=7,
+                demand_class="SMOOTH",
+                history_length=1,
+                backtest_windows=0,
+                interval_source="NONE",
+                candidates={},
+                errors=[],
+            )
+        )
+    report = await demo.services.finance.spend_report(
+        demo.principals["pharmacist"], period=today.strftime("%Y-%m"), group_by="LOCATION"
+    )
+    (row,) = [r for r in report.rows if r.location_id == demo.locations["WARD-C"]]
+    period = costing.period_of(PeriodKind.MONTH, today)
+    days_left = (period.end - today).days - 1
+    assert row.forecast_source is costing.ForecastSource.FORECAST
+    assert row.forecast == Decimal("10") + Decimal(2 * days_left) * Decimal("2.5")
