@@ -121,9 +121,7 @@ def _announce_when_ready(args: argparse.Namespace) -> None:
                 time.sleep(0.1)
         else:
             return
-        lines = [
-            f"Apotheca is ready: {scheme}://{local}:{args.port}/  (GraphiQL at /graphql)"
-        ]
+        lines = [f"Apotheca is ready: {scheme}://{local}:{args.port}/  (GraphiQL at /graphql)"]
         if args.host in {"0.0.0.0", "::"}:
             for address in _lan_addresses(socket):
                 lines.append(

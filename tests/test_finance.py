@@ -288,8 +288,20 @@ SET_BUDGET = """mutation($input: SetBudgetInput!) {
 
 
 async def _ward_spend(demo: Demo, product_offset: int = 3) -> tuple[int, int]:
-    """Stock on WARD-A and WARD-B at 2.50 a pack; returns (product, lot)."""
-    product_id = await first_product_id(demo.services, product_offset)
+    """Stock on WARD-A and WARD-B at 2.50 a pack; returns (product, lot). The product is not a
+    controlled drug, so a dispense may go without a patient reference (the unbilled case)."""
+    from server.catalog.models import Product
+
+    async with demo.services.db.read() as session:
+        product_id = (
+            await session.execute(
+                select(Product.id)
+                .where(Product.controlled_schedule.is_(None))
+                .order_by(Product.id)
+                .offset(product_offset)
+                .limit(1)
+            )
+        ).scalar_one()
     today = date.today()
     await _contract(demo, product_id, "2.50", today - timedelta(400), today + timedelta(30))
     lot = await _receive(demo, product_id, 200, 0)
