@@ -456,6 +456,8 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
         await graphql.sessions.start()
         expiry = asyncio.create_task(_expiry_checks(services))
         forecasts = asyncio.create_task(_forecast_refreshes(services))
+        if settings.webhook_worker:
+            await services.webhooks.start()  # the outbox's delivery worker (server.webhooks)
         try:
             yield
         finally:

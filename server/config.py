@@ -73,6 +73,17 @@ class Settings:
     login_lock_max_seconds: int = 900
     password_hash_workers: int = 2
     password_hash_queue: int = 8
+    # Webhooks (server.webhooks): hosts/CIDRs an endpoint may target although they look
+    # internal (loopback, private, link-local, single-label names); empty refuses them all.
+    # Development and tests set "127.0.0.1,localhost". Retry delays in seconds after each
+    # failed attempt (jittered +-20%), the request timeout, how often an idle worker looks
+    # for due deliveries (others' commits; its own wake it at once), and whether this
+    # process runs the delivery worker at all.
+    webhook_allow_hosts: str = ""
+    webhook_retry_schedule: str = "5,300,1800,7200,18000,36000,36000"
+    webhook_timeout_seconds: float = 10.0
+    webhook_poll_seconds: float = 5.0
+    webhook_worker: bool = True
 
     @classmethod
     def from_env(cls, **overrides: object) -> Settings:
@@ -116,6 +127,13 @@ class Settings:
             "cost_budget_capacity": int(env.get("APOTHECA_COST_BUDGET_CAPACITY", "50000")),
             "cost_refill_per_second": float(env.get("APOTHECA_COST_REFILL_PER_SECOND", "250")),
             "metrics_token": env.get("APOTHECA_METRICS_TOKEN", ""),
+            "webhook_allow_hosts": env.get("APOTHECA_WEBHOOK_ALLOW_HOSTS", ""),
+            "webhook_retry_schedule": env.get(
+                "APOTHECA_WEBHOOK_RETRY_SCHEDULE", "5,300,1800,7200,18000,36000,36000"
+            ),
+            "webhook_timeout_seconds": float(env.get("APOTHECA_WEBHOOK_TIMEOUT_SECONDS", "10")),
+            "webhook_poll_seconds": float(env.get("APOTHECA_WEBHOOK_POLL_SECONDS", "5")),
+            "webhook_worker": env.get("APOTHECA_WEBHOOK_WORKER", "1") != "0",
         }
         if pwa_dir := env.get("APOTHECA_PWA_DIR"):
             values["pwa_dir"] = Path(pwa_dir)

@@ -17,6 +17,7 @@ from server.shipments import models as shipment_models
 from server.supervision import models as supervision_models
 from server.suppliers import models as supplier_models
 from server.transfers import models as transfer_models
+from server.webhooks import models as webhook_models
 
 metadata = Base.metadata
 
@@ -38,4 +39,5 @@ __all__ = [
     "supervision_models",
     "supplier_models",
     "transfer_models",
+    "webhook_models",
 ]

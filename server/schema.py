@@ -39,6 +39,7 @@ from server.shipments import api as shipments_api
 from server.supervision import api as supervision_api
 from server.suppliers import api as suppliers_api
 from server.transfers import api as transfers_api
+from server.webhooks import api as webhooks_api
 
 
 @strawberry.type
@@ -68,6 +69,7 @@ Query = merge_types(
         integrations_api.Query,
         controlled_api.Query,
         finance_api.Query,
+        webhooks_api.Query,
     ),
 )
 Mutation = merge_types(
@@ -87,6 +89,7 @@ Mutation = merge_types(
         supervision_api.Mutation,
         integrations_api.Mutation,
         finance_api.Mutation,
+        webhooks_api.Mutation,
     ),
 )
 Subscription = merge_types(

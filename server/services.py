@@ -32,6 +32,7 @@ from server.supervision.service import SupervisionService
 from server.supervision.totals import record_totals
 from server.suppliers.service import SupplierService
 from server.transfers.service import TransferService
+from server.webhooks.service import WebhookService
 
 
 def wire_ledger_hooks(
@@ -85,6 +86,7 @@ class Services:
     ratelimits: RateLimits
     controlled: ControlledService
     finance: FinanceService
+    webhooks: WebhookService
 
     @classmethod
     def build(cls, settings: Settings) -> Services:
@@ -137,6 +139,16 @@ class Services:
             ratelimits=ratelimits,
             controlled=controlled,
             finance=finance,
+            webhooks=WebhookService(
+                db,
+                bus,
+                allow_hosts=settings.webhook_allow_hosts,
+                retry_schedule=settings.webhook_retry_schedule,
+                timeout_seconds=settings.webhook_timeout_seconds,
+                poll_seconds=settings.webhook_poll_seconds,
+                secret_overlap=timedelta(hours=settings.client_secret_overlap_hours),
+                max_page_size=settings.max_page_size,
+            ),
         )
 
     async def start(self) -> None:
@@ -144,5 +156,6 @@ class Services:
         await self.bus.start(self.settings.database_url)
 
     async def close(self) -> None:
+        await self.webhooks.stop()
         await self.bus.stop()
         await self.db.dispose()

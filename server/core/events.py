@@ -46,6 +46,9 @@ class Event:
     payload: dict[str, Any] = field(default_factory=dict)
 
 
+EmitHook = Callable[[AsyncSession, list[Event]], Awaitable[None]]
+
+
 class Subscription:
     """One subscriber's bounded queue (one shared subscription's, when `listeners` is set)."""
 
@@ -104,6 +107,12 @@ class EventBus:
         self._pg_dsn: str | None = None
         self._listener: Any = None
         self._listen_task: asyncio.Task[None] | None = None
+        self._hooks: list[EmitHook] = []
+
+    def on_emit(self, hook: EmitHook) -> None:
+        """Run `hook(session, events)` inside the emitting transaction, before the events are
+        queued: what it writes commits or rolls back with the change (the webhook outbox)."""
+        self._hooks.append(hook)
 
     # --- publishing --------------------------------------------------------------------------
 
@@ -111,6 +120,8 @@ class EventBus:
         """Queue events in the caller's transaction; they go out only if it commits."""
         if not events:
             return
+        for hook in self._hooks:
+            await hook(session, events)
         if dialect_of(session) == "postgresql":
             # Every chunk in one statement: a feed of 1,000 movements is one round trip.
             await session.execute(_NOTIFY_ALL, {"channel": CHANNEL, "payloads": _chunks(events)})

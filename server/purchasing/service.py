@@ -30,6 +30,7 @@ from server.core.steps import took_step
 from server.core.validation import optional_text, required_text
 from server.network.models import Location
 from server.purchasing import rules
+from server.purchasing.events import purchase_order_event
 from server.purchasing.models import PurchaseOrder, PurchaseOrderLine, PurchaseOrderStatus
 from server.shipments.events import shipment_event
 from server.shipments.models import Shipment, ShipmentEvent, ShipmentLine, ShipmentStatus
@@ -239,7 +240,7 @@ class PurchasingService:
             self.bus,
             principal,
             audit.AuditEntry(action, "PurchaseOrder", order.id, before, after, reason),
-            events=events,
+            events=[*events, purchase_order_event(order, action)],
             also=also,
         )
 
@@ -288,7 +289,14 @@ class PurchasingService:
                 for order, added in created
             ]
             if entries:
-                await took_step(session, self.bus, principal, entries[0], also=entries[1:])
+                await took_step(
+                    session,
+                    self.bus,
+                    principal,
+                    entries[0],
+                    events=[purchase_order_event(o, "purchase_order.create") for o, _ in created],
+                    also=entries[1:],
+                )
         return [order for order, _ in created]
 
     async def _insert_order(
@@ -613,5 +621,6 @@ class PurchasingService:
                     reason,
                 ),
             ]
+            events.append(purchase_order_event(order, "purchase_order.cancel"))
             await took_step(session, self.bus, principal, chain[0], events=events, also=chain[1:])
         return order

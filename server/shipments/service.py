@@ -52,6 +52,7 @@ from server.inventory.rules import KIND_PERMISSION
 from server.inventory.service import LedgerService, MovementRequest
 from server.network.models import Location, Organisation
 from server.purchasing import rules as order_rules
+from server.purchasing.events import purchase_order_event
 from server.purchasing.models import PurchaseOrder
 from server.purchasing.service import order_lines, progress_after_receipt, require_order_visible
 from server.scanning.gs1 import parse_barcode
@@ -734,16 +735,11 @@ class ShipmentService:
                 note,
             )
         ]
-        if order_entry is not None:
+        events = [shipment_event(shipment, "LINE_RECEIVED")]
+        if order_entry is not None and order is not None:
             entries.append(order_entry)
-        await took_step(
-            session,
-            self.bus,
-            principal,
-            entries[0],
-            events=[shipment_event(shipment, "LINE_RECEIVED")],
-            also=entries[1:],
-        )
+            events.append(purchase_order_event(order, order_entry.action))
+        await took_step(session, self.bus, principal, entries[0], events=events, also=entries[1:])
         return ReceiptResult(shipment, line, movements, found, order)
 
     async def _identify(

@@ -1,0 +1,1 @@
+"""Webhooks for third parties: endpoints, the outbox of deliveries and its worker."""
