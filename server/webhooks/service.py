@@ -298,12 +298,16 @@ class WebhookService:
         return len(claimed)
 
     async def _send_in_order(self, group: list[_Claimed]) -> None:
-        for index, claimed in enumerate(group):
+        """One endpoint's claimed messages, one after the other; the answers are recorded
+        together in one transaction (a crash before it only means those are sent again: the
+        receiver deduplicates by webhook-id). A 410 stops the round: the rest wait."""
+        results: list[tuple[_Claimed, _Outcome]] = []
+        for claimed in group:
             outcome = await self._send(claimed)
-            if await self._record(claimed, outcome):
-                # The endpoint is gone (410): the rest of this round waits for re-enabling.
-                await self._release([c.delivery_id for c in group[index + 1 :]])
-                return
+            results.append((claimed, outcome))
+            if outcome.status_code == 410:
+                break
+        await self._record(results, unsent=[c.delivery_id for c in group[len(results) :]])
 
     async def _claim(self) -> list[_Claimed]:
         now = utcnow()
@@ -357,16 +361,6 @@ class WebhookService:
             for r in rows
         ]
 
-    async def _release(self, delivery_ids: list[int]) -> None:
-        if not delivery_ids:
-            return
-        async with self.db.write() as session:
-            await session.execute(
-                update(WebhookDelivery)
-                .where(WebhookDelivery.id.in_(delivery_ids))
-                .values(next_attempt_at=utcnow())
-            )
-
     async def _next_due(self) -> datetime | None:
         async with self.db.read() as session:
             due: datetime | None = (
@@ -401,55 +395,79 @@ class WebhookService:
         code = response.status_code
         return _Outcome(code, None if 200 <= code < 300 else f"answered HTTP {code}")
 
-    async def _record(self, claimed: _Claimed, outcome: _Outcome) -> bool:
-        """Store one attempt's result; True when it disabled the endpoint (410 Gone)."""
+    async def _record(self, results: list[tuple[_Claimed, _Outcome]], *, unsent: list[int]) -> None:
+        """Store each attempt's result; release what was claimed and not sent."""
         now = utcnow()
-        gone = False
         async with self.db.write() as session:
-            delivery = await session.get(WebhookDelivery, claimed.delivery_id)
-            if delivery is None:
-                return False  # its endpoint was deleted meanwhile
-            delivery.attempts += 1
-            delivery.last_attempt_at = now
-            delivery.response_status = outcome.status_code
-            delivery.last_error = outcome.error
-            code = outcome.status_code
-            if code is not None and 200 <= code < 300:
-                delivery.status = DeliveryStatus.DELIVERED
-                delivery.delivered_at = now
-                delivery.next_attempt_at = None
-            elif code == 410:
-                delivery.status = DeliveryStatus.FAILED
-                delivery.next_attempt_at = None
-                endpoint = await session.get(WebhookEndpoint, claimed.endpoint_id)
-                if endpoint is not None and endpoint.enabled:
-                    gone = True
-                    endpoint.enabled = False
-                    endpoint.disabled_reason = (
-                        f"the receiver answered 410 Gone at {now:%Y-%m-%d %H:%M} UTC"
+            rows = {
+                d.id: d
+                for d in (
+                    await session.execute(
+                        select(WebhookDelivery).where(
+                            WebhookDelivery.id.in_([c.delivery_id for c, _ in results])
+                        )
                     )
-                    endpoint.updated_at = now
-                    await session.flush()
-                    await audit.record(
-                        session,
-                        None,
-                        action="webhook_endpoint.disable",
-                        entity_type="WebhookEndpoint",
-                        entity_id=endpoint.id,
-                        before={"enabled": True},
-                        after={"enabled": False},
-                        reason=endpoint.disabled_reason,
-                    )
-            else:
-                delay = self.schedule.next_delay(delivery.attempts)
-                if delay is None:
-                    delivery.status = DeliveryStatus.FAILED
-                    delivery.next_attempt_at = None
-                else:
-                    delivery.next_attempt_at = now + delay
-        if outcome.error:
-            log.info("webhook %s to %s: %s", claimed.message_id, claimed.url, outcome.error)
-        return gone
+                ).scalars()
+            }  # a missing one: its endpoint was deleted meanwhile
+            for claimed, outcome in results:
+                delivery = rows.get(claimed.delivery_id)
+                if delivery is not None:
+                    await self._record_one(session, delivery, claimed, outcome, now)
+                if outcome.error:
+                    log.info("webhook %s to %s: %s", claimed.message_id, claimed.url, outcome.error)
+            if unsent:
+                await session.execute(
+                    update(WebhookDelivery)
+                    .where(WebhookDelivery.id.in_(unsent))
+                    .values(next_attempt_at=now)
+                )
+
+    async def _record_one(
+        self,
+        session: AsyncSession,
+        delivery: WebhookDelivery,
+        claimed: _Claimed,
+        outcome: _Outcome,
+        now: datetime,
+    ) -> None:
+        delivery.attempts += 1
+        delivery.last_attempt_at = now
+        delivery.response_status = outcome.status_code
+        delivery.last_error = outcome.error
+        code = outcome.status_code
+        if code is not None and 200 <= code < 300:
+            delivery.status = DeliveryStatus.DELIVERED
+            delivery.delivered_at = now
+            delivery.next_attempt_at = None
+            return
+        if code == 410:
+            delivery.status = DeliveryStatus.FAILED
+            delivery.next_attempt_at = None
+            endpoint = await session.get(WebhookEndpoint, claimed.endpoint_id)
+            if endpoint is not None and endpoint.enabled:
+                endpoint.enabled = False
+                endpoint.disabled_reason = (
+                    f"the receiver answered 410 Gone at {now:%Y-%m-%d %H:%M} UTC"
+                )
+                endpoint.updated_at = now
+                await session.flush()
+                await audit.record(
+                    session,
+                    None,
+                    action="webhook_endpoint.disable",
+                    entity_type="WebhookEndpoint",
+                    entity_id=endpoint.id,
+                    before={"enabled": True},
+                    after={"enabled": False},
+                    reason=endpoint.disabled_reason,
+                )
+            return
+        delay = self.schedule.next_delay(delivery.attempts)
+        if delay is None:
+            delivery.status = DeliveryStatus.FAILED
+            delivery.next_attempt_at = None
+        else:
+            delivery.next_attempt_at = now + delay
 
     # --- endpoints: the organisation admin's use cases ---------------------------------------
 
