@@ -380,6 +380,26 @@ async def test_410_disables_the_endpoint_and_rotation_signs_with_both_secrets(
     ]
 
 
+async def test_a_disabled_endpoint_holds_its_deliveries_until_enabled(
+    demo: Demo, receiver: Receiver
+) -> None:
+    services, admin = demo.services, demo.principals["admin"]
+    endpoint_id, _ = await endpoint(demo, receiver, HOSPITAL, "/hosp", [PO])
+    held = [await order(demo), await order(demo)]  # pending; the worker is not running yet
+    await services.webhooks.update_endpoint(admin, endpoint_id, enabled=False)
+    await order(demo)  # not captured at all: the endpoint is off
+    await services.webhooks.start()
+    await asyncio.sleep(1.0)
+    assert receiver.requests == []
+    assert services.webhooks.rounds < 15  # waits (poll 0.2 s) instead of spinning on held rows
+    await services.webhooks.update_endpoint(admin, endpoint_id, enabled=True)
+    await eventually(lambda: _count(receiver, "/hosp", 2), what="the held deliveries")
+    assert [r.message["data"]["purchaseOrder"] for r in receiver.at("/hosp")] == [
+        gid("PurchaseOrder", o) for o in held
+    ]
+    assert len(await deliveries(services)) == 2
+
+
 async def test_recalls_and_alerts_follow_the_readers_scope(demo: Demo, receiver: Receiver) -> None:
     """A recall goes to every organisation that reads stock (not to a supplier-only view);
     a low-stock alert only to the organisation of its shelf."""

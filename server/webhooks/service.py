@@ -152,6 +152,7 @@ class WebhookService:
         self.batch = batch
         self.lease = timedelta(seconds=timeout_seconds + 60)
         self._wake = asyncio.Event()
+        self.rounds = 0  # worker rounds run: the tests check an idle worker stays idle
         self._task: asyncio.Task[None] | None = None
         self._client: httpx.AsyncClient | None = None
         bus.on_emit(self.capture)
@@ -269,6 +270,7 @@ class WebhookService:
 
     async def _run(self) -> None:
         while True:
+            self.rounds += 1
             self._wake.clear()  # before claiming: a commit meanwhile sets it again
             try:
                 sent = await self.deliver_due()
@@ -365,8 +367,12 @@ class WebhookService:
         async with self.db.read() as session:
             due: datetime | None = (
                 await session.execute(
-                    select(func.min(WebhookDelivery.next_attempt_at)).where(
-                        WebhookDelivery.status == DeliveryStatus.PENDING
+                    # Held rows of disabled endpoints are not due: the worker would spin.
+                    select(func.min(WebhookDelivery.next_attempt_at))
+                    .join(WebhookEndpoint, WebhookEndpoint.id == WebhookDelivery.endpoint_id)
+                    .where(
+                        WebhookDelivery.status == DeliveryStatus.PENDING,
+                        WebhookEndpoint.enabled.is_(True),
                     )
                 )
             ).scalar_one()
