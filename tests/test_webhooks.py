@@ -196,6 +196,20 @@ def test_retry_schedule_backs_off_with_jitter_then_gives_up() -> None:
     assert schedule.next_delay(len(schedule.delays) + 1) is None
 
 
+def test_bus_events_map_to_public_types() -> None:
+    of = rules.event_type_of
+    assert of("shipment", {}) is rules.WebhookEventType.SHIPMENT_UPDATED
+    assert of("purchase_order", {}) is rules.WebhookEventType.PURCHASE_ORDER_UPDATED
+    assert of("recall", {}) is rules.WebhookEventType.RECALL_CREATED
+    assert of("alert", {"kind": "LOW_STOCK"}) is rules.WebhookEventType.STOCK_LOW
+    assert (
+        of("alert", {"kind": "SUPERVISION_STATUS"})
+        is rules.WebhookEventType.SUPERVISION_STATUS_CHANGED
+    )
+    assert of("alert", {"kind": "EXPIRING_SOON"}) is None
+    assert of("stock", {}) is None
+
+
 def test_secrets_follow_the_standard_webhooks_format() -> None:
     secret = rules.new_secret()
     assert secret.startswith("whsec_")
@@ -398,6 +412,48 @@ async def test_a_disabled_endpoint_holds_its_deliveries_until_enabled(
         gid("PurchaseOrder", o) for o in held
     ]
     assert len(await deliveries(services)) == 2
+
+
+async def test_shipments_reach_both_parties_and_only_the_types_asked_for(
+    demo: Demo, receiver: Receiver
+) -> None:
+    from datetime import timedelta
+
+    from server.core.db import utcnow
+    from server.purchasing.models import PurchaseOrderLine
+    from server.shipments.service import ShipmentLineFields
+
+    services = demo.services
+    shipped = rules.WebhookEventType.SHIPMENT_UPDATED.value
+    await endpoint(demo, receiver, HOSPITAL, "/hosp", [shipped])  # the receiver
+    await endpoint(demo, receiver, "MedDistri Wholesale", "/whs", [shipped])  # the sender
+    await endpoint(demo, receiver, PHARMACY, "/pharm", [shipped, PO])  # neither
+    await services.webhooks.start()
+    order_id = await order(demo)
+    await services.purchasing.submit_order(
+        demo.principals["pharmacist"], order_id, utcnow().date() + timedelta(days=7)
+    )
+    await services.purchasing.acknowledge_order(demo.principals["supplier"], order_id)
+    async with services.db.read() as session:
+        line_id = (
+            await session.execute(
+                select(PurchaseOrderLine.id).where(PurchaseOrderLine.order_id == order_id)
+            )
+        ).scalar_one()
+    shipment = await services.shipments.create_shipment(
+        demo.principals["supplier"],
+        order_id=order_id,
+        lines=[ShipmentLineFields(line_id, "WH-1", utcnow().date() + timedelta(days=400), 5)],
+    )
+    for path in ("/hosp", "/whs"):
+        await eventually(lambda path=path: _count(receiver, path, 1), what=f"{path} message")
+    await asyncio.sleep(0.4)
+    for path in ("/hosp", "/whs"):
+        (got,) = receiver.at(path)  # the order's own events were not asked for
+        assert got.message["type"] == shipped
+        assert got.message["data"]["shipment"] == gid("Shipment", shipment.id)
+        assert got.message["data"]["change"] == "CREATED"
+    assert receiver.at("/pharm") == []
 
 
 async def test_recalls_and_alerts_follow_the_readers_scope(demo: Demo, receiver: Receiver) -> None:
