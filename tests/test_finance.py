@@ -637,3 +637,41 @@ async def test_stored_forecasts_project_the_spend_to_period_end(demo: Demo) -> N
     days_left = (period.end - today).days - 1
     assert row.forecast_source is costing.ForecastSource.FORECAST
     assert row.forecast == Decimal("10") + Decimal(2 * days_left) * Decimal("2.5")
+
+
+async def test_concurrent_writers_re_blend_one_after_the_other(demo: Demo) -> None:
+    """Receipts and dispenses of one product at once: no update of the average is lost, and
+    the position is the sum of the valued movements."""
+    import asyncio
+
+    from sqlalchemy import func
+
+    product_id = await first_product_id(demo.services, 7)
+    today = date.today()
+    await _contract(demo, product_id, "3.00", today - timedelta(30), today + timedelta(30))
+    lot = await _receive(demo, product_id, 100, 0)
+    await asyncio.gather(
+        *(
+            _move(demo, MovementKind.DISPENSE, "HOSP-CP", lot, 1, patient_reference=f"C{i}")
+            for i in range(8)
+        ),
+        *(_receive(demo, product_id, 10, 0) for _ in range(4)),
+    )
+    org = demo.orgs["St. Aurelia General Hospital"]
+    async with demo.services.db.read() as session:
+        position = (
+            await session.execute(
+                select(AverageCost).where(
+                    AverageCost.organisation_id == org, AverageCost.product_id == product_id
+                )
+            )
+        ).scalar_one()
+        quantity, value = (
+            await session.execute(
+                select(func.sum(MovementCost.quantity), func.sum(MovementCost.value)).where(
+                    MovementCost.organisation_id == org, MovementCost.product_id == product_id
+                )
+            )
+        ).one()
+    assert position.quantity == quantity == 100 - 8 + 40
+    assert Decimal(position.value) == Decimal(value) == Decimal(132 * 3)
