@@ -375,6 +375,16 @@ def cmd_check_expiry(_: argparse.Namespace) -> int:
     return with_services(check)
 
 
+def cmd_finance_backfill(_: argparse.Namespace) -> int:
+    """Value the movements a database held before costing existed (once, after migrating)."""
+
+    async def backfill(services: Services) -> int:
+        print(f"finance backfill: {await services.finance.backfill()} movements valued")
+        return 0
+
+    return with_services(backfill)
+
+
 def cmd_forecast_refresh(args: argparse.Namespace) -> int:
     """Refit the stored forecasts whose history changed (all of them the first time); the
     server also runs this periodically. Prints one line per granularity."""
@@ -655,6 +665,9 @@ def build_parser() -> argparse.ArgumentParser:
         "check-expiry", help="raise and resolve expiry alerts now (prints the counts)"
     ).set_defaults(func=cmd_check_expiry)
 
+    sub.add_parser(
+        "finance-backfill", help="value movements written before costing existed"
+    ).set_defaults(func=cmd_finance_backfill)
     recompute = sub.add_parser(
         "supervision-recompute",
         help="recompute every supervision total from the ledger; exit 1 if any batch differs "

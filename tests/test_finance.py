@@ -675,3 +675,22 @@ async def test_concurrent_writers_re_blend_one_after_the_other(demo: Demo) -> No
         ).one()
     assert position.quantity == quantity == 100 - 8 + 40
     assert Decimal(position.value) == Decimal(value) == Decimal(132 * 3)
+
+
+async def test_backfill_values_what_was_written_before_costing(demo: Demo) -> None:
+    """Movements without a valuation (as after migrating a database) get one, once."""
+    from sqlalchemy import delete, func
+
+    product_id = await first_product_id(demo.services, 8)
+    lot = await _receive(demo, product_id, 30, 1)
+    await _move(demo, MovementKind.DISPENSE, "HOSP-CP", lot, 5, patient_reference="B")
+    async with demo.services.db.write() as session:
+        await session.execute(delete(MovementCost))
+        await session.execute(delete(AverageCost))
+    assert await demo.services.finance.backfill(batch=1) == 2
+    assert await demo.services.finance.backfill() == 0
+    async with demo.services.db.read() as session:
+        kinds = (await session.execute(select(MovementCost.kind, MovementCost.quantity))).all()
+        total = (await session.execute(select(func.count()).select_from(AverageCost))).scalar()
+    assert sorted(kinds) == sorted([(MovementKind.RECEIVE, 30), (MovementKind.DISPENSE, -5)])
+    assert total == 1

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, fields, replace
 from datetime import date, datetime, timedelta
 from decimal import Decimal
 from enum import StrEnum
@@ -30,7 +30,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from server.alerts.models import Alert, AlertKind
 from server.alerts.service import AlertService, AlertSpec
-from server.catalog.models import Product
+from server.catalog.models import Lot, Product
 from server.core import audit
 from server.core.db import Database, dialect_of, midnight_utc, utcnow
 from server.core.errors import Forbidden, InvalidInput, NotFound
@@ -50,7 +50,7 @@ from server.finance.costing import (
 from server.finance.models import AverageCost, Budget, CostSource, MovementCost, PeriodKind
 from server.forecasting.models import StoredSeriesForecast
 from server.forecasting.series import Granularity
-from server.inventory.models import Movement, MovementKind
+from server.inventory.models import Movement, MovementKind, WrittenMovement
 from server.inventory.service import Written
 from server.network.models import Location, Organisation
 from server.purchasing.models import PurchaseOrderLine
@@ -354,6 +354,34 @@ class FinanceService:
             )
             session.expunge(row)  # written back by the upsert, not by the unit of work
         return positions
+
+    async def backfill(self, batch: int = 1000) -> int:
+        """Value the movements written before costing existed (a database migrated to 0013),
+        oldest first, a batch per transaction, through the same hook; returns how many.
+        Safe to rerun: a valued movement is never valued again."""
+        done = 0
+        while True:
+            async with self.db.write() as session:
+                rows = (
+                    await session.execute(
+                        select(Movement, Lot)
+                        .join(Lot, Lot.id == Movement.lot_id)
+                        .outerjoin(MovementCost, MovementCost.movement_id == Movement.id)
+                        .where(MovementCost.movement_id.is_(None))
+                        .order_by(Movement.id)
+                        .limit(batch)
+                    )
+                ).all()
+                if not rows:
+                    return done
+                movements = [
+                    WrittenMovement(**{f.name: getattr(m, f.name) for f in fields(WrittenMovement)})
+                    for m, _ in rows
+                ]
+                await self.after_movements(
+                    session, Written(movements, [lot for _, lot in rows], {})
+                )
+                done += len(rows)
 
     # --- budgets ----------------------------------------------------------------------------
 
