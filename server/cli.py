@@ -1,6 +1,6 @@
 """`apotheca` command line: serve | migrate | seed | create-user | create-client | import-catalog |
 export-schema | verify-audit | check-expiry | forecast-refresh | epcis-export | epcis-import |
-supervision-recompute."""
+supervision-recompute | finance-backfill."""
 
 from __future__ import annotations
 
