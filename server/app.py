@@ -50,6 +50,7 @@ from server.core.ratelimit import RateLimitMiddleware, client_ip
 from server.core.security import CLIENT_SUBJECT_PREFIX, Principal
 from server.core.sessions import CLOSE_TOO_MANY, SessionRefused, SessionRegistry
 from server.core.static import PwaFiles
+from server.fhir.api import fhir_routes
 from server.finance.api.http import finance_routes
 from server.network.oauth import OAuthEndpoints, presented_client_id, presents_client
 from server.schema import build_schema
@@ -442,6 +443,7 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
         Route("/healthz", healthz),
         Route("/metrics", metrics),
         *auth_routes(services),
+        *fhir_routes(services),
         # GET from a browser: GraphiQL; other methods: 405 in the GraphQL error shape.
         Route("/graphql", GraphiQLGate(graphql, settings.pwa_dir)),
         WebSocketRoute("/graphql", graphql),

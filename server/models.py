@@ -6,11 +6,13 @@ from server.controlled import models as controlled_models
 from server.core import audit
 from server.core.db import Base
 from server.counts import models as count_models
+from server.fhir import models as fhir_models
 from server.finance import models as finance_models
 from server.forecasting import models as forecasting_models
 from server.integrations import models as integration_models
 from server.inventory import models as inventory_models
 from server.network import models as network_models
+from server.production import models as production_models
 from server.purchasing import models as purchasing_models
 from server.scanning import models as scanning_models
 from server.shipments import models as shipment_models
@@ -27,12 +29,14 @@ __all__ = [
     "catalog_models",
     "controlled_models",
     "count_models",
+    "fhir_models",
     "finance_models",
     "forecasting_models",
     "integration_models",
     "inventory_models",
     "metadata",
     "network_models",
+    "production_models",
     "purchasing_models",
     "scanning_models",
     "shipment_models",

@@ -31,6 +31,7 @@ from server.forecasting import api as forecasting_api
 from server.integrations import api as integrations_api
 from server.inventory import api as inventory_api
 from server.network import api as network_api
+from server.production import api as production_api
 from server.purchasing import api as purchasing_api
 from server.replenishment import api as replenishment_api
 from server.reports import api as reports_api
@@ -79,6 +80,7 @@ Mutation = merge_types(
         catalog_api.Mutation,
         inventory_api.Mutation,
         scanning_api.Mutation,
+        production_api.Mutation,
         alerts_api.Mutation,
         counts_api.Mutation,
         suppliers_api.Mutation,

@@ -16,12 +16,14 @@ from server.core.events import EventBus
 from server.core.ratelimit import RateLimits
 from server.core.security import PasswordPool, TokenService
 from server.counts.service import CountService
+from server.fhir.service import FhirService
 from server.finance.service import FinanceService
 from server.forecasting.service import ForecastingService
 from server.integrations.service import EpcisService
 from server.inventory.service import LedgerService, Written, stock_event
 from server.network.clients import OAuthClientService
 from server.network.service import NetworkService
+from server.production.service import ProductionService
 from server.purchasing.service import PurchasingService
 from server.replenishment.service import ReplenishmentService
 from server.reports.service import ReportService
@@ -87,6 +89,8 @@ class Services:
     controlled: ControlledService
     finance: FinanceService
     webhooks: WebhookService
+    production: ProductionService
+    fhir: FhirService
 
     @classmethod
     def build(cls, settings: Settings) -> Services:
@@ -112,6 +116,7 @@ class Services:
         purchasing = PurchasingService(db, bus, alerts, settings.max_page_size)
         transfers = TransferService(db, bus, ledger)
         forecasting = ForecastingService(db)
+        production = ProductionService(db, ledger)
         return cls(
             settings=settings,
             db=db,
@@ -131,7 +136,7 @@ class Services:
             suppliers=SupplierService(db, bus, settings.max_page_size),
             purchasing=purchasing,
             shipments=ShipmentService(db, bus, ledger, alerts, settings.max_page_size),
-            epcis=EpcisService(db, bus, ledger),
+            epcis=EpcisService(db, bus, ledger, production),
             supervision_checks=supervision_checks,
             reports=ReportService(db),
             forecasting=forecasting,
@@ -149,6 +154,8 @@ class Services:
                 secret_overlap=timedelta(hours=settings.client_secret_overlap_hours),
                 max_page_size=settings.max_page_size,
             ),
+            production=production,
+            fhir=FhirService(db, ledger, settings.max_page_size),
         )
 
     async def start(self) -> None:

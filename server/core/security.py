@@ -43,6 +43,7 @@ class Permission(StrEnum):
     STOCK_RETURN = "STOCK_RETURN"
     STOCK_ADJUST = "STOCK_ADJUST"
     STOCK_DISPOSE = "STOCK_DISPOSE"
+    STOCK_PRODUCE = "STOCK_PRODUCE"
     CATALOG_READ = "CATALOG_READ"
     CATALOG_MANAGE = "CATALOG_MANAGE"
     NETWORK_READ = "NETWORK_READ"
@@ -77,6 +78,9 @@ ROLE_PERMISSIONS: dict[Permission, frozenset[Role]] = {
     Permission.STOCK_RETURN: frozenset({Role.ADMIN, Role.PHARMACIST, Role.NURSE}),
     Permission.STOCK_ADJUST: _STOCK_STAFF,
     Permission.STOCK_DISPOSE: _STOCK_STAFF | {Role.NURSE},
+    # Commissioning lots: stock staff, and only at a manufacturer's own locations (the
+    # production service checks the organisation).
+    Permission.STOCK_PRODUCE: _STOCK_STAFF,
     Permission.CATALOG_READ: _ALL_ROLES,
     Permission.CATALOG_MANAGE: frozenset({Role.ADMIN, Role.PHARMACIST}),
     Permission.NETWORK_READ: _ALL_ROLES,
@@ -121,6 +125,14 @@ SCOPE_PERMISSIONS: dict[str, frozenset[Permission]] = {
             Permission.STOCK_ADJUST,
             Permission.STOCK_DISPOSE,
         }
+    ),
+    # A manufacturer's MES/ERP commissioning lots (recordProduction).
+    "production:write": frozenset(
+        {Permission.STOCK_READ, Permission.CATALOG_READ, Permission.STOCK_PRODUCE}
+    ),
+    # An EHR or dispensing cabinet posting FHIR MedicationDispenses (and reversing them).
+    "dispense:write": frozenset(
+        {Permission.STOCK_READ, Permission.STOCK_DISPENSE, Permission.STOCK_RETURN}
     ),
     "catalog:read": frozenset({Permission.CATALOG_READ}),
     "catalog:write": frozenset({Permission.CATALOG_READ, Permission.CATALOG_MANAGE}),

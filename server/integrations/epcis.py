@@ -538,6 +538,7 @@ class Line:
     quantity: int
     uom: str | None = None
     expiry: date | None = None
+    serials: tuple[str, ...] = ()  # instance-level EPCs (SGTIN): their serials, sorted
 
 
 @dataclass(frozen=True)
@@ -661,7 +662,7 @@ def _lines(event: dict[str, Any]) -> list[Line]:
         ref = parse_epc(epc)
         counted.setdefault((ref.item, ref.batch, ref.expiry), set()).add(ref.serial or epc)
     for (item, batch, expiry), serials in counted.items():
-        lines.append(Line(item, batch, len(serials), None, expiry))
+        lines.append(Line(item, batch, len(serials), None, expiry, tuple(sorted(serials))))
     if not lines:
         raise Unmappable("the event names no trade items (no epcList, no quantityList)")
     return lines
@@ -748,7 +749,10 @@ def parse_event(raw: Any) -> ParsedEvent:
     )
     batch = _ilmd(raw, "lotNumber")
     if isinstance(batch, str) and batch:
-        lines = [x if x.batch else Line(x.item, batch, x.quantity, x.uom, x.expiry) for x in lines]
+        lines = [
+            x if x.batch else Line(x.item, batch, x.quantity, x.uom, x.expiry, x.serials)
+            for x in lines
+        ]
     reason = _text(extension(raw, "reason"), 200)
     disposition = _cbv(raw.get("disposition"))
     if kind in (K.DISPOSE, K.ADJUST) and reason is None:

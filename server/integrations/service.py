@@ -42,6 +42,11 @@ events) in one transaction. Rules:
 - The ledger checks run with the caller's identity (the audit log names them), lent the ledger
   permissions (`Principal.granted`) at the event's location only, since a regulator has no
   stock permissions of its own.
+- `commissioning` events (PRODUCE) go through the production service
+  (`ProductionService.commission`, supervised): the same expiry, quantity and serial rules as
+  recordProduction, and SGTIN serials are commissioned, so later scans decommission them. The
+  manufacturer checks are not applied: a non-manufacturer's reported commissioning must reach
+  gamma as an illegal inflow.
 - Do not import a document of an organisation that also records the same stock in Apotheca:
   its movements would be counted twice.
 """
@@ -73,6 +78,7 @@ from server.inventory.rules import KIND_PERMISSION
 from server.inventory.service import LedgerService, MovementRequest
 from server.network.models import Location, LocationKind, Organisation
 from server.network.service import location_snapshot
+from server.production.service import Commission, ProductionService
 
 IMPORT_ROLES = frozenset({Role.ADMIN, Role.REGULATOR})
 LEDGER_PERMISSIONS = frozenset(KIND_PERMISSION.values())
@@ -116,10 +122,13 @@ class _Lookups:
 
 
 class EpcisService:
-    def __init__(self, db: Database, bus: EventBus, ledger: LedgerService) -> None:
+    def __init__(
+        self, db: Database, bus: EventBus, ledger: LedgerService, production: ProductionService
+    ) -> None:
         self.db = db
         self.bus = bus
         self.ledger = ledger
+        self.production = production
 
     # --- export ---------------------------------------------------------------------------------
 
@@ -350,7 +359,7 @@ class EpcisService:
                     f"reported by {reporter.name}, not by {constituent.name}: import it as "
                     "that organisation"
                 )
-        lines: list[tuple[Product, str, int, Any]] = []
+        lines: list[tuple[Product, str, int, Any, epcis.Line]] = []
         for line in event.lines:
             product = await self._product(session, lookups, line.item)
             if line.uom is not None and line.uom not in epcis.COUNTABLE_UOMS:
@@ -362,7 +371,7 @@ class EpcisService:
                     f"no lot for {line.item.describe()}: the class is not lot-level and the "
                     "event gives no ilmd lotNumber"
                 )
-            lines.append((product, line.batch, line.quantity, line.expiry or event.expiry))
+            lines.append((product, line.batch, line.quantity, line.expiry or event.expiry, line))
         counterparty_id: int | None = None
         unknown: list[str] = []
         for uri in event.counterparty_uris:
@@ -393,8 +402,16 @@ class EpcisService:
                     )
                 acting = self._acting(principal, location.id)
                 requests = []
-                for product, batch, quantity, expiry in lines:
+                movements: list[AnyMovement] = []
+                for product, batch, quantity, expiry, line in lines:
                     lot = await self._lot(session, acting, product, batch, expiry, manufacturer_id)
+                    if event.kind is epcis.K.PRODUCE:
+                        movements.append(
+                            await self._commission(
+                                session, acting, location, lot, quantity, line, event
+                            )
+                        )
+                        continue
                     requests.append(
                         MovementRequest(
                             event.kind,
@@ -407,12 +424,14 @@ class EpcisService:
                             occurred_at=event.occurred_at,
                         )
                     )
-                written = await self.ledger.apply(session, acting, requests)
+                if requests:
+                    written = await self.ledger.apply(session, acting, requests)
+                    movements.extend(m for m, _ in written)
                 session.add(
                     EpcisEvent(
                         event_id=event.event_id,
                         organisation_id=constituent.id,
-                        movement_ids=[m.id for m, _ in written],
+                        movement_ids=[m.id for m in movements],
                     )
                 )
                 await session.flush()
@@ -434,7 +453,37 @@ class EpcisService:
             raise
         if created_location is not None:
             lookups.locations.append(created_location)
-        return [m for m, _ in written], warnings, queued
+        return movements, warnings, queued
+
+    async def _commission(
+        self,
+        session: AsyncSession,
+        acting: Principal,
+        location: Location,
+        lot: Lot,
+        quantity: int,
+        line: epcis.Line,
+        event: ParsedEvent,
+    ) -> AnyMovement:
+        """A commissioning line through the production service: its expiry, quantity and
+        serial rules, and its SGTIN serials commissioned."""
+        done = await self.production.commission(
+            session,
+            acting,
+            Commission(
+                location_id=location.id,
+                product_id=lot.product_id,
+                batch_number=lot.batch_number,
+                expiry_date=lot.expiry_date,
+                quantity=quantity,
+                serials=line.serials,
+                gtin=line.item.gtin if line.serials else None,
+                reference=event.reference,
+                occurred_at=event.occurred_at,
+            ),
+            supervised=True,
+        )
+        return done.movement
 
     @staticmethod
     def _acting(principal: Principal | None, location_id: int) -> Principal:

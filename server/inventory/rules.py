@@ -23,7 +23,7 @@ REASON_REQUIRED = frozenset({MovementKind.ADJUST, MovementKind.DISPOSE})
 
 KIND_PERMISSION: dict[MovementKind, Permission] = {
     MovementKind.RECEIVE: Permission.STOCK_RECEIVE,
-    MovementKind.PRODUCE: Permission.STOCK_RECEIVE,
+    MovementKind.PRODUCE: Permission.STOCK_PRODUCE,
     MovementKind.TRANSFER_IN: Permission.STOCK_RECEIVE,
     MovementKind.SHIP: Permission.STOCK_ADJUST,
     MovementKind.TRANSFER_OUT: Permission.STOCK_ADJUST,

@@ -1,0 +1,1 @@
+"""Manufacturers' production: commissioning lots (PRODUCE) and their serial numbers."""
