@@ -166,6 +166,7 @@ def fhir_routes(services: Services) -> list[Route]:
         Route("/fhir/MedicationDispense/{id}", guarded(read), methods=["GET"]),
         Route("/fhir/MedicationDispense/{id}", guarded(update), methods=["PUT"]),
         Route("/fhir", guarded(transaction), methods=["POST"]),
+        Route("/fhir/", guarded(transaction), methods=["POST"]),
     ]
 
 
