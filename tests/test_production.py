@@ -295,6 +295,29 @@ async def test_production_refusals_are_typed_and_write_nothing(
             change,
             refused,
         )
+    # recordMovements is no way around these rules.
+    feed = await gql(
+        client,
+        """mutation($input: RecordMovementsInput!) {
+          recordMovements(input: $input) { errors { code field } } }""",
+        {
+            "input": {
+                "idempotencyKey": "feed-produce",
+                "movements": [
+                    {
+                        "kind": "PRODUCE",
+                        "location": gid("Location", demo.locations["HOSP-WH"]),
+                        "lot": gid("Lot", _pk(seeded["lot"]["id"])),
+                        "quantity": 5,
+                    }
+                ],
+            }
+        },
+        await token_for(client, "warehouse"),
+    )
+    assert feed["data"]["recordMovements"]["errors"] == [
+        {"code": "INVALID_INPUT", "field": "movements.0.kind"}
+    ]
     # Past Int: refused by GraphQL itself, with a code, never a crash.
     huge = await gql(client, PRODUCE, {"input": production(demo, product, quantity=2**31)}, token)
     assert huge["errors"][0]["extensions"]["code"] == "GRAPHQL_VALIDATION_FAILED"

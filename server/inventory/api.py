@@ -512,6 +512,9 @@ async def _record(
 def _feed_request(index: int, item: MovementInput) -> MovementRequest:
     """One feed item as a ledger request; a malformed id names the item it is in."""
     prefix = f"movements.{index}."
+    if models.MovementKind(item.kind.value) is models.MovementKind.PRODUCE:
+        # Commissioning has rules of its own (manufacturer, expiry, serials): one way in.
+        raise InvalidInput("record production with recordProduction", field=prefix + "kind")
     new_lot = None
     product_id = optional_id(item.product, Product, prefix + "product")
     if item.lot is None and item.batch_number is not None:
