@@ -300,7 +300,8 @@ class FhirService:
         # 4. Settle the claimed and reversed rows, audit, answer in entry order.
         finished: list[dict[str, Any]] = []
         reversed_: list[dict[str, Any]] = []
-        entries: list[audit.AuditEntry] = []
+        dispensed: dict[str, list[int]] = {}
+        reversals: dict[str, list[int]] = {}
         for index, spec in enumerate(specs):
             if index in answers:
                 continue
@@ -322,35 +323,28 @@ class FhirService:
                     }
                 )
                 answers[index] = Stored(pk, spec.resource, COMPLETED, now, True)
-                entries.append(
-                    audit.AuditEntry(
-                        "fhir.dispense",
-                        "FhirDispense",
-                        pk,
-                        after={"identifier": spec.identifier, "movement_ids": ids},
-                    )
-                )
+                dispensed[spec.identifier] = ids
             else:
                 row = existing[spec.identifier]
                 ids = written_ids.get(index, [])
                 reversed_.append({"pk": row.id, "new_reversals": ids, "new_updated": now})
                 answers[index] = Stored(row.id, row.resource, ENTERED_IN_ERROR, now, True)
-                entries.append(
-                    audit.AuditEntry(
-                        "fhir.reverse",
-                        "FhirDispense",
-                        row.id,
-                        before={"status": row.status, "movement_ids": row.movement_ids},
-                        after={"status": ENTERED_IN_ERROR, "reversal_movement_ids": ids},
-                        reason=REVERSAL_REASON,
-                    )
-                )
+                reversals[spec.identifier] = ids
         if finished:
             await session.execute(_FINISH, finished)
         if reversed_:
             await session.execute(_REVERSE, reversed_)
-        if entries:
-            await audit.record_many(session, principal, entries)
+        if dispensed or reversals:
+            # One event per request, as an EPCIS import: each movement has its own already.
+            await audit.record(
+                session,
+                principal,
+                action="fhir.medication_dispense",
+                entity_type="FhirDispense",
+                entity_id=min(a.id for a in answers.values() if a.created),
+                after={"dispensed": dispensed, "entered_in_error": reversals},
+                reason=REVERSAL_REASON if reversals and not dispensed else None,
+            )
         return [answers[i] for i in range(len(specs))]
 
     @staticmethod
