@@ -18,6 +18,7 @@ these movements. Every path has an untimed warm-up and afterwards counts what it
     .venv/bin/python bench/fhir.py [--dispenses N] [--database sqlite|postgresql]
 """
 
+# ruff: noqa: E402  (imports follow the sys.path fix below, as they must)
 from __future__ import annotations
 
 import argparse
