@@ -5,6 +5,7 @@ OperationOutcome naming the failing element."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -299,6 +300,22 @@ async def test_a_transaction_bundle_is_all_or_nothing(fhir: Fhir, demo: Demo) ->
     Bundle.model_validate(page)
     assert page["total"] == 3 and len(page["entry"]) == 2
     assert [x["relation"] for x in page["link"]] == ["self", "next"]
+
+    # A cabinet retrying the same dispense at once: one movement, one 201, the rest replays.
+    token = await fhir.token("nurse")
+    twins = await asyncio.gather(
+        *(
+            fhir.http.post(
+                "/fhir/MedicationDispense",
+                json=dispense("C-1", gtin, 1, patient="Patient/c"),
+                headers={"Authorization": f"Bearer {token}"},
+            )
+            for _ in range(6)
+        )
+    )
+    assert sorted(r.status_code for r in twins) == [200] * 5 + [201]
+    assert len({r.json()["id"] for r in twins}) == 1
+    assert [m[:2] for m in await movements_of(services, "Patient/c")] == [("DISPENSE", -1)]
     await check_ledger(services)
 
 
