@@ -450,6 +450,8 @@ async def main_async(args: argparse.Namespace) -> None:
                 ("feed", lambda: bench_feed(backend, args.movements)),
                 ("raw", lambda: bench_raw(backend, args.movements)),
             ):
+                if args.paths and label not in args.paths:
+                    continue
                 print(f"running {label} ...", file=sys.stderr, flush=True)
                 results.append(await bench())
         finally:
@@ -471,6 +473,11 @@ def main() -> None:
         help="server to create (and drop) the benchmark databases on",
     )
     parser.add_argument("--clients", type=int, default=CLIENTS, help="concurrent HTTP clients")
+    parser.add_argument(
+        "--paths",
+        nargs="*",
+        help="run only these paths (service, graphql, batched, 'batched 1000', feed, raw)",
+    )
     args = parser.parse_args()
     if args.movements < 1:
         parser.error("--movements must be positive")

@@ -30,6 +30,8 @@ from sqlalchemy.ext.asyncio import (
 from sqlalchemy.orm import DeclarativeBase
 from sqlalchemy.types import TypeDecorator
 
+from server.core import cache
+
 NAMING_CONVENTION = {
     "ix": "ix_%(column_0_label)s",
     "uq": "uq_%(table_name)s_%(column_0_name)s",
@@ -126,7 +128,7 @@ def _install_sqlite_pragmas(engine: Engine, *, immediate: bool) -> None:
             driver.inline = True  # the write lock is held: the rest runs without hops
 
 
-AFTER_COMMIT = "apotheca_after_commit"
+AFTER_COMMIT = cache.AFTER_COMMIT
 
 
 def _run_after_commit(session: AsyncSession) -> None:
@@ -268,8 +270,10 @@ class Database:
         else:
             self.engine = create_async_engine(url, echo=echo, pool_size=10, max_overflow=20)
             self.writer = self.engine
-        self._read_sessions = async_sessionmaker(self.engine, expire_on_commit=False)
-        self._write_sessions = async_sessionmaker(self.writer, expire_on_commit=False)
+        self.cache = cache.ReferenceCache()  # this process's copies of reference data
+        info = {cache.CACHE: self.cache}
+        self._read_sessions = async_sessionmaker(self.engine, expire_on_commit=False, info=info)
+        self._write_sessions = async_sessionmaker(self.writer, expire_on_commit=False, info=info)
         self.group_commit = GroupCommit(self._write_sessions) if self.sqlite else None
 
     @property
@@ -290,9 +294,12 @@ class Database:
         """
         if self.group_commit is not None:
             async with self.group_commit.write() as session:
+                session.info[cache.WRITING] = True  # the turn's info starts empty
+                session.info[cache.CACHE] = self.cache
                 yield session
             return
         async with self._write_sessions() as session:
+            session.info[cache.WRITING] = True
             async with session.begin():
                 yield session
             _run_after_commit(session)

@@ -13,11 +13,12 @@ import json
 from collections.abc import Awaitable, Callable, Iterable
 from typing import Any, Literal, TypeVar, overload
 
-from sqlalchemy import bindparam, select, update
+from sqlalchemy import bindparam, literal_column, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from server.core.cache import VERSION_SUBQUERY
 from server.core.db import Database, utcnow
 from server.core.errors import DomainError, ErrorCode, InvalidInput
 from server.core.security import Principal
@@ -88,7 +89,8 @@ def _claim(dialect: str) -> Any:
             created_at=bindparam("created_at"),
         )
         .on_conflict_do_nothing(index_elements=["key"])
-        .returning(IdempotencyRecord.key)
+        # The reference data's version, so the cache is checked without a statement of its own.
+        .returning(IdempotencyRecord.key, literal_column(VERSION_SUBQUERY))
     )
 
 
@@ -127,7 +129,9 @@ async def run_once(
                 "created_at": utcnow(),
             }
             claimed = (await session.execute(_claim(db.dialect), params)).first()
-            if claimed is None:
+            if claimed is not None:
+                db.cache.seen(session, int(claimed[1]))
+            else:
                 movements = await recorded_movements(session, principal, key, fingerprint)
                 return await replay(session, movements or [])
         result = await work(session)

@@ -14,7 +14,7 @@ from dataclasses import fields as dataclass_fields
 from datetime import date, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import insert, select, tuple_
+from sqlalchemy import bindparam, insert, select, tuple_
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -22,6 +22,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from server.catalog.models import Lot, Product
 from server.catalog.service import find_or_create_lot
 from server.core import audit
+from server.core.cache import CACHE
 from server.core.db import Database, dialect_of, utcnow
 from server.core.errors import DomainError, InsufficientStock, InvalidInput, NotFound
 from server.core.events import Event
@@ -151,21 +152,59 @@ _INSERT_MOVEMENTS = {
 }
 
 
+@dataclass(frozen=True, slots=True)
+class LocationRef:
+    """What the ledger needs of a location: cached per process (server.core.cache)."""
+
+    id: int
+    organisation_id: int
+    code: str
+    active: bool
+    allow_negative_stock: bool
+
+
+_LOCATIONS = select(
+    Location.id,
+    Location.organisation_id,
+    Location.code,
+    Location.active,
+    Location.allow_negative_stock,
+).where(Location.id.in_(bindparam("ids", expanding=True)))
+
+
+async def _load_locations(session: AsyncSession, ids: set[int]) -> dict[int, LocationRef]:
+    rows = await session.execute(_LOCATIONS, {"ids": list(ids)})
+    return {row[0]: LocationRef(*row) for row in rows}
+
+
+async def locations_of(session: AsyncSession, ids: Iterable[int]) -> dict[int, LocationRef]:
+    """The named locations as this transaction sees them, from the process's cache when its
+    reference version is current (checked once per transaction)."""
+    db_cache = session.info.get(CACHE)
+    if db_cache is None:
+        return await _load_locations(session, set(ids))
+    return await db_cache.get_many(session, "ledger.locations", ids, _load_locations)
+
+
 @dataclass
 class _Known:
     """Lots (with their product's approval number) and locations a request names, loaded in
-    one query each and held for its duration."""
+    one query each (locations from the cache) and held for its duration."""
 
     lots: dict[int, Lot]
-    locations: dict[int, Location]
+    locations: dict[int, LocationRef]
     approvals: dict[int, str]
 
 
-async def _preload(session: AsyncSession, requests: Sequence[MovementRequest]) -> _Known:
-    lot_ids = {r.lot_id for r in requests if r.lot_id is not None}
+async def _preload(
+    session: AsyncSession,
+    requests: Sequence[MovementRequest],
+    preloaded: Sequence[tuple[Lot, str]] = (),
+) -> _Known:
+    lots: dict[int, Lot] = {lot.id: lot for lot, _approval in preloaded}
+    approvals: dict[int, str] = {lot.product_id: approval for lot, approval in preloaded}
+    lot_ids = {r.lot_id for r in requests if r.lot_id is not None} - lots.keys()
     location_ids = {r.location_id for r in requests}
-    approvals: dict[int, str] = {}
-    lots: dict[int, Lot] = {}
     if lot_ids:
         # Share-locked (PostgreSQL) so a recall or quarantine committing meanwhile is seen.
         lot_query = (
@@ -177,10 +216,7 @@ async def _preload(session: AsyncSession, requests: Sequence[MovementRequest]) -
         for lot, approval in (await session.execute(lot_query)).all():
             lots[lot.id] = lot
             approvals[lot.product_id] = approval
-    locations = (
-        await session.execute(select(Location).where(Location.id.in_(location_ids)))
-    ).scalars()
-    return _Known(lots, {x.id: x for x in locations}, approvals)
+    return _Known(lots, await locations_of(session, location_ids), approvals)
 
 
 def _named(error: DomainError, index: int | None) -> DomainError:
@@ -190,7 +226,7 @@ def _named(error: DomainError, index: int | None) -> DomainError:
     return error
 
 
-def _check(principal: Principal, request: MovementRequest, known: _Known) -> Location:
+def _check(principal: Principal, request: MovementRequest, known: _Known) -> LocationRef:
     """The rules one request must pass before any lot is chosen (no database access)."""
     signed_quantity(request.kind, request.quantity)
     principal.require(KIND_PERMISSION[request.kind], location_id=request.location_id)
@@ -279,7 +315,7 @@ async def _resolve(
     known: _Known,
     shelves: _Shelves,
     now: datetime,
-) -> tuple[Location, list[tuple[Lot, int]]]:
+) -> tuple[LocationRef, list[tuple[Lot, int]]]:
     """Check one request and decide which lots it touches (FEFO for outflows without a lot)."""
     location = _check(principal, request, known)
     on = (request.occurred_at or now).date()
@@ -323,8 +359,12 @@ async def apply_movements(
     *,
     request_key: str | None = None,
     name_items: bool = False,
+    preloaded: Sequence[tuple[Lot, str]] = (),
 ) -> Written:
     """Check and write movements in the caller's transaction; raise before anything is kept.
+
+    `preloaded` are lots (with their product's approval number) the caller has read in this
+    transaction, share-locked as `_preload` would (`SELECT ... FOR SHARE` on PostgreSQL).
 
     Set-based: whatever the number of requests, the lots, locations and FEFO shelves are read
     in one query each, balances change in one multi-row upsert, movements go in one insert and
@@ -334,9 +374,9 @@ async def apply_movements(
     if not requests:
         raise InvalidInput("no movements given", field="movements")
     now = utcnow()
-    known = await _preload(session, requests)
+    known = await _preload(session, requests, preloaded)
     shelves = await _fefo_shelves(session, requests)
-    planned: list[tuple[int, MovementRequest, Location, Lot, int]] = []
+    planned: list[tuple[int, MovementRequest, LocationRef, Lot, int]] = []
     with session.no_autoflush:
         for index, request in enumerate(requests):
             item = index if name_items else None
@@ -489,10 +529,16 @@ class LedgerService:
         *,
         request_key: str | None = None,
         name_items: bool = False,
+        preloaded: Sequence[tuple[Lot, str]] = (),
     ) -> Written:
         """Movements in the caller's transaction, followed by every registered hook."""
         written = await apply_movements(
-            session, principal, requests, request_key=request_key, name_items=name_items
+            session,
+            principal,
+            requests,
+            request_key=request_key,
+            name_items=name_items,
+            preloaded=preloaded,
         )
         for hook in self.hooks:
             await hook(session, written)

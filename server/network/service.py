@@ -128,23 +128,52 @@ class NetworkService:
         if str(token_claims["sub"]).startswith(CLIENT_SUBJECT_PREFIX):
             return await self._load_client_principal(session, token_claims, request_id)
         claims = user_access_claims(token_claims)
-        principal = await self._load_principal(session, claims.user_id, request_id)
+        # From this process's cache while the reference version (one cheap read per request)
+        # says nothing changed: a user disabled, a role or scope changed, a sign-in revoked
+        # on any worker advances it (migration 0014), so those apply at once here too.
+        cache = self.db.cache
+        found: Principal | DomainError | None = await cache.get(
+            session, "network.principals", claims.user_id, self._principal_or_refusal
+        )
+        if found is None or isinstance(found, DomainError):
+            # A fresh refusal each time: re-raising the cached one would grow its traceback.
+            refusal = found or Unauthenticated("this account no longer exists or is disabled")
+            raise type(refusal)(refusal.message)
         if claims.session_id is not None:
-            # A sign-in is revoked once every refresh token of its family is (rotation spends
-            # one and adds the next in one transaction; revoking marks rows, never deletes
-            # them). A family this database never held (a cloned or restored database) is
-            # judged by the token's signature and expiry alone.
-            tokens, live = (
-                await session.execute(
-                    select(
-                        func.count(RefreshToken.id),
-                        func.count(RefreshToken.id).filter(RefreshToken.revoked_at.is_(None)),
-                    ).where(RefreshToken.family == claims.session_id)
-                )
-            ).one()
-            if tokens and not live:
+            revoked = await cache.get(session, "network.revoked", claims.session_id, self._revoked)
+            if revoked:
                 raise Unauthenticated("this sign-in was revoked; sign in again")
-        return replace(principal, session_id=claims.session_id, expires_at=claims.expires_at)
+        return replace(
+            found,
+            request_id=request_id or uuid.uuid4().hex,
+            session_id=claims.session_id,
+            expires_at=claims.expires_at,
+        )
+
+    async def _principal_or_refusal(
+        self, session: AsyncSession, user_id: int
+    ) -> Principal | DomainError:
+        """The principal, or the refusal a missing or disabled account gets (cached alike)."""
+        try:
+            return await self._load_principal(session, user_id, None)
+        except (Unauthenticated, AccountDisabled) as refusal:
+            return refusal
+
+    @staticmethod
+    async def _revoked(session: AsyncSession, family: str) -> bool:
+        """A sign-in is revoked once every refresh token of its family is (rotation spends
+        one and adds the next in one transaction; revoking marks rows, never deletes them).
+        A family this database never held (a cloned or restored database) is judged by the
+        token's signature and expiry alone."""
+        tokens, live = (
+            await session.execute(
+                select(
+                    func.count(RefreshToken.id),
+                    func.count(RefreshToken.id).filter(RefreshToken.revoked_at.is_(None)),
+                ).where(RefreshToken.family == family)
+            )
+        ).one()
+        return bool(tokens and not live)
 
     async def load_principal(
         self, user_id: int, request_id: str | None = None, *, session: AsyncSession | None = None

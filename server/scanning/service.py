@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
 
-from sqlalchemy import delete, func, select
+from sqlalchemy import bindparam, delete, func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -31,6 +31,7 @@ from server.alerts.rules import serial_key
 from server.alerts.service import AlertService, AlertSpec
 from server.catalog.models import Lot, Product, ProductGtin
 from server.core import audit
+from server.core.cache import CACHE
 from server.core.db import Database
 from server.core.errors import DomainError, ErrorCode, InvalidInput, NotFound
 from server.core.security import Permission, Principal
@@ -240,7 +241,7 @@ class ScanningService:
         key: str,
     ) -> ScanResult:
         product = await self._product(session, pack)
-        request = await self._movement_request(session, pack, product, command)
+        request, lot = await self._movement_request(session, pack, product, command)
         # A serial that left stock may not leave again, nor be received back into stock as if
         # new (a falsified or diverted pack); only a RETURN re-commissions it.
         if command.action in DECOMMISSIONING | {ScanAction.RECEIVE} and pack.serial is not None:
@@ -254,7 +255,10 @@ class ScanningService:
             ).scalar_one_or_none()
             if first is not None:
                 raise await self._twice(session, first, pack, product, command)
-        written = await self.ledger.apply(session, principal, [request], request_key=key)
+        preloaded = [(lot, product.approval_number)] if lot is not None else []
+        written = await self.ledger.apply(
+            session, principal, [request], request_key=key, preloaded=preloaded
+        )
         if pack.serial is not None:
             await self._track_serial(session, principal, pack, product, command, written[0])
         lots = {lot.id: lot for _, lot in written}
@@ -263,10 +267,12 @@ class ScanningService:
 
     async def _movement_request(
         self, session: AsyncSession, pack: ScannedPack, product: Product, command: ScanCommand
-    ) -> MovementRequest:
-        """The ledger request a scan stands for: the barcode's lot, a new lot, or FEFO."""
+    ) -> tuple[MovementRequest, Lot | None]:
+        """The ledger request a scan stands for (the barcode's lot, a new lot, or FEFO), and
+        the lot when it was read (share-locked, so the ledger need not read it again)."""
         kind = ACTION_KIND[command.action]
         lot_id: int | None = None
+        lot: Lot | None = None
         new_lot: NewLot | None = None
         if pack.batch_number is None:
             if command.action is not ScanAction.DISPENSE:
@@ -276,7 +282,7 @@ class ScanningService:
                     field="barcode",
                 )
         else:
-            lot = await self._lot(session, product.id, pack.batch_number)
+            lot = await self._lot(session, product.id, pack.batch_number, locked=True)
             if lot is not None:
                 check_expiry(pack, lot)
                 lot_id = lot.id
@@ -290,7 +296,7 @@ class ScanningService:
                 )
             else:
                 new_lot = NewLot(product.id, pack.batch_number, pack.expiry_date)
-        return MovementRequest(
+        request = MovementRequest(
             kind=kind,
             location_id=command.location_id,
             quantity=command.quantity,
@@ -301,6 +307,7 @@ class ScanningService:
             new_lot=new_lot,
             witness_id=command.witness_id,
         )
+        return request, lot
 
     async def _track_serial(
         self,
@@ -438,13 +445,12 @@ class ScanningService:
 
     @staticmethod
     async def _product(session: AsyncSession, pack: ScannedPack) -> Product:
-        product = (
-            await session.execute(
-                select(Product)
-                .join(ProductGtin, ProductGtin.product_id == Product.id)
-                .where(ProductGtin.gtin == pack.gtin)
-            )
-        ).scalar_one_or_none()
+        """The GTIN's product, from the process's reference cache when it is current."""
+        cache = session.info.get(CACHE)
+        if cache is None:
+            product = await _load_product(session, pack.gtin)
+        else:
+            product = await cache.get(session, "scanning.product_by_gtin", pack.gtin, _load_product)
         if product is None:
             ndc = f" (NDC {pack.ndc})" if pack.ndc else ""
             raise UnknownProduct(
@@ -453,14 +459,17 @@ class ScanningService:
         return product
 
     @staticmethod
-    async def _lot(session: AsyncSession, product_id: int, batch: str | None) -> Lot | None:
+    async def _lot(
+        session: AsyncSession, product_id: int, batch: str | None, *, locked: bool = False
+    ) -> Lot | None:
+        """The lot of a product's batch; `locked` share-locks it (PostgreSQL) as the ledger's
+        own lot read does, so the ledger can take it as read."""
         if batch is None:
             return None
-        return (
-            await session.execute(
-                select(Lot).where(Lot.product_id == product_id, Lot.batch_number == batch)
-            )
-        ).scalar_one_or_none()
+        query = select(Lot).where(Lot.product_id == product_id, Lot.batch_number == batch)
+        if locked:
+            query = query.with_for_update(read=True)
+        return (await session.execute(query)).scalar_one_or_none()
 
     @staticmethod
     async def _location(session: AsyncSession, location_id: int) -> Location:
@@ -492,6 +501,19 @@ class ScanningService:
             "it must be received first",
             field="barcode",
         )
+
+
+_PRODUCT_BY_GTIN = (
+    select(Product.__table__)
+    .join(ProductGtin.__table__, ProductGtin.product_id == Product.id)
+    .where(ProductGtin.gtin == bindparam("gtin"))
+)
+
+
+async def _load_product(session: AsyncSession, gtin: str) -> Product | None:
+    """A transient Product (in no session, so it may be shared by requests; never changed)."""
+    row = (await session.execute(_PRODUCT_BY_GTIN, {"gtin": gtin})).mappings().first()
+    return None if row is None else Product(**row)
 
 
 def _serial_snapshot(row: DecommissionedSerial) -> dict[str, object]:
