@@ -85,6 +85,29 @@ def process_cpu(pid: int) -> float | None:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def tree_cpu(pid: int) -> float | None:
+    """CPU seconds of a process and every live descendant (uvicorn's worker processes): the
+    server's CPU when it runs several workers. Linux /proc only."""
+    parents: dict[int, int] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                stat = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            parents[int(entry.name)] = int(stat[1])
+    total, todo = process_cpu(pid), [pid]
+    if total is None:
+        return None
+    while todo:
+        parent = todo.pop()
+        for child, its_parent in parents.items():
+            if its_parent == parent:
+                total += process_cpu(child) or 0.0
+                todo.append(child)
+    return total
+
+
 def load() -> str:
     return "/".join(f"{x:.2f}" for x in os.getloadavg())
 
@@ -283,8 +306,9 @@ def serving(
 
 
 @contextmanager
-def live_server(database_url: str) -> Iterator[tuple[str, int]]:
-    """`apotheca serve` (uvicorn, one worker) in a subprocess: yields (base url, pid)."""
+def live_server(database_url: str, workers: int = 1) -> Iterator[tuple[str, int]]:
+    """`apotheca serve` (uvicorn, `workers` worker processes) in a subprocess: yields (base
+    url, pid); with several workers, measure its CPU with `tree_cpu`."""
     port = free_port()
     env = {
         # A benchmark measures the server, not its per-principal query budget.
@@ -299,6 +323,8 @@ def live_server(database_url: str) -> Iterator[tuple[str, int]]:
         "APOTHECA_METRICS_TOKEN": METRICS_TOKEN,
     }
     command = [sys.executable, "-m", "server.cli", "serve", "--port", str(port)]
+    if workers > 1:
+        command += ["--workers", str(workers)]
     with serving(command, port, env=env) as running:
         yield running
 

@@ -85,6 +85,7 @@ from bench.common import (
     serving,
     table_lines,
     token_for,
+    tree_cpu,
 )
 from server.catalog.models import ProductGtin
 from server.inventory.models import Balance
@@ -281,9 +282,9 @@ async def run_scans(
     if sum(warm_failures.values()) == SCAN_WARMUP:
         raise RuntimeError(f"every warm-up scan failed: {dict(warm_failures)}")
     before = await stock.balances()
-    server_before, bench_before = process_cpu(pid), time.process_time()
+    server_before, bench_before = tree_cpu(pid), time.process_time()
     latencies, ok, failures, seconds = await run(f"scan-{tag}-", scans)
-    server_after, bench_after = process_cpu(pid), time.process_time()
+    server_after, bench_after = tree_cpu(pid), time.process_time()
     loaded = load()
     after = await stock.balances()
     return ScanRun(
@@ -953,6 +954,30 @@ def print_ceilings(scan: ScanRun, ceilings: list[Ceiling]) -> None:
     )
 
 
+async def scans_only(
+    args: argparse.Namespace, database: str, before: str, scan: ScanRun, workdir: Path
+) -> None:
+    """Sections 1 and 4 alone: recordScan against its ceilings (and with --workers N, the
+    server's CPU summed over its worker processes)."""
+    print("4. ceilings ...", file=sys.stderr, flush=True)
+    ceilings = await run_ceilings(args.ceiling_requests, args.clients, workdir)
+    p50, p99 = percentile(scan.latencies, 50), percentile(scan.latencies, 99)
+    cpu = "?" if scan.server_cpu is None else ms(scan.server_cpu / scan.scans)
+    print(
+        f"{database}, python {sys.version.split()[0]}, {os.cpu_count()} CPUs, load average"
+        f" (1/5/15 min) {before} before, {load()} after"
+    )
+    print(
+        f"1. recordScan DISPENSE: {scan.scans} scans, {scan.clients} clients, {args.workers}"
+        f" worker(s): {scan.ok / scan.seconds:,.1f} scans/s, p50 {ms(p50)} ms, p99 {ms(p99)} ms"
+        f" (p99/p50 {p99 / p50:,.2f}), server CPU/scan {cpu} ms (all workers), load {scan.load},"
+        f" failures {dict(scan.failures)}"
+    )
+    print_ceilings(scan, ceilings)
+    if scan.dropped != scan.ok_per_lot:
+        raise SystemExit("stock check failed: balances did not drop by the successful scans")
+
+
 async def main_async(args: argparse.Namespace, fd_limit: tuple[int, int]) -> None:
     before = load()
     loads: dict[str, str] = {}
@@ -970,7 +995,7 @@ async def main_async(args: argparse.Namespace, fd_limit: tuple[int, int]) -> Non
                 batch_prefix="RT",
             ) as fx:
                 stock = await Stock.of(fx)
-                with live_server(fx.url) as (url, pid):
+                with live_server(fx.url, args.workers) as (url, pid):
                     limits = httpx.Limits(
                         max_connections=args.clients, max_keepalive_connections=args.clients
                     )
@@ -979,6 +1004,8 @@ async def main_async(args: argparse.Namespace, fd_limit: tuple[int, int]) -> Non
                         print("1. scans ...", file=sys.stderr, flush=True)
                         scan = await run_scans(http, token, stock, pid, args.scans, args.clients)
                         loads["scans"] = scan.load
+                        if args.scans_only:
+                            return await scans_only(args, database, before, scan, Path(workdir))
                         print("2. GraphQL fan-out ...", file=sys.stderr, flush=True)
                         graphql = await run_graphql_fanout(
                             url,
@@ -1028,6 +1055,10 @@ def main() -> None:
         "--pg-url",
         default="postgresql+asyncpg://postgres@127.0.0.1:5432/",
         help="server to create (and drop) the benchmark database on",
+    )
+    parser.add_argument("--workers", type=int, default=1, help="uvicorn worker processes")
+    parser.add_argument(
+        "--scans-only", action="store_true", help="sections 1 and 4 only (scans vs ceilings)"
     )
     args = parser.parse_args()
     for name in ("scans", "clients", "ceiling_requests", "subscribers", "events", "connect_batch"):

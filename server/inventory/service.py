@@ -14,7 +14,7 @@ from dataclasses import fields as dataclass_fields
 from datetime import date, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import bindparam, insert, select, tuple_
+from sqlalchemy import bindparam, select, tuple_
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -23,13 +23,13 @@ from server.catalog.models import Lot, Product
 from server.catalog.service import find_or_create_lot
 from server.core import audit
 from server.core.cache import CACHE
-from server.core.db import Database, dialect_of, utcnow
+from server.core.db import Database, Driver, dialect_of, driver_time, utcnow
 from server.core.errors import DomainError, InsufficientStock, InvalidInput, NotFound
 from server.core.events import Event
 from server.core.security import Principal
 from server.core.validation import MAX_BALANCE, optional_text
 from server.inventory.idempotency import clean_key, request_hash, run_once
-from server.inventory.models import AnyMovement, Balance, Movement, MovementKind, WrittenMovement
+from server.inventory.models import AnyMovement, Balance, MovementKind, WrittenMovement
 from server.inventory.rules import (
     KIND_PERMISSION,
     OUTFLOWS,
@@ -142,14 +142,66 @@ def _balance_upsert(dialect: str) -> Any:
     ).returning(Balance.location_id, Balance.lot_id, Balance.quantity)
 
 
-_INSERT_MOVEMENTS = {
-    # PostgreSQL: SQLAlchemy's sentinel form keeps one statement and returns ids in order.
-    "postgresql": insert(Movement.__table__).returning(Movement.id, sort_by_parameter_order=True),
-    # SQLite: the sentinel form falls back to a statement per row. One multi-row INSERT on
-    # SQLite's single writer gives each row max(rowid) + 1 in VALUES order, so the ids sorted
-    # ascending are the rows in parameter order.
-    "sqlite": insert(Movement.__table__).returning(Movement.id),
+_MOVEMENT_COLUMNS = (
+    "kind",
+    "lot_id",
+    "location_id",
+    "organisation_id",
+    "counterparty_id",
+    "quantity",
+    "balance_after",
+    "reference",
+    "patient_reference",
+    "reason",
+    "actor_id",
+    "request_key",
+)
+_INSERT_MOVEMENTS = (
+    f"INSERT INTO movements (id, {', '.join(_MOVEMENT_COLUMNS)}, occurred_at, recorded_at) "
+    f"VALUES ({', '.join('?' * (len(_MOVEMENT_COLUMNS) + 3))})"
+)
+# The ids the rows will take: on SQLite the writer holds the database's lock, so the next ids
+# are max + 1 onwards; on PostgreSQL the sequence hands out as many as there are rows.
+_NEXT_IDS = {
+    "sqlite": "SELECT coalesce(max(id), 0) FROM movements",
+    "postgresql": "SELECT nextval(pg_get_serial_sequence('movements', 'id')) "
+    "FROM generate_series(1, ?)",
 }
+
+
+async def _insert_movements(
+    session: AsyncSession, dialect: str, rows: list[dict[str, Any]]
+) -> list[int]:
+    """Insert movement rows through the driver (executemany of precomputed tuples, with ids
+    reserved first) and return their ids in row order."""
+    driver = await Driver.of(session)
+    if dialect == "sqlite":
+        (last,) = (await driver.fetch(_NEXT_IDS["sqlite"]))[0]
+        ids = list(range(last + 1, last + 1 + len(rows)))
+    else:
+        ids = sorted(row[0] for row in await driver.fetch(_NEXT_IDS["postgresql"], (len(rows),)))
+    times: dict[datetime, object] = {}  # most rows share one or two instants
+
+    def stored(moment: datetime) -> object:
+        value = times.get(moment)
+        if value is None:
+            value = times[moment] = driver_time(dialect, moment)
+        return value
+
+    await driver.executemany(
+        _INSERT_MOVEMENTS,
+        [
+            (
+                id_,
+                _KIND_VALUE[row["kind"]],
+                *[row[name] for name in _MOVEMENT_COLUMNS[1:]],
+                stored(row["occurred_at"]),
+                stored(row["recorded_at"]),
+            )
+            for id_, row in zip(ids, rows, strict=True)
+        ],
+    )
+    return ids
 
 
 @dataclass(frozen=True, slots=True)
@@ -453,9 +505,7 @@ async def apply_movements(
                 "recorded_at": now,
             }
         )
-    ids = (await session.execute(_INSERT_MOVEMENTS[dialect], rows)).scalars().all()
-    if dialect == "sqlite":
-        ids = sorted(ids)
+    ids = await _insert_movements(session, dialect, rows)
     lots = [lot for _index, _request, _location, lot, _delta in planned]
     written = Written(
         [WrittenMovement(id=id_, **row) for id_, row in zip(ids, rows, strict=True)],
