@@ -283,7 +283,7 @@ def serving(
     process = subprocess.Popen(command, cwd=ROOT, env=env)
     url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 30
+        deadline = time.monotonic() + 120  # a loaded shared machine starts servers slowly
         while True:
             if process.poll() is not None:
                 raise RuntimeError(f"{label} exited with {process.returncode}")
@@ -293,7 +293,7 @@ def serving(
             except httpx.HTTPError:
                 pass
             if time.monotonic() > deadline:
-                raise RuntimeError(f"{label} did not become healthy in 30 s")
+                raise RuntimeError(f"{label} did not become healthy in 120 s")
             time.sleep(0.1)
         yield url, process.pid
     finally:
