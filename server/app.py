@@ -46,7 +46,7 @@ from server.core.http import (
     set_refresh_cookie,
     wants_refresh_cookie,
 )
-from server.core.ratelimit import RateLimitMiddleware, client_ip
+from server.core.ratelimit import RateLimitMiddleware, SubjectCache, client_ip
 from server.core.security import CLIENT_SUBJECT_PREFIX, Principal
 from server.core.sessions import CLOSE_TOO_MANY, SessionRefused, SessionRegistry
 from server.core.static import PwaFiles
@@ -423,6 +423,11 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
             f"apotheca_subscription_executions_total {graphql.fanout.executions}",
             "# TYPE apotheca_subscription_dropped_total counter",
             f"apotheca_subscription_dropped_total {graphql.fanout.dropped}",
+            "# TYPE apotheca_rate_limited_total counter",
+            *(
+                f'apotheca_rate_limited_total{{kind="{kind}"}} {count}'
+                for kind, count in sorted(services.ratelimits.refused.items())
+            ),
         ]
         if sql_counts is not None:  # APOTHECA_SQL_COUNTERS=1 (benchmarks)
             for name, value in sql_counts.items():
@@ -474,14 +479,16 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
     app = Starlette(
         routes=routes,
         middleware=[
-            Middleware(SecurityHeaders),
+            # The proxy headers first: the limits count the client's address. Then the limits,
+            # so a refusal is answered before anything else runs (server.core.ratelimit).
             *_proxy_headers(settings),
-            Middleware(BodySizeLimit, max_bytes=settings.max_body_bytes),
             Middleware(
                 RateLimitMiddleware,
                 limits=services.ratelimits,
                 principal_of=_principal_of(services),
             ),
+            Middleware(SecurityHeaders),
+            Middleware(BodySizeLimit, max_bytes=settings.max_body_bytes),
         ],
         lifespan=lifespan,
     )
@@ -499,15 +506,16 @@ def _proxy_headers(settings: Settings) -> list[Middleware]:
 
 
 def _principal_of(services: Services) -> Any:
-    """The rate-limit key of a bearer token: its principal, or None if it is not valid."""
+    """The rate-limit key of a bearer token: its principal, or None if it is not valid
+    (remembered per token until it expires: server.core.ratelimit.SubjectCache)."""
 
-    def principal_of(token: str) -> str | None:
+    def claims_of(token: str) -> dict[str, Any] | None:
         try:
-            return str(services.tokens.decode_claims(token)["sub"])
+            return services.tokens.decode_claims(token)
         except DomainError:
             return None
 
-    return principal_of
+    return SubjectCache(claims_of)
 
 
 def _sql_counters(services: Services) -> dict[str, int]:

@@ -6,6 +6,7 @@ transport bound to 127.0.0.2 is another IP as far as the server can tell."""
 from __future__ import annotations
 
 import asyncio
+import re
 import statistics
 import time
 import uuid
@@ -21,7 +22,7 @@ from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 from server.core.security import verify_password
 from server.demo import DEMO_PASSWORD
-from tests.conftest import LiveServer, free_port, start_server
+from tests.conftest import METRICS_AUTH, LiveServer, free_port, start_server
 from tests.wsclient import PROTOCOL, GraphQLWebSocket
 
 ATTACKER, OWNER, THIRD = "127.0.0.1", "127.0.0.2", "127.0.0.3"
@@ -171,6 +172,42 @@ async def test_graphql_per_ip_limit_then_recovery(
             response = await busy.post("/graphql", json=TYPENAME)
             assert response.status_code == 200
             assert response.json()["data"] == {"__typename": "Query"}
+
+
+async def test_a_refusal_is_answered_before_the_app_and_counted(
+    database_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The 429 comes from the outermost middleware: it still carries the security headers and
+    a request id, it is refused before the body is read (a body over the size limit gets 429,
+    not 413), a valid token's principal is counted across addresses, and /metrics counts it."""
+    with serving(
+        database_url, monkeypatch, RATE_LIMIT_IP="2/minute", RATE_LIMIT_PRINCIPAL="3/minute"
+    ) as url:
+        async with client(url, ATTACKER) as busy, client(url, THIRD) as other:
+            for _ in range(2):
+                assert (await busy.post("/graphql", json=TYPENAME)).status_code == 200
+            refused = await busy.post(
+                "/graphql", content=b"x" * (300 * 1024), headers={"X-Request-ID": "flood-1"}
+            )
+            assert_rate_limited(refused)
+            assert refused.headers["x-request-id"] == "flood-1"
+            assert refused.headers["x-content-type-options"] == "nosniff"
+            assert refused.headers["x-frame-options"] == "DENY"
+            assert "frame-ancestors 'none'" in refused.headers["content-security-policy"]
+            assert re.fullmatch(
+                r"[0-9a-f]{32}",
+                (await busy.post("/graphql", json=TYPENAME)).headers["x-request-id"],
+            )
+            token = (await sign_in(other, "nurse", DEMO_PASSWORD)).json()["access_token"]
+            as_nurse = {"Authorization": f"Bearer {token}"}
+            async with client(url, OWNER) as third:
+                for http in (other, other, third):
+                    response = await http.post("/graphql", json=TYPENAME, headers=as_nurse)
+                    assert response.status_code == 200
+                assert_rate_limited(await third.post("/graphql", json=TYPENAME, headers=as_nurse))
+            metrics = (await other.get("/metrics", headers=METRICS_AUTH)).text
+            assert 'apotheca_rate_limited_total{kind="http/ip"} 2' in metrics, metrics
+            assert 'apotheca_rate_limited_total{kind="http/principal"} 1' in metrics, metrics
 
 
 async def test_graphql_per_principal_limit_across_addresses(

@@ -19,6 +19,14 @@ limit: HTTP 429, Retry-After and a GraphQL-shaped body with extensions.code RATE
 websocket handshake gets the same 429, a connection_init over its principal's limit is closed
 with 4429.
 
+Counting is a fixed window per key. On "memory://" the request counters are plain in-process
+dictionaries (`LocalWindows`): a refusal costs a dict lookup, no await and no `limits` call.
+`RateLimitMiddleware` is the outermost of our middleware, so a refused request is answered
+with pre-built bytes before security headers are computed, before its body is read or parsed
+and before routing; its bearer token's subject is cached (`SubjectCache`) instead of verifying
+the JWT on every refused request. Refusals are not logged, only counted (`refused`, shown at
+/metrics). Shared storage counts with `limits`' FixedWindowRateLimiter (one INCR per hit).
+
 Sign-in (`LoginThrottle`) counts failed password grants per (account, IP), per IP and per
 account. Reaching a threshold locks that key for `login_lock_seconds`, doubling with every
 further failure up to `login_lock_max_seconds`; a locked key answers 429 before any password is
@@ -32,16 +40,19 @@ owner signing in does not hand an attacker elsewhere a fresh allowance.
 
 from __future__ import annotations
 
+import functools
+import json
 import logging
 import time
 import urllib.parse
+from collections import Counter
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
 from limits import RateLimitItem, parse
 from limits._storage_scheme import SCHEMES  # the registry storage_from_string consults
 from limits.aio.storage import Storage
-from limits.aio.strategies import MovingWindowRateLimiter
+from limits.aio.strategies import FixedWindowRateLimiter
 from limits.errors import StorageError
 from limits.storage import storage_from_string
 from starlette.responses import JSONResponse
@@ -98,6 +109,33 @@ def _part(value: str) -> str:
     return value[:MAX_KEY_PART]
 
 
+class LocalWindows:
+    """Fixed-window counters of one process: a window opens at a key's first hit and lasts the
+    limit's period. Ended windows are swept out once the table outgrows `sweep_at` keys."""
+
+    def __init__(self, sweep_at: int = 10_000) -> None:
+        self._windows: dict[tuple[str, str], list[float]] = {}  # key -> [ends at, hits]
+        self.sweep_at = sweep_at
+
+    def hit(self, item: RateLimitItem, kind: str, who: str) -> float | None:
+        """Count one hit: None while within the limit, else the seconds until it resets."""
+        now = time.monotonic()
+        key = (kind, who)
+        window = self._windows.get(key)
+        if window is None or window[0] <= now:
+            if len(self._windows) >= self.sweep_at:
+                self._sweep(now)
+            window = self._windows[key] = [now + item.get_expiry(), 0.0]
+        window[1] += 1
+        if window[1] <= item.amount:
+            return None
+        return window[0] - now
+
+    def _sweep(self, now: float) -> None:
+        self._windows = {k: w for k, w in self._windows.items() if w[0] > now}
+        self.sweep_at = max(self.sweep_at, 2 * len(self._windows))
+
+
 class RateLimits:
     """The per-IP and per-principal request limits and the sign-in throttle of one process."""
 
@@ -107,8 +145,11 @@ class RateLimits:
         self.per_principal = parse_limit(settings.rate_limit_principal, "rate_limit_principal")
         self.per_ip = parse_limit(settings.rate_limit_ip, "rate_limit_ip")
         self.login = LoginThrottle(self, settings)
+        # memory:// counts requests in this process's own dictionaries (no await per request)
+        self.local = LocalWindows() if self.uri.startswith("async+memory://") else None
+        self.refused: Counter[str] = Counter()  # refusals by kind ("http/ip"...), for /metrics
         self._storage: Storage | None = None
-        self._window: MovingWindowRateLimiter | None = None
+        self._window: FixedWindowRateLimiter | None = None
 
     @property
     def storage(self) -> Storage:
@@ -118,9 +159,9 @@ class RateLimits:
         return self._storage
 
     @property
-    def window(self) -> MovingWindowRateLimiter:
+    def window(self) -> FixedWindowRateLimiter:
         if self._window is None:
-            self._window = MovingWindowRateLimiter(self.storage)
+            self._window = FixedWindowRateLimiter(self.storage)
         return self._window
 
     async def check_ip(self, ip: str, kind: str = "http") -> None:
@@ -130,8 +171,24 @@ class RateLimits:
     async def check_principal(self, principal: str, kind: str = "http") -> None:
         await self._hit(self.per_principal, f"{kind}/principal", principal)
 
+    def hit_local(self, item: RateLimitItem | None, kind: str, who: str) -> None:
+        """The in-process count of `_hit` (memory storage only): no await, no allocation
+        beyond a new window."""
+        assert self.local is not None
+        if item is None:
+            return
+        wait = self.local.hit(item, kind, who)
+        if wait is not None:
+            self.refused[kind] += 1
+            raise RateLimited(
+                f"rate limit of {item} per {kind.replace('/', ' ')} exceeded", retry_after=wait
+            )
+
     async def _hit(self, item: RateLimitItem | None, kind: str, who: str) -> None:
         if item is None:
+            return
+        if self.local is not None:
+            self.hit_local(item, kind, _part(who))
             return
         key = (self.prefix, "rate", kind, _part(who))
         try:
@@ -141,6 +198,7 @@ class RateLimits:
         except StorageError:
             log.warning("rate limit storage failed; letting the request through", exc_info=True)
             return
+        self.refused[kind] += 1
         raise RateLimited(
             f"rate limit of {item} per {kind.replace('/', ' ')} exceeded",
             retry_after=stats.reset_time - time.time(),
@@ -228,9 +286,8 @@ class LoginThrottle:
             log.warning("rate limit storage failed; sign-in success not recorded", exc_info=True)
 
 
-def graphql_rate_limited(error: RateLimited) -> JSONResponse:
-    """429 with Retry-After and a GraphQL-shaped body."""
-    body = {
+def _refusal_body(error: RateLimited) -> dict[str, Any]:
+    return {
         "errors": [
             {
                 "message": f"{error.message}; retry in {error.retry_after} s",
@@ -238,14 +295,89 @@ def graphql_rate_limited(error: RateLimited) -> JSONResponse:
             }
         ]
     }
-    return JSONResponse(body, status_code=429, headers={"Retry-After": str(error.retry_after)})
+
+
+def graphql_rate_limited(error: RateLimited) -> JSONResponse:
+    """429 with Retry-After and a GraphQL-shaped body."""
+    return JSONResponse(
+        _refusal_body(error),
+        status_code=429,
+        headers={"Retry-After": str(error.retry_after)},
+    )
+
+
+@functools.lru_cache(maxsize=64)
+def _refusal_headers(host: bytes) -> list[tuple[bytes, bytes]]:
+    """The headers every HTTP refusal shares for one Host: content type and the security
+    headers SecurityHeaders would add (the refusal is answered before it runs)."""
+    from server.core.http import STATIC_HEADERS, content_security_policy  # imports cost, us
+
+    policy = content_security_policy(host.decode("latin-1") or None)
+    return [
+        (b"content-type", b"application/json"),
+        (b"content-security-policy", policy.encode("latin-1")),
+        *((name.lower().encode(), value.encode()) for name, value in STATIC_HEADERS.items()),
+    ]
+
+
+@functools.lru_cache(maxsize=256)
+def _refusal_bytes(message: str, retry_after: int) -> bytes:
+    body = _refusal_body(RateLimited(message, retry_after=retry_after))
+    return json.dumps(body, separators=(",", ":")).encode()
+
+
+async def send_http_refusal(scope: Scope, send: Send, error: RateLimited) -> None:
+    """The 429 as two ASGI messages from cached bytes; the request body is never read."""
+    from server.core.logs import request_id  # (logs imports GraphQL, which imports us)
+
+    host = b""
+    given = None
+    for name, value in scope.get("headers", ()):
+        if name == b"host":
+            host = value
+        elif name == b"x-request-id":
+            given = value.decode("latin-1")
+    body = _refusal_bytes(error.message, error.retry_after)
+    headers = [
+        *_refusal_headers(host),
+        (b"retry-after", str(error.retry_after).encode()),
+        (b"x-request-id", request_id(given).encode()),
+        (b"content-length", str(len(body)).encode()),
+    ]
+    await send({"type": "http.response.start", "status": 429, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
+
+
+class SubjectCache:
+    """A bearer token's rate-limit subject, remembered until the token expires, so refusing a
+    flood does not verify the same JWT again for every request. Only valid tokens are kept
+    (an invalid one costs its verification each time: it counts per IP only)."""
+
+    def __init__(self, decode: Callable[[str], dict[str, Any] | None], size: int = 4096) -> None:
+        self.decode = decode
+        self.size = size
+        self._subjects: dict[str, tuple[str, float]] = {}  # token -> (sub, exp)
+
+    def __call__(self, token: str) -> str | None:
+        known = self._subjects.get(token)
+        if known is not None and known[1] > time.time():
+            return known[0]
+        claims = self.decode(token)
+        if claims is None:
+            return None
+        if len(self._subjects) >= self.size:
+            self._subjects.clear()  # cheap and bounded; the next hits refill it
+        subject = str(claims["sub"])
+        self._subjects[token] = (subject, float(claims["exp"]))
+        return subject
 
 
 class RateLimitMiddleware:
     """Per-IP and per-principal limits on one path (/graphql), for HTTP and websocket scopes.
 
     `principal_of(token)` names a bearer token's principal, or None when it is not valid (the
-    request then counts per IP only, and GraphQL answers its auth error)."""
+    request then counts per IP only, and GraphQL answers its auth error). Installed outermost:
+    see the module docstring for what a refusal does not cost."""
 
     def __init__(
         self,
@@ -260,21 +392,28 @@ class RateLimitMiddleware:
         self.path = path
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] not in ("http", "websocket") or scope["path"] != self.path:
+        kind = scope["type"]
+        if kind not in ("http", "websocket") or scope["path"] != self.path:
             await self.app(scope, receive, send)
             return
+        limits = self.limits
         try:
-            await self.limits.check_ip(client_ip(scope), scope["type"])
-            if scope["type"] == "http" and (principal := self._principal(scope)):
-                await self.limits.check_principal(principal)
+            if limits.local is not None:  # memory storage: no await at all
+                limits.hit_local(limits.per_ip, f"{kind}/ip", client_ip(scope))
+                wanted = kind == "http" and limits.per_principal is not None
+                if wanted and (principal := self._principal(scope)):
+                    limits.hit_local(limits.per_principal, "http/principal", _part(principal))
+            else:
+                await limits.check_ip(client_ip(scope), kind)
+                if kind == "http" and (principal := self._principal(scope)):
+                    await limits.check_principal(principal)
         except RateLimited as error:
-            response = graphql_rate_limited(error)
-            if scope["type"] == "http":
-                await response(scope, receive, send)
+            if kind == "http":
+                await send_http_refusal(scope, send, error)
                 return
             websocket = WebSocket(scope, receive, send)
             if "websocket.http.response" in scope.get("extensions", {}):
-                await websocket.send_denial_response(response)
+                await websocket.send_denial_response(graphql_rate_limited(error))
             else:
                 await websocket.close(code=4429, reason="rate limited")
             return
