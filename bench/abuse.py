@@ -33,6 +33,17 @@ so per-IP limits tell them apart as they would tell real clients apart.
                 own (restarted on the same database, warmed up with a few normal queries), so
                 what one attack left behind does not distort the next.
 
+Attacker modes (--modes): every attack phase runs once per mode, each with a fresh server:
+    plain       attackers as they are: on this small machine they compete with the server for
+                the same cores, so part of what normal users feel is the attackers' own CPU.
+    nice        attackers at `nice 19`: the scheduler prefers the server and the normal users,
+                as when attackers run on machines of their own.
+    pinned      attackers confined to the last CPU (os.sched_setaffinity) at normal priority:
+                the server keeps at least one core to itself.
+What the server itself spends is printed apart: its CPU per attacker answer and per refusal
+(the phase's server CPU minus what the normal users' requests cost in the idle phase, divided
+by the attackers' answers; refusals are 429s and QUERY_TOO_COSTLY/THROTTLED answers).
+
 For every phase: normal-query p50/p99/max (ms) and their ratio to idle, the attackers' outcomes
 by HTTP status and GraphQL extensions.code (e.g. `200 ok`, `200 QUERY_TOO_COSTLY`, `429
 Retry-After`) and how fast their answers came, requests still unanswered when they stopped, the
@@ -45,7 +56,8 @@ ratios near 1. The server inherits this process's environment, so limit settings
 apply; it depends on nothing but the GraphQL and token endpoints (not /metrics). Run:
 
     .venv/bin/python bench/abuse.py [--seconds N] [--database sqlite|postgresql]
-        [--phases idle,nested,...] [--clients C] [--rate R] [--attackers A]
+        [--phases idle,nested,...] [--modes plain,nice,pinned] [--clients C] [--rate R]
+        [--attackers A]
 """
 
 from __future__ import annotations
@@ -91,6 +103,8 @@ from bench.common import (
 )
 
 PHASES = ("idle", "nested", "epcis", "audit", "login", "websocket")
+MODES = ("plain", "nice", "pinned")
+REFUSALS = ("429", "QUERY_TOO_COSTLY", "THROTTLED", "slow_down")
 NORMAL_ADDRESS = "127.0.0.2"
 ORDERS = 100  # purchase orders seeded for the nested attack: purchaseOrders(first: 100) is full
 ORDER_LINES = 3
@@ -239,6 +253,16 @@ def run(main: Coroutine[Any, Any, Any]) -> Any:
     return uvloop.run(main)
 
 
+def as_attacker(mode: str) -> None:
+    """Apply an attacker mode to this (attacker) process: see the module docstring."""
+    if mode == "nice":
+        os.nice(19)
+    elif mode == "pinned":
+        cpus = sorted(os.sched_getaffinity(0))
+        if len(cpus) > 1:
+            os.sched_setaffinity(0, {cpus[-1]})
+
+
 async def until(stop: Any) -> None:
     """Wait for a multiprocessing Event without blocking the event loop."""
     await asyncio.to_thread(stop.wait)
@@ -310,10 +334,17 @@ def normal_users(
 
 
 def http_attacker(
-    base: str, address: str, request: dict[str, Any], timeout: float, stop: Any, results: Any
+    mode: str,
+    base: str,
+    address: str,
+    request: dict[str, Any],
+    timeout: float,
+    stop: Any,
+    results: Any,
 ) -> None:
     """Sends `request` in a loop until `stop`, as fast as answers come; a refusal (429 with
     Retry-After included) does not slow it down: it is counted and the next request follows."""
+    as_attacker(mode)
 
     async def main() -> dict[str, Any]:
         outcomes: Counter[str] = Counter()
@@ -348,6 +379,7 @@ def http_attacker(
 
 
 def ws_attacker(
+    mode: str,
     base: str,
     address: str,
     token: str,
@@ -361,6 +393,7 @@ def ws_attacker(
     holds them until `stop`; counts what the server acknowledged, refused and closed. Once
     they are open it dispenses one pack in its own ward every `dispense["interval"]` seconds,
     a nurse's ordinary work, so that every event fans out to all its subscriptions."""
+    as_attacker(mode)
 
     async def main() -> dict[str, Any]:
         connections: Counter[str] = Counter()
@@ -463,6 +496,7 @@ def ws_attacker(
 @dataclass
 class Phase:
     name: str
+    mode: str
     latencies: list[float]
     outcomes: dict[str, int]
     attack: Counter[str] = field(default_factory=Counter)
@@ -531,7 +565,12 @@ def settle(pid: int, limit: float) -> tuple[float, bool]:
 
 
 def attackers_for(
-    name: str, base: str, tokens: dict[str, str], facts: dict[str, Any], args: argparse.Namespace
+    name: str,
+    mode: str,
+    base: str,
+    tokens: dict[str, str],
+    facts: dict[str, Any],
+    args: argparse.Namespace,
 ) -> list[tuple[Callable[..., None], tuple[Any, ...]]]:
     """(target, args before `stop, results`) for each attacker process of phase `name`."""
 
@@ -555,7 +594,7 @@ def attackers_for(
         wrong = {"grant_type": "password", "username": "pharmacist", "password": "wrong-guess"}
         request = {"method": "POST", "url": "/auth/token", "data": wrong}
         return [
-            (http_attacker, (base, address[k], request, timeout))
+            (http_attacker, (mode, base, address[k], request, timeout))
             for k in range(args.login_attackers)
         ]
     elif name == "websocket":
@@ -563,6 +602,7 @@ def attackers_for(
             (
                 ws_attacker,
                 (
+                    mode,
                     base,
                     address[0],
                     tokens["nurse.b"],
@@ -574,7 +614,9 @@ def attackers_for(
         ]
     else:
         return []
-    return [(http_attacker, (base, address[k], request, timeout)) for k in range(args.attackers)]
+    return [
+        (http_attacker, (mode, base, address[k], request, timeout)) for k in range(args.attackers)
+    ]
 
 
 EXCEPTION_LINE = re.compile(r"^([A-Za-z_][\w.]*(?:Error|Exception|Exit|Timeout))\b")
@@ -590,6 +632,7 @@ def server_errors(log: Path, offset: int) -> Counter[str]:
 
 def run_phase(
     name: str,
+    mode: str,
     base: str,
     pid: int,
     tokens: dict[str, str],
@@ -605,7 +648,7 @@ def run_phase(
     with RssSampler(pid) as rss:
         attackers = [
             ctx.Process(target=target, args=(*targs, stop, attack_results), daemon=True)
-            for target, targs in attackers_for(name, base, tokens, facts, args)
+            for target, targs in attackers_for(name, mode, base, tokens, facts, args)
         ]
         attack_started = time.monotonic()
         for process in attackers:
@@ -659,6 +702,7 @@ def run_phase(
                 process.kill()
         phase = Phase(
             name,
+            mode,
             sorted(measured["latencies"]),
             measured["outcomes"],
             attack,
@@ -675,6 +719,12 @@ def run_phase(
 
 
 # --- report ---------------------------------------------------------------------------------
+
+
+def refused(outcome_label: str) -> bool:
+    """Whether an attacker outcome label (`429 Retry-After`, `200 QUERY_TOO_COSTLY`...) is a
+    refusal."""
+    return any(part in outcome_label.split() for part in REFUSALS)
 
 
 def fmt_counts(counts: dict[str, int] | Counter[str], seconds: float | None = None) -> str:
@@ -705,9 +755,18 @@ def report(phases: list[Phase], header: str, args: argparse.Namespace) -> None:
     idle = next((p for p in phases if p.name == "idle"), None)
     base50 = percentile(idle.latencies, 50) if idle and idle.latencies else None
     base99 = percentile(idle.latencies, 99) if idle and idle.latencies else None
+    # what the normal users' requests cost the server, from the idle phase (no attacker)
+    per_normal = idle.server_cpu / len(idle.latencies) if idle and idle.latencies else 0.0
     print(header)
     rows = []
     for p in phases:
+        answers = sum(v for k, v in p.attack.items() if k[:1].isdigit())
+        refusals = sum(v for k, v in p.attack.items() if k[:1].isdigit() and refused(k))
+        attack_cpu = max(0.0, p.server_cpu - per_normal * len(p.latencies))
+        per_answer = f"{1e6 * attack_cpu / answers:.0f}" if answers else "-"
+        per_refusal = (
+            f"{1e6 * attack_cpu / answers:.0f}" if refusals and refusals >= 0.95 * answers else "-"
+        )
         if p.latencies:
             p50, p99, top = (percentile(p.latencies, q) for q in (50, 99, 100))
         else:
@@ -715,7 +774,7 @@ def report(phases: list[Phase], header: str, args: argparse.Namespace) -> None:
         errors = sum(v for k, v in p.outcomes.items() if k != "200 ok")
         rows.append(
             [
-                p.name,
+                p.name if p.name == "idle" else f"{p.name}/{p.mode}",
                 f"{1000 * p50:.1f}",
                 f"{1000 * p99:.1f}",
                 f"{1000 * top:.1f}",
@@ -725,22 +784,30 @@ def report(phases: list[Phase], header: str, args: argparse.Namespace) -> None:
                 f"{errors}",
                 f"{p.rss_start / 1024:.0f}/{p.rss_peak / 1024:.0f}",
                 f"{p.server_cpu:.1f}/{p.attacker_cpu:.1f}",
+                f"{answers / p.attack_seconds:.0f}" if answers and p.attack_seconds else "-",
+                per_answer,
+                per_refusal,
                 f"{p.settle:.1f}" + ("" if p.settled else "+"),
                 p.load,
             ]
         )
     headers = ["phase", "p50 ms", "p99 ms", "max ms", "p50/idle", "p99/idle", "requests"]
-    headers += ["errors", "RSS MB start/peak", "CPU s srv/att", "settle s", "load 1/5/15"]
+    headers += ["errors", "RSS MB start/peak", "CPU s srv/att", "att ans/s", "srv us/ans"]
+    headers += ["srv us/refusal", "settle s", "load 1/5/15"]
     for line in table_lines(headers, rows):
         print(line)
     print(
         f"normal users: {args.clients} clients x {args.rate:g} req/s for {args.seconds:g} s "
         "per phase; ratios against idle (the ceiling), measured in this run; CPU s: the "
         "server's and the attackers' own while attacked; settle s: the server busy after its "
-        "attackers stopped ('+': still busy at --settle)"
+        "attackers stopped ('+': still busy at --settle); srv us/ans: the server's CPU per "
+        "attacker answer, net of the normal users' requests at their idle cost; srv us/refusal: "
+        "the same when at least 95% of the answers were refusals; mode: how the attacker "
+        "processes ran (plain, nice 19, pinned to one CPU)"
     )
     for p in phases:
-        print(f"\n[{p.name}] {describe(p.name, args)}")
+        label = p.name if p.name == "idle" else f"{p.name}/{p.mode}"
+        print(f"\n[{label}] {describe(p.name, args)}")
         print(f"  normal users: {fmt_counts(p.outcomes)}")
         if p.attack:
             print(f"  attackers: {fmt_counts(p.attack, p.attack_seconds)}")
@@ -818,6 +885,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--seconds", type=float, default=12, help="normal users' time per phase")
     parser.add_argument("--phases", default=",".join(PHASES), help="comma-separated subset")
+    parser.add_argument(
+        "--modes", default=",".join(MODES), help="attacker modes, comma-separated (see above)"
+    )
     parser.add_argument("--clients", type=int, default=5, help="normal users")
     parser.add_argument("--rate", type=float, default=2.0, help="requests/s per normal user")
     parser.add_argument("--attackers", type=int, default=3, help="attacker processes (GraphQL)")
@@ -847,6 +917,10 @@ def main() -> None:
     if names and names[0] != "idle" and "idle" in names:
         names.remove("idle")
         names.insert(0, "idle")
+    modes = [m.strip() for m in args.modes.split(",") if m.strip()]
+    if bad := [m for m in modes if m not in MODES]:
+        parser.error(f"unknown modes {bad}; choose from {', '.join(MODES)}")
+    runs = [(n, m) for n in names for m in (["-"] if n == "idle" else modes)]
 
     before = load()
     with tempfile.TemporaryDirectory(prefix="apotheca-bench-") as workdir:
@@ -868,15 +942,15 @@ def main() -> None:
             command = ["sh", "-c", 'exec "$@" >>"$0" 2>&1', str(log), *serve]
             phases = []
             tokens: dict[str, str] = {}
-            for name in names:
+            for name, mode in runs:
                 # a fresh server per phase (same database): what one attack left running,
                 # in memory or in limiter state does not spill into the next
-                with serving(command, port, env=env) as (base, pid):
+                with serving(command, port, env=env, timeout=120) as (base, pid):
                     tokens = tokens or asyncio.run(tokens_for(base))
                     asyncio.run(warm_up(base, tokens, facts))
-                    print(f"phase {name} ...", flush=True)
+                    print(f"phase {name} ({mode}) ... load {load()}", flush=True)
                     offset = log.stat().st_size
-                    phase = run_phase(name, base, pid, tokens, facts, args)
+                    phase = run_phase(name, mode, base, pid, tokens, facts, args)
                     phase.server_errors = server_errors(log, offset)
                     if not rss_kib(pid):
                         phase.notes.append("the server process was gone at the end")

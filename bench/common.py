@@ -277,13 +277,19 @@ def free_port() -> int:
 
 @contextmanager
 def serving(
-    command: list[str], port: int, *, env: dict[str, str] | None = None, label: str = "server"
+    command: list[str],
+    port: int,
+    *,
+    env: dict[str, str] | None = None,
+    label: str = "server",
+    timeout: float = 30,
 ) -> Iterator[tuple[str, int]]:
-    """A server process started with `command`, once its /healthz answers: (base url, pid)."""
+    """A server process started with `command`, once its /healthz answers: (base url, pid).
+    `timeout`: how long it may take to start (a loaded machine needs longer)."""
     process = subprocess.Popen(command, cwd=ROOT, env=env)
     url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 120  # a loaded shared machine starts servers slowly
+        deadline = time.monotonic() + timeout
         while True:
             if process.poll() is not None:
                 raise RuntimeError(f"{label} exited with {process.returncode}")
@@ -293,7 +299,7 @@ def serving(
             except httpx.HTTPError:
                 pass
             if time.monotonic() > deadline:
-                raise RuntimeError(f"{label} did not become healthy in 120 s")
+                raise RuntimeError(f"{label} did not become healthy in {timeout:g} s")
             time.sleep(0.1)
         yield url, process.pid
     finally:
