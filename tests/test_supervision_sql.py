@@ -432,3 +432,60 @@ async def test_the_ledger_hooks_cost_a_constant_number_of_statements(demo: Demo)
             .all()
         )
     assert sorted(stored) == ["OUTFLOW_LEAK"] * 3
+
+
+@pytest.mark.parametrize("seed", [6, 7])
+async def test_a_check_reads_its_batch_in_one_statement_and_agrees_with_evaluate(
+    demo: Demo, seed: int
+) -> None:
+    """`check` reads constituents, edges and lot in one UNION statement; what it concludes is
+    what the general `evaluate` concludes, and after it come only the shipments that name the
+    parts (and labels of organisations that report nothing), never the totals or lot again."""
+    await _random_ledger(demo, seed)
+    await _store(demo, await _pure_totals(demo))
+    services = demo.services
+    checks = services.supervision_checks
+    admin = demo.principals["admin"]
+    async with services.db.read() as session:
+        keys = sorted(
+            set(
+                await session.execute(
+                    select(
+                        BatchConstituentTotal.approval_number, BatchConstituentTotal.batch_number
+                    )
+                )
+            )
+        )
+    assert len(keys) >= 3
+    now = utcnow()
+    engines = [e.sync_engine for e in services.db.engines]
+    seen: list[str] = []
+
+    def count(_conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
+        if not statement.lstrip().upper().startswith(("BEGIN", "COMMIT", "ROLLBACK")):
+            seen.append(statement)
+
+    named = 0
+    for key in keys:
+        async with services.db.read() as session:
+            analyses, labels = await evaluate(
+                session, [key], now=now, window=checks.transit_window, named=True
+            )
+        for engine in engines:
+            event.listen(engine, "before_cursor_execute", count)
+        try:
+            seen.clear()
+            result = await checks.check(admin, *key, now=now)
+        finally:
+            for engine in engines:
+                event.remove(engine, "before_cursor_execute", count)
+        assert result.analysis == analyses[key], key
+        assert {k: v for k, v in result.labels.items() if k in labels} == labels
+        # the one statement, then at most the named shipments and unknown labels
+        assert "UNION ALL" in seen[0], seen
+        for later in seen[1:]:
+            assert "batch_constituent_totals" not in later and "batch_edge_totals" not in later
+            assert "FROM lots" not in later, later
+        assert len(seen) <= 3, seen
+        named += len(seen) > 1
+    assert named >= 1  # some batches had shipments to name

@@ -41,15 +41,19 @@ from typing import Any
 from sqlalchemy import (
     BindParameter,
     ColumnElement,
+    Integer,
     Row,
     Select,
+    String,
     and_,
     bindparam,
     case,
+    cast,
     delete,
     exists,
     func,
     insert,
+    literal_column,
     null,
     or_,
     select,
@@ -67,7 +71,7 @@ from server.alerts.models import Alert, AlertKind
 from server.alerts.service import AlertService, AlertSpec
 from server.catalog.models import Lot, Product
 from server.catalog.service import clean_batch_number
-from server.core.db import Database, dialect_of, utcnow
+from server.core.db import Database, UTCDateTime, dialect_of, utcnow
 from server.core.errors import Forbidden, InvalidInput, NotFound
 from server.core.pagination import Page, keyset_page
 from server.core.security import GLOBAL_ROLES, Permission, Principal
@@ -260,6 +264,79 @@ async def _load_totals(
     return constituents, edges, labels
 
 
+@functools.cache
+def _one_batch_sql() -> Select[Any]:
+    """Everything a check of one batch reads first, as one statement (built once, the key as
+    bind parameters `a` and `b`): its constituents' totals with their labels (tag 1), its edges
+    (tag 2) and its lot (tag 3), so a check costs one round trip like a plain GROUP BY. The
+    NULLs are typed: PostgreSQL matches UNION columns branch by branch."""
+    C, E = BatchConstituentTotal, BatchEdgeTotal
+    a, b = bindparam("a", type_=String()), bindparam("b", type_=String())
+
+    def nulls(*types: Any) -> list[Any]:
+        return [cast(null(), t) for t in types]
+
+    ints = [Integer()] * len(COUNTERS)
+    kind, name = Organisation.kind, Organisation.name
+    constituents = (
+        select(
+            literal_column("1").label("tag"),
+            C.organisation_id.label("org"),
+            *nulls(Integer()),
+            kind,
+            name,
+            *_CONSTITUENT_COLUMNS,
+            *nulls(Integer(), Integer(), UTCDateTime(), Integer(), Integer()),
+        )
+        .join(Organisation, Organisation.id == C.organisation_id)
+        .where(C.approval_number == a, C.batch_number == b)
+    )
+    edges = select(
+        literal_column("2"),
+        E.sender_id,
+        E.receiver_id,
+        *nulls(kind.type, name.type, *ints),
+        E.shipped,
+        E.received,
+        E.last_shipped_at,
+        *nulls(Integer(), Integer()),
+    ).where(E.approval_number == a, E.batch_number == b)
+    lot = (
+        select(
+            literal_column("3"),
+            *nulls(Integer(), Integer(), kind.type, name.type, *ints),
+            *nulls(Integer(), Integer(), UTCDateTime()),
+            Lot.id,
+            Lot.product_id,
+        )
+        .join(Product, Product.id == Lot.product_id)
+        .where(Product.approval_number == a, Lot.batch_number == b)
+    )
+    return union_all(constituents, edges, lot)  # type: ignore[return-value]
+
+
+async def _load_one(
+    session: AsyncSession, key: BatchKey
+) -> tuple[list[Constituent], list[Edge], dict[int, str], tuple[int, int] | None]:
+    """One batch's constituents, edges, labels and (lot id, product id), in one statement."""
+    constituents: list[Constituent] = []
+    edges: list[Edge] = []
+    labels: dict[int, str] = {}
+    lot: tuple[int, int] | None = None
+    rows = await session.execute(_one_batch_sql(), {"a": key[0], "b": key[1]})
+    for tag, org, receiver, kind, org_name, *rest in rows:
+        if tag == 1:
+            labels[org] = _label(kind, org_name)
+            counters = rest[: len(COUNTERS)]
+            constituents.append(Constituent(org, kind == OrganisationKind.MANUFACTURER, *counters))
+        elif tag == 2:
+            shipped, received, last = rest[len(COUNTERS) : len(COUNTERS) + 3]
+            edges.append(Edge(org, receiver, shipped, received, last))
+        else:
+            lot = (rest[-2], rest[-1])
+    return constituents, edges, labels, lot
+
+
 def _label(kind: OrganisationKind | str, name: str) -> str:
     return f"{str(getattr(kind, 'value', kind)).lower()} {name}"
 
@@ -294,6 +371,8 @@ async def _lots(session: AsyncSession, keys: Iterable[BatchKey]) -> dict[BatchKe
     wanted = set(keys)
     return {(a, b): (lot, product) for a, b, lot, product in rows if (a, b) in wanted}
 
+
+MISSING_LOT = object()  # `_named_rows`: the caller did not read the lot
 
 _ROW_COLUMNS = (
     Movement.lot_id,
@@ -347,13 +426,20 @@ async def _window_shipments(
     return found
 
 
-async def _named_rows(session: AsyncSession, key: BatchKey, sides: list[Side]) -> list[TransferRow]:
+async def _named_rows(
+    session: AsyncSession,
+    key: BatchKey,
+    sides: list[Side],
+    lot: object = MISSING_LOT,
+) -> list[TransferRow]:
     """To name every part: each side's newest rows, newest first, until its amount is covered
-    (one-sided sides: at most ONE_SIDED_NAMES rows); the reading stops there."""
+    (one-sided sides: at most ONE_SIDED_NAMES rows); the reading stops there. `lot`: the
+    batch's (lot id, product id) when the caller read it already."""
     if not sides:
         return []
-    lot = (await _lots(session, [key])).get(key)
-    if lot is None:
+    if lot is MISSING_LOT:
+        lot = (await _lots(session, [key])).get(key)
+    if not isinstance(lot, tuple):
         return []
     kinds: set[MovementKind] = set()
     if any(side.sending for side in sides):
@@ -861,11 +947,13 @@ class SupervisionCheckService:
         key = (approval, batch)
         now = now or utcnow()
         async with self.db.read() as session:
-            analyses, labels = await evaluate(
-                session, [key], now=now, window=self.transit_window, named=True
-            )
-            lot_id, product_id = (await _lots(session, [key])).get(key, (None, None))
-            analysis = analyses.get(key)
+            constituents, edges, labels, lot = await _load_one(session, key)
+            lot_id, product_id = lot or (None, None)
+            analysis = None
+            if constituents or edges:
+                sides = sides_to_name(constituents, edges)
+                rows = await _named_rows(session, key, sides, lot)
+                analysis = analyse(constituents, edges, rows, now=now, window=self.transit_window)
             if analysis is None:
                 if lot_id is None:
                     raise NotFound(

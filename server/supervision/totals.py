@@ -113,7 +113,9 @@ def totals_from_movements(facts: Iterable[MovementFact]) -> Totals:
 # --- the same definitions in SQL (set-based: recomputation, repair) ------------------------------
 
 _M = Movement.__table__
-_ADJUSTING = ~_M.c.kind.in_(sorted(KIND_COUNTER))  # ADJUST, COUNT: by sign
+# ADJUST, COUNT: by sign. Named (the kinds outside KIND_COUNTER), not NOT IN the other eight:
+# two comparisons per row instead of eight, ~15% of a full recompute's CPU on SQLite.
+_ADJUSTING = _M.c.kind.in_(sorted(set(MovementKind) - set(KIND_COUNTER)))
 
 
 def _counter_sql(name: str) -> Any:
@@ -171,9 +173,12 @@ def edge_totals_sql(lot_ids: Sequence[int] | None = None) -> Select[Any]:
     (approval_number, batch_number, sender_id, receiver_id, shipped, received,
     last_shipped_at)."""
     sent = func.abs(_M.c.quantity)
+    # Over the whole ledger, `lot_id + 0` keeps SQLite from walking the lot index and fetching
+    # every row through it: reading the table in order costs ~40% less CPU. A few lots: by index.
+    lot = _M.c.lot_id if lot_ids is not None else (_M.c.lot_id + 0)
     grouped = (
         select(
-            _M.c.lot_id,
+            lot.label("lot_id"),
             _SENDER.label("sender_id"),
             _RECEIVER.label("receiver_id"),
             func.sum(case((_SENDING_SQL, sent), else_=0)).label("shipped"),
@@ -181,7 +186,7 @@ def edge_totals_sql(lot_ids: Sequence[int] | None = None) -> Select[Any]:
             func.max(case((_SENDING_SQL, _M.c.occurred_at))).label("last_shipped_at"),
         )
         .where(_HAS_EDGE)
-        .group_by(_M.c.lot_id, _SENDER, _RECEIVER)
+        .group_by(lot, _SENDER, _RECEIVER)
     )
     if lot_ids is not None:
         grouped = grouped.where(_M.c.lot_id.in_(list(lot_ids)))
