@@ -13,11 +13,18 @@ and 100+ stock levels over several locations and products:
                 CPU per execution without HTTP, JSON and uvicorn.
   (c) ceiling   the same query and shape (same type and field names, Relay ids, cursors)
                 executed by a Strawberry schema whose resolvers return in-memory objects: no
-                database, no loaders, no access checks. What Strawberry itself costs.
+                database, no loaders, no access checks. What Strawberry itself costs. It has
+                the parser and validation caches our schema has (any Strawberry app can turn
+                them on; without them the ceiling would pay for parsing that we do not).
+  (c) http      the same in-memory schema served over HTTP by Strawberry's own ASGI app
+                under uvicorn (uvloop, httptools: as `apotheca serve` runs), in a subprocess,
+                with 1 and with 10 clients: the ceiling of (a), HTTP, JSON and uvicorn
+                included.
 
-The ratio to (c) says how much of each figure is ours rather than Strawberry's. CPU is process
-time (all threads); the machine may be shared, so the load average is printed with every
-figure. Run:
+The ratio to (c) says how much of each figure is ours rather than Strawberry's: (b) against
+the in-process ceiling, each (a) against the HTTP ceiling with the same number of clients.
+CPU is process time (all threads); the machine may be shared, so the load average is printed
+with every figure. Run:
 
     .venv/bin/python bench/read.py [--requests N] [--database sqlite|postgresql]
 """
@@ -26,6 +33,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import os
 import sys
 import tempfile
@@ -47,11 +55,13 @@ from bench.common import (
     METRICS_AUTH,
     Backend,
     Stopwatch,
+    free_port,
     live_server,
     load,
     percentile,
     prepared,
     process_cpu,
+    serving,
     table_lines,
     token_for,
 )
@@ -132,6 +142,9 @@ class MemConnection(relay.Connection[MemStockLevel]):
 
 
 def memory_schema(levels: list[MemStockLevel], cursors: list[str]) -> strawberry.Schema:
+    """The ceiling's schema, with the caches a tuned Strawberry app (and ours) has."""
+    from strawberry.extensions import ParserCache, ValidationCache
+
     @strawberry.type
     class Query:
         @strawberry.field
@@ -150,7 +163,10 @@ def memory_schema(levels: list[MemStockLevel], cursors: list[str]) -> strawberry
                 ),
             )
 
-    return strawberry.Schema(query=Query)
+    return strawberry.Schema(
+        query=Query,
+        extensions=[lambda: ParserCache(maxsize=100), lambda: ValidationCache(maxsize=100)],
+    )
 
 
 async def memory_levels(services: Any) -> tuple[list[MemStockLevel], list[str]]:
@@ -314,6 +330,43 @@ async def ceiling_async(levels: list[MemStockLevel], cursors: list[str], runs: i
     return Figure("(c) ceiling: memory, async", clock.cpu / runs * 1000, load=load())
 
 
+def serve_ceiling(url: str, port: int) -> None:
+    """The HTTP ceiling's server process: the in-memory schema under uvicorn."""
+    import uvicorn
+    from starlette.applications import Starlette
+    from starlette.responses import PlainTextResponse
+    from starlette.routing import Route
+    from strawberry.asgi import GraphQL
+
+    async def rows() -> tuple[list[MemStockLevel], list[str]]:
+        from server.services import Services
+
+        services = Services.build(Settings(database_url=url, secret_key=_secret()))
+        try:
+            return await memory_levels(services)
+        finally:
+            await services.close()
+
+    levels, cursors = asyncio.run(rows())
+    schema = memory_schema(levels, cursors)
+
+    async def healthz(_: Any) -> PlainTextResponse:
+        return PlainTextResponse("ok")
+
+    app = Starlette(
+        routes=[Route("/healthz", healthz), Route("/graphql", GraphQL(schema, graphql_ide=None))]
+    )
+    uvicorn.run(app, host="127.0.0.1", port=port, log_level="warning", loop="uvloop")
+
+
+@contextlib.contextmanager
+def ceiling_server(url: str) -> Any:
+    port = free_port()
+    command = [sys.executable, __file__, "--serve-ceiling", url, "--port", str(port)]
+    with serving(command, port, label="ceiling server", timeout=120) as running:
+        yield running
+
+
 class _Request:
     """What get_context reads from a request: its headers."""
 
@@ -383,9 +436,11 @@ async def _metrics(http: httpx.AsyncClient) -> dict[str, float]:
     return values
 
 
-async def over_http(url: str, pid: int, clients: int, requests: int) -> Figure:
+async def over_http(
+    url: str, pid: int, clients: int, requests: int, *, ceiling: bool = False
+) -> Figure:
     async with httpx.AsyncClient(base_url=url, timeout=120) as http:
-        token = await token_for(http, "admin")
+        token = "ceiling" if ceiling else await token_for(http, "admin")
         headers = {"Authorization": f"Bearer {token}"}
         body = {"query": QUERY, "variables": VARIABLES}
         for _ in range(5):
@@ -403,11 +458,11 @@ async def over_http(url: str, pid: int, clients: int, requests: int) -> Figure:
                     if response.status_code != 200:
                         raise RuntimeError(response.text)
 
-        before_sql = await _metrics(http)
+        before_sql = {} if ceiling else await _metrics(http)
         cpu_before = process_cpu(pid) or 0.0
         await asyncio.gather(*(client() for _ in range(clients)))
         cpu_after = process_cpu(pid) or 0.0
-        after_sql = await _metrics(http)
+        after_sql = {} if ceiling else await _metrics(http)
     done = per_client * clients
     latencies.sort()
 
@@ -418,7 +473,7 @@ async def over_http(url: str, pid: int, clients: int, requests: int) -> Figure:
         return (after_sql[name] - before_sql.get(name, 0.0)) / done
 
     return Figure(
-        f"(a) http, {clients} client{'s' if clients > 1 else ''}",
+        f"{'(c)' if ceiling else '(a)'} http, {clients} client{'s' if clients > 1 else ''}",
         (cpu_after - cpu_before) / done * 1000,
         p50_ms=percentile(latencies, 50) * 1000,
         p99_ms=percentile(latencies, 99) * 1000,
@@ -446,6 +501,9 @@ async def main_async(args: argparse.Namespace) -> None:
                 ceiling(levels, cursors, args.runs),
                 await ceiling_async(levels, cursors, args.runs),
             ]
+            with ceiling_server(url) as (base, pid):
+                for clients in (1, args.clients):
+                    figures.append(await over_http(base, pid, clients, args.requests, ceiling=True))
             os.environ["APOTHECA_SQL_COUNTERS"] = "1"
             with live_server(url) as (base, pid):
                 async with httpx.AsyncClient(base_url=base) as http:
@@ -456,6 +514,14 @@ async def main_async(args: argparse.Namespace) -> None:
         finally:
             await backend.drop_all()
     ceiling_ms = figures[1].cpu_ms  # the async execution, as the server runs it
+    # each figure against its own ceiling: in-process against (c) async, HTTP against (c) HTTP
+    # with the same number of clients
+    ceilings = {
+        "(a) http, 1 client": figures[2].cpu_ms,
+        f"(a) http, {args.clients} clients": figures[3].cpu_ms,
+        figures[2].path: figures[2].cpu_ms,
+        figures[3].path: figures[3].cpu_ms,
+    }
     print(
         f"stockLevels(first: {PAGE}) nested lot {{ product }} and location; {database}; "
         f"load before {before}"
@@ -464,7 +530,7 @@ async def main_async(args: argparse.Namespace) -> None:
         [
             f.path,
             f"{f.cpu_ms:.2f}",
-            f"{f.cpu_ms / ceiling_ms:.2f}x",
+            f"{f.cpu_ms / ceilings.get(f.path, ceiling_ms):.2f}x",
             _fmt(f.p50_ms),
             _fmt(f.p99_ms),
             _fmt(f.statements),
@@ -476,7 +542,11 @@ async def main_async(args: argparse.Namespace) -> None:
     headers = ["path", "CPU ms/req", "vs ceiling", "p50 ms", "p99 ms", "SQL/req", "BEGIN/req"]
     for line in table_lines([*headers, "load 1/5/15"], rows):
         print(line)
-    print(f"ratios against (c) async; in-process figures are means of {args.runs} executions")
+    print(
+        "ratios: (b) and (c) in-process against (c) async; (a) against (c) http with as many "
+        f"clients; in-process figures are means of {args.runs} executions; load before "
+        f"{before}, after {load()}"
+    )
 
 
 def main() -> None:
@@ -491,7 +561,12 @@ def main() -> None:
         help="server to create (and drop) the benchmark databases on",
     )
     parser.add_argument("--profile", help="write a cProfile of (b) to this file")
+    parser.add_argument("--serve-ceiling", metavar="URL", help=argparse.SUPPRESS)
+    parser.add_argument("--port", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.serve_ceiling:  # the HTTP ceiling's own process (see ceiling_server)
+        serve_ceiling(args.serve_ceiling, args.port)
+        return
     asyncio.run(main_async(args))
 
 
