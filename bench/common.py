@@ -282,7 +282,7 @@ def serving(
     *,
     env: dict[str, str] | None = None,
     label: str = "server",
-    timeout: float = 30,
+    timeout: float = 120,
 ) -> Iterator[tuple[str, int]]:
     """A server process started with `command`, once its /healthz answers: (base url, pid).
     `timeout`: how long it may take to start (a loaded machine needs longer)."""

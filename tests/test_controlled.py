@@ -278,7 +278,9 @@ def _pdf_text(data: bytes) -> str:
     text = []
     for match in re.finditer(rb"stream\r?\n(.*?)\r?\nendstream", data, re.S):
         try:
-            text.append(zlib.decompress(match.group(1)).decode("latin-1"))
+            # A decompressor object, not zlib.decompress: the regex may take a final \r of
+            # the compressed bytes for the line end, and the text is all there before it.
+            text.append(zlib.decompressobj().decompress(match.group(1)).decode("latin-1"))
         except zlib.error:
             text.append(match.group(1).decode("latin-1"))
     return "\n".join(text)
