@@ -189,6 +189,7 @@ async def seed_demo(
                     controlled_schedule=item.controlled_schedule,
                     storage=StorageCondition(item.storage),
                     unit_cost=Decimal(item.unit_cost),
+                    critical=item.critical,
                 ),
             )
         )

@@ -477,3 +477,52 @@ async def test_a_plan_needs_a_limit_and_is_refused_for_wards_and_nurses(
     nurse = await as_user("nurse")
     await nurse.forbidden_read(PLAN, input={"location": ward, "budget": "100"})
     await nurse.forbidden_read(PLAN, input={"location": cp, "budget": "100"})
+
+
+PRODUCT = """
+query($id: ID!) {
+  node(id: $id) {
+    ... on Product { name strength dosageForm unit approvalNumber gtins atcCode
+                     controlledSchedule storage unitCost critical }
+  }
+}
+"""
+
+UPDATE_PRODUCT = """
+mutation($input: UpdateProductInput!) {
+  updateProduct(input: $input) { product { critical } errors { code field message } }
+}
+"""
+
+
+async def test_a_product_marked_critical_gets_the_critical_service_level(
+    demo: Demo, as_user: AsUser
+) -> None:
+    """`critical` is set through updateProduct's input and read back; replenishment then serves
+    the product at the CRITICAL class floor (0.995) instead of STANDARD's (0.98)."""
+    product = await first_product_id(demo.services)
+    await contract(demo, product)
+    await history(demo, "HOSP-CP", product, received=600, per_day=10)
+    admin, pharmacist = await as_user("admin"), await as_user("pharmacist")
+    cp = gid("Location", demo.locations["HOSP-CP"])
+    details = await admin.call(PRODUCT, id=gid("Product", product))
+    assert details["critical"] is False
+
+    before = only(await pharmacist.call(SUGGESTIONS, location=cp, all=True), product)
+    assert before["why"]["product_class"] == "STANDARD"
+    assert before["why"]["class_service_level"] == 0.98
+
+    fields = {k: v for k, v in details.items() if k != "critical"}
+    marked = await admin.ok(
+        UPDATE_PRODUCT, input={"id": gid("Product", product), **fields, "critical": True}
+    )
+    assert marked["product"]["critical"] is True
+    after = only(await pharmacist.call(SUGGESTIONS, location=cp, all=True), product)
+    assert after["why"]["product_class"] == "CRITICAL"
+    assert after["why"]["class_service_level"] == 0.995
+    assert after["why"]["service_level"] >= 0.995
+    assert after["why"]["reorder_point"] > before["why"]["reorder_point"]
+
+    # the input's default is false: an update that leaves it out unmarks the product
+    cleared = await admin.ok(UPDATE_PRODUCT, input={"id": gid("Product", product), **fields})
+    assert cleared["product"]["critical"] is False

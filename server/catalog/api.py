@@ -66,6 +66,9 @@ class Product(FromModel, relay.Node):
     storage: StorageCondition = strawberry.field(description="How it must be stored.")  # type: ignore[valid-type]
     unit_cost: Decimal = strawberry.field(description="Cost of one unit, in the home currency.")
     active: bool = strawberry.field(description="False once withdrawn from the catalogue.")
+    critical: bool = strawberry.field(
+        description="Life-saving with no ready substitute: reordering protects it hardest."
+    )
 
     @classmethod
     async def resolve_nodes(
@@ -206,6 +209,11 @@ class ProductInput:
     unit_cost: Decimal = strawberry.field(
         default=Decimal("0"), description="Cost of one unit; 0 or more."
     )
+    critical: bool = strawberry.field(
+        default=False,
+        description="Life-saving with no ready substitute (reordering keeps the highest "
+        "service level for it); false when not given.",
+    )
 
     def to_fields(self) -> ProductFields:
         return ProductFields(
@@ -219,6 +227,7 @@ class ProductInput:
             controlled_schedule=self.controlled_schedule,
             storage=self.storage,
             unit_cost=self.unit_cost,
+            critical=self.critical,
         )
 
 

@@ -50,6 +50,23 @@ class DemoProduct:
     unit_cost: str
     demand: DemandProfile
 
+    @property
+    def critical(self) -> bool:
+        """Life-saving with no ready substitute (see CRITICAL_APPROVALS)."""
+        return self.approval_number in CRITICAL_APPROVALS
+
+
+# The emergency antidotes and resuscitation drugs, and insulin: a ward without them cannot wait
+# for the next delivery, so replenishment keeps them at the CRITICAL service level.
+CRITICAL_APPROVALS = frozenset(
+    {
+        "MA-2012-02633",  # naloxone
+        "MA-2011-02867",  # epinephrine (adrenaline)
+        "MA-2011-02852",  # atropine
+        "MA-2014-02761",  # flumazenil
+        "MA-2019-00814",  # insulin glargine
+    }
+)
 
 _PREFIX = "07612345"  # "0" indicator/filler + demo company prefix 7612345
 

@@ -47,6 +47,9 @@ class Product(Base):
     approval_number: Mapped[str] = mapped_column(String(64), unique=True)
     atc_code: Mapped[str | None] = mapped_column(String(7), index=True)
     controlled_schedule: Mapped[str | None] = mapped_column(String(8))
+    # life-saving with no ready substitute: replenishment protects it with the highest service
+    # level (server/replenishment/service.product_class)
+    critical: Mapped[bool] = mapped_column(Boolean, default=False)
     storage: Mapped[StorageCondition] = mapped_column(
         Enum(StorageCondition, native_enum=False), default=StorageCondition.ROOM
     )

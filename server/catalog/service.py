@@ -48,6 +48,7 @@ class ProductFields:
     controlled_schedule: str | None = None
     storage: StorageCondition = StorageCondition.ROOM
     unit_cost: Decimal = Decimal("0")
+    critical: bool = False
 
 
 def clean_product_fields(fields: ProductFields) -> ProductFields:
@@ -74,6 +75,7 @@ def clean_product_fields(fields: ProductFields) -> ProductFields:
         controlled_schedule=schedule,
         storage=StorageCondition(fields.storage),
         unit_cost=Decimal(fields.unit_cost),
+        critical=bool(fields.critical),
     )
 
 
@@ -89,6 +91,7 @@ def product_snapshot(product: Product, gtins: Sequence[str]) -> dict[str, object
         "storage": product.storage.value,
         "unit_cost": str(Decimal(product.unit_cost).quantize(COST_PRECISION)),
         "active": product.active,
+        "critical": product.critical,
         "gtins": list(gtins),
     }
 
@@ -245,6 +248,7 @@ class CatalogService:
                 "controlled_schedule",
                 "storage",
                 "unit_cost",
+                "critical",
             ):
                 setattr(product, attribute, getattr(cleaned, attribute))
             if active is not None:
@@ -320,6 +324,7 @@ class CatalogService:
             controlled_schedule=fields.controlled_schedule,
             storage=fields.storage,
             unit_cost=fields.unit_cost,
+            critical=fields.critical,
         )
         session.add(product)
         await session.flush()

@@ -16,7 +16,7 @@ from server.core.graphql import Info, decode_id, optional_id, relation
 from server.core.graphql_enums import described_enum
 from server.forecasting import classify, engine, forecast, models, series, service
 from server.network import models as network_models
-from server.network.api import Location
+from server.network.api import Location, Organisation
 
 ForecastMethod = described_enum(
     forecast.ForecastMethod,
@@ -94,10 +94,17 @@ ForecastModel = described_enum(
 )
 
 
-@strawberry.type(description="Net consumption in one past period of a stored forecast's history.")
+@strawberry.type(
+    description="Net consumption in one past period of a stored forecast's history, and the "
+    "packs disposed of beside it."
+)
 class DemandHistoryPoint:
     period_start: date = strawberry.field(description="First day of the period (UTC).")
     quantity: float = strawberry.field(description="Packs dispensed minus returned (at least 0).")
+    disposed: float = strawberry.field(
+        description="Packs disposed of (expired, damaged, recalled: DISPOSE) in the period: "
+        "reported beside consumption, never counted as demand nor forecast."
+    )
 
 
 @strawberry.type(
@@ -127,8 +134,9 @@ class ModelScore:
 
 
 @strawberry.type(
-    description="A stored demand forecast of a product at a location, computed by the "
-    "background refresh (never inside a request) from its consumption history."
+    description="A stored demand forecast of a product at a location, or over every location "
+    "of an organisation, computed by the background refresh (never inside a request) from its "
+    "consumption history."
 )
 class DemandForecast:
     granularity: ForecastGranularity = strawberry.field(  # type: ignore[valid-type]
@@ -181,11 +189,20 @@ class DemandForecast:
         description="Every backtested model's score, best first."
     )
     product_id: strawberry.Private[int]
-    location_id: strawberry.Private[int]
+    location_id: strawberry.Private[int | None]
+    organisation_id: strawberry.Private[int | None]
 
     product: Product = relation(catalog_models.Product, "product_id", description="The product.")
-    location: Location = relation(
-        network_models.Location, "location_id", description="The location."
+    location: Location | None = relation(
+        network_models.Location,
+        "location_id",
+        description="The location; null for an organisation's series.",
+    )
+    organisation: Organisation | None = relation(
+        network_models.Organisation,
+        "organisation_id",
+        description="The organisation whose locations' consumption is summed; null for one "
+        "location's series.",
     )
 
     @classmethod
@@ -196,6 +213,7 @@ class DemandForecast:
             for n, v in row.candidates.items()
         ]
         scores.sort(key=lambda s: (s.mase is None, s.mase or 0.0))
+        disposals = row.disposals or []
         return cls(
             granularity=g,
             computed_at=row.computed_at,
@@ -213,7 +231,11 @@ class DemandForecast:
             history_length=row.history_length,
             backtest_windows=row.backtest_windows,
             history=[
-                DemandHistoryPoint(period_start=g.shift(row.history_start, i), quantity=q)
+                DemandHistoryPoint(
+                    period_start=g.shift(row.history_start, i),
+                    quantity=q,
+                    disposed=disposals[i] if i < len(disposals) else 0.0,
+                )
                 for i, q in enumerate(row.history)
             ],
             points=[
@@ -230,6 +252,7 @@ class DemandForecast:
             candidates=scores,
             product_id=row.product_id,
             location_id=row.location_id,
+            organisation_id=row.organisation_id,
         )
 
 
@@ -403,7 +426,9 @@ class Query:
 
     @strawberry.field(
         description="The stored demand forecast of a product at a location (in your scope: "
-        "FORBIDDEN otherwise) at a granularity: points with 80 % and 95 % intervals, the "
+        "FORBIDDEN otherwise), or summed over an organisation's locations (every one of them "
+        "in your scope), at a granularity; give exactly one of location and organisation. "
+        "Points with 80 % and 95 % intervals, the "
         "chosen model, its backtest MASE and bias against seasonal naive, the demand class and "
         "the history used. Null until the background refresh has computed it (no consumption "
         "there yet). horizon: 1 to the stored horizon (28 days, 13 weeks, 6 months; default "
@@ -414,7 +439,16 @@ class Query:
         self,
         info: Info,
         product: ProductArg,
-        location: Annotated[relay.GlobalID, strawberry.argument(description="The location.")],
+        location: Annotated[
+            relay.GlobalID | None,
+            strawberry.argument(description="The location (or give organisation)."),
+        ] = None,
+        organisation: Annotated[
+            relay.GlobalID | None,
+            strawberry.argument(
+                description="The organisation: the sum over its locations (or give location)."
+            ),
+        ] = None,
         granularity: Annotated[
             ForecastGranularity,  # type: ignore[valid-type]
             strawberry.argument(description="Days, weeks or months."),
@@ -428,7 +462,8 @@ class Query:
         row = await info.context.services.forecasting.forecast(
             principal,
             product_id=decode_id(product, Product, "product"),
-            location_id=decode_id(location, Location, "location"),
+            location_id=optional_id(location, Location, "location"),
+            organisation_id=optional_id(organisation, Organisation, "organisation"),
             granularity=granularity,
             horizon=horizon,
         )

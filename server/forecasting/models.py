@@ -34,14 +34,21 @@ class ForecastRun(Base):
 
 
 class StoredSeriesForecast(Base):
-    """The latest forecast of one series, with everything the API and replenishment show."""
+    """The latest forecast of one series, with everything the API and replenishment show.
+
+    A series is a product's at one location (`location_id` set) or summed over one
+    organisation's locations (`organisation_id` set, `location_id` null)."""
 
     __tablename__ = "forecasts"
-    __table_args__ = (UniqueConstraint("product_id", "location_id", "granularity"),)
+    __table_args__ = (
+        UniqueConstraint("product_id", "location_id", "granularity"),
+        UniqueConstraint("organisation_id", "product_id", "granularity"),
+    )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     product_id: Mapped[int] = mapped_column(ForeignKey("products.id"), index=True)
-    location_id: Mapped[int] = mapped_column(ForeignKey("locations.id"), index=True)
+    location_id: Mapped[int | None] = mapped_column(ForeignKey("locations.id"), index=True)
+    organisation_id: Mapped[int | None] = mapped_column(ForeignKey("organisations.id"), index=True)
     granularity: Mapped[str] = mapped_column(String(16))
     run_id: Mapped[int] = mapped_column(ForeignKey("forecast_runs.id"), index=True)
     computed_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
@@ -49,6 +56,8 @@ class StoredSeriesForecast(Base):
     history_start: Mapped[date] = mapped_column(Date)  # first period of `history`
     last_period: Mapped[date] = mapped_column(Date)  # last period of `history`
     history: Mapped[list[float]] = mapped_column(JSON)  # one quantity per period, contiguous
+    # packs disposed of in the same periods (DISPOSE): reported beside consumption, not forecast
+    disposals: Mapped[list[float] | None] = mapped_column(JSON)
     first_period: Mapped[date] = mapped_column(Date)  # the period of points[0]
     points: Mapped[list[float]] = mapped_column(JSON)
     low_80: Mapped[list[float]] = mapped_column(JSON)

@@ -27,7 +27,7 @@ import hashlib
 import math
 import time
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
@@ -38,18 +38,18 @@ from sqlalchemy import (
     ColumnElement,
     Date,
     SQLColumnExpression,
+    case,
     cast,
     delete,
     func,
     insert,
     select,
-    tuple_,
 )
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from server.catalog.models import COST_PRECISION, Lot, Product
 from server.core.db import Database, midnight_utc, utcnow
-from server.core.errors import InvalidInput, NotFound
+from server.core.errors import Forbidden, InvalidInput, NotFound
 from server.core.security import Permission, Principal
 from server.forecasting.classify import DemandClass
 from server.forecasting.engine import Refused, SeriesForecast, StoredForecast, forecast_many
@@ -63,12 +63,15 @@ from server.forecasting.forecast import (
 from server.forecasting.models import ForecastRun, StoredSeriesForecast
 from server.forecasting.series import Granularity
 from server.inventory.models import Balance, Movement, MovementKind
-from server.network.models import Location
+from server.network.models import Location, Organisation
 
 MAX_HISTORY_WEEKS = 156  # three years, the same bound as the waste report
 MAX_HORIZON_WEEKS = 52
 MAX_RANKING = 50
 CONSUMPTION_KINDS = (MovementKind.DISPENSE, MovementKind.RETURN)
+# what the stored series read: consumption, and disposals reported beside it (never forecast:
+# stock thrown away was not used, so it is not demand)
+SERIES_KINDS = (*CONSUMPTION_KINDS, MovementKind.DISPOSE)
 
 # WHO ATC anatomical main groups: the first letter of an ATC code.
 ATC_GROUPS = {
@@ -211,16 +214,17 @@ async def _scope(
 
 # --- stored forecasts: the background refresh and its readers ---------------------------------
 #
-# A series is net consumption (DISPENSE minus RETURN) of one product at one location, per
-# period, up to the last complete period. The refresh reads every series of a granularity in one
-# grouped query, refits only those whose history changed since their stored forecast (same
-# values, same first and last period, same engine settings: same hash), and stores the rest
-# untouched. Requests only read what is stored.
+# A series is net consumption (DISPENSE minus RETURN) of one product at one location, or summed
+# over every location of one organisation, per period, up to the last complete period; the
+# packs disposed of (DISPOSE) in each period are stored beside it, reported but not forecast.
+# The refresh reads every series of a granularity in one grouped query, refits only those whose
+# history changed since their stored forecast (same values, same first and last period, same
+# engine settings: same hash), and stores the rest untouched. Requests only read what is stored.
 
 HORIZONS = {Granularity.DAILY: 28, Granularity.WEEKLY: 13, Granularity.MONTHLY: 6}
 HISTORY_PERIODS = {Granularity.DAILY: 1095, Granularity.WEEKLY: 156, Granularity.MONTHLY: 60}
 # Part of every history hash: changing the engine's settings refits every series once.
-ENGINE_VERSION = "engine-1"
+ENGINE_VERSION = "engine-2"
 STORED_LEVEL = 80
 
 
@@ -235,10 +239,15 @@ class RefreshResult:
     seconds: float
 
 
+# (product, location, organisation): exactly one of the last two is set
+SeriesKey = tuple[int, int | None, int | None]
+
+
 @dataclass(frozen=True)
 class SeriesHistory:
     start: date
-    values: tuple[float, ...]
+    values: tuple[float, ...]  # consumption per period from `start`
+    disposals: tuple[float, ...] = ()  # packs disposed of in the same periods (reported only)
 
 
 def last_complete_period(granularity: Granularity, today: date) -> date:
@@ -248,32 +257,52 @@ def last_complete_period(granularity: Granularity, today: date) -> date:
 
 def history_hash(history: SeriesHistory, last_period: date, horizon: int) -> str:
     """What a stored forecast was computed from; equal hashes need no refit."""
-    text = f"{ENGINE_VERSION}|{horizon}|{history.start}|{last_period}|" + ",".join(
-        repr(float(v)) for v in history.values
+    text = (
+        f"{ENGINE_VERSION}|{horizon}|{history.start}|{last_period}|"
+        + ",".join(repr(float(v)) for v in history.values)
+        + "|"
+        + ",".join(repr(float(v)) for v in history.disposals)
     )
     return hashlib.sha256(text.encode()).hexdigest()
 
 
 def build_histories(
-    rows: Sequence[tuple[int, int, date, float]], granularity: Granularity, last_period: date
-) -> dict[tuple[int, int], SeriesHistory]:
-    """(product, location, period start, consumption) rows as contiguous histories from each
-    series' first period with consumption to `last_period`; negative periods count as 0."""
-    by_series: dict[tuple[int, int], dict[date, float]] = defaultdict(dict)
-    for product_id, location_id, period, quantity in rows:
-        by_series[(product_id, location_id)][period] = float(quantity)
-    out: dict[tuple[int, int], SeriesHistory] = {}
+    rows: Sequence[tuple[SeriesKey, date, float, float]],
+    granularity: Granularity,
+    last_period: date,
+) -> dict[SeriesKey, SeriesHistory]:
+    """(series, period start, consumption, disposed) rows as contiguous histories from each
+    series' first period with consumption to `last_period`; negative periods count as 0. A
+    series that only ever disposed of stock has no history (nothing to forecast)."""
+    by_series: dict[SeriesKey, dict[date, tuple[float, float]]] = defaultdict(dict)
+    for key, period, quantity, disposed in rows:
+        before, thrown = by_series[key].get(period, (0.0, 0.0))
+        by_series[key][period] = (before + float(quantity), thrown + float(disposed))
+    out: dict[SeriesKey, SeriesHistory] = {}
     for key, periods in by_series.items():
-        used = [d for d, q in periods.items() if q > 0]
-        if not used:
+        demanded = [d for d, (q, _) in periods.items() if q > 0]
+        if not demanded:
             continue
-        start = min(used)
+        start = min(demanded)
         n = granularity.periods_between(start, last_period) + 1
-        values = [0.0] * n
-        for d, q in periods.items():
+        values, disposals = [0.0] * n, [0.0] * n
+        for d, (q, thrown) in periods.items():
             if d >= start:
                 values[granularity.periods_between(start, d)] = max(q, 0.0)
-        out[key] = SeriesHistory(start, tuple(values))
+                disposals[granularity.periods_between(start, d)] = max(thrown, 0.0)
+        out[key] = SeriesHistory(start, tuple(values), tuple(disposals))
+    return out
+
+
+def series_rows(
+    rows: Sequence[tuple[int, int, int, date, float, float]],
+) -> list[tuple[SeriesKey, date, float, float]]:
+    """(product, location, organisation, period, consumption, disposed) ledger sums as rows of
+    each location's series and of its organisation's (the sum over its locations)."""
+    out: list[tuple[SeriesKey, date, float, float]] = []
+    for product, location, organisation, period, used, thrown in rows:
+        out.append(((product, location, None), period, used, thrown))
+        out.append(((product, None, organisation), period, used, thrown))
     return out
 
 
@@ -315,6 +344,7 @@ def _row_values(
         "history_start": history.start,
         "last_period": last_period,
         "history": list(history.values),
+        "disposals": list(history.disposals),
         "first_period": result.periods[0],
         "points": list(result.points),
         "low_80": list(result.low_80),
@@ -373,34 +403,42 @@ class ForecastStore:
         horizon = HORIZONS[g]
         M = Movement
         period = _period_expr(self.db.dialect, g, M.occurred_at).label("period")
+        disposal = M.kind == MovementKind.DISPOSE
         stmt = (
-            select(Lot.product_id, M.location_id, period, -func.sum(M.quantity))
+            select(
+                Lot.product_id,
+                M.location_id,
+                Location.organisation_id,
+                period,
+                -func.sum(case((disposal, 0), else_=M.quantity)),
+                -func.sum(case((disposal, M.quantity), else_=0)),
+            )
             .join(Lot, Lot.id == M.lot_id)
+            .join(Location, Location.id == M.location_id)
             .where(
-                M.kind.in_(CONSUMPTION_KINDS),
+                M.kind.in_(SERIES_KINDS),
                 M.occurred_at >= midnight_utc(first),
                 M.occurred_at < midnight_utc(g.shift(last, 1)),
             )
-            .group_by(Lot.product_id, M.location_id, period)
+            .group_by(Lot.product_id, M.location_id, Location.organisation_id, period)
         )
-        stored_stmt = select(
-            StoredSeriesForecast.product_id,
-            StoredSeriesForecast.location_id,
-            StoredSeriesForecast.history_hash,
-            StoredSeriesForecast.demand_class,
-            StoredSeriesForecast.errors,
-        ).where(StoredSeriesForecast.granularity == g.value)
         async with self.db.read() as session:
             rows = (await session.execute(stmt)).all()
-            stored = {(p, loc): (h, c, e) for p, loc, h, c, e in await session.execute(stored_stmt)}
+            stored = await self._stored_keys(session, g, with_errors=True)
         histories = build_histories(
-            [(int(p), int(loc), _as_date(d), float(q)) for p, loc, d, q in rows], g, last
+            series_rows(
+                [
+                    (int(p), int(loc), int(org), _as_date(d), float(q), float(x))
+                    for p, loc, org, d, q, x in rows
+                ]
+            ),
+            g,
+            last,
         )
         digests = {k: history_hash(h, last, horizon) for k, h in histories.items()}
-        changed = [k for k, d in digests.items() if stored.get(k, (None,))[0] != d]
-        removed = [k for k in stored if k not in histories]
-        prior = {k: (c, e) for k, (h, c, e) in stored.items() if k in histories and e}
-        results: dict[tuple[int, int], SeriesForecast | Refused] = {}
+        changed = [k for k, d in digests.items() if stored.get(k, (0, None))[1] != d]
+        prior = {k: (c, e) for k, (_, h, c, e) in stored.items() if k in histories and e}
+        results: dict[SeriesKey, SeriesForecast | Refused] = {}
         if changed:
             results = await asyncio.to_thread(
                 _forecast_changed, {k: histories[k] for k in changed}, g, last, horizon, prior, jobs
@@ -412,18 +450,10 @@ class ForecastStore:
                 await session.execute(
                     select(func.pg_advisory_xact_lock(func.hashtext(f"apotheca-forecast-{g}")))
                 )
-                now_stored = dict(
-                    ((p, loc), h)
-                    for p, loc, h in await session.execute(
-                        select(
-                            StoredSeriesForecast.product_id,
-                            StoredSeriesForecast.location_id,
-                            StoredSeriesForecast.history_hash,
-                        ).where(StoredSeriesForecast.granularity == g.value)
-                    )
-                )
-                changed = [k for k in changed if now_stored.get(k) != digests[k]]
-                removed = [k for k in removed if k in now_stored]
+            # what is stored now (another worker may have written since the read above)
+            now_stored = await self._stored_keys(session, g, with_errors=False)
+            changed = [k for k in changed if now_stored.get(k, (0, None))[1] != digests[k]]
+            removed = [k for k in now_stored if k not in histories]
             run = ForecastRun(
                 granularity=g.value,
                 last_period=last,
@@ -436,15 +466,11 @@ class ForecastStore:
             )
             session.add(run)
             await session.flush()
-            gone = changed + removed
+            gone = [now_stored[k][0] for k in changed + removed if k in now_stored]
             for chunk in range(0, len(gone), 500):
-                keys = gone[chunk : chunk + 500]
                 await session.execute(
                     delete(StoredSeriesForecast).where(
-                        StoredSeriesForecast.granularity == g.value,
-                        tuple_(
-                            StoredSeriesForecast.product_id, StoredSeriesForecast.location_id
-                        ).in_(keys),
+                        StoredSeriesForecast.id.in_(gone[chunk : chunk + 500])
                     )
                 )
             now, keep = utcnow(), set(changed)
@@ -452,6 +478,7 @@ class ForecastStore:
                 {
                     "product_id": k[0],
                     "location_id": k[1],
+                    "organisation_id": k[2],
                     "granularity": g.value,
                     "run_id": run.id,
                     "computed_at": now,
@@ -491,24 +518,33 @@ class ForecastStore:
         principal: Principal,
         *,
         product_id: int,
-        location_id: int,
+        location_id: int | None = None,
+        organisation_id: int | None = None,
         granularity: Granularity,
         horizon: int | None = None,
     ) -> StoredSeriesForecast | None:
-        """A stored forecast for someone who may read stock at that location (FORBIDDEN
-        otherwise), cut to `horizon` periods (default: all stored); None until the refresh has
-        computed one."""
+        """A stored forecast of a location (for someone who may read stock there) or of an
+        organisation (the sum over its locations: for someone who may read stock at every one
+        of them), FORBIDDEN otherwise, cut to `horizon` periods (default: all stored); None
+        until the refresh has computed one."""
         g = Granularity(granularity)
         horizon = HORIZONS[g] if horizon is None else horizon
         if not 1 <= horizon <= HORIZONS[g]:
             raise InvalidInput(
                 f"horizon must be between 1 and {HORIZONS[g]} for {g.value}", field="horizon"
             )
+        if (location_id is None) == (organisation_id is None):
+            raise InvalidInput("give either a location or an organisation", field="location")
         async with self.db.read() as session:
-            await _scope(session, principal, location_id)
+            if location_id is not None:
+                await _scope(session, principal, location_id)
+            else:
+                await _organisation_scope(session, principal, organisation_id)
             if await session.get(Product, product_id) is None:
                 raise NotFound(f"product {product_id} does not exist", field="product")
-            row = await self._stored_row(session, product_id, location_id, g)
+            row = await self._stored_row(
+                session, product_id, location_id, g, organisation_id=organisation_id
+            )
             if row is None:
                 return None
             session.expunge(row)
@@ -526,24 +562,70 @@ class ForecastStore:
             return list(rows.scalars())
 
     async def _stored_row(
-        self, session: AsyncSession, product_id: int, location_id: int, g: Granularity
+        self,
+        session: AsyncSession,
+        product_id: int,
+        location_id: int | None,
+        g: Granularity,
+        *,
+        organisation_id: int | None = None,
     ) -> StoredSeriesForecast | None:
-        stmt = select(StoredSeriesForecast).where(
-            StoredSeriesForecast.product_id == product_id,
-            StoredSeriesForecast.location_id == location_id,
-            StoredSeriesForecast.granularity == g.value,
-        )
+        F = StoredSeriesForecast
+        stmt = select(F).where(F.product_id == product_id, F.granularity == g.value)
+        if location_id is not None:
+            stmt = stmt.where(F.location_id == location_id)
+        else:
+            stmt = stmt.where(F.organisation_id == organisation_id, F.location_id.is_(None))
         return (await session.execute(stmt)).scalar_one_or_none()
+
+    async def _stored_keys(
+        self, session: AsyncSession, g: Granularity, *, with_errors: bool
+    ) -> dict[SeriesKey, tuple[int, str, str, list[list[float]] | None]]:
+        """Every stored series of a granularity: key -> (row id, history hash, demand class,
+        backtest errors when asked for)."""
+        F = StoredSeriesForecast
+        stmt = select(
+            F.id, F.product_id, F.location_id, F.organisation_id, F.history_hash, F.demand_class
+        ).where(F.granularity == g.value)
+        out: dict[SeriesKey, tuple[int, str, str, list[list[float]] | None]] = {
+            (p, loc, org): (i, h, c, None) for i, p, loc, org, h, c in await session.execute(stmt)
+        }
+        if with_errors:
+            errors = select(F.id, F.errors).where(F.granularity == g.value)
+            by_id = dict((i, e) for i, e in await session.execute(errors))
+            out = {k: (i, h, c, by_id.get(i)) for k, (i, h, c, _) in out.items()}
+        return out
+
+
+async def _organisation_scope(
+    session: AsyncSession, principal: Principal, organisation_id: int | None
+) -> None:
+    """An organisation's totals are for someone who reads stock at every one of its locations
+    (FORBIDDEN otherwise: a ward nurse does not see the whole hospital); NOT_FOUND if unknown."""
+    principal.require(Permission.STOCK_READ)
+    if organisation_id is None or await session.get(Organisation, organisation_id) is None:
+        raise NotFound(f"organisation {organisation_id} does not exist", field="organisation")
+    if principal.location_ids is None:
+        return
+    locations = await session.scalars(
+        select(Location.id).where(Location.organisation_id == organisation_id)
+    )
+    if not set(locations) <= principal.location_ids:
+        raise Forbidden(
+            f"some of organisation {organisation_id}'s locations are outside "
+            f"{principal.username}'s scope",
+            field="organisation",
+        )
 
 
 def _forecast_changed(
-    histories: dict[tuple[int, int], SeriesHistory],
+    histories: dict[SeriesKey, SeriesHistory],
     g: Granularity,
     last: date,
     horizon: int,
-    prior: dict[tuple[int, int], tuple[str, list[list[float]]]],
+    prior: Mapping[SeriesKey, tuple[str, list[list[float]] | None]],
     jobs: int,
-) -> dict[tuple[int, int], SeriesForecast | Refused]:
+) -> dict[SeriesKey, SeriesForecast | Refused]:
     """The engine over the changed series (in a worker thread: it is CPU-bound); the stored
     errors of the unchanged ones join the interval calibration."""
     series = {

@@ -126,7 +126,10 @@ def combine(forecasts: Sequence[DemandForecast]) -> DemandForecast:
 
 
 def product_class(product: Product) -> ProductClass:
-    """Scheduled drugs are CONTROLLED; the catalogue records no criticality yet."""
+    """A product marked critical is CRITICAL (the highest service-level floor, even when it is
+    also scheduled); a scheduled drug is CONTROLLED; anything else STANDARD."""
+    if product.critical:
+        return ProductClass.CRITICAL
     return ProductClass.CONTROLLED if product.controlled_schedule else ProductClass.STANDARD
 
 
