@@ -194,8 +194,9 @@ def run(request: pytest.FixtureRequest) -> tuple[Granularity, dict[str, SeriesFo
         result = forecast_many(series, g, HORIZONS[g], last_period=last)
     finally:
         StatsForecast.cross_validation = original  # type: ignore[method-assign]
-    # one call over every backtested series (all but "none", "new", "broken")
-    assert calls == [5]
+    # every backtested series (all but "none", "new", "broken") in one call per window count
+    # (a series whose leading zeros were trimmed may fit one window fewer)
+    assert sum(calls) == 5 and len(calls) <= 2
     return g, result
 
 
@@ -221,10 +222,10 @@ def test_classes_and_choices(run: tuple[Granularity, dict[str, SeriesForecast | 
     assert result["broken"].reason is RefusalReason.NOT_FINITE
     for k in ("smooth", "seasonal", "intermittent", "lumpy", "obsolete"):
         r = got[k]
-        assert r.backtest_windows == 3 and r.mase is not None and r.baseline_mase is not None
+        assert 3 <= r.backtest_windows <= 6 and r.mase is not None and r.baseline_mase is not None
         assert r.baseline_model == "SeasonalNaive"
         assert r.mase == r.candidates[r.model].mase
-        assert len(r.errors) == 3 and len(r.errors[0]) == HORIZONS[g]
+        assert len(r.errors) == r.backtest_windows and len(r.errors[0]) == HORIZONS[g]
     # the periods follow the history's last one
     assert got["smooth"].periods[0] == g.shift(g.period_start(date(2026, 11, 30)), 1)
     assert len(got["smooth"].periods) == HORIZONS[g]

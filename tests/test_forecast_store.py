@@ -106,7 +106,8 @@ async def test_refresh_stores_forecasts_and_skips_unchanged_series(
 ) -> None:
     service = demo.services.forecasting
     (first,) = await service.refresh([Granularity.WEEKLY], today=ledger.today)
-    assert (first.series_total, first.refitted, first.unchanged) == (2, 2, 0)
+    # two location series and the hospital's two (each the sum over its locations)
+    assert (first.series_total, first.refitted, first.unchanged) == (4, 4, 0)
     assert first.last_period == last_complete_period(Granularity.WEEKLY, ledger.today)
     async with demo.services.db.read() as session:
         stored = await service.stored_forecast(
@@ -147,7 +148,7 @@ async def test_refresh_stores_forecasts_and_skips_unchanged_series(
 
     # nothing changed: nothing refitted, the stored row untouched
     (again,) = await service.refresh([Granularity.WEEKLY], today=ledger.today)
-    assert (again.series_total, again.refitted, again.unchanged) == (2, 0, 2)
+    assert (again.series_total, again.refitted, again.unchanged) == (4, 0, 4)
     async with demo.services.db.read() as session:
         same = await service.stored_forecast(
             session, ledger.steady, demo.locations["WARD-A"], Granularity.WEEKLY
@@ -156,11 +157,11 @@ async def test_refresh_stores_forecasts_and_skips_unchanged_series(
     assert same is not None and same.computed_at == stored.computed_at
     assert runs == 2
 
-    # a late-recorded dispense in a past week changes one series only
+    # a late-recorded dispense in a past week changes that series and its organisation's only
     past = Granularity.WEEKLY.shift(row.last_period, -3)
     await _record(demo, [_out(demo, D, "WARD-A", ledger.lot_a, 5, at(past + timedelta(days=1)))])
     (late,) = await service.refresh([Granularity.WEEKLY], today=ledger.today)
-    assert (late.refitted, late.unchanged) == (1, 1)
+    assert (late.refitted, late.unchanged) == (2, 2)
     async with demo.services.db.read() as session:
         fresh = await service.stored_forecast(
             session, ledger.steady, demo.locations["WARD-A"], Granularity.WEEKLY
@@ -171,7 +172,7 @@ async def test_refresh_stores_forecasts_and_skips_unchanged_series(
 async def test_every_granularity_refreshes(demo: Demo, ledger: Ledger) -> None:
     results = await demo.services.forecasting.refresh(today=ledger.today)
     assert [r.granularity for r in results] == list(Granularity)
-    assert all(r.series_total == 2 and r.refitted == 2 for r in results)
+    assert all(r.series_total == 4 and r.refitted == 4 for r in results)
     async with demo.services.db.read() as session:
         for g in Granularity:
             stored = await demo.services.forecasting.stored_forecast(
@@ -188,8 +189,9 @@ async def test_every_granularity_refreshes(demo: Demo, ledger: Ledger) -> None:
     this_week = Granularity.WEEKLY.period_start(ledger.today)
     assert by_week.pop(this_week, 500.0) == 500.0  # days of the current week are complete
     assert by_week == {w: q + ledger.returns_a[w] for w, q in ledger.weekly_a.items()}
-    assert daily.backtest_windows == 3
-    # 14 months: too short for three monthly backtest windows: the mean, no MASE
+    # 60 weeks of days: the most windows (6); 14 months: too short for the fewest monthly
+    # backtest windows (3): the mean, no MASE
+    assert daily.backtest_windows == 6
     assert monthly.model == "HistoricAverage" and monthly.mase is None
 
 
@@ -238,7 +240,7 @@ async def test_forecast_query_reads_storage_within_scope(
     assert "errors" not in body, body
     f = body["data"]["forecast"]
     assert f["granularity"] == "WEEKLY" and f["demandClass"] == "SMOOTH"
-    assert f["location"] == {"code": "WARD-A"} and f["backtestWindows"] == 3
+    assert f["location"] == {"code": "WARD-A"} and f["backtestWindows"] == 6
     assert f["baselineModel"] == "SEASONAL_NAIVE" or f["baselineModel"] == "NAIVE"
     assert f["model"] in {c["model"] for c in f["candidates"]}
     assert len(f["points"]) == 4 and f["historyLength"] == WEEKS
@@ -271,3 +273,92 @@ async def test_cli_forecast_refresh(demo: Demo, ledger: Ledger, database_url: st
     assert "2 series, 2 refitted, 0 unchanged" in first.stdout, first.stdout
     again = run_cli(database_url, "forecast-refresh", "--granularity", "WEEKLY", password="")
     assert "2 series, 0 refitted, 2 unchanged" in again.stdout, again.stdout
+
+
+ORGANISATION_FORECAST = """
+query($product: ID!, $organisation: ID, $location: ID) {
+  forecast(product: $product, organisation: $organisation, location: $location,
+           granularity: WEEKLY) {
+    model history { periodStart quantity disposed } points { quantity }
+    location { code } organisation { name }
+  }
+}
+"""
+HOSPITAL = "St. Aurelia General Hospital"
+
+
+async def test_an_organisation_series_sums_its_locations_and_disposals_are_reported(
+    demo: Demo, ledger: Ledger, as_user: Any
+) -> None:
+    """The hospital's series is the sum of its wards' consumption, period by period; DISPOSE is
+    reported beside consumption (never in it); the whole hospital is for someone who sees
+    every ward, and exactly one of location and organisation is asked for."""
+    this_week = Granularity.WEEKLY.period_start(ledger.today)
+    (lot_b,) = await _record(
+        demo,
+        [
+            MovementRequest(
+                MovementKind.RECEIVE,
+                demo.locations["WARD-B"],
+                500,
+                new_lot=NewLot(ledger.steady, "FS-B2", ledger.today + timedelta(days=900)),
+                occurred_at=at(this_week - timedelta(weeks=WEEKS + 1)),
+            )
+        ],
+    )
+    extra = {this_week - timedelta(weeks=w): float(w) for w in (2, 5, 9)}
+    await _record(
+        demo,
+        [
+            _out(demo, D, "WARD-B", lot_b, int(q), at(week + timedelta(days=3)))
+            for week, q in extra.items()
+        ]
+        + [
+            MovementRequest(
+                MovementKind.DISPOSE,
+                demo.locations["WARD-B"],
+                4,
+                lot_id=lot_b,
+                reason="EXPIRED",
+                occurred_at=at(this_week - timedelta(weeks=5, days=-1)),
+            )
+        ],
+    )
+    await demo.services.forecasting.refresh([Granularity.WEEKLY], today=ledger.today)
+    admin = await as_user("admin")
+    product = gid("Product", ledger.steady)
+    hospital = gid("Organisation", demo.orgs[HOSPITAL])
+
+    whole = await admin.call(ORGANISATION_FORECAST, product=product, organisation=hospital)
+    assert whole["organisation"] == {"name": HOSPITAL} and whole["location"] is None
+    consumed = {date.fromisoformat(h["periodStart"]): h["quantity"] for h in whole["history"]}
+    expected = dict(ledger.weekly_a)
+    for week, q in extra.items():
+        expected[week] = expected.get(week, 0.0) + q
+    assert consumed == expected
+    disposed = {date.fromisoformat(h["periodStart"]): h["disposed"] for h in whole["history"]}
+    first_week = min(ledger.weekly_a)
+    # WARD-A's 9 damaged packs in its second week, WARD-B's 4 expired ones five weeks ago
+    assert {w: q for w, q in disposed.items() if q} == {
+        first_week + timedelta(weeks=1): 9.0,
+        this_week - timedelta(weeks=5): 4.0,
+    }
+    assert len(whole["points"]) == HORIZONS[Granularity.WEEKLY]
+
+    ward_a = await admin.call(
+        ORGANISATION_FORECAST, product=product, location=gid("Location", demo.locations["WARD-A"])
+    )
+    assert ward_a["organisation"] is None and ward_a["location"] == {"code": "WARD-A"}
+    assert {h["periodStart"]: h["quantity"] for h in ward_a["history"]} == {
+        d.isoformat(): q for d, q in ledger.weekly_a.items()
+    }
+
+    nurse = await as_user("nurse")  # WARD-A only: not the whole hospital
+    denied = await nurse.raw(ORGANISATION_FORECAST, product=product, organisation=hospital)
+    assert denied["errors"][0]["extensions"]["code"] == "FORBIDDEN", denied
+    for both in (
+        {},
+        {"organisation": hospital, "location": gid("Location", demo.locations["WARD-A"])},
+    ):
+        refused = await admin.raw(ORGANISATION_FORECAST, product=product, **both)
+        assert refused["errors"][0]["extensions"]["code"] == "INVALID_INPUT", refused

@@ -526,3 +526,89 @@ async def test_a_product_marked_critical_gets_the_critical_service_level(
     # the input's default is false: an update that leaves it out unmarks the product
     cleared = await admin.ok(UPDATE_PRODUCT, input={"id": gid("Product", product), **fields})
     assert cleared["product"]["critical"] is False
+
+
+async def rising_history(
+    demo: Demo, location: str, product_id: int, *, days: int, base: int
+) -> None:
+    """A receipt before `days` days of dispensing whose daily use rises by one pack every four
+    weeks from `base`: a series whose model forecast and plain average differ."""
+    now = utcnow()
+    admin = demo.principals["admin"]
+    used = [base + (days - d) // 28 for d in range(days, 0, -1)]
+    result = await demo.services.ledger.record(
+        admin,
+        [
+            MovementRequest(
+                MovementKind.RECEIVE,
+                demo.locations[location],
+                sum(used) + 20,
+                new_lot=NewLot(
+                    product_id,
+                    f"T{uuid.uuid4().hex[:10].upper()}",
+                    now.date() + timedelta(days=600),
+                ),
+                occurred_at=now - timedelta(days=days + 2),
+            )
+        ],
+        operation="test.receive",
+    )
+    lot_id = result.movements[0].lot_id
+    await demo.services.ledger.record(
+        admin,
+        [
+            MovementRequest(
+                MovementKind.DISPENSE,
+                demo.locations[location],
+                q,
+                lot_id=lot_id,
+                occurred_at=now - timedelta(days=d, hours=1),
+            )
+            for d, q in zip(range(days, 0, -1), used, strict=True)
+        ],
+        operation="test.dispense",
+    )
+
+
+async def test_reorder_suggestions_use_the_forecasts_a_real_refresh_stored(
+    demo: Demo, as_user: AsUser
+) -> None:
+    """History at the central pharmacy and its three wards, the real weekly refresh, then the
+    central pharmacy's suggestion: its forecast is the stored one of every served location (the
+    models and the numbers), not the ledger average it used before the refresh."""
+    from server.forecasting.series import Granularity
+    from server.replenishment.service import combine, from_stored
+
+    product = await first_product_id(demo.services)
+    await contract(demo, product)
+    served = ("HOSP-CP", "WARD-A", "WARD-B", "WARD-C")
+    for base, code in enumerate(served, start=1):
+        await rising_history(demo, code, product, days=280, base=base)
+    pharmacist = await as_user("pharmacist")
+    cp = gid("Location", demo.locations["HOSP-CP"])
+
+    before = only(await pharmacist.call(SUGGESTIONS, location=cp, all=True), product)
+    assert before["why"]["forecast_source"] == "LEDGER_AVERAGE"
+
+    await demo.services.forecasting.refresh([Granularity.WEEKLY])
+    forecasting = demo.services.forecasting
+    async with demo.services.db.read() as session:
+        stored = [
+            await forecasting.stored_forecast(
+                session, product, demo.locations[code], Granularity.WEEKLY
+            )
+            for code in served
+        ]
+    assert all(s is not None for s in stored)
+    kept = [s for s in stored if s is not None]
+
+    after = only(await pharmacist.call(SUGGESTIONS, location=cp, all=True), product)
+    why = after["why"]
+    assert why["forecast_source"] == "STORED"
+    assert why["served_locations"] == [demo.locations[c] for c in served]
+    assert why["forecast_models"] == [s.model for s in kept]
+    assert why["forecast_level"] == 80
+    mean, var = combine([from_stored(s) for s in kept]).total(why["protection_days"])
+    assert why["forecast_over_protection"] == pytest.approx(mean, abs=2e-3)
+    assert why["forecast_sd_over_protection"] == pytest.approx(var**0.5, abs=2e-3)
+    assert why["forecast_over_protection"] != before["why"]["forecast_over_protection"]

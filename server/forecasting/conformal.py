@@ -7,7 +7,8 @@ series and pooled:
 
 - a series' **reference** is the chosen model's mean absolute backtest error (over all its
   windows and steps): it says how hard that series is;
-- a **score** is |error| / reference: how much worse than usual that error was;
+- a **score** is |error| / the mean absolute error of the series' other windows: how much
+  worse than usual that error was, measured against windows it did not shape;
 - scores are pooled per demand class and horizon step; the quantile at level L is the
   ceil((n + 1) · L)-th smallest of the n pooled scores (split-conformal rank);
 - the half-width at step j is reference x quantile(class, j). A pool with fewer than
@@ -56,12 +57,25 @@ def normal_multiplier(level: int) -> float:
 
 
 def reference_and_scores(errors: np.ndarray) -> tuple[float, np.ndarray]:
-    """(mean absolute error, |error| / that mean) for a (windows, steps) error matrix."""
+    """(mean absolute error, scores) for a (windows, steps) error matrix.
+
+    Each window's errors are divided by the mean absolute error of the OTHER windows (the
+    cross-conformal way): a window's errors then play the part of the unseen hold-out against
+    a reference they did not shape. Dividing by a mean that includes them shrinks the large
+    scores exactly where it matters (a series whose last windows went worse), and the interval
+    comes out too narrow. With one window, or when the other windows were exact, the mean over
+    all windows is used."""
     absolute = np.abs(np.asarray(errors, dtype=float))
     reference = float(absolute.mean()) if absolute.size else 0.0
     if reference <= 0:
         return 0.0, np.zeros_like(absolute)
-    return reference, absolute / reference
+    windows = absolute.shape[0] if absolute.ndim == 2 else 1
+    if windows < 2:
+        return reference, absolute / reference
+    per_window = absolute.mean(axis=1)
+    others = (per_window.sum() - per_window) / (windows - 1)
+    others = np.where(others > 0, others, reference)
+    return reference, absolute / others[:, None]
 
 
 @dataclass(frozen=True)

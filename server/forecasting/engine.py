@@ -38,16 +38,20 @@ How a series is forecast
    fits. statsforecast's ETS fits no season longer than 24 (weekly data), and searching one
    costs ten times more, so there AutoETS is non-seasonal ("AZN") and AutoTheta and
    SeasonalNaive carry the yearly season.
-3. Rolling-origin backtest: `n_windows` origins `step_size` apart, each forecasting `horizon`
-   periods, in ONE `StatsForecast.cross_validation` call over every backtested series with
-   every model (never a loop of per-series fits); each series then reads only its candidates'
-   columns. A model failing on a series (MSTL on a short one) falls back to naive there, and is
-   not among that series' candidates anyway.
+3. Rolling-origin backtest: up to `n_windows` (6) origins `step_size` apart, each forecasting
+   `horizon` periods, as many as the history allows without losing a seasonal candidate and at
+   least `min_windows` (3), in ONE `StatsForecast.cross_validation` call per window count over
+   every backtested series with every model (never a loop of per-series fits); each series then
+   reads only its candidates' columns. Six windows rather than three: a choice made on three is
+   mostly noise, and the intervals get twice the residuals. A model failing on a series (MSTL
+   on a short one) falls back to naive there, and is not among that series' candidates anyway.
 4. Winner by MASE over all windows and steps, scaled by seasonal naive's in-sample one-step MAE
    on the history (naive's when the history holds no full season, or seasonal naive's is 0).
-   Ties go to the simpler model. Bias is the mean error (forecast - actual) on the same scale:
-   positive means over-forecasting. Seasonal naive (naive without a full season) is reported
-   on the same windows as the baseline.
+   Ties go to the simpler model. When the winner's lead over the family's Ensemble is within
+   noise (`within_noise`: less than one standard error of the per-window differences) the
+   Ensemble is chosen instead, provided it beats seasonal naive in the backtest. Bias is the
+   mean error (forecast - actual) on the same scale: positive means over-forecasting. Seasonal
+   naive (naive without a full season) is reported on the same windows as the baseline.
 5. Refit each winner on the whole history: one `StatsForecast.forecast` call per chosen model
    (an Ensemble's members), over every series that chose it.
 6. Intervals at 80 % and 95 % (`conformal`): backtest errors of the chosen model, normalised by
@@ -150,15 +154,26 @@ class ModelName(StrEnum):
 
 @dataclass(frozen=True)
 class Backtest:
-    """Rolling-origin settings. `step_size` None: half the horizon (at least 1)."""
+    """Rolling-origin settings. `step_size` None: half the horizon (at least 1).
 
-    n_windows: int = 3
+    A series gets as many windows as its history allows, up to `n_windows`, and at least
+    `min_windows` (fewer: it is not backtested). The seasonal candidates a series may use are
+    decided on the training set `min_windows` leaves, and extra windows are only added while
+    the shortest training set still holds what those candidates need, so more windows never
+    cost a series its seasonal models."""
+
+    n_windows: int = 6
     step_size: int | None = None
     min_train: int = 8  # the shortest training set a window may have
+    min_windows: int = 3
 
     def needs(self, horizon: int) -> int:
         """Periods of history (from the first demand) a series needs to be backtested."""
-        return horizon + (self.n_windows - 1) * self.step(horizon) + self.min_train
+        return horizon + (self.fewest - 1) * self.step(horizon) + self.min_train
+
+    @property
+    def fewest(self) -> int:
+        return max(1, min(self.min_windows, self.n_windows))
 
     def step(self, horizon: int) -> int:
         return self.step_size if self.step_size is not None else max(1, math.ceil(horizon / 2))
@@ -310,7 +325,12 @@ def forecast_values(
     backtest = backtest or Backtest()
     if not isinstance(horizon, int) or horizon < 1:
         raise ValueError("horizon must be a positive integer")
-    if backtest.n_windows < 1 or backtest.step(horizon) < 1 or backtest.min_train < 2:
+    if (
+        backtest.n_windows < 1
+        or backtest.min_windows < 1
+        or backtest.step(horizon) < 1
+        or backtest.min_train < 2
+    ):
         raise ValueError("backtest needs at least one window, a step of 1 and 2 training points")
     step = backtest.step(horizon)
 
@@ -325,8 +345,12 @@ def forecast_values(
         c = classify(y, seasonality.periods_per_year)
         plans.append(_plan(key, trim_leading_zeros(y), c, horizon, step, backtest, seasonality))
 
-    windows = backtest.n_windows
-    _run_backtests([p for p in plans if p.windows], horizon, step, windows, seasonality, jobs)
+    by_windows: dict[int, list[_Plan]] = {}
+    for p in plans:
+        if p.windows:
+            by_windows.setdefault(p.windows, []).append(p)
+    for windows, group in sorted(by_windows.items()):
+        _run_backtests(group, horizon, step, windows, seasonality, jobs)
     for p in plans:
         p.chosen = _choose(p)
 
@@ -368,15 +392,21 @@ def _plan(
     m = seasonality.season_length
     p = _Plan(key, y, c, family, main_season=m)
     p.scale = mase_scale(y, m)
-    train = len(y) - horizon - (backtest.n_windows - 1) * step  # the shortest training set
+    train = len(y) - horizon - (backtest.fewest - 1) * step  # the shortest training set
     if family == "none" or train < backtest.min_train:
         return p
-    p.windows = backtest.n_windows
     p.snaive = m > 1 and train > m
     p.season = m if m > 1 and train >= 2 * m else 1
     seasons = _seasons(seasonality)
     if len(seasons) >= 2 and train >= 2 * max(seasons):
         p.mstl = seasons
+    needed = max(
+        backtest.min_train,
+        m + 1 if p.snaive else 0,
+        2 * m if p.season > 1 else 0,
+        2 * max(p.mstl) if p.mstl else 0,
+    )
+    p.windows = min(backtest.n_windows, 1 + (len(y) - horizon - needed) // step)
     return p
 
 
@@ -507,11 +537,15 @@ def _run_backtests(
         for n in _candidates(q):
             q.errors[n] = np.maximum(predicted[n][i], 0.0) - actual[i]
         if q.family in ENSEMBLES:
-            members = ENSEMBLES[q.family]
+            members = _members(q)
             mean = np.mean([np.maximum(predicted[n][i], 0.0) for n in members], axis=0)
             q.errors["Ensemble"] = mean - actual[i]
         if q.family == "obsolete":
             q.errors["Zero"] = -actual[i]
+
+
+def _members(p: _Plan) -> tuple[str, ...]:
+    return ENSEMBLES[p.family]
 
 
 def _final_points(
@@ -535,7 +569,7 @@ def _final_points(
             out[i]["HistoricAverage"] = np.full(horizon, float(p.y.mean()) if p.y.size else 0.0)
         names = set(_candidates(p)) if keep_candidates and p.windows else set()
         if p.chosen == "Ensemble" or (keep_candidates and "Ensemble" in p.errors):
-            names.update(ENSEMBLES[p.family])
+            names.update(_members(p))
         elif p.chosen not in ("Zero", "HistoricAverage"):
             names.add(p.chosen)
         for n in names:
@@ -557,7 +591,7 @@ def _final_points(
             out[i][name] = values[row]
     for i, p in enumerate(plans):
         if p.chosen == "Ensemble" or ("Ensemble" in p.errors and keep_candidates):
-            out[i]["Ensemble"] = np.mean([out[i][n] for n in ENSEMBLES[p.family]], axis=0)
+            out[i]["Ensemble"] = np.mean([out[i][n] for n in _members(p)], axis=0)
     return out
 
 
@@ -616,6 +650,21 @@ def _score(errors: np.ndarray, scale: float) -> Score:
     return Score(0.0 if mae == 0 else None, 0.0 if mae == 0 else None, mae)
 
 
+def _window_maes(errors: np.ndarray) -> np.ndarray:
+    """Mean absolute error of each backtest window: (windows, h) -> (windows,)."""
+    return np.abs(errors).mean(axis=1)
+
+
+def within_noise(errors: np.ndarray, reference: np.ndarray) -> bool:
+    """Whether a model's backtest lead over `reference` is within noise: its per-window MAE
+    differences do not average more than one standard error below zero. A handful of windows
+    cannot rank close models, and the hold-out then picks whichever the noise favours."""
+    d = _window_maes(errors) - _window_maes(reference)
+    if d.size < 2:
+        return True
+    return float(d.mean()) > -float(d.std(ddof=1)) / math.sqrt(d.size)
+
+
 def _choose(p: _Plan) -> str:
     if p.family == "obsolete":
         return "Zero"
@@ -633,4 +682,14 @@ def _choose(p: _Plan) -> str:
     }
     best = min(maes.values())
     tolerance = 1e-9 * max(best, 1.0)
-    return min((n for n, v in maes.items() if v <= best + tolerance), key=SIMPLICITY.index)
+    winner = min((n for n, v in maes.items() if v <= best + tolerance), key=SIMPLICITY.index)
+    # A single model that the backtest cannot tell from the family's mean gives way to the mean
+    # (which errs less on average, the M3/M4 lesson), unless seasonal naive beats the mean.
+    if (
+        "Ensemble" in maes
+        and winner != "Ensemble"
+        and within_noise(p.errors[winner], p.errors["Ensemble"])
+        and maes["Ensemble"] < maes.get("SeasonalNaive", math.inf)
+    ):
+        return "Ensemble"
+    return winner

@@ -14,6 +14,7 @@ let pharmacist;
 let hospCp;
 let wardA;
 let products;
+let wardProduct;
 
 const SUGGESTIONS = `query($location: ID!) {
   reorderSuggestions(location: $location) {
@@ -80,7 +81,43 @@ before(async () => {
       assert.deepEqual(disposeStock.errors, []);
     }
   }
+  // Ward A's own stock of one product it uses (not a contract one: the pharmacy still holds
+  // it) is written off too, so the ward certainly needs a transfer of it from the pharmacy.
+  const { topConsumption: wardUse } = await gql(
+    fx.url,
+    pharmacist,
+    `query($location: ID) { topConsumption(location: $location, weeks: 8, first: 10) { product { id name strength } } }`,
+    { location: wardA },
+  );
+  for (const { product } of wardUse.filter((c) => !products.some((p) => p.id === c.product.id))) {
+    const central = await stockOf(hospCp, product.id);
+    if (central.reduce((n, s) => n + s.quantity, 0) < 20) continue;
+    for (const node of await stockOf(wardA, product.id)) await dispose(wardA, node);
+    wardProduct = product;
+    break;
+  }
+  assert.ok(wardProduct, "a product Ward A uses and the pharmacy stocks");
 });
+
+async function stockOf(location, product) {
+  const { stockLevels } = await gql(
+    fx.url,
+    pharmacist,
+    `query($location: ID, $product: ID) { stockLevels(first: 50, location: $location, product: $product) { edges { node { quantity lot { id } } } } }`,
+    { location, product },
+  );
+  return stockLevels.edges.map((e) => e.node).filter((n) => n.quantity > 0);
+}
+
+async function dispose(location, node) {
+  const { disposeStock } = await gql(
+    fx.url,
+    pharmacist,
+    `mutation($input: DisposeStockInput!) { disposeStock(input: $input) { errors { code message } } }`,
+    { input: { location, lot: node.lot.id, quantity: node.quantity, reason: "DAMAGED", idempotencyKey: `ro-w-${node.lot.id}` } },
+  );
+  assert.deepEqual(disposeStock.errors, []);
+}
 
 after(async () => {
   await browser?.close();
@@ -91,6 +128,8 @@ async function openReorder(page, code) {
   await page.goto(`${fx.url}/#/reorder`);
   await page.getByRole("heading", { name: "Reorder" }).waitFor();
   const picker = page.getByLabel("Location");
+  // the picker appears once the user's locations have loaded
+  await picker.locator("option").filter({ hasText: code }).first().waitFor({ state: "attached" });
   const label = (await picker.locator("option").allInnerTexts()).find((t) => t.startsWith(code));
   assert.ok(label, `${code} is among the pharmacist's locations`);
   await picker.selectOption({ label });
@@ -147,6 +186,12 @@ test("a pharmacist ticks a suggestion and gets a draft purchase order for it", a
     [[chosen.product.id, chosen.quantity]],
   );
   assert.match(await created.innerText(), new RegExp(orders[0].number));
+  // The number links to the supplier's screen, which lists the new draft.
+  const link = created.getByRole("link", { name: orders[0].number });
+  assert.match(await link.getAttribute("href"), /^#\/suppliers\?id=/);
+  await link.click();
+  await page.locator(`[data-order="${orders[0].number}"][data-status="DRAFT"]`).waitFor();
+  await openReorder(page, "HOSP-CP");
   // On order now: the product is no longer suggested.
   await page.waitForFunction(
     (n) => ![...document.querySelectorAll('[data-testid="reorder-item"]')].some((e) => e.textContent.includes(n)),
@@ -176,20 +221,34 @@ test("a budget cuts the suggestions, and a ward shows the server's transfer sugg
 
   const { reorderSuggestions: ward } = await gql(fx.url, pharmacist, SUGGESTIONS, { location: wardA });
   assert.equal(ward.kind, "TRANSFER");
+  // Ward A has none of wardProduct left: the server suggests topping it up from the pharmacy.
+  const topUp = ward.suggestions.find((s) => s.product.id === wardProduct.id);
+  assert.ok(topUp && topUp.quantity > 0, JSON.stringify(ward.suggestions.map((s) => s.product.name)));
+  assert.equal(topUp.why.on_hand, 0);
   await openReorder(page, "WARD-A");
   assert.match(await page.getByTestId("reorder-kind").innerText(), /Topped up from HOSP-CP/);
-  if (ward.suggestions.length) {
-    await page.getByTestId("reorder-item").first().waitFor();
-    assert.equal(await page.getByTestId("reorder-item").count(), ward.suggestions.length);
-    await page.getByRole("button", { name: "Tick all" }).click();
-    await page.getByTestId("reorder-create").click();
-    const created = page.getByTestId("reorder-created");
-    await created.waitFor();
-    assert.match(await created.innerText(), /Transfer requests sent/);
-    await created.getByRole("link").first().waitFor();
-  } else {
-    await page.getByTestId("reorder-empty").waitFor();
-  }
+  const items = page.getByTestId("reorder-item");
+  await items.first().waitFor();
+  assert.equal(await items.count(), ward.suggestions.length);
+  assert.equal(await page.getByTestId("reorder-empty").count(), 0);
+  const item = items.filter({ hasText: `${wardProduct.name} ${wardProduct.strength}` }).first();
+  await item.getByRole("checkbox").check();
+  await page.getByTestId("reorder-create").click();
+  const created = page.getByTestId("reorder-created");
+  await created.waitFor();
+  assert.match(await created.innerText(), /Transfer requests sent/);
+  const { transfers } = await gql(
+    fx.url,
+    pharmacist,
+    `query($to: ID) { transfers(first: 20, location: $to, status: REQUESTED) { edges { node { id number destination { id } lines { requestedQuantity product { id } } } } } }`,
+    { to: wardA },
+  );
+  const requested = transfers.edges.map((e) => e.node).filter((t) => t.destination.id === wardA && t.lines.some((l) => l.product.id === wardProduct.id));
+  assert.equal(requested.length, 1);
+  assert.deepEqual(requested[0].lines.map((l) => [l.product.id, l.requestedQuantity]), [[wardProduct.id, topUp.quantity]]);
+  // The transfer's number links to its screen.
+  await created.getByRole("link", { name: requested[0].number }).click();
+  await page.locator(`[data-testid="transfer-detail"][data-number="${requested[0].number}"]`).waitFor();
   assert.deepEqual(await seriousViolations(page), []);
   await context.close();
 });

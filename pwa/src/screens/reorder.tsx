@@ -15,7 +15,7 @@ import {
 import { GeneralErrors, NO_ERRORS, generalErrors, splitErrors, type FieldErrors } from "../components/form";
 import { transferHref } from "../components/transfers";
 import { describeError, request } from "../lib/graphql";
-import { myLocations, online, selectLocation, selectedLocation } from "../state";
+import { href, myLocations, online, selectLocation, selectedLocation } from "../state";
 import { LocationPicker, Screen, Status, percent, useLoad } from "../ui";
 
 type Result = ReorderSuggestionsQuery["reorderSuggestions"];
@@ -169,6 +169,8 @@ export function ReorderScreen() {
             id: o.id,
             number: o.number,
             detail: `${o.supplier.name} · ${o.lines.length} line(s) · ${o.status.toLowerCase()}`,
+            // the supplier's screen lists its purchase orders, the new draft first
+            href: href("suppliers", { id: o.supplier.id }),
           })),
         };
       } else {
