@@ -43,8 +43,11 @@ How a series is forecast
    least `min_windows` (3), in ONE `StatsForecast.cross_validation` call per window count over
    every backtested series with every model (never a loop of per-series fits); each series then
    reads only its candidates' columns. Six windows rather than three: a choice made on three is
-   mostly noise, and the intervals get twice the residuals. A model failing on a series (MSTL
-   on a short one) falls back to naive there, and is not among that series' candidates anyway.
+   mostly noise, and the intervals get twice the residuals; but extra windows stop where the
+   shortest training set would fall below 3/4 of the one three windows leave (`keep_train`),
+   so models are not judged on fits much shorter than the final one. A model failing on a
+   series (MSTL on a short one) falls back to naive there, and is not among that series'
+   candidates anyway.
 4. Winner by MASE over all windows and steps, scaled by seasonal naive's in-sample one-step MAE
    on the history (naive's when the history holds no full season, or seasonal naive's is 0).
    Ties go to the simpler model. When the winner's lead over the family's Ensemble is within
@@ -166,6 +169,10 @@ class Backtest:
     step_size: int | None = None
     min_train: int = 8  # the shortest training set a window may have
     min_windows: int = 3
+    # extra windows keep at least this share of the training set the fewest windows leave: a
+    # window trained on much less history than the final fit judges models (trends, seasons)
+    # by fits the final one will not make
+    keep_train: float = 0.75
 
     def needs(self, horizon: int) -> int:
         """Periods of history (from the first demand) a series needs to be backtested."""
@@ -405,6 +412,7 @@ def _plan(
         m + 1 if p.snaive else 0,
         2 * m if p.season > 1 else 0,
         2 * max(p.mstl) if p.mstl else 0,
+        math.ceil(backtest.keep_train * train),
     )
     p.windows = min(backtest.n_windows, 1 + (len(y) - horizon - needed) // step)
     return p
