@@ -6,9 +6,11 @@ import { AuthError, forgetSession, me, rememberMe, sessionExpired, signingOut } 
 import { clearAll } from "./lib/db";
 import { request } from "./lib/graphql";
 import { closeLive, liveStatus, reconnects } from "./lib/live";
-import { flush, loadOutbox, outbox, outboxBlocked, pendingCount } from "./lib/outbox";
+import type { OutboxEntry } from "./lib/db";
+import { errorText, t, todo } from "./lib/messages";
+import { dismiss, flush, loadOutbox, outbox, outboxBlocked, pendingCount, scanInput } from "./lib/outbox";
 import { updateReady, applyUpdate } from "./lib/sw-register";
-import { reviewHref } from "./components/outbox";
+import { ACTION_LABEL, reviewHref } from "./components/outbox";
 import { AlertsScreen } from "./screens/alerts";
 import { ScanScreen } from "./screens/scan";
 import { SignIn } from "./screens/signin";
@@ -53,10 +55,38 @@ const SCREENS: ScreenDef[] = [
   { id: "users", title: "Users", roles: ["ADMIN"], component: UsersScreen },
 ];
 
-const TABS = 3; // the first three screens a role has are tabs; the rest are under "More"
+/**
+ * The tabs of each role, in order, with the label the tab shows there (a warehouse manager's
+ * Shipments tab is "Receive": receiving is what they open it for). Everything else a role may
+ * open is under "More". A user with several roles gets the tabs of the first role listed here.
+ */
+const TABS_BY_ROLE: [Role, [string, string?][]][] = [
+  ["PHARMACIST", [["scan"], ["stock"], ["reorder", "Orders"], ["dashboard"]]],
+  ["WAREHOUSE_MANAGER", [["stock"], ["shipments", "Receive"], ["transfers"], ["counts"]]],
+  ["NURSE", [["scan"], ["stock"], ["alerts"]]],
+  ["ADMIN", [["stock"], ["alerts"], ["users"], ["audit"]]],
+  ["AUDITOR", [["audit"], ["stock"], ["supervision"], ["dashboard"]]],
+  ["REGULATOR", [["supervision"], ["alerts"]]],
+  ["SUPPLIER", [["shipments"], ["suppliers"]]],
+];
 
 function screensForUser(): ScreenDef[] {
   return SCREENS.filter((s) => hasRole(...s.roles));
+}
+
+interface Tab {
+  screen: ScreenDef;
+  label: string;
+}
+
+/** The signed-in user's tabs: their first role's list, of the screens they may open. */
+function tabsForUser(screens: ScreenDef[]): Tab[] {
+  const entry = TABS_BY_ROLE.find(([role]) => hasRole(role));
+  if (!entry) return screens.slice(0, 3).map((screen) => ({ screen, label: screen.title }));
+  return entry[1].flatMap(([id, label]) => {
+    const screen = screens.find((s) => s.id === id);
+    return screen ? [{ screen, label: label ?? screen.title }] : [];
+  });
 }
 
 async function signOut(): Promise<void> {
@@ -138,44 +168,57 @@ export function App() {
   const screens = screensForUser();
   const section = route.value;
   const current = screens.find((s) => s.id === section);
-  const tabs = screens.slice(0, TABS);
-  const more = screens.slice(TABS);
+  const tabs = tabsForUser(screens);
+  const more = screens.filter((s) => !tabs.some((t) => t.screen.id === s.id));
   const pending = pendingCount();
   const refusedEntries = outbox.value.filter((e) => e.status === "refused");
   const refused = refusedEntries.length;
   const Current = current?.component;
   const showMore = section === "more" || (!current && section !== "");
-  const Fallback = tabs[0]?.component;
+  const Fallback = tabs[0]?.screen.component;
 
   return (
     <>
-      <header class="topbar">
-        <span class="brand">Apotheca</span>
-        {!online.value ? (
-          <span class="pill offline" role="status">
-            Offline
-          </span>
-        ) : (
-          liveStatus.value === "connecting" && <span class="pill">Reconnecting</span>
-        )}
-        {pending > 0 && (
-          <span class="pill" data-testid="pending-count" role="status">
-            {pending} pending
-          </span>
-        )}
-        <span class="who">{user.fullName}</span>
-      </header>
+      <div class="chrome">
+        <header class="topbar">
+          <span class="brand">Apotheca</span>
+          {!online.value ? (
+            <span class="pill offline" role="status">
+              Offline
+            </span>
+          ) : (
+            liveStatus.value === "connecting" && <span class="pill">Reconnecting</span>
+          )}
+          {pending > 0 && (
+            <span class="pill" data-testid="pending-count" role="status">
+              {pending} pending
+            </span>
+          )}
+          <span class="who">{user.fullName}</span>
+        </header>
+        <nav class="tabs" aria-label="Screens">
+          {tabs.map(({ screen: s, label }, i) => (
+            <a
+              key={s.id}
+              href={`#/${s.id}`}
+              aria-current={section === s.id || (i === 0 && section === "") ? "page" : undefined}
+            >
+              {label}
+              {s.id === "scan" && pending + refused > 0 && <span class="count">{pending + refused}</span>}
+            </a>
+          ))}
+          <a href="#/more" aria-current={showMore || more.some((s) => s.id === section) ? "page" : undefined}>
+            More
+          </a>
+        </nav>
+        {refused > 0 && <RefusedBanner entries={refusedEntries} />}
+      </div>
       {updateReady.value && (
         <div class="banner info" role="status">
           A new version is ready.
           <button type="button" onClick={applyUpdate}>
             Reload
           </button>
-        </div>
-      )}
-      {refused > 0 && route.value !== "scan" && (
-        <div class="banner danger" role="alert">
-          {refused} queued action(s) were refused by the server. <a href={reviewHref(refusedEntries[0])}>Review</a>
         </div>
       )}
       {outboxBlocked.value === "signed-out" && (
@@ -186,21 +229,35 @@ export function App() {
       <main id="main">
         {Current ? <Current /> : showMore || !Fallback ? <MoreScreen screens={more} /> : <Fallback />}
       </main>
-      <nav class="tabs" aria-label="Screens">
-        {tabs.map((s, i) => (
-          <a
-            key={s.id}
-            href={`#/${s.id}`}
-            aria-current={section === s.id || (i === 0 && section === "") ? "page" : undefined}
-          >
-            {s.title}
-            {s.id === "scan" && pending + refused > 0 && <span class="count">{pending + refused}</span>}
-          </a>
-        ))}
-        <a href="#/more" aria-current={showMore || more.some((s) => s.id === section) ? "page" : undefined}>
-          More
-        </a>
-      </nav>
     </>
+  );
+}
+
+/**
+ * Refused queued actions, on every screen (Scan included): the first refusal in words, what to
+ * do about it, and where to review it — kept in view with the header, so it is seen before the
+ * next scan (the server's own words are in the outbox list it links to).
+ */
+function RefusedBanner({ entries }: { entries: OutboxEntry[] }) {
+  const first = entries[0];
+  const error = first.errors?.[0];
+  const input = scanInput(first);
+  const what = input
+    ? `${ACTION_LABEL[input.action] ?? input.action} ${input.quantity ?? 1} × ${first.label.product ?? first.label.gtin ?? input.barcode}${first.label.batch ? ` (batch ${first.label.batch})` : ""}`
+    : first.label.title ?? first.operation;
+  return (
+    <div class="banner danger" role="alert" data-testid="refused-banner">
+      <p>
+        {t("outbox.refused", { count: entries.length })} <strong>{what}</strong>
+        {error && `: ${errorText(error)}`}
+      </p>
+      <p class="todo">
+        {todo(error?.code)} <a href={reviewHref(first)}>{t("outbox.review")}</a>
+        {" "}
+        <button type="button" onClick={() => void dismiss(first.seq!)}>
+          {t("outbox.dismiss")}
+        </button>
+      </p>
+    </div>
   );
 }

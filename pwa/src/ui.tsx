@@ -9,13 +9,18 @@ import { cacheGet, cachePut } from "./lib/db";
 import { describeError } from "./lib/graphql";
 import { daysUntil, expiryState } from "./lib/dates";
 import { reconnects } from "./lib/live";
+import { formatDate, t } from "./lib/messages";
 
 export function ExpiryTag({ date, expired }: { date: string | null | undefined; expired?: boolean | null }) {
-  if (!date) return <span class="tag neutral">No expiry</span>;
+  if (!date) return <span class="tag neutral" data-expiry="unknown">{t("scan.expiryUnknown")}</span>;
   const state = expiryState(date, expired);
   const days = daysUntil(date);
   const text =
-    state === "expired" ? `EXPIRED ${date}` : state === "near" ? `Expires ${date} (${days} d)` : `Expires ${date}`;
+    state === "expired"
+      ? `EXPIRED ${formatDate(date)}`
+      : state === "near"
+        ? `Expires ${formatDate(date)} (${days} d)`
+        : `Expires ${formatDate(date)}`;
   return <span class={`tag ${state}`} data-expiry={state}>{text}</span>;
 }
 

@@ -45,7 +45,9 @@ function python() {
  * fixture (url, GTIN, batches...) and a stop(). */
 export function startServer({ args = [] } = {}) {
   return new Promise((resolvePromise, reject) => {
-    const child = spawn(python(), [join(ROOT, "tests", "browser", "serve.py"), ...args], {
+    // APOTHECA_TEST_PWA_DIR: serve another build (e.g. the previous one, to see a new test fail).
+    const dist = process.env.APOTHECA_TEST_PWA_DIR ? ["--pwa-dir", process.env.APOTHECA_TEST_PWA_DIR] : [];
+    const child = spawn(python(), [join(ROOT, "tests", "browser", "serve.py"), ...dist, ...args], {
       cwd: ROOT,
       stdio: ["pipe", "pipe", "inherit"],
     });

@@ -24,6 +24,8 @@ export interface PackScannerProps {
   submitLabel?: string;
   /** Whether the typed form starts open. */
   manualOpen?: boolean;
+  /** Each new value clears the typed form (after "Scan next": no last batch left to slip in). */
+  resetToken?: number;
 }
 
 export function PackScanner({
@@ -36,6 +38,7 @@ export function PackScanner({
   primary = false,
   submitLabel = "Use this pack",
   manualOpen = true,
+  resetToken = 0,
 }: PackScannerProps) {
   const camera = useSignal<Camera | null>(null);
   const cameras = useSignal<MediaDeviceInfo[]>([]);
@@ -53,6 +56,11 @@ export function PackScanner({
   acceptRef.current = accept;
 
   useEffect(() => () => camera.value?.stop(), []);
+  useEffect(() => {
+    if (!resetToken) return;
+    manual.value = { gtin: "", batch: "", expiry: "", serial: "" };
+    manualError.value = null;
+  }, [resetToken]);
 
   async function start(deviceId?: string) {
     error.value = null;

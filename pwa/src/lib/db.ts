@@ -43,6 +43,8 @@ export interface OutboxEntry {
   replayed?: boolean;
   /** When done: the balance the movement left, per movement. */
   balances?: number[];
+  /** When done: the batch of each movement's lot (in the order of `balances`). */
+  lots?: string[];
   errors?: { code: string; message: string }[];
 }
 

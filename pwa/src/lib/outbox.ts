@@ -38,7 +38,7 @@ export interface OutboxVariables {
 export interface SettledResult {
   errors: { code: string; field?: string | null; message: string }[];
   replayed?: boolean;
-  movements?: { balanceAfter: number }[];
+  movements?: { balanceAfter: number; lot?: { batchNumber: string } | null }[];
   /** recordScan: the product the server identified, for the label. */
   product?: string;
 }
@@ -207,6 +207,8 @@ async function sendPending(): Promise<void> {
     } else {
       entry.status = "done";
       entry.balances = result.movements?.map((m) => m.balanceAfter);
+      // The lots the server took (FEFO when the barcode named none), to say so in the answer.
+      entry.lots = result.movements?.flatMap((m) => (m.lot ? [m.lot.batchNumber] : []));
     }
     if (result.product) entry.label.product = result.product;
     await database.put("outbox", entry);

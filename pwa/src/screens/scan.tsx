@@ -21,6 +21,7 @@ import { WitnessDialog, witnessMessage, type Witness } from "../components/witne
 import type { OutboxEntry } from "../lib/db";
 import { hasRole, myLocations, online, selectLocation, selectedLocation } from "../state";
 import { ExpiryTag, LocationPicker, Screen } from "../ui";
+import { errorText, formatNumber, label, sentence, t } from "../lib/messages";
 
 type Preview = ParseBarcodeQuery["parseBarcode"];
 type StockNode = StockLevelsQuery["stockLevels"]["edges"][number]["node"];
@@ -35,6 +36,8 @@ interface Current {
   previewAt?: number;
   offline?: boolean;
   offlineProduct?: string;
+  /** Offline: the lot as this device last saw it at the location (expiry, packs). */
+  offlineLot?: { expiryDate: string; expired: boolean; quantity: number } | null;
   error?: string;
 }
 
@@ -53,12 +56,22 @@ function actionsForRole(): ScanAction[] {
   return actions;
 }
 
-async function offlineProductName(locationId: string, gtin: string | null): Promise<string | undefined> {
+/** Offline: the product and (when a batch was read) the lot as the device's stock cache has them. */
+async function offlineLookup(
+  locationId: string,
+  gtin: string | null,
+  batch: string | null,
+): Promise<Pick<Current, "offlineProduct" | "offlineLot">> {
   const username = me.value?.username;
-  if (!gtin || !username) return undefined;
+  if (!gtin || !username) return {};
   const cached = await cacheGet<StockNode[]>(`stock:${locationId}`, username);
-  const hit = cached?.find((row) => row.product.gtins.includes(gtin));
-  return hit ? `${hit.product.name} ${hit.product.strength}` : undefined;
+  const rows = cached?.filter((row) => row.product.gtins.includes(gtin)) ?? [];
+  const hit = rows[0];
+  const lot = batch ? rows.find((row) => row.lot.batchNumber === batch) : undefined;
+  return {
+    offlineProduct: hit ? `${hit.product.name} ${hit.product.strength}` : undefined,
+    offlineLot: batch ? (lot ? { expiryDate: lot.lot.expiryDate, expired: lot.lot.expired, quantity: lot.quantity } : null) : undefined,
+  };
 }
 
 export function ScanScreen() {
@@ -72,6 +85,7 @@ export function ScanScreen() {
   const confirming = useSignal(false);
   const witnessing = useSignal(false);
   const witnessed = useSignal<string | null>(null);
+  const resetToken = useSignal(0);
   const resultRef = useRef<HTMLDivElement>(null);
   const locationId = selectedLocation.value;
   const location = myLocations.value.find((l) => l.id === locationId);
@@ -101,8 +115,8 @@ export function ScanScreen() {
     } catch (error) {
       if (current.value?.barcode !== barcode) return;
       if (error instanceof NetworkError || !navigator.onLine) {
-        const offlineProduct = await offlineProductName(locationId, local?.gtin ?? null);
-        current.value = { ...current.value, offline: true, offlineProduct };
+        const found = await offlineLookup(locationId, local?.gtin ?? null, local?.batch ?? null);
+        current.value = { ...current.value, offline: true, ...found };
       } else {
         current.value = { ...current.value, error: describeError(error) };
       }
@@ -132,7 +146,7 @@ export function ScanScreen() {
         product: preview?.product ? `${preview.product.name} ${preview.product.strength}` : scan.offlineProduct,
         gtin: preview?.gtin ?? scan.local?.gtin,
         batch: preview?.batchNumber ?? scan.local?.batch,
-        expiry: preview?.lot?.expiryDate ?? preview?.expiryDate ?? scan.local?.expiry,
+        expiry: preview?.lot?.expiryDate ?? preview?.expiryDate ?? scan.local?.expiry ?? scan.offlineLot?.expiryDate,
         serial,
         location: location?.code,
       },
@@ -187,6 +201,10 @@ export function ScanScreen() {
     entryKey.value = null;
     confirming.value = witnessing.value = false;
     witnessed.value = null;
+    quantity.value = 1;
+    patient.value = "";
+    wasting.value = false;
+    resetToken.value += 1;
     metrics.detectedAt = undefined;
   }
 
@@ -199,8 +217,27 @@ export function ScanScreen() {
 
   const scan = current.value;
   const preview = scan?.preview;
-  const expiry = preview?.lot?.expiryDate ?? preview?.expiryDate ?? scan?.local?.expiry ?? null;
-  const state = expiryState(expiry, preview?.expired);
+  // The recorded lot's expiry first (what the server knows), else the printed one, else (offline)
+  // the cached lot's; never a made-up "no expiry".
+  const expiry =
+    preview?.lot?.expiryDate ?? preview?.expiryDate ?? scan?.local?.expiry ?? scan?.offlineLot?.expiryDate ?? null;
+  const expiredFlag = preview ? preview.lot?.expired ?? preview.expired : scan?.offlineLot?.expired;
+  const state = expiryState(expiry, expiredFlag);
+  const batch = preview?.batchNumber ?? scan?.local?.batch ?? null;
+  // A batch that was read but is not recorded: warn before the tap, not after it.
+  const unknownBatch = !!(batch && (preview ? preview.product && !preview.lot : scan?.offline && scan.offlineLot === null));
+  const settledEntry = entry.value?.status === "done" ? entry.value : undefined;
+  // One source for "On hand here" and "Balance now": once the action is done, the movement's
+  // balance (of the lot it took) replaces the preview's figure.
+  const onHand = settledEntry?.balances?.length
+    ? settledEntry.balances.map((b, i) => `${formatNumber(b)}${settledEntry.lots?.[i] ? ` (batch ${settledEntry.lots[i]})` : ""}`).join(", ")
+    : unknownBatch
+      ? null
+      : preview?.quantityOnHand != null
+        ? `${formatNumber(preview.quantityOnHand)}${!preview.batchNumber ? " (all batches)" : ""}`
+        : scan?.offlineLot
+          ? formatNumber(scan.offlineLot.quantity)
+          : null;
   const serial = preview?.serial ?? scan?.local?.serial;
   const actions = actionsForRole();
   const invalid = preview && !preview.valid;
@@ -218,6 +255,7 @@ export function ScanScreen() {
         primary
         submitLabel="Look up pack"
         manualOpen={!scan}
+        resetToken={resetToken.value}
         // While a result waits for a decision the camera does not replace it, nor does the pack
         // just acted on, still in view: "Scan next" clears it.
         accept={(raw) => !(current.value && !entryKey.value) && !(entryKey.value && raw === current.value?.barcode)}
@@ -242,7 +280,7 @@ export function ScanScreen() {
               <dd data-testid="batch">{preview?.batchNumber ?? scan.local?.batch ?? "—"}</dd>
               <dt>Expiry</dt>
               <dd>
-                <ExpiryTag date={expiry} expired={preview?.expired} />
+                <ExpiryTag date={expiry} expired={expiredFlag} />
               </dd>
               {serial && (
                 <>
@@ -250,25 +288,32 @@ export function ScanScreen() {
                   <dd>{serial}</dd>
                 </>
               )}
-              {preview?.quantityOnHand != null && (
+              {(onHand != null || unknownBatch) && (
                 <>
                   <dt>On hand here</dt>
-                  <dd data-testid="on-hand">{preview.quantityOnHand}</dd>
+                  <dd data-testid="on-hand">{unknownBatch && !settledEntry ? t("scan.batchUnknown") : onHand}</dd>
                 </>
               )}
             </dl>
+            {unknownBatch && !entryKey.value && (
+              <p class="notice danger" role="alert" data-testid="batch-unknown">
+                <strong>{t("scan.batchUnknown")}.</strong> {t("scan.batchUnknownHelp", { batch })}
+              </p>
+            )}
             {scan.offline && (
-              <p class="notice pending">Offline: the server will check this pack when the scan is sent.</p>
+              <p class="notice pending">{t(scan.offlineLot ? "scan.offlineCached" : "scan.offline")}</p>
             )}
             {scan.error && <p class="notice danger">{scan.error}</p>}
             {invalid &&
               preview!.errors.map((e) => (
                 <p class="notice danger" key={e.code}>
-                  {e.message}
+                  {errorText(e)} {sentence(e.message)}
                 </p>
               ))}
             {state === "expired" && !invalid && (
-              <p class="notice danger">Expired: do not dispense. Waste it instead.</p>
+              <p class="notice danger" role="alert" data-testid="expired-warning">
+                {t("scan.expiredWarn")}
+              </p>
             )}
             {!done && !invalid && !scan.error && (
               <>
@@ -335,7 +380,7 @@ export function ScanScreen() {
                       >
                         {REASONS.map((r) => (
                           <option key={r} value={r}>
-                            {r.replace("_", " ").toLowerCase()}
+                            {label("reason", r)}
                           </option>
                         ))}
                       </select>
@@ -363,7 +408,8 @@ export function ScanScreen() {
                         class={a === "DISPOSE" ? "danger big" : a === "DISPENSE" ? "primary big" : "big"}
                         disabled={
                           (a === "DISPENSE" && state === "expired") ||
-                          (controlled && a === "DISPENSE" && !patient.value.trim())
+                          (controlled && a === "DISPENSE" && !patient.value.trim()) ||
+                          (unknownBatch && !scan.offline && a !== "RECEIVE")
                         }
                         onClick={() =>
                           a === "DISPOSE"
@@ -430,13 +476,16 @@ function Outcome({ entry }: { entry: OutboxEntry | undefined }) {
   if (entry.status === "refused") {
     return (
       <p class="notice danger" role="alert" data-testid="outcome" data-status="refused">
-        Refused: {entry.errors?.map((e) => e.message).join("; ")}
+        Refused: {entry.errors?.map((e) => `${errorText(e)} ${sentence(e.message)}`).join(" ")}
       </p>
     );
   }
+  const lots = [...new Set(entry.lots ?? [])];
   return (
     <p class="notice ok" role="status" data-testid="outcome" data-status="done">
-      {verb} {input.quantity ?? 1}. Balance now {entry.balances?.join(", ") ?? "—"}.
+      {verb} {input.quantity ?? 1}
+      {lots.length > 0 && <> {t("scan.tookLot", { batches: lots.join(", ") })}</>}.{" "}
+      {t("scan.balanceNow", { balance: entry.balances?.map(formatNumber).join(", ") ?? "—" })}
     </p>
   );
 }

@@ -1,0 +1,195 @@
+// Field-ready (issue 15): navigation by role that stays in view, refusals seen on Scan, the
+// lookup that warns before the tap, a cleared form after "Scan next", one source for the
+// balance, and the lot a GTIN-only dispense took. Each test failed on the build before the fix.
+import assert from "node:assert/strict";
+import { join } from "node:path";
+import { after, before, test } from "node:test";
+import { SCREENSHOTS, launch, seriousViolations, signIn, startServer } from "./lib.mjs";
+
+const TABLET = { width: 1024, height: 768 };
+const PHONE = { width: 360, height: 740 };
+
+let fx;
+let browser;
+
+before(async () => {
+  fx = await startServer();
+  browser = await launch({ viewport: PHONE });
+});
+
+after(async () => {
+  await browser?.close();
+  await fx?.stop();
+});
+
+async function tabNames(page) {
+  return (await page.getByRole("navigation", { name: "Screens" }).getByRole("link").allTextContents()).map((t) =>
+    t.replace(/\d+$/, "").trim(),
+  );
+}
+
+test("tabs by role: nurse, warehouse manager, pharmacist; the rest under More", async () => {
+  const expected = {
+    nurse: ["Scan", "Stock", "Alerts", "More"],
+    warehouse: ["Stock", "Receive", "Transfers", "Counts", "More"],
+    pharmacist: ["Scan", "Stock", "Orders", "Dashboard", "More"],
+  };
+  for (const [username, tabs] of Object.entries(expected)) {
+    const context = await browser.newContext();
+    const page = await context.newPage();
+    await signIn(page, fx.url, username);
+    assert.deepEqual(await tabNames(page), tabs, `${username}'s tabs`);
+    if (username === "warehouse") {
+      // The first tab is the landing screen; "Receive" opens the shipments (receiving) screen.
+      await page.getByRole("navigation", { name: "Screens" }).getByRole("link", { name: "Receive" }).click();
+      await page.waitForURL(/#\/shipments/);
+    }
+    assert.deepEqual(await seriousViolations(page), []);
+    await context.close();
+  }
+});
+
+test("the navigation stays in view while the page scrolls, on a tablet and on a phone", async () => {
+  for (const viewport of [TABLET, PHONE]) {
+    const context = await browser.newContext({ viewport });
+    const page = await context.newPage();
+    await signIn(page, fx.url, "warehouse");
+    // A long page: scroll far down, then the tabs must still be on screen.
+    await page.evaluate(() => {
+      document.querySelector("main").style.minHeight = "4000px";
+      window.scrollTo(0, 3000);
+    });
+    await page.waitForFunction(() => window.scrollY > 2000);
+    const box = await page.evaluate(() => {
+      const r = document.querySelector('nav[aria-label="Screens"]').getBoundingClientRect();
+      return { top: r.top, bottom: r.bottom, height: innerHeight };
+    });
+    assert.ok(box.top >= 0 && box.bottom <= box.height, `tabs in view at ${viewport.width}px: ${JSON.stringify(box)}`);
+    await page.screenshot({ path: join(SCREENSHOTS, `30-nav-warehouse-${viewport.width}.png`), scale: "css" });
+    await context.close();
+  }
+});
+
+async function lookUp(page, { gtin, batch = "", expiry = "" }) {
+  await page.getByLabel("GTIN / EAN").fill(gtin);
+  await page.getByLabel("Batch").fill(batch);
+  await page.getByLabel("Expiry").fill(expiry);
+  await page.getByRole("button", { name: "Look up pack" }).click();
+}
+
+test("a refused queued dispense is shown on Scan, above the fold, with what to do", async () => {
+  const context = await browser.newContext({ viewport: PHONE });
+  const page = await context.newPage();
+  await signIn(page, fx.url, "nurse");
+  await page.getByLabel("Location").waitFor();
+  const near = fx.lots.find((l) => l.batch === "BT-NEAR");
+  await context.setOffline(true);
+  // Offline, more packs than the lot holds: queued, then refused when sent.
+  await lookUp(page, { gtin: fx.product.gtin, batch: near.batch });
+  const result = page.getByTestId("scan-result");
+  await page.getByLabel("Packs").fill(String(near.quantity + 50));
+  await result.getByRole("button", { name: "Dispense" }).click();
+  await result.locator('[data-testid="outcome"][data-status="pending"]').waitFor();
+  await result.getByRole("button", { name: "Scan next" }).click();
+  await context.setOffline(false);
+  await page.evaluate(() => window.dispatchEvent(new Event("online")));
+  const banner = page.getByTestId("refused-banner");
+  await banner.waitFor({ timeout: 15_000 });
+  assert.match(page.url(), /#\/(scan)?$|\/$/, "still on Scan");
+  const text = await banner.textContent();
+  assert.match(text, /refused/);
+  assert.match(text, /Not enough stock here/);
+  assert.match(text, /scan the pack again|ask for a transfer/, "says what to do");
+  assert.doesNotMatch(text, /INSUFFICIENT_STOCK/, "no raw code");
+  const box = await banner.boundingBox();
+  assert.ok(box && box.y >= 0 && box.y + box.height <= PHONE.height, `banner above the fold: ${JSON.stringify(box)}`);
+  assert.deepEqual(await seriousViolations(page), []);
+  await page.screenshot({ path: join(SCREENSHOTS, "31-refused-on-scan-360.png"), scale: "css" });
+  await banner.getByRole("button", { name: "Dismiss" }).click();
+  await banner.waitFor({ state: "detached" });
+  await context.close();
+});
+
+test("lookup warns before the tap: unknown batch, expiry unknown, expired lot; offline too", async () => {
+  const context = await browser.newContext({ viewport: PHONE });
+  const page = await context.newPage();
+  await signIn(page, fx.url, "nurse");
+  const result = page.getByTestId("scan-result");
+
+  await lookUp(page, { gtin: fx.product.gtin, batch: "NO-SUCH-LOT" });
+  await result.getByTestId("batch-unknown").waitFor();
+  assert.equal(await result.getByTestId("on-hand").textContent(), "Batch not known here");
+  assert.ok(await result.getByRole("button", { name: "Dispense" }).isDisabled(), "Dispense disabled for an unknown batch");
+  assert.match(await result.textContent(), /Expiry unknown/);
+  assert.doesNotMatch(await result.textContent(), /No expiry/);
+  assert.deepEqual(await seriousViolations(page), []);
+  await page.screenshot({ path: join(SCREENSHOTS, "32-batch-unknown-360.png"), scale: "css" });
+  await result.getByRole("button", { name: "Cancel" }).click();
+
+  // A known batch typed without expiry: the recorded expiry, not "No expiry".
+  const fresh = fx.lots.find((l) => l.batch === "BT-FRESH");
+  await lookUp(page, { gtin: fx.product.gtin, batch: fresh.batch });
+  await result.locator('[data-expiry="ok"]').waitFor();
+  assert.equal(await result.getByTestId("on-hand").textContent(), String(fresh.quantity));
+  await result.getByRole("button", { name: "Cancel" }).click();
+
+  // Offline (after the stock screen filled the device's cache): the cached lot's expiry.
+  await page.getByRole("navigation", { name: "Screens" }).getByRole("link", { name: "Stock" }).click();
+  await page.getByText(fresh.batch).first().waitFor();
+  await page.getByRole("navigation", { name: "Screens" }).getByRole("link", { name: "Scan" }).click();
+  await context.setOffline(true);
+  await lookUp(page, { gtin: fx.product.gtin, batch: fresh.batch });
+  await result.getByText(/Offline/).first().waitFor();
+  assert.equal(await result.locator("[data-expiry]").getAttribute("data-expiry"), "ok", "offline: the cached lot's expiry");
+  assert.doesNotMatch(await result.textContent(), /No expiry|Expiry unknown/);
+  await result.getByRole("button", { name: "Cancel" }).click();
+  await lookUp(page, { gtin: fx.product.gtin });
+  await result.getByText(/Offline/).first().waitFor();
+  assert.match(await result.textContent(), /Expiry unknown/);
+  assert.doesNotMatch(await result.textContent(), /No expiry/);
+  await result.getByRole("button", { name: "Cancel" }).click();
+  await context.setOffline(false);
+
+  // An expired lot typed with its printed date: warned, Dispense disabled.
+  await lookUp(page, { gtin: fx.product.gtin, batch: "OLD-2", expiry: "2021-03-31" });
+  await result.getByTestId("expired-warning").waitFor();
+  assert.ok(await result.getByRole("button", { name: "Dispense" }).isDisabled());
+  await context.close();
+});
+
+test("after Scan next the typed form is empty; On hand and Balance now agree; GTIN-only names its lot", async () => {
+  const context = await browser.newContext({ viewport: PHONE });
+  const page = await context.newPage();
+  await signIn(page, fx.url, "nurse");
+  const result = page.getByTestId("scan-result");
+  const fresh = fx.lots.find((l) => l.batch === "BT-FRESH");
+
+  await lookUp(page, { gtin: fx.product.gtin, batch: fresh.batch, expiry: fresh.expiry });
+  await result.getByTestId("on-hand").waitFor();
+  await page.getByLabel("Packs").fill("2");
+  await result.getByRole("button", { name: "Dispense" }).click();
+  await result.locator('[data-testid="outcome"][data-status="done"]').waitFor({ timeout: 10_000 });
+  const outcome = await result.getByTestId("outcome").textContent();
+  const balance = outcome.match(/Balance now ([\d,.\s]+)/)?.[1]?.trim().replace(/\.$/, "");
+  assert.ok(balance, outcome);
+  assert.match(await result.getByTestId("on-hand").textContent(), new RegExp(`^${balance}\\b`), "On hand here = Balance now");
+  await result.getByRole("button", { name: "Scan next" }).click();
+  const manual = await page.evaluate(() =>
+    ["m-gtin", "m-batch", "m-expiry", "m-serial"].map((id) => document.getElementById(id)?.value ?? null),
+  );
+  assert.deepEqual(manual, ["", "", "", ""], "the typed form is cleared after Scan next");
+
+  // GTIN only: the server takes the earliest-expiring lot, and the answer names it.
+  await lookUp(page, { gtin: fx.product.gtin });
+  await result.getByTestId("on-hand").waitFor();
+  await result.getByRole("button", { name: "Dispense" }).click();
+  await result.locator('[data-testid="outcome"][data-status="done"]').waitFor({ timeout: 10_000 });
+  const gtinOnly = await result.getByTestId("outcome").textContent();
+  const taken = gtinOnly.match(/from batch ([\w-]+)/)?.[1];
+  assert.ok(taken, `the dispense names its lot: ${gtinOnly}`);
+  const after = gtinOnly.match(/Balance now ([\d,.\s]+)/)?.[1]?.trim().replace(/\.$/, "");
+  assert.equal(await result.getByTestId("on-hand").textContent(), `${after} (batch ${taken})`);
+  assert.equal(await page.getByLabel("Packs").count(), 0);
+  await page.screenshot({ path: join(SCREENSHOTS, "33-gtin-only-lot-360.png"), scale: "css" });
+  await context.close();
+});
