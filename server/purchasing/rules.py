@@ -63,8 +63,8 @@ def check_order_action(
     allowed, target = ORDER_ACTIONS[action]
     if current not in allowed:
         raise InvalidTransition(
-            f"purchase order {number} is {current.value}; only a {names(allowed)} order can "
-            f"{_ORDER_VERBS[action]}",
+            f"purchase order {number} is {current.value}; an order can {_ORDER_VERBS[action]} "
+            f"only while it is {names(allowed)}",
             current=current.value,
             field="order",
         )

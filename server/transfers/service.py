@@ -390,7 +390,7 @@ class TransferService:
                 product = products.get(line.product_id)
                 if product is None or not product.active:
                     raise NotFound(
-                        f"product {line.product_id} does not exist or is inactive",
+                        f"the product of line {index + 1} does not exist or is inactive",
                         field=f"lines.{index}.product",
                     )
             now = utcnow()

@@ -193,3 +193,52 @@ test("after Scan next the typed form is empty; On hand and Balance now agree; GT
   await page.screenshot({ path: join(SCREENSHOTS, "33-gtin-only-lot-360.png"), scale: "css" });
   await context.close();
 });
+
+test("counts are blind, can show uncounted lots only, and are paged", async () => {
+  const context = await browser.newContext({ viewport: TABLET, serviceWorkers: "block" });
+  const page = await context.newPage();
+  await signIn(page, fx.url, "warehouse");
+  await page.goto(`${fx.url}/#/counts`);
+  await page.getByRole("heading", { name: "Start a count" }).waitFor();
+  await page.getByRole("button", { name: "Start count" }).click();
+  await page.locator('[data-testid="count-header"][data-status="OPEN"]').waitFor();
+  const sheet = page.getByTestId("count-sheet");
+  await sheet.locator("li").first().waitFor();
+
+  // Blind: no system quantity on the sheet, not even while typing.
+  assert.equal(await sheet.getByTestId("system").count(), 0, "system quantities hidden before counting");
+  assert.equal(await sheet.locator("li[data-system]").count(), 0);
+  assert.ok((await sheet.getByTestId("system-hidden").count()) > 0);
+  const first = sheet.locator("li").first();
+  const batch = await first.getAttribute("data-batch");
+  await first.getByLabel("Counted").fill("3");
+  assert.equal(await first.locator("[data-variance]").count(), 0, "no live variance while typing");
+
+  // Paged: a warehouse holds more lots than fit on one page.
+  const pager = page.getByTestId("count-pager");
+  const status = await pager.getByRole("status").textContent();
+  const total = Number(status.match(/of (\d+)/)[1]);
+  assert.ok(total > 25, `paged: ${status}`);
+  assert.equal(await sheet.locator("li").count(), 25);
+  await page.screenshot({ path: join(SCREENSHOTS, "34-count-blind-1024.png"), scale: "css" });
+  assert.deepEqual(await seriousViolations(page), []);
+
+  // Recorded: now the system side and the variance show.
+  await first.getByRole("button", { name: /^Save/ }).click();
+  const saved = sheet.locator(`li[data-batch="${batch}"]`);
+  await saved.getByText("Recorded").waitFor();
+  await saved.getByTestId("system").waitFor();
+  await saved.locator("[data-variance]").waitFor();
+
+  // Uncounted only: the counted lot goes, the total drops by one.
+  await page.getByLabel("Uncounted only").check();
+  await page.waitForFunction(
+    ([b, n]) =>
+      !document.querySelector(`[data-testid="count-sheet"] li[data-batch="${b}"]`) &&
+      document.querySelector('[data-testid="count-pager"] [role="status"]')?.textContent?.includes(`of ${n}`),
+    [batch, total - 1],
+  );
+  await pager.getByRole("button", { name: "Next" }).click();
+  await page.waitForFunction(() => document.querySelector('[data-testid="count-pager"] [role="status"]')?.textContent?.startsWith("Showing 26"));
+  await context.close();
+});

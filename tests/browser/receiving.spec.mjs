@@ -289,7 +289,7 @@ test("the supplier marks its shipment dispatched; the pharmacist's open shipment
   await watcherContext.close();
 });
 
-test("nurse counts WARD-A: live variance, a refused second count, finalize posts COUNT", async () => {
+test("nurse counts WARD-A blind: variance once recorded, a refused second count, finalize posts COUNT", async () => {
   const nurse = await token(fx.url, "nurse");
   const { location } = await ids(await token(fx.url, "admin"));
   const fresh = await stockOf(fx.url, "WARD-A", "BT-FRESH");
@@ -308,13 +308,16 @@ test("nurse counts WARD-A: live variance, a refused second count, finalize posts
   await page.locator('[data-testid="count-header"][data-status="OPEN"]').waitFor();
   const countUrl = page.url();
 
-  // The sheet lists the lots here with what the system holds; the variance follows typing.
-  const rowFresh = page.locator(`[data-testid="count-sheet"] li[data-batch="BT-FRESH"][data-system="${fresh}"]`);
+  // The sheet lists the lots here; blind, what the system holds shows once a count is recorded.
+  const rowFresh = page.locator('[data-testid="count-sheet"] li[data-batch="BT-FRESH"]');
   await rowFresh.waitFor();
+  assert.equal(await rowFresh.getAttribute("data-system"), null, "blind until counted");
   await rowFresh.getByLabel("Counted").fill(String(fresh - 2));
-  await rowFresh.locator('[data-variance="-2"]').waitFor();
+  assert.equal(await rowFresh.locator("[data-variance]").count(), 0, "no variance while typing");
   await rowFresh.getByRole("button", { name: /^Save/ }).click();
   await rowFresh.getByText("Recorded").waitFor();
+  await rowFresh.locator('[data-variance="-2"]').waitFor();
+  assert.equal(await rowFresh.getAttribute("data-system"), String(fresh));
 
   // Find a lot by its pack (typed GTIN and batch), count it: no variance.
   const scanner = page.getByTestId("count-scan-scanner");
@@ -326,9 +329,9 @@ test("nurse counts WARD-A: live variance, a refused second count, finalize posts
   const rowNear = page.locator('[data-testid="count-sheet"] li[data-batch="BT-NEAR"]');
   await waitFor(() => rowNear.getByLabel("Counted").evaluate((el) => el === document.activeElement), "the scanned lot's input has focus");
   await page.keyboard.type(String(near));
-  await rowNear.locator('[data-variance="0"]').waitFor();
   await page.keyboard.press("Enter");
   await rowNear.getByText("Recorded").waitFor();
+  await rowNear.locator('[data-variance="0"]').waitFor();
   await rowFresh.scrollIntoViewIfNeeded();
   await snap(page, "46-counts-sheet");
   await axe(page, "count sheet");

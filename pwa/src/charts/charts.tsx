@@ -9,11 +9,10 @@ import { useState } from "preact/hooks";
 import "./charts.css";
 
 const numberFormat = new Intl.NumberFormat(undefined, { maximumFractionDigits: 1 });
-const moneyFormat = new Intl.NumberFormat(undefined, { minimumFractionDigits: 2, maximumFractionDigits: 2 });
 
 export const formatNumber = (n: number): string => numberFormat.format(n);
-/** A Decimal string from the API, shown with two decimals (the catalogue has no currency). */
-export const formatMoney = (value: string | number): string => moneyFormat.format(Number(value));
+/** A Decimal string from the API, in the organisation's currency (lib/messages). */
+export { formatMoney } from "../lib/messages";
 
 export interface BarColumn {
   name: string;

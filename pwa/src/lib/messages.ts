@@ -88,11 +88,11 @@ const EN: Table = {
   // Alert kinds.
   "alert.LOW_STOCK": "Low stock",
   "alert.EXPIRING_SOON": "Expiring soon",
-  "alert.EXPIRED_ON_SHELF": "Expired on the shelf",
-  "alert.SERIAL_DECOMMISSIONED_TWICE": "Pack used twice",
+  "alert.EXPIRED_ON_SHELF": "Expired on shelf",
+  "alert.SERIAL_DECOMMISSIONED_TWICE": "Serial used twice",
   "alert.RECALL": "Recall",
   "alert.SHIPMENT_OVERDUE": "Shipment overdue",
-  "alert.SUPERVISION_STATUS": "Supply chain check",
+  "alert.SUPERVISION_STATUS": "Supervision",
   // Waste reasons.
   "reason.EXPIRED": "Expired",
   "reason.DAMAGED": "Damaged",

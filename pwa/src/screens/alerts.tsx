@@ -1,4 +1,5 @@
 // Alerts: open and acknowledged alerts in scope, new ones arrive live (alertRaised).
+import { label } from "../lib/messages";
 import { useSignal } from "@preact/signals";
 import { useEffect } from "preact/hooks";
 import {
@@ -13,15 +14,6 @@ import { subscribe } from "../lib/live";
 import { hasRole } from "../state";
 import { ExpiryTag, Screen, Status, formatDateTime, useLoad } from "../ui";
 
-const KIND: Record<string, string> = {
-  LOW_STOCK: "Low stock",
-  EXPIRING_SOON: "Expiring soon",
-  EXPIRED_ON_SHELF: "Expired on shelf",
-  SERIAL_DECOMMISSIONED_TWICE: "Serial used twice",
-  RECALL: "Recall",
-  SHIPMENT_OVERDUE: "Shipment overdue",
-  SUPERVISION_STATUS: "Supervision",
-};
 
 export function AlertsScreen() {
   const filter = useSignal<"OPEN" | "ALL">("OPEN");
@@ -117,8 +109,8 @@ function AlertItem({
   return (
     <li data-alert={alert.id} data-status={alert.status}>
       <p>
-        <span class={`tag ${alert.status === "OPEN" ? "refused" : "neutral"}`}>{KIND[alert.kind] ?? alert.kind}</span>{" "}
-        <span class="tag neutral">{alert.status.toLowerCase()}</span>
+        <span class={`tag ${alert.status === "OPEN" ? "refused" : "neutral"}`}>{label("alert", alert.kind)}</span>{" "}
+        <span class="tag neutral">{label("status", alert.status)}</span>
       </p>
       <p>
         <strong>{alert.message}</strong>

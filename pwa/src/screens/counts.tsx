@@ -31,6 +31,7 @@ import { WitnessDialog, witnessMessage, type Witness } from "../components/witne
 import { hasRole, href, myLocations, online, routeParams, selectedLocation } from "../state";
 import { StatusTag } from "../components/status";
 import { ExpiryTag, LocationPicker, Screen, Status, formatDateTime, signed, useLoad } from "../ui";
+import { t } from "../lib/messages";
 
 type Count = NonNullable<StockCountQuery["stockCount"]>;
 
@@ -177,6 +178,9 @@ interface Row {
   line?: StockCountLineFieldsFragment;
 }
 
+/** Lots on one page of the count sheet (a warehouse holds hundreds). */
+const PAGE_SIZE = 25;
+
 function buildRows(count: Count, extra: Row[]): Row[] {
   const rows = new Map<string, Row>();
   for (const u of count.uncountedLots) rows.set(u.lot.id, { lot: u.lot, product: u.product, current: u.quantity });
@@ -252,6 +256,8 @@ function CountSheet({ count, onWitnessed }: { count: Count; onWitnessed: () => v
   const found = useSignal<string | null>(null);
   const scanNote = useSignal<string | null>(null);
   const search = useSignal("");
+  const uncountedOnly = useSignal(false);
+  const page = useSignal(0);
   const confirming = useSignal(false);
   const witnessing = useSignal(false);
   const entries = entriesFor(forCount(count.id));
@@ -288,6 +294,11 @@ function CountSheet({ count, onWitnessed }: { count: Count; onWitnessed: () => v
 
   function focusRow(lotId: string) {
     found.value = lotId;
+    // The lot may be on another page, or hidden by the filter: show it.
+    uncountedOnly.value = false;
+    search.value = "";
+    const index = buildRows(count, extra.value).findIndex((r) => r.lot.id === lotId);
+    if (index >= 0) page.value = Math.floor(index / PAGE_SIZE);
     setTimeout(() => {
       const input = document.getElementById(inputId(lotId)) as HTMLInputElement | null;
       input?.scrollIntoView({ block: "center", behavior: "smooth" });
@@ -362,9 +373,17 @@ function CountSheet({ count, onWitnessed }: { count: Count; onWitnessed: () => v
   }
 
   const term = search.value.trim().toLowerCase();
-  const shown = rows.filter(
-    (r) => !term || `${r.product.name} ${r.product.strength}`.toLowerCase().includes(term) || r.lot.batchNumber.toLowerCase().includes(term),
+  const matching = rows.filter(
+    (r) =>
+      (!term || `${r.product.name} ${r.product.strength}`.toLowerCase().includes(term) || r.lot.batchNumber.toLowerCase().includes(term)) &&
+      (!uncountedOnly.value || counted(r) === null),
   );
+  const pages = Math.max(1, Math.ceil(matching.length / PAGE_SIZE));
+  const current = Math.min(page.value, pages - 1);
+  const shown = matching.slice(current * PAGE_SIZE, (current + 1) * PAGE_SIZE);
+  /** Blind count: the system side of a lot shows only once its count is recorded on the server. */
+  const revealed = (row: Row): boolean =>
+    !!row.line && latestPending(entries, row.lot.id) === null && (drafts.value.get(row.lot.id) ?? "").trim() === "";
 
   return (
     <>
@@ -385,7 +404,27 @@ function CountSheet({ count, onWitnessed }: { count: Count; onWitnessed: () => v
         </p>
         <label for="count-search">
           Search <span class="hint">product or batch</span>
-          <input id="count-search" type="search" value={search.value} onInput={(e) => (search.value = (e.target as HTMLInputElement).value)} />
+          <input
+            id="count-search"
+            type="search"
+            value={search.value}
+            onInput={(e) => {
+              search.value = (e.target as HTMLInputElement).value;
+              page.value = 0;
+            }}
+          />
+        </label>
+        <label for="count-uncounted" class="check">
+          <input
+            id="count-uncounted"
+            type="checkbox"
+            checked={uncountedOnly.value}
+            onChange={(e) => {
+              uncountedOnly.value = (e.target as HTMLInputElement).checked;
+              page.value = 0;
+            }}
+          />{" "}
+          {t("count.uncountedOnly")}
         </label>
         {!rows.length && <p>No stock recorded here. Scan a pack to count a lot that is on the shelf.</p>}
         <ul class="list" data-testid="count-sheet">
@@ -396,7 +435,13 @@ function CountSheet({ count, onWitnessed }: { count: Count; onWitnessed: () => v
             const draft = drafts.value.get(row.lot.id);
             const c = counted(row);
             return (
-              <li key={row.lot.id} data-batch={row.lot.batchNumber} data-system={system(row)} data-counted={c ?? ""} class={found.value === row.lot.id ? "flash" : ""}>
+              <li
+                key={row.lot.id}
+                data-batch={row.lot.batchNumber}
+                data-system={revealed(row) ? system(row) : undefined}
+                data-counted={c ?? ""}
+                class={found.value === row.lot.id ? "flash" : ""}
+              >
                 <form
                   onSubmit={(e) => {
                     e.preventDefault();
@@ -410,11 +455,19 @@ function CountSheet({ count, onWitnessed }: { count: Count; onWitnessed: () => v
                     Batch <strong>{row.lot.batchNumber}</strong> <ExpiryTag date={row.lot.expiryDate} expired={row.lot.expired} />
                   </p>
                   <p>
-                    System <strong data-testid="system">{system(row)}</strong>
-                    {row.line && row.line.currentSystemQuantity !== row.line.systemQuantityAtCount && !draft && (
-                      <span class="meta"> (now {row.line.currentSystemQuantity}: moved since counted)</span>
-                    )}{" "}
-                    <VarianceTag value={v} />
+                    {revealed(row) ? (
+                      <>
+                        System <strong data-testid="system">{system(row)}</strong>
+                        {row.line && row.line.currentSystemQuantity !== row.line.systemQuantityAtCount && (
+                          <span class="meta"> (now {row.line.currentSystemQuantity}: moved since counted)</span>
+                        )}{" "}
+                        <VarianceTag value={v} />
+                      </>
+                    ) : (
+                      <span class="meta" data-testid="system-hidden">
+                        System: {t("count.blindHidden")}
+                      </span>
+                    )}
                     {pending !== null && <span class="tag pending"> Pending</span>}
                     {refused && <span class="tag refused"> Refused</span>}
                     {row.line && pending === null && !draft && <span class="tag done"> Recorded</span>}
@@ -440,6 +493,19 @@ function CountSheet({ count, onWitnessed }: { count: Count; onWitnessed: () => v
             );
           })}
         </ul>
+        {matching.length > PAGE_SIZE && (
+          <nav class="pager" aria-label="Count sheet pages" data-testid="count-pager">
+            <button type="button" disabled={current === 0} onClick={() => (page.value = current - 1)}>
+              Previous
+            </button>
+            <span role="status">
+              {t("count.showing", { from: current * PAGE_SIZE + 1, to: current * PAGE_SIZE + shown.length, total: matching.length })}
+            </span>
+            <button type="button" disabled={current >= pages - 1} onClick={() => (page.value = current + 1)}>
+              Next
+            </button>
+          </nav>
+        )}
       </section>
 
       <section class="card" aria-labelledby="finish-title">

@@ -1,6 +1,7 @@
 // Dashboard screen: stock value, expiry exposure, consumption against forecast, supplier
 // performance and open alerts, for all of the user's locations or one of them.
 // The charts live in ../charts (a lazily loaded chunk); until it arrives, each section says so.
+import { formatNumber, label, t } from "../lib/messages";
 import { signal, useSignal } from "@preact/signals";
 import {
   ConsumptionForecastDocument,
@@ -370,9 +371,13 @@ function AlertsSection({ loaded }: { loaded: Loaded<DashboardQuery> }) {
     <>
       <section class="card" aria-labelledby="dash-alerts">
         <h2 id="dash-alerts">
-          Open alerts: {data?.openAlerts.edges.length ?? "…"}
-          {data?.openAlerts.pageInfo.hasNextPage && "+"}
+          <span data-testid="open-alerts-total">
+            {data ? t("alerts.open", { count: data.openAlerts.totalCount }) : "Open alerts: …"}
+          </span>
         </h2>
+        {data?.openAlerts.pageInfo.hasNextPage && (
+          <p class="meta">By kind, of the {formatNumber(data.openAlerts.edges.length)} most recent.</p>
+        )}
         <Status loaded={loaded} />
         {byKind.size > 0 && (
           <table>
@@ -386,7 +391,7 @@ function AlertsSection({ loaded }: { loaded: Loaded<DashboardQuery> }) {
             <tbody>
               {[...byKind].map(([kind, n]) => (
                 <tr key={kind}>
-                  <td>{kind.replace(/_/g, " ").toLowerCase()}</td>
+                  <td>{label("alert", kind)}</td>
                   <td>{n}</td>
                 </tr>
               ))}

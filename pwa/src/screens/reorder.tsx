@@ -2,6 +2,7 @@
 // draft purchase orders (one per supplier) or, for a ward, transfer requests from its pharmacy.
 // A budget can cut the purchases first (the server's optimiser says what it cut and why).
 // Sent directly: creating drafts moves no stock, so nothing waits in the outbox.
+import { formatMoney, label } from "../lib/messages";
 import { useSignal } from "@preact/signals";
 import { Fragment } from "preact";
 import { useEffect } from "preact/hooks";
@@ -62,11 +63,8 @@ function percentFine(v: number): string {
   return v >= 0.99 ? `${(v * 100).toFixed(1)} %` : percent(v);
 }
 
-function money(value: string | null | undefined): string {
-  if (value == null) return "—";
-  const n = Number(value);
-  return Number.isFinite(n) ? n.toLocaleString(undefined, { minimumFractionDigits: 2, maximumFractionDigits: 2 }) : value;
-}
+/** Money in the organisation's currency (lib/messages). */
+const money = (value: string | null | undefined): string => formatMoney(value);
 
 interface Created {
   kind: "PURCHASE" | "TRANSFER";
@@ -168,7 +166,7 @@ export function ReorderScreen() {
           items: payload.purchaseOrders.map((o) => ({
             id: o.id,
             number: o.number,
-            detail: `${o.supplier.name} · ${o.lines.length} line(s) · ${o.status.toLowerCase()}`,
+            detail: `${o.supplier.name} · ${o.lines.length} line(s) · ${label("status", o.status)}`,
             // the supplier's screen lists its purchase orders, the new draft first
             href: href("suppliers", { id: o.supplier.id }),
           })),
@@ -186,7 +184,7 @@ export function ReorderScreen() {
           items: payload.transfers.map((t) => ({
             id: t.id,
             number: t.number,
-            detail: `${t.source.code} → ${t.destination.code} · ${t.status.toLowerCase()}`,
+            detail: `${t.source.code} → ${t.destination.code} · ${label("status", t.status)}`,
             href: transferHref(t.id),
           })),
         };

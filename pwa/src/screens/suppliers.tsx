@@ -1,5 +1,6 @@
 // Suppliers: every supplier with its delivery performance; tap one (#/suppliers?id=…) for its
 // contacts, contracts (validity, prices, lead times) and recent purchase orders.
+import { formatMoney } from "../lib/messages";
 import { useSignal } from "@preact/signals";
 import {
   SupplierDetailDocument,
@@ -195,6 +196,7 @@ function Contracts({ contracts }: { contracts: Detail["contracts"] }) {
             <p class="meta">
               {c.validFrom} to {c.validUntil} · buyer {c.buyer.name}
             </p>
+            <div class="table-scroll" tabIndex={0} role="region" aria-label="Contract lines" data-testid="contract-table">
             <table>
               <thead>
                 <tr>
@@ -223,6 +225,7 @@ function Contracts({ contracts }: { contracts: Detail["contracts"] }) {
                 ))}
               </tbody>
             </table>
+            </div>
           </li>
         ))}
       </ul>
@@ -247,7 +250,7 @@ function Orders({ orders }: { orders: SupplierDetailQuery["purchaseOrders"] }) {
                 <strong>{o.number}</strong> <StatusTag status={o.status} label={status.label} tone={status.tone} />
               </p>
               <p class="meta">
-                To {o.deliverTo.code} · {received} of {ordered} packs received · total {o.total}
+                To {o.deliverTo.code} · {received} of {ordered} packs received · total {formatMoney(o.total)}
               </p>
               <p class="meta">
                 {o.submittedAt ? `Submitted ${formatDateTime(o.submittedAt)}` : `Created ${formatDateTime(o.createdAt)}`}
