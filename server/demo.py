@@ -23,11 +23,16 @@ from server.core.errors import DomainError
 from server.core.security import Principal, Role
 from server.finance.costing import SPEND_KINDS
 from server.finance.models import MovementCost
-from server.inventory.models import Movement, MovementKind
+from server.inventory.models import Balance, Movement, MovementKind
 from server.inventory.service import MovementRequest
 from server.network.models import LocationKind, Organisation, OrganisationKind
+from server.purchasing.models import PurchaseOrder, PurchaseOrderLine
+from server.purchasing.service import OrderLineFields
 from server.services import Services
+from server.shipments.models import Shipment, ShipmentLine, ShipmentStatus
+from server.shipments.service import LineReceiptCommand, ShipmentLineFields
 from server.suppliers.service import ContractLineFields
+from server.transfers.service import LineRequest
 
 DEMO_PASSWORD = "apotheca-demo"
 HISTORY_DAYS = 365
@@ -279,16 +284,20 @@ async def seed_demo(
             requests = []
             if progress and day.day <= 7:
                 progress(f"  history written up to {day.isoformat()}")
+    life = ""
     if history_days >= 0:
         await _witnessed_disposal(services, net, products)
+        if progress:
+            progress("  network life: orders, shipments, transfers, a recall, a count")
+        life = await _network_life(services, net, products, lots_by_product)
     if history_days > 0:
         await _demo_budgets(services, admin, net, today)
     async with services.db.read() as session:
         stored = (await session.execute(select(func.count(Movement.id)))).scalar_one()
     return (
         f"demo network seeded: {len(net.orgs)} organisations, {len(net.locations)} "
-        f"locations, {len(net.users)} users, {len(products)} products, {stored} movements "
-        f"(password for every demo user: {DEMO_PASSWORD})"
+        f"locations, {len(net.users)} users, {len(products)} products, {stored} movements"
+        f"{life} (password for every demo user: {DEMO_PASSWORD})"
     )
 
 
@@ -389,6 +398,167 @@ async def _demo_budgets(
             )
 
 
+async def _network_life(
+    services: Services,
+    net: DemoNetwork,
+    products: list[Product],
+    lots_by_product: dict[int, list[Lot]],
+) -> str:
+    """Work in flight, through the services as people would do it, so every screen has life:
+    purchase orders at each status (one received with a delivery, one on
+    its way), transfers at each step, a recall, and a count in progress. Dates are the real
+    today's: the services stamp their own times."""
+    loc, org, users = net.locations, net.orgs, net.users
+    as_user = {name: await services.network.load_principal(users[name]) for name in users}
+    pharmacist, warehouse, supplier = (
+        as_user["pharmacist"],
+        as_user["warehouse"],
+        as_user["supplier"],
+    )
+    now = datetime.now(UTC).date()
+
+    async def order(first: int, lines: int, quantity: int) -> PurchaseOrder:
+        return await services.purchasing.create_order(
+            pharmacist,
+            supplier_id=org["whs"],
+            deliver_to_id=loc["HOSP-WH"],
+            lines=[
+                OrderLineFields(product_id=products[first + k].id, quantity=quantity + 5 * k)
+                for k in range(lines)
+            ],
+            expected_delivery_date=now + timedelta(days=5),
+        )
+
+    freshest = {
+        pid: max(lots, key=lambda x: x.expiry_date) for pid, lots in lots_by_product.items()
+    }
+
+    async def shipped(po: PurchaseOrder, tag: str) -> Shipment:
+        po = await services.purchasing.acknowledge_order(
+            supplier, (await services.purchasing.submit_order(pharmacist, po.id)).id
+        )
+        async with services.db.read() as session:
+            lines = (
+                (
+                    await session.execute(
+                        select(PurchaseOrderLine)
+                        .where(PurchaseOrderLine.order_id == po.id)
+                        .order_by(PurchaseOrderLine.id)
+                    )
+                )
+                .scalars()
+                .all()
+            )
+        shipment = await services.shipments.create_shipment(
+            supplier,
+            order_id=po.id,
+            origin_id=loc["WHS-DC"],
+            carrier="SwissPost Pharma",
+            tracking_number=f"99.00.{po.id:06d}.{tag}",
+            expected_at=datetime.now(UTC) + timedelta(days=2),
+            lines=[
+                ShipmentLineFields(
+                    purchase_order_line_id=line.id,
+                    batch_number=freshest[line.product_id].batch_number,
+                    expiry_date=freshest[line.product_id].expiry_date,
+                    quantity=line.quantity,
+                )
+                for line in lines
+            ],
+        )
+        for status in (ShipmentStatus.DISPATCHED, ShipmentStatus.IN_TRANSIT):
+            shipment = await services.shipments.update_shipment_status(
+                supplier, shipment.id, status
+            )
+        return shipment
+
+    # Received, with a short line, for supplier performance; then one on its way, one waiting
+    # for the supplier, one draft.
+    received = await shipped(await order(0, 3, 20), "R")
+    received = await services.shipments.update_shipment_status(
+        supplier, received.id, ShipmentStatus.DELIVERED
+    )
+    async with services.db.read() as session:
+        shipment_lines = (
+            (
+                await session.execute(
+                    select(ShipmentLine)
+                    .where(ShipmentLine.shipment_id == received.id)
+                    .order_by(ShipmentLine.id)
+                )
+            )
+            .scalars()
+            .all()
+        )
+    for k, line in enumerate(shipment_lines):
+        await services.shipments.receive_line(
+            warehouse,
+            LineReceiptCommand(
+                shipment_id=received.id,
+                line_id=line.id,
+                quantity=line.quantity - (2 if k == 1 else 0),
+            ),
+        )
+    await services.shipments.complete_receipt(warehouse, received.id, note="Two packs short")
+    await shipped(await order(3, 2, 30), "T")
+    await services.purchasing.submit_order(pharmacist, (await order(5, 2, 12)).id)
+    await order(7, 1, 40)
+
+    # Transfers from the central pharmacy to the wards, one at each step.
+    nurse = as_user["nurse"]
+
+    async def transfer(k: int, steps: int) -> None:
+        product = products[k]
+        t = await services.transfers.request(
+            nurse,
+            source_id=loc["HOSP-CP"],
+            destination_id=loc["WARD-A"],
+            lines=[LineRequest(product_id=product.id, quantity=4 + k % 5)],
+            note="Weekend cover",
+        )
+        if steps >= 1:
+            await services.transfers.approve(pharmacist, t.id)
+        if steps >= 2:
+            await services.transfers.pick(pharmacist, t.id)
+        if steps >= 3:
+            await services.transfers.dispatch(pharmacist, t.id, idempotency_key=f"demo-d-{t.id}")
+        if steps >= 4:
+            await services.transfers.receive(nurse, t.id, idempotency_key=f"demo-r-{t.id}")
+
+    for steps in range(5):
+        await transfer(10 + steps, steps)
+
+    # A recall of one batch everywhere, and a count under way on ward B.
+    recalled = lots_by_product[products[12].id][-2]
+    await services.supervision.recall_lots(
+        pharmacist,
+        reason="Manufacturer recall: particles found in retained samples",
+        lot_ids=[recalled.id],
+        reference="RCL-2026-007",
+    )
+    count = await services.counts.start(
+        as_user["nurse.b"], loc["WARD-B"], reason="Monthly stock-take"
+    )
+    async with services.db.read() as session:
+        on_ward = (
+            (
+                await session.execute(
+                    select(Balance)
+                    .where(Balance.location_id == loc["WARD-B"], Balance.quantity > 0)
+                    .order_by(Balance.lot_id)
+                    .limit(3)
+                )
+            )
+            .scalars()
+            .all()
+        )
+    for k, balance in enumerate(on_ward):
+        await services.counts.record_line(
+            as_user["nurse.b"], count.id, balance.lot_id, balance.quantity - (1 if k == 0 else 0)
+        )
+    return ", 4 purchase orders, 2 shipments, 5 transfers, 1 recall, 1 open count"
+
+
 def _supply_chain(
     net: DemoNetwork, item: DemoProduct, lot: Lot, quantity: int, index: int, day: date
 ) -> list[MovementRequest]:
@@ -396,7 +566,9 @@ def _supply_chain(
     loc, org = net.locations, net.orgs
     reserve = max(2, quantity // 10)
     retail = max(1, quantity // 5) if index % 4 == 0 else 0
-    produced = quantity + reserve + retail
+    # The wholesaler keeps stock of its freshest lots: what it ships against purchase orders.
+    kept = max(60, quantity // 2) if lot.expiry_date > day + timedelta(days=400) else 0
+    produced = quantity + reserve + retail + kept
     ref = f"DN-{lot.batch_number}"
     chain = [
         MovementRequest(

@@ -13,7 +13,9 @@ let fx;
 let browser;
 
 before(async () => {
-  fx = await startServer();
+  // Three days of demo history: every lot of the catalogue exists (a warehouse count of
+  // hundreds of lots), and the demo network's work in flight.
+  fx = await startServer({ args: ["--history-days", "3"] });
   browser = await launch({ viewport: PHONE });
 });
 
