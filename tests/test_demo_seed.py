@@ -226,3 +226,52 @@ async def test_short_seed_still_has_expiry_spread_and_daily_dispensing(
     assert max(expiries) >= TODAY + timedelta(days=600), "no lot expiring in ~2 years"
     window = [TODAY - timedelta(days=n) for n in range(29)]
     assert len(dispense_days & set(window)) > len(window) / 2
+
+
+# --- work in flight: every screen has life ----------------------------------------------------
+
+
+async def test_network_has_work_in_flight(services_28: Services) -> None:
+    """Orders at each status (one received with a delivery), a shipment on its way, transfers
+    at every step, a recall, a count in progress and wholesaler stock: no "Nothing here."."""
+    from server.counts.models import CountStatus, StockCount
+    from server.purchasing.models import PurchaseOrder, PurchaseOrderStatus
+    from server.shipments.models import Shipment, ShipmentStatus
+    from server.supervision.models import Recall
+    from server.suppliers.models import Contract
+    from server.transfers.models import Transfer, TransferStatus
+
+    async with services_28.db.read() as session:
+
+        async def statuses(model: type, column: object) -> set[object]:
+            return set((await session.execute(select(column))).scalars())
+
+        assert {
+            PurchaseOrderStatus.DRAFT,
+            PurchaseOrderStatus.SUBMITTED,
+            PurchaseOrderStatus.ACKNOWLEDGED,
+        } <= await statuses(PurchaseOrder, PurchaseOrder.status)
+        received = await statuses(PurchaseOrder, PurchaseOrder.status)
+        assert received & {PurchaseOrderStatus.RECEIVED, PurchaseOrderStatus.PARTIALLY_RECEIVED}
+        assert {ShipmentStatus.IN_TRANSIT, ShipmentStatus.RECEIVED} <= await statuses(
+            Shipment, Shipment.status
+        )
+        assert {
+            TransferStatus.REQUESTED,
+            TransferStatus.APPROVED,
+            TransferStatus.PICKED,
+            TransferStatus.DISPATCHED,
+            TransferStatus.RECEIVED,
+        } <= await statuses(Transfer, Transfer.status)
+        assert CountStatus.OPEN in await statuses(StockCount, StockCount.status)
+        assert await _count(services_28, Recall) >= 1
+        assert await _count(services_28, Contract) >= 1
+        wholesaler = (
+            await session.execute(
+                select(func.coalesce(func.sum(Balance.quantity), 0))
+                .join(Location, Location.id == Balance.location_id)
+                .where(Location.code == "WHS-DC")
+            )
+        ).scalar_one()
+        assert wholesaler > 0, "the wholesaler holds stock"
+    assert await check_ledger(services_28) > 0

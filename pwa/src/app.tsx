@@ -24,6 +24,7 @@ const ControlledScreen = lazyScreen(() => import("./screens/controlled"), (m) =>
 const CountsScreen = lazyScreen(() => import("./screens/counts"), (m) => m.CountsScreen);
 const DashboardScreen = lazyScreen(() => import("./screens/dashboard"), (m) => m.DashboardScreen);
 const ReorderScreen = lazyScreen(() => import("./screens/reorder"), (m) => m.ReorderScreen);
+const OrdersScreen = lazyScreen(() => import("./screens/orders"), (m) => m.OrdersScreen);
 const ShipmentsScreen = lazyScreen(() => import("./screens/shipments"), (m) => m.ShipmentsScreen);
 const SupervisionScreen = lazyScreen(() => import("./screens/supervision"), (m) => m.SupervisionScreen);
 const SuppliersScreen = lazyScreen(() => import("./screens/suppliers"), (m) => m.SuppliersScreen);
@@ -44,6 +45,7 @@ const SCREENS: ScreenDef[] = [
   { id: "alerts", title: "Alerts", roles: ["NURSE", "PHARMACIST", "WAREHOUSE_MANAGER", "ADMIN", "AUDITOR", "REGULATOR"], component: AlertsScreen },
   { id: "dashboard", title: "Dashboard", roles: ["PHARMACIST", "WAREHOUSE_MANAGER", "ADMIN", "AUDITOR"], component: DashboardScreen },
   { id: "reorder", title: "Reorder", roles: ["PHARMACIST", "WAREHOUSE_MANAGER"], component: ReorderScreen },
+  { id: "orders", title: "Orders", roles: ["PHARMACIST", "WAREHOUSE_MANAGER", "ADMIN", "SUPPLIER", "AUDITOR"], component: OrdersScreen },
   { id: "transfers", title: "Transfers", roles: ["NURSE", "PHARMACIST", "WAREHOUSE_MANAGER", "ADMIN", "AUDITOR"], component: TransfersScreen },
   { id: "shipments", title: "Shipments", roles: ["PHARMACIST", "WAREHOUSE_MANAGER", "ADMIN", "SUPPLIER", "AUDITOR"], component: ShipmentsScreen },
   { id: "counts", title: "Counts", roles: ["NURSE", "PHARMACIST", "WAREHOUSE_MANAGER", "ADMIN", "AUDITOR"], component: CountsScreen },
@@ -61,13 +63,13 @@ const SCREENS: ScreenDef[] = [
  * open is under "More". A user with several roles gets the tabs of the first role listed here.
  */
 const TABS_BY_ROLE: [Role, [string, string?][]][] = [
-  ["PHARMACIST", [["scan"], ["stock"], ["reorder", "Orders"], ["dashboard"]]],
+  ["PHARMACIST", [["scan"], ["stock"], ["orders"], ["dashboard"]]],
   ["WAREHOUSE_MANAGER", [["stock"], ["shipments", "Receive"], ["transfers"], ["counts"]]],
   ["NURSE", [["scan"], ["stock"], ["alerts"]]],
   ["ADMIN", [["stock"], ["alerts"], ["users"], ["audit"]]],
   ["AUDITOR", [["audit"], ["stock"], ["supervision"], ["dashboard"]]],
   ["REGULATOR", [["supervision"], ["alerts"]]],
-  ["SUPPLIER", [["shipments"], ["suppliers"]]],
+  ["SUPPLIER", [["shipments"], ["orders"], ["suppliers"]]],
 ];
 
 function screensForUser(): ScreenDef[] {

@@ -244,3 +244,48 @@ test("counts are blind, can show uncounted lots only, and are paged", async () =
   await page.waitForFunction(() => document.querySelector('[data-testid="count-pager"] [role="status"]')?.textContent?.startsWith("Showing 26"));
   await context.close();
 });
+
+test("purchase orders: the pharmacist creates one from scratch and submits it; the supplier acknowledges and ships", async () => {
+  const context = await browser.newContext({ viewport: PHONE });
+  const page = await context.newPage();
+  await signIn(page, fx.url, "pharmacist");
+  await page.getByRole("navigation", { name: "Screens" }).getByRole("link", { name: "Orders" }).click();
+  const list = page.getByTestId("orders");
+  await list.locator("li").first().waitFor(); // the demo network's orders
+  assert.match(await page.getByTestId("orders-total").textContent(), /of \d+ orders/);
+  await page.screenshot({ path: join(SCREENSHOTS, "35-orders-360.png"), scale: "css" });
+  assert.deepEqual(await seriousViolations(page), []);
+
+  await page.getByRole("link", { name: "New order" }).click();
+  await page.getByLabel("Product 1").waitFor();
+  const option = await page.getByLabel("Product 1").locator("option").nth(1).getAttribute("value");
+  await page.getByLabel("Product 1").selectOption(option);
+  await page.getByLabel("Packs").fill("12");
+  assert.deepEqual(await seriousViolations(page), []);
+  await page.getByRole("button", { name: "Create draft order" }).click();
+  const header = page.getByTestId("order-header");
+  await header.waitFor();
+  assert.equal(await header.getAttribute("data-status"), "DRAFT");
+  const number = (await page.getByRole("heading", { level: 1 }).textContent()).replace("Order ", "");
+  assert.match(number, /^PO-/);
+  assert.match(await page.getByTestId("order-total").textContent(), /€|EUR/, "money with its currency");
+  await page.getByRole("button", { name: /^Submit to/ }).click();
+  await page.locator('[data-testid="order-header"][data-status="SUBMITTED"]').waitFor();
+  await page.screenshot({ path: join(SCREENSHOTS, "36-order-submitted-360.png"), scale: "css" });
+  await context.close();
+
+  const supplierContext = await browser.newContext({ viewport: TABLET });
+  const supplier = await supplierContext.newPage();
+  await signIn(supplier, fx.url, "supplier");
+  await supplier.getByRole("navigation", { name: "Screens" }).getByRole("link", { name: "Orders" }).click();
+  await supplier.locator(`[data-testid="orders"] li[data-number="${number}"] a`).click();
+  await supplier.getByRole("button", { name: "Acknowledge order" }).click();
+  await supplier.locator('[data-testid="order-header"][data-status="ACKNOWLEDGED"]').waitFor();
+  const form = supplier.getByTestId("new-shipment");
+  await form.getByLabel("Batch").fill("SUP-4711");
+  assert.deepEqual(await seriousViolations(supplier), []);
+  await supplier.screenshot({ path: join(SCREENSHOTS, "37-supplier-shipment-1024.png"), scale: "css" });
+  await form.getByRole("button", { name: "Create shipment" }).click();
+  await supplier.getByTestId("order-notice").filter({ hasText: /Shipment .* planned/ }).waitFor();
+  await supplierContext.close();
+});
