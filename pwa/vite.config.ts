@@ -33,10 +33,23 @@ export default defineConfig({
           { src: "/icons/maskable-192.png", sizes: "192x192", type: "image/png", purpose: "maskable" },
           { src: "/icons/maskable-512.png", sizes: "512x512", type: "image/png", purpose: "maskable" },
         ],
+        // Long-press on the installed icon: straight to the screen the shift needs.
+        shortcuts: [
+          { name: "Scan a pack", short_name: "Scan", url: "/#/scan", icons: [{ src: "/icons/icon-192.png", sizes: "192x192" }] },
+          { name: "Stock here", short_name: "Stock", url: "/#/stock", icons: [{ src: "/icons/icon-192.png", sizes: "192x192" }] },
+          { name: "Receive shipments", short_name: "Receive", url: "/#/shipments", icons: [{ src: "/icons/icon-192.png", sizes: "192x192" }] },
+          { name: "Counts", short_name: "Counts", url: "/#/counts", icons: [{ src: "/icons/icon-192.png", sizes: "192x192" }] },
+        ],
+        // The richer install dialog: one phone and one tablet view (not precached).
+        screenshots: [
+          { src: "/screenshots/scan-360.png", sizes: "720x1480", type: "image/png", form_factor: "narrow", label: "Scan a pack on a phone" },
+          { src: "/screenshots/count-1024.png", sizes: "2048x1536", type: "image/png", form_factor: "wide", label: "A blind count on a tablet" },
+        ],
       },
       injectManifest: {
         // The app shell, the icons and the barcode reader's wasm (so scanning works offline).
         globPatterns: ["**/*.{html,js,css,png,svg,webmanifest,wasm}"],
+        globIgnores: ["screenshots/**"],
         maximumFileSizeToCacheInBytes: 3 * 1024 * 1024,
       },
       devOptions: { enabled: false },
