@@ -42,8 +42,8 @@ export default defineConfig({
         ],
         // The richer install dialog: one phone and one tablet view (not precached).
         screenshots: [
-          { src: "/screenshots/scan-360.png", sizes: "720x1480", type: "image/png", form_factor: "narrow", label: "Scan a pack on a phone" },
-          { src: "/screenshots/count-1024.png", sizes: "2048x1536", type: "image/png", form_factor: "wide", label: "A blind count on a tablet" },
+          { src: "/screenshots/scan-360.png", sizes: "360x740", type: "image/png", form_factor: "narrow", label: "Scan a pack on a phone" },
+          { src: "/screenshots/count-1024.png", sizes: "1024x768", type: "image/png", form_factor: "wide", label: "A blind count on a tablet" },
         ],
       },
       injectManifest: {

@@ -67,7 +67,7 @@ test("the navigation stays in view while the page scrolls, on a tablet and on a 
       return { top: r.top, bottom: r.bottom, height: innerHeight };
     });
     assert.ok(box.top >= 0 && box.bottom <= box.height, `tabs in view at ${viewport.width}px: ${JSON.stringify(box)}`);
-    await page.screenshot({ path: join(SCREENSHOTS, `60-nav-warehouse-${viewport.width}.png`), scale: "css" });
+    await page.screenshot({ path: join(SCREENSHOTS, `70-nav-warehouse-${viewport.width}.png`), scale: "css" });
     await context.close();
   }
 });
@@ -106,7 +106,7 @@ test("a refused queued dispense is shown on Scan, above the fold, with what to d
   const box = await banner.boundingBox();
   assert.ok(box && box.y >= 0 && box.y + box.height <= PHONE.height, `banner above the fold: ${JSON.stringify(box)}`);
   assert.deepEqual(await seriousViolations(page), []);
-  await page.screenshot({ path: join(SCREENSHOTS, "61-refused-on-scan-360.png"), scale: "css" });
+  await page.screenshot({ path: join(SCREENSHOTS, "71-refused-on-scan-360.png"), scale: "css" });
   await banner.getByRole("button", { name: "Dismiss" }).click();
   await banner.waitFor({ state: "detached" });
   await context.close();
@@ -125,7 +125,7 @@ test("lookup warns before the tap: unknown batch, expiry unknown, expired lot; o
   assert.match(await result.textContent(), /Expiry unknown/);
   assert.doesNotMatch(await result.textContent(), /No expiry/);
   assert.deepEqual(await seriousViolations(page), []);
-  await page.screenshot({ path: join(SCREENSHOTS, "62-batch-unknown-360.png"), scale: "css" });
+  await page.screenshot({ path: join(SCREENSHOTS, "72-batch-unknown-360.png"), scale: "css" });
   await result.getByRole("button", { name: "Cancel" }).click();
 
   // A known batch typed without expiry: the recorded expiry, not "No expiry".
@@ -192,7 +192,7 @@ test("after Scan next the typed form is empty; On hand and Balance now agree; GT
   const after = gtinOnly.match(/Balance now ([\d,.\s]+)/)?.[1]?.trim().replace(/\.$/, "");
   assert.equal(await result.getByTestId("on-hand").textContent(), `${after} (batch ${taken})`);
   assert.equal(await page.getByLabel("Packs").count(), 0);
-  await page.screenshot({ path: join(SCREENSHOTS, "63-gtin-only-lot-360.png"), scale: "css" });
+  await page.screenshot({ path: join(SCREENSHOTS, "73-gtin-only-lot-360.png"), scale: "css" });
   await context.close();
 });
 
@@ -222,7 +222,7 @@ test("counts are blind, can show uncounted lots only, and are paged", async () =
   const total = Number(status.match(/of (\d+)/)[1]);
   assert.ok(total > 25, `paged: ${status}`);
   assert.equal(await sheet.locator("li").count(), 25);
-  await page.screenshot({ path: join(SCREENSHOTS, "64-count-blind-1024.png"), scale: "css" });
+  await page.screenshot({ path: join(SCREENSHOTS, "74-count-blind-1024.png"), scale: "css" });
   assert.deepEqual(await seriousViolations(page), []);
 
   // Recorded: now the system side and the variance show.
@@ -253,7 +253,7 @@ test("purchase orders: the pharmacist creates one from scratch and submits it; t
   const list = page.getByTestId("orders");
   await list.locator("li").first().waitFor(); // the demo network's orders
   assert.match(await page.getByTestId("orders-total").textContent(), /of \d+ orders/);
-  await page.screenshot({ path: join(SCREENSHOTS, "65-orders-360.png"), scale: "css" });
+  await page.screenshot({ path: join(SCREENSHOTS, "75-orders-360.png"), scale: "css" });
   assert.deepEqual(await seriousViolations(page), []);
 
   await page.getByRole("link", { name: "New order" }).click();
@@ -279,7 +279,7 @@ test("purchase orders: the pharmacist creates one from scratch and submits it; t
   assert.match(await page.getByTestId("order-total").textContent(), /€|EUR/, "money with its currency");
   await page.getByRole("button", { name: /^Submit to/ }).click();
   await page.locator('[data-testid="order-header"][data-status="SUBMITTED"]').waitFor();
-  await page.screenshot({ path: join(SCREENSHOTS, "66-order-submitted-360.png"), scale: "css" });
+  await page.screenshot({ path: join(SCREENSHOTS, "76-order-submitted-360.png"), scale: "css" });
   await context.close();
 
   const supplierContext = await browser.newContext({ viewport: TABLET });
@@ -292,7 +292,7 @@ test("purchase orders: the pharmacist creates one from scratch and submits it; t
   const form = supplier.getByTestId("new-shipment");
   await form.getByLabel("Batch").fill("SUP-4711");
   assert.deepEqual(await seriousViolations(supplier), []);
-  await supplier.screenshot({ path: join(SCREENSHOTS, "67-supplier-shipment-1024.png"), scale: "css" });
+  await supplier.screenshot({ path: join(SCREENSHOTS, "77-supplier-shipment-1024.png"), scale: "css" });
   await form.getByRole("button", { name: "Create shipment" }).click();
   await supplier.getByTestId("order-notice").filter({ hasText: /Shipment .* planned/ }).waitFor();
   await supplierContext.close();

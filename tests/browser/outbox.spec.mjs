@@ -92,7 +92,8 @@ test("offline scans queue, replay once each when back online; a refusal is shown
   // The server said it had already recorded the one whose answer was lost.
   assert.equal(await outbox.locator('li[data-status="done"][data-replayed="true"]').count(), 1);
   const refused = outbox.locator('li[data-status="refused"]');
-  assert.match(await refused.textContent(), /SERIAL_ALREADY_DECOMMISSIONED/);
+  assert.match(await refused.getByTestId("refusal").getAttribute("data-codes"), /SERIAL_ALREADY_DECOMMISSIONED/);
+  assert.match(await refused.textContent(), /already used/, "the code in words, not raw");
   await outbox.scrollIntoViewIfNeeded();
   await page.screenshot({ path: join(SCREENSHOTS, "17-replayed-one-refused.png"), scale: "css" });
 

@@ -4,6 +4,7 @@ import type { OutboxEntry } from "../lib/db";
 import { dismiss, outbox, scanInput } from "../lib/outbox";
 import { href } from "../state";
 import { formatDateTime } from "../ui";
+import { errorText, sentence } from "../lib/messages";
 
 /** Where the user reviews an entry: the transfer, shipment or count it belongs to, or Scan. */
 export function reviewHref(entry: OutboxEntry): string {
@@ -71,8 +72,8 @@ export function OutboxList({
         {refused.map((e) => (
           <li key={e.key} data-status="refused" {...common(e)}>
             <span class="tag refused">Refused</span> <OutboxLine entry={e} />
-            <p class="error" role="alert" data-testid="refusal">
-              {e.errors?.map((x) => `${x.message} (${x.code})`).join("; ")}
+            <p class="error" role="alert" data-testid="refusal" data-codes={e.errors?.map((x) => x.code).join(" ")}>
+              {e.errors?.map((x) => `${errorText(x)} ${sentence(x.message)}`).join(" ")}
             </p>
             <button type="button" onClick={() => void dismiss(e.seq!)}>
               Dismiss
