@@ -4,7 +4,7 @@
 import assert from "node:assert/strict";
 import { join } from "node:path";
 import { after, before, test } from "node:test";
-import { SCREENSHOTS, launch, seriousViolations, signIn, startServer } from "./lib.mjs";
+import { SCREENSHOTS, gql, launch, seriousViolations, signIn, startServer, token } from "./lib.mjs";
 
 const TABLET = { width: 1024, height: 768 };
 const PHONE = { width: 360, height: 740 };
@@ -296,4 +296,58 @@ test("purchase orders: the pharmacist creates one from scratch and submits it; t
   await form.getByRole("button", { name: "Create shipment" }).click();
   await supplier.getByTestId("order-notice").filter({ hasText: /Shipment .* planned/ }).waitFor();
   await supplierContext.close();
+});
+
+test("layout: selects show their whole option, expiry tags stay on one line, the supplier table fits its card, open alerts are a real total", async () => {
+  const context = await browser.newContext({ viewport: PHONE });
+  const page = await context.newPage();
+  await signIn(page, fx.url, "pharmacist");
+
+  // Open alerts: the server's totalCount, not a 100-row cap.
+  const accessToken = await token(fx.url, "pharmacist");
+  const { alerts } = await gql(fx.url, accessToken, `{ alerts(first: 1, status: [OPEN]) { totalCount } }`);
+  await page.goto(`${fx.url}/#/dashboard`);
+  const total = page.getByTestId("open-alerts-total");
+  await total.filter({ hasText: /\d/ }).waitFor();
+  assert.equal((await total.textContent()).replace(/[^\d]/g, ""), String(alerts.totalCount));
+  assert.doesNotMatch(await total.textContent(), /\+/);
+
+  // Stock at 360 px: the location select shows all of its option; expiry tags on one line.
+  await page.goto(`${fx.url}/#/stock`);
+  await page.locator("[data-expiry]").first().waitFor();
+  const cut = await page.evaluate(() => {
+    const problems = [];
+    for (const select of document.querySelectorAll("main select")) {
+      const text = select.options[select.selectedIndex]?.text ?? "";
+      const probe = document.createElement("span");
+      probe.style.cssText = `position:absolute;visibility:hidden;white-space:nowrap;font:${getComputedStyle(select).font}`;
+      probe.textContent = text;
+      document.body.append(probe);
+      const room = select.clientWidth - 48; // padding and the arrow
+      if (probe.offsetWidth > room) problems.push(`${select.id}: "${text}" ${probe.offsetWidth} > ${room}`);
+      probe.remove();
+    }
+    for (const tag of document.querySelectorAll("[data-expiry]")) {
+      const line = parseFloat(getComputedStyle(tag).lineHeight) || 24;
+      if (tag.getBoundingClientRect().height > line * 1.6) problems.push(`tag wraps: ${tag.textContent}`);
+    }
+    return problems;
+  });
+  assert.deepEqual(cut, []);
+
+  // The supplier's contract table scrolls inside its card; the page itself never scrolls sideways.
+  await page.goto(`${fx.url}/#/suppliers`);
+  await page.locator('[data-supplier="MedDistri Wholesale"] a').click();
+  const table = page.getByTestId("contract-table").first();
+  await table.waitFor();
+  const fit = await page.evaluate(() => ({
+    page: document.documentElement.scrollWidth,
+    viewport: window.innerWidth,
+    cards: [...document.querySelectorAll("main .card")].filter((c) => c.scrollWidth > c.clientWidth + 1).length,
+  }));
+  assert.ok(fit.page <= fit.viewport, `page ${fit.page} px wide in a ${fit.viewport} px viewport`);
+  assert.equal(fit.cards, 0, "no card overflows");
+  assert.deepEqual(await seriousViolations(page), []);
+  await page.screenshot({ path: join(SCREENSHOTS, "78-supplier-contract-360.png"), scale: "css" });
+  await context.close();
 });

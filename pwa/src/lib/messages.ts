@@ -104,6 +104,26 @@ const EN: Table = {
   "count.blindHidden": "Hidden until you submit the count",
   "count.uncountedOnly": "Uncounted only",
   "count.showing": "Showing {from}–{to} of {total}",
+  // Audit actions (the rest are tidied from their code) and entity types.
+  "audit.stock.receive": "Stock received",
+  "audit.stock.ship": "Stock shipped",
+  "audit.stock.dispense": "Stock dispensed",
+  "audit.stock.return": "Stock returned",
+  "audit.stock.adjust": "Stock adjusted",
+  "audit.stock.dispose": "Stock wasted",
+  "audit.stock.produce": "Stock produced",
+  "audit.stock.transfer_out": "Stock transferred out",
+  "audit.stock.transfer_in": "Stock transferred in",
+  "audit.stock.count": "Stock counted",
+  "audit.user.create": "User created",
+  "audit.user.update": "User changed",
+  "audit.alert.acknowledge": "Alert acknowledged",
+  "audit.lot.recall": "Lot recalled",
+  "audit.recall.create": "Recall issued",
+  "audit.count.record_line": "Count line recorded",
+  "audit.serial.decommission": "Serial used",
+  "audit.serial.recommission": "Serial back in use",
+  "audit.transfer.discrepancy": "Transfer discrepancy",
   // Totals.
   "alerts.open": "Open alerts: {count}",
 };
@@ -169,6 +189,24 @@ export function label(prefix: "status" | "movement" | "alert" | "reason", code: 
   if (!code) return "—";
   const key = `${prefix}.${code}`;
   return has(key) ? t(key) : code.charAt(0) + code.slice(1).toLowerCase().replace(/_/g, " ");
+}
+
+/** An audit action ("stock.transfer_in") as words. */
+export function auditAction(action: string): string {
+  if (has(`audit.${action}`)) return t(`audit.${action}`);
+  const words = action.replace(/[._]/g, " ").trim();
+  return words.charAt(0).toUpperCase() + words.slice(1);
+}
+
+/**
+ * The thing an audit event is about: its business number when the snapshot has one
+ * ("Transfer TR-2026-00001"), else its kind and record number ("Movement #21563").
+ */
+export function auditEntity(type: string, id: string, snapshot: unknown): string {
+  const number = snapshot && typeof snapshot === "object" ? (snapshot as Record<string, unknown>).number : undefined;
+  const kind = type.replace(/([a-z])([A-Z])/g, "$1 $2").replace(/_/g, " ");
+  const name = kind.charAt(0).toUpperCase() + kind.slice(1).toLowerCase();
+  return typeof number === "string" && number ? `${name} ${number}` : `${name} #${id}`;
 }
 
 const numberFormat = new Intl.NumberFormat(locale);

@@ -1,6 +1,7 @@
 // Audit (ADMIN, AUDITOR): the hash-chained trail, newest first, filtered by what auditTrail
 // accepts, paged with its cursor; each event opens to show what changed. "Verify chain" asks
 // the server to walk the whole chain (the same check as `apotheca verify-audit`).
+import { auditAction, auditEntity } from "../lib/messages";
 import { useSignal } from "@preact/signals";
 import { useEffect } from "preact/hooks";
 import {
@@ -267,7 +268,7 @@ function AuditItem({ event: e }: { event: AuditEvent }) {
       <details>
         <summary>
           <span>
-            <strong>{e.action}</strong> · {e.entityType} {e.entityId}
+            <strong>{auditAction(e.action)}</strong> · {auditEntity(e.entityType, e.entityId, e.after ?? e.before)}
             <br />
             <span class="meta">
               #{e.seq} · {formatDateTime(e.occurredAt)} · {e.actorName}
