@@ -52,16 +52,30 @@ export function LocationPicker({
   id?: string;
 }) {
   if (!locations.length) return <p class="meta">No locations in your scope.</p>;
+  // On a phone "WARD-A — Ward A - Internal medicine" does not fit the closed select: the
+  // options carry the code there, and the chosen location's full name shows under it.
+  const narrow = typeof matchMedia === "function" && matchMedia("(max-width: 520px)").matches;
+  const chosen = locations.find((l) => l.id === value) ?? locations[0];
   return (
     <label for={id}>
       Location
-      <select id={id} value={value ?? ""} onChange={(e) => onChange((e.target as HTMLSelectElement).value)}>
+      <select
+        id={id}
+        value={value ?? ""}
+        aria-describedby={narrow ? `${id}-name` : undefined}
+        onChange={(e) => onChange((e.target as HTMLSelectElement).value)}
+      >
         {locations.map((l) => (
           <option key={l.id} value={l.id}>
-            {l.code} — {l.name}
+            {narrow ? l.code : `${l.code} — ${l.name}`}
           </option>
         ))}
       </select>
+      {narrow && (
+        <span class="hint" id={`${id}-name`} data-testid="location-name">
+          {chosen.name}
+        </span>
+      )}
     </label>
   );
 }
