@@ -752,6 +752,8 @@ class FinanceService:
         )
         by_pair: dict[tuple[int, int], dict[Granularity, StoredSeriesForecast]] = defaultdict(dict)
         for f in forecasts:
+            if f.location_id is None:  # an organisation's series: spend is per location
+                continue
             by_pair[(f.location_id, f.product_id)][Granularity(f.granularity)] = f
         out: dict[tuple[int, int], Decimal] = {}
         for pair, stored in by_pair.items():
