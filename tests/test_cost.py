@@ -239,6 +239,7 @@ async def test_costly_queries_are_refused_before_execution(
     expected: int,
 ) -> None:
     token = await token_for(client, username)
+    await gql(client, "{ __typename }", token=token)  # the principal, now in the cache
     statements.clear()
     await gql(client, "{ __typename }", token=token)  # what a request costs before execution:
     baseline = len(statements)  # reading the principal

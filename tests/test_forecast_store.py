@@ -271,9 +271,9 @@ async def test_forecast_query_reads_storage_within_scope(
 async def test_cli_forecast_refresh(demo: Demo, ledger: Ledger, database_url: str) -> None:
     first = run_cli(database_url, "forecast-refresh", "--granularity", "WEEKLY", password="")
     assert first.returncode == 0, first.stderr
-    assert "2 series, 2 refitted, 0 unchanged" in first.stdout, first.stdout
+    assert "4 series, 4 refitted, 0 unchanged" in first.stdout, first.stdout
     again = run_cli(database_url, "forecast-refresh", "--granularity", "WEEKLY", password="")
-    assert "2 series, 0 refitted, 2 unchanged" in again.stdout, again.stdout
+    assert "4 series, 0 refitted, 4 unchanged" in again.stdout, again.stdout
 
 
 ORGANISATION_FORECAST = """

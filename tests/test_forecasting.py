@@ -204,6 +204,7 @@ async def history(demo: Demo) -> History:
             lot_id=lot_a,
             reason="count correction",
             occurred_at=at(start + timedelta(8)),
+            witness_id=demo.users["pharmacist"],  # a controlled drug's adjustment is witnessed
         ),
         MovementRequest(
             MovementKind.DISPOSE,
@@ -508,6 +509,7 @@ async def shelves(demo: Demo) -> date:
         lot_id=lot,
         reason="miscount",
         occurred_at=yesterday,
+        witness_id=demo.users["pharmacist"],
     )
     await _record(demo, [adjust])
     assert await balance_of(demo.services, demo.locations["WARD-C"], lot) == -3
