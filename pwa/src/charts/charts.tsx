@@ -40,6 +40,8 @@ export interface BarRow {
 export function BarTable({ caption, columns, rows, testId }: { caption: string; columns: BarColumn[]; rows: BarRow[]; testId?: string }) {
   if (!rows.length) return <p class="meta">Nothing to show.</p>;
   return (
+    // In a scroll box: a long supplier name may widen the table, never the page.
+    <div class="table-scroll">
     <table class="bars" data-testid={testId}>
       <caption class="sr-only">{caption}</caption>
       <thead>
@@ -75,6 +77,7 @@ export function BarTable({ caption, columns, rows, testId }: { caption: string; 
         ))}
       </tbody>
     </table>
+    </div>
   );
 }
 

@@ -2,7 +2,7 @@
 // switch where the device has them), or the GTIN / batch typed in. Used by the Scan screen,
 // shipment receiving and the count sheet. It only reports the barcode text; the screen decides.
 import { useSignal } from "@preact/signals";
-import { useEffect, useRef } from "preact/hooks";
+import { useEffect, useLayoutEffect, useRef } from "preact/hooks";
 import { composeBarcode, gtinValid, toGtin14 } from "../lib/gs1";
 import type { Camera } from "../lib/scanner";
 
@@ -56,7 +56,9 @@ export function PackScanner({
   acceptRef.current = accept;
 
   useEffect(() => () => camera.value?.stop(), []);
-  useEffect(() => {
+  // A layout effect, not an effect: a plain effect waits for an animation frame, which a
+  // backgrounded tab may never paint, and the last pack's batch would still be in the form.
+  useLayoutEffect(() => {
     if (!resetToken) return;
     manual.value = { gtin: "", batch: "", expiry: "", serial: "" };
     manualError.value = null;
