@@ -15,7 +15,8 @@ let browser;
 before(async () => {
   // Thirty days of demo history (shorter ones trip on receiving expired lots): every lot of the catalogue exists (a warehouse count of
   // hundreds of lots), and the demo network's work in flight.
-  fx = await startServer({ args: ["--history-days", "30"] });
+  // Swiss francs: money must follow the organisation, not a default.
+  fx = await startServer({ args: ["--history-days", "30", "--currency", "CHF"] });
   browser = await launch({ viewport: PHONE });
 });
 
@@ -276,7 +277,8 @@ test("purchase orders: the pharmacist creates one from scratch and submits it; t
   assert.equal(await header.getAttribute("data-status"), "DRAFT");
   const number = (await page.getByRole("heading", { level: 1 }).textContent()).replace("Order ", "");
   assert.match(number, /^PO-/);
-  assert.match(await page.getByTestId("order-total").textContent(), /€|EUR/, "money with its currency");
+  assert.match(await page.getByTestId("order-total").textContent(), /CHF/, "money in the organisation's currency");
+  assert.doesNotMatch(await page.getByTestId("order-total").textContent(), /€|EUR/);
   await page.getByRole("button", { name: /^Submit to/ }).click();
   await page.locator('[data-testid="order-header"][data-status="SUBMITTED"]').waitFor();
   await page.screenshot({ path: join(SCREENSHOTS, "76-order-submitted-360.png"), scale: "css" });

@@ -9,8 +9,9 @@ running until it gets SIGTERM/SIGINT or its stdin closes; then it stops the serv
 the temporary directory. SIGUSR1 restarts the server on the same port and database (to test
 reconnection); it prints {"restarted": true} when the new one is healthy.
 
-    .venv/bin/python tests/browser/serve.py [--pwa-dir pwa/dist] [--port N] [--history-days N]
+    .venv/bin/python tests/browser/serve.py [--pwa-dir pwa/dist] [--port N] [--history-days N] [--currency CODE]
 
+--currency CODE sets every organisation's currency (ISO 4217).
 --history-days N seeds N days of demo stock history (for the dashboard's trends) instead of none.
 
 The DataMatrix is made with zxing-cpp (`pip install zxing-cpp`); without it, no video is
@@ -39,7 +40,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
-from sqlalchemy import select  # noqa: E402
+from sqlalchemy import select, update  # noqa: E402
 
 from server.catalog.models import Product, ProductGtin  # noqa: E402
 from server.config import Settings  # noqa: E402
@@ -47,7 +48,7 @@ from server.core.migrate import upgrade  # noqa: E402
 from server.demo import seed_demo  # noqa: E402
 from server.inventory.models import MovementKind  # noqa: E402
 from server.inventory.service import MovementRequest, NewLot  # noqa: E402
-from server.network.models import Location, User  # noqa: E402
+from server.network.models import Location, Organisation, User  # noqa: E402
 from server.services import Services  # noqa: E402
 
 SECRET = "browser-test-secret-key-that-is-long-enough-for-hs256-0123456789"
@@ -69,11 +70,15 @@ def gs1_date(value: date) -> str:
     return f"{value:%y%m%d}"
 
 
-async def prepare(url: str, history_days: int = -1) -> dict[str, object]:
+async def prepare(url: str, history_days: int = -1, currency: str | None = None) -> dict[str, object]:
     await upgrade(url)
     services = Services.build(Settings(database_url=url, secret_key=SECRET))
     try:
         await seed_demo(services, history_days=history_days)
+        if currency:
+            # Every organisation keeps its amounts in this currency (the demo's are in EUR).
+            async with services.db.write() as session:
+                await session.execute(update(Organisation).values(currency=currency))
         async with services.db.read() as session:
             locations = {x.code: x.id for x in (await session.execute(select(Location))).scalars()}
             admin_id = (
@@ -174,6 +179,7 @@ def main() -> int:
     parser.add_argument("--pwa-dir", default=str(ROOT / "pwa" / "dist"))
     parser.add_argument("--port", type=int, default=0)
     parser.add_argument("--history-days", type=int, default=-1)
+    parser.add_argument("--currency", default=None, help="ISO 4217 code for every organisation")
     args = parser.parse_args()
     pwa_dir = Path(args.pwa_dir).resolve()
     if not (pwa_dir / "index.html").exists():
@@ -182,7 +188,7 @@ def main() -> int:
 
     workdir = Path(tempfile.mkdtemp(prefix="apotheca-browser-"))
     database_url = f"sqlite+aiosqlite:///{workdir / 'apotheca.db'}"
-    fixture = asyncio.run(prepare(database_url, args.history_days))
+    fixture = asyncio.run(prepare(database_url, args.history_days, args.currency))
     product = fixture["product"]
     fresh = fixture["lots"][0]  # type: ignore[index]
     expiry = date.fromisoformat(fresh["expiry"])

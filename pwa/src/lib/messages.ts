@@ -5,6 +5,8 @@
 // with English as the fallback for any key a table lacks. Numbers, dates and money go through
 // Intl in the same locale; money in the organisation's currency (see `currency`).
 
+import { me } from "./auth";
+
 type Table = Record<string, string>;
 
 const EN: Table = {
@@ -221,15 +223,11 @@ export function formatDate(iso: string | null | undefined): string {
 }
 
 /**
- * The organisation's currency. The API exposes none today, so it is a setting on this device
- * (localStorage "apotheca.currency", ISO 4217), EUR by default.
+ * The organisation's currency (ISO 4217), as the server keeps it (`me.organisation.currency`).
+ * Before anyone has signed in on this device there is none; EUR then, never a guess per screen.
  */
 export function currency(): string {
-  try {
-    return localStorage.getItem("apotheca.currency") || "EUR";
-  } catch {
-    return "EUR";
-  }
+  return me.value?.organisation?.currency || "EUR";
 }
 
 /** Money in the organisation's currency. */
