@@ -2,7 +2,7 @@
 // offline cache.
 import { useSignal, useSignalEffect } from "@preact/signals";
 import type { ComponentChildren } from "preact";
-import { useEffect, useRef } from "preact/hooks";
+import { useLayoutEffect, useRef } from "preact/hooks";
 import type { LocationSummaryFragment } from "./gql/graphql";
 import { me } from "./lib/auth";
 import { cacheGet, cachePut } from "./lib/db";
@@ -99,6 +99,11 @@ export function useLoad<T>(key: string | null, fetcher: () => Promise<T>): Loade
   const loading = useSignal(true);
   const stale = useSignal(false);
   const tick = useSignal(0);
+  // Which key `data` answers: another key's answer is never shown, even for the moment
+  // between a new key and the effect that clears it.
+  const dataKey = useRef<string | null>(null);
+  const keyRef = useRef(key);
+  keyRef.current = key;
   const fetcherRef = useRef(fetcher);
   fetcherRef.current = fetcher;
 
@@ -106,15 +111,17 @@ export function useLoad<T>(key: string | null, fetcher: () => Promise<T>): Loade
     tick.value;
     reconnects.value;
     const username = me.value?.username;
-    if (!key || !username) return;
+    const runKey = keyRef.current;
+    if (!runKey || !username) return;
     let cancelled = false;
     loading.value = true;
     const empty = data.peek() === undefined; // peek: this effect must not depend on data
     void (async () => {
       await Promise.resolve(); // nothing below is tracked by this effect
       if (empty) {
-        const cached = await cacheGet<T>(key, username);
+        const cached = await cacheGet<T>(runKey, username);
         if (!cancelled && cached !== undefined && data.peek() === undefined) {
+          dataKey.current = runKey;
           data.value = cached;
           stale.value = true;
         }
@@ -122,10 +129,11 @@ export function useLoad<T>(key: string | null, fetcher: () => Promise<T>): Loade
       try {
         const fresh = await fetcherRef.current();
         if (cancelled) return;
+        dataKey.current = runKey;
         data.value = fresh;
         stale.value = false;
         error.value = null;
-        void cachePut(key, username, fresh);
+        void cachePut(runKey, username, fresh);
       } catch (e) {
         if (!cancelled) error.value = describeError(e);
       } finally {
@@ -139,7 +147,7 @@ export function useLoad<T>(key: string | null, fetcher: () => Promise<T>): Loade
 
   // A new key (another location) starts from nothing.
   const previousKey = useRef(key);
-  useEffect(() => {
+  useLayoutEffect(() => {
     if (previousKey.current === key) return;
     previousKey.current = key;
     data.value = undefined;
@@ -148,7 +156,7 @@ export function useLoad<T>(key: string | null, fetcher: () => Promise<T>): Loade
   }, [key]);
 
   return {
-    data: data.value,
+    data: dataKey.current === key ? data.value : undefined,
     error: error.value,
     loading: loading.value,
     stale: stale.value,
