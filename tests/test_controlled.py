@@ -317,11 +317,11 @@ async def test_exports_csv_and_pdf_in_scope(
     other = {"Authorization": f"Bearer {await token_for(client, 'nurse.b')}"}
     refused = await client.get("/reports/controlled-register.pdf", params=params, headers=other)
     assert refused.status_code == 403
-    assert refused.json()["errors"][0]["code"] == "FORBIDDEN"
+    assert refused.json()["errors"][0]["extensions"]["code"] == "FORBIDDEN"
     bad = await client.get(
         "/reports/controlled-register.csv", params={**params, "from": "yesterday"}, headers=auth
     )
-    assert bad.status_code == 400 and bad.json()["errors"][0]["field"] == "from"
+    assert bad.status_code == 400 and bad.json()["errors"][0]["extensions"]["field"] == "from"
 
 
 async def test_a_count_that_differs_from_the_register_needs_a_witness_and_alerts(

@@ -5,11 +5,11 @@ from __future__ import annotations
 
 import asyncio
 from datetime import date, datetime
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Annotated
 
 import strawberry
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import Response
 from starlette.routing import Route
 from strawberry import relay
 
@@ -17,7 +17,8 @@ from server.catalog import models as catalog_models
 from server.catalog.api import Product
 from server.controlled import export, service
 from server.core.cost import weigh
-from server.core.errors import DomainError, ErrorCode, InvalidInput
+from server.core.downloads import attachment, bearer_principal, download
+from server.core.errors import InvalidInput
 from server.core.graphql import Info, decode_id, relation
 from server.inventory import models as inventory_models
 from server.inventory.api import Movement, MovementKind
@@ -169,12 +170,6 @@ class Query:
 
 # --- HTTP exports ------------------------------------------------------------------------------
 
-_STATUS = {
-    ErrorCode.UNAUTHENTICATED: 401,
-    ErrorCode.FORBIDDEN: 403,
-    ErrorCode.NOT_FOUND: 404,
-}
-
 
 def _day(request: Request, name: str) -> date | None:
     raw = request.query_params.get(name)
@@ -190,16 +185,8 @@ def export_routes(services: Services) -> list[Route]:
     """GET /reports/controlled-register.csv and .pdf?product=&location=&from=&to=, signed in
     with `Authorization: Bearer <access token>` like /graphql, the same scope rules."""
 
-    async def principal_of(request: Request) -> Any:
-        scheme, _, token = request.headers.get("authorization", "").partition(" ")
-        if scheme.lower() != "bearer" or not token.strip():
-            raise DomainError(
-                "send 'Authorization: Bearer <access token>'", code=ErrorCode.UNAUTHENTICATED
-            )
-        return await services.network.authenticate(token.strip())
-
     async def read(request: Request) -> tuple[service.Register, dict[int, str]]:
-        principal = await principal_of(request)
+        principal = await bearer_principal(services.network, request)
         register = await services.controlled.register(
             principal,
             decode_id(request.query_params.get("product", ""), Product, "product"),
@@ -217,44 +204,17 @@ def export_routes(services: Services) -> list[Route]:
             f"{register.generated_at:%Y%m%d}.{suffix}"
         )
 
-    def refusal(error: DomainError) -> Response:
-        return JSONResponse(
-            {
-                "errors": [
-                    {"code": error.code.value, "field": error.field, "message": error.message}
-                ]
-            },
-            status_code=_STATUS.get(error.code, 400),
-            headers={"Cache-Control": "no-store"},
-        )
-
+    @download
     async def as_csv(request: Request) -> Response:
-        try:
-            register, names = await read(request)
-        except DomainError as error:
-            return refusal(error)
-        return Response(
-            export.register_csv(register, names),
-            media_type="text/csv; charset=utf-8",
-            headers={
-                "Content-Disposition": f'attachment; filename="{filename(register, "csv")}"',
-                "Cache-Control": "no-store",
-            },
-        )
+        register, names = await read(request)
+        csv = export.register_csv(register, names)
+        return attachment(csv, "text/csv; charset=utf-8", filename(register, "csv"))
 
+    @download
     async def as_pdf(request: Request) -> Response:
-        try:
-            register, names = await read(request)
-        except DomainError as error:
-            return refusal(error)
-        return Response(
-            await asyncio.to_thread(export.register_pdf, register, names),  # CPU: off the loop
-            media_type="application/pdf",
-            headers={
-                "Content-Disposition": f'attachment; filename="{filename(register, "pdf")}"',
-                "Cache-Control": "no-store",
-            },
-        )
+        register, names = await read(request)
+        pdf = await asyncio.to_thread(export.register_pdf, register, names)  # CPU: off the loop
+        return attachment(pdf, "application/pdf", filename(register, "pdf"))
 
     return [
         Route("/reports/controlled-register.csv", as_csv, methods=["GET"]),

@@ -3,13 +3,12 @@ and the names of the people in it in, bytes out."""
 
 from __future__ import annotations
 
-import csv
-import io
 from collections.abc import Mapping
 
 from fpdf import FPDF
 
 from server.controlled.service import Register, RegisterEntry
+from server.core.downloads import csv_text
 
 CSV_COLUMNS = (
     "movement_id",
@@ -48,29 +47,28 @@ def _name(names: Mapping[int, str], user_id: int | None) -> str:
 def register_csv(register: Register, names: Mapping[int, str]) -> str:
     """One header row, then one row per movement; opening and closing balances are the
     first row's balance minus its quantity, and the last row's balance."""
-    out = io.StringIO()
-    writer = csv.writer(out, lineterminator="\n")
-    writer.writerow(CSV_COLUMNS)
-    for entry in register.entries:
-        m = entry.movement
-        writer.writerow(
-            [
-                m.id,
-                m.occurred_at.isoformat(),
-                m.recorded_at.isoformat(),
-                m.kind.value,
+    return csv_text(
+        CSV_COLUMNS,
+        (
+            (
+                entry.movement.id,
+                entry.movement.occurred_at.isoformat(),
+                entry.movement.recorded_at.isoformat(),
+                entry.movement.kind.value,
                 entry.batch_number,
                 entry.expiry_date.isoformat(),
-                m.quantity,
+                entry.movement.quantity,
                 entry.balance,
-                _name(names, m.actor_id),
+                _name(names, entry.movement.actor_id),
                 _name(names, entry.witness_id),
-                m.reason or "",
-                m.reference or "",
+                entry.movement.reason,
+                entry.movement.reference,
                 _patient(entry),
-            ]
-        )
-    return out.getvalue()
+            )
+            for entry in register.entries
+        ),
+        crlf=False,
+    )
 
 
 def _latin(text: str) -> str:

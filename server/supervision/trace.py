@@ -29,6 +29,7 @@ from datetime import date, datetime
 from enum import StrEnum
 from typing import Any, Protocol
 
+from server.core.downloads import spreadsheet_safe
 from server.inventory.models import MovementKind
 
 
@@ -405,12 +406,6 @@ PATIENT_COLUMNS = [
 ]
 
 
-def _text(value: str | None) -> str:
-    """Text that a spreadsheet would run as a formula gets a leading apostrophe."""
-    value = value or ""
-    return "'" + value if value[:1] in ("=", "+", "-", "@", "\t", "\r") else value
-
-
 def _when(value: datetime | None) -> str:
     return value.isoformat() if value is not None else ""
 
@@ -440,9 +435,9 @@ def trace_csv(trace: Trace, lot: LotHeader, names: Names) -> str:
         LOT_COLUMNS,
         [
             [
-                _text(lot.product),
-                _text(lot.approval_number),
-                _text(lot.batch_number),
+                spreadsheet_safe(lot.product),
+                spreadsheet_safe(lot.approval_number),
+                spreadsheet_safe(lot.batch_number),
                 lot.expiry_date.isoformat(),
                 lot.status,
             ]
@@ -455,14 +450,14 @@ def trace_csv(trace: Trace, lot: LotHeader, names: Names) -> str:
             [
                 h.kind.value,
                 h.status.value,
-                _text(names.org(h.from_organisation_id)),
-                _text(names.loc(h.from_location_id)),
-                _text(names.org(h.to_organisation_id)),
-                _text(names.loc(h.to_location_id)),
+                spreadsheet_safe(names.org(h.from_organisation_id)),
+                spreadsheet_safe(names.loc(h.from_location_id)),
+                spreadsheet_safe(names.org(h.to_organisation_id)),
+                spreadsheet_safe(names.loc(h.to_location_id)),
                 h.quantity,
                 _when(h.shipped_at),
                 _when(h.received_at),
-                _text(h.reference),
+                spreadsheet_safe(h.reference),
             ]
             for h in trace.hops
         ),
@@ -471,24 +466,31 @@ def trace_csv(trace: Trace, lot: LotHeader, names: Names) -> str:
         "location",
         LOCATION_COLUMNS,
         (
-            [_text(names.org(h.organisation_id)), _text(names.loc(h.location_id)), *_counters(h)]
+            [
+                spreadsheet_safe(names.org(h.organisation_id)),
+                spreadsheet_safe(names.loc(h.location_id)),
+                *_counters(h),
+            ]
             for h in trace.locations
         ),
     )
     section(
         "organisation",
         ORGANISATION_COLUMNS,
-        ([_text(names.org(h.organisation_id)), *_counters(h)] for h in trace.organisations),
+        (
+            [spreadsheet_safe(names.org(h.organisation_id)), *_counters(h)]
+            for h in trace.organisations
+        ),
     )
     section(
         "patient",
         PATIENT_COLUMNS,
         (
             [
-                _text(p.patient_reference),
+                spreadsheet_safe(p.patient_reference),
                 "yes" if p.redacted else "",
-                _text(names.org(p.organisation_id)),
-                _text(names.loc(p.location_id)),
+                spreadsheet_safe(names.org(p.organisation_id)),
+                spreadsheet_safe(names.loc(p.location_id)),
                 p.quantity,
                 _when(p.occurred_at),
             ]

@@ -5,17 +5,15 @@ error shape with a stable code (401, 403, 400)."""
 
 from __future__ import annotations
 
-import csv
-import io
-import uuid
 from datetime import date
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import Response
 from starlette.routing import Route
 
-from server.core.errors import DomainError, ErrorCode, InvalidInput, Unauthenticated
+from server.core.downloads import attachment, bearer_principal, csv_text, download
+from server.core.errors import InvalidInput
 from server.core.graphql import decode_id
 
 if TYPE_CHECKING:
@@ -32,13 +30,6 @@ COLUMNS = (
     "dispensed_at",
     "location",
 )
-_STATUS = {ErrorCode.UNAUTHENTICATED: 401, ErrorCode.FORBIDDEN: 403, ErrorCode.NOT_FOUND: 404}
-
-
-def spreadsheet_safe(value: str | None) -> str:
-    """Text a spreadsheet would run as a formula gets a leading apostrophe."""
-    value = value or ""
-    return "'" + value if value[:1] in ("=", "+", "-", "@", "\t", "\r") else value
 
 
 def _day(request: Request, name: str) -> date:
@@ -57,54 +48,32 @@ def _location(request: Request) -> int | None:
 
 
 def finance_routes(services: Services) -> list[Route]:
+    @download
     async def patient_usage_csv(request: Request) -> Response:
-        try:
-            scheme, _, token = request.headers.get("authorization", "").partition(" ")
-            if scheme.lower() != "bearer" or not token.strip():
-                raise Unauthenticated("use 'Authorization: Bearer <access token>'")
-            principal = await services.network.authenticate(
-                token.strip(), request_id=request.headers.get("x-request-id") or uuid.uuid4().hex
-            )
-            since, until = _day(request, "from"), _day(request, "to")
-            rows = await services.finance.patient_usage(
-                principal, since=since, until=until, location_id=_location(request)
-            )
-            currency = await services.finance.currency_of(principal) if rows else ""
-        except DomainError as error:
-            body: dict[str, Any] = {
-                "errors": [
-                    {
-                        "message": error.message,
-                        "extensions": {"code": error.code.value, "field": error.field},
-                    }
-                ]
-            }
-            return JSONResponse(body, status_code=_STATUS.get(error.code, 400))
-        out = io.StringIO()
-        writer = csv.writer(out, lineterminator="\r\n")
-        writer.writerow(COLUMNS)
-        for row in rows:
-            writer.writerow(
-                [
-                    spreadsheet_safe(row.patient_reference),
-                    spreadsheet_safe(row.encounter),
-                    spreadsheet_safe(row.product_name),
+        principal = await bearer_principal(services.network, request)
+        since, until = _day(request, "from"), _day(request, "to")
+        rows = await services.finance.patient_usage(
+            principal, since=since, until=until, location_id=_location(request)
+        )
+        currency = await services.finance.currency_of(principal) if rows else ""
+        csv = csv_text(
+            COLUMNS,
+            (
+                (
+                    row.patient_reference,
+                    row.encounter,
+                    row.product_name,
                     row.quantity,
                     f"{row.unit_cost:.6f}",
                     f"{row.total:.4f}",
                     currency,
                     row.dispensed_at.isoformat(),
-                    spreadsheet_safe(row.location_code),
-                ]
-            )
-        filename = f"patient-usage-{since.isoformat()}-{until.isoformat()}.csv"
-        return Response(
-            out.getvalue(),
-            media_type="text/csv; charset=utf-8",
-            headers={
-                "content-disposition": f'attachment; filename="{filename}"',
-                "cache-control": "no-store",
-            },
+                    row.location_code,
+                )
+                for row in rows
+            ),
         )
+        filename = f"patient-usage-{since.isoformat()}-{until.isoformat()}.csv"
+        return attachment(csv, "text/csv; charset=utf-8", filename)
 
     return [Route("/reports/patient-usage.csv", patient_usage_csv, methods=["GET"])]
