@@ -21,6 +21,8 @@ from server.core.graphql import (
     FromModel,
     Info,
     MutationError,
+    PageAfter,
+    PageSize,
     attempt,
     connection,
     decode_id,
@@ -133,10 +135,8 @@ class Query:
     async def alerts(
         self,
         info: Info,
-        first: Annotated[int, strawberry.argument(description="Page size (capped).")],
-        after: Annotated[
-            str | None, strawberry.argument(description="Cursor of the previous page's end.")
-        ] = None,
+        first: PageSize,
+        after: PageAfter = None,
         status: Annotated[
             list[AlertStatus] | None,  # type: ignore[valid-type]
             strawberry.argument(description="Only alerts in one of these statuses."),

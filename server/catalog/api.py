@@ -18,6 +18,8 @@ from server.core.graphql import (
     FromModel,
     Info,
     MutationError,
+    PageAfter,
+    PageSize,
     attempt,
     connection,
     decode_id,
@@ -131,10 +133,8 @@ class Query:
     async def products(
         self,
         info: Info,
-        first: Annotated[int, strawberry.argument(description="Page size (capped).")],
-        after: Annotated[
-            str | None, strawberry.argument(description="Cursor of the previous page's end.")
-        ] = None,
+        first: PageSize,
+        after: PageAfter = None,
         search: Annotated[
             str | None, strawberry.argument(description="Part of the name, any case.")
         ] = None,
@@ -160,10 +160,8 @@ class Query:
     async def lots(
         self,
         info: Info,
-        first: Annotated[int, strawberry.argument(description="Page size (capped).")],
-        after: Annotated[
-            str | None, strawberry.argument(description="Cursor of the previous page's end.")
-        ] = None,
+        first: PageSize,
+        after: PageAfter = None,
         product: Annotated[
             relay.GlobalID | None, strawberry.argument(description="Only lots of this product.")
         ] = None,

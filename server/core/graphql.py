@@ -13,7 +13,7 @@ from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass, field, fields
 from datetime import date
 from decimal import Decimal, InvalidOperation
-from typing import TYPE_CHECKING, Any, ClassVar, Self, TypeVar, cast
+from typing import TYPE_CHECKING, Annotated, Any, ClassVar, Self, TypeVar, cast
 
 import dateutil.parser
 import strawberry
@@ -517,6 +517,12 @@ class CountedConnection(relay.Connection[NodeT]):
 
 
 ConnectionT = TypeVar("ConnectionT", bound=CountedConnection[Any])
+
+# The two arguments of every keyset-paged list field, said the same way everywhere.
+PageSize = Annotated[int, strawberry.argument(description="Page size (capped).")]
+PageAfter = Annotated[
+    str | None, strawberry.argument(description="Cursor of the previous page's end.")
+]
 
 
 def connection(

@@ -21,6 +21,8 @@ from server.core.graphql import (
     FromModel,
     Info,
     MutationError,
+    PageAfter,
+    PageSize,
     attempt,
     connection,
     decode_id,
@@ -194,10 +196,8 @@ class Query:
     async def stock_counts(
         self,
         info: Info,
-        first: Annotated[int, strawberry.argument(description="Page size (capped).")],
-        after: Annotated[
-            str | None, strawberry.argument(description="Cursor of the previous page's end.")
-        ] = None,
+        first: PageSize,
+        after: PageAfter = None,
         location: Annotated[
             relay.GlobalID | None,
             strawberry.argument(description="Only counts of this location (in your scope)."),

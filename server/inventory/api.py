@@ -20,6 +20,8 @@ from server.core.graphql import (
     FromModel,
     Info,
     MutationError,
+    PageAfter,
+    PageSize,
     attempt,
     connection,
     decode_id,
@@ -204,18 +206,14 @@ async def _prefetch_stock_relations(info: Info, balances: list[models.Balance]) 
         await prefetch(info, network_models.Location, (b.location_id for b in balances))
 
 
-First = Annotated[int, strawberry.argument(description="Page size (capped).")]
-After = Annotated[str | None, strawberry.argument(description="Cursor of the previous page's end.")]
-
-
 @strawberry.type
 class Query:
     @strawberry.field(description="Stock on hand per lot and location, earliest expiry first.")
     async def stock_levels(
         self,
         info: Info,
-        first: First,
-        after: After = None,
+        first: PageSize,
+        after: PageAfter = None,
         location: Annotated[
             relay.GlobalID | None,
             strawberry.argument(description="Only this location (in your scope)."),
@@ -248,8 +246,8 @@ class Query:
     async def movements(
         self,
         info: Info,
-        first: First,
-        after: After = None,
+        first: PageSize,
+        after: PageAfter = None,
         location: Annotated[
             relay.GlobalID | None,
             strawberry.argument(description="Only this location (in your scope)."),

@@ -22,6 +22,8 @@ from server.core.graphql import (
     FromModel,
     Info,
     MutationError,
+    PageAfter,
+    PageSize,
     attempt,
     connection,
     decode_id,
@@ -247,10 +249,8 @@ class Query:
     async def purchase_orders(
         self,
         info: Info,
-        first: Annotated[int, strawberry.argument(description="Page size (capped).")],
-        after: Annotated[
-            str | None, strawberry.argument(description="Cursor of the last order seen.")
-        ] = None,
+        first: PageSize,
+        after: PageAfter = None,
         supplier: Annotated[
             relay.GlobalID | None,
             strawberry.argument(description="Only orders to this supplier."),

@@ -24,6 +24,8 @@ from server.core.graphql import (
     FromModel,
     Info,
     MutationError,
+    PageAfter,
+    PageSize,
     attempt,
     connection,
     decode_id,
@@ -380,10 +382,8 @@ class Query:
     async def shipments(
         self,
         info: Info,
-        first: Annotated[int, strawberry.argument(description="Page size (capped).")],
-        after: Annotated[
-            str | None, strawberry.argument(description="Cursor of the last shipment seen.")
-        ] = None,
+        first: PageSize,
+        after: PageAfter = None,
         status: Annotated[
             ShipmentStatus | None,  # type: ignore[valid-type]
             strawberry.argument(description="Only shipments in this status."),

@@ -26,6 +26,8 @@ from server.core.graphql import (
     FromModel,
     Info,
     MutationError,
+    PageAfter,
+    PageSize,
     attempt,
     connection,
     decode_id,
@@ -285,10 +287,8 @@ class Supplier(FromModel, relay.Node):
     async def purchase_orders(
         self,
         info: Info,
-        first: Annotated[int, strawberry.argument(description="Page size (capped).")],
-        after: Annotated[
-            str | None, strawberry.argument(description="Cursor of the last order seen.")
-        ] = None,
+        first: PageSize,
+        after: PageAfter = None,
         status: Annotated[
             Annotated[PurchaseOrderStatus, strawberry.lazy(PURCHASING)] | None,
             strawberry.argument(description="Only orders in this status."),
@@ -332,10 +332,8 @@ class Query:
     async def suppliers(
         self,
         info: Info,
-        first: Annotated[int, strawberry.argument(description="Page size (capped).")],
-        after: Annotated[
-            str | None, strawberry.argument(description="Cursor of the last supplier seen.")
-        ] = None,
+        first: PageSize,
+        after: PageAfter = None,
     ) -> SupplierConnection:
         page = await info.context.services.suppliers.suppliers(
             info.context.require_principal(), first=first, after=after

@@ -15,6 +15,8 @@ from server.core.graphql import (
     FromModel,
     Info,
     MutationError,
+    PageAfter,
+    PageSize,
     attempt,
     connection,
     decode_id,
@@ -162,10 +164,8 @@ class Query:
     async def webhook_endpoints(
         self,
         info: Info,
-        first: Annotated[int, strawberry.argument(description="Page size (capped).")],
-        after: Annotated[
-            str | None, strawberry.argument(description="Cursor of the last endpoint seen.")
-        ] = None,
+        first: PageSize,
+        after: PageAfter = None,
         organisation: Annotated[
             relay.GlobalID | None,
             strawberry.argument(description="Only this organisation's endpoints."),
@@ -183,10 +183,8 @@ class Query:
     async def webhook_deliveries(
         self,
         info: Info,
-        first: Annotated[int, strawberry.argument(description="Page size (capped).")],
-        after: Annotated[
-            str | None, strawberry.argument(description="Cursor of the last delivery seen.")
-        ] = None,
+        first: PageSize,
+        after: PageAfter = None,
         endpoint: Annotated[
             relay.GlobalID | None,
             strawberry.argument(description="Only deliveries to this WebhookEndpoint."),

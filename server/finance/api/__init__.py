@@ -18,6 +18,8 @@ from server.core.graphql import (
     FromModel,
     Info,
     MutationError,
+    PageAfter,
+    PageSize,
     attempt,
     connection,
     decode_id,
@@ -57,8 +59,6 @@ PeriodKind = described_enum(
     {"MONTH": "A calendar month.", "QUARTER": "A calendar quarter.", "YEAR": "A calendar year."},
 )
 
-First = Annotated[int, strawberry.argument(description="Page size (capped).")]
-After = Annotated[str | None, strawberry.argument(description="Cursor of the previous page's end.")]
 PeriodArg = Annotated[
     str,
     strawberry.argument(description='A month "2026-12", a quarter "2026-Q4" or a year "2026".'),
@@ -223,8 +223,8 @@ class Query:
     async def budgets(
         self,
         info: Info,
-        first: First,
-        after: After = None,
+        first: PageSize,
+        after: PageAfter = None,
         location: Annotated[
             relay.GlobalID | None, strawberry.argument(description="Only this location.")
         ] = None,
@@ -296,8 +296,8 @@ class Query:
             date, strawberry.argument(name="from", description="First day (inclusive, UTC).")
         ],
         to: Annotated[date, strawberry.argument(description="Last day (inclusive, UTC).")],
-        first: First,
-        after: After = None,
+        first: PageSize,
+        after: PageAfter = None,
         location: Annotated[
             relay.GlobalID | None, strawberry.argument(description="Only this location.")
         ] = None,
