@@ -9,7 +9,8 @@ running until it gets SIGTERM/SIGINT or its stdin closes; then it stops the serv
 the temporary directory. SIGUSR1 restarts the server on the same port and database (to test
 reconnection); it prints {"restarted": true} when the new one is healthy.
 
-    .venv/bin/python tests/browser/serve.py [--pwa-dir pwa/dist] [--port N] [--history-days N] [--currency CODE]
+    .venv/bin/python tests/browser/serve.py [--pwa-dir pwa/dist] [--port N] [--history-days N]
+        [--currency CODE]
 
 --currency CODE sets every organisation's currency (ISO 4217).
 --history-days N seeds N days of demo stock history (for the dashboard's trends) instead of none.
@@ -70,7 +71,9 @@ def gs1_date(value: date) -> str:
     return f"{value:%y%m%d}"
 
 
-async def prepare(url: str, history_days: int = -1, currency: str | None = None) -> dict[str, object]:
+async def prepare(
+    url: str, history_days: int = -1, currency: str | None = None
+) -> dict[str, object]:
     await upgrade(url)
     services = Services.build(Settings(database_url=url, secret_key=SECRET))
     try:
