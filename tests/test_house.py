@@ -6,6 +6,8 @@ described). GraphQL imports outside the API layer are refused by ruff (TID251, p
 from __future__ import annotations
 
 import ast
+import importlib.machinery
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -169,3 +171,16 @@ def test_the_checks_can_fail() -> None:
     }
     wrapped = GraphQLNonNull(GraphQLList(GraphQLScalarType("Undescribed")))
     assert _named(wrapped).description is None  # type: ignore[attr-defined]
+
+
+def test_no_bench_script_shadows_an_installed_package() -> None:
+    """`python bench/x.py` puts bench/ first on sys.path, so a script named like a package
+    (bench/fhir.py once hid `fhir.resources`) breaks every bench that imports the server."""
+    bench = SERVER.parent / "bench"
+    others = [p for p in sys.path if Path(p or ".").resolve() not in {bench, SERVER.parent}]
+    shadowing = []
+    for script in sorted(bench.glob("*.py")):
+        spec = importlib.machinery.PathFinder.find_spec(script.stem, others)
+        if spec is not None or script.stem in sys.builtin_module_names:
+            shadowing.append(script.name)
+    assert shadowing == [], f"bench scripts named like importable modules: {shadowing}"

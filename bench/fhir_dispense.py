@@ -15,7 +15,7 @@ by a contained Medication's batch (so no FEFO query). The ratio column is each p
 recordMovements at 1,000 per call measured in the same run: the ceiling of this server for
 these movements. Every path has an untimed warm-up and afterwards counts what it wrote. Run:
 
-    .venv/bin/python bench/fhir.py [--dispenses N] [--database sqlite|postgresql]
+    .venv/bin/python bench/fhir_dispense.py [--dispenses N] [--database sqlite|postgresql]
 """
 
 # ruff: noqa: E402  (imports follow the sys.path fix below, as they must)
