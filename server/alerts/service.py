@@ -12,7 +12,18 @@ from dataclasses import dataclass, field
 from datetime import date
 from typing import Any, cast
 
-from sqlalchemy import CursorResult, and_, bindparam, func, or_, select, tuple_, update
+from sqlalchemy import (
+    CursorResult,
+    and_,
+    bindparam,
+    func,
+    literal,
+    or_,
+    select,
+    tuple_,
+    union_all,
+    update,
+)
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -55,15 +66,22 @@ def _levels_with_usable_stock(table: Any, threshold: Any) -> Any:
 
 _LEVELS = MinimumLevel.__table__
 _COMPUTED = ComputedLevel.__table__
-_LEVELS_WITH_USABLE_STOCK = _levels_with_usable_stock(_LEVELS, _LEVELS.c.minimum_quantity)
-# Computed reorder points apply only where no manual minimum is set: manual levels win.
-_COMPUTED_WITH_USABLE_STOCK = _levels_with_usable_stock(_COMPUTED, _COMPUTED.c.reorder_point).where(
-    ~select(_LEVELS.c.id)
+# Every touched pair's level in one statement: manual minimums, and computed reorder points
+# only where no manual minimum is set (manual levels win); `computed` tells them apart.
+_LEVELS_WITH_USABLE_STOCK = union_all(
+    _levels_with_usable_stock(_LEVELS, _LEVELS.c.minimum_quantity).add_columns(
+        literal(False).label("computed")
+    ),
+    _levels_with_usable_stock(_COMPUTED, _COMPUTED.c.reorder_point)
+    .add_columns(literal(True).label("computed"))
     .where(
-        _LEVELS.c.location_id == _COMPUTED.c.location_id,
-        _LEVELS.c.product_id == _COMPUTED.c.product_id,
-    )
-    .exists()
+        ~select(_LEVELS.c.id)
+        .where(
+            _LEVELS.c.location_id == _COMPUTED.c.location_id,
+            _LEVELS.c.product_id == _COMPUTED.c.product_id,
+        )
+        .exists()
+    ),
 )
 
 
@@ -173,11 +191,10 @@ class AlertService:
         if not pairs:
             return
         bound = {"pairs": list(pairs), "today": utcnow().date()}
-        manual = (await session.execute(_LEVELS_WITH_USABLE_STOCK, bound)).all()
-        computed = (await session.execute(_COMPUTED_WITH_USABLE_STOCK, bound)).all()
-        levels = [(level, False) for level in manual] + [(level, True) for level in computed]
+        levels = (await session.execute(_LEVELS_WITH_USABLE_STOCK, bound)).all()
         cleared: list[str] = []
-        for level, is_computed in levels:
+        for level in levels:
+            is_computed = bool(level.computed)
             on_hand = level.usable
             key = low_stock_key(level.location_id, level.product_id)
             if on_hand >= level.minimum_quantity:
@@ -266,7 +283,7 @@ class AlertService:
                     select(ComputedLevel.location_id, ComputedLevel.product_id)
                 )
             )
-            await self.evaluate_stock(session, [pair.tuple() for pair in pairs.all()])
+            await self.evaluate_stock(session, [(loc, product) for loc, product in pairs.all()])
             stale = (
                 await session.execute(
                     select(Alert.condition_key).where(

@@ -26,6 +26,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from server.alerts.models import AlertKind
 from server.alerts.service import AlertService, AlertSpec
 from server.catalog.models import Lot, Product
+from server.catalog.refs import products_of
 from server.controlled.models import MovementWitness
 from server.core.db import Database, utcnow
 from server.core.errors import DomainError, ErrorCode, InvalidInput, NotFound
@@ -245,18 +246,11 @@ class ControlledService:
         """In the writing transaction: refuse what the rules forbid (the whole write rolls
         back), keep the witnesses, and raise discrepancy alerts for controlled counts."""
         product_ids = {lot.product_id for m, lot in written if m.kind in CHECKED_KINDS}
-        controlled: dict[int, Product] = {}
-        if product_ids:
-            controlled = {
-                p.id: p
-                for p in (
-                    await session.execute(
-                        select(Product).where(
-                            Product.id.in_(product_ids), Product.controlled_schedule.is_not(None)
-                        )
-                    )
-                ).scalars()
-            }
+        controlled = {
+            p.id: p
+            for p in (await products_of(session, product_ids)).values()
+            if p.controlled_schedule is not None
+        }
         for movement, lot in written:
             product = controlled.get(lot.product_id)
             if product is None or movement.kind not in CHECKED_KINDS:

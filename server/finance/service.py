@@ -15,6 +15,7 @@ organisation's moving average of the moment (costing.py says why).
 
 from __future__ import annotations
 
+import functools
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass, fields, replace
@@ -31,6 +32,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from server.alerts.models import Alert, AlertKind
 from server.alerts.service import AlertService, AlertSpec
 from server.catalog.models import Lot, Product
+from server.catalog.refs import products_of
 from server.core import audit
 from server.core.db import Database, dialect_of, midnight_utc, utcnow
 from server.core.errors import Forbidden, InvalidInput, NotFound
@@ -114,6 +116,26 @@ def _upsert(dialect: str) -> Any:
     return sqlite_insert if dialect == "sqlite" else pg_insert
 
 
+@functools.cache
+def _lock_positions_statement(dialect: str) -> Any:
+    """Create the missing averages and lock them all, returning each row, in one statement.
+
+    The no-op update of a conflicting row takes its row lock (as FOR UPDATE would); run with
+    one parameter set per pair (executemany with RETURNING), so its compiled form is cached."""
+    stmt = _upsert(dialect)(AverageCost.__table__)
+    return stmt.on_conflict_do_update(
+        index_elements=["organisation_id", "product_id"],
+        set_={"quantity": AverageCost.__table__.c.quantity},
+    ).returning(
+        AverageCost.organisation_id,
+        AverageCost.product_id,
+        AverageCost.quantity,
+        AverageCost.value,
+        AverageCost.average_cost,
+        sort_by_parameter_order=True,
+    )
+
+
 class FinanceService:
     def __init__(self, db: Database, bus: EventBus, alerts: AlertService) -> None:
         self.db = db
@@ -127,13 +149,7 @@ class FinanceService:
         if not written.movements:
             return
         products = {lot.product_id for _m, lot in written}
-        catalogue = dict(
-            (
-                await session.execute(
-                    select(Product.id, Product.unit_cost).where(Product.id.in_(products))
-                )
-            ).all()
-        )
+        catalogue = {p.id: p.unit_cost for p in (await products_of(session, products)).values()}
         prices = await self._receipt_prices(session, written)
         transfers_out = await self._dispatched(session, written)
         positions = await self._lock_positions(
@@ -323,11 +339,9 @@ class FinanceService:
     ) -> dict[tuple[int, int], Position]:
         """The averages of the touched (organisation, product) pairs, row-locked in key order
         (created first where missing), so concurrent writers re-blend one after the other."""
-        ordered = sorted(keys)
-        stmt = _upsert(dialect_of(session))(AverageCost.__table__)
         now = utcnow()
-        await session.execute(
-            stmt.on_conflict_do_nothing(index_elements=["organisation_id", "product_id"]),
+        rows = await session.execute(
+            _lock_positions_statement(dialect_of(session)),
             [
                 {
                     "organisation_id": o,
@@ -336,24 +350,17 @@ class FinanceService:
                     "value": 0,
                     "updated_at": now,
                 }
-                for o, p in ordered
+                for o, p in sorted(keys)
             ],
         )
-        rows = await session.execute(
-            select(AverageCost)
-            .where(tuple_(AverageCost.organisation_id, AverageCost.product_id).in_(ordered))
-            .order_by(AverageCost.organisation_id, AverageCost.product_id)
-            .with_for_update()
-        )
-        positions = {}
-        for row in rows.scalars():
-            positions[(row.organisation_id, row.product_id)] = Position(
+        return {
+            (row.organisation_id, row.product_id): Position(
                 row.quantity,
                 Decimal(row.value),
                 Decimal(row.average_cost) if row.average_cost is not None else None,
             )
-            session.expunge(row)  # written back by the upsert, not by the unit of work
-        return positions
+            for row in rows
+        }
 
     async def backfill(self, batch: int = 1000) -> int:
         """Value the movements written before costing existed (a database migrated to 0013),
