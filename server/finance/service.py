@@ -136,6 +136,22 @@ def _lock_positions_statement(dialect: str) -> Any:
     )
 
 
+@functools.cache
+def _write_positions_statement(dialect: str) -> Any:
+    """The re-blended averages written back (built once: `excluded` makes a new alias each
+    time it is read)."""
+    stmt = _upsert(dialect)(AverageCost.__table__)
+    return stmt.on_conflict_do_update(
+        index_elements=["organisation_id", "product_id"],
+        set_={
+            "quantity": stmt.excluded.quantity,
+            "value": stmt.excluded.value,
+            "average_cost": stmt.excluded.average_cost,
+            "updated_at": stmt.excluded.updated_at,
+        },
+    )
+
+
 class FinanceService:
     def __init__(self, db: Database, bus: EventBus, alerts: AlertService) -> None:
         self.db = db
@@ -198,17 +214,8 @@ class FinanceService:
             ],
         )
         now = utcnow()
-        stmt = _upsert(dialect_of(session))(AverageCost.__table__)
         await session.execute(
-            stmt.on_conflict_do_update(
-                index_elements=["organisation_id", "product_id"],
-                set_={
-                    "quantity": stmt.excluded.quantity,
-                    "value": stmt.excluded.value,
-                    "average_cost": stmt.excluded.average_cost,
-                    "updated_at": stmt.excluded.updated_at,
-                },
-            ),
+            _write_positions_statement(dialect_of(session)),
             [
                 {
                     "organisation_id": org,
