@@ -494,6 +494,56 @@ async def test_recalls_and_alerts_follow_the_readers_scope(demo: Demo, receiver:
     assert receiver.at("/pharm") == []
 
 
+async def test_a_batch_back_to_normal_is_announced_to_those_alerted(
+    demo: Demo, receiver: Receiver
+) -> None:
+    """supervision.status_changed both ways: into OUTFLOW_LEAK (one message per alerted
+    organisation) and back to NORMAL when the missing receipt arrives, which only resolves
+    alerts; the pharmacy, never involved, hears neither."""
+    from datetime import timedelta
+
+    from server.core.db import utcnow
+    from server.inventory.models import MovementKind as K
+    from tests.test_supervision import WHS, Chain
+
+    changed = rules.WebhookEventType.SUPERVISION_STATUS_CHANGED.value
+    _, hosp_secret = await endpoint(demo, receiver, HOSPITAL, "/hosp", [changed])
+    await endpoint(demo, receiver, PHARMACY, "/pharm", [changed])
+    await demo.services.webhooks.start()
+    chain = await (await Chain.produce(demo)).to_hospital()
+    ref = f"DN-{chain.batch.number}-3"
+    await chain.move(K.SHIP, "WHS-DC", 15, to=HOSPITAL, reference=ref)
+    await demo.services.supervision_checks.check_all(
+        in_transit_only=True, now=utcnow() + timedelta(days=4)
+    )
+    await eventually(lambda: _count(receiver, "/hosp", 1), what="the leak")
+    await chain.move(K.RECEIVE, "HOSP-CP", 15, to=WHS, reference=ref)
+    await eventually(lambda: _count(receiver, "/hosp", 2), what="the recovery")
+
+    leak, recovery = (verified(r, hosp_secret) for r in receiver.at("/hosp"))
+    assert {leak["type"], recovery["type"]} == {changed}
+    batch = {"approvalNumber": chain.batch.approval, "batchNumber": chain.batch.number}
+    assert leak["data"] | batch == leak["data"]
+    assert (leak["data"]["status"], leak["data"]["previousStatus"]) == (
+        "OUTFLOW_LEAK",
+        "IN_TRANSIT",
+    )
+    assert leak["data"]["alert"] is not None
+    assert recovery["data"] == {
+        "alert": None,
+        "kind": "SUPERVISION_STATUS",
+        "location": None,
+        "message": f"Batch {chain.batch.number} ({chain.batch.approval}): back to NORMAL "
+        "from OUTFLOW_LEAK",
+        "status": "NORMAL",
+        "previousStatus": "OUTFLOW_LEAK",
+        "gamma": 0,
+        **batch,
+    }
+    await asyncio.sleep(0.3)
+    assert receiver.at("/pharm") == []
+
+
 # --- the admin API -----------------------------------------------------------------------------
 
 CREATE = """mutation($input: CreateWebhookEndpointInput!) { createWebhookEndpoint(input: $input) {

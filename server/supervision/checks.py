@@ -73,6 +73,7 @@ from server.catalog.models import Lot, Product
 from server.catalog.service import clean_batch_number
 from server.core.db import Database, UTCDateTime, dialect_of, utcnow
 from server.core.errors import Forbidden, InvalidInput, NotFound
+from server.core.events import Event
 from server.core.pagination import Page, keyset_page
 from server.core.security import GLOBAL_ROLES, Permission, Principal
 from server.inventory.models import Movement, MovementKind
@@ -109,6 +110,9 @@ from server.supervision.totals import (
 )
 
 ALERT_PREFIX = "supervision:"
+# A batch back from an alerting status (its alerts resolve, so no alert event says so): the
+# bus event that tells webhooks and other listeners who had been alerted.
+RECOVERY_TOPIC = "supervision_recovery"
 SWEEP_CHUNK = 500
 MAX_EXACT_KEYS = 200  # batches named one by one in a query (SQLite's expression depth is 1000)
 
@@ -766,7 +770,8 @@ async def _record(
         before = old.get(key, (SupervisionStatus.NORMAL, 0))[0]
         if status is not before:
             changes.append(StatusChange(key, before, status, gamma))
-    await _resolve_other(session, alerts, {c.key: c.current for c in changes})
+    resolved = await _resolve_other(session, alerts, {c.key: c.current for c in changes})
+    await _announce_recoveries(session, alerts, changes, resolved)
     alerting = [c for c in changes if c.current in ALERTING]
     if alerting:
         lots = await _lots(session, [c.key for c in alerting])
@@ -805,17 +810,52 @@ async def _product_names(session: AsyncSession, ids: set[int]) -> dict[int, str]
     return {pid: f"{name} {strength}".strip() for pid, name, strength in rows}
 
 
+async def _announce_recoveries(
+    session: AsyncSession,
+    alerts: AlertService,
+    changes: list[StatusChange],
+    resolved: list[tuple[str, int | None]],
+) -> None:
+    """One RECOVERY_TOPIC event per batch that left an alerting status for a quiet one, naming
+    the organisations whose alerts it resolved (None: the regulator's)."""
+    events = []
+    for change in changes:
+        if change.previous not in ALERTING or change.current in ALERTING:
+            continue
+        prefix = status_alert_prefix(change.key)
+        organisations = sorted({org for key, org in resolved if key.startswith(prefix) and org})
+        approval, batch = change.key
+        events.append(
+            Event(
+                RECOVERY_TOPIC,
+                {
+                    "approval_number": approval,
+                    "batch_number": batch,
+                    "status": change.current.value,
+                    "previous_status": change.previous.value,
+                    "gamma": change.gamma,
+                    "organisation_ids": organisations,
+                    "message": f"Batch {batch} ({approval}): back to {change.current.value} "
+                    f"from {change.previous.value}",
+                },
+            )
+        )
+    if events:
+        await alerts.bus.emit(session, events)
+
+
 async def _resolve_other(
     session: AsyncSession, alerts: AlertService, current: dict[BatchKey, SupervisionStatus]
-) -> None:
+) -> list[tuple[str, int | None]]:
     """A new status ends the alerts of the previous one (all of them on NORMAL/IN_TRANSIT):
-    one query per MAX_EXACT_KEYS changed batches."""
-    stale: list[str] = []
+    one query per MAX_EXACT_KEYS changed batches. Returns the (condition key, organisation)
+    of each alert it resolved."""
+    stale: list[tuple[str, int | None]] = []
     keys = sorted(current)
     for chunk in _chunks(keys):
         live = (
             await session.execute(
-                select(Alert.condition_key).where(
+                select(Alert.condition_key, Alert.organisation_id).where(
                     Alert.kind == AlertKind.SUPERVISION_STATUS,
                     Alert.active.is_(True),
                     or_(
@@ -826,12 +866,13 @@ async def _resolve_other(
                     ),
                 )
             )
-        ).scalars()
+        ).all()
         keep = tuple(f"{status_alert_prefix(k)}{current[k].value}:" for k in chunk)
         prefixes = tuple(status_alert_prefix(k) for k in chunk)
-        stale += [k for k in live if not k.startswith(keep) and k.startswith(prefixes)]
+        stale += [(k, org) for k, org in live if not k.startswith(keep) and k.startswith(prefixes)]
     if stale:
-        await alerts.resolve(session, stale)
+        await alerts.resolve(session, [k for k, _ in stale])
+    return stale
 
 
 async def _raise(

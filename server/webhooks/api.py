@@ -41,7 +41,9 @@ WebhookEventType = described_enum(
     "buys or supplies was created or changed status.",
     RECALL_CREATED="`recall.created`: lots were recalled (every stock reader sees recalls).",
     SUPERVISION_STATUS_CHANGED="`supervision.status_changed`: a batch's supervision status "
-    "became abnormal and the alert names your organisation or one of its locations.",
+    "became abnormal and the alert names your organisation or one of its locations, or came "
+    "back to NORMAL/IN_TRANSIT after alerting you (then `alert` is null); `status`, "
+    "`previousStatus`, `approvalNumber`, `batchNumber` and `gamma` say which way.",
     STOCK_LOW="`stock.low`: a shelf of one of your locations fell below its minimum.",
 )
 

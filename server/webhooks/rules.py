@@ -20,6 +20,7 @@ from server.core.errors import InvalidInput
 from server.core.validation import required_text
 from server.purchasing.events import PURCHASE_ORDER_TOPIC
 from server.shipments.events import SHIPMENT_TOPIC
+from server.supervision.checks import RECOVERY_TOPIC
 from server.supervision.service import RECALL_TOPIC
 
 SECRET_PREFIX = "whsec_"
@@ -54,7 +55,21 @@ def event_type_of(topic: str, payload: dict[str, Any]) -> WebhookEventType | Non
         return WebhookEventType.RECALL_CREATED
     if topic == ALERT_TOPIC:
         return ALERT_KINDS.get(str(payload.get("kind")))
+    if topic == RECOVERY_TOPIC:
+        return WebhookEventType.SUPERVISION_STATUS_CHANGED
     return None
+
+
+def supervision_fields(details: dict[str, Any]) -> dict[str, Any]:
+    """What every `supervision.status_changed` body carries beside the alert, whether the
+    batch went into an alerting status (from the alert's details) or came back from one."""
+    return {
+        "approvalNumber": details.get("approval_number"),
+        "batchNumber": details.get("batch_number"),
+        "status": details.get("status"),
+        "previousStatus": details.get("previous_status"),
+        "gamma": details.get("gamma"),
+    }
 
 
 def node_id(type_name: str, pk: int | None) -> str | None:
@@ -93,12 +108,23 @@ def event_data(event_type: WebhookEventType, payload: dict[str, Any]) -> dict[st
             "reference": p["reference"],
             "lots": [node_id("Lot", x) for x in p["lot_ids"]],
         }
-    return {
+    if event_type is WebhookEventType.SUPERVISION_STATUS_CHANGED and "alert_id" not in p:
+        # A recovery: the alerts it resolved are gone from the reader's view, none is named.
+        return {
+            "alert": None,
+            "kind": "SUPERVISION_STATUS",
+            "location": None,
+            "message": p["message"],
+        } | supervision_fields(p)
+    data = {
         "alert": node_id("Alert", p["alert_id"]),
         "kind": p["kind"],
         "location": node_id("Location", p.get("location_id")),
         "message": p.get("message"),
     }
+    if event_type is WebhookEventType.SUPERVISION_STATUS_CHANGED:
+        data |= supervision_fields(p.get("details") or {})
+    return data
 
 
 def message_body(event_type: WebhookEventType, data: dict[str, Any], at: datetime) -> str:

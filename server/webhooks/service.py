@@ -120,6 +120,11 @@ def may_receive(
         )
     if event_type is WebhookEventType.RECALL_CREATED:
         return principal.can(Permission.STOCK_READ)
+    if alert is None and "organisation_ids" in payload:  # a supervision recovery
+        return principal.can(Permission.STOCK_READ) and (
+            principal.location_ids is None
+            or principal.organisation_id in payload["organisation_ids"]
+        )
     return (
         alert is not None
         and principal.can(Permission.STOCK_READ)
@@ -200,7 +205,10 @@ class WebhookService:
                 if principal is None or not may_receive(principal, kind, event.payload, alert):
                     continue
                 if body is None:
-                    body = rules.message_body(kind, rules.event_data(kind, event.payload), now)
+                    payload = event.payload
+                    if alert is not None:
+                        payload = payload | {"details": alert.details or {}}
+                    body = rules.message_body(kind, rules.event_data(kind, payload), now)
                 rows.append(
                     {
                         "endpoint_id": endpoint_id,
