@@ -121,3 +121,73 @@ async def test_a_rolled_back_write_leaves_nothing_in_the_cache(demo: Demo) -> No
     async with demo.services.db.write() as session:
         await locations_of(session, [ward])
     assert cache.misses == misses + 1, "the committed one was"
+
+
+async def test_a_product_made_controlled_on_one_worker_is_checked_by_the_other_at_once(
+    demo: Demo, other_worker: Services
+) -> None:
+    """The ledger's hooks read products from the cache (controlled rules, catalogue price):
+    a product turned controlled in plain SQL elsewhere is enforced on the very next write."""
+    from server.catalog.models import Lot, Product
+    from server.core.errors import DomainError, ErrorCode
+
+    ward = demo.locations["WARD-B"]
+    lot_id = await receive(demo, "WARD-B", 10)
+    pharmacist = demo.principals["pharmacist"]
+    ledger = other_worker.ledger
+    for n in range(2):  # warm the other worker's copy of the product
+        await ledger.record(
+            pharmacist, dispense(ward, lot_id), operation="t", idempotency_key=f"p{n}"
+        )
+    async with demo.services.db.write() as session:
+        product_id = (await session.get(Lot, lot_id)).product_id
+        await session.execute(
+            text("UPDATE products SET controlled_schedule = 'CII' WHERE id = :id"),
+            {"id": product_id},
+        )
+    with pytest.raises(DomainError) as refused:
+        await ledger.record(pharmacist, dispense(ward, lot_id), operation="t", idempotency_key="p2")
+    assert refused.value.code is ErrorCode.PATIENT_REFERENCE_REQUIRED
+    assert await balance_of(demo.services, ward, lot_id) == 10 - 2
+    async with demo.services.db.read() as session:
+        assert (await session.get(Product, product_id)).controlled_schedule == "CII"
+
+
+async def test_every_watched_table_keeps_its_triggers_after_all_migrations(demo: Demo) -> None:
+    """SQLite drops a table's triggers when a batch migration rebuilds it (0015 did, to
+    products): after every migration, each watched table still has its version triggers and
+    the ledger's immutability guards are still there; a product change advances the version."""
+    import importlib
+
+    watched = importlib.import_module("server.migrations.versions.0014_reference_version")
+    async with demo.services.db.read() as session:
+        if demo.services.db.sqlite:
+            rows = await session.execute(
+                text("SELECT name FROM sqlite_master WHERE type = 'trigger'")
+            )
+            expected = {"movements_no_update", "movements_no_delete"} | {
+                f"reference_version_{table}_{verb}"
+                for table in watched.WATCHED
+                for verb in ("insert", "update", "delete")
+            }
+            expected |= {f"reference_version_{t}_update" for t in watched.UPDATE_ONLY}
+        else:
+            rows = await session.execute(
+                text("SELECT tgname FROM pg_trigger WHERE NOT tgisinternal")
+            )
+            expected = {"movements_immutable"} | {
+                f"reference_version_{t}" for t in watched.WATCHED + watched.UPDATE_ONLY
+            }
+        present = set(rows.scalars())
+    assert expected - present == set(), "triggers lost by a migration"
+
+    async def version() -> int:
+        async with demo.services.db.read() as session:
+            return int(
+                (await session.execute(text("SELECT version FROM reference_version"))).scalar_one()
+            )
+
+    before = await version()
+    async with demo.services.db.write() as session:
+        await session.execute(text("UPDATE products SET name = name WHERE id = 1"))
+    assert await version() > before

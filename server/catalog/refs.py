@@ -15,7 +15,7 @@ from sqlalchemy import bindparam, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from server.catalog.models import Product
-from server.core.cache import CACHE
+from server.core.cache import cached_many
 
 
 @dataclass(frozen=True)
@@ -61,7 +61,4 @@ async def products_of(session: AsyncSession, ids: Iterable[int]) -> dict[int, Pr
     wanted = set(ids)
     if not wanted:
         return {}
-    db_cache = session.info.get(CACHE)
-    if db_cache is None:
-        return await _load_products(session, wanted)
-    return await db_cache.get_many(session, "catalog.products", wanted, _load_products)
+    return await cached_many(session, "catalog.products", wanted, _load_products)

@@ -116,6 +116,33 @@ class ReferenceCache:
             self._maps.setdefault(name, {}).update(entries)
 
 
+async def cached_many(
+    session: AsyncSession,
+    name: str,
+    keys: Iterable[K],
+    load: Callable[[AsyncSession, set[K]], Awaitable[dict[K, V]]],
+) -> dict[K, V]:
+    """`ReferenceCache.get_many` through the session's Database cache; a session made without
+    one (a bare sessionmaker in a migration or script) loads directly."""
+    db_cache: ReferenceCache | None = session.info.get(CACHE)
+    if db_cache is None:
+        return await load(session, set(keys))
+    return await db_cache.get_many(session, name, keys, load)
+
+
+async def cached_one(
+    session: AsyncSession,
+    name: str,
+    key: K,
+    load: Callable[[AsyncSession, K], Awaitable[V | None]],
+) -> V | None:
+    """`ReferenceCache.get` likewise: one value, or None when it does not exist."""
+    db_cache: ReferenceCache | None = session.info.get(CACHE)
+    if db_cache is None:
+        return await load(session, key)
+    return await db_cache.get(session, name, key, load)
+
+
 class _Absent:
     """A key looked up and not found, so the next lookup need not ask the database."""
 

@@ -22,7 +22,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from server.catalog.models import Lot, Product
 from server.catalog.service import find_or_create_lot
 from server.core import audit
-from server.core.cache import CACHE
+from server.core.cache import cached_many
 from server.core.db import Database, Driver, dialect_of, driver_time, utcnow
 from server.core.errors import DomainError, InsufficientStock, InvalidInput, NotFound
 from server.core.events import Event
@@ -232,10 +232,7 @@ async def _load_locations(session: AsyncSession, ids: set[int]) -> dict[int, Loc
 async def locations_of(session: AsyncSession, ids: Iterable[int]) -> dict[int, LocationRef]:
     """The named locations as this transaction sees them, from the process's cache when its
     reference version is current (checked once per transaction)."""
-    db_cache = session.info.get(CACHE)
-    if db_cache is None:
-        return await _load_locations(session, set(ids))
-    return await db_cache.get_many(session, "ledger.locations", ids, _load_locations)
+    return await cached_many(session, "ledger.locations", ids, _load_locations)
 
 
 @dataclass

@@ -31,7 +31,7 @@ from server.alerts.rules import serial_key
 from server.alerts.service import AlertService, AlertSpec
 from server.catalog.models import Lot, Product, ProductGtin
 from server.core import audit
-from server.core.cache import CACHE
+from server.core.cache import cached_one
 from server.core.db import Database
 from server.core.errors import DomainError, ErrorCode, InvalidInput, NotFound
 from server.core.security import Permission, Principal
@@ -446,11 +446,7 @@ class ScanningService:
     @staticmethod
     async def _product(session: AsyncSession, pack: ScannedPack) -> Product:
         """The GTIN's product, from the process's reference cache when it is current."""
-        cache = session.info.get(CACHE)
-        if cache is None:
-            product = await _load_product(session, pack.gtin)
-        else:
-            product = await cache.get(session, "scanning.product_by_gtin", pack.gtin, _load_product)
+        product = await cached_one(session, "scanning.product_by_gtin", pack.gtin, _load_product)
         if product is None:
             ndc = f" (NDC {pack.ndc})" if pack.ndc else ""
             raise UnknownProduct(
