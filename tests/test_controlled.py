@@ -202,6 +202,59 @@ async def test_a_controlled_dispense_needs_a_patient_reference(demo: Demo, as_us
     assert done["movements"][0]["patientReference"] == "ENC-42"
 
 
+FEED = f"""
+mutation($input: RecordMovementsInput!) {{
+  recordMovements(input: $input) {{ movements {{ id kind quantity }} replayed {ERRORS} }}
+}}"""
+
+
+async def test_a_feed_carries_witnesses_and_names_the_item_a_rule_refuses(
+    demo: Demo, as_user: Any
+) -> None:
+    """recordMovements (cabinets, pharmacy systems): a controlled disposal in a batch takes
+    its witness per item; a missing witness, a wrong one or a dispense without a patient
+    reference refuses the whole batch and names the item; nothing is half-written."""
+    oxy_lot = await receive(demo, "WARD-A", 10, product_id=await _oxycodone(demo))
+    plain_lot = await receive(demo, "WARD-A", 10, product_id=await _product(demo, "Paracetamol"))
+    location = gid("Location", demo.locations["WARD-A"])
+    nurse: Caller = await as_user("nurse")
+
+    def item(lot: int, kind: str, **more: Any) -> dict[str, Any]:
+        return {"kind": kind, "location": location, "lot": gid("Lot", lot), "quantity": 1} | more
+
+    plain = item(plain_lot, "DISPENSE")
+    waste = item(oxy_lot, "DISPOSE", reason="DAMAGED")
+    before = await row_counts(demo.services)
+
+    async def refused(items: list[dict[str, Any]], key: str) -> dict[str, Any]:
+        payload = await nurse.call(FEED, input={"movements": items, "idempotencyKey": key})
+        assert not payload["movements"]
+        (error,) = payload["errors"]
+        return dict(error)
+
+    error = await refused([plain, waste], "f1")
+    assert (error["code"], error["field"]) == ("WITNESS_REQUIRED", "movements.1.witness")
+    wrong = {"username": "pharmacist", "password": "not-it"}
+    error = await refused([plain, plain, waste | {"witness": wrong}], "f2")
+    assert (error["code"], error["field"]) == ("WITNESS_INVALID", "movements.2.witness")
+    dispense = item(oxy_lot, "DISPENSE")
+    error = await refused([plain, dispense, waste | {"witness": WITNESS}], "f3")
+    assert (error["code"], error["field"]) == (
+        "PATIENT_REFERENCE_REQUIRED",
+        "movements.1.patientReference",
+    )
+    assert await row_counts(demo.services) == before
+
+    good = [plain, waste | {"witness": WITNESS}, dispense | {"patientReference": "ENC-7"}]
+    done = await nurse.ok(FEED, input={"movements": good, "idempotencyKey": "f4"})
+    assert [m["kind"] for m in done["movements"]] == ["DISPENSE", "DISPOSE", "DISPENSE"]
+    witnessed = await _witnesses(demo)
+    assert witnessed[_pk(done["movements"][1]["id"])] == demo.users["pharmacist"]
+    assert _pk(done["movements"][0]["id"]) not in witnessed
+    replay = await nurse.ok(FEED, input={"movements": good, "idempotencyKey": "f4"})
+    assert replay["replayed"] is True
+
+
 async def test_failed_witness_passwords_are_throttled_like_sign_in(
     demo: Demo, as_user: Any, client: httpx.AsyncClient
 ) -> None:

@@ -16,7 +16,7 @@ movement's audit event.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, date, datetime, time, timedelta
 
@@ -218,6 +218,36 @@ class ControlledService:
             principal, [request], operation=operation, idempotency_key=idempotency_key
         )
 
+    async def record_feed(
+        self,
+        principal: Principal,
+        requests: Sequence[MovementRequest],
+        *,
+        witnesses: Mapping[int, WitnessCredentials],
+        ip: str,
+        idempotency_key: str | None,
+    ) -> LedgerResult:
+        """A feed whose items may carry a witness (a controlled disposal or adjustment in a
+        cabinet's or pharmacy system's batch): each distinct witness is checked once per
+        location before the write, a refusal naming the item it came from."""
+        checked: dict[tuple[str, str, int], int] = {}
+        witnessed = list(requests)
+        for index, credentials in sorted(witnesses.items()):
+            if not 0 <= index < len(requests):
+                continue  # the ledger refuses the malformed feed itself
+            request = requests[index]
+            key = (credentials.username.strip().lower(), credentials.password, request.location_id)
+            if key not in checked:
+                try:
+                    checked[key] = await self.verify_witness(
+                        principal, request.location_id, credentials, ip
+                    )
+                except DomainError as refusal:
+                    refusal.field = f"movements.{index}.{refusal.field or 'witness'}"
+                    raise
+            witnessed[index] = replace(request, witness_id=checked[key])
+        return await self.ledger.record_feed(principal, witnessed, idempotency_key=idempotency_key)
+
     async def finalize_count(
         self,
         principal: Principal,
@@ -264,7 +294,7 @@ class ControlledService:
             ):
                 raise DomainError(
                     f"{what}: a dispense needs the patient reference",
-                    field="patient_reference",
+                    field=written.field_of(movement.id, "patient_reference"),
                     code=ErrorCode.PATIENT_REFERENCE_REQUIRED,
                 )
             if movement.kind in WITNESSED_KINDS and movement.id not in written.witnesses:
@@ -276,7 +306,7 @@ class ControlledService:
                 raise DomainError(
                     f"{what}: {action} needs a witness (a pharmacist or nurse re-entering "
                     "their password)",
-                    field="witness",
+                    field=written.field_of(movement.id, "witness"),
                     code=ErrorCode.WITNESS_REQUIRED,
                 )
         if written.witnesses:

@@ -447,6 +447,11 @@ class MovementInput:
     occurred_at: datetime | None = strawberry.field(
         default=None, description="When it happened (with a zone); now when omitted."
     )
+    witness: WitnessInput | None = strawberry.field(
+        default=None,
+        description="For a controlled drug's DISPOSE, ADJUST or COUNT variance: "
+        + _WITNESS[len("Required for a controlled drug: ") :],
+    )
 
 
 @strawberry.input(
@@ -570,14 +575,32 @@ class Mutation:
         self, info: Info, input: RecordMovementsInput
     ) -> StockMovementPayload:
         result: LedgerResult | None
-        result, errors = await attempt(
-            info,
-            lambda p: info.context.services.ledger.record_feed(
-                p,
-                [_feed_request(i, item) for i, item in enumerate(input.movements)],
-                idempotency_key=input.idempotency_key,
-            ),
-        )
+        witnesses = {
+            i: WitnessCredentials(item.witness.username, item.witness.password)
+            for i, item in enumerate(input.movements)
+            if item.witness is not None
+        }
+        if witnesses:
+            ip = request_ip(info)
+            result, errors = await attempt(
+                info,
+                lambda p: info.context.services.controlled.record_feed(
+                    p,
+                    [_feed_request(i, item) for i, item in enumerate(input.movements)],
+                    witnesses=witnesses,
+                    ip=ip,
+                    idempotency_key=input.idempotency_key,
+                ),
+            )
+        else:
+            result, errors = await attempt(
+                info,
+                lambda p: info.context.services.ledger.record_feed(
+                    p,
+                    [_feed_request(i, item) for i, item in enumerate(input.movements)],
+                    idempotency_key=input.idempotency_key,
+                ),
+            )
         if result is None:
             return StockMovementPayload(errors=errors)
         return StockMovementPayload(

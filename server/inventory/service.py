@@ -513,6 +513,9 @@ async def apply_movements(
             for id_, (_index, request, _location, _lot, _delta) in zip(ids, planned, strict=True)
             if request.witness_id is not None
         },
+        items={id_: index for id_, (index, *_rest) in zip(ids, planned, strict=True)}
+        if name_items
+        else None,
     )
     await audit.record_many(
         session,
@@ -546,11 +549,20 @@ class Written(list[tuple[WrittenMovement, Lot]]):
         lots: list[Lot],
         approvals: dict[int, str],
         witnesses: dict[int, int] | None = None,
+        items: dict[int, int] | None = None,
     ) -> None:
         super().__init__(zip(movements, lots, strict=True))
         self.movements = movements
         self.approvals = approvals
         self.witnesses = witnesses or {}  # movement id -> the witness user's id
+        self.items = items  # movement id -> its request's index in a feed (None: not a feed)
+
+    def field_of(self, movement_id: int, field: str) -> str:
+        """The input field a hook's refusal names: in a feed, prefixed with the item the
+        movement came from (`movements.3.patient_reference`), as the ledger's own are."""
+        if self.items is None or movement_id not in self.items:
+            return field
+        return f"movements.{self.items[movement_id]}.{field}"
 
 
 MovementHook = Callable[[AsyncSession, Written], Awaitable[None]]
