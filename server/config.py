@@ -71,8 +71,10 @@ class Settings:
     login_failures_account: str = "100/15 minutes"
     login_lock_seconds: int = 2
     login_lock_max_seconds: int = 900
-    password_hash_workers: int = 2
+    login_refusal_delay_seconds: float = 1.0  # a locked sign-in's 429 answered this late
+    password_hash_workers: int = 1
     password_hash_queue: int = 8
+    password_hash_nice: int = 10  # how much lower the hashing thread's priority is
     # Webhooks (server.webhooks): hosts/CIDRs an endpoint may target although they look
     # internal (loopback, private, link-local, single-label names); empty refuses them all.
     # Development and tests set "127.0.0.1,localhost". Retry delays in seconds after each
@@ -121,8 +123,12 @@ class Settings:
             "login_failures_account": env.get("APOTHECA_LOGIN_LIMIT_ACCOUNT", "100/15 minutes"),
             "login_lock_seconds": int(env.get("APOTHECA_LOGIN_LOCK_SECONDS", "2")),
             "login_lock_max_seconds": int(env.get("APOTHECA_LOGIN_LOCK_MAX_SECONDS", "900")),
-            "password_hash_workers": int(env.get("APOTHECA_PASSWORD_HASH_WORKERS", "2")),
+            "login_refusal_delay_seconds": float(
+                env.get("APOTHECA_LOGIN_REFUSAL_DELAY_SECONDS", "1")
+            ),
+            "password_hash_workers": int(env.get("APOTHECA_PASSWORD_HASH_WORKERS", "1")),
             "password_hash_queue": int(env.get("APOTHECA_PASSWORD_HASH_QUEUE", "8")),
+            "password_hash_nice": int(env.get("APOTHECA_PASSWORD_HASH_NICE", "10")),
             "max_query_cost": int(env.get("APOTHECA_MAX_QUERY_COST", "10000")),
             "cost_budget_capacity": int(env.get("APOTHECA_COST_BUDGET_CAPACITY", "50000")),
             "cost_refill_per_second": float(env.get("APOTHECA_COST_REFILL_PER_SECOND", "250")),

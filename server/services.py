@@ -108,7 +108,11 @@ class Services:
         ledger = LedgerService(db)
         finance = FinanceService(db, bus, alerts)
         wire_ledger_hooks(ledger, bus, alerts, supervision_checks, finance)
-        passwords = PasswordPool(settings.password_hash_workers, settings.password_hash_queue)
+        passwords = PasswordPool(
+            settings.password_hash_workers,
+            settings.password_hash_queue,
+            settings.password_hash_nice,
+        )
         ratelimits = RateLimits(settings)
         counts = CountService(db, bus, ledger)
         controlled = ControlledService(db, ledger, counts, alerts, passwords, ratelimits.login)

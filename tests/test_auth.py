@@ -105,3 +105,18 @@ def test_password_hashes_are_argon2_and_salted() -> None:
     assert verify_password(first, "correct horse")
     assert not verify_password(first, "wrong horse")
     assert not verify_password(None, "anything")
+
+
+def test_new_hashes_take_one_lane_and_older_parameters_still_verify() -> None:
+    """argon2-cffi's default (4 lanes) runs 4 threads per hash; ours take one. A hash made
+    with other parameters keeps verifying: each hash carries its own."""
+    from argon2 import PasswordHasher, extract_parameters
+
+    from server.config import Settings
+
+    assert extract_parameters(hash_password("correct horse")).parallelism == 1
+    older = PasswordHasher(parallelism=4).hash("correct horse")
+    assert extract_parameters(older).parallelism == 4
+    assert verify_password(older, "correct horse")
+    assert not verify_password(older, "wrong horse")
+    assert Settings(secret_key="unused").password_hash_workers == 1

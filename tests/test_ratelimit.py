@@ -118,6 +118,66 @@ async def test_a_successful_sign_in_clears_its_failures(
             assert_slow_down(await sign_in(http, "nurse", DEMO_PASSWORD))
 
 
+async def test_concurrent_guesses_count_before_hashing_and_the_owner_still_signs_in(
+    database_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Twelve guesses at once from one address: each is counted before its password is hashed,
+    so only the pair's allowance (3) is hashed at all; the rest are refused, and the owner,
+    from her own address, signs in meanwhile."""
+    with serving(database_url, monkeypatch, LOGIN_LIMIT_ACCOUNT_IP="3/15 minutes") as url:
+        async with client(url, ATTACKER) as attacker, client(url, OWNER) as owner:
+            responses = await asyncio.gather(
+                *(sign_in(attacker, "nurse", f"guess-{n}") for n in range(12)),
+                sign_in(owner, "nurse", DEMO_PASSWORD),
+            )
+            *guesses, own = responses
+            assert own.status_code == 200, own.text
+            outcomes = Counter(
+                (r.status_code, r.json()["error"]) for r in guesses if r.status_code != 200
+            )
+            assert outcomes == {(400, "invalid_grant"): 3, (429, "slow_down"): 9}, outcomes
+            for response in guesses:
+                if response.status_code == 429:
+                    assert int(response.headers["retry-after"]) >= 1
+
+
+async def test_a_locked_sign_in_is_answered_late_but_never_past_its_lock(
+    database_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A client that ignores Retry-After gets its refusals slowly (held up to
+    LOGIN_REFUSAL_DELAY_SECONDS), never for more than half the lock left."""
+    with serving(
+        database_url,
+        monkeypatch,
+        LOGIN_LIMIT_ACCOUNT_IP="2/15 minutes",
+        LOGIN_LOCK_SECONDS="30",
+        LOGIN_REFUSAL_DELAY_SECONDS="0.6",
+    ) as url:
+        async with client(url, ATTACKER) as attacker, client(url, OWNER) as owner:
+            for _ in range(2):
+                assert (await sign_in(attacker, "nurse", "guess")).status_code == 400
+            started = time.monotonic()
+            assert 25 <= assert_slow_down(await sign_in(attacker, "nurse", "guess")) <= 30
+            assert 0.5 <= time.monotonic() - started < 5
+            # Not held: another account from the same address, the owner from hers.
+            started = time.monotonic()
+            assert (await sign_in(attacker, "pharmacist", DEMO_PASSWORD)).status_code == 200
+            assert (await sign_in(owner, "nurse", DEMO_PASSWORD)).status_code == 200
+            assert time.monotonic() - started < 5
+    with serving(
+        database_url,
+        monkeypatch,
+        LOGIN_LIMIT_ACCOUNT_IP="1/15 minutes",
+        LOGIN_LOCK_SECONDS="1",
+        LOGIN_REFUSAL_DELAY_SECONDS="20",
+    ) as url:
+        async with client(url, ATTACKER) as attacker:
+            assert (await sign_in(attacker, "nurse", "guess")).status_code == 400
+            started = time.monotonic()
+            assert assert_slow_down(await sign_in(attacker, "nurse", "guess")) == 1
+            assert time.monotonic() - started < 1  # half the lock's second, not the 20 s asked
+
+
 async def test_account_ceiling_and_per_ip_threshold(
     database_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:

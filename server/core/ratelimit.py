@@ -30,16 +30,21 @@ the JWT on every refused request. Refusals are not logged, only counted (`refuse
 Sign-in (`LoginThrottle`) counts failed password grants per (account, IP), per IP and per
 account. Reaching a threshold locks that key for `login_lock_seconds`, doubling with every
 further failure up to `login_lock_max_seconds`; a locked key answers 429 before any password is
-checked. The per-(account, IP) key is the tight one (5 per 15 minutes): an attacker flooding an
-account from one address locks only that pair, so the owner still signs in from her own device.
-The per-account key is a much higher ceiling (100 per 15 minutes) against attacks spread over
-many addresses — the one case that also stops the owner — and the per-IP key (50 per 15 minutes)
-stops one address spraying many accounts. A success clears its (account, IP) pair only, so the
-owner signing in does not hand an attacker elsewhere a fresh allowance.
+checked, held back up to `login_refusal_delay_seconds` (or half the lock left) so that a
+client ignoring Retry-After cannot spin on refusals. Every attempt counts as a failure before
+its password is hashed (a success takes it back), so concurrent guesses cannot all pass the
+check at once. The per-(account, IP) key is the tight one (5 per 15 minutes): an attacker
+flooding an account from one address locks only that pair, so the owner still signs in from
+her own device. The per-account key is a much higher ceiling (100 per 15 minutes) against
+attacks spread over many addresses — the one case that also stops the owner — and the per-IP
+key (50 per 15 minutes) stops one address spraying many accounts. A success clears its
+(account, IP) pair only, so the owner signing in does not hand an attacker elsewhere a fresh
+allowance.
 """
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import json
 import logging
@@ -213,6 +218,9 @@ class LoginThrottle:
         self.prefix = settings.rate_limit_prefix
         self.base = max(1, settings.login_lock_seconds)
         self.cap = max(self.base, settings.login_lock_max_seconds)
+        self.refusal_delay = max(0.0, settings.login_refusal_delay_seconds)
+        self.max_held = 256  # refusals held back at once; past that they answer at once
+        self._held = 0
         self.rules = {
             "account_ip": parse_limit(
                 settings.login_failures_account_ip, "login_failures_account_ip"
@@ -225,24 +233,34 @@ class LoginThrottle:
     def storage(self) -> Storage:
         return self.limits.storage
 
-    def _keys(self, username: str, ip: str) -> list[tuple[str, RateLimitItem]]:
+    def _rules(self, username: str, ip: str) -> list[tuple[str, str, RateLimitItem]]:
+        """(rule, storage key, limit) of every rule in force for this attempt."""
         who = {"account_ip": f"{_part(username)}|{ip}", "ip": ip, "account": _part(username)}
         return [
-            (f"{self.prefix}/login/{rule}/{who[rule]}", item)
+            (rule, f"{self.prefix}/login/{rule}/{who[rule]}", item)
             for rule, item in self.rules.items()
             if item is not None
         ]
 
+    def _keys(self, username: str, ip: str) -> list[tuple[str, RateLimitItem]]:
+        return [(key, item) for _, key, item in self._rules(username, ip)]
+
     async def guard(self, username: str, ip: str, attempt: Callable[[], Awaitable[T]]) -> T:
-        """Run a password `attempt` unless locked; count its failure, or clear on success."""
+        """Run a password `attempt` unless locked. It counts as a failure before it runs, so
+        concurrent guesses cannot all slip past the check while the first ones are hashed;
+        a success takes its count back (and clears its (account, IP) pair)."""
         await self.check(username, ip)
+        await self.record_failure(username, ip)
         try:
             result = await attempt()
         except DomainError as error:
-            if error.code is ErrorCode.INVALID_CREDENTIALS:
-                await self.record_failure(username, ip)
+            if error.code is not ErrorCode.INVALID_CREDENTIALS:
+                await self.record_success(username, ip, counted=True)
             raise
-        await self.record_success(username, ip)
+        except BaseException:
+            await self.record_success(username, ip, counted=True)
+            raise
+        await self.record_success(username, ip, counted=True)
         return result
 
     async def check(self, username: str, ip: str) -> None:
@@ -256,9 +274,25 @@ class LoginThrottle:
             log.warning("rate limit storage failed; not throttling sign-in", exc_info=True)
             return
         if wait > 0:
+            await self._hold(wait)
             raise RateLimited(
                 "too many failed sign-ins; wait before trying again", retry_after=wait
             )
+
+    async def _hold(self, wait: float) -> None:
+        """Answer a locked attempt late (at most `login_refusal_delay_seconds`, and at most half
+        of what is left of its lock, so the lock is never spent waiting): a client that
+        ignores Retry-After and retries at once then sends a few attempts a second instead of
+        thousands, costing neither our CPU nor the machine's. A held refusal costs only an
+        open connection; past `max_held` of them, no delay."""
+        delay = min(self.refusal_delay, wait / 2)
+        if delay <= 0 or self._held >= self.max_held:
+            return
+        self._held += 1
+        try:
+            await asyncio.sleep(delay)
+        finally:
+            self._held -= 1
 
     async def record_failure(self, username: str, ip: str) -> None:
         """Count the failure; at and past a threshold lock the key, twice as long each time."""
@@ -274,14 +308,19 @@ class LoginThrottle:
         except StorageError:
             log.warning("rate limit storage failed; sign-in failure not counted", exc_info=True)
 
-    async def record_success(self, username: str, ip: str) -> None:
-        """The right password clears its (account, IP) pair; the wider counts run their course."""
-        key = self._keys(username, ip)[0][0] if self.rules["account_ip"] else None
-        if key is None:
-            return
+    async def record_success(self, username: str, ip: str, *, counted: bool = False) -> None:
+        """The right password clears its (account, IP) pair; the wider counts run their course.
+        `counted`: the attempt was counted as a failure beforehand (`guard`); that count is
+        taken back, and so is a lock it alone set."""
         try:
-            await self.storage.clear(f"{key}/count")
-            await self.storage.clear(f"{key}/lock")
+            for rule, key, item in self._rules(username, ip):
+                if rule == "account_ip":
+                    await self.storage.clear(f"{key}/count")
+                    await self.storage.clear(f"{key}/lock")
+                elif counted:
+                    left = await self.storage.incr(f"{key}/count", item.get_expiry() + self.cap, -1)
+                    if left < item.amount:
+                        await self.storage.clear(f"{key}/lock")
         except StorageError:
             log.warning("rate limit storage failed; sign-in success not recorded", exc_info=True)
 

@@ -6,10 +6,13 @@ Every check in the system goes through `Principal.require`, so the access rules 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import hashlib
 import hmac
+import os
 import secrets
+import sys
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
@@ -268,7 +271,10 @@ def require_principal(principal: Principal | None) -> Principal:
 
 # --- passwords -------------------------------------------------------------------------------
 
-_hasher = PasswordHasher()
+# One lane (parallelism=1): argon2-cffi's default of 4 runs four threads per hash, so two hashes
+# at once would take every core of a small server. The memory and time costs stay the
+# defaults'; hashes made with other parameters still verify (each hash encodes its own).
+_hasher = PasswordHasher(parallelism=1)
 _DUMMY_HASH = _hasher.hash("timing-equaliser")
 
 
@@ -284,16 +290,30 @@ def verify_password(password_hash: str | None, password: str) -> bool:
         return False
 
 
+def _lower_priority(steps: int) -> None:
+    """Make the calling (worker) thread `steps` nicer; where that is not per thread or not
+    allowed, it keeps the process's priority."""
+    if steps and sys.platform == "linux":
+        with contextlib.suppress(OSError):
+            os.setpriority(os.PRIO_PROCESS, 0, os.getpriority(os.PRIO_PROCESS, 0) + steps)
+
+
 class PasswordPool:
-    """argon2 off the event loop: a few threads (argon2-cffi releases the GIL) and a bounded
-    queue, so a sign-in flood neither stalls everyone's queries nor piles up without end.
+    """argon2 off the event loop: its own thread (argon2-cffi releases the GIL) and a bounded
+    queue, so a sign-in flood neither stalls everyone's queries nor piles up without end. One
+    worker by default: a one-lane hash then holds at most one core, whatever the flood. The
+    workers run `nice` steps below the event loop (Linux: niceness is per thread; argon2's own
+    lane threads inherit it), so when the cores are short, queries go first and sign-ins wait.
 
     `verify` refuses at once (RateLimited, "temporarily_unavailable") when `workers + queue`
     verifications are already in flight; `hash` (admins setting passwords) waits its turn."""
 
-    def __init__(self, workers: int = 2, queue: int = 8) -> None:
+    def __init__(self, workers: int = 1, queue: int = 8, nice: int = 10) -> None:
         self._executor = ThreadPoolExecutor(
-            max_workers=max(1, workers), thread_name_prefix="argon2"
+            max_workers=max(1, workers),
+            thread_name_prefix="argon2",
+            initializer=_lower_priority,
+            initargs=(max(0, nice),),
         )
         self._capacity = max(1, workers) + max(0, queue)
         self._in_flight = 0
