@@ -8,7 +8,7 @@ import logging
 import os
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -46,11 +46,18 @@ from server.core.http import (
     set_refresh_cookie,
     wants_refresh_cookie,
 )
-from server.core.ratelimit import RateLimitMiddleware, SubjectCache, client_ip
+from server.core.ratelimit import (
+    RateLimitMiddleware,
+    SubjectCache,
+    client_ip,
+    graphql_refusal,
+)
 from server.core.security import CLIENT_SUBJECT_PREFIX, Principal
 from server.core.sessions import CLOSE_TOO_MANY, SessionRefused, SessionRegistry
 from server.core.static import PwaFiles
 from server.fhir.api import fhir_routes
+from server.fhir.api import rate_limited_outcome as fhir_rate_limited
+from server.fhir.api import too_large as fhir_too_large
 from server.finance.api.http import finance_routes
 from server.network.oauth import OAuthEndpoints, presented_client_id, presents_client
 from server.schema import build_schema
@@ -230,11 +237,20 @@ def http_refusal(error: HTTPException) -> JSONResponse:
 
 
 class BodySizeLimit:
-    """Refuse request bodies over the limit before anyone parses them, chunked or not."""
+    """Refuse request bodies over the limit before anyone parses them, chunked or not.
 
-    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+    The 413 reads as the path's clients expect: `shapes` maps a path prefix to its refusal
+    (/fhir: an OperationOutcome); elsewhere it is a GraphQL-shaped error."""
+
+    def __init__(
+        self,
+        app: ASGIApp,
+        max_bytes: int,
+        shapes: dict[str, Callable[[int], Response]] | None = None,
+    ) -> None:
         self.app = app
         self.max_bytes = max_bytes
+        self.shapes = shapes or {}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or scope["method"] in ("GET", "HEAD", "OPTIONS"):
@@ -272,6 +288,11 @@ class BodySizeLimit:
         await self.app(scope, replay, send)
 
     async def _refuse(self, scope: Scope, receive: Receive, send: Send) -> None:
+        path = scope["path"]
+        for prefix, shape in self.shapes.items():
+            if path == prefix or path.startswith(prefix + "/"):
+                await shape(self.max_bytes)(scope, receive, send)
+                return
         error = {
             "message": f"request body over {self.max_bytes} bytes",
             "extensions": {"code": RequestCode.REQUEST_TOO_LARGE.value},
@@ -486,9 +507,12 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
                 RateLimitMiddleware,
                 limits=services.ratelimits,
                 principal_of=_principal_of(services),
+                paths={"/graphql": graphql_refusal, "/fhir/*": fhir_rate_limited},
             ),
             Middleware(SecurityHeaders),
-            Middleware(BodySizeLimit, max_bytes=settings.max_body_bytes),
+            Middleware(
+                BodySizeLimit, max_bytes=settings.max_body_bytes, shapes={"/fhir": fhir_too_large}
+            ),
         ],
         lifespan=lifespan,
     )

@@ -589,3 +589,30 @@ async def test_malformed_input_is_an_operation_outcome_never_a_crash(
     assert forged.status_code == 401
     assert await row_counts(services) == counts
     assert MovementKind.DISPENSE  # nothing was dispensed by any of the above
+
+
+async def test_a_body_over_the_size_limit_is_a_413_operation_outcome(fhir: Fhir) -> None:
+    """Refused before it is read or parsed, in the shape FHIR clients read (not GraphQL's),
+    whether its length is declared or it comes chunked; /graphql keeps its own shape."""
+    token = await fhir.token("nurse")
+    headers = {"Content-Type": "application/fhir+json", "Authorization": f"Bearer {token}"}
+    big = b" " * (256 * 1024 + 1)
+
+    async def chunks() -> AsyncIterator[bytes]:
+        for _ in range(5):
+            yield b" " * (64 * 1024)
+
+    for path, content in (
+        ("/fhir/MedicationDispense", big),
+        ("/fhir", big),
+        ("/fhir/MedicationDispense/1", chunks()),
+    ):
+        method = "PUT" if path.endswith("/1") else "POST"
+        response = await fhir.http.request(method, path, content=content, headers=headers)
+        assert response.status_code == 413, (path, response.text)
+        issue = issue_of(response)
+        assert issue["severity"] == "error" and issue["code"] == "too-costly", issue
+        assert "262144 bytes" in issue["diagnostics"]
+    response = await fhir.http.post("/graphql", content=big, headers=headers)
+    assert response.status_code == 413
+    assert response.json()["errors"][0]["extensions"]["code"] == "REQUEST_TOO_LARGE"

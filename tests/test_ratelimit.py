@@ -17,6 +17,7 @@ from contextlib import contextmanager
 import httpx
 import pytest
 import redis.asyncio
+from fhir.resources.R4B.operationoutcome import OperationOutcome
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
@@ -300,6 +301,50 @@ async def test_graphql_per_principal_limit_across_addresses(
             await asyncio.sleep(retry_after + 0.2)
             response = await two.post("/graphql", json=TYPENAME, headers=as_nurse)
             assert response.status_code == 200
+
+
+def assert_fhir_throttled(response: httpx.Response) -> int:
+    """A throttled /fhir request: 429, Retry-After, an OperationOutcome (FHIR JSON)."""
+    assert response.status_code == 429, response.text
+    assert response.headers["content-type"].startswith("application/fhir+json")
+    outcome = OperationOutcome.model_validate(response.json())
+    assert outcome.issue[0].severity == "error" and outcome.issue[0].code == "throttled"
+    assert outcome.issue[0].diagnostics
+    retry_after = int(response.headers["retry-after"])
+    assert retry_after >= 1
+    return retry_after
+
+
+async def test_fhir_shares_the_graphql_limits_per_ip_and_per_principal(
+    database_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with serving(
+        database_url, monkeypatch, RATE_LIMIT_IP="4/minute", RATE_LIMIT_PRINCIPAL="3/minute"
+    ) as url:
+        async with (
+            client(url, ATTACKER) as one,
+            client(url, OWNER) as two,
+            client(url, THIRD) as three,
+        ):
+            token = (await sign_in(three, "nurse", DEMO_PASSWORD)).json()["access_token"]
+            as_nurse = {"Authorization": f"Bearer {token}"}
+            search = "/fhir/metadata"  # a bearer token counts for its principal anywhere
+            # Per principal, across addresses and across /graphql and /fhir.
+            assert (await one.get(search, headers=as_nurse)).status_code == 200
+            response = await two.post("/graphql", json=TYPENAME, headers=as_nurse)
+            assert response.status_code == 200
+            assert (await two.get(search, headers=as_nurse)).status_code == 200
+            assert_fhir_throttled(await one.get(search, headers=as_nurse))
+            # Per IP: `one` has spent 2 of its 4; anonymous requests count too.
+            for _ in range(2):
+                assert (await one.get("/fhir/metadata")).status_code == 200
+            assert_fhir_throttled(await one.get("/fhir/metadata"))
+            assert_rate_limited(await one.post("/graphql", json=TYPENAME))  # the same bucket
+            refused = await one.post("/fhir", content=b"{}" * (200 * 1024))  # before the body
+            assert_fhir_throttled(refused)
+            assert refused.headers["x-content-type-options"] == "nosniff"
+            # Others are not affected.
+            assert (await three.get("/fhir/metadata")).status_code == 200
 
 
 async def test_forwarded_for_counts_only_from_trusted_proxies(

@@ -11,8 +11,9 @@ the peer is one of `trusted_proxies` (IPs or CIDRs): create_app then installs uv
 ProxyHeadersMiddleware, which takes the rightmost address not itself a trusted proxy. Without
 that setting a client cannot pick its own IP by sending the header.
 
-/graphql is limited per IP and per principal (the `sub` of a valid bearer token), HTTP requests
-and websocket connection attempts in separate buckets of the same size; a websocket counts
+/graphql and /fhir are limited per IP and per principal (the `sub` of a valid bearer token),
+in the same buckets (a /fhir refusal reads as an OperationOutcome), HTTP requests and websocket
+connection attempts in separate buckets of the same size; a websocket counts
 per principal at connection_init, where its token arrives. Defaults are 600/minute per
 principal and 1200/minute per IP (a hospital's tablets often share one NAT address). Over the
 limit: HTTP 429, Retry-After and a GraphQL-shaped body with extensions.code RATE_LIMITED; a
@@ -345,27 +346,34 @@ def graphql_rate_limited(error: RateLimited) -> JSONResponse:
     )
 
 
+# How one path's refusals read: (message, retry_after) -> (body bytes, content type).
+RefusalRender = Callable[[str, int], tuple[bytes, bytes]]
+
+
+@functools.lru_cache(maxsize=256)
+def graphql_refusal(message: str, retry_after: int) -> tuple[bytes, bytes]:
+    """The GraphQL-shaped 429 body (extensions.code RATE_LIMITED), cached."""
+    body = _refusal_body(RateLimited(message, retry_after=retry_after))
+    return json.dumps(body, separators=(",", ":")).encode(), b"application/json"
+
+
 @functools.lru_cache(maxsize=64)
-def _refusal_headers(host: bytes) -> list[tuple[bytes, bytes]]:
+def _refusal_headers(host: bytes, content_type: bytes) -> list[tuple[bytes, bytes]]:
     """The headers every HTTP refusal shares for one Host: content type and the security
     headers SecurityHeaders would add (the refusal is answered before it runs)."""
     from server.core.http import STATIC_HEADERS, content_security_policy  # imports cost, us
 
     policy = content_security_policy(host.decode("latin-1") or None)
     return [
-        (b"content-type", b"application/json"),
+        (b"content-type", content_type),
         (b"content-security-policy", policy.encode("latin-1")),
         *((name.lower().encode(), value.encode()) for name, value in STATIC_HEADERS.items()),
     ]
 
 
-@functools.lru_cache(maxsize=256)
-def _refusal_bytes(message: str, retry_after: int) -> bytes:
-    body = _refusal_body(RateLimited(message, retry_after=retry_after))
-    return json.dumps(body, separators=(",", ":")).encode()
-
-
-async def send_http_refusal(scope: Scope, send: Send, error: RateLimited) -> None:
+async def send_http_refusal(
+    scope: Scope, send: Send, error: RateLimited, render: RefusalRender = graphql_refusal
+) -> None:
     """The 429 as two ASGI messages from cached bytes; the request body is never read."""
     from server.core.logs import request_id  # (logs imports GraphQL, which imports us)
 
@@ -376,9 +384,9 @@ async def send_http_refusal(scope: Scope, send: Send, error: RateLimited) -> Non
             host = value
         elif name == b"x-request-id":
             given = value.decode("latin-1")
-    body = _refusal_bytes(error.message, error.retry_after)
+    body, content_type = render(error.message, error.retry_after)
     headers = [
-        *_refusal_headers(host),
+        *_refusal_headers(host, content_type),
         (b"retry-after", str(error.retry_after).encode()),
         (b"x-request-id", request_id(given).encode()),
         (b"content-length", str(len(body)).encode()),
@@ -412,27 +420,43 @@ class SubjectCache:
 
 
 class RateLimitMiddleware:
-    """Per-IP and per-principal limits on one path (/graphql), for HTTP and websocket scopes.
+    """Per-IP and per-principal limits on some paths (/graphql, /fhir), for HTTP and websocket
+    scopes; every path counts in the same buckets, so a client's GraphQL and FHIR requests
+    share its allowance.
 
-    `principal_of(token)` names a bearer token's principal, or None when it is not valid (the
-    request then counts per IP only, and GraphQL answers its auth error). Installed outermost:
-    see the module docstring for what a refusal does not cost."""
+    `paths` maps a path to how its refusals read; a path ending in "/*" covers itself and all
+    under it. `principal_of(token)` names a bearer token's principal, or None when it is not
+    valid (the request then counts per IP only, and the app answers its auth error). Installed
+    outermost: see the module docstring for what a refusal does not cost."""
 
     def __init__(
         self,
         app: ASGIApp,
         limits: RateLimits,
         principal_of: Callable[[str], str | None],
-        path: str = "/graphql",
+        paths: dict[str, RefusalRender] | None = None,
     ) -> None:
         self.app = app
         self.limits = limits
         self.principal_of = principal_of
-        self.path = path
+        paths = paths if paths is not None else {"/graphql": graphql_refusal}
+        self.exact = {p: r for p, r in paths.items() if not p.endswith("/*")}
+        self.prefixes = [(p[:-2], r) for p, r in paths.items() if p.endswith("/*")]
+
+    def render_for(self, path: str) -> RefusalRender | None:
+        """How a refusal on `path` reads, or None when the limits do not cover it."""
+        render = self.exact.get(path)
+        if render is not None:
+            return render
+        for prefix, render in self.prefixes:
+            if path == prefix or path.startswith(prefix + "/"):
+                return render
+        return None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         kind = scope["type"]
-        if kind not in ("http", "websocket") or scope["path"] != self.path:
+        render = self.render_for(scope["path"]) if kind in ("http", "websocket") else None
+        if render is None:
             await self.app(scope, receive, send)
             return
         limits = self.limits
@@ -448,7 +472,7 @@ class RateLimitMiddleware:
                     await limits.check_principal(principal)
         except RateLimited as error:
             if kind == "http":
-                await send_http_refusal(scope, send, error)
+                await send_http_refusal(scope, send, error, render)
                 return
             websocket = WebSocket(scope, receive, send)
             if "websocket.http.response" in scope.get("extensions", {}):

@@ -14,6 +14,8 @@ OperationOutcome with the failing element's path in `expression`.
 
 from __future__ import annotations
 
+import functools
+import json
 import logging
 import uuid
 from collections.abc import Awaitable, Callable
@@ -47,6 +49,20 @@ def _resource(stored: Stored) -> dict[str, Any]:
 def _error(error: FhirError) -> Response:
     headers = {"WWW-Authenticate": "Bearer"} if error.status == 401 else None
     return FhirResponse(mapping.outcome(error), status_code=error.status, headers=headers)
+
+
+@functools.lru_cache(maxsize=256)
+def rate_limited_outcome(message: str, retry_after: int) -> tuple[bytes, bytes]:
+    """A 429's body on /fhir (server.core.ratelimit answers it): an OperationOutcome, code
+    "throttled", cached like the GraphQL one."""
+    body = mapping.outcome(FhirError(429, "throttled", f"{message}; retry in {retry_after} s"))
+    return json.dumps(body, separators=(",", ":")).encode(), mapping.FHIR_JSON.encode()
+
+
+def too_large(max_bytes: int) -> Response:
+    """A body over the size limit on /fhir (server.app.BodySizeLimit): 413 OperationOutcome,
+    code "too-costly", as FHIR clients read refusals."""
+    return _error(FhirError(413, "too-costly", f"request body over {max_bytes} bytes"))
 
 
 def fhir_routes(services: Services) -> list[Route]:
