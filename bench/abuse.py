@@ -13,7 +13,8 @@ so per-IP limits tell them apart as they would tell real clients apart.
                 for (up to --timeout), so the slowest ones count; a timed-out one counts as
                 --timeout.
   phases        each --seconds long, one at a time, attackers started --ramp seconds before the
-                normal users:
+                normal users (counted from when every attacker process is up, its imports
+                done: starting Python is not the attack, nor in its CPU figure):
     idle        no attacker: the baseline, the ceiling every other phase is compared with.
     nested      A supplier clients in a loop: 20 aliases x purchaseOrders(first: 100) x
                 supplier { purchaseOrders(first: 100) } (200,000 nested orders asked for).
@@ -263,6 +264,13 @@ def as_attacker(mode: str) -> None:
             os.sched_setaffinity(0, {cpus[-1]})
 
 
+def announce(ready: Any) -> float:
+    """Tell the phase this attacker process is up (its imports done) and return its CPU so
+    far: starting Python is not the attack, and must not fall inside the measured time."""
+    ready.put(os.getpid())
+    return time.process_time()
+
+
 async def until(stop: Any) -> None:
     """Wait for a multiprocessing Event without blocking the event loop."""
     await asyncio.to_thread(stop.wait)
@@ -339,12 +347,14 @@ def http_attacker(
     address: str,
     request: dict[str, Any],
     timeout: float,
+    ready: Any,
     stop: Any,
     results: Any,
 ) -> None:
     """Sends `request` in a loop until `stop`, as fast as answers come; a refusal (429 with
     Retry-After included) does not slow it down: it is counted and the next request follows."""
     as_attacker(mode)
+    started_cpu = announce(ready)
 
     async def main() -> dict[str, Any]:
         outcomes: Counter[str] = Counter()
@@ -375,7 +385,7 @@ def http_attacker(
                 await task
         return {"outcomes": dict(outcomes), "answered": answered, "unanswered": unanswered}
 
-    results.put(run(main()) | {"cpu": time.process_time()})
+    results.put(run(main()) | {"cpu": time.process_time() - started_cpu})
 
 
 def ws_attacker(
@@ -386,6 +396,7 @@ def ws_attacker(
     sockets: int,
     subscriptions: int,
     dispense: dict[str, Any],
+    ready: Any,
     stop: Any,
     results: Any,
 ) -> None:
@@ -394,6 +405,7 @@ def ws_attacker(
     they are open it dispenses one pack in its own ward every `dispense["interval"]` seconds,
     a nurse's ordinary work, so that every event fans out to all its subscriptions."""
     as_attacker(mode)
+    started_cpu = announce(ready)
 
     async def main() -> dict[str, Any]:
         connections: Counter[str] = Counter()
@@ -487,7 +499,7 @@ def ws_attacker(
             f"(x{delivered / max(1, sum(mutations.values())):,.0f} per dispense)",
         }
 
-    results.put(run(main()) | {"cpu": time.process_time()})
+    results.put(run(main()) | {"cpu": time.process_time() - started_cpu})
 
 
 # --- phases ---------------------------------------------------------------------------------
@@ -641,18 +653,21 @@ def run_phase(
 ) -> Phase:
     ctx = multiprocessing.get_context("spawn")
     stop = ctx.Event()
+    ready = ctx.Queue()
     attack_results = ctx.Queue()
     normal_results = ctx.Queue()
     rss_start = rss_kib(pid)
     cpu_start = process_cpu(pid) or 0.0
     with RssSampler(pid) as rss:
         attackers = [
-            ctx.Process(target=target, args=(*targs, stop, attack_results), daemon=True)
+            ctx.Process(target=target, args=(*targs, ready, stop, attack_results), daemon=True)
             for target, targs in attackers_for(name, mode, base, tokens, facts, args)
         ]
-        attack_started = time.monotonic()
         for process in attackers:
             process.start()
+        for _ in attackers:  # all started (spawned and imported) before the attack's clock
+            ready.get(timeout=120)
+        attack_started = time.monotonic()
         if attackers:
             time.sleep(args.ramp)
         normal = ctx.Process(
