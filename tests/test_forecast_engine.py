@@ -293,15 +293,29 @@ def test_prior_errors_calibrate_a_small_refresh() -> None:
     assert pooled.points == alone.points
 
 
-def test_ensemble_is_the_mean_of_its_members() -> None:
+def test_ensemble_combines_its_members() -> None:
+    """Smooth: the median of AutoETS, AutoTheta and seasonal naive (the mean of the first two
+    without a full season); intermittent: the mean of its four models."""
     rng = np.random.default_rng(RNG_SEED)
     y = {i: rng.poisson(20, 40).astype(float) for i in range(6)}
+    y["short"] = rng.poisson(20, 22).astype(float)  # no full season before the backtest
+    y["sparse"] = rng.poisson(6, 60) * (rng.random(60) < 0.3).astype(float)
     result = forecast_values(y, 6, Granularity.MONTHLY.seasonality, keep_candidates=True)
-    for r in result.values():
+    for key, r in result.items():
         assert isinstance(r, SeriesForecast) and r.candidate_points is not None
-        members = [np.asarray(r.candidate_points[n]) for n in engine.ENSEMBLES["smooth"]]
-        assert np.allclose(r.candidate_points["Ensemble"], np.mean(members, axis=0))
         assert "Ensemble" in r.candidates
+        got = np.asarray(r.candidate_points["Ensemble"])
+        if key == "sparse":
+            assert r.demand_class in (DemandClass.INTERMITTENT, DemandClass.LUMPY)
+            members = [np.asarray(r.candidate_points[n]) for n in engine.ENSEMBLES["intermittent"]]
+            assert np.allclose(got, np.mean(members, axis=0))
+            continue
+        names = ["AutoETS", "AutoTheta"] + (["SeasonalNaive"] if key != "short" else [])
+        assert ("SeasonalNaive" in r.candidates) is (key != "short")
+        members = [np.asarray(r.candidate_points[n]) for n in names]
+        assert np.allclose(got, np.median(members, axis=0))
+        if key == "short":
+            assert np.allclose(got, np.mean(members, axis=0))
 
 
 def test_bad_arguments() -> None:

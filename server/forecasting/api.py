@@ -87,8 +87,9 @@ ForecastModel = described_enum(
         "AUTO_ETS": "Exponential smoothing (error, trend, season) chosen by information criterion.",
         "AUTO_THETA": "Theta method (with seasonal decomposition) chosen by fit.",
         "MSTL": "Several seasons decomposed (week and year of daily data), trend by ETS.",
-        "ENSEMBLE": "The mean of the class's main models (AutoETS and AutoTheta; or CrostonSBA, "
-        "ADIDA, IMAPA and TSB for intermittent demand).",
+        "ENSEMBLE": "A combination of the class's main models: the median of AutoETS, AutoTheta "
+        "and SeasonalNaive (the mean of the first two without a full season); the mean of "
+        "CrostonSBA, ADIDA, IMAPA and TSB for intermittent demand.",
         "HISTORIC_AVERAGE": "The mean of the history: too short to backtest.",
     },
 )

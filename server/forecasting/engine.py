@@ -19,7 +19,8 @@ How a series is forecast
    - SMOOTH / ERRATIC: Naive, SeasonalNaive (training longer than a season), AutoETS and
      AutoTheta (given the main season; statsforecast drops it where the history is too short),
      MSTL on every season when there are two or more and training holds two of the longest
-     (daily data: 7 and 365 from two years on), and Ensemble, the mean of AutoETS and AutoTheta;
+     (daily data: 7 and 365 from two years on), and Ensemble, the median of AutoETS, AutoTheta
+     and SeasonalNaive (the mean of the first two without a full season);
    - INTERMITTENT / LUMPY: CrostonSBA, ADIDA, IMAPA, TSB and their mean (Ensemble), with Naive
      and SeasonalNaive backtested as baselines but never chosen (see `CHOICE`). These classes
      do not get ETS/Theta: on mostly-zero data they chase the last lump;
@@ -128,12 +129,16 @@ SIMPLICITY = (
     "Ensemble",
     "HistoricAverage",
 )
-# The mean of these models' forecasts is one more candidate of each family: averaging models
-# that err differently cancels part of their errors and makes the choice less of a gamble on
-# a short backtest (the M3/M4 competitions' lesson). Its backtest comes free from the same
-# cross-validation; only a series that chooses it refits its members.
+# The combination of these models' forecasts is one more candidate of each family: combining
+# models that err differently cancels part of their errors and makes the choice less of a
+# gamble on a short backtest (the M3/M4 competitions' lesson). Its backtest comes free from the
+# same cross-validation; only a series that chooses it refits its members. Smooth demand takes
+# the median of AutoETS, AutoTheta and seasonal naive (where the history holds a full season):
+# the median drops whichever of the three went astray (a season missed by ETS, a trend Theta
+# over-extends), which a mean of two cannot; without seasonal naive it is the mean of the two.
+# Intermittent demand takes the mean of its four models, which all forecast a level.
 ENSEMBLES = {
-    "smooth": ("AutoETS", "AutoTheta"),
+    "smooth": ("AutoETS", "AutoTheta", "SeasonalNaive"),
     "intermittent": ("CrostonSBA", "ADIDA", "IMAPA", "TSB"),
 }
 
@@ -546,14 +551,22 @@ def _run_backtests(
             q.errors[n] = np.maximum(predicted[n][i], 0.0) - actual[i]
         if q.family in ENSEMBLES:
             members = _members(q)
-            mean = np.mean([np.maximum(predicted[n][i], 0.0) for n in members], axis=0)
-            q.errors["Ensemble"] = mean - actual[i]
+            combined = combine(q.family, [np.maximum(predicted[n][i], 0.0) for n in members])
+            q.errors["Ensemble"] = combined - actual[i]
         if q.family == "obsolete":
             q.errors["Zero"] = -actual[i]
 
 
 def _members(p: _Plan) -> tuple[str, ...]:
-    return ENSEMBLES[p.family]
+    """The Ensemble's members for this series (seasonal naive only with a full season)."""
+    return tuple(n for n in ENSEMBLES[p.family] if n != "SeasonalNaive" or p.snaive)
+
+
+def combine(family: str, forecasts: Sequence[np.ndarray]) -> np.ndarray:
+    """The Ensemble's forecast from its members' (non-negative) forecasts: the median for
+    smooth demand (the mean of two when there are two), the mean for intermittent demand."""
+    stacked = np.asarray(forecasts, dtype=float)
+    return np.median(stacked, axis=0) if family == "smooth" else stacked.mean(axis=0)
 
 
 def _final_points(
@@ -599,7 +612,7 @@ def _final_points(
             out[i][name] = values[row]
     for i, p in enumerate(plans):
         if p.chosen == "Ensemble" or ("Ensemble" in p.errors and keep_candidates):
-            out[i]["Ensemble"] = np.mean([out[i][n] for n in _members(p)], axis=0)
+            out[i]["Ensemble"] = combine(p.family, [out[i][n] for n in _members(p)])
     return out
 
 
