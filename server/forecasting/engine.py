@@ -16,7 +16,8 @@ How a series is forecast
    (`classify.classify`: SMOOTH, ERRATIC, INTERMITTENT, LUMPY, OBSOLETE, INSUFFICIENT,
    NO_DEMAND).
 2. Candidates by class and by how much history the shortest backtest training set holds:
-   - SMOOTH / ERRATIC: Naive, SeasonalNaive (training longer than a season), AutoETS and
+   - SMOOTH / ERRATIC: Naive (a baseline, never chosen: AutoETS nests it), SeasonalNaive
+     (training longer than a season), AutoETS and
      AutoTheta (given the main season; statsforecast drops it where the history is too short),
      MSTL on every season when there are two or more and training holds two of the longest
      (daily data: 7 and 365 from two years on), and Ensemble, the median of AutoETS, AutoTheta
@@ -111,8 +112,11 @@ INTERMITTENT_CANDIDATES = ("Naive", "SeasonalNaive", "CrostonSBA", "ADIDA", "IMA
 # INTERMITTENT / LUMPY: naive and seasonal naive are backtested as baselines but not chosen;
 # the last value (or the one a season ago) of a sporadic series is a single draw, a lump or a
 # zero, and MASE rewards a zero on mostly-zero data, so a short backtest picks them by luck.
+# SMOOTH / ERRATIC: naive is a baseline only. AutoETS nests it (simple exponential smoothing
+# with alpha near 1), so naive wins a backtest only by the noise of a few windows.
 CHOICE = {
-    "intermittent": frozenset(INTERMITTENT_CANDIDATES) - {"Naive", "SeasonalNaive"} | {"Ensemble"}
+    "smooth": frozenset(SMOOTH_CANDIDATES) - {"Naive"} | {"Ensemble"},
+    "intermittent": frozenset(INTERMITTENT_CANDIDATES) - {"Naive", "SeasonalNaive"} | {"Ensemble"},
 }
 # ties go to the first of these
 SIMPLICITY = (
