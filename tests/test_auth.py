@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from datetime import timedelta
 
+import pytest
+
 from server.core.security import Role, TokenService, hash_password, verify_password
 from tests.conftest import TEST_SECRET, Demo, gql
 
@@ -120,3 +122,35 @@ def test_new_hashes_take_one_lane_and_older_parameters_still_verify() -> None:
     assert verify_password(older, "correct horse")
     assert not verify_password(older, "wrong horse")
     assert Settings(secret_key="unused").password_hash_workers == 1
+
+
+async def test_an_older_four_lane_hash_is_upgraded_at_the_next_sign_in(demo: Demo) -> None:
+    """A password stored before hashes took one lane is rehashed when its owner next signs
+    in with it (never on a wrong password); the new hash verifies and signs in again."""
+    from argon2 import PasswordHasher, extract_parameters
+    from sqlalchemy import update
+
+    from server.core.errors import DomainError
+    from server.network.models import User
+
+    network = demo.services.network
+    older = PasswordHasher(parallelism=4).hash("apotheca-demo")
+    async with demo.services.db.write() as session:
+        await session.execute(
+            update(User).where(User.username == "nurse").values(password_hash=older)
+        )
+
+    async def stored() -> str:
+        async with demo.services.db.read() as session:
+            user = await session.get(User, demo.users["nurse"])
+            return user.password_hash
+
+    with pytest.raises(DomainError):
+        await network.password_grant("nurse", "wrong")
+    assert await stored() == older
+    await network.password_grant("nurse", "apotheca-demo")
+    upgraded = await stored()
+    assert extract_parameters(upgraded).parallelism == 1
+    assert verify_password(upgraded, "apotheca-demo")
+    await network.password_grant("nurse", "apotheca-demo")
+    assert await stored() == upgraded

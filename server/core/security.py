@@ -298,6 +298,17 @@ def _lower_priority(steps: int) -> None:
             os.setpriority(os.PRIO_PROCESS, 0, os.getpriority(os.PRIO_PROCESS, 0) + steps)
 
 
+def needs_rehash(password_hash: str | None) -> bool:
+    """Whether a stored hash was made with other parameters than today's (the four-lane
+    hashes from before one lane): rehashed at the next successful sign-in."""
+    if not password_hash:
+        return False
+    try:
+        return _hasher.check_needs_rehash(password_hash)
+    except InvalidHashError:
+        return False
+
+
 class PasswordPool:
     """argon2 off the event loop: its own thread (argon2-cffi releases the GIL) and a bounded
     queue, so a sign-in flood neither stalls everyone's queries nor piles up without end. One

@@ -32,6 +32,7 @@ from server.core.security import (
     Role,
     TokenService,
     hash_refresh_token,
+    needs_rehash,
     user_access_claims,
 )
 from server.core.sessions import SESSION_TOPIC
@@ -289,7 +290,16 @@ class NetworkService:
         ok = await self.passwords.verify(user.password_hash if user else None, password)
         if user is None or not ok or not user.active:
             raise DomainError("wrong username or password", code=ErrorCode.INVALID_CREDENTIALS)
+        upgraded = None
+        if needs_rehash(user.password_hash):
+            upgraded = await self.passwords.hash(password)
         async with self.db.write() as session:
+            if upgraded is not None:  # unless the password changed meanwhile
+                await session.execute(
+                    update(User)
+                    .where(User.id == user.id, User.password_hash == user.password_hash)
+                    .values(password_hash=upgraded)
+                )
             return await self._issue(session, user.id, family=uuid.uuid4().hex)
 
     async def refresh_grant(self, refresh_token: str) -> TokenPair:
