@@ -274,6 +274,24 @@ async def test_failed_witness_passwords_are_throttled_like_sign_in(
     assert response.status_code == 429
 
 
+async def test_concurrent_witness_guesses_are_counted_before_hashing(
+    demo: Demo, as_user: Any
+) -> None:
+    """Eight wrong witness passwords at once: each counts before it is hashed, so only the
+    pair's allowance (5) is checked at all and the rest are refused as rate-limited."""
+    import asyncio
+    from collections import Counter
+
+    lot = await receive(demo, "WARD-A", 3, product_id=await _oxycodone(demo))
+    nurse: Caller = await as_user("nurse")
+    wrong = {"username": "pharmacist", "password": "guess"}
+    payloads = await asyncio.gather(
+        *(nurse.call(DISPOSE, **_dispose_vars(demo, lot, f"c{n}", wrong)) for n in range(8))
+    )
+    codes = Counter(p["errors"][0]["code"] for p in payloads)
+    assert codes == {"WITNESS_INVALID": 5, "RATE_LIMITED": 3}, codes
+
+
 async def test_the_register_runs_the_ledger_balance(demo: Demo, as_user: Any) -> None:
     oxy = await _oxycodone(demo)
     lot_a = await receive(demo, "WARD-A", 10, product_id=oxy)

@@ -172,7 +172,7 @@ class ControlledService:
                 field="witness",
                 code=ErrorCode.WITNESS_SAME_USER,
             )
-        await self.throttle.check(username, ip)
+        await self.throttle.check(username, ip)  # locked: refuse before reading anything
         async with self.db.read() as session:
             location = await session.get(Location, location_id)
             if location is None:
@@ -189,14 +189,28 @@ class ControlledService:
                         )
                     ).scalars()
                 )
-        ok = await self.passwords.verify(user.password_hash if user else None, witness.password)
-        if user is None or not ok:
-            await self.throttle.record_failure(username, ip)
+
+        async def attempt() -> None:
+            if (
+                not await self.passwords.verify(
+                    user.password_hash if user else None, witness.password
+                )
+                or user is None
+            ):
+                raise DomainError("wrong password", code=ErrorCode.INVALID_CREDENTIALS)
+
+        # Counted before hashing, like a sign-in: concurrent guesses cannot all slip past.
+        ok = True
+        try:
+            await self.throttle.guard(username, ip, attempt)
+        except DomainError as error:
+            if error.code is not ErrorCode.INVALID_CREDENTIALS:
+                raise
+            ok = False
         refusal = witness_refusal(principal, user, roles, location.organisation_id, ok)
         if refusal is not None:
             raise refusal
         assert user is not None
-        await self.throttle.record_success(username, ip)
         return user.id
 
     async def record(
