@@ -35,6 +35,9 @@ class Settings:
     max_tokens: int = 3000
     max_body_bytes: int = 256 * 1024
     sql_echo: bool = False
+    # SQLite: how many concurrent writes may share one transaction (server.core.db.GroupCommit);
+    # 1 turns group commit off.
+    group_commit_max: int = 16
     expiry_window_days: int = 90
     expiry_check_seconds: int = 3600
     # The background forecast refresh (server.forecasting.service.refresh): how often (0: never
@@ -96,6 +99,7 @@ class Settings:
             "refresh_token_days": int(env.get("APOTHECA_REFRESH_TOKEN_DAYS", "30")),
             "max_page_size": int(env.get("APOTHECA_MAX_PAGE_SIZE", "100")),
             "sql_echo": env.get("APOTHECA_SQL_ECHO", "") == "1",
+            "group_commit_max": int(env.get("APOTHECA_GROUP_COMMIT_MAX", "16")),
             "expiry_window_days": int(env.get("APOTHECA_EXPIRY_WINDOW_DAYS", "90")),
             "expiry_check_seconds": int(env.get("APOTHECA_EXPIRY_CHECK_SECONDS", "3600")),
             "transit_window_hours": int(env.get("APOTHECA_TRANSIT_WINDOW_HOURS", "72")),

@@ -94,7 +94,11 @@ class Services:
 
     @classmethod
     def build(cls, settings: Settings) -> Services:
-        db = Database(settings.database_url, echo=settings.sql_echo)
+        db = Database(
+            settings.database_url,
+            echo=settings.sql_echo,
+            group_commit_max=settings.group_commit_max,
+        )
         bus = EventBus()
         tokens = TokenService(
             secret_key=settings.secret_key,

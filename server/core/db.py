@@ -10,7 +10,6 @@ request its own transaction and relies on row locks and atomic upserts taken ins
 from __future__ import annotations
 
 import asyncio
-import os
 import sqlite3
 from collections import deque
 from collections.abc import AsyncIterator, Callable
@@ -264,7 +263,9 @@ class _Refused(Exception):
 class Database:
     """Owns the engines; `read()` for queries, `write()` for one serialisable-enough transaction."""
 
-    def __init__(self, url: str, *, echo: bool = False) -> None:
+    def __init__(
+        self, url: str, *, echo: bool = False, group_commit_max: int = GroupCommit.MAX_GROUP
+    ) -> None:
         self.url = url
         self.sqlite = is_sqlite(url)
         if self.sqlite:
@@ -283,8 +284,9 @@ class Database:
         info = {cache.CACHE: self.cache}
         self._read_sessions = async_sessionmaker(self.engine, expire_on_commit=False, info=info)
         self._write_sessions = async_sessionmaker(self.writer, expire_on_commit=False, info=info)
-        group = int(os.environ.get("APOTHECA_GROUP_COMMIT_MAX", GroupCommit.MAX_GROUP))
-        self.group_commit = GroupCommit(self._write_sessions, group) if self.sqlite else None
+        self.group_commit = (
+            GroupCommit(self._write_sessions, max(1, group_commit_max)) if self.sqlite else None
+        )
 
     @property
     def dialect(self) -> str:
