@@ -139,6 +139,36 @@ def test_bounds_nested_monotone_and_non_negative() -> None:
     assert none is conformal.IntervalSource.NONE and (flat[80][1] == points).all()
 
 
+def test_recent_error_growth_widens_intervals() -> None:
+    """Series whose backtest errors grow window after window get wider intervals than series
+    with the same windows in the opposite order (shrinking errors): the calibration weighs
+    recent windows more and scores each window against its past. A window-order-blind
+    calibration gives both the same width. Intervals stay nested, monotone and >= 0."""
+    rng = np.random.default_rng(RNG_SEED)
+    growth = 1.3 ** np.arange(6)[:, None]  # six windows, oldest first, error sd growing
+    growing = {i: ("A", rng.normal(0, 1, size=(6, 4)) * growth) for i in range(30)}
+    shrinking = {i: ("A", e[::-1]) for i, (_, e) in growing.items()}
+    points = np.array([0.5, 3.0, 3.0, 2.0])
+    widths = {}
+    for name, errors in (("growing", growing), ("shrinking", shrinking)):
+        calibration = conformal.calibrate(errors, 4)
+        half = []
+        for _, e in errors.values():
+            intervals, source = conformal.bounds(points, conformal.reference(e), calibration, "A")
+            assert source is conformal.IntervalSource.CLASS_STEP
+            (low80, high80), (low95, high95) = intervals[80], intervals[95]
+            assert (low95 >= 0).all() and (low95 <= low80).all() and (low80 <= points).all()
+            assert (points <= high80).all() and (high80 <= high95).all()
+            half.append(high80 - points)
+        widths[name] = float(np.mean(half))
+    assert widths["growing"] > 1.5 * widths["shrinking"], widths
+    # the reference itself follows the recent windows
+    e = growing[0][1]
+    assert conformal.reference(e) > float(np.abs(e).mean())
+    assert conformal.reference(e[::-1]) < float(np.abs(e).mean())
+    assert conformal.reference(np.ones((5, 3))) == pytest.approx(1.0)
+
+
 # --- the engine at each granularity -----------------------------------------------------------
 
 

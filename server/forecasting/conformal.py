@@ -5,10 +5,12 @@ A handful of windows cannot give a series its own 80 % and 95 % quantile per ste
 finite-sample conformal 95 % quantile needs 19 scores), so scores are made comparable across
 series and pooled:
 
-- a series' **reference** is the chosen model's mean absolute backtest error (over all its
-  windows and steps): it says how hard that series is;
-- a **score** is |error| / the mean absolute error of the series' other windows: how much
-  worse than usual that error was, measured against windows it did not shape;
+- a series' **reference** is the chosen model's mean absolute backtest error per window,
+  averaged with recency weights (each window weighs `RECENCY` of the next): it says how hard
+  that series is now;
+- a **score** is |error| / the same weighted mean over the windows before it (the first window:
+  the mean of the others): how much worse than its past predicted that error was, so a series
+  whose errors grow window after window widens, as the hold-out continues that run;
 - scores are pooled per demand class and horizon step; the quantile at level L is the
   ceil((n + 1) · L)-th smallest of the n pooled scores (split-conformal rank);
 - the half-width at step j is reference x quantile(class, j). A pool with fewer than
@@ -31,6 +33,8 @@ import numpy as np
 
 LEVELS = (80, 95)
 MIN_POOL = 30
+# a window weighs this much of the next (later) one in the reference: a half-life of 2
+RECENCY = 0.5**0.5
 _Z = {80: 1.2815515655446004, 95: 1.959963984540054}
 
 
@@ -56,26 +60,50 @@ def normal_multiplier(level: int) -> float:
     return _Z[level] * math.sqrt(math.pi / 2)
 
 
-def reference_and_scores(errors: np.ndarray) -> tuple[float, np.ndarray]:
-    """(mean absolute error, scores) for a (windows, steps) error matrix.
+def recency_weights(windows: int) -> np.ndarray:
+    """Weights of `windows` backtest windows (oldest first) summing to 1, each window weighing
+    `RECENCY` times the next one: a series' error level drifts (a season turning, a level
+    shift), and the last windows say more about the hold-out than the first."""
+    w = RECENCY ** np.arange(windows - 1, -1, -1, dtype=float)
+    return w / w.sum()
 
-    Each window's errors are divided by the mean absolute error of the OTHER windows (the
-    cross-conformal way): a window's errors then play the part of the unseen hold-out against
-    a reference they did not shape. Dividing by a mean that includes them shrinks the large
-    scores exactly where it matters (a series whose last windows went worse), and the interval
-    comes out too narrow. With one window, or when the other windows were exact, the mean over
+
+def reference(errors: np.ndarray) -> float:
+    """A series' error level: the recency-weighted mean of its windows' mean absolute errors."""
+    absolute = np.abs(np.asarray(errors, dtype=float))
+    if absolute.size == 0:
+        return 0.0
+    if absolute.ndim < 2:
+        return float(absolute.mean())
+    per_window = absolute.mean(axis=1)
+    return float(recency_weights(per_window.size) @ per_window)
+
+
+def reference_and_scores(errors: np.ndarray) -> tuple[float, np.ndarray]:
+    """(reference, scores) for a (windows, steps) error matrix, oldest window first.
+
+    Each window's errors are divided by the level the same estimator gave BEFORE that window:
+    the recency-weighted mean absolute error of the earlier windows. A score then says how much
+    worse a window went than its past predicted, exactly the part the hold-out plays against
+    the reference of all windows, so a series whose errors grow over its windows gets wider
+    intervals (and one whose errors shrink, narrower ones). The first window has no past: it
+    is divided by the mean of the other windows (the cross-conformal way; a mean that included
+    it would shrink its large scores). With one window, or a past that was exact, the mean over
     all windows is used."""
     absolute = np.abs(np.asarray(errors, dtype=float))
-    reference = float(absolute.mean()) if absolute.size else 0.0
-    if reference <= 0:
+    level = reference(absolute)
+    if level <= 0:
         return 0.0, np.zeros_like(absolute)
     windows = absolute.shape[0] if absolute.ndim == 2 else 1
     if windows < 2:
-        return reference, absolute / reference
+        return level, absolute / float(absolute.mean())
     per_window = absolute.mean(axis=1)
-    others = (per_window.sum() - per_window) / (windows - 1)
-    others = np.where(others > 0, others, reference)
-    return reference, absolute / others[:, None]
+    past = np.empty(windows)
+    past[0] = per_window[1:].mean()
+    for k in range(1, windows):
+        past[k] = float(recency_weights(k) @ per_window[:k])
+    past = np.where(past > 0, past, float(absolute.mean()))
+    return level, absolute / past[:, None]
 
 
 @dataclass(frozen=True)

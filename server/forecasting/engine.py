@@ -60,8 +60,8 @@ How a series is forecast
 5. Refit each winner on the whole history: one `StatsForecast.forecast` call per chosen model
    (an Ensemble's members), over every series that chose it.
 6. Intervals at 80 % and 95 % (`conformal`): backtest errors of the chosen model, normalised by
-   the series' own mean absolute error and pooled per class and horizon step, with the stored
-   errors of series an incremental refresh did not refit (`prior_errors`).
+   the series' own recency-weighted mean absolute error and pooled per class and horizon step,
+   with the stored errors of series an incremental refresh did not refit (`prior_errors`).
 """
 
 from __future__ import annotations
@@ -628,7 +628,7 @@ def _result(
 ) -> SeriesForecast:
     chosen = points[p.chosen]
     if p.chosen in p.errors:
-        reference = float(np.abs(p.errors[p.chosen]).mean())
+        reference = conformal.reference(p.errors[p.chosen])
     elif p.chosen == "HistoricAverage" and p.y.size:
         reference = float(np.abs(p.y - p.y.mean()).mean()) if p.y.size > 1 else float(p.y[0])
     else:
