@@ -23,7 +23,7 @@ from server.catalog import api as catalog_api
 from server.config import Settings
 from server.controlled import api as controlled_api
 from server.core.cost import CostLimits
-from server.core.graphql import ApiErrors, InputHygiene
+from server.core.graphql import ApiErrors, InputHygiene, install_relations
 from server.core.logs import LoggedSchema
 from server.counts import api as counts_api
 from server.finance import api as finance_api
@@ -152,7 +152,7 @@ def _schema(
         *QueryDepthLimiter(max_depth=max_depth).validation_rules,
         *MaxAliasesLimiter(max_alias_count=max_aliases).validation_rules,
     ]
-    return LoggedSchema(
+    schema = LoggedSchema(
         query=Query,
         mutation=Mutation,
         subscription=Subscription,
@@ -166,6 +166,8 @@ def _schema(
             ApiErrors,
         ],
     )
+    install_relations(schema)  # relation() fields skip Strawberry's per-call wrapping
+    return schema
 
 
 def schema_sdl() -> str:

@@ -23,6 +23,7 @@ from graphql import (
     GraphQLInputType,
     GraphQLList,
     GraphQLNonNull,
+    GraphQLObjectType,
     GraphQLSchema,
     TypeInfo,
     TypeInfoVisitor,
@@ -83,6 +84,11 @@ class Context:
     _session: AsyncSession | None = field(default=None, init=False, repr=False)
     _session_exit: AsyncExitStack | None = field(default=None, init=False, repr=False)
     _session_lock: asyncio.Lock = field(default_factory=asyncio.Lock, init=False, repr=False)
+    # The API objects relation() fields built this request, by (converter, row identity): a
+    # row many objects point at (a page's shared location) becomes one object, as in memory.
+    _built: dict[tuple[Any, int], tuple[Any, Any]] = field(
+        default_factory=dict, init=False, repr=False
+    )
 
     @property
     def db(self) -> Database:
@@ -115,6 +121,17 @@ class Context:
         if self.principal is None and self.auth_error is not None:
             raise self.auth_error
         return require_principal(self.principal)
+
+    def built(self, row: Any, convert: Callable[[Any], T]) -> T:
+        """`convert(row)` once per request per row (the row is kept, so its id stays its own);
+        a fresh row (after `loaders.clear()`) is converted again."""
+        key = (convert, id(row))
+        hit = self._built.get(key)
+        if hit is not None and hit[0] is row:
+            return cast(T, hit[1])
+        value = convert(row)
+        self._built[key] = (row, value)
+        return value
 
     def loader(self, key: Any, factory: Callable[[], DataLoader[Any, Any]]) -> DataLoader[Any, Any]:
         """One loader per key per request, so sibling fields share a batch."""
@@ -626,21 +643,86 @@ def _node_type(annotation: Any) -> Any:
     return annotation
 
 
+# Field metadata of a relation() field: what `install_relations` needs to resolve it.
+RELATION_KEY = "apotheca.relation"
+
+
+@dataclass(frozen=True)
+class _Relation:
+    model: type[Any]
+    key: str
+
+
+def _resolve_relation(
+    context: Context, source: Any, relation: _Relation, convert: Callable[[Any], Any]
+) -> Any:
+    """A relation's value: the object now when the request's loader holds the row (built once
+    per request), else the awaitable that batches it."""
+    pk = getattr(source, relation.key)
+    if pk is None:
+        return None
+    loader = context.by_id(relation.model)
+    row = peek(loader, pk)
+    if row is MISSING:
+        return _load_relation(loader, pk, context, convert)
+    return context.built(row, convert) if row is not None else None
+
+
+async def _load_relation(
+    loader: DataLoader[int, Any], pk: int, context: Context, convert: Callable[[Any], Any]
+) -> Any:
+    row = await loader.load(pk)
+    return context.built(row, convert) if row is not None else None
+
+
 def relation(model: type[Any], key: str, *, description: str | None = None) -> Any:
     """A to-one field: the `model` row whose id is this object's `key` attribute, through the
     request's loader, as the field's annotated type (built with its `from_model`).
 
         product: Product = relation(catalog_models.Product, "product_id")
         approver: User | None = relation(network_models.User, "approved_by_id")
-    """
+
+    `install_relations` gives a built schema's relation fields a direct resolver; this one
+    serves until then (and any schema it is not run on)."""
+    spec = _Relation(model, key)
     convert: list[Callable[[Any], Any]] = []  # resolved on first use: the type may be lazy
 
     def resolve(self: Any, info: Info) -> Any:
         if not convert:
             convert.append(_node_type(info.return_type).from_model)
-        return related(info, model, getattr(self, key), convert[0])
+        return _resolve_relation(info.context, self, spec, convert[0])
 
-    return strawberry.field(resolver=resolve, description=description)
+    return strawberry.field(
+        resolver=resolve, description=description, metadata={RELATION_KEY: spec}
+    )
+
+
+def install_relations(schema: strawberry.Schema) -> int:
+    """Resolve every relation() field of `schema` with a plain graphql-core resolver.
+
+    Such a field takes no arguments and has no field extensions, so Strawberry's per-call
+    wrapping (an Info object, argument conversion, the extension chain) does nothing for it
+    but costs a page of 100 nested objects hundreds of calls. The direct resolver does what
+    `relation`'s does, from the same context and loader. Returns how many fields it took."""
+    taken = 0
+    for named in schema._schema.type_map.values():
+        if not isinstance(named, GraphQLObjectType):
+            continue
+        for graphql_field in named.fields.values():
+            definition = (graphql_field.extensions or {}).get("strawberry-definition")
+            spec = (getattr(definition, "metadata", None) or {}).get(RELATION_KEY)
+            if definition is None or not isinstance(spec, _Relation) or definition.extensions:
+                continue
+            graphql_field.resolve = _direct_resolver(spec, _node_type(definition.type).from_model)
+            taken += 1
+    return taken
+
+
+def _direct_resolver(spec: _Relation, convert: Callable[[Any], Any]) -> Callable[..., Any]:
+    def resolve(source: Any, info: Any) -> Any:
+        return _resolve_relation(info.context, source, spec, convert)
+
+    return resolve
 
 
 class FromModel:
