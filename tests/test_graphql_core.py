@@ -180,3 +180,25 @@ async def test_a_mutation_payload_reads_what_the_mutation_wrote(demo: Demo, clie
     assert payload["errors"] == []
     assert payload["movements"][0]["lot"]["batchNumber"] == "NEWLOT77"
     assert payload["movements"][0]["balanceAfter"] == 4
+
+
+async def test_stock_total_count_is_the_same_with_nested_relations(demo: Demo, client) -> None:
+    """The page's statement joins the lots, products and locations its fields select; the
+    count over that statement must still count balances, as the plain page's does."""
+    token = await token_for(client, "pharmacist")
+    for offset in range(3):
+        await receive(demo, "HOSP-CP", 5, product_id=await first_product_id(demo.services, offset))
+    plain = "{ stockLevels(first: 2) { totalCount edges { node { quantity } } } }"
+    nested = """{ stockLevels(first: 2) { totalCount edges { node {
+      quantity lot { batchNumber product { name } } location { code } product { name } value
+    } } } }"""
+    bare = (await gql(client, plain, {}, token))["data"]["stockLevels"]
+    full = (await gql(client, nested, {}, token))["data"]["stockLevels"]
+    assert full["totalCount"] == bare["totalCount"] >= 3
+    assert [e["node"]["quantity"] for e in full["edges"]] == [
+        e["node"]["quantity"] for e in bare["edges"]
+    ]
+    for edge in full["edges"]:
+        node = edge["node"]
+        assert node["lot"]["product"]["name"] == node["product"]["name"]
+        assert node["location"]["code"]

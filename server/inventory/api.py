@@ -28,7 +28,6 @@ from server.core.graphql import (
     load_nodes,
     optional_id,
     peek,
-    prefetch,
     relation,
     request_ip,
     selected_paths,
@@ -193,17 +192,28 @@ class MovementConnection(CountedConnection[Movement]):
     pass
 
 
-async def _prefetch_stock_relations(info: Info, balances: list[models.Balance]) -> None:
-    """Batch the lots, products and locations a page of stock levels asks for before its
-    fields resolve, through the request's loaders: one statement each, whatever the page
-    size, and the nested fields then resolve synchronously."""
+_STOCK_RELATIONS: tuple[tuple[Any, frozenset[str]], ...] = (
+    (catalog_models.Lot, frozenset({"edges.node.lot", "edges.node.product", "edges.node.value"})),
+    (
+        catalog_models.Product,
+        frozenset({"edges.node.lot.product", "edges.node.product", "edges.node.value"}),
+    ),
+    (network_models.Location, frozenset({"edges.node.location"})),
+)
+
+
+def _stock_relations(info: Info) -> list[Any]:
+    """The models a page of stock levels reads its selected nested fields from."""
     wanted = selected_paths(info)
-    if {"edges.node.lot", "edges.node.product", "edges.node.value"} & wanted:
-        lots = await prefetch(info, catalog_models.Lot, (b.lot_id for b in balances))
-        if {"edges.node.lot.product", "edges.node.product", "edges.node.value"} & wanted:
-            await prefetch(info, catalog_models.Product, (lot.product_id for lot in lots if lot))
-    if "edges.node.location" in wanted:
-        await prefetch(info, network_models.Location, (b.location_id for b in balances))
+    return [model for model, paths in _STOCK_RELATIONS if paths & wanted]
+
+
+def _prime_stock_relations(info: Info, rows: list[Any], related: list[Any]) -> None:
+    """Hand the lots, products and locations the page's statement read to the request's
+    loaders, so the nested fields resolve synchronously and share one object per row."""
+    for model in related:
+        name = model.__name__
+        info.context.by_id(model).prime_many({getattr(r, name).id: getattr(r, name) for r in rows})
 
 
 @strawberry.type
@@ -238,8 +248,9 @@ class Query:
             first=first,
             after=after,
             max_page_size=info.context.services.settings.max_page_size,
+            with_related=(related := _stock_relations(info)),
         )
-        await _prefetch_stock_relations(info, page.rows)
+        _prime_stock_relations(info, page.rows, related)
         return connection(StockLevelConnection, page, StockLevel.from_model)
 
     @strawberry.field(description="Movement history, newest first.")

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from datetime import date, datetime
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import Row, select
 
 from server.catalog.models import Lot, Product
 from server.core.events import SharedLookups
@@ -35,9 +35,22 @@ async def stock_page(
     first: int,
     after: str | None,
     max_page_size: int,
-) -> Page[Balance]:
-    """Balances per (location, lot) in scope, earliest expiry first."""
-    stmt = select(Balance, Lot.expiry_date).join(Lot, Lot.id == Balance.lot_id)
+    with_related: Sequence[type[Lot] | type[Product] | type[Location]] = (),
+) -> Page[Row[Any]]:
+    """Balances per (location, lot) in scope, earliest expiry first.
+
+    Each row is the balance's columns (by attribute name) and its lot's `expiry_date`, as a
+    plain row: a page only copies them, so no ORM entity is built per balance. Each entity of
+    `with_related` (the balance's Lot, its Product, its Location) comes in the same statement,
+    as `row.Lot`, `row.Product`, `row.Location`: a page's relations need no query of their own.
+    """
+    stmt = select(*Balance.__table__.columns, Lot.expiry_date, *with_related).join(
+        Lot, Lot.id == Balance.lot_id
+    )
+    if Product in with_related:
+        stmt = stmt.join(Product, Product.id == Lot.product_id)
+    if Location in with_related:
+        stmt = stmt.join(Location, Location.id == Balance.location_id)
     if (locations := readable_locations(principal, location_id)) is not None:
         stmt = stmt.where(Balance.location_id.in_(locations))
     if product_id is not None:
@@ -46,21 +59,14 @@ async def stock_page(
         stmt = stmt.where(Lot.expiry_date < expiring_before)
     if not include_empty:
         stmt = stmt.where(Balance.quantity != 0)
-    page = await keyset_page(
+    return await keyset_page(
         db,
         stmt,
         keys=[Lot.expiry_date, Balance.id],
         first=first,
         after=after,
         max_page_size=max_page_size,
-        key_of=lambda r: [r[1], r[0].id],
-    )
-    return Page(
-        [r[0] for r in page.rows],
-        page.cursors,
-        page.has_next_page,
-        page.has_previous_page,
-        page.total,
+        key_of=lambda r: [r.expiry_date, r.id],
     )
 
 
