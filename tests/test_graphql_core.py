@@ -202,3 +202,32 @@ async def test_stock_total_count_is_the_same_with_nested_relations(demo: Demo, c
         node = edge["node"]
         assert node["lot"]["product"]["name"] == node["product"]["name"]
         assert node["location"]["code"]
+
+
+async def test_relation_objects_are_built_once_per_loader_and_dropped_with_it() -> None:
+    """One object per loaded row within a request; a cleared loader (a subscription's next
+    event) takes its objects with it, so a long-lived context does not keep them all."""
+    import gc
+    from types import SimpleNamespace
+    from typing import Any, cast
+
+    from strawberry.dataloader import DataLoader
+
+    from server.core.graphql import Context
+
+    async def load(keys: list[int]) -> list[Any]:
+        return keys
+
+    context = Context(services=cast(Any, None), principal=None)
+    loader: DataLoader[int, Any] = DataLoader(load_fn=load)
+    row = SimpleNamespace(id=1)
+
+    def convert(r: Any) -> dict[str, int]:
+        return {"id": r.id}
+
+    first = context.built(loader, row, convert)
+    assert context.built(loader, row, convert) is first
+    assert context.built(loader, SimpleNamespace(id=1), convert) is not first  # a fresh row
+    del loader
+    gc.collect()
+    assert len(context._built) == 0

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field, fields
 from datetime import date
 from decimal import Decimal, InvalidOperation
 from typing import TYPE_CHECKING, Annotated, Any, ClassVar, Self, TypeVar, cast
+from weakref import WeakKeyDictionary
 
 import dateutil.parser
 import strawberry
@@ -84,10 +85,12 @@ class Context:
     _session: AsyncSession | None = field(default=None, init=False, repr=False)
     _session_exit: AsyncExitStack | None = field(default=None, init=False, repr=False)
     _session_lock: asyncio.Lock = field(default_factory=asyncio.Lock, init=False, repr=False)
-    # The API objects relation() fields built this request, by (converter, row identity): a
-    # row many objects point at (a page's shared location) becomes one object, as in memory.
-    _built: dict[tuple[Any, int], tuple[Any, Any]] = field(
-        default_factory=dict, init=False, repr=False
+    # The API objects relation() fields built from each loader's rows, by (converter, row
+    # identity): a row many objects point at (a page's shared location) becomes one object, as
+    # in memory. Weakly keyed by the loader, so `loaders.clear()` (a subscription's next
+    # event) drops them with it.
+    _built: WeakKeyDictionary[DataLoader[Any, Any], dict[tuple[Any, int], tuple[Any, Any]]] = field(
+        default_factory=WeakKeyDictionary, init=False, repr=False
     )
 
     @property
@@ -122,15 +125,18 @@ class Context:
             raise self.auth_error
         return require_principal(self.principal)
 
-    def built(self, row: Any, convert: Callable[[Any], T]) -> T:
-        """`convert(row)` once per request per row (the row is kept, so its id stays its own);
-        a fresh row (after `loaders.clear()`) is converted again."""
+    def built(self, loader: DataLoader[Any, Any], row: Any, convert: Callable[[Any], T]) -> T:
+        """`convert(row)` once per row `loader` gave (the row is kept, so its id stays its
+        own); rows of a later loader (after `loaders.clear()`) are converted again."""
+        built = self._built.get(loader)
+        if built is None:
+            built = self._built[loader] = {}
         key = (convert, id(row))
-        hit = self._built.get(key)
+        hit = built.get(key)
         if hit is not None and hit[0] is row:
             return cast(T, hit[1])
         value = convert(row)
-        self._built[key] = (row, value)
+        built[key] = (row, value)
         return value
 
     def loader(self, key: Any, factory: Callable[[], DataLoader[Any, Any]]) -> DataLoader[Any, Any]:
@@ -665,14 +671,14 @@ def _resolve_relation(
     row = peek(loader, pk)
     if row is MISSING:
         return _load_relation(loader, pk, context, convert)
-    return context.built(row, convert) if row is not None else None
+    return context.built(loader, row, convert) if row is not None else None
 
 
 async def _load_relation(
     loader: DataLoader[int, Any], pk: int, context: Context, convert: Callable[[Any], Any]
 ) -> Any:
     row = await loader.load(pk)
-    return context.built(row, convert) if row is not None else None
+    return context.built(loader, row, convert) if row is not None else None
 
 
 def relation(model: type[Any], key: str, *, description: str | None = None) -> Any:
