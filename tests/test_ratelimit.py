@@ -55,6 +55,13 @@ async def sign_in(http: httpx.AsyncClient, username: str, password: str) -> http
     )
 
 
+def retry_after_of(response: httpx.Response) -> int:
+    """A 429's Retry-After: whole seconds, at least one."""
+    retry_after = int(response.headers["retry-after"])
+    assert retry_after >= 1
+    return retry_after
+
+
 def assert_slow_down(response: httpx.Response) -> int:
     """A throttled sign-in: 429, Retry-After, an OAuth error body. Returns Retry-After."""
     assert response.status_code == 429, response.text
@@ -69,9 +76,7 @@ def assert_rate_limited(response: httpx.Response) -> int:
     (error,) = response.json()["errors"]
     assert error["extensions"]["code"] == "RATE_LIMITED"
     assert error["message"]
-    retry_after = int(response.headers["retry-after"])
-    assert retry_after >= 1
-    return retry_after
+    return retry_after_of(response)
 
 
 async def test_login_flood_locks_the_attacker_with_doubling_delays_not_the_owner(
@@ -310,9 +315,7 @@ def assert_fhir_throttled(response: httpx.Response) -> int:
     outcome = OperationOutcome.model_validate(response.json())
     assert outcome.issue[0].severity == "error" and outcome.issue[0].code == "throttled"
     assert outcome.issue[0].diagnostics
-    retry_after = int(response.headers["retry-after"])
-    assert retry_after >= 1
-    return retry_after
+    return retry_after_of(response)
 
 
 async def test_fhir_shares_the_graphql_limits_per_ip_and_per_principal(

@@ -247,8 +247,6 @@ class ControlledService:
         checked: dict[tuple[str, str, int], int] = {}
         witnessed = list(requests)
         for index, credentials in sorted(witnesses.items()):
-            if not 0 <= index < len(requests):
-                continue  # the ledger refuses the malformed feed itself
             request = requests[index]
             key = (credentials.username.strip().lower(), credentials.password, request.location_id)
             if key not in checked:

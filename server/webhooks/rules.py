@@ -60,6 +60,11 @@ def event_type_of(topic: str, payload: dict[str, Any]) -> WebhookEventType | Non
     return None
 
 
+def is_recovery(payload: dict[str, Any]) -> bool:
+    """A RECOVERY_TOPIC payload (a batch back from alerting), as opposed to an alert's."""
+    return "organisation_ids" in payload
+
+
 def supervision_fields(details: dict[str, Any]) -> dict[str, Any]:
     """What every `supervision.status_changed` body carries beside the alert, whether the
     batch went into an alerting status (from the alert's details) or came back from one."""
@@ -108,7 +113,7 @@ def event_data(event_type: WebhookEventType, payload: dict[str, Any]) -> dict[st
             "reference": p["reference"],
             "lots": [node_id("Lot", x) for x in p["lot_ids"]],
         }
-    if event_type is WebhookEventType.SUPERVISION_STATUS_CHANGED and "alert_id" not in p:
+    if is_recovery(p):
         # A recovery: the alerts it resolved are gone from the reader's view, none is named.
         return {
             "alert": None,

@@ -120,7 +120,7 @@ def may_receive(
         )
     if event_type is WebhookEventType.RECALL_CREATED:
         return principal.can(Permission.STOCK_READ)
-    if alert is None and "organisation_ids" in payload:  # a supervision recovery
+    if rules.is_recovery(payload):
         return principal.can(Permission.STOCK_READ) and (
             principal.location_ids is None
             or principal.organisation_id in payload["organisation_ids"]
