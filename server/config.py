@@ -75,6 +75,7 @@ class Settings:
     login_lock_seconds: int = 2
     login_lock_max_seconds: int = 900
     login_refusal_delay_seconds: float = 1.0  # a locked sign-in's 429 answered this late
+    rate_limit_refusal_delay_seconds: float = 0.5  # a request over its limit answered this late
     password_hash_workers: int = 1
     password_hash_queue: int = 8
     password_hash_nice: int = 10  # how much lower the hashing thread's priority is
@@ -129,6 +130,9 @@ class Settings:
             "login_lock_max_seconds": int(env.get("APOTHECA_LOGIN_LOCK_MAX_SECONDS", "900")),
             "login_refusal_delay_seconds": float(
                 env.get("APOTHECA_LOGIN_REFUSAL_DELAY_SECONDS", "1")
+            ),
+            "rate_limit_refusal_delay_seconds": float(
+                env.get("APOTHECA_RATE_LIMIT_REFUSAL_DELAY_SECONDS", "0.5")
             ),
             "password_hash_workers": int(env.get("APOTHECA_PASSWORD_HASH_WORKERS", "1")),
             "password_hash_queue": int(env.get("APOTHECA_PASSWORD_HASH_QUEUE", "8")),

@@ -240,6 +240,34 @@ async def test_graphql_per_ip_limit_then_recovery(
             assert response.json()["data"] == {"__typename": "Query"}
 
 
+async def test_a_refused_request_is_answered_late_and_nobody_else_waits(
+    database_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A client that ignores Retry-After gets its 429s late (RATE_LIMIT_REFUSAL_DELAY_SECONDS),
+    held side by side without blocking the server: another client is answered at once."""
+    with serving(
+        database_url,
+        monkeypatch,
+        RATE_LIMIT_IP="2/minute",
+        RATE_LIMIT_PRINCIPAL="off",
+        RATE_LIMIT_REFUSAL_DELAY_SECONDS="1.5",
+    ) as url:
+        async with client(url, ATTACKER) as busy, client(url, OWNER) as other:
+            for _ in range(2):
+                assert (await busy.post("/graphql", json=TYPENAME)).status_code == 200
+            started = time.monotonic()
+            refusals = asyncio.gather(*(busy.post("/graphql", json=TYPENAME) for _ in range(5)))
+            await asyncio.sleep(0.2)  # the five are being held
+            asked = time.monotonic()
+            assert (await other.post("/graphql", json=TYPENAME)).status_code == 200
+            other_waited = time.monotonic() - asked
+            for refused in await refusals:
+                assert_rate_limited(refused)
+            held = time.monotonic() - started
+            assert 1.4 <= held < 5, held  # held, and side by side (one after another is 7.5 s)
+            assert other_waited < 1.0, other_waited
+
+
 async def test_a_refusal_is_answered_before_the_app_and_counted(
     database_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:

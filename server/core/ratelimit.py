@@ -18,7 +18,9 @@ per principal at connection_init, where its token arrives. Defaults are 600/minu
 principal and 1200/minute per IP (a hospital's tablets often share one NAT address). Over the
 limit: HTTP 429, Retry-After and a GraphQL-shaped body with extensions.code RATE_LIMITED; a
 websocket handshake gets the same 429, a connection_init over its principal's limit is closed
-with 4429.
+with 4429. Refusals are held back up to `rate_limit_refusal_delay_seconds` (`RefusalHold`, the
+same as for sign-in): a flood that ignores Retry-After is slowed to a few refusals a second per
+connection, where each answered at once still costs the server a request's parsing.
 
 Counting is a fixed window per key. On "memory://" the request counters are plain in-process
 dictionaries (`LocalWindows`): a refusal costs a dict lookup, no await and no `limits` call.
@@ -142,6 +144,29 @@ class LocalWindows:
         self.sweep_at = max(self.sweep_at, 2 * len(self._windows))
 
 
+class RefusalHold:
+    """Answers a refusal late: at most `delay` seconds, and at most half of the `wait` its
+    Retry-After announces, so the wait is never spent holding. A client that ignores
+    Retry-After and retries at once then sends a few requests a second per connection instead
+    of thousands, costing neither our CPU nor the machine's. A held refusal costs only an open
+    connection; past `max_held` of them at once, refusals answer at once."""
+
+    def __init__(self, delay: float, max_held: int = 256) -> None:
+        self.delay = max(0.0, delay)
+        self.max_held = max_held
+        self.held = 0
+
+    async def __call__(self, wait: float) -> None:
+        delay = min(self.delay, wait / 2)
+        if delay <= 0 or self.held >= self.max_held:
+            return
+        self.held += 1
+        try:
+            await asyncio.sleep(delay)
+        finally:
+            self.held -= 1
+
+
 class RateLimits:
     """The per-IP and per-principal request limits and the sign-in throttle of one process."""
 
@@ -151,6 +176,7 @@ class RateLimits:
         self.per_principal = parse_limit(settings.rate_limit_principal, "rate_limit_principal")
         self.per_ip = parse_limit(settings.rate_limit_ip, "rate_limit_ip")
         self.login = LoginThrottle(self, settings)
+        self.hold = RefusalHold(settings.rate_limit_refusal_delay_seconds)
         # memory:// counts requests in this process's own dictionaries (no await per request)
         self.local = LocalWindows() if self.uri.startswith("async+memory://") else None
         self.refused: Counter[str] = Counter()  # refusals by kind ("http/ip"...), for /metrics
@@ -219,9 +245,7 @@ class LoginThrottle:
         self.prefix = settings.rate_limit_prefix
         self.base = max(1, settings.login_lock_seconds)
         self.cap = max(self.base, settings.login_lock_max_seconds)
-        self.refusal_delay = max(0.0, settings.login_refusal_delay_seconds)
-        self.max_held = 256  # refusals held back at once; past that they answer at once
-        self._held = 0
+        self.hold = RefusalHold(settings.login_refusal_delay_seconds)
         self.rules = {
             "account_ip": parse_limit(
                 settings.login_failures_account_ip, "login_failures_account_ip"
@@ -275,25 +299,10 @@ class LoginThrottle:
             log.warning("rate limit storage failed; not throttling sign-in", exc_info=True)
             return
         if wait > 0:
-            await self._hold(wait)
+            await self.hold(wait)
             raise RateLimited(
                 "too many failed sign-ins; wait before trying again", retry_after=wait
             )
-
-    async def _hold(self, wait: float) -> None:
-        """Answer a locked attempt late (at most `login_refusal_delay_seconds`, and at most half
-        of what is left of its lock, so the lock is never spent waiting): a client that
-        ignores Retry-After and retries at once then sends a few attempts a second instead of
-        thousands, costing neither our CPU nor the machine's. A held refusal costs only an
-        open connection; past `max_held` of them, no delay."""
-        delay = min(self.refusal_delay, wait / 2)
-        if delay <= 0 or self._held >= self.max_held:
-            return
-        self._held += 1
-        try:
-            await asyncio.sleep(delay)
-        finally:
-            self._held -= 1
 
     async def record_failure(self, username: str, ip: str) -> None:
         """Count the failure; at and past a threshold lock the key, twice as long each time."""
@@ -471,6 +480,7 @@ class RateLimitMiddleware:
                 if kind == "http" and (principal := self._principal(scope)):
                     await limits.check_principal(principal)
         except RateLimited as error:
+            await limits.hold(error.retry_after)
             if kind == "http":
                 await send_http_refusal(scope, send, error, render)
                 return
