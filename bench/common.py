@@ -319,6 +319,9 @@ def live_server(database_url: str, workers: int = 1) -> Iterator[tuple[str, int]
     env = {
         # A benchmark measures the server, not its per-principal query budget.
         "APOTHECA_COST_BUDGET_CAPACITY": "1000000000",
+        # The fan-out bench subscribes 1,000 websockets as one nurse, past the per-user caps.
+        "APOTHECA_MAX_CONNECTIONS_PER_PRINCIPAL": "100000",
+        "APOTHECA_MAX_SUBSCRIPTIONS_PER_PRINCIPAL": "100000",
         **os.environ,
         "APOTHECA_DATABASE_URL": database_url,
         "APOTHECA_SECRET_KEY": SECRET,
