@@ -15,7 +15,6 @@ from server.forecasting import conformal, engine
 from server.forecasting.classify import DemandClass, classify
 from server.forecasting.engine import (
     INTERMITTENT_CANDIDATES,
-    SMOOTH_CANDIDATES,
     Refused,
     SeriesForecast,
     forecast_many,
@@ -234,7 +233,8 @@ def test_classes_and_choices(run: tuple[Granularity, dict[str, SeriesForecast | 
     g, result = run
     got = {k: r for k, r in result.items() if isinstance(r, SeriesForecast)}
     assert got["smooth"].demand_class is DemandClass.SMOOTH
-    assert got["smooth"].model in (*SMOOTH_CANDIDATES, "Ensemble")
+    assert got["smooth"].model in engine.CHOICE["smooth"] | {"WeightedEnsemble"}
+    assert_choice_against_seasonal_naive(got["smooth"])
     assert got["seasonal"].demand_class is DemandClass.SMOOTH
     assert got["intermittent"].demand_class is DemandClass.INTERMITTENT
     assert got["lumpy"].demand_class is DemandClass.LUMPY
@@ -270,9 +270,20 @@ def test_seasonal_series_use_the_season(
     m = g.seasonality.season_length
     if LENGTHS[g] - HORIZONS[g] * 2 >= 2 * m:  # two seasons of training: a seasonal model
         assert seasonal.season_length == m, seasonal.model
-    # never worse than seasonal naive on the same backtest windows
-    assert seasonal.mase is not None and seasonal.baseline_mase is not None
-    assert seasonal.mase <= seasonal.baseline_mase + 1e-9
+    assert_choice_against_seasonal_naive(seasonal)
+
+
+def assert_choice_against_seasonal_naive(r: SeriesForecast) -> None:
+    """Smooth demand with a full season: seasonal naive is never the choice. The choice is never
+    worse than seasonal naive on the same backtest windows, except WeightedEnsemble, which is
+    chosen only where seasonal naive beat every choosable model there."""
+    assert r.model != "SeasonalNaive"
+    assert r.mase is not None and r.baseline_mase is not None
+    if r.model != "WeightedEnsemble":
+        assert r.mase <= r.baseline_mase + 1e-9, r.model
+        return
+    rivals = [r.candidates[n].mase for n in engine.CHOICE["smooth"] if n in r.candidates]
+    assert all(v is not None and r.baseline_mase <= v + 1e-9 for v in rivals), r.candidates
 
 
 def test_intervals_monotone_and_non_negative(
@@ -321,6 +332,36 @@ def test_prior_errors_calibrate_a_small_refresh() -> None:
     assert alone.interval_source is conformal.IntervalSource.NORMAL
     assert pooled.interval_source is not conformal.IntervalSource.NORMAL
     assert pooled.points == alone.points
+
+
+def test_ensemble_weights_are_inverse_squared_errors() -> None:
+    weights = engine.ensemble_weights([np.ones((3, 2)), np.full((3, 2), -2.0)])
+    assert np.allclose(weights, [0.8, 0.2])
+    # a member without error takes all the weight
+    assert np.allclose(engine.ensemble_weights([np.zeros((3, 2)), np.ones((3, 2))]), [1, 0])
+
+
+def test_seasonal_naive_winner_gives_way_to_the_weighted_combination() -> None:
+    """Sharp winter peaks, which seasonal naive repeats best on some of these series: where it
+    wins the backtest, the forecast is the members weighted by inverse squared backtest MAE."""
+    rng = np.random.default_rng(RNG_SEED)
+    t = np.arange(36)
+    y = {i: rng.poisson(8 + 60 * (t % 12 < 3)).astype(float) for i in range(4)}
+    result = forecast_values(y, 6, Granularity.MONTHLY.seasonality, keep_candidates=True)
+    chosen = []
+    for r in result.values():
+        assert isinstance(r, SeriesForecast) and r.candidate_points is not None
+        assert_choice_against_seasonal_naive(r)
+        chosen.append(r.model)
+        if r.model != "WeightedEnsemble":
+            continue
+        members = engine.ENSEMBLES["smooth"]
+        inverse = np.array([1 / r.candidates[n].mae ** 2 for n in members])
+        points = np.array([r.candidate_points[n] for n in members])
+        expected = (inverse / inverse.sum()) @ points
+        assert np.allclose(r.points, expected)
+        assert np.allclose(r.candidate_points["WeightedEnsemble"], expected)
+    assert "WeightedEnsemble" in chosen, chosen
 
 
 def test_ensemble_combines_its_members() -> None:

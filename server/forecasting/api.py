@@ -90,6 +90,8 @@ ForecastModel = described_enum(
         "ENSEMBLE": "A combination of the class's main models: the median of AutoETS, AutoTheta "
         "and SeasonalNaive (the mean of the first two without a full season); the mean of "
         "CrostonSBA, ADIDA, IMAPA and TSB for intermittent demand.",
+        "WEIGHTED_ENSEMBLE": "AutoETS, AutoTheta and SeasonalNaive weighted by inverse squared "
+        "backtest error: chosen where seasonal naive wins the backtest.",
         "HISTORIC_AVERAGE": "The mean of the history: too short to backtest.",
     },
 )

@@ -54,7 +54,10 @@ How a series is forecast
    on the history (naive's when the history holds no full season, or seasonal naive's is 0).
    Ties go to the simpler model. When the winner's lead over the family's Ensemble is within
    noise (`within_noise`: less than one standard error of the per-window differences) the
-   Ensemble is chosen instead, provided it beats seasonal naive in the backtest. Bias is the
+   Ensemble is chosen instead, provided it beats seasonal naive in the backtest. When seasonal
+   naive itself wins (smooth demand), the choice is WeightedEnsemble: the Ensemble's members
+   weighted by inverse squared backtest MAE (`ensemble_weights`), which follows seasonal naive
+   as far as its lead is clear without staking the forecast on one draw. Bias is the
    mean error (forecast - actual) on the same scale: positive means over-forecasting. Seasonal
    naive (naive without a full season) is reported on the same windows as the baseline.
 5. Refit each winner on the whole history: one `StatsForecast.forecast` call per chosen model
@@ -131,6 +134,7 @@ SIMPLICITY = (
     "AutoTheta",
     "MSTL",
     "Ensemble",
+    "WeightedEnsemble",
     "HistoricAverage",
 )
 # The combination of these models' forecasts is one more candidate of each family: combining
@@ -161,6 +165,7 @@ class ModelName(StrEnum):
     AUTO_THETA = "AutoTheta"
     MSTL = "MSTL"
     ENSEMBLE = "Ensemble"
+    WEIGHTED_ENSEMBLE = "WeightedEnsemble"
     HISTORIC_AVERAGE = "HistoricAverage"
 
 
@@ -268,6 +273,7 @@ class _Plan:
     mstl: tuple[int, ...] = ()
     scale: float = 0.0
     errors: dict[str, np.ndarray] = field(default_factory=dict)  # name -> (windows, h)
+    weights: tuple[float, ...] = ()  # WeightedEnsemble's, one per member (`_members`)
     chosen: str = "Zero"
 
 
@@ -491,7 +497,7 @@ def _season_of(name: str, p: _Plan) -> int:
         return p.main_season
     if name == "AutoETS":
         return p.season if p.season <= MAX_ETS_SEASON else 1
-    if name == "AutoTheta" or (name == "Ensemble" and p.family == "smooth"):
+    if name == "AutoTheta" or (name in ("Ensemble", "WeightedEnsemble") and p.family == "smooth"):
         return p.season
     if name == "MSTL":
         return p.mstl[0]
@@ -557,6 +563,12 @@ def _run_backtests(
             members = _members(q)
             combined = combine(q.family, [np.maximum(predicted[n][i], 0.0) for n in members])
             q.errors["Ensemble"] = combined - actual[i]
+            if q.family == "smooth" and q.snaive:
+                weights = ensemble_weights([q.errors[n] for n in members])
+                q.weights = tuple(float(w) for w in weights)
+                q.errors["WeightedEnsemble"] = np.tensordot(
+                    weights, [q.errors[n] for n in members], axes=1
+                )
         if q.family == "obsolete":
             q.errors["Zero"] = -actual[i]
 
@@ -571,6 +583,15 @@ def combine(family: str, forecasts: Sequence[np.ndarray]) -> np.ndarray:
     smooth demand (the mean of two when there are two), the mean for intermittent demand."""
     stacked = np.asarray(forecasts, dtype=float)
     return np.median(stacked, axis=0) if family == "smooth" else stacked.mean(axis=0)
+
+
+def ensemble_weights(member_errors: Sequence[np.ndarray]) -> np.ndarray:
+    """Weights of a combination: inverse squared backtest MAE, normalised (Bates-Granger's
+    inverse error variance, on the MAE the selection uses). A member the backtest shows far
+    better takes nearly all the weight; close members share it."""
+    maes = np.array([float(np.abs(e).mean()) for e in member_errors])
+    inverse = 1.0 / np.maximum(maes, 1e-12 * max(float(maes.max()), 1.0)) ** 2
+    return inverse / inverse.sum()
 
 
 def _final_points(
@@ -593,7 +614,9 @@ def _final_points(
         elif p.chosen == "HistoricAverage":
             out[i]["HistoricAverage"] = np.full(horizon, float(p.y.mean()) if p.y.size else 0.0)
         names = set(_candidates(p)) if keep_candidates and p.windows else set()
-        if p.chosen == "Ensemble" or (keep_candidates and "Ensemble" in p.errors):
+        if p.chosen in ("Ensemble", "WeightedEnsemble") or (
+            keep_candidates and "Ensemble" in p.errors
+        ):
             names.update(_members(p))
         elif p.chosen not in ("Zero", "HistoricAverage"):
             names.add(p.chosen)
@@ -617,6 +640,9 @@ def _final_points(
     for i, p in enumerate(plans):
         if p.chosen == "Ensemble" or ("Ensemble" in p.errors and keep_candidates):
             out[i]["Ensemble"] = combine(p.family, [out[i][n] for n in _members(p)])
+        if p.weights and (p.chosen == "WeightedEnsemble" or keep_candidates):
+            member_points = np.array([out[i][n] for n in _members(p)])
+            out[i]["WeightedEnsemble"] = np.asarray(p.weights) @ member_points
     return out
 
 
@@ -717,4 +743,11 @@ def _choose(p: _Plan) -> str:
         and maes["Ensemble"] < maes.get("SeasonalNaive", math.inf)
     ):
         return "Ensemble"
+    # Seasonal naive, a baseline, wins: the forecast is one draw a season ago, and it would tie
+    # the baseline by construction. The members' combination weighted by their backtest errors
+    # leans on seasonal naive as far as the backtest supports and no further: a clear winner
+    # takes nearly all the weight, a lucky one shares it with the models it barely beat. Its
+    # weights come from the same backtest, so it is not scored against the others.
+    if winner == "SeasonalNaive" and "WeightedEnsemble" in p.errors:
+        return "WeightedEnsemble"
     return winner
