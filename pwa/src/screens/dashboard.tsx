@@ -64,6 +64,7 @@ const MODEL_TEXT: Record<string, string> = {
   AUTO_THETA: "Theta (AutoTheta)",
   MSTL: "seasonal decomposition (MSTL)",
   ENSEMBLE: "a mean of models",
+  WEIGHTED_ENSEMBLE: "a weighted mix of models (weights from past accuracy)",
   HISTORIC_AVERAGE: "the average so far (too little history to compare models)",
 };
 const CLASS_TEXT: Record<string, string> = {
