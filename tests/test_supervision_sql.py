@@ -28,7 +28,15 @@ from server.core.db import utcnow
 from server.inventory.models import Movement, MovementKind
 from server.inventory.service import MovementRequest, NewLot
 from server.network.models import Location
-from server.supervision.checks import Difference, compute_statuses, evaluate, refresh_status
+from server.supervision.checks import (
+    NAMED_PAGE,
+    Difference,
+    _load_one,
+    compute_statuses,
+    evaluate,
+    refresh_status,
+)
+from server.supervision.gamma import TransferRow, analyse
 from server.supervision.models import BatchConstituentTotal, BatchEdgeTotal, BatchStatus
 from server.supervision.totals import (
     COUNTERS,
@@ -489,3 +497,78 @@ async def test_a_check_reads_its_batch_in_one_statement_and_agrees_with_evaluate
         assert len(seen) <= 3, seen
         named += len(seen) > 1
     assert named >= 1  # some batches had shipments to name
+
+
+async def test_a_gap_of_many_shipments_is_named_across_pages_like_reading_every_row(
+    demo: Demo,
+) -> None:
+    """A check names a side's shipments page by page (`NAMED_PAGE` rows at a time, ties of
+    time broken by id across a page's end, other receivers' shipments skipped); what it
+    concludes is `analyse` over every SHIP/RECEIVE row of the batch."""
+    services = demo.services
+    async with services.db.write() as session:
+        product_id = await first_product_id(services, 0)
+        approval = (
+            await session.execute(select(Product.approval_number).where(Product.id == product_id))
+        ).scalar_one()
+        lot = Lot(
+            product_id=product_id,
+            batch_number="PAGED01",
+            expiry_date=NOW.date() + timedelta(days=400),
+            manufacturer_id=None,
+        )
+        session.add(lot)
+        await session.flush()
+        lot_id = lot.id
+        locations = dict(
+            (await session.execute(select(Location.organisation_id, Location.id))).all()
+        )
+        sender, receiver, other = sorted(locations)[:3]
+        shipments = 2 * NAMED_PAGE + NAMED_PAGE // 2
+        rows = []
+        for i in range(shipments):
+            to = other if i % 5 == 0 else receiver  # matched by the SQL, not by the edge
+            rows.append((K.SHIP, sender, to, -1 - i % 3, NOW - timedelta(seconds=1000 - i // 7)))
+        rows.append((K.RECEIVE, receiver, sender, 12, NOW - timedelta(seconds=10)))
+        await session.execute(
+            insert(Movement),
+            [
+                {
+                    "kind": kind,
+                    "lot_id": lot_id,
+                    "location_id": locations[org],
+                    "organisation_id": org,
+                    "counterparty_id": party,
+                    "quantity": quantity,
+                    "balance_after": 0,
+                    "reference": f"S{n}",
+                    "occurred_at": at,
+                    "recorded_at": NOW,
+                }
+                for n, (kind, org, party, quantity, at) in enumerate(rows)
+            ],
+        )
+    await _store(demo, await _pure_totals(demo))
+    now = NOW + timedelta(hours=1)
+    checks = services.supervision_checks
+    result = await checks.check(demo.principals["admin"], approval, "PAGED01", now=now)
+    async with services.db.read() as session:
+        constituents, edges, _labels, _lot = await _load_one(session, (approval, "PAGED01"))
+        every_row = [
+            TransferRow(mid, kind, org, party, abs(quantity), at, ref)
+            for mid, kind, org, party, quantity, at, ref in await session.execute(
+                select(
+                    Movement.id,
+                    Movement.kind,
+                    Movement.organisation_id,
+                    Movement.counterparty_id,
+                    Movement.quantity,
+                    Movement.occurred_at,
+                    Movement.reference,
+                ).where(Movement.lot_id == lot_id, Movement.kind.in_([K.SHIP, K.RECEIVE]))
+            )
+        ]
+    expected = analyse(constituents, edges, every_row, now=now, window=checks.transit_window)
+    gapped = [e for e in expected.edges if e.sender_id == sender and e.receiver_id == receiver]
+    assert len(gapped[0].shipments) > NAMED_PAGE  # the gap needs more than one page
+    assert result.analysis == expected

@@ -114,6 +114,7 @@ ALERT_PREFIX = "supervision:"
 # bus event that tells webhooks and other listeners who had been alerted.
 RECOVERY_TOPIC = "supervision_recovery"
 SWEEP_CHUNK = 500
+NAMED_PAGE = 100  # movements per read when naming a batch's unmatched sides
 MAX_EXACT_KEYS = 200  # batches named one by one in a query (SQLite's expression depth is 1000)
 
 
@@ -345,16 +346,19 @@ def _label(kind: OrganisationKind | str, name: str) -> str:
     return f"{str(getattr(kind, 'value', kind)).lower()} {name}"
 
 
+@functools.cache
+def _labels_sql() -> Select[int, OrganisationKind, str]:
+    """Organisations' kinds and names by id (bind `ids`), built once."""
+    org = Organisation
+    return select(org.id, org.kind, org.name).where(org.id.in_(bindparam("ids", expanding=True)))
+
+
 async def _labels(session: AsyncSession, ids: Iterable[int | None], known: dict[int, str]) -> None:
     """Fill in labels of organisations not yet known (edge ends that report nothing; None,
     a part without a counterparty, is skipped)."""
     missing = {i for i in ids if i is not None and i not in known}
     if missing:
-        rows = await session.execute(
-            select(Organisation.id, Organisation.kind, Organisation.name).where(
-                Organisation.id.in_(missing)
-            )
-        )
+        rows = await session.execute(_labels_sql(), {"ids": sorted(missing)})
         for org_id, kind, name in rows:
             known[org_id] = _label(kind, name)
 
@@ -430,6 +434,30 @@ async def _window_shipments(
     return found
 
 
+@functools.cache
+def _named_rows_sql(
+    *, after: bool
+) -> Select[int, int, MovementKind, int, int | None, int, datetime, str | None]:
+    """`_named_rows`' page, built once (a check pays no statement building or cache-key work):
+    one lot's rows of some kinds reported by some organisations, newest first; `after`: only
+    those older than the previous page's last (binds `at`, `id`)."""
+    M = Movement
+    query = (
+        select(*_ROW_COLUMNS)
+        .where(
+            M.lot_id == bindparam("lot"),
+            M.kind.in_(bindparam("kinds", expanding=True)),
+            M.organisation_id.in_(bindparam("orgs", expanding=True)),
+        )
+        .order_by(M.occurred_at.desc(), M.id.desc())
+        .limit(NAMED_PAGE)
+    )
+    if after:
+        at, last = bindparam("at", type_=UTCDateTime()), bindparam("id", type_=Integer())
+        query = query.where(or_(M.occurred_at < at, and_(M.occurred_at == at, M.id < last)))
+    return query
+
+
 async def _named_rows(
     session: AsyncSession,
     key: BatchKey,
@@ -450,22 +478,20 @@ async def _named_rows(
         kinds |= SENDING
     if any(not side.sending for side in sides):
         kinds |= RECEIVING
-    M = Movement
-    stream = await session.stream(
-        select(*_ROW_COLUMNS)
-        .where(
-            M.lot_id == lot[0],
-            M.kind.in_(sorted(kinds)),
-            M.organisation_id.in_({side.organisation_id for side in sides}),
-        )
-        .order_by(M.occurred_at.desc(), M.id.desc())
-        .execution_options(yield_per=200)
-    )
+    params: dict[str, Any] = {
+        "lot": lot[0],
+        "kinds": sorted(kinds),
+        "orgs": sorted({side.organisation_id for side in sides}),
+    }
     left = [side.amount for side in sides]
     named = [0] * len(sides)
     found: list[TransferRow] = []
-    try:
-        async for movement in stream:
+    after = False
+    while True:
+        # Pages, not a server-side cursor: a stream costs more round trips than the rows
+        # a check usually needs (one page), and a busy batch still stops early.
+        rows = (await session.execute(_named_rows_sql(after=after), params)).all()
+        for movement in rows:
             row = _row(movement)
             for i, side in enumerate(sides):
                 open_side = left[i] > 0 and (side.edge is not None or named[i] < ONE_SIDED_NAMES)
@@ -478,10 +504,11 @@ async def _named_rows(
                 x <= 0 or (side.edge is None and n >= ONE_SIDED_NAMES)
                 for x, n, side in zip(left, named, sides, strict=True)
             ):
-                break
-    finally:
-        await stream.close()
-    return found
+                return found
+        if len(rows) < NAMED_PAGE:
+            return found
+        after = True
+        params["at"], params["id"] = rows[-1].occurred_at, rows[-1].id
 
 
 async def evaluate(
