@@ -273,8 +273,9 @@ async def _load_totals(
 def _one_batch_sql() -> Select[Any]:
     """Everything a check of one batch reads first, as one statement (built once, the key as
     bind parameters `a` and `b`): its constituents' totals with their labels (tag 1), its edges
-    (tag 2) and its lot (tag 3), so a check costs one round trip like a plain GROUP BY. The
-    NULLs are typed: PostgreSQL matches UNION columns branch by branch."""
+    (tag 2), its lot (tag 3) and the labels of edge ends that report nothing for it (tag 4),
+    so a check costs one round trip like a plain GROUP BY. The NULLs are typed: PostgreSQL
+    matches UNION columns branch by branch."""
     C, E = BatchConstituentTotal, BatchEdgeTotal
     a, b = bindparam("a", type_=String()), bindparam("b", type_=String())
 
@@ -317,13 +318,31 @@ def _one_batch_sql() -> Select[Any]:
         .join(Product, Product.id == Lot.product_id)
         .where(Product.approval_number == a, Lot.batch_number == b)
     )
-    return union_all(constituents, edges, lot)  # type: ignore[return-value]
+    ends = union(
+        select(E.sender_id).where(E.approval_number == a, E.batch_number == b),
+        select(E.receiver_id).where(E.approval_number == a, E.batch_number == b),
+    )
+    silent = select(
+        literal_column("4"),
+        Organisation.id,
+        *nulls(Integer()),
+        kind,
+        name,
+        *nulls(*ints, Integer(), Integer(), UTCDateTime(), Integer(), Integer()),
+    ).where(
+        Organisation.id.in_(ends),
+        ~exists().where(
+            C.approval_number == a, C.batch_number == b, C.organisation_id == Organisation.id
+        ),
+    )
+    return union_all(constituents, edges, lot, silent)  # type: ignore[return-value]
 
 
 async def _load_one(
     session: AsyncSession, key: BatchKey
 ) -> tuple[list[Constituent], list[Edge], dict[int, str], tuple[int, int] | None]:
-    """One batch's constituents, edges, labels and (lot id, product id), in one statement."""
+    """One batch's constituents, edges, labels (of every edge end too) and (lot id, product
+    id), in one statement."""
     constituents: list[Constituent] = []
     edges: list[Edge] = []
     labels: dict[int, str] = {}
@@ -337,8 +356,10 @@ async def _load_one(
         elif tag == 2:
             shipped, received, last = rest[len(COUNTERS) : len(COUNTERS) + 3]
             edges.append(Edge(org, receiver, shipped, received, last))
-        else:
+        elif tag == 3:
             lot = (rest[-2], rest[-1])
+        else:
+            labels[org] = _label(kind, org_name)
     return constituents, edges, labels, lot
 
 
