@@ -85,17 +85,20 @@ export function ReorderScreen() {
   const planning = useSignal(false);
   const planNote = useSignal<string | null>(null);
 
-  // A fresh answer (another location, a reload) starts with nothing ticked.
+  const result = loaded.data;
+  const suggestions = result?.suggestions ?? [];
+  const key = (s: Suggestion) => `${s.location.id}:${s.product.id}`;
+  // What the answer says, not which object carries it: a background refresh (the cached copy
+  // replaced by the server's, a reconnect) that suggests the same must not untick the user's lines.
+  const answer = `${locationId}|${result?.kind}|${suggestions.map((s) => `${key(s)}=${s.quantity}`).join(",")}`;
+
+  // A different answer (another location, new numbers) starts with nothing ticked.
   useEffect(() => {
     ticked.value = new Set();
     quantities.value = {};
     errors.value = NO_ERRORS;
     planNote.value = null;
-  }, [loaded.data]);
-
-  const result = loaded.data;
-  const suggestions = result?.suggestions ?? [];
-  const key = (s: Suggestion) => `${s.location.id}:${s.product.id}`;
+  }, [answer]);
   const quantityOf = (s: Suggestion) => quantities.value[key(s)] ?? s.quantity;
   const chosen = suggestions.filter((s) => ticked.value.has(key(s)) && quantityOf(s) > 0);
   const isPurchase = result?.kind === "PURCHASE";
