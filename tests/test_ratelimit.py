@@ -21,6 +21,7 @@ from fhir.resources.R4B.operationoutcome import OperationOutcome
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
+from server.core.ratelimit import RefusalHold
 from server.core.security import verify_password
 from server.demo import DEMO_PASSWORD
 from tests.conftest import METRICS_AUTH, LiveServer, free_port, start_server
@@ -266,6 +267,25 @@ async def test_a_refused_request_is_answered_late_and_nobody_else_waits(
             held = time.monotonic() - started
             assert 1.4 <= held < 5, held  # held, and side by side (one after another is 7.5 s)
             assert other_waited < 1.0, other_waited
+
+
+async def test_refusals_are_held_at_most_half_their_wait_and_only_so_many_at_once() -> None:
+    """The hold's two bounds: never more than half the Retry-After (the wait is never spent
+    holding), and past `max_held` refusals at once the rest answer at once (holding cannot
+    become the resource a flood exhausts); a finished hold frees its place."""
+
+    async def timed(hold: RefusalHold, wait: float) -> float:
+        started = time.monotonic()
+        await hold(wait)
+        return time.monotonic() - started
+
+    hold = RefusalHold(delay=0.6, max_held=2)
+    took = await asyncio.gather(*(timed(hold, 30) for _ in range(3)))
+    assert sorted(took)[0] < 0.3 and sorted(took)[1:] >= [0.55, 0.55], took
+    assert hold.held == 0
+    assert 0.55 <= await timed(hold, 30) < 3  # the places are free again
+    assert 0.15 <= await timed(hold, 0.4) < 0.4  # half of a 0.4 s wait, not the 0.6 s delay
+    assert await timed(RefusalHold(delay=0), 30) < 0.1
 
 
 async def test_a_refusal_is_answered_before_the_app_and_counted(
