@@ -31,7 +31,7 @@ from server.alerts.models import Alert, AlertKind, AlertStatus, ComputedLevel, M
 from server.alerts.rules import alert_visible, expiry_condition, expiry_key, low_stock_key
 from server.catalog.models import Lot, LotStatus, Product
 from server.core import audit
-from server.core.db import Database, utcnow
+from server.core.db import Database, run, utcnow
 from server.core.errors import DomainError, ErrorCode, InvalidInput
 from server.core.events import Event, EventBus
 from server.core.pagination import Page, keyset_page
@@ -191,7 +191,7 @@ class AlertService:
         if not pairs:
             return
         bound = {"pairs": list(pairs), "today": utcnow().date()}
-        levels = (await session.execute(_LEVELS_WITH_USABLE_STOCK, bound)).all()
+        levels = await run(session, _LEVELS_WITH_USABLE_STOCK, bound)
         cleared: list[str] = []
         for level in levels:
             is_computed = bool(level.computed)

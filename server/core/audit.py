@@ -28,7 +28,7 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Mapped, mapped_column
 
-from server.core.db import Base, Driver, UTCDateTime, dialect_of, driver_time, utcnow
+from server.core.db import Base, Driver, UTCDateTime, dialect_of, driver_time, run, utcnow
 from server.core.security import Principal
 
 GENESIS_HASH = "0" * 64
@@ -227,7 +227,7 @@ async def record_many(
         await session.flush()  # the entities these events describe are written first
     dialect = dialect_of(session)
     last_seq, prev_hash = (
-        await session.execute(_advance_head(dialect), {"count": len(entries)})
+        await run(session, _advance_head(dialect), {"count": len(entries)})
     ).one()
     seq = last_seq - len(entries)
     now = utcnow()
@@ -284,7 +284,7 @@ async def record_many(
             for row in rows
         ],
     )
-    await session.execute(_SET_HEAD_HASH, {"hash": prev_hash})
+    await run(session, _SET_HEAD_HASH, {"hash": prev_hash})
 
 
 @dataclass(frozen=True)

@@ -11,12 +11,12 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
-from collections import deque
+from collections import deque, namedtuple
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, cast
 
 import aiosqlite
 import asyncpg
@@ -326,6 +326,179 @@ class Database:
         return (self.engine,) if self.writer is self.engine else (self.engine, self.writer)
 
 
+@dataclass(frozen=True, slots=True)
+class _Compiled:
+    """A Core statement as one dialect's driver takes it: SQL with positional placeholders,
+    the bind names in placeholder order, and the type processors SQLAlchemy would apply."""
+
+    statement: Any  # kept so the id it is cached under is never reused
+    sql: str
+    compiled: Any
+    names: tuple[str, ...]
+    binds: tuple[Callable[[Any], Any] | None, ...]
+    row: Callable[..., tuple[Any, ...]]
+    results: tuple[Callable[[Any], Any] | None, ...]
+    expanding: bool  # has IN lists (or other parameters rendered per call)
+    returns: bool  # a SELECT, or RETURNING
+    expanding_names: frozenset[str]
+    shapes: dict[tuple[int, ...], tuple[str, tuple[str, ...]]]  # IN list lengths -> SQL, names
+
+
+_COMPILED: dict[tuple[int, str, tuple[str, ...] | None], _Compiled] = {}
+_MAX_COMPILED = 512  # statements are built once each; a flood of ad-hoc ones is not kept
+
+
+def _compile(statement: Any, dialect: Any, params: dict[str, Any]) -> _Compiled:
+    # An INSERT without values() takes its columns from the parameters, as SQLAlchemy does.
+    columns = tuple(params) if statement.is_insert else None
+    key = (id(statement), dialect.name, columns)
+    found = _COMPILED.get(key)
+    if found is not None and found.statement is statement:
+        return found
+    # An INSERT without RETURNING is compiled as for executemany: PostgreSQL's would otherwise
+    # return the new primary key for the ORM (with RETURNING, that form needs SQLAlchemy's
+    # own batching).
+    compiled = statement.compile(
+        dialect=dialect,
+        column_keys=list(columns or ()) or None,
+        for_executemany=columns is not None and not statement._returning,
+    )
+    names = tuple(compiled.positiontup or ())
+    processors = compiled._bind_processors
+    columns = compiled._result_columns
+    keys = [column[0] for column in columns]
+    made = _Compiled(
+        statement,
+        compiled.string,
+        compiled,
+        names,
+        tuple(processors.get(name) for name in names),
+        namedtuple("Row", keys, rename=True) if keys else tuple,
+        tuple(_result_processor(column[3], dialect) for column in columns),
+        bool(compiled.post_compile_params),
+        bool(keys),
+        frozenset(compiled.bind_names[p] for p in compiled.post_compile_params if p.expanding),
+        {},
+    )
+    if any(p.literal_execute for p in compiled.post_compile_params):
+        raise ValueError("run() takes no literal_execute parameters; use session.execute")
+    if len(_COMPILED) >= _MAX_COMPILED:
+        _COMPILED.clear()
+    _COMPILED[key] = made
+    return made
+
+
+def _result_processor(type_: Any, dialect: Any) -> Callable[[Any], Any] | None:
+    """The type's result processor, chosen without the driver's column type code. Only
+    asyncpg's numerics need one to choose, and asyncpg returns them as Decimal already."""
+    try:
+        return cast(Callable[[Any], Any] | None, type_._cached_result_processor(dialect, None))
+    except (exc.InvalidRequestError, TypeError):
+        return None
+
+
+class Rows(list[Any]):
+    """Result rows of `run`: named tuples, with the few accessors the callers use."""
+
+    def all(self) -> list[Any]:
+        return list(self)
+
+    def first(self) -> Any:
+        return self[0] if self else None
+
+    def one(self) -> Any:
+        if len(self) != 1:
+            raise exc.NoResultFound("no row") if not self else exc.MultipleResultsFound("rows")
+        return self[0]
+
+    def scalar(self) -> Any:
+        return self[0][0] if self else None
+
+    def scalars(self) -> list[Any]:
+        return [row[0] for row in self]
+
+
+_DRIVER = "core.db.driver"  # session.info: the Driver of the session's current transaction
+
+
+async def run(
+    session: AsyncSession,
+    statement: Any,
+    params: dict[str, Any] | list[dict[str, Any]] | None = None,
+) -> Rows:
+    """`session.execute(statement, params)` for a Core statement, on the driver.
+
+    The statement is compiled once per dialect and its binds and results go through the same
+    type processors SQLAlchemy uses, but none of the per-call work around them (cache key,
+    execution context, result metadata), which costs several times the database's own work
+    for the small statements of a write. Pending ORM changes are flushed first, as autoflush
+    would. A list of rows runs as one executemany on the driver, or through the session when
+    rows must come back (SQLAlchemy then sends them as one multi-row statement)."""
+    if session.new or session.dirty or session.deleted:
+        await session.flush()
+    driver = await Driver.of(session)
+    first = (params[0] if params else {}) if isinstance(params, list) else (params or {})
+    prepared = _compile(statement, session.get_bind().dialect, first)
+    if isinstance(params, list) and len(params) != 1:
+        if prepared.returns or prepared.expanding:
+            # Rows returned from many: SQLAlchemy's insertmanyvalues makes them one statement.
+            return Rows((await session.execute(statement, params)).all())
+        await driver.executemany_native(prepared.sql, [_bound(prepared, row) for row in params])
+        return Rows()
+    if prepared.expanding:  # IN lists: the SQL depends on their lengths
+        raw = await driver.fetch_native(*_bound_expanded(prepared, first))
+    else:
+        raw = await driver.fetch_native(prepared.sql, _bound(prepared, first))
+    make, results = prepared.row, prepared.results
+    if not any(results):
+        return Rows(make(*row) for row in raw)
+    return Rows(
+        make(*(p(v) if p is not None else v for p, v in zip(results, row, strict=True)))
+        for row in raw
+    )
+
+
+def _bound_expanded(prepared: _Compiled, params: dict[str, Any]) -> tuple[str, tuple[Any, ...]]:
+    """SQL and values of a statement with IN lists: the SQL is SQLAlchemy's expansion, kept
+    per list lengths; the values are flattened under the names SQLAlchemy gives the items
+    (`name_i`, `name_i_j` for tuples), each through its type's processor."""
+    compiled = prepared.compiled
+    values = compiled.construct_params(params, _no_postcompile=True)
+    processors = compiled._bind_processors
+    flat: dict[str, Any] = {}
+    lengths = []
+    for name, value in values.items():
+        processor = processors.get(name)
+        if name not in prepared.expanding_names:
+            flat[name] = processor(value) if processor is not None else value
+            continue
+        lengths.append(len(value))
+        for i, item in enumerate(value, 1):
+            if isinstance(item, tuple):
+                for j, element in enumerate(item, 1):
+                    each = processor[j - 1] if isinstance(processor, tuple) else None
+                    flat[f"{name}_{i}_{j}"] = each(element) if each is not None else element
+            else:
+                flat[f"{name}_{i}"] = processor(item) if processor is not None else item
+    key = tuple(lengths)
+    shape = prepared.shapes.get(key)
+    if shape is None:
+        state = compiled.construct_expanded_state(params)
+        if len(prepared.shapes) > 64:
+            prepared.shapes.clear()
+        shape = prepared.shapes[key] = (state.statement, tuple(state.positiontup or ()))
+    sql, names = shape
+    return sql, tuple(flat[name] for name in names)
+
+
+def _bound(prepared: _Compiled, params: dict[str, Any]) -> tuple[Any, ...]:
+    values = prepared.compiled.construct_params(params)
+    return tuple(
+        p(values[name]) if p is not None else values[name]
+        for name, p in zip(prepared.names, prepared.binds, strict=True)
+    )
+
+
 class Driver:
     """The driver connection under a session's transaction, for bulk inserts of precomputed
     rows: SQLAlchemy's per-row bind processing costs more than the database's own work.
@@ -342,9 +515,21 @@ class Driver:
 
     @classmethod
     async def of(cls, session: AsyncSession) -> Driver:
+        """The driver of the session's current transaction (looked up once per transaction)."""
+        transaction = session.sync_session.get_transaction()
+        cached = session.info.get(_DRIVER)
+        if transaction is not None and cached is not None and cached[0] is transaction:
+            return cast(Driver, cached[1])
         connection = await session.connection()
         raw = await connection.get_raw_connection()
-        return cls(connection.dialect.name, raw.driver_connection)
+        adapter = raw.dbapi_connection
+        if getattr(adapter, "_transaction", False) is None:
+            # SQLAlchemy's asyncpg adapter sends BEGIN with its first statement; a statement
+            # sent to asyncpg first would run outside the transaction (committed at once).
+            await adapter._start_transaction()  # type: ignore[union-attr]
+        driver = cls(connection.dialect.name, raw.driver_connection)
+        session.info[_DRIVER] = (session.sync_session.get_transaction(), driver)
+        return driver
 
     def _sql(self, sql: str) -> str:
         if self.dialect == "sqlite":
@@ -353,16 +538,23 @@ class Driver:
         return "".join(f"{part}${n}" for n, part in enumerate(parts[:-1], 1)) + parts[-1]
 
     async def executemany(self, sql: str, rows: list[tuple[Any, ...]]) -> None:
+        await self.executemany_native(self._sql(sql), rows)
+
+    async def executemany_native(self, sql: str, rows: list[tuple[Any, ...]]) -> None:
         driver = self._connection
         try:
             if isinstance(driver, WriterConnection) and driver.inline:
                 driver._connection.executemany(sql, rows)  # type: ignore[union-attr]
             else:
-                await driver.executemany(self._sql(sql), rows)
+                await driver.executemany(sql, rows)
         except _DRIVER_ERRORS as error:
             raise _as_sqlalchemy(error, sql) from error
 
     async def fetch(self, sql: str, params: tuple[Any, ...] = ()) -> list[Any]:
+        return await self.fetch_native(self._sql(sql), params)
+
+    async def fetch_native(self, sql: str, params: tuple[Any, ...] = ()) -> list[Any]:
+        """Rows of one statement in the driver's own placeholders (`?`, or `$n` for asyncpg)."""
         driver = self._connection
         try:
             if isinstance(driver, WriterConnection) and driver.inline:
@@ -370,7 +562,7 @@ class Driver:
             if self.dialect == "sqlite":
                 async with driver.execute(sql, params) as cursor:
                     return list(await cursor.fetchall())
-            return list(await driver.fetch(self._sql(sql), *params))
+            return list(await driver.fetch(sql, *params))
         except _DRIVER_ERRORS as error:
             raise _as_sqlalchemy(error, sql) from error
 

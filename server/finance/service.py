@@ -24,7 +24,7 @@ from decimal import Decimal
 from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import and_, func, select, tuple_
+from sqlalchemy import and_, bindparam, func, select, tuple_
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -34,7 +34,7 @@ from server.alerts.service import AlertService, AlertSpec
 from server.catalog.models import Lot, Product
 from server.catalog.refs import products_of
 from server.core import audit
-from server.core.db import Database, dialect_of, midnight_utc, utcnow
+from server.core.db import Database, dialect_of, midnight_utc, run, utcnow
 from server.core.errors import Forbidden, InvalidInput, NotFound
 from server.core.events import EventBus
 from server.core.pagination import Page, keyset_page
@@ -152,6 +152,24 @@ def _write_positions_statement(dialect: str) -> Any:
     )
 
 
+_COST_COLUMNS = (
+    "movement_id",
+    "organisation_id",
+    "location_id",
+    "product_id",
+    "lot_id",
+    "kind",
+    "quantity",
+    "unit_cost",
+    "value",
+    "source",
+    "supplier_id",
+    "reference",
+    "occurred_at",
+)
+_INSERT_COSTS = MovementCost.__table__.insert().values({c: bindparam(c) for c in _COST_COLUMNS})
+
+
 class FinanceService:
     def __init__(self, db: Database, bus: EventBus, alerts: AlertService) -> None:
         self.db = db
@@ -190,8 +208,9 @@ class FinanceService:
                 )
             )
         valuations = costing.value_movements(items, positions, transfers_out)
-        await session.execute(
-            MovementCost.__table__.insert(),
+        await run(
+            session,
+            _INSERT_COSTS,
             [
                 {
                     "movement_id": movement.id,
@@ -214,7 +233,8 @@ class FinanceService:
             ],
         )
         now = utcnow()
-        await session.execute(
+        await run(
+            session,
             _write_positions_statement(dialect_of(session)),
             [
                 {
@@ -347,7 +367,8 @@ class FinanceService:
         """The averages of the touched (organisation, product) pairs, row-locked in key order
         (created first where missing), so concurrent writers re-blend one after the other."""
         now = utcnow()
-        rows = await session.execute(
+        rows = await run(
+            session,
             _lock_positions_statement(dialect_of(session)),
             [
                 {

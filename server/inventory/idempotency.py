@@ -19,7 +19,7 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from server.core.cache import VERSION_SUBQUERY
-from server.core.db import Database, utcnow
+from server.core.db import Database, run, utcnow
 from server.core.errors import DomainError, ErrorCode, InvalidInput
 from server.core.security import Principal
 from server.inventory.models import AnyMovement, IdempotencyRecord, Movement
@@ -128,7 +128,7 @@ async def run_once(
                 "movement_ids": [],
                 "created_at": utcnow(),
             }
-            claimed = (await session.execute(_claim(db.dialect), params)).first()
+            claimed = (await run(session, _claim(db.dialect), params)).first()
             if claimed is not None:
                 db.cache.seen(session, int(claimed[1]))
             else:
@@ -137,5 +137,5 @@ async def run_once(
         result = await work(session)
         if key is not None:
             ids = [m.id for m in movements_of(result)]
-            await session.execute(_RECORD_RESULT, {"claimed": key, "movement_ids": ids})
+            await run(session, _RECORD_RESULT, {"claimed": key, "movement_ids": ids})
     return result

@@ -23,7 +23,7 @@ from server.catalog.models import Lot, Product
 from server.catalog.service import find_or_create_lot
 from server.core import audit
 from server.core.cache import cached_many
-from server.core.db import Database, Driver, dialect_of, driver_time, utcnow
+from server.core.db import Database, Driver, dialect_of, driver_time, run, utcnow
 from server.core.errors import DomainError, InsufficientStock, InvalidInput, NotFound
 from server.core.events import Event
 from server.core.security import Principal
@@ -453,7 +453,8 @@ async def apply_movements(
                 field="quantity" if len(requests) == 1 or name_items else "movements",
             )
     dialect = dialect_of(session)
-    returned = await session.execute(
+    returned = await run(
+        session,
         _balance_upsert(dialect),
         [
             {"location_id": loc, "lot_id": lot, "quantity": delta, "updated_at": now}

@@ -71,7 +71,7 @@ from server.alerts.models import Alert, AlertKind
 from server.alerts.service import AlertService, AlertSpec
 from server.catalog.models import Lot, Product
 from server.catalog.service import clean_batch_number
-from server.core.db import Database, UTCDateTime, dialect_of, utcnow
+from server.core.db import Database, UTCDateTime, dialect_of, run, utcnow
 from server.core.errors import Forbidden, InvalidInput, NotFound
 from server.core.events import Event
 from server.core.pagination import Page, keyset_page
@@ -630,7 +630,7 @@ async def _lock_statuses(
         }
         for a, b in sorted(set(keys))
     ]
-    result = await session.execute(_status_upsert(dialect_of(session), lock=True), rows)
+    result = await run(session, _status_upsert(dialect_of(session), lock=True), rows)
     return {(a, b): (SupervisionStatus(status), gamma) for a, b, status, gamma in result}
 
 
@@ -777,7 +777,7 @@ async def compute_statuses(
     if keys is not None and between is None and len(keys) <= MAX_EXACT_KEYS:
         # The ledger's hook, once per write: a statement built once, the keys bound.
         params = {"keys": [tuple(key) for key in keys], "cut": cut}
-        rows = await session.execute(_statuses_of_keys(), params)
+        rows = await run(session, _statuses_of_keys(), params)
     else:
         rows = await session.execute(statuses_sql(where(_C), where(_E), cut=cut))
     return {
@@ -812,7 +812,7 @@ async def _record(
     ]
     if not stale:
         return []
-    await session.execute(_status_upsert(dialect_of(session), lock=False), stale)
+    await run(session, _status_upsert(dialect_of(session), lock=False), stale)
     changes: list[StatusChange] = []
     for key, (status, gamma) in sorted(computed.items()):
         before = old.get(key, (SupervisionStatus.NORMAL, 0))[0]

@@ -21,7 +21,7 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from server.catalog.models import Lot, Product
-from server.core.db import UTCDateTime, dialect_of
+from server.core.db import UTCDateTime, dialect_of, run
 from server.core.errors import InvalidInput
 from server.inventory.models import AnyMovement, Movement, MovementKind
 from server.supervision.gamma import RECEIVING, SENDING, edge_of
@@ -248,7 +248,7 @@ async def _upsert_all(session: AsyncSession, model: Any, rows: list[dict[str, An
         f"this would take a batch's running totals past {MAX_TOTAL:,} packs", field="quantity"
     )
     try:
-        result = await session.execute(_upsert(dialect_of(session), model), rows)
+        result = await run(session, _upsert(dialect_of(session), model), rows)
     except DBAPIError as error:
         if getattr(error.orig, "sqlstate", None) == "22003":  # numeric_value_out_of_range
             raise too_large from None
