@@ -7,14 +7,15 @@ each product once per process and version, not once per movement."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
+from typing import Any
 
 from sqlalchemy import bindparam, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from server.catalog.models import Product
+from server.catalog.models import Lot, Product
 from server.core.cache import cached_many
 
 
@@ -62,3 +63,16 @@ async def products_of(session: AsyncSession, ids: Iterable[int]) -> dict[int, Pr
     if not wanted:
         return {}
     return await cached_many(session, "catalog.products", wanted, _load_products)
+
+
+# Lots are read in every write (not reference data: their status changes with recalls). A
+# statement selecting LOT_COLUMNS first, run on the driver (server.core.db.run), gives rows
+# that `lot_from_row` turns into Lots outside the session: the ledger and scans only read them.
+LOT_COLUMNS = tuple(Lot.__table__.c)
+_LOT_FIELDS = tuple(column.key for column in LOT_COLUMNS)
+
+
+def lot_from_row(row: Sequence[Any]) -> Lot:
+    """A Lot from a row whose first columns are LOT_COLUMNS (loading the session's own
+    instance costs more than the query)."""
+    return Lot(**dict(zip(_LOT_FIELDS, row, strict=False)))

@@ -341,6 +341,7 @@ class _Compiled:
     expanding: bool  # has IN lists (or other parameters rendered per call)
     returns: bool  # a SELECT, or RETURNING
     expanding_names: frozenset[str]
+    names_set: frozenset[str]
     shapes: dict[tuple[int, ...], tuple[str, tuple[str, ...]]]  # IN list lengths -> SQL, names
 
 
@@ -378,6 +379,7 @@ def _compile(statement: Any, dialect: Any, params: dict[str, Any]) -> _Compiled:
         bool(compiled.post_compile_params),
         bool(keys),
         frozenset(compiled.bind_names[p] for p in compiled.post_compile_params if p.expanding),
+        frozenset(names),
         {},
     )
     if any(p.literal_execute for p in compiled.post_compile_params):
@@ -443,7 +445,15 @@ async def run(
         if prepared.returns or prepared.expanding:
             # Rows returned from many: SQLAlchemy's insertmanyvalues makes them one statement.
             return Rows((await session.execute(statement, params)).all())
-        await driver.executemany_native(prepared.sql, [_bound(prepared, row) for row in params])
+        if params and prepared.names_set <= params[0].keys():  # rows name every bind
+            pairs = tuple(zip(prepared.names, prepared.binds, strict=True))
+            rows = [
+                tuple(row[name] if p is None else p(row[name]) for name, p in pairs)
+                for row in params
+            ]
+        else:
+            rows = [_bound(prepared, row) for row in params]
+        await driver.executemany_native(prepared.sql, rows)
         return Rows()
     if prepared.expanding:  # IN lists: the SQL depends on their lengths
         raw = await driver.fetch_native(*_bound_expanded(prepared, first))

@@ -170,6 +170,13 @@ _COST_COLUMNS = (
 _INSERT_COSTS = MovementCost.__table__.insert().values({c: bindparam(c) for c in _COST_COLUMNS})
 
 
+_BUDGETS_SPENT = select(Budget.id).where(
+    Budget.location_id.in_(bindparam("locations", expanding=True)),
+    Budget.period_start <= bindparam("to"),
+    Budget.period_end > bindparam("since"),
+)
+
+
 class FinanceService:
     def __init__(self, db: Database, bus: EventBus, alerts: AlertService) -> None:
         self.db = db
@@ -438,23 +445,16 @@ class FinanceService:
     async def _check_budgets(self, session: AsyncSession, spent: set[tuple[int, date]]) -> None:
         """Alerts for the budgets the spend touched: a warning past its threshold, an alert
         past the amount. Each is raised once, at the crossing (a live one is not repeated)."""
-        locations = {loc for loc, _ in spent}
         days = [day for _, day in spent]
-        budgets = (
-            (
-                await session.execute(
-                    select(Budget).where(
-                        Budget.location_id.in_(locations),
-                        Budget.period_start <= max(days),
-                        Budget.period_end > min(days),
-                    )
-                )
-            )
-            .scalars()
-            .all()
-        )
-        if budgets:
-            await self._evaluate(session, budgets)
+        params = {
+            "locations": sorted({loc for loc, _ in spent}),
+            "to": max(days),
+            "since": min(days),
+        }
+        ids = (await run(session, _BUDGETS_SPENT, params)).scalars()
+        if ids:  # most locations have none: the budgets themselves only when there are
+            budgets = (await session.execute(select(Budget).where(Budget.id.in_(ids)))).scalars()
+            await self._evaluate(session, list(budgets))
 
     async def _evaluate(self, session: AsyncSession, budgets: Sequence[Budget]) -> None:
         windows: dict[Period, list[Budget]] = defaultdict(list)

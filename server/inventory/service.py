@@ -20,6 +20,7 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from server.catalog.models import Lot, Product
+from server.catalog.refs import LOT_COLUMNS, lot_from_row
 from server.catalog.service import find_or_create_lot
 from server.core import audit
 from server.core.cache import cached_many
@@ -255,17 +256,20 @@ async def _preload(
     lot_ids = {r.lot_id for r in requests if r.lot_id is not None} - lots.keys()
     location_ids = {r.location_id for r in requests}
     if lot_ids:
-        # Share-locked (PostgreSQL) so a recall or quarantine committing meanwhile is seen.
-        lot_query = (
-            select(Lot, Product.approval_number)
-            .join(Product, Product.id == Lot.product_id)
-            .where(Lot.id.in_(lot_ids))
-            .with_for_update(read=True, of=Lot)
-        )
-        for lot, approval in (await session.execute(lot_query)).all():
+        for row in await run(session, _LOTS_NAMED, {"ids": sorted(lot_ids)}):
+            lot = lot_from_row(row)
             lots[lot.id] = lot
-            approvals[lot.product_id] = approval
+            approvals[lot.product_id] = row.approval_number
     return _Known(lots, await locations_of(session, location_ids), approvals)
+
+
+# Share-locked (PostgreSQL) so a recall or quarantine committing meanwhile is seen.
+_LOTS_NAMED = (
+    select(*LOT_COLUMNS, Product.approval_number)
+    .join(Product, Product.id == Lot.product_id)
+    .where(Lot.id.in_(bindparam("ids", expanding=True)))
+    .with_for_update(read=True, of=Lot)
+)
 
 
 def _named(error: DomainError, index: int | None) -> DomainError:
@@ -346,15 +350,16 @@ async def _fefo_shelves(session: AsyncSession, requests: Sequence[MovementReques
     }
     if not pairs:
         return _Shelves(())
-    rows = (
-        await session.execute(
-            select(Lot, Balance.location_id, Balance.quantity)
-            .join(Balance, Balance.lot_id == Lot.id)
-            .where(tuple_(Balance.location_id, Lot.product_id).in_(list(pairs)))
-            .with_for_update(of=Balance)
-        )
-    ).all()
-    return _Shelves((lot, location_id, quantity) for lot, location_id, quantity in rows)
+    rows = await run(session, _SHELVES_OF, {"pairs": sorted(pairs)})
+    return _Shelves((lot_from_row(row), row.location_id, row.quantity) for row in rows)
+
+
+_SHELVES_OF = (
+    select(*LOT_COLUMNS, Balance.location_id, Balance.quantity)
+    .join(Balance, Balance.lot_id == Lot.id)
+    .where(tuple_(Balance.location_id, Lot.product_id).in_(bindparam("pairs", expanding=True)))
+    .with_for_update(of=Balance)
+)
 
 
 async def _resolve(

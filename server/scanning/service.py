@@ -30,9 +30,10 @@ from server.alerts.models import AlertKind
 from server.alerts.rules import serial_key
 from server.alerts.service import AlertService, AlertSpec
 from server.catalog.models import Lot, Product, ProductGtin
+from server.catalog.refs import LOT_COLUMNS, lot_from_row
 from server.core import audit
 from server.core.cache import cached_one
-from server.core.db import Database
+from server.core.db import Database, run
 from server.core.errors import DomainError, ErrorCode, InvalidInput, NotFound
 from server.core.security import Permission, Principal
 from server.inventory.idempotency import clean_key, request_hash, run_once
@@ -462,10 +463,9 @@ class ScanningService:
         own lot read does, so the ledger can take it as read."""
         if batch is None:
             return None
-        query = select(Lot).where(Lot.product_id == product_id, Lot.batch_number == batch)
-        if locked:
-            query = query.with_for_update(read=True)
-        return (await session.execute(query)).scalar_one_or_none()
+        query = _LOT_OF_BATCH_LOCKED if locked else _LOT_OF_BATCH
+        row = (await run(session, query, {"product_id": product_id, "batch": batch})).first()
+        return None if row is None else lot_from_row(row)
 
     @staticmethod
     async def _location(session: AsyncSession, location_id: int) -> Location:
@@ -498,6 +498,11 @@ class ScanningService:
             field="barcode",
         )
 
+
+_LOT_OF_BATCH = select(*LOT_COLUMNS).where(
+    Lot.product_id == bindparam("product_id"), Lot.batch_number == bindparam("batch")
+)
+_LOT_OF_BATCH_LOCKED = _LOT_OF_BATCH.with_for_update(read=True)
 
 _PRODUCT_BY_GTIN = (
     select(Product.__table__)
