@@ -24,7 +24,8 @@ from sqlalchemy.ext.asyncio import AsyncSession
 K = TypeVar("K", bound=Hashable)
 V = TypeVar("V")
 
-VERSION_QUERY = text("SELECT version FROM reference_version WHERE id = 1")
+VERSION_SQL = "SELECT version FROM reference_version WHERE id = 1"
+VERSION_QUERY = text(VERSION_SQL)
 # A scalar subquery any statement of the transaction can return alongside its own result.
 VERSION_SUBQUERY = "(SELECT version FROM reference_version WHERE id = 1)"
 
@@ -37,7 +38,10 @@ AFTER_COMMIT = "apotheca_after_commit"  # server.core.db's list of after-commit 
 class ReferenceCache:
     """Named maps valid for one `reference_version`; one instance per Database (per process)."""
 
-    def __init__(self) -> None:
+    def __init__(self, read_version: Callable[[], int] | None = None) -> None:
+        # Outside write transactions, the committed number can come from here instead (a
+        # number read before the session's own reads: its copies are as new or newer).
+        self._read_version = read_version
         self.version: int | None = None
         self._maps: dict[str, dict[Any, Any]] = {}
         self.hits = 0
@@ -57,7 +61,10 @@ class ReferenceCache:
         """The number this transaction sees: read once per transaction or request."""
         version = session.info.get(SEEN)
         if version is None:
-            version = int((await session.execute(VERSION_QUERY)).scalar_one())
+            if self._read_version is not None and not session.info.get(WRITING):
+                version = self._read_version()
+            else:
+                version = int((await session.execute(VERSION_QUERY)).scalar_one())
             self.seen(session, version)
         elif version != self.version:
             self.seen(session, version)

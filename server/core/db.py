@@ -280,7 +280,18 @@ class Database:
         else:
             self.engine = create_async_engine(url, echo=echo, pool_size=10, max_overflow=20)
             self.writer = self.engine
-        self.cache = cache.ReferenceCache()  # this process's copies of reference data
+        self._version_connection: sqlite3.Connection | None = None
+        path = make_url(url).database if self.sqlite else None
+        if path and path != ":memory:":
+            # Requests read the reference version before anything else; on SQLite that is a
+            # primary-key read on this connection, on the loop's thread (WAL readers never
+            # wait for the writer), instead of a read transaction's four thread hops.
+            self._version_connection = sqlite3.connect(
+                path, check_same_thread=False, isolation_level=None
+            )
+        self.cache = cache.ReferenceCache(  # this process's copies of reference data
+            self._read_version if self._version_connection is not None else None
+        )
         info = {cache.CACHE: self.cache}
         self._read_sessions = async_sessionmaker(self.engine, expire_on_commit=False, info=info)
         self._write_sessions = async_sessionmaker(self.writer, expire_on_commit=False, info=info)
@@ -316,7 +327,15 @@ class Database:
                 yield session
             _run_after_commit(session)
 
+    def _read_version(self) -> int:
+        assert self._version_connection is not None
+        (version,) = self._version_connection.execute(cache.VERSION_SQL).fetchone()
+        return int(version)
+
     async def dispose(self) -> None:
+        if self._version_connection is not None:
+            self._version_connection.close()
+            self._version_connection = None
         await self.engine.dispose()
         if self.writer is not self.engine:
             await self.writer.dispose()
@@ -519,9 +538,17 @@ class Driver:
     Driver errors are raised as SQLAlchemy's, as a statement through the session would be.
     """
 
-    def __init__(self, dialect: str, connection: Any) -> None:
+    def __init__(self, dialect: str, connection: Any, observed: Any = None) -> None:
         self.dialect = dialect
         self._connection = connection
+        self._observed = observed  # the SQLAlchemy Connection whose statement events fire
+
+    def _announce(self, sql: str, params: Any, many: bool) -> None:
+        """`before_cursor_execute` listeners (statement counters in /metrics, benches and
+        tests) see driver statements as they see SQLAlchemy's."""
+        observed = self._observed
+        if observed is not None and observed.dispatch.before_cursor_execute:
+            observed.dispatch.before_cursor_execute(observed, None, sql, params, None, many)
 
     @classmethod
     async def of(cls, session: AsyncSession) -> Driver:
@@ -537,7 +564,7 @@ class Driver:
             # SQLAlchemy's asyncpg adapter sends BEGIN with its first statement; a statement
             # sent to asyncpg first would run outside the transaction (committed at once).
             await adapter._start_transaction()  # type: ignore[union-attr]
-        driver = cls(connection.dialect.name, raw.driver_connection)
+        driver = cls(connection.dialect.name, raw.driver_connection, connection.sync_connection)
         session.info[_DRIVER] = (session.sync_session.get_transaction(), driver)
         return driver
 
@@ -551,6 +578,7 @@ class Driver:
         await self.executemany_native(self._sql(sql), rows)
 
     async def executemany_native(self, sql: str, rows: list[tuple[Any, ...]]) -> None:
+        self._announce(sql, rows, True)
         driver = self._connection
         try:
             if isinstance(driver, WriterConnection) and driver.inline:
@@ -565,6 +593,7 @@ class Driver:
 
     async def fetch_native(self, sql: str, params: tuple[Any, ...] = ()) -> list[Any]:
         """Rows of one statement in the driver's own placeholders (`?`, or `$n` for asyncpg)."""
+        self._announce(sql, params, False)
         driver = self._connection
         try:
             if isinstance(driver, WriterConnection) and driver.inline:
