@@ -3,10 +3,12 @@ reuse detection, revocation, and what the API does with bad tokens."""
 
 from __future__ import annotations
 
+import time
 from datetime import timedelta
 
 import pytest
 
+from server.core.errors import Unauthenticated
 from server.core.security import Role, TokenService, hash_password, verify_password
 from tests.conftest import TEST_SECRET, Demo, gql
 
@@ -98,6 +100,24 @@ async def test_expired_forged_and_malformed_tokens_are_unauthenticated(demo: Dem
         body = await gql(client, "{ me { username } }", token=token)
         assert body["errors"][0]["extensions"]["code"] == "UNAUTHENTICATED"
         assert body["data"] is None
+
+
+def test_a_token_verified_once_is_still_refused_once_expired_or_altered() -> None:
+    """Verified tokens are remembered (server.core.security.TokenService._verified), but never
+    past their expiry, and only the exact token string."""
+    tokens = TokenService(TEST_SECRET, timedelta(seconds=1), timedelta(days=1))
+    token = tokens.issue_access_token(7, frozenset({Role.ADMIN}))
+    assert tokens.decode_access_token(token) == 7
+    assert tokens.decode_access_token(token) == 7  # from the verified tokens
+    header, payload, signature = token.split(".")
+    altered = ".".join(
+        (header, payload, signature[:-2] + ("AA" if signature[-2:] != "AA" else "BB"))
+    )
+    with pytest.raises(Unauthenticated):
+        tokens.decode_access_token(altered)
+    time.sleep(2.05)  # exp is in whole seconds, at most one ahead
+    with pytest.raises(Unauthenticated):
+        tokens.decode_access_token(token)
 
 
 def test_password_hashes_are_argon2_and_salted() -> None:

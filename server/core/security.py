@@ -355,6 +355,7 @@ class PasswordPool:
 # --- tokens ----------------------------------------------------------------------------------
 
 ACCESS_TOKEN_ALGORITHM = "HS256"
+MAX_VERIFIED_TOKENS = 10_000
 ISSUER = "apotheca"
 # `sub` of a client's access token: "client:<client_id>" (RFC 9068: the client is the subject).
 CLIENT_SUBJECT_PREFIX = "client:"
@@ -374,6 +375,12 @@ class TokenService:
     secret_key: str
     access_ttl: timedelta
     refresh_ttl: timedelta
+    # Tokens whose signature and claims were verified, with their claims: a client sends the
+    # same token with every request until it expires, and verifying it (JSON, base64, HMAC)
+    # costs more than the rest of authenticating. Expiry is checked on every use.
+    _verified: dict[str, dict[str, Any]] = field(
+        default_factory=dict, repr=False, compare=False, hash=False
+    )
 
     @property
     def _key(self) -> OctKey:
@@ -413,6 +420,11 @@ class TokenService:
     def decode_claims(self, token: str) -> dict[str, Any]:
         """The claims of a valid access token (ours, signed, with an `exp` still ahead), else
         Unauthenticated. A token without `exp` is refused: it would never expire."""
+        known = self._verified.get(token)
+        if known is not None:
+            if known["exp"] > datetime.now(UTC).timestamp():
+                return dict(known)
+            del self._verified[token]
         try:
             decoded = jwt.decode(token, self._key, algorithms=[ACCESS_TOKEN_ALGORITHM])
             jwt.JWTClaimsRegistry(
@@ -420,10 +432,15 @@ class TokenService:
                 sub={"essential": True},
                 exp={"essential": True},
             ).validate(decoded.claims)
-            return dict(decoded.claims)
+            claims = dict(decoded.claims)
         except (JoseError, ValueError, KeyError, TypeError, OverflowError) as exc:
             reason = exc.__class__.__name__
             raise Unauthenticated(f"invalid or expired access token ({reason})") from None
+        if isinstance(claims["exp"], int | float):
+            if len(self._verified) >= MAX_VERIFIED_TOKENS:
+                self._verified.clear()  # a flood of distinct tokens is not kept
+            self._verified[token] = claims
+        return dict(claims)
 
     def decode_access(self, token: str) -> AccessClaims:
         """The claims of a valid, unexpired user access token, else Unauthenticated."""
