@@ -45,9 +45,12 @@ from graphql import (
     GraphQLObjectType,
     GraphQLSchema,
     InlineFragmentNode,
+    NamedTypeNode,
+    NonNullTypeNode,
     OperationDefinitionNode,
     OperationType,
     SelectionSetNode,
+    TypeNode,
     get_named_type,
     get_nullable_type,
     is_leaf_type,
@@ -250,9 +253,34 @@ def _coerced_variables(
     schema: GraphQLSchema, operation: OperationDefinitionNode, raw: Mapping[str, Any]
 ) -> Any:
     """The variables as execution will see them (defaults applied); None when they are bad
-    (execution refuses the request then, and the pricing falls back to argument defaults)."""
-    coerced = get_variable_values(schema, operation.variable_definitions or [], dict(raw))
-    return None if isinstance(coerced, list) else coerced
+    (execution refuses the request then, and the pricing falls back to argument defaults).
+
+    Only scalars and enums are coerced here, which is where sizes and flags come from: an input
+    object or list given as a variable (a feed's thousand movements) would cost as much to
+    coerce again as to execute, and is passed on as given (it never changes a price; execution
+    coerces and checks it)."""
+    given: dict[str, Any] = {}
+    definitions = []
+    for definition in operation.variable_definitions or ():
+        name = definition.variable.name.value
+        if name in raw and not _is_leaf(schema, definition.type):
+            given[name] = raw[name]
+        else:
+            definitions.append(definition)
+    coerced = get_variable_values(schema, definitions, dict(raw))
+    if isinstance(coerced, list):
+        return None
+    coerced.coerced.update(given)
+    return coerced
+
+
+def _is_leaf(schema: GraphQLSchema, node: TypeNode) -> bool:
+    """A variable's declared type is a scalar or an enum (not a list, not an input object)."""
+    if isinstance(node, NonNullTypeNode):
+        node = node.type
+    if not isinstance(node, NamedTypeNode):
+        return False
+    return is_leaf_type(schema.get_type(node.name.value))
 
 
 # --- the per-principal budget ----------------------------------------------------------------
