@@ -364,6 +364,28 @@ def test_seasonal_naive_winner_gives_way_to_the_weighted_combination() -> None:
     assert "WeightedEnsemble" in chosen, chosen
 
 
+def test_a_season_too_long_for_ets_gets_stl_and_ets() -> None:
+    """Weekly data: ETS fits no 52-week season, so where the training holds two years the
+    candidates include MSTL on that one season (STL, then ETS on the adjusted series), and a
+    strong yearly season makes it win the backtest; a shorter history does not get it."""
+    rng = np.random.default_rng(RNG_SEED)
+    t = np.arange(150)
+    y = {
+        i: rng.poisson(30 * (1 + 0.8 * np.cos(2 * np.pi * t / 52 + i))).astype(float)
+        for i in range(3)
+    }
+    y["short"] = y[0][:100]
+    result = forecast_values(y, 8, Granularity.WEEKLY.seasonality)
+    for key, r in result.items():
+        assert isinstance(r, SeriesForecast)
+        assert ("MSTL" in r.candidates) is (key != "short"), key
+        if key == "short":
+            continue
+        mase = {n: s.mase for n, s in r.candidates.items() if s.mase is not None}
+        assert mase["MSTL"] < min(mase["AutoETS"], mase["AutoTheta"]), mase
+        assert r.model in ("MSTL", "Ensemble", "WeightedEnsemble"), r.model
+
+
 def test_ensemble_combines_its_members() -> None:
     """Smooth: the median of AutoETS, AutoTheta and seasonal naive (the mean of the first two
     without a full season); intermittent: the mean of its four models."""

@@ -86,7 +86,8 @@ ForecastModel = described_enum(
         "IMAPA": "Intermittent multiple aggregation prediction algorithm.",
         "AUTO_ETS": "Exponential smoothing (error, trend, season) chosen by information criterion.",
         "AUTO_THETA": "Theta method (with seasonal decomposition) chosen by fit.",
-        "MSTL": "Several seasons decomposed (week and year of daily data), trend by ETS.",
+        "MSTL": "Seasons decomposed by STL (week and year of daily data; the year of weekly "
+        "data, longer than ETS fits), the adjusted series by ETS.",
         "ENSEMBLE": "A combination of the class's main models: the median of AutoETS, AutoTheta "
         "and SeasonalNaive (the mean of the first two without a full season); the mean of "
         "CrostonSBA, ADIDA, IMAPA and TSB for intermittent demand.",

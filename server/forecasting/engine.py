@@ -19,8 +19,11 @@ How a series is forecast
    - SMOOTH / ERRATIC: Naive (a baseline, never chosen: AutoETS nests it), SeasonalNaive
      (training longer than a season), AutoETS and
      AutoTheta (given the main season; statsforecast drops it where the history is too short),
-     MSTL on every season when there are two or more and training holds two of the longest
-     (daily data: 7 and 365 from two years on), and Ensemble, the median of AutoETS, AutoTheta
+     MSTL on every season where training holds two of the longest, when there are two or more
+     seasons (daily data: 7 and 365 from two years on) or the one season is longer than ETS
+     fits (weekly data: 52; STL takes the season and ETS the adjusted series, the textbook
+     remedy for weekly data, which Theta's classical decomposition and seasonal naive alone
+     leave to a noisy test and a single draw), and Ensemble, the median of AutoETS, AutoTheta
      and SeasonalNaive (the mean of the first two without a full season);
    - INTERMITTENT / LUMPY: CrostonSBA, ADIDA, IMAPA, TSB and their mean (Ensemble), with Naive
      and SeasonalNaive backtested as baselines but never chosen (see `CHOICE`). These classes
@@ -38,7 +41,7 @@ How a series is forecast
    ("AZZ", damped trends included): intervals come from the backtest, not from the ETS error
    distribution, and the point forecasts of A and M error models barely differ; it halves the
    fits. statsforecast's ETS fits no season longer than 24 (weekly data), and searching one
-   costs ten times more, so there AutoETS is non-seasonal ("AZN") and AutoTheta and
+   costs ten times more, so there AutoETS is non-seasonal ("AZN") and AutoTheta, MSTL and
    SeasonalNaive carry the yearly season.
 3. Rolling-origin backtest: up to `n_windows` (6) origins `step_size` apart, each forecasting
    `horizon` periods, as many as the history allows without losing a seasonal candidate and at
@@ -420,7 +423,7 @@ def _plan(
     p.snaive = m > 1 and train > m
     p.season = m if m > 1 and train >= 2 * m else 1
     seasons = _seasons(seasonality)
-    if len(seasons) >= 2 and train >= 2 * max(seasons):
+    if seasons and train >= 2 * max(seasons) and (len(seasons) >= 2 or m > MAX_ETS_SEASON):
         p.mstl = seasons
     needed = max(
         backtest.min_train,
