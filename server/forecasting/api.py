@@ -92,7 +92,8 @@ ForecastModel = described_enum(
         "and SeasonalNaive (the mean of the first two without a full season); the mean of "
         "CrostonSBA, ADIDA, IMAPA and TSB for intermittent demand.",
         "WEIGHTED_ENSEMBLE": "AutoETS, AutoTheta and SeasonalNaive weighted by inverse squared "
-        "backtest error: chosen where seasonal naive wins the backtest.",
+        "backtest error: chosen where seasonal naive wins the backtest or the winner's lead "
+        "over it is within noise.",
         "HISTORIC_AVERAGE": "The mean of the history: too short to backtest.",
     },
 )

@@ -58,9 +58,10 @@ How a series is forecast
    Ties go to the simpler model. When the winner's lead over the family's Ensemble is within
    noise (`within_noise`: less than one standard error of the per-window differences) the
    Ensemble is chosen instead, provided it beats seasonal naive in the backtest. When seasonal
-   naive itself wins (smooth demand), the choice is WeightedEnsemble: the Ensemble's members
-   weighted by inverse squared backtest MAE (`ensemble_weights`), which follows seasonal naive
-   as far as its lead is clear without staking the forecast on one draw. Bias is the
+   naive itself wins (smooth demand), or the winner's lead over it is within noise, the choice
+   is WeightedEnsemble: the Ensemble's members weighted by inverse squared backtest MAE
+   (`ensemble_weights`), which follows seasonal naive as far as the backtest supports without
+   staking the forecast on one draw. Bias is the
    mean error (forecast - actual) on the same scale: positive means over-forecasting. Seasonal
    naive (naive without a full season) is reported on the same windows as the baseline.
 5. Refit each winner on the whole history: one `StatsForecast.forecast` call per chosen model
@@ -750,7 +751,12 @@ def _choose(p: _Plan) -> str:
     # the baseline by construction. The members' combination weighted by their backtest errors
     # leans on seasonal naive as far as the backtest supports and no further: a clear winner
     # takes nearly all the weight, a lucky one shares it with the models it barely beat. Its
-    # weights come from the same backtest, so it is not scored against the others.
-    if winner == "SeasonalNaive" and "WeightedEnsemble" in p.errors:
+    # weights come from the same backtest, so it is not scored against the others. The same
+    # holds when the winner's lead over seasonal naive is within noise: the backtest cannot
+    # tell the two apart, so neither is staked on alone (and the Ensemble, a median, would drop
+    # seasonal naive's season whenever AutoETS and AutoTheta agree without one).
+    if "WeightedEnsemble" in p.errors and (
+        winner == "SeasonalNaive" or within_noise(p.errors[winner], p.errors["SeasonalNaive"])
+    ):
         return "WeightedEnsemble"
     return winner
