@@ -23,7 +23,7 @@ from server.catalog import api as catalog_api
 from server.config import Settings
 from server.controlled import api as controlled_api
 from server.core.cost import CostLimits
-from server.core.graphql import ApiErrors, InputHygiene, install_relations
+from server.core.graphql import ApiErrors, InputHygiene, install_node_ids, install_relations
 from server.core.logs import LoggedSchema
 from server.counts import api as counts_api
 from server.finance import api as finance_api
@@ -167,6 +167,7 @@ def _schema(
         ],
     )
     install_relations(schema)  # relation() fields skip Strawberry's per-call wrapping
+    install_node_ids(schema)  # so do Node ids
     return schema
 
 

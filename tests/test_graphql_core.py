@@ -9,7 +9,9 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 import pytest
+import strawberry
 from sqlalchemy import event, text
+from strawberry import relay
 
 from server.cli import SCHEMA_PATH
 from server.core.errors import DomainError, ErrorCode
@@ -231,3 +233,69 @@ async def test_relation_objects_are_built_once_per_loader_and_dropped_with_it() 
     del loader
     gc.collect()
     assert len(context._built) == 0
+
+
+def test_node_ids_resolve_directly_as_strawberry_encodes_them() -> None:
+    """Every Node type's `id` gets the direct resolver, and it answers the global ID that
+    Strawberry's own resolver gives (a GlobalID of the type's name and the NodeID)."""
+    from types import SimpleNamespace
+
+    from graphql import GraphQLObjectType
+
+    from server.schema import build_schema
+
+    schema = build_schema()
+    nodes = [
+        named
+        for named in schema._schema.type_map.values()
+        if isinstance(named, GraphQLObjectType)
+        and isinstance(
+            origin := getattr(named.extensions.get("strawberry-definition"), "origin", None), type
+        )
+        and issubclass(origin, relay.Node)
+    ]
+    assert len(nodes) > 20
+    for named in nodes:
+        resolve = named.fields["id"].resolve
+        assert resolve is not None and resolve.__module__ == "server.core.graphql", named.name
+        origin = named.extensions["strawberry-definition"].origin
+        source = SimpleNamespace(**{origin.resolve_id_attr(): 42})
+        assert resolve(source, None) == str(relay.GlobalID(named.name, "42"))
+
+
+@strawberry.type
+class PlainNode(relay.Node):
+    id: relay.NodeID[int]
+
+
+@strawberry.type
+class CodedNode(relay.Node):
+    code: relay.NodeID[str]
+
+    @classmethod
+    def resolve_id(cls, root: CodedNode, *, info: strawberry.Info) -> str:
+        return root.code.upper()
+
+
+@strawberry.type
+class NodesQuery:
+    @strawberry.field
+    def plain(self) -> PlainNode:
+        return PlainNode(id=7)
+
+    @strawberry.field
+    def coded(self) -> CodedNode:
+        return CodedNode(code="abc")
+
+
+def test_a_node_type_with_its_own_resolve_id_keeps_strawberrys_resolver() -> None:
+    from server.core.graphql import install_node_ids
+
+    schema = strawberry.Schema(query=NodesQuery)
+    assert install_node_ids(schema) == 1
+    result = schema.execute_sync("{ plain { id } coded { id } }")
+    assert result.errors is None
+    assert result.data == {
+        "plain": {"id": str(relay.GlobalID("PlainNode", "7"))},
+        "coded": {"id": str(relay.GlobalID("CodedNode", "ABC"))},
+    }

@@ -42,6 +42,7 @@ from strawberry import relay
 from strawberry.dataloader import DataLoader
 from strawberry.extensions import MaskErrors, SchemaExtension
 from strawberry.relay.types import GlobalIDValueError
+from strawberry.relay.utils import to_base64
 from strawberry.types.lazy_type import LazyType
 from strawberry.types.nodes import SelectedField
 from strawberry.utils.str_converters import to_camel_case
@@ -727,6 +728,46 @@ def install_relations(schema: strawberry.Schema) -> int:
 def _direct_resolver(spec: _Relation, convert: Callable[[Any], Any]) -> Callable[..., Any]:
     def resolve(source: Any, info: Any) -> Any:
         return _resolve_relation(info.context, source, spec, convert)
+
+    return resolve
+
+
+def install_node_ids(schema: strawberry.Schema) -> int:
+    """Resolve the `id` of every Node type of `schema` with a plain graphql-core resolver.
+
+    Strawberry resolves each `id` through its generic field wrapping (an Info object, argument
+    conversion, the extension chain) into a GlobalID object that the ID scalar then encodes: a
+    stock page of 100 asks for 400 of them, the largest share of its execution that is ours.
+    The direct resolver encodes the same `base64("<Type>:<node id>")` from the NodeID
+    attribute. Types that override `resolve_id` or `resolve_typename`, or whose `id` carries
+    field extensions, keep Strawberry's. Returns how many types it took."""
+    taken = 0
+    for named in schema._schema.type_map.values():
+        if not isinstance(named, GraphQLObjectType) or "id" not in named.fields:
+            continue
+        id_field = named.fields["id"]
+        definition = (id_field.extensions or {}).get("strawberry-definition")
+        origin = getattr((named.extensions or {}).get("strawberry-definition"), "origin", None)
+        if (
+            definition is None
+            or definition.python_name != "_id"  # relay.Node's own id field
+            or definition.extensions
+            or not (isinstance(origin, type) and issubclass(origin, relay.Node))
+            or origin.resolve_id.__func__ is not relay.Node.resolve_id.__func__  # type: ignore[attr-defined]
+            or origin.resolve_typename.__func__ is not relay.Node.resolve_typename.__func__  # type: ignore[attr-defined]
+        ):
+            continue
+        id_field.resolve = _node_id_resolver(named.name, origin.resolve_id_attr())
+        taken += 1
+    return taken
+
+
+def _node_id_resolver(type_name: str, attr: str) -> Callable[..., str]:
+    def resolve(source: Any, info: Any) -> str:
+        node_id = getattr(source, attr)
+        if node_id is None:  # as Strawberry's resolver, which asserts it
+            raise ValueError(f"a {type_name} without its {attr}")
+        return to_base64(type_name, node_id)
 
     return resolve
 
