@@ -23,7 +23,13 @@ from server.catalog import api as catalog_api
 from server.config import Settings
 from server.controlled import api as controlled_api
 from server.core.cost import CostLimits
-from server.core.graphql import ApiErrors, InputHygiene, install_node_ids, install_relations
+from server.core.graphql import (
+    ApiErrors,
+    InputHygiene,
+    install_node_ids,
+    install_relations,
+    install_self_methods,
+)
 from server.core.logs import LoggedSchema
 from server.counts import api as counts_api
 from server.finance import api as finance_api
@@ -168,6 +174,7 @@ def _schema(
     )
     install_relations(schema)  # relation() fields skip Strawberry's per-call wrapping
     install_node_ids(schema)  # so do Node ids
+    install_self_methods(schema)  # and methods that take only self
     return schema
 
 

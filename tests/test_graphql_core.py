@@ -267,6 +267,18 @@ def test_node_ids_resolve_directly_as_strawberry_encodes_them() -> None:
 class PlainNode(relay.Node):
     id: relay.NodeID[int]
 
+    @strawberry.field
+    def doubled(self) -> int:
+        return self.id * 2
+
+    @strawberry.field
+    def typename(self, info: strawberry.Info) -> str:
+        return str(info.path.typename)
+
+    @strawberry.field
+    def times(self, factor: int) -> int:
+        return self.id * factor
+
 
 @strawberry.type
 class CodedNode(relay.Node):
@@ -299,3 +311,16 @@ def test_a_node_type_with_its_own_resolve_id_keeps_strawberrys_resolver() -> Non
         "plain": {"id": str(relay.GlobalID("PlainNode", "7"))},
         "coded": {"id": str(relay.GlobalID("CodedNode", "ABC"))},
     }
+
+
+def test_methods_taking_only_self_resolve_directly_and_others_keep_strawberrys() -> None:
+    from server.core.graphql import install_self_methods
+
+    schema = strawberry.Schema(query=NodesQuery)
+    assert install_self_methods(schema) == 3  # PlainNode.doubled, NodesQuery.plain and .coded
+    fields = schema._schema.type_map["PlainNode"].fields
+    assert fields["doubled"].resolve.__module__ == "server.core.graphql"
+    assert fields["typename"].resolve.__module__ != "server.core.graphql"
+    result = schema.execute_sync("{ plain { doubled typename times(factor: 3) } }")
+    assert result.errors is None
+    assert result.data == {"plain": {"doubled": 14, "typename": "PlainNode", "times": 21}}

@@ -772,6 +772,46 @@ def _node_id_resolver(type_name: str, attr: str) -> Callable[..., str]:
     return resolve
 
 
+def install_self_methods(schema: strawberry.Schema) -> int:
+    """Resolve every field whose resolver is a plain sync method of its type taking only
+    `self` (`Lot.expired`, `Product.controlled`) by calling it on the source object.
+
+    Strawberry would build an Info object and run its argument conversion and extension
+    chain for each call, to hand the method the same source object. Fields with arguments,
+    an `info`/`root` parameter, field extensions, or an async resolver keep Strawberry's.
+    Returns how many fields it took."""
+    taken = 0
+    for named in schema._schema.type_map.values():
+        if not isinstance(named, GraphQLObjectType):
+            continue
+        for graphql_field in named.fields.values():
+            definition = (graphql_field.extensions or {}).get("strawberry-definition")
+            resolver = getattr(definition, "base_resolver", None)
+            if (
+                definition is None
+                or resolver is None
+                or definition.extensions
+                or definition.arguments
+                or resolver.is_async
+                or resolver.self_parameter is None
+                or resolver.info_parameter is not None
+                or resolver.root_parameter is not None
+                or resolver.parent_parameter is not None
+                or not inspect.isfunction(resolver.wrapped_func)  # not a class or static method
+            ):
+                continue
+            graphql_field.resolve = _self_method_resolver(resolver.wrapped_func)
+            taken += 1
+    return taken
+
+
+def _self_method_resolver(method: Callable[[Any], Any]) -> Callable[..., Any]:
+    def resolve(source: Any, info: Any) -> Any:
+        return method(source)
+
+    return resolve
+
+
 class FromModel:
     """`from_model` for a type whose fields copy a model's columns of the same names.
 
