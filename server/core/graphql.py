@@ -147,7 +147,10 @@ class Context:
         return self.loaders[key]
 
     def by_id(self, model: type[ModelT]) -> DataLoader[int, ModelT | None]:
-        """Batch-load rows of `model` by primary key."""
+        """Batch-load rows of `model` by primary key.
+
+        A page may prime it with the model's columns as plain rows instead of entities (see
+        server.inventory.reads.columns_of): read a row's column attributes, nothing else."""
         loader = self.loaders.get(("by_id", model))
         if loader is not None:
             return loader

@@ -209,8 +209,9 @@ def _stock_relations(info: Info) -> list[Any]:
 
 
 def _prime_stock_relations(info: Info, rows: list[Any], related: list[Any]) -> None:
-    """Hand the lots, products and locations the page's statement read to the request's
-    loaders, so the nested fields resolve synchronously and share one object per row."""
+    """Hand the lots, products and locations the page's statement read (as plain column rows,
+    `reads.columns_of`) to the request's loaders, so the nested fields resolve synchronously
+    and share one object per row."""
     for model in related:
         name = model.__name__
         info.context.by_id(model).prime_many({getattr(r, name).id: getattr(r, name) for r in rows})

@@ -3,12 +3,15 @@ scope, paged, and the rows behind one stock event for the `stockChanged` subscri
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence, Set
 from dataclasses import dataclass
 from datetime import date, datetime
 from typing import Any
 
 from sqlalchemy import Row, select
+from sqlalchemy import inspect as sa_inspect
+from sqlalchemy.orm import Bundle
 
 from server.catalog.models import Lot, Product
 from server.core.events import SharedLookups
@@ -16,6 +19,15 @@ from server.core.pagination import Page, Reader, keyset_page
 from server.core.security import Permission, Principal
 from server.inventory.models import Balance, Movement, MovementKind
 from server.network.models import Location
+
+
+@functools.cache
+def columns_of(model: type[Any]) -> Bundle[Any]:
+    """Every mapped column of `model`, selected as one plain row named after the model whose
+    attributes are the model's (`row.Lot.batch_number`): what the API types copy, read
+    without the identity map and instance state an ORM entity costs per row."""
+    mapper = sa_inspect(model)
+    return Bundle(model.__name__, *(getattr(model, a.key) for a in mapper.column_attrs))
 
 
 def readable_locations(principal: Principal, location_id: int | None) -> list[int] | None:
@@ -40,13 +52,14 @@ async def stock_page(
     """Balances per (location, lot) in scope, earliest expiry first.
 
     Each row is the balance's columns (by attribute name) and its lot's `expiry_date`, as a
-    plain row: a page only copies them, so no ORM entity is built per balance. Each entity of
-    `with_related` (the balance's Lot, its Product, its Location) comes in the same statement,
-    as `row.Lot`, `row.Product`, `row.Location`: a page's relations need no query of their own.
+    plain row: a page only copies them, so no ORM entity is built per balance. The columns of
+    each model of `with_related` (the balance's Lot, its Product, its Location) come in the
+    same statement, as plain rows too: `row.Lot.batch_number`, `row.Product.name`,
+    `row.Location.code`. A page's relations need no query of their own, and no ORM entity.
     """
-    stmt = select(*Balance.__table__.columns, Lot.expiry_date, *with_related).join(
-        Lot, Lot.id == Balance.lot_id
-    )
+    stmt = select(
+        *Balance.__table__.columns, Lot.expiry_date, *(columns_of(m) for m in with_related)
+    ).join(Lot, Lot.id == Balance.lot_id)
     if Product in with_related:
         stmt = stmt.join(Product, Product.id == Lot.product_id)
     if Location in with_related:
