@@ -158,6 +158,32 @@ async def test_a_nested_query_reads_in_one_transaction(demo: Demo, client) -> No
     assert len(begins) == 1
 
 
+async def test_ten_requests_at_once_read_on_kept_connections(demo: Demo) -> None:
+    """A burst of ten concurrent reads opens no connection once the pool has served one:
+    on SQLite's default pool of five, every burst opened (and closed) five more."""
+    import asyncio
+
+    db = demo.services.db
+    opened: list[object] = []
+
+    def on_connect(*_: object) -> None:
+        opened.append(_)
+
+    async def read() -> None:
+        async with db.read() as session:
+            await session.execute(text("SELECT 1"))
+            await asyncio.sleep(0.02)  # all ten hold a connection at once
+
+    event.listen(db.engine.sync_engine, "connect", on_connect)
+    try:
+        await asyncio.gather(*(read() for _ in range(10)))
+        opened.clear()
+        await asyncio.gather(*(read() for _ in range(10)))
+    finally:
+        event.remove(db.engine.sync_engine, "connect", on_connect)
+    assert opened == []
+
+
 async def test_a_mutation_payload_reads_what_the_mutation_wrote(demo: Demo, client) -> None:
     """The lot a receipt creates is visible to the payload's own fields (SQLite's read snapshot
     of the request must not predate the write)."""

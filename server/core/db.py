@@ -260,6 +260,10 @@ class _Refused(Exception):
     """A lone write raised: roll its transaction back (it reports its own error)."""
 
 
+# Connections kept open for reads, and how many more a burst may open (closed on return).
+READ_POOL: dict[str, Any] = {"pool_size": 10, "max_overflow": 20}
+
+
 class Database:
     """Owns the engines; `read()` for queries, `write()` for one serialisable-enough transaction."""
 
@@ -269,16 +273,18 @@ class Database:
         self.url = url
         self.sqlite = is_sqlite(url)
         if self.sqlite:
-            self.engine = create_async_engine(url, echo=echo)
+            # As many pooled readers as PostgreSQL's: with the default 5, a sixth concurrent
+            # request opened an overflow connection (a thread, a file handle, four PRAGMAs)
+            # and closed it on return, so ten clients paid a connect for every other request.
             path = make_url(url).database
-            creator = (
-                {"async_creator": _writer_connections(path)} if path and path != ":memory:" else {}
-            )
+            on_file = bool(path) and path != ":memory:"  # memory: one static connection
+            self.engine = create_async_engine(url, echo=echo, **(READ_POOL if on_file else {}))
+            creator = {"async_creator": _writer_connections(path)} if path and on_file else {}
             self.writer = create_async_engine(url, echo=echo, **creator)
             _install_sqlite_pragmas(self.engine.sync_engine, immediate=False)
             _install_sqlite_pragmas(self.writer.sync_engine, immediate=True)
         else:
-            self.engine = create_async_engine(url, echo=echo, pool_size=10, max_overflow=20)
+            self.engine = create_async_engine(url, echo=echo, **READ_POOL)
             self.writer = self.engine
         self._version_connection: sqlite3.Connection | None = None
         path = make_url(url).database if self.sqlite else None
