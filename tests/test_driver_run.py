@@ -6,7 +6,7 @@ from __future__ import annotations
 from datetime import UTC, date, datetime, timedelta
 
 import pytest
-from sqlalchemy import bindparam, delete, func, select, tuple_
+from sqlalchemy import bindparam, delete, func, select, text, tuple_
 
 from server.catalog.models import Lot, LotStatus
 from server.core.db import run
@@ -104,3 +104,13 @@ async def test_many_rows_run_as_one_call_and_come_back_when_asked(demo: Demo) ->
     async with db.read() as session:
         keys = select(IdempotencyRecord.key).where(IdempotencyRecord.key.like("many-%"))
         assert sorted((await session.execute(keys)).scalars()) == [f"many-{i}" for i in range(1, 5)]
+
+
+_TEXT = text("SELECT id, batch_number FROM lots WHERE id = :id")
+
+
+async def test_textual_sql_rows_are_plain_tuples(demo: Demo) -> None:
+    lot_id = await receive(demo, "HOSP-CP", 1, batch="RUNTEXT")
+    async with demo.services.db.read() as session:
+        (row,) = await run(session, _TEXT, {"id": lot_id})
+        assert tuple(row) == (lot_id, "RUNTEXT")

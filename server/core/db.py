@@ -391,16 +391,16 @@ def _compile(statement: Any, dialect: Any, params: dict[str, Any]) -> _Compiled:
     )
     names = tuple(compiled.positiontup or ())
     processors = compiled._bind_processors
-    columns = compiled._result_columns
-    keys = [column[0] for column in columns]
+    outputs = compiled._result_columns
+    keys = [column[0] for column in outputs]
     made = _Compiled(
         statement,
         compiled.string,
         compiled,
         names,
         tuple(processors.get(name) for name in names),
-        namedtuple("Row", keys, rename=True) if keys else tuple,
-        tuple(_result_processor(column[3], dialect) for column in columns),
+        namedtuple("Row", keys, rename=True) if keys else _plain_row,
+        tuple(_result_processor(column[3], dialect) for column in outputs),
         bool(compiled.post_compile_params),
         bool(keys),
         frozenset(compiled.bind_names[p] for p in compiled.post_compile_params if p.expanding),
@@ -413,6 +413,11 @@ def _compile(statement: Any, dialect: Any, params: dict[str, Any]) -> _Compiled:
         _COMPILED.clear()
     _COMPILED[key] = made
     return made
+
+
+def _plain_row(*values: Any) -> tuple[Any, ...]:
+    """A row of a statement SQLAlchemy knows no result columns of (textual SQL)."""
+    return values
 
 
 def _result_processor(type_: Any, dialect: Any) -> Callable[[Any], Any] | None:
