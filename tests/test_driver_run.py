@@ -6,7 +6,7 @@ from __future__ import annotations
 from datetime import UTC, date, datetime, timedelta
 
 import pytest
-from sqlalchemy import bindparam, delete, func, select, text, tuple_
+from sqlalchemy import bindparam, delete, func, select, text, tuple_, update
 
 from server.catalog.models import Lot, LotStatus
 from server.core.db import run
@@ -114,3 +114,35 @@ async def test_textual_sql_rows_are_plain_tuples(demo: Demo) -> None:
     async with demo.services.db.read() as session:
         (row,) = await run(session, _TEXT, {"id": lot_id})
         assert tuple(row) == (lot_id, "RUNTEXT")
+
+
+# A statement with a constant of its own (a bind the rows do not name) and no RETURNING.
+_RENAME = (
+    update(IdempotencyRecord)
+    .where(IdempotencyRecord.key == bindparam("k"))
+    .values(operation="renamed", request_hash=bindparam("h"))
+)
+
+
+async def test_many_rows_without_returning_take_the_statements_own_constants(demo: Demo) -> None:
+    db = demo.services.db
+    user = demo.principals["pharmacist"].user_id
+    now = datetime.now(UTC)
+    async with db.write() as session:
+        await run(
+            session,
+            _claim(db.dialect),
+            [
+                {"key": f"ren-{i}", "actor_id": user, "operation": "test", "request_hash": "h",
+                 "movement_ids": [], "created_at": now}
+                for i in range(3)
+            ],
+        )  # fmt: skip
+        none = await run(session, _RENAME, [{"k": f"ren-{i}", "h": f"h{i}"} for i in range(3)])
+        assert list(none) == []
+    async with db.read() as session:
+        rows = select(IdempotencyRecord.operation, IdempotencyRecord.request_hash).where(
+            IdempotencyRecord.key.like("ren-%")
+        )
+        got = sorted(tuple(row) for row in (await session.execute(rows)).all())
+        assert got == [("renamed", "h0"), ("renamed", "h1"), ("renamed", "h2")]

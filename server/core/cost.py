@@ -42,11 +42,10 @@ from graphql import (
     GraphQLError,
     GraphQLField,
     GraphQLNamedType,
+    GraphQLNonNull,
     GraphQLObjectType,
     GraphQLSchema,
     InlineFragmentNode,
-    NamedTypeNode,
-    NonNullTypeNode,
     OperationDefinitionNode,
     OperationType,
     SelectionSetNode,
@@ -60,7 +59,7 @@ from graphql import (
 from graphql.execution.values import get_argument_values, get_directive_values, get_variable_values
 from graphql.type import GraphQLIncludeDirective, GraphQLSkipDirective
 from graphql.type.definition import GraphQLInterfaceType
-from graphql.utilities import get_operation_ast
+from graphql.utilities import get_operation_ast, type_from_ast
 from starlette.responses import Response
 from strawberry.extensions import SchemaExtension
 
@@ -276,11 +275,10 @@ def _coerced_variables(
 
 def _is_leaf(schema: GraphQLSchema, node: TypeNode) -> bool:
     """A variable's declared type is a scalar or an enum (not a list, not an input object)."""
-    if isinstance(node, NonNullTypeNode):
-        node = node.type
-    if not isinstance(node, NamedTypeNode):
-        return False
-    return is_leaf_type(schema.get_type(node.name.value))
+    declared = type_from_ast(schema, node)
+    if isinstance(declared, GraphQLNonNull):
+        declared = declared.of_type
+    return is_leaf_type(declared)
 
 
 # --- the per-principal budget ----------------------------------------------------------------

@@ -362,11 +362,8 @@ class _Compiled:
     names: tuple[str, ...]
     binds: tuple[Callable[[Any], Any] | None, ...]
     row: Callable[..., tuple[Any, ...]]
-    results: tuple[Callable[[Any], Any] | None, ...]
-    expanding: bool  # has IN lists (or other parameters rendered per call)
-    returns: bool  # a SELECT, or RETURNING
-    expanding_names: frozenset[str]
-    names_set: frozenset[str]
+    results: tuple[Callable[[Any], Any] | None, ...]  # one per result column
+    expanding_names: frozenset[str]  # IN lists: the SQL depends on their lengths
     shapes: dict[tuple[int, ...], tuple[str, tuple[str, ...]]]  # IN list lengths -> SQL, names
 
 
@@ -401,10 +398,7 @@ def _compile(statement: Any, dialect: Any, params: dict[str, Any]) -> _Compiled:
         tuple(processors.get(name) for name in names),
         namedtuple("Row", keys, rename=True) if keys else _plain_row,
         tuple(_result_processor(column[3], dialect) for column in outputs),
-        bool(compiled.post_compile_params),
-        bool(keys),
         frozenset(compiled.bind_names[p] for p in compiled.post_compile_params if p.expanding),
-        frozenset(names),
         {},
     )
     if any(p.literal_execute for p in compiled.post_compile_params):
@@ -472,20 +466,12 @@ async def run(
     first = (params[0] if params else {}) if isinstance(params, list) else (params or {})
     prepared = _compile(statement, session.get_bind().dialect, first)
     if isinstance(params, list) and len(params) != 1:
-        if prepared.returns or prepared.expanding:
+        if prepared.results or prepared.expanding_names:
             # Rows returned from many: SQLAlchemy's insertmanyvalues makes them one statement.
             return Rows((await session.execute(statement, params)).all())
-        if params and prepared.names_set <= params[0].keys():  # rows name every bind
-            pairs = tuple(zip(prepared.names, prepared.binds, strict=True))
-            rows = [
-                tuple(row[name] if p is None else p(row[name]) for name, p in pairs)
-                for row in params
-            ]
-        else:
-            rows = [_bound(prepared, row) for row in params]
-        await driver.executemany_native(prepared.sql, rows)
+        await driver.executemany_native(prepared.sql, [_bound(prepared, row) for row in params])
         return Rows()
-    if prepared.expanding:  # IN lists: the SQL depends on their lengths
+    if prepared.expanding_names:
         raw = await driver.fetch_native(*_bound_expanded(prepared, first))
     else:
         raw = await driver.fetch_native(prepared.sql, _bound(prepared, first))
@@ -532,7 +518,10 @@ def _bound_expanded(prepared: _Compiled, params: dict[str, Any]) -> tuple[str, t
 
 
 def _bound(prepared: _Compiled, params: dict[str, Any]) -> tuple[Any, ...]:
-    values = prepared.compiled.construct_params(params)
+    """The driver's values in placeholder order, each through its type's processor; binds the
+    parameters do not name (a statement's own constants) come from SQLAlchemy's defaults."""
+    named = all(name in params for name in prepared.names)
+    values = params if named else prepared.compiled.construct_params(params)
     return tuple(
         p(values[name]) if p is not None else values[name]
         for name, p in zip(prepared.names, prepared.binds, strict=True)

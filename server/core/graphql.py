@@ -8,7 +8,7 @@ from __future__ import annotations
 import asyncio
 import inspect
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass, field, fields
 from datetime import date
@@ -715,17 +715,25 @@ def install_relations(schema: strawberry.Schema) -> int:
     but costs a page of 100 nested objects hundreds of calls. The direct resolver does what
     `relation`'s does, from the same context and loader. Returns how many fields it took."""
     taken = 0
+    for _named, graphql_field, definition in _strawberry_fields(schema):
+        spec = (getattr(definition, "metadata", None) or {}).get(RELATION_KEY)
+        if not isinstance(spec, _Relation) or definition.extensions:
+            continue
+        graphql_field.resolve = _direct_resolver(spec, _node_type(definition.type).from_model)
+        taken += 1
+    return taken
+
+
+def _strawberry_fields(schema: strawberry.Schema) -> Iterator[tuple[Any, Any, Any]]:
+    """(object type, its graphql-core field, the field's Strawberry definition) for every
+    field of `schema` that Strawberry defined: what the install_* functions rewire."""
     for named in schema._schema.type_map.values():
         if not isinstance(named, GraphQLObjectType):
             continue
         for graphql_field in named.fields.values():
             definition = (graphql_field.extensions or {}).get("strawberry-definition")
-            spec = (getattr(definition, "metadata", None) or {}).get(RELATION_KEY)
-            if definition is None or not isinstance(spec, _Relation) or definition.extensions:
-                continue
-            graphql_field.resolve = _direct_resolver(spec, _node_type(definition.type).from_model)
-            taken += 1
-    return taken
+            if definition is not None:
+                yield named, graphql_field, definition
 
 
 def _direct_resolver(spec: _Relation, convert: Callable[[Any], Any]) -> Callable[..., Any]:
@@ -745,15 +753,12 @@ def install_node_ids(schema: strawberry.Schema) -> int:
     attribute. Types that override `resolve_id` or `resolve_typename`, or whose `id` carries
     field extensions, keep Strawberry's. Returns how many types it took."""
     taken = 0
-    for named in schema._schema.type_map.values():
-        if not isinstance(named, GraphQLObjectType) or "id" not in named.fields:
+    for named, id_field, definition in _strawberry_fields(schema):
+        if id_field is not named.fields.get("id"):
             continue
-        id_field = named.fields["id"]
-        definition = (id_field.extensions or {}).get("strawberry-definition")
         origin = getattr((named.extensions or {}).get("strawberry-definition"), "origin", None)
         if (
-            definition is None
-            or definition.python_name != "_id"  # relay.Node's own id field
+            definition.python_name != "_id"  # relay.Node's own id field
             or definition.extensions
             or not (isinstance(origin, type) and issubclass(origin, relay.Node))
             or origin.resolve_id.__func__ is not relay.Node.resolve_id.__func__  # type: ignore[attr-defined]
@@ -784,27 +789,22 @@ def install_self_methods(schema: strawberry.Schema) -> int:
     an `info`/`root` parameter, field extensions, or an async resolver keep Strawberry's.
     Returns how many fields it took."""
     taken = 0
-    for named in schema._schema.type_map.values():
-        if not isinstance(named, GraphQLObjectType):
+    for _named, graphql_field, definition in _strawberry_fields(schema):
+        resolver = getattr(definition, "base_resolver", None)
+        if (
+            resolver is None
+            or definition.extensions
+            or definition.arguments
+            or resolver.is_async
+            or resolver.self_parameter is None
+            or resolver.info_parameter is not None
+            or resolver.root_parameter is not None
+            or resolver.parent_parameter is not None
+            or not inspect.isfunction(resolver.wrapped_func)  # not a class or static method
+        ):
             continue
-        for graphql_field in named.fields.values():
-            definition = (graphql_field.extensions or {}).get("strawberry-definition")
-            resolver = getattr(definition, "base_resolver", None)
-            if (
-                definition is None
-                or resolver is None
-                or definition.extensions
-                or definition.arguments
-                or resolver.is_async
-                or resolver.self_parameter is None
-                or resolver.info_parameter is not None
-                or resolver.root_parameter is not None
-                or resolver.parent_parameter is not None
-                or not inspect.isfunction(resolver.wrapped_func)  # not a class or static method
-            ):
-                continue
-            graphql_field.resolve = _self_method_resolver(resolver.wrapped_func)
-            taken += 1
+        graphql_field.resolve = _self_method_resolver(resolver.wrapped_func)
+        taken += 1
     return taken
 
 
