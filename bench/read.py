@@ -22,7 +22,10 @@ and 100+ stock levels over several locations and products:
                 included.
 
 The ratio to (c) says how much of each figure is ours rather than Strawberry's: (b) against
-the in-process ceiling, each (a) against the HTTP ceiling with the same number of clients.
+the in-process ceiling, each (a) against the HTTP ceiling with the same number of clients. Each
+path and its ceiling run in alternating blocks (`--rounds`), both servers up at once, so that
+both see the same machine: on a shared machine a figure alone moves by ±20 % between runs. The
+ratio of the sums and the median of the per-block ratios are printed.
 CPU is process time (all threads); the machine may be shared, so the load average is printed
 with every figure. Run:
 
@@ -34,7 +37,9 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import gc
 import os
+import statistics
 import sys
 import tempfile
 import time
@@ -320,16 +325,6 @@ def ceiling(levels: list[MemStockLevel], cursors: list[str], runs: int) -> Figur
     return Figure("(c) ceiling: memory, sync", clock.cpu / runs * 1000, load=load())
 
 
-async def ceiling_async(levels: list[MemStockLevel], cursors: list[str], runs: int) -> Figure:
-    schema = memory_schema(levels, cursors)
-    for _ in range(5):
-        check(await schema.execute(QUERY, variable_values=VARIABLES))
-    with Stopwatch() as clock:
-        for _ in range(runs):
-            await schema.execute(QUERY, variable_values=VARIABLES)
-    return Figure("(c) ceiling: memory, async", clock.cpu / runs * 1000, load=load())
-
-
 def serve_ceiling(url: str, port: int) -> None:
     """The HTTP ceiling's server process: the in-memory schema under uvicorn."""
     import uvicorn
@@ -374,7 +369,18 @@ class _Request:
         self.headers = {"authorization": f"Bearer {token}"}
 
 
-async def in_process(url: str, token: str, runs: int, profile: str | None) -> Figure:
+async def in_process(
+    url: str,
+    token: str,
+    levels: list[MemStockLevel],
+    cursors: list[str],
+    runs: int,
+    rounds: int,
+    profile: str | None,
+) -> tuple[Figure, Figure, float]:
+    """(b) and (c) async, measured in alternating blocks so that both see the same machine:
+    on a shared machine either figure alone moves by ±20 % between runs, their ratio in
+    alternating blocks much less. Returns (b), (c) and the median of the per-block ratios."""
     from server.app import ApothecaGraphQL
     from server.core import graphql as core_graphql
     from server.services import Services
@@ -384,6 +390,7 @@ async def in_process(url: str, token: str, runs: int, profile: str | None) -> Fi
     services = Services.build(Settings(database_url=url, secret_key=_secret()))
     view = ApothecaGraphQL(services)
     schema = view.schema
+    memory = memory_schema(levels, cursors)
 
     async def once() -> Any:
         context = await view.get_context(_Request(token), None)
@@ -393,12 +400,30 @@ async def in_process(url: str, token: str, runs: int, profile: str | None) -> Fi
             if finish_request is not None:
                 await finish_request(context)
 
+    async def ceiling_once() -> Any:
+        return await memory.execute(QUERY, variable_values=VARIABLES)
+
+    block = max(1, runs // rounds)
+    ours_cpu = ceiling_cpu = 0.0
+    ratios: list[float] = []
     try:
         for _ in range(5):
             check(await once())
-        with SqlCounter(services.db) as counter, Stopwatch() as clock:
-            for _ in range(runs):
-                await once()
+            check(await ceiling_once())
+        with SqlCounter(services.db) as counter:
+            for _ in range(rounds):
+                gc.collect()  # neither block pays for the other's garbage
+                with Stopwatch() as ceiling_clock:
+                    for _ in range(block):
+                        await ceiling_once()
+                counter.statements = counter.begins = 0  # only ours is counted
+                gc.collect()
+                with Stopwatch() as clock:
+                    for _ in range(block):
+                        await once()
+                ours_cpu += clock.cpu
+                ceiling_cpu += ceiling_clock.cpu
+                ratios.append(clock.cpu / ceiling_clock.cpu)
         if profile:
             import cProfile
 
@@ -411,13 +436,16 @@ async def in_process(url: str, token: str, runs: int, profile: str | None) -> Fi
             print(f"profile of {runs} executions written to {profile}")
     finally:
         await services.close()
-    return Figure(
+    done = block * rounds
+    ours = Figure(
         "(b) execute: real schema + DB",
-        clock.cpu / runs * 1000,
-        statements=counter.statements / runs,
-        begins=counter.begins / runs,
+        ours_cpu / done * 1000,
+        statements=counter.statements / block,
+        begins=counter.begins / block,
         load=load(),
     )
+    paired = Figure("(c) ceiling: memory, async, paired", ceiling_cpu / done * 1000, load=load())
+    return ours, paired, statistics.median(ratios)
 
 
 def _secret() -> str:
@@ -436,14 +464,23 @@ async def _metrics(http: httpx.AsyncClient) -> dict[str, float]:
     return values
 
 
-async def over_http(
-    url: str, pid: int, clients: int, requests: int, *, ceiling: bool = False
-) -> Figure:
+@dataclass
+class Block:
+    """One block of HTTP requests against one server: what it cost and how long each took."""
+
+    cpu: float
+    done: int
+    latencies: list[float]
+    statements: float | None
+    begins: float | None
+
+
+async def http_block(url: str, pid: int, clients: int, requests: int, *, ceiling: bool) -> Block:
     async with httpx.AsyncClient(base_url=url, timeout=120) as http:
         token = "ceiling" if ceiling else await token_for(http, "admin")
         headers = {"Authorization": f"Bearer {token}"}
         body = {"query": QUERY, "variables": VARIABLES}
-        for _ in range(5):
+        for _ in range(3):
             response = await http.post("/graphql", json=body, headers=headers)
             check(response.json())
         latencies: list[float] = []
@@ -463,23 +500,58 @@ async def over_http(
         await asyncio.gather(*(client() for _ in range(clients)))
         cpu_after = process_cpu(pid) or 0.0
         after_sql = {} if ceiling else await _metrics(http)
-    done = per_client * clients
-    latencies.sort()
 
-    def per_request(name: str) -> float | None:
-        if name not in after_sql:
-            return None
+    def delta(name: str) -> float | None:
         # the /metrics request itself runs no SQL
-        return (after_sql[name] - before_sql.get(name, 0.0)) / done
+        return after_sql[name] - before_sql.get(name, 0.0) if name in after_sql else None
+
+    return Block(
+        cpu_after - cpu_before,
+        per_client * clients,
+        latencies,
+        delta("apotheca_sql_statements_total"),
+        delta("apotheca_sql_begins_total"),
+    )
+
+
+def http_figure(path: str, blocks: list[Block]) -> Figure:
+    done = sum(b.done for b in blocks)
+    latencies = sorted(x for b in blocks for x in b.latencies)
+
+    def per_request(values: list[float | None]) -> float | None:
+        return None if None in values else sum(v or 0.0 for v in values) / done
 
     return Figure(
-        f"{'(c)' if ceiling else '(a)'} http, {clients} client{'s' if clients > 1 else ''}",
-        (cpu_after - cpu_before) / done * 1000,
+        path,
+        sum(b.cpu for b in blocks) / done * 1000,
         p50_ms=percentile(latencies, 50) * 1000,
         p99_ms=percentile(latencies, 99) * 1000,
-        statements=per_request("apotheca_sql_statements_total"),
-        begins=per_request("apotheca_sql_begins_total"),
+        statements=per_request([b.statements for b in blocks]),
+        begins=per_request([b.begins for b in blocks]),
         load=load(),
+    )
+
+
+async def over_http_paired(
+    ours: tuple[str, int], ceiling: tuple[str, int], clients: int, requests: int, rounds: int
+) -> tuple[Figure, Figure, float]:
+    """(a) and (c) http with as many clients, in alternating blocks (see in_process)."""
+    per_round = max(clients, requests // rounds)
+    ours_blocks: list[Block] = []
+    ceiling_blocks: list[Block] = []
+    ratios = []
+    for _ in range(rounds):
+        ceiling_blocks.append(await http_block(*ceiling, clients, per_round, ceiling=True))
+        ours_blocks.append(await http_block(*ours, clients, per_round, ceiling=False))
+        ratios.append(
+            (ours_blocks[-1].cpu / ours_blocks[-1].done)
+            / max(ceiling_blocks[-1].cpu / ceiling_blocks[-1].done, 1e-9)
+        )
+    label = f"http, {clients} client{'s' if clients > 1 else ''}"
+    return (
+        http_figure(f"(a) {label}", ours_blocks),
+        http_figure(f"(c) {label}", ceiling_blocks),
+        statistics.median(ratios),
     )
 
 
@@ -489,6 +561,8 @@ def _fmt(value: float | None, digits: int = 1) -> str:
 
 async def main_async(args: argparse.Namespace) -> None:
     before = load()
+    # (path, figure, its ceiling's figure, median of the paired per-block ratios)
+    measured: list[tuple[Figure, Figure | None, float | None]] = []
     with tempfile.TemporaryDirectory(prefix="apotheca-bench-") as workdir:
         backend = Backend(args.database, args.pg_url, Path(workdir))
         database = await backend.describe()
@@ -497,31 +571,22 @@ async def main_async(args: argparse.Namespace) -> None:
                 await seed_levels(fixture)
                 levels, cursors = await memory_levels(fixture.services)
                 url = fixture.url
-            figures = [
-                ceiling(levels, cursors, args.runs),
-                await ceiling_async(levels, cursors, args.runs),
-            ]
-            with ceiling_server(url) as (base, pid):
-                for clients in (1, args.clients):
-                    figures.append(await over_http(base, pid, clients, args.requests, ceiling=True))
+            measured.append((ceiling(levels, cursors, args.runs), None, None))
             os.environ["APOTHECA_SQL_COUNTERS"] = "1"
-            with live_server(url) as (base, pid):
-                async with httpx.AsyncClient(base_url=base) as http:
+            with ceiling_server(url) as memory_http, live_server(url) as ours_http:
+                async with httpx.AsyncClient(base_url=ours_http[0]) as http:
                     token = await token_for(http, "admin")
-                figures.append(await in_process(url, token, args.runs, args.profile))
-                figures.append(await over_http(base, pid, 1, args.requests))
-                figures.append(await over_http(base, pid, args.clients, args.requests))
+                ours, paired, ratio = await in_process(
+                    url, token, levels, cursors, args.runs, args.rounds, args.profile
+                )
+                measured += [(paired, None, None), (ours, paired, ratio)]
+                for clients in (1, args.clients):
+                    ours, paired, ratio = await over_http_paired(
+                        ours_http, memory_http, clients, args.requests, args.rounds
+                    )
+                    measured += [(paired, None, None), (ours, paired, ratio)]
         finally:
             await backend.drop_all()
-    ceiling_ms = figures[1].cpu_ms  # the async execution, as the server runs it
-    # each figure against its own ceiling: in-process against (c) async, HTTP against (c) HTTP
-    # with the same number of clients
-    ceilings = {
-        "(a) http, 1 client": figures[2].cpu_ms,
-        f"(a) http, {args.clients} clients": figures[3].cpu_ms,
-        figures[2].path: figures[2].cpu_ms,
-        figures[3].path: figures[3].cpu_ms,
-    }
     print(
         f"stockLevels(first: {PAGE}) nested lot {{ product }} and location; {database}; "
         f"load before {before}"
@@ -530,30 +595,34 @@ async def main_async(args: argparse.Namespace) -> None:
         [
             f.path,
             f"{f.cpu_ms:.2f}",
-            f"{f.cpu_ms / ceilings.get(f.path, ceiling_ms):.2f}x",
+            "-" if against is None else f"{f.cpu_ms / against.cpu_ms:.2f}x",
+            "-" if ratio is None else f"{ratio:.2f}x",
             _fmt(f.p50_ms),
             _fmt(f.p99_ms),
             _fmt(f.statements),
             _fmt(f.begins),
             f.load,
         ]
-        for f in figures
+        for f, against, ratio in measured
     ]
-    headers = ["path", "CPU ms/req", "vs ceiling", "p50 ms", "p99 ms", "SQL/req", "BEGIN/req"]
-    for line in table_lines([*headers, "load 1/5/15"], rows):
+    headers = ["path", "CPU ms/req", "vs ceiling", "median of blocks", "p50 ms", "p99 ms"]
+    for line in table_lines([*headers, "SQL/req", "BEGIN/req", "load 1/5/15"], rows):
         print(line)
     print(
-        "ratios: (b) and (c) in-process against (c) async; (a) against (c) http with as many "
-        f"clients; in-process figures are means of {args.runs} executions; load before "
-        f"{before}, after {load()}"
+        "each figure against the ceiling measured in alternating blocks with it ("
+        f"{args.rounds} rounds): (b) against (c) async in-process, (a) against (c) http with as "
+        f"many clients; load before {before}, after {load()}"
     )
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--requests", type=int, default=200, help="HTTP requests per run")
-    parser.add_argument("--runs", type=int, default=50, help="in-process executions per path")
+    parser.add_argument("--runs", type=int, default=200, help="in-process executions per path")
     parser.add_argument("--clients", type=int, default=10, help="concurrent HTTP clients")
+    parser.add_argument(
+        "--rounds", type=int, default=10, help="alternating blocks of each path and its ceiling"
+    )
     parser.add_argument("--database", choices=["sqlite", "postgresql"], default="sqlite")
     parser.add_argument(
         "--pg-url",
