@@ -165,13 +165,15 @@ class Backend:
         finally:
             await connection.close()
 
-    async def create(self, label: str) -> tuple[str, str]:
-        """A new empty database: (SQLAlchemy url, driver-level dsn or file path)."""
+    async def create(self, label: str, template: str | None = None) -> tuple[str, str]:
+        """A new empty database, or on PostgreSQL a copy of the database `template`:
+        (SQLAlchemy url, driver-level dsn or file path)."""
         if self.name == "sqlite":
             path = self.workdir / f"{label}.db"
             return f"sqlite+aiosqlite:///{path}", str(path)
         database = f"apotheca_bench_{self.run_id}_{label}"
-        await self._pg_admin(f'CREATE DATABASE "{database}"')
+        copy = f' TEMPLATE "{template}"' if template else ""
+        await self._pg_admin(f'CREATE DATABASE "{database}"{copy}')
         self.created.append(database)
         url = self.pg.set(drivername="postgresql+asyncpg", database=database)
         return url.render_as_string(hide_password=False), self._pg_dsn(database)
