@@ -108,6 +108,20 @@ def tree_cpu(pid: int) -> float | None:
     return total
 
 
+def machine_cpu() -> tuple[float, float]:
+    """(busy, total) CPU seconds of the whole machine so far, summed over its cores (Linux
+    /proc/stat; idle and iowait count as not busy): what every process together used."""
+    fields = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    ticks = os.sysconf("SC_CLK_TCK")
+    total = sum(fields[:8])  # user nice system idle iowait irq softirq steal
+    return (total - fields[3] - fields[4]) / ticks, total / ticks
+
+
+def busy_share(before: tuple[float, float], after: tuple[float, float]) -> float:
+    """Of all the machine's cores, the share busy between two `machine_cpu()` readings."""
+    return (after[0] - before[0]) / max(after[1] - before[1], 1e-9)
+
+
 def load() -> str:
     return "/".join(f"{x:.2f}" for x in os.getloadavg())
 

@@ -76,9 +76,11 @@ from bench.common import (
     Backend,
     Fixture,
     GraphQLWebSocket,
+    busy_share,
     free_port,
     live_server,
     load,
+    machine_cpu,
     percentile,
     prepared,
     process_cpu,
@@ -247,6 +249,7 @@ class ScanRun:
     server_cpu: float | None
     bench_cpu: float
     load: str = "?"  # load average (1/5/15 min) right after the timed scans
+    machine_busy: float = 0.0  # share of all cores busy during the timed scans (any process)
 
 
 async def run_scans(
@@ -283,7 +286,9 @@ async def run_scans(
         raise RuntimeError(f"every warm-up scan failed: {dict(warm_failures)}")
     before = await stock.balances()
     server_before, bench_before = tree_cpu(pid), time.process_time()
+    machine_before = machine_cpu()
     latencies, ok, failures, seconds = await run(f"scan-{tag}-", scans)
+    machine_after = machine_cpu()
     server_after, bench_after = tree_cpu(pid), time.process_time()
     loaded = load()
     after = await stock.balances()
@@ -299,6 +304,7 @@ async def run_scans(
         ok_per_lot=ok,
         server_cpu=cpu_delta(server_before, server_after),
         bench_cpu=bench_after - bench_before,
+        machine_busy=busy_share(machine_before, machine_after),
     )
 
 
@@ -809,6 +815,7 @@ def print_report(
             f"   server CPU per scan {ms(scan.server_cpu / scan.scans)} ms;"
             f" server busy {100 * scan.server_cpu / scan.seconds:.0f}% of one CPU"
         )
+    print(busy_text(scan))
     print(f"   load average (1/5/15 min) after the scans: {loads['scans']}")
 
     print(
@@ -895,6 +902,20 @@ def print_report(
     )
 
 
+def busy_text(scan: ScanRun) -> str:
+    """How much of the machine the scans used: with every core busy, more workers cannot add
+    throughput (on PostgreSQL its backends run on the same cores)."""
+    cores = os.cpu_count() or 1
+    server = (scan.server_cpu or 0.0) / scan.seconds
+    driver = scan.bench_cpu / scan.seconds
+    busy = scan.machine_busy * cores
+    return (
+        f"   machine during the scans: {busy:.2f} of {cores} cores busy (server {server:.2f},"
+        f" load driver {driver:.2f}, everything else {max(busy - server - driver, 0):.2f},"
+        " database server included)"
+    )
+
+
 def print_ceilings(scan: ScanRun, ceilings: list[Ceiling]) -> None:
     if not ceilings:
         return
@@ -973,6 +994,7 @@ async def scans_only(
         f" (p99/p50 {p99 / p50:,.2f}), server CPU/scan {cpu} ms (all workers), load {scan.load},"
         f" failures {dict(scan.failures)}"
     )
+    print(busy_text(scan))
     print_ceilings(scan, ceilings)
     if scan.dropped != scan.ok_per_lot:
         raise SystemExit("stock check failed: balances did not drop by the successful scans")
