@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncGenerator, Awaitable, Callable, Iterable
+from collections.abc import AsyncGenerator, Awaitable, Callable, Iterable, Mapping
+from dataclasses import dataclass
 from datetime import date, datetime
 from decimal import Decimal
 from enum import StrEnum
@@ -23,6 +24,7 @@ from server.core.graphql import (
     PageAfter,
     PageSize,
     attempt,
+    coerced_input,
     connection,
     decode_id,
     load_nodes,
@@ -31,6 +33,7 @@ from server.core.graphql import (
     relation,
     request_ip,
     selected_paths,
+    sent_id,
     then,
 )
 from server.core.graphql_enums import described_enum
@@ -466,6 +469,38 @@ class MovementInput:
     )
 
 
+@dataclass(frozen=True)
+class Feed:
+    """recordMovements' input as `_feed` builds it: each movement graphql-core's coerced dict
+    (GraphQL field names, every field present), its IDs parsed; see `coerced_input`."""
+
+    movements: list[dict[str, Any]]
+    idempotency_key: str
+
+
+_FEED_IDS = ("location", "lot", "product", "counterparty")
+
+
+def _feed(value: Mapping[str, Any]) -> Feed:
+    """A feed's input without a MovementInput per item: the resolver makes the ledger's
+    requests from these dicts (an ID that does not decode is refused here, as Strawberry's
+    conversion refuses it)."""
+    movements = []
+    parsed_ids: dict[str, relay.GlobalID] = {}  # a feed names a few locations and lots, often
+    for item in value["movements"]:
+        parsed = dict(item)
+        for key in _FEED_IDS:
+            sent = parsed.get(key)
+            if sent is not None:
+                global_id = parsed_ids.get(sent)
+                if global_id is None:
+                    global_id = parsed_ids[sent] = sent_id(sent)
+                parsed[key] = global_id
+        movements.append(parsed)
+    return Feed(movements, value["idempotencyKey"])
+
+
+@coerced_input(_feed)
 @strawberry.input(
     description=f"Up to {MAX_BATCH_MOVEMENTS} movements recorded all or nothing under one key."
 )
@@ -524,33 +559,56 @@ async def _record(
     )
 
 
-def _feed_request(index: int, item: MovementInput) -> MovementRequest:
-    """One feed item as a ledger request; a malformed id names the item it is in."""
+def _feed_request(
+    index: int, item: Mapping[str, Any], pks: dict[tuple[relay.GlobalID, type], int]
+) -> MovementRequest:
+    """One feed item (a `Feed` movement) as a ledger request; a malformed id names the item.
+    `pks` holds the ids the feed's earlier items decoded."""
     prefix = f"movements.{index}."
-    if models.MovementKind(item.kind.value) is models.MovementKind.PRODUCE:
+
+    def pk(key: str, expected: type) -> int | None:
+        global_id = item.get(key)
+        if global_id is None:
+            return None
+        found = pks.get((global_id, expected))
+        if found is None:
+            found = pks[global_id, expected] = decode_id(global_id, expected, prefix + key)
+        return found
+
+    kind = item["kind"]  # graphql-core gives the enum member
+    if kind is models.MovementKind.PRODUCE:
         # Commissioning has rules of its own (manufacturer, expiry, serials): one way in.
         raise InvalidInput("record production with recordProduction", field=prefix + "kind")
     new_lot = None
-    product_id = optional_id(item.product, Product, prefix + "product")
-    if item.lot is None and item.batch_number is not None:
-        if product_id is None or item.expiry_date is None:
+    product_id = pk("product", Product)
+    batch_number = item.get("batchNumber")
+    if item.get("lot") is None and batch_number is not None:
+        expiry_date = item.get("expiryDate")
+        if product_id is None or expiry_date is None:
             raise InvalidInput(
                 "a new batch needs its product and expiry date", field=prefix + "batch_number"
             )
-        new_lot = NewLot(product_id, item.batch_number, item.expiry_date)
+        new_lot = NewLot(product_id, batch_number, expiry_date)
+    location_id = pk("location", Location)
+    assert location_id is not None  # MovementInput.location is non-null
     return MovementRequest(
-        kind=models.MovementKind(item.kind.value),
-        location_id=decode_id(item.location, Location, prefix + "location"),
-        quantity=item.quantity,
-        lot_id=optional_id(item.lot, Lot, prefix + "lot"),
+        kind=kind,
+        location_id=location_id,
+        quantity=item["quantity"],
+        lot_id=pk("lot", Lot),
         product_id=product_id,
-        reason=item.reason,
-        reference=item.reference,
-        patient_reference=item.patient_reference,
-        counterparty_id=optional_id(item.counterparty, Organisation, prefix + "counterparty"),
-        occurred_at=item.occurred_at,
+        reason=item.get("reason"),
+        reference=item.get("reference"),
+        patient_reference=item.get("patientReference"),
+        counterparty_id=pk("counterparty", Organisation),
+        occurred_at=item.get("occurredAt"),
         new_lot=new_lot,
     )
+
+
+def _feed_requests(feed: Feed) -> list[MovementRequest]:
+    pks: dict[tuple[relay.GlobalID, type], int] = {}
+    return [_feed_request(i, item, pks) for i, item in enumerate(feed.movements)]
 
 
 def _receive_request(input: ReceiveStockInput) -> MovementRequest:
@@ -584,13 +642,16 @@ class Mutation:
         "returns the first result."
     )
     async def record_movements(
-        self, info: Info, input: RecordMovementsInput
+        self,
+        info: Info,
+        # Built by `_feed` from graphql-core's values, the schema's type still the input's.
+        input: Annotated[Feed, strawberry.argument(graphql_type=RecordMovementsInput)],
     ) -> StockMovementPayload:
         result: LedgerResult | None
         witnesses = {
-            i: WitnessCredentials(item.witness.username, item.witness.password)
+            i: WitnessCredentials(witness["username"], witness["password"])
             for i, item in enumerate(input.movements)
-            if item.witness is not None
+            if (witness := item.get("witness")) is not None
         }
         if witnesses:
             ip = request_ip(info)
@@ -598,7 +659,7 @@ class Mutation:
                 info,
                 lambda p: info.context.services.controlled.record_feed(
                     p,
-                    [_feed_request(i, item) for i, item in enumerate(input.movements)],
+                    _feed_requests(input),
                     witnesses=witnesses,
                     ip=ip,
                     idempotency_key=input.idempotency_key,
@@ -609,7 +670,7 @@ class Mutation:
                 info,
                 lambda p: info.context.services.ledger.record_feed(
                     p,
-                    [_feed_request(i, item) for i, item in enumerate(input.movements)],
+                    _feed_requests(input),
                     idempotency_key=input.idempotency_key,
                 ),
             )
