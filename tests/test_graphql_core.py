@@ -7,6 +7,7 @@ import subprocess
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import Annotated, Any
 
 import pytest
 import strawberry
@@ -15,7 +16,7 @@ from strawberry import relay
 
 from server.cli import SCHEMA_PATH
 from server.core.errors import DomainError, ErrorCode
-from server.core.graphql import decode_id
+from server.core.graphql import coerced_input, decode_id, sent_id
 from server.schema import schema_sdl
 from tests.conftest import ROOT, Demo, first_product_id, gid, gql, receive, token_for
 
@@ -350,3 +351,71 @@ def test_methods_taking_only_self_resolve_directly_and_others_keep_strawberrys()
     result = schema.execute_sync("{ plain { doubled typename times(factor: 3) } }")
     assert result.errors is None
     assert result.data == {"plain": {"doubled": 14, "typename": "PlainNode", "times": 21}}
+
+
+@strawberry.input
+class PlainPairInput:
+    name: str
+    tags: list[str] = strawberry.field(default_factory=list)
+    ref: relay.GlobalID | None = None
+
+
+def _pair(value: Any) -> tuple[str, ...]:
+    """A coerced_input builder: what it was given, as one tuple the resolver echoes."""
+    ref = value["ref"]
+    return (value["name"], *value["tags"], "ref" if ref is None else str(sent_id(ref)))
+
+
+@coerced_input(_pair)
+@strawberry.input
+class BuiltPairInput:
+    name: str
+    tags: list[str] = strawberry.field(default_factory=list)
+    ref: relay.GlobalID | None = None
+
+
+@strawberry.type
+class PairQuery:
+    @strawberry.field
+    def plain(self, pair: PlainPairInput) -> str:
+        return " ".join((pair.name, *pair.tags, "ref" if pair.ref is None else str(pair.ref)))
+
+    @strawberry.field
+    def built(
+        self, pair: Annotated[tuple[str, ...], strawberry.argument(graphql_type=BuiltPairInput)]
+    ) -> str:
+        return " ".join(pair)
+
+
+def test_a_coerced_input_is_built_from_graphql_cores_values_with_the_same_schema() -> None:
+    """`coerced_input` hands the builder graphql-core's coerced dict (GraphQL names, published
+    defaults filled in, IDs as sent) instead of Strawberry's instances: the same answers and
+    the same refusals as Strawberry's conversion, and the same SDL but for the type's name."""
+    schema = strawberry.Schema(query=PairQuery)
+    sdl = str(schema)
+    plain = sdl[sdl.index("input PlainPairInput") : sdl.index("}", sdl.index("input PlainPair"))]
+    built = sdl[sdl.index("input BuiltPairInput") : sdl.index("}", sdl.index("input BuiltPair"))]
+    assert built.replace("Built", "Plain") == plain
+    assert "built(pair: BuiltPairInput!)" in sdl
+    ref = str(relay.GlobalID("Lot", "3"))
+    for pair, answer in (
+        ('{name: "a"}', "a ref"),
+        (f'{{name: "a", tags: ["x", "y"], ref: "{ref}"}}', f"a x y {ref}"),
+    ):
+        for field in ("plain", "built"):
+            result = schema.execute_sync(f"{{ {field}(pair: {pair}) }}")
+            assert result.errors is None and result.data == {field: answer}, (field, result)
+    variables = {"pair": {"name": "v", "tags": ["t"]}}
+    result = schema.execute_sync(
+        "query($pair: BuiltPairInput!) { built(pair: $pair) }", variable_values=variables
+    )
+    assert result.data == {"built": "v t ref"}
+    # An ID that does not decode is refused with Strawberry's own message, either way.
+    messages = []
+    for field in ("plain", "built"):
+        result = schema.execute_sync(f'{{ {field}(pair: {{name: "a", ref: "!!"}}) }}')
+        assert result.errors is not None and result.data is None
+        messages.append(result.errors[0].message)
+    assert messages[0] == messages[1] == 'Value cannot represent a GlobalID: "!!".'
+    with pytest.raises(TypeError):
+        coerced_input(_pair)(PairQuery)

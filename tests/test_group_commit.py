@@ -133,6 +133,12 @@ async def test_record_movements_is_all_or_nothing_and_names_the_bad_item(
     malformed = {"input": {"movements": items, "idempotencyKey": f"feed-{uuid.uuid4()}"}}
     errors = (await gql(client, RECORD_MOVEMENTS, malformed, token))["data"]["recordMovements"]
     assert [e["field"] for e in errors["errors"]] == ["movements.2.lot"]
+    # One that does not decode at all is refused as a request error, as in every mutation.
+    items[2]["lot"] = "not-an-id!"
+    undecodable = {"input": {"movements": items, "idempotencyKey": f"feed-{uuid.uuid4()}"}}
+    response = await gql(client, RECORD_MOVEMENTS, undecodable, token)
+    assert response["data"] is None
+    assert [e["extensions"]["code"] for e in response["errors"]] == ["INVALID_ID"]
     items = [feed_item(ward, lot_id, "DISPENSE", 1) | {"occurredAt": "2026-01-01T10:00:00"}]
     naive = {"input": {"movements": items, "idempotencyKey": f"feed-{uuid.uuid4()}"}}
     response = await gql(client, RECORD_MOVEMENTS, naive, token)
