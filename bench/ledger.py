@@ -398,7 +398,7 @@ async def bench_raw(backend: Backend, n: int) -> Result:
 
 
 def print_table(database: str, results: list[Result], context: str) -> None:
-    raw = next(r for r in results if r.path.startswith("(d)"))
+    raw = next((r for r in results if r.path.startswith("(d)")), None)  # --paths without raw
     headers = (
         "path",
         "movements",
@@ -415,14 +415,14 @@ def print_table(database: str, results: list[Result], context: str) -> None:
             str(r.movements),
             f"{r.seconds:.3f}",
             f"{r.rate:,.0f}",
-            f"{r.rate / raw.rate:.5f}",
-            f"{raw.rate / r.rate:,.1f}",
+            "?" if raw is None else f"{r.rate / raw.rate:.5f}",
+            "?" if raw is None else f"{raw.rate / r.rate:,.1f}",
             "?" if r.cpu is None else f"{r.cpu:.2f}",
             "?" if r.cpu is None else f"{1000 * r.cpu / r.movements:.3f}",
         )
         for r in results
     ]
-    print(f"\nApotheca ledger benchmark: {database}, {raw.movements} movements per path")
+    print(f"\nApotheca ledger benchmark: {database}, {results[0].movements} movements per path")
     print(context)
     for text in table_lines(headers, rows):
         print(text)
