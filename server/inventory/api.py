@@ -431,6 +431,8 @@ class DisposeStockInput:
     "to pick first-expired-first-out; for receipts, a product with batch and expiry)."
 )
 class MovementInput:
+    # The schema's shape of a feed item: recordMovements reads the coerced values (`Feed`), so
+    # a field added here is read in `_feed_request` under its GraphQL name.
     # The enum class itself: described_enum registers it in place, so mypy sees a real type.
     kind: models.MovementKind = strawberry.field(description="What the movement does.")
     location: relay.GlobalID = strawberry.field(description=_LOCATION)
