@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+from datetime import datetime
 
 import strawberry
 from strawberry import relay
@@ -15,6 +16,7 @@ from strawberry.extensions import (
     ValidationCache,
 )
 from strawberry.printer import print_schema
+from strawberry.schema.config import StrawberryConfig
 from strawberry.tools import merge_types
 
 from server.alerts import api as alerts_api
@@ -24,6 +26,7 @@ from server.config import Settings
 from server.controlled import api as controlled_api
 from server.core.cost import CostLimits
 from server.core.graphql import (
+    DATETIME_SCALAR,
     ApiErrors,
     InputHygiene,
     install_node_ids,
@@ -162,6 +165,7 @@ def _schema(
         query=Query,
         mutation=Mutation,
         subscription=Subscription,
+        config=StrawberryConfig(scalar_map={datetime: DATETIME_SCALAR}),
         extensions=[
             lambda: MaxTokensLimiter(max_token_count=max_tokens),
             lambda: AddValidationRules(limit_rules),

@@ -16,7 +16,7 @@ from strawberry import relay
 
 from server.cli import SCHEMA_PATH
 from server.core.errors import DomainError, ErrorCode
-from server.core.graphql import coerced_input, decode_id, sent_id
+from server.core.graphql import DATETIME_SCALAR, coerced_input, decode_id, parse_datetime, sent_id
 from server.schema import schema_sdl
 from tests.conftest import ROOT, Demo, first_product_id, gid, gql, receive, token_for
 
@@ -419,3 +419,38 @@ def test_a_coerced_input_is_built_from_graphql_cores_values_with_the_same_schema
     assert messages[0] == messages[1] == 'Value cannot represent a GlobalID: "!!".'
     with pytest.raises(TypeError):
         coerced_input(_pair)(PairQuery)
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        "2026-12-07T10:11:12Z",
+        "2026-12-07T10:11:12.123456+05:30",
+        "2026-12-07 10:11:12-08:00",
+        "20261207T101112Z",
+        "2026-12-07T10:11",
+        "2026-W49-1T10:00:00Z",
+        "2026-12-07T10:11:12,5Z",
+        "2026-12-07T24:00:00Z",
+    ],
+)
+def test_datetime_scalar_reads_what_strawberrys_reads(value: str) -> None:
+    """The DateTime scalar parses with the C parser first; whatever Strawberry's own parser
+    (dateutil's isoparse) accepted still parses, to the same instant and offset."""
+    import dateutil.parser
+
+    theirs = dateutil.parser.isoparse(value)
+    ours = DATETIME_SCALAR.parse_value(value)
+    assert ours == theirs and ours.utcoffset() == theirs.utcoffset()
+    assert parse_datetime(value) == theirs
+
+
+@pytest.mark.parametrize("value", ["2026-13-01T00:00:00Z", "yesterday", "", "2026-12-07T25:00Z"])
+def test_datetime_scalar_refuses_what_strawberrys_refuses(value: str) -> None:
+    from strawberry.exceptions import StrawberryInputCoercionError
+    from strawberry.schema.types.base_scalars import DateTimeDefinition
+
+    with pytest.raises(StrawberryInputCoercionError):
+        DateTimeDefinition.parse_value(value)
+    with pytest.raises(StrawberryInputCoercionError):
+        DATETIME_SCALAR.parse_value(value)
