@@ -34,7 +34,7 @@ from server.alerts.service import AlertService, AlertSpec
 from server.catalog.models import Lot, Product
 from server.catalog.refs import products_of
 from server.core import audit
-from server.core.db import Database, dialect_of, midnight_utc, run, utcnow
+from server.core.db import Database, Driver, dialect_of, midnight_utc, run, utcnow
 from server.core.errors import Forbidden, InvalidInput, NotFound
 from server.core.events import EventBus
 from server.core.pagination import Page, keyset_page
@@ -170,6 +170,62 @@ _COST_COLUMNS = (
 _INSERT_COSTS = MovementCost.__table__.insert().values({c: bindparam(c) for c in _COST_COLUMNS})
 
 
+# PostgreSQL: the movements' costs and the re-blended averages (their rows are locked and
+# exist: `_lock_positions`) in one statement, the rows as arrays.
+_PG_COST_TYPES = (
+    "integer",
+    "integer",
+    "integer",
+    "integer",
+    "integer",
+    "varchar",
+    "integer",
+    "numeric",
+    "numeric",
+    "varchar",
+    "integer",
+    "varchar",
+    "timestamptz",
+)
+_PG_WRITE_COSTS = (
+    f"WITH costs AS (INSERT INTO movement_costs ({', '.join(_COST_COLUMNS)}) SELECT * FROM unnest("
+    + ", ".join(f"${n}::{type_}[]" for n, type_ in enumerate(_PG_COST_TYPES, 1))
+    + ") RETURNING 1) UPDATE average_costs AS a SET quantity = p.quantity, value = p.value, "
+    "average_cost = p.average_cost, updated_at = $19 FROM unnest($14::integer[], "
+    "$15::integer[], $16::integer[], $17::numeric[], $18::numeric[]) AS "
+    "p(organisation_id, product_id, quantity, value, average_cost) "
+    "WHERE a.organisation_id = p.organisation_id AND a.product_id = p.product_id"
+)
+
+
+async def _pg_write_costs(
+    session: AsyncSession,
+    costs: list[dict[str, Any]],
+    positions: dict[tuple[int, int], Any],
+    now: datetime,
+) -> None:
+    """`_INSERT_COSTS` and `_write_positions_statement` as one round trip (enums by name, as
+    SQLAlchemy's non-native Enum stores them)."""
+    named = {"kind", "source"}
+    columns = [
+        [row[name].name for row in costs] if name in named else [row[name] for row in costs]
+        for name in _COST_COLUMNS
+    ]
+    ordered = sorted(positions.items())
+    await (await Driver.of(session)).fetch_native(
+        _PG_WRITE_COSTS,
+        (
+            *columns,
+            [org for (org, _product), _p in ordered],
+            [product for (_org, product), _p in ordered],
+            [p.quantity for _key, p in ordered],
+            [p.value for _key, p in ordered],
+            [p.average for _key, p in ordered],
+            now,
+        ),
+    )
+
+
 _BUDGETS_SPENT = select(Budget.id).where(
     Budget.location_id.in_(bindparam("locations", expanding=True)),
     Budget.period_start <= bindparam("to"),
@@ -215,46 +271,46 @@ class FinanceService:
                 )
             )
         valuations = costing.value_movements(items, positions, transfers_out)
-        await run(
-            session,
-            _INSERT_COSTS,
-            [
-                {
-                    "movement_id": movement.id,
-                    "organisation_id": movement.organisation_id,
-                    "location_id": movement.location_id,
-                    "product_id": lot.product_id,
-                    "lot_id": lot.id,
-                    "kind": movement.kind,
-                    "quantity": movement.quantity,
-                    "unit_cost": valuation.unit_cost,
-                    "value": valuation.value,
-                    "source": valuation.source,
-                    "supplier_id": movement.counterparty_id
-                    if movement.kind is MovementKind.RECEIVE
-                    else None,
-                    "reference": movement.reference,
-                    "occurred_at": movement.occurred_at,
-                }
-                for (movement, lot), valuation in zip(written, valuations, strict=True)
-            ],
-        )
+        costs = [
+            {
+                "movement_id": movement.id,
+                "organisation_id": movement.organisation_id,
+                "location_id": movement.location_id,
+                "product_id": lot.product_id,
+                "lot_id": lot.id,
+                "kind": movement.kind,
+                "quantity": movement.quantity,
+                "unit_cost": valuation.unit_cost,
+                "value": valuation.value,
+                "source": valuation.source,
+                "supplier_id": movement.counterparty_id
+                if movement.kind is MovementKind.RECEIVE
+                else None,
+                "reference": movement.reference,
+                "occurred_at": movement.occurred_at,
+            }
+            for (movement, lot), valuation in zip(written, valuations, strict=True)
+        ]
         now = utcnow()
-        await run(
-            session,
-            _write_positions_statement(dialect_of(session)),
-            [
-                {
-                    "organisation_id": org,
-                    "product_id": product,
-                    "quantity": p.quantity,
-                    "value": p.value,
-                    "average_cost": p.average,
-                    "updated_at": now,
-                }
-                for (org, product), p in sorted(positions.items())
-            ],
-        )
+        if dialect_of(session) != "sqlite":
+            await _pg_write_costs(session, costs, positions, now)
+        else:
+            await run(session, _INSERT_COSTS, costs)
+            await run(
+                session,
+                _write_positions_statement("sqlite"),
+                [
+                    {
+                        "organisation_id": org,
+                        "product_id": product,
+                        "quantity": p.quantity,
+                        "value": p.value,
+                        "average_cost": p.average,
+                        "updated_at": now,
+                    }
+                    for (org, product), p in sorted(positions.items())
+                ],
+            )
         spent = {
             (m.location_id, m.occurred_at.date()) for m, _lot in written if m.kind in SPEND_KINDS
         }

@@ -65,13 +65,24 @@ async def recorded_movements(
             field="idempotency_key",
             code=ErrorCode.IDEMPOTENCY_KEY_REUSED,
         )
-    return list(
-        (
-            await session.execute(
-                select(Movement).where(Movement.id.in_(record.movement_ids)).order_by(Movement.id)
-            )
-        ).scalars()
+    # Movements written under the key carry it (`request_key`): a record whose result was
+    # exactly those stores no ids (`run_once`), and its replay finds them by the key.
+    found = (
+        Movement.id.in_(record.movement_ids) if record.movement_ids else Movement.request_key == key
     )
+    return list(
+        (await session.execute(select(Movement).where(found).order_by(Movement.id))).scalars()
+    )
+
+
+_KEYED = "inventory.keyed_movements"  # session.info: request key -> ids written under it
+
+
+def note_keyed(session: AsyncSession, key: str | None, ids: Iterable[int]) -> None:
+    """Remember the movements this transaction wrote under a request key (`request_key`), so
+    `run_once` can leave them out of the record: the replay finds them by the key."""
+    if key is not None:
+        session.info.setdefault(_KEYED, {}).setdefault(key, []).extend(ids)
 
 
 @functools.cache
@@ -136,6 +147,9 @@ async def run_once(
                 return await replay(session, movements or [])
         result = await work(session)
         if key is not None:
-            ids = [m.id for m in movements_of(result)]
-            await run(session, _RECORD_RESULT, {"claimed": key, "movement_ids": ids})
+            ids = sorted(m.id for m in movements_of(result))
+            # One statement fewer per request when the result is exactly what was written
+            # under the key (every ledger write, scan and count): the record keeps no ids.
+            if ids != sorted(session.info.get(_KEYED, {}).get(key, ())):
+                await run(session, _RECORD_RESULT, {"claimed": key, "movement_ids": ids})
     return result

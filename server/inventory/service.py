@@ -29,7 +29,7 @@ from server.core.errors import DomainError, InsufficientStock, InvalidInput, Not
 from server.core.events import Event
 from server.core.security import Principal
 from server.core.validation import MAX_BALANCE, optional_text
-from server.inventory.idempotency import clean_key, request_hash, run_once
+from server.inventory.idempotency import clean_key, note_keyed, request_hash, run_once
 from server.inventory.models import AnyMovement, Balance, MovementKind, WrittenMovement
 from server.inventory.rules import (
     KIND_PERMISSION,
@@ -161,26 +161,53 @@ _INSERT_MOVEMENTS = (
     f"INSERT INTO movements (id, {', '.join(_MOVEMENT_COLUMNS)}, occurred_at, recorded_at) "
     f"VALUES ({', '.join('?' * (len(_MOVEMENT_COLUMNS) + 3))})"
 )
-# The ids the rows will take: on SQLite the writer holds the database's lock, so the next ids
-# are max + 1 onwards; on PostgreSQL the sequence hands out as many as there are rows.
-_NEXT_IDS = {
-    "sqlite": "SELECT coalesce(max(id), 0) FROM movements",
-    "postgresql": "SELECT nextval(pg_get_serial_sequence('movements', 'id')) "
-    "FROM generate_series(1, ?)",
+# SQLite: the writer holds the database's lock, so the rows take max(id) + 1 onwards (read
+# first, then one executemany of rows with their ids).
+_NEXT_ID = "SELECT coalesce(max(id), 0) FROM movements"
+# PostgreSQL: one statement, one round trip, whatever the number of rows: the rows as arrays,
+# their ids from the sequence. Sequence values follow the ORDER BY of an INSERT ... SELECT, so
+# the returned ids sorted are the rows' in order (SQLAlchemy's insertmanyvalues relies on it).
+_PG_TYPES = {
+    "kind": "varchar",
+    "lot_id": "integer",
+    "location_id": "integer",
+    "organisation_id": "integer",
+    "counterparty_id": "integer",
+    "quantity": "integer",
+    "balance_after": "integer",
+    "reference": "varchar",
+    "patient_reference": "varchar",
+    "reason": "varchar",
+    "actor_id": "integer",
+    "request_key": "varchar",
+    "occurred_at": "timestamptz",
+    "recorded_at": "timestamptz",
 }
+_PG_COLUMNS = ", ".join(_PG_TYPES)
+_PG_INSERT_MOVEMENTS = (
+    f"INSERT INTO movements ({_PG_COLUMNS}) SELECT {_PG_COLUMNS} FROM unnest("
+    + ", ".join(f"${n}::{type_}[]" for n, type_ in enumerate(_PG_TYPES.values(), 1))
+    + f") WITH ORDINALITY AS u({_PG_COLUMNS}, ord) ORDER BY ord RETURNING id"
+)
 
 
 async def _insert_movements(
     session: AsyncSession, dialect: str, rows: list[dict[str, Any]]
 ) -> list[int]:
-    """Insert movement rows through the driver (executemany of precomputed tuples, with ids
-    reserved first) and return their ids in row order."""
+    """Insert movement rows through the driver and return their ids in row order."""
     driver = await Driver.of(session)
-    if dialect == "sqlite":
-        (last,) = (await driver.fetch(_NEXT_IDS["sqlite"]))[0]
-        ids = list(range(last + 1, last + 1 + len(rows)))
-    else:
-        ids = sorted(row[0] for row in await driver.fetch(_NEXT_IDS["postgresql"], (len(rows),)))
+    if dialect != "sqlite":
+        columns = [
+            [_KIND_VALUE[row["kind"]] for row in rows],
+            *([row[name] for row in rows] for name in _MOVEMENT_COLUMNS[1:]),
+            [row["occurred_at"] for row in rows],
+            [row["recorded_at"] for row in rows],
+        ]
+        return sorted(
+            row[0] for row in await driver.fetch_native(_PG_INSERT_MOVEMENTS, tuple(columns))
+        )
+    (last,) = (await driver.fetch(_NEXT_ID))[0]
+    ids = list(range(last + 1, last + 1 + len(rows)))
     times: dict[datetime, object] = {}  # most rows share one or two instants
 
     def stored(moment: datetime) -> object:
@@ -509,6 +536,7 @@ async def apply_movements(
             }
         )
     ids = await _insert_movements(session, dialect, rows)
+    note_keyed(session, request_key, ids)
     lots = [lot for _index, _request, _location, lot, _delta in planned]
     written = Written(
         [WrittenMovement(id=id_, **row) for id_, row in zip(ids, rows, strict=True)],

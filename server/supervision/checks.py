@@ -747,6 +747,42 @@ def _statuses_of_keys() -> Select[Any]:
     )
 
 
+@functools.cache
+def _store_statuses_of_keys(dialect: str) -> Any:
+    """`statuses_sql` of exact keys written straight into their (locked) status rows where
+    they differ, returning the rows it changed: the compute and the store in one statement."""
+    computed = _statuses_of_keys().subquery("computed")
+    stored = _STATUSES
+    insert_ = sqlite_insert if dialect == "sqlite" else pg_insert
+    stmt = insert_(stored).from_select(
+        ["approval_number", "batch_number", "status", "gamma", "checked_at"],
+        select(
+            computed.c.approval_number,
+            computed.c.batch_number,
+            computed.c.status,
+            computed.c.gamma,
+            bindparam("now", type_=UTCDateTime()),
+        )
+        .join_from(
+            computed,
+            stored,
+            and_(
+                stored.c.approval_number == computed.c.approval_number,
+                stored.c.batch_number == computed.c.batch_number,
+            ),
+        )
+        .where(or_(stored.c.status != computed.c.status, stored.c.gamma != computed.c.gamma)),
+    )
+    return stmt.on_conflict_do_update(
+        index_elements=["approval_number", "batch_number"],
+        set_={
+            "status": stmt.excluded.status,
+            "gamma": stmt.excluded.gamma,
+            "checked_at": stmt.excluded.checked_at,
+        },
+    ).returning(stored.c.approval_number, stored.c.batch_number, stored.c.status, stored.c.gamma)
+
+
 async def compute_statuses(
     session: AsyncSession,
     keys: Sequence[BatchKey] | None = None,
@@ -796,9 +832,11 @@ async def _record(
     *,
     now: datetime,
     window: timedelta,
+    stored: bool = False,
 ) -> list[StatusChange]:
-    """Store the new statuses (one upsert); a change resolves the previous status's alerts and,
-    to an alerting status, raises new ones (worded from a second, naming read of that batch)."""
+    """Store the new statuses (one upsert; `stored`: already written); a change resolves the
+    previous status's alerts and, to an alerting status, raises new ones (worded from a second,
+    naming read of that batch)."""
     stale = [
         {
             "approval_number": a,
@@ -812,7 +850,8 @@ async def _record(
     ]
     if not stale:
         return []
-    await run(session, _status_upsert(dialect_of(session), lock=False), stale)
+    if not stored:
+        await run(session, _status_upsert(dialect_of(session), lock=False), stale)
     changes: list[StatusChange] = []
     for key, (status, gamma) in sorted(computed.items()):
         before = old.get(key, (SupervisionStatus.NORMAL, 0))[0]
@@ -992,8 +1031,21 @@ async def refresh_status(
     if not keys:
         return []
     old = await _lock_statuses(session, keys, now)
-    computed = await compute_statuses(session, keys, now=now, window=transit_window)
-    return await _record(session, alerts, computed, old, {}, now=now, window=transit_window)
+    if len(keys) > MAX_EXACT_KEYS:
+        computed = await compute_statuses(session, keys, now=now, window=transit_window)
+        return await _record(session, alerts, computed, old, {}, now=now, window=transit_window)
+    # Computed and stored in one statement, which returns only the statuses that changed
+    # (every batch has its status row, locked above): the rest need nothing more.
+    params = {"keys": [tuple(key) for key in keys], "cut": now - transit_window, "now": now}
+    changed = {
+        (a, b): (SupervisionStatus(status), gamma)
+        for a, b, status, gamma in await run(
+            session, _store_statuses_of_keys(dialect_of(session)), params
+        )
+    }
+    return await _record(
+        session, alerts, changed, old, {}, now=now, window=transit_window, stored=True
+    )
 
 
 # --- the service --------------------------------------------------------------------------------
