@@ -189,12 +189,20 @@ _PG_INSERT_MOVEMENTS = (
     + ", ".join(f"${n}::{type_}[]" for n, type_ in enumerate(_PG_TYPES.values(), 1))
     + f") WITH ORDINALITY AS u({_PG_COLUMNS}, ord) ORDER BY ord RETURNING id"
 )
+# ... and, in the same statement, the audit chain's head advanced by one event per movement
+# (`audit.record_many(head=...)` then appends them without a head statement of its own).
+_PG_WRITE_MOVEMENTS = (
+    f"WITH head AS ({audit.pg_advance_head(f'${len(_PG_TYPES) + 1}::integer')}), "
+    f"written AS ({_PG_INSERT_MOVEMENTS}) "
+    "SELECT written.id, head.last_seq, head.last_hash FROM written CROSS JOIN head"
+)
 
 
 async def _insert_movements(
     session: AsyncSession, dialect: str, rows: list[dict[str, Any]]
-) -> list[int]:
-    """Insert movement rows through the driver and return their ids in row order."""
+) -> tuple[list[int], tuple[int, str] | None]:
+    """Insert movement rows through the driver; their ids in row order, and on PostgreSQL the
+    audit head as advanced for their events (SQLite: None, `record_many` advances it)."""
     driver = await Driver.of(session)
     if dialect != "sqlite":
         columns = [
@@ -203,9 +211,8 @@ async def _insert_movements(
             [row["occurred_at"] for row in rows],
             [row["recorded_at"] for row in rows],
         ]
-        return sorted(
-            row[0] for row in await driver.fetch_native(_PG_INSERT_MOVEMENTS, tuple(columns))
-        )
+        returned = await driver.fetch_native(_PG_WRITE_MOVEMENTS, (*columns, len(rows)))
+        return sorted(row[0] for row in returned), (returned[0][1], returned[0][2])
     (last,) = (await driver.fetch(_NEXT_ID))[0]
     ids = list(range(last + 1, last + 1 + len(rows)))
     times: dict[datetime, object] = {}  # most rows share one or two instants
@@ -229,7 +236,7 @@ async def _insert_movements(
             for id_, row in zip(ids, rows, strict=True)
         ],
     )
-    return ids
+    return ids, None
 
 
 @dataclass(frozen=True, slots=True)
@@ -535,7 +542,7 @@ async def apply_movements(
                 "recorded_at": now,
             }
         )
-    ids = await _insert_movements(session, dialect, rows)
+    ids, head = await _insert_movements(session, dialect, rows)
     note_keyed(session, request_key, ids)
     lots = [lot for _index, _request, _location, lot, _delta in planned]
     written = Written(
@@ -569,6 +576,7 @@ async def apply_movements(
             )
             for movement in written.movements
         ],
+        head=head,
     )
     return written
 
