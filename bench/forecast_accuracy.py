@@ -1,7 +1,7 @@
 """Forecast accuracy of the engine's model choice against every single model, on a hold-out.
 
     PYTHONPATH=. .venv/bin/python bench/forecast_accuracy.py [--per-type 5] [--seed 11]
-        [--sample K] [--kinds demo,real,generated] [--demo-seed S] [--wards W]
+        [--sample K] [--kinds demo,real,generated] [--demo-seed S] [--wards W] [--origins 3]
 
 A quick representative subset (every K-th demo product at all three granularities, every real
 series, two generated series of each structure): --sample 10 --per-type 2.
@@ -28,6 +28,17 @@ Protocol
   forecasts the hold-out, which neither the selection nor the interval calibration saw. Every
   single model is refitted on the same history, whatever the class, so "best single model" is
   a model the user could have picked for all series.
+  Rolling origins (Tashman 2000; Hyndman & Athanasopoulos's time series cross-validation): one
+  hold-out is one draw, so the same is repeated at --origins K origins (default 3) whose
+  hold-outs are the last h periods, the h before them, and so on (non-overlapping). At each
+  origin the engine and every single model see only the history before it, exactly as above
+  (one engine call per origin and batch), and the engine backtests and selects on its own
+  windows inside that history. An origin whose history (from the first demand) is shorter than
+  the engine needs to backtest (`Backtest.needs`: 20 periods at h = 6) is skipped, and each
+  summary says how many were (the demo's 35 months keep 2). A series' rolling score
+  for a model is its MASE averaged over its origins, each scaled on its own history; coverage
+  counts every origin's points. The single last hold-out's summary is printed as it always
+  was, the rolling-origin summary after it, and a side-by-side table closes the output.
   MASE and bias are scaled by seasonal naive's in-sample one-step MAE on the history seen
   (naive's without a full season), as inside the engine. Coverage: the share of hold-out
   actuals inside the chosen model's 80 % (95 %) interval, over all series and steps.
@@ -51,6 +62,12 @@ Beating seasonal naive
     forecast still has the lower hold-out MAE, for white noise of each series' hold-out length
     (simulated, seeded), is 85 % at 6 steps, 94 % at 13 and 99 % at 28: no method is
     expected to beat seasonal naive on a larger share of steady series, whatever the model.
+    Under rolling origins a series is scored on K·h points (its origins' hold-outs together),
+    so the ceiling is simulated for K·h steps with the origins it actually used: 93 % at 12
+    (the demo's 35 months keep 2 monthly origins), 99.6 % at 39 and 100 % at 84 steps: over
+    several origins one unlucky hold-out no longer decides a series. By RMSSE over origins,
+    each origin's RMSE is divided by its MASE scale before averaging (within one origin the
+    scale cancels, as above); the class that picks RMSSE is the last origin's.
 Nothing here is tuned to a series: the engine's defaults are used throughout.
 """
 
@@ -71,6 +88,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from server.forecasting.classify import trim_leading_zeros
 from server.forecasting.engine import (
+    Backtest,
     SeriesForecast,
     forecast_values,
     make_model,
@@ -248,35 +266,63 @@ class Row:
     forecast: SeriesForecast
     mase: dict[str, float]  # single models and "chosen" on the hold-out
     bias: dict[str, float]
-    rmse: dict[str, float]  # raw hold-out RMSE (the RMSSE comparison: the scale cancels)
+    # hold-out RMSE: raw on one hold-out (the RMSSE comparison: the scale cancels), divided by
+    # the MASE scale and averaged when a row averages several origins (`over_origins`)
+    rmse: dict[str, float]
     covered80: int
     covered95: int
     points: int
     seconds: float
+    origins: int = 1  # hold-outs behind the figures (`over_origins`)
+    scale: float = 1.0
 
 
-def evaluate_all(cases: list[Case]) -> list[Row]:
-    """One engine call per batch of series sharing kind, seasonality and horizon, as the
-    background job calls it with a location's series: the interval pools are the batch's."""
+def history_end(case: Case, origin: int) -> int:
+    """Where origin `origin` cuts the series: origin 0 holds out the last h periods, origin 1
+    the h before them, and so on (non-overlapping windows)."""
+    return len(case.values) - (origin + 1) * case.horizon
+
+
+def usable_origin(case: Case, origin: int) -> bool:
+    """Whether the history before the origin is as long as the engine needs to backtest
+    (`Backtest.needs`, counted from the first demand); origin 0 is the single hold-out, always
+    evaluated as it always was."""
+    end = history_end(case, origin)
+    if origin == 0:
+        return end > 0
+    return end > 0 and len(trim_leading_zeros(case.values[:end])) >= Backtest().needs(case.horizon)
+
+
+def evaluate_all(cases: list[Case], origins: int = 1) -> list[list[Row]]:
+    """Per case, one row per usable origin (origin 0 first). One engine call per origin and
+    batch of series sharing kind, seasonality and horizon, as the background job calls it with
+    a location's series: the interval pools are the batch's."""
     batches: dict[tuple, list[Case]] = {}
     for c in cases:
         batches.setdefault((c.kind, c.seasonality, c.horizon), []).append(c)
-    rows: dict[str, Row] = {}
-    for (_, seasonality, horizon), batch in batches.items():
-        started = time.perf_counter()
-        results = forecast_values(
-            {c.name: c.values[:-horizon] for c in batch}, horizon, seasonality
-        )
-        seconds = (time.perf_counter() - started) / len(batch)
-        for c in batch:
-            rows[c.name] = evaluate(c, results[c.name], seconds)
+    rows: dict[str, list[Row]] = {c.name: [] for c in cases}
+    for origin in range(origins):
+        for (_, seasonality, horizon), whole_batch in batches.items():
+            batch = [c for c in whole_batch if usable_origin(c, origin)]
+            if not batch:
+                continue
+            started = time.perf_counter()
+            results = forecast_values(
+                {c.name: c.values[: history_end(c, origin)] for c in batch},
+                horizon,
+                seasonality,
+            )
+            seconds = (time.perf_counter() - started) / len(batch)
+            for c in batch:
+                rows[c.name].append(evaluate(c, results[c.name], seconds, origin))
     return [rows[c.name] for c in cases]
 
 
-def evaluate(case: Case, result: SeriesForecast, seconds: float) -> Row:
-    history, actual = case.values[: -case.horizon], case.values[-case.horizon :]
+def evaluate(case: Case, result: SeriesForecast, seconds: float, origin: int = 0) -> Row:
+    end = history_end(case, origin)
+    history, actual = case.values[:end], case.values[end : end + case.horizon]
     if not isinstance(result, SeriesForecast):
-        raise SystemExit(f"{case.name}: refused {result}")
+        raise SystemExit(f"{case.name} (origin {origin}): refused {result}")
     scale = mase_scale(trim_leading_zeros(history), case.seasonality.season_length)
     scale = scale if scale > 0 else 1.0
     points = single_model_points(case, history)
@@ -297,6 +343,28 @@ def evaluate(case: Case, result: SeriesForecast, seconds: float) -> Row:
         int(((actual >= low95 - eps) & (actual <= high95 + eps)).sum()),
         case.horizon,
         seconds,
+        scale=scale,
+    )
+
+
+def over_origins(rows: list[Row]) -> Row:
+    """One series' rows at several origins as one: each model's MASE and bias averaged over
+    the origins (each on its own origin's scale), RMSE divided by that scale and averaged (the
+    RMSSE comparison), interval hits and points summed; the class and model shown are the
+    latest origin's. Models missing at some origin (seasonal naive on a short history) are left
+    out."""
+    names = [n for n in rows[0].mase if all(n in r.mase for r in rows)]
+    return Row(
+        rows[0].case,
+        rows[0].forecast,
+        {n: float(np.mean([r.mase[n] for r in rows])) for n in names},
+        {n: float(np.mean([r.bias[n] for r in rows])) for n in names},
+        {n: float(np.mean([r.rmse[n] / r.scale for r in rows])) for n in names},
+        sum(r.covered80 for r in rows),
+        sum(r.covered95 for r in rows),
+        sum(r.points for r in rows),
+        sum(r.seconds for r in rows),
+        origins=len(rows),
     )
 
 
@@ -364,7 +432,9 @@ def summary(rows: list[Row], title: str) -> None:
         beats_snaive(r, "rmse" if r.forecast.demand_class in INTERMITTENT_CLASSES else "mase")
         for r in with_snaive
     )
-    ceiling = float(np.mean([white_noise_ceiling(r.case.horizon) for r in with_snaive or rows]))
+    ceiling = float(
+        np.mean([white_noise_ceiling(r.case.horizon * r.origins) for r in with_snaive or rows])
+    )
     ties_or_beats = sum(r.mase["chosen"] <= r.mase["SeasonalNaive"] + 1e-9 for r in with_snaive)
     c80 = sum(r.covered80 for r in rows) / sum(r.points for r in rows)
     c95 = sum(r.covered95 for r in rows) / sum(r.points for r in rows)
@@ -404,6 +474,41 @@ def summary(rows: list[Row], title: str) -> None:
     print(f"  per-series mean coverage        {s80:.1%}      95 %: {s95:.1%}")
 
 
+def headline(rows: list[Row]) -> tuple[str, str, str]:
+    """Beats seasonal naive, chosen vs best single mean MASE, 80/95 % coverage."""
+    with_snaive = [r for r in rows if "SeasonalNaive" in r.mase]
+    beats = sum(beats_snaive(r) for r in with_snaive)
+    means = {
+        n: float(np.mean([r.mase[n] for r in rows]))
+        for n in SINGLE_MODELS
+        if all(n in r.mase for r in rows)
+    }
+    best = min(means, key=means.get)
+    chosen = float(np.mean([r.mase["chosen"] for r in rows]))
+    points = sum(r.points for r in rows)
+    c80 = sum(r.covered80 for r in rows) / points
+    c95 = sum(r.covered95 for r in rows) / points
+    return (
+        share(beats, len(with_snaive)),
+        f"{chosen:.3f} vs {means[best]:.3f} {best}",
+        f"{c80:.1%} / {c95:.1%}",
+    )
+
+
+def side_by_side(side: list[tuple[str, list[Row], list[Row]]], origins: int) -> None:
+    """The single last hold-out and the rolling origins, a line per group."""
+    print(f"\nSingle last hold-out | rolling origins (up to {origins} per series)")
+    head = (
+        f"{'':<32}{'beats SN':>14}{'chosen vs best single':>32}{'cov 80/95':>16}"
+        f"  |{'beats SN':>14}{'chosen vs best single':>32}{'cov 80/95':>16}"
+    )
+    print(head)
+    print("-" * len(head))
+    for title, single, rolling in side:
+        a, b = headline(single), headline(rolling)
+        print(f"{title:<32}{a[0]:>14}{a[1]:>32}{a[2]:>16}  |{b[0]:>14}{b[1]:>32}{b[2]:>16}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--per-type", type=int, default=5)
@@ -411,6 +516,9 @@ def main() -> None:
     parser.add_argument("--wards", type=int, default=1, help="demo series per product")
     parser.add_argument("--demo-seed", type=int, default=DEMO_SEED, help="demo generator seed")
     parser.add_argument("--sample", type=int, default=1, help="every K-th demo product")
+    parser.add_argument(
+        "--origins", type=int, default=3, help="rolling origins per series (1: single hold-out)"
+    )
     parser.add_argument(
         "--kinds", default="demo,real,generated", help="comma-separated series kinds to run"
     )
@@ -426,15 +534,42 @@ def main() -> None:
         + (real_cases() if "real" in kinds else [])
         + (generated_cases(args.per_type, args.seed) if "generated" in kinds else [])
     )
-    rows = evaluate_all(cases)
+    per_origin = evaluate_all(cases, args.origins)
+    rows = [r[0] for r in per_origin]  # origin 0: the single last hold-out
+    rolled = [over_origins(r) for r in per_origin]
     print_table(rows)
-    demo = [r for r in rows if r.case.kind == "demo"]
-    for letter, label in (("D", "daily"), ("W", "weekly"), ("M", "monthly")):
-        summary([r for r in demo if r.case.name.endswith(f" {letter}")], f"Demo series, {label}")
-    summary(demo, "Demo series, all granularities")
-    summary([r for r in rows if r.case.kind == "real"], "Real series")
-    summary([r for r in rows if r.case.kind == "generated"], "Generated series")
-    summary(rows, "All series")
+    if args.origins > 1:
+        print(
+            f"\nRolling origins: per-series MASE, bias and coverage over up to {args.origins} "
+            "hold-outs (model and class: the last one's)\n"
+        )
+        print_table(rolled)
+    groups = [
+        (f"Demo series, {label}", lambda c, L=letter: c.kind == "demo" and c.name.endswith(L))
+        for letter, label in ((" D", "daily"), (" W", "weekly"), (" M", "monthly"))
+    ]
+    groups += [
+        ("Demo series, all granularities", lambda c: c.kind == "demo"),
+        ("Real series", lambda c: c.kind == "real"),
+        ("Generated series", lambda c: c.kind == "generated"),
+        ("All series", lambda c: True),
+    ]
+    side: list[tuple[str, list[Row], list[Row]]] = []
+    for title, member in groups:
+        single = [r for r in rows if member(r.case)]
+        summary(single, title)
+        if args.origins > 1 and single:
+            rolling = [r for r in rolled if member(r.case)]
+            used = sum(r.origins for r in rolling)
+            skipped = args.origins * len(rolling) - used
+            summary(
+                rolling,
+                f"{title}, rolling origins: {used} hold-outs, {skipped} of "
+                f"{args.origins * len(rolling)} skipped (history under the engine's minimum)",
+            )
+            side.append((title, single, rolling))
+    if side:
+        side_by_side(side, args.origins)
     load = "/".join(f"{v:.2f}" for v in os.getloadavg())
     print(f"\n{time.perf_counter() - started:.1f} s in all, {os.cpu_count()} cores, load {load}")
 
