@@ -22,13 +22,22 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, cast
 
-from sqlalchemy import JSON, ForeignKey, Integer, String, bindparam, select, update
+from sqlalchemy import JSON, ForeignKey, Integer, String, bindparam, event, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
-from sqlalchemy.orm import Mapped, mapped_column
+from sqlalchemy.orm import Mapped, Session, SessionTransaction, mapped_column
 
-from server.core.db import Base, Driver, UTCDateTime, dialect_of, driver_time, run, utcnow
+from server.core.db import (
+    Base,
+    Driver,
+    UTCDateTime,
+    before_commit,
+    dialect_of,
+    driver_time,
+    run,
+    utcnow,
+)
 from server.core.security import Principal
 
 GENESIS_HASH = "0" * 64
@@ -170,7 +179,7 @@ async def record(
     after: dict[str, Any] | None = None,
     reason: str | None = None,
 ) -> None:
-    """Append one event in the caller's transaction. Call it last: it holds the chain's lock."""
+    """One event of the caller's unit of work (appended at its end: see `record_many`)."""
     await record_many(
         session, principal, [AuditEntry(action, entity_type, entity_id, before, after, reason)]
     )
@@ -184,18 +193,6 @@ def _advance_head(dialect: str) -> Any:
     return stmt.on_conflict_do_update(
         index_elements=["id"], set_={"last_seq": AuditHead.last_seq + stmt.excluded.last_seq}
     ).returning(AuditHead.last_seq, AuditHead.last_hash)
-
-
-def pg_advance_head(count_param: str) -> str:
-    """`_advance_head` as PostgreSQL text, for a writer that reserves the sequence numbers in
-    a statement of its own (a CTE) and hands the returned (last_seq, last_hash) to
-    `record_many(head=...)`: one round trip fewer. `count_param`: the placeholder of the
-    number of events, e.g. `$15::integer`."""
-    return (
-        f"INSERT INTO audit_head (id, last_seq, last_hash) VALUES (1, {count_param}, "
-        f"'{GENESIS_HASH}') ON CONFLICT (id) DO UPDATE SET last_seq = audit_head.last_seq + "
-        "excluded.last_seq RETURNING last_seq, last_hash"
-    )
 
 
 _SET_HEAD_HASH = (
@@ -260,30 +257,88 @@ _PG_APPEND = (
 )
 
 
-async def record_many(
-    session: AsyncSession,
-    principal: Principal | None,
-    entries: list[AuditEntry],
-    *,
-    head: tuple[int, str] | None = None,
-) -> None:
-    """Append several events in two statements on PostgreSQL, three on SQLite, whatever
-    their number.
+@dataclass(frozen=True)
+class _Pending:
+    """Events recorded in a unit of work, not yet appended to the chain."""
 
-    The head upsert both reserves the sequence numbers and locks the head (row lock on
-    PostgreSQL, the writer's lock on SQLite), so the chain never forks under concurrency.
-    """
+    principal: Principal | None
+    entries: list[AuditEntry]
+    transaction: Any  # the innermost SessionTransaction they were recorded in (None: the root)
+
+
+_PENDING = "apotheca.audit.pending"  # session.info: list[_Pending]
+
+
+async def record_many(
+    session: AsyncSession, principal: Principal | None, entries: list[AuditEntry]
+) -> None:
+    """Events of the caller's unit of work, appended to the chain at its end.
+
+    Every writer locks the chain's head (a row lock on PostgreSQL), so the append runs last in
+    the transaction (`before_commit`): the head is the last lock each writer takes, held only
+    for the append and the commit, never while a writer waits on another lock (a lock order
+    that cannot deadlock). Events recorded inside a savepoint that rolls back are dropped with
+    it. One append per unit of work: two statements on PostgreSQL, three on SQLite."""
     if not entries:
         return
+    pending = session.info.get(_PENDING)
+    if pending is None:
+        pending = session.info[_PENDING] = []
+        before_commit(session, _append_pending)
+    pending.append(
+        _Pending(principal, list(entries), session.sync_session.get_nested_transaction())
+    )
+
+
+@event.listens_for(Session, "after_soft_rollback")
+def _drop_rolled_back(session: Session, transaction: SessionTransaction) -> None:
+    """A savepoint rolled back: its events (and those of savepoints inside it) go with it."""
+    pending = session.info.get(_PENDING)
+    if pending and transaction.nested:
+        pending[:] = [p for p in pending if not _within(p.transaction, transaction)]
+
+
+def _within(inner: SessionTransaction | None, outer: SessionTransaction) -> bool:
+    while inner is not None:
+        if inner is outer:
+            return True
+        inner = inner.parent
+    return False
+
+
+@event.listens_for(Session, "before_commit")
+def _nothing_left_behind(session: Session) -> None:
+    """A commit that skipped the append would lose events: refuse it (a savepoint's release
+    fires this too: its events wait for the end of the unit of work)."""
+    if session.info.get(_PENDING) and session.get_nested_transaction() is None:
+        raise RuntimeError("audit events recorded but not appended: write through Database.write")
+
+
+async def _append_pending(session: AsyncSession) -> None:
+    """The unit of work's events, in recording order, one append per run of one principal."""
+    pending: list[_Pending] = session.info.pop(_PENDING, [])
+    runs: list[tuple[Principal | None, list[AuditEntry]]] = []
+    for item in pending:
+        if runs and runs[-1][0] is item.principal:
+            runs[-1][1].extend(item.entries)
+        else:
+            runs.append((item.principal, list(item.entries)))
+    for principal, entries in runs:
+        await _append(session, principal, entries)
+
+
+async def _append(
+    session: AsyncSession, principal: Principal | None, entries: list[AuditEntry]
+) -> None:
+    """Chain `entries` onto the head: the head upsert both reserves the sequence numbers and
+    locks the head (row lock on PostgreSQL, the writer's lock on SQLite), so the chain never
+    forks under concurrency."""
     if session.new or session.dirty or session.deleted:
         await session.flush()  # the entities these events describe are written first
     dialect = dialect_of(session)
-    if head is not None:  # advanced by exactly len(entries) in the caller's statement
-        last_seq, prev_hash = head
-    else:
-        last_seq, prev_hash = (
-            await run(session, _advance_head(dialect), {"count": len(entries)})
-        ).one()
+    last_seq, prev_hash = (
+        await run(session, _advance_head(dialect), {"count": len(entries)})
+    ).one()
     seq = last_seq - len(entries)
     now = utcnow()
     actor_id = principal.user_id if principal else None

@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import sqlite3
 from collections import deque, namedtuple
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time
@@ -130,6 +130,21 @@ def _install_sqlite_pragmas(engine: Engine, *, immediate: bool) -> None:
 
 
 AFTER_COMMIT = cache.AFTER_COMMIT
+_BEFORE_COMMIT = "apotheca.before_commit"  # session.info: see before_commit
+
+
+def before_commit(session: AsyncSession, step: Callable[[AsyncSession], Awaitable[None]]) -> None:
+    """Run `step(session)` at the end of this unit of work (the request's transaction, or its
+    savepoint in a group commit), after everything else in it and only if it succeeds: for a
+    write whose lock every writer takes, so that it is the last lock taken and held only until
+    the commit (the audit chain's head)."""
+    session.info.setdefault(_BEFORE_COMMIT, []).append(step)
+
+
+async def _run_before_commit(session: AsyncSession) -> None:
+    while steps := session.info.pop(_BEFORE_COMMIT, None):
+        for step in steps:
+            await step(session)
 
 
 def _run_after_commit(session: AsyncSession) -> None:
@@ -199,8 +214,10 @@ class GroupCommit:
             if savepoint:
                 async with session.begin_nested():
                     yield session
+                    await _run_before_commit(session)
             else:
                 yield session
+                await _run_before_commit(session)
                 await session.flush()
         except BaseException:
             session.info.clear()
@@ -319,7 +336,8 @@ class Database:
         """One transaction: committed on success, rolled back on any exception.
 
         Callables appended to `session.info[AFTER_COMMIT]` run once the outermost transaction
-        has committed (never for a rollback, never at a savepoint).
+        has committed (never for a rollback, never at a savepoint); `before_commit` steps run
+        last inside it.
         """
         if self.group_commit is not None:
             async with self.group_commit.write() as session:
@@ -331,6 +349,7 @@ class Database:
             session.info[cache.WRITING] = True
             async with session.begin():
                 yield session
+                await _run_before_commit(session)
             _run_after_commit(session)
 
     def _read_version(self) -> int:

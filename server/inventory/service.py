@@ -189,30 +189,21 @@ _PG_INSERT_MOVEMENTS = (
     + ", ".join(f"${n}::{type_}[]" for n, type_ in enumerate(_PG_TYPES.values(), 1))
     + f") WITH ORDINALITY AS u({_PG_COLUMNS}, ord) ORDER BY ord RETURNING id"
 )
-# ... and, in the same statement, the audit chain's head advanced by one event per movement
-# (`audit.record_many(head=...)` then appends them without a head statement of its own).
-_PG_WRITE_MOVEMENTS = (
-    f"WITH head AS ({audit.pg_advance_head(f'${len(_PG_TYPES) + 1}::integer')}), "
-    f"written AS ({_PG_INSERT_MOVEMENTS}) "
-    "SELECT written.id, head.last_seq, head.last_hash FROM written CROSS JOIN head"
-)
 
 
 async def _insert_movements(
     session: AsyncSession, dialect: str, rows: list[dict[str, Any]]
-) -> tuple[list[int], tuple[int, str] | None]:
-    """Insert movement rows through the driver; their ids in row order, and on PostgreSQL the
-    audit head as advanced for their events (SQLite: None, `record_many` advances it)."""
+) -> list[int]:
+    """Insert movement rows through the driver and return their ids in row order."""
     driver = await Driver.of(session)
     if dialect != "sqlite":
-        columns = [
+        columns = (
             [_KIND_VALUE[row["kind"]] for row in rows],
             *([row[name] for row in rows] for name in _MOVEMENT_COLUMNS[1:]),
             [row["occurred_at"] for row in rows],
             [row["recorded_at"] for row in rows],
-        ]
-        returned = await driver.fetch_native(_PG_WRITE_MOVEMENTS, (*columns, len(rows)))
-        return sorted(row[0] for row in returned), (returned[0][1], returned[0][2])
+        )
+        return sorted(row[0] for row in await driver.fetch_native(_PG_INSERT_MOVEMENTS, columns))
     (last,) = (await driver.fetch(_NEXT_ID))[0]
     ids = list(range(last + 1, last + 1 + len(rows)))
     times: dict[datetime, object] = {}  # most rows share one or two instants
@@ -236,7 +227,7 @@ async def _insert_movements(
             for id_, row in zip(ids, rows, strict=True)
         ],
     )
-    return ids, None
+    return ids
 
 
 @dataclass(frozen=True, slots=True)
@@ -542,7 +533,7 @@ async def apply_movements(
                 "recorded_at": now,
             }
         )
-    ids, head = await _insert_movements(session, dialect, rows)
+    ids = await _insert_movements(session, dialect, rows)
     note_keyed(session, request_key, ids)
     lots = [lot for _index, _request, _location, lot, _delta in planned]
     written = Written(
@@ -576,7 +567,6 @@ async def apply_movements(
             )
             for movement in written.movements
         ],
-        head=head,
     )
     return written
 
