@@ -414,12 +414,32 @@ def test_a_lead_over_seasonal_naive_within_noise_is_combined() -> None:
     assert engine._choose(clear) == "AutoETS"
 
 
+def test_a_short_seasonal_history_anchors_on_seasonal_naive() -> None:
+    """A season and a half of monthly history: three windows would leave no full season
+    before the backtest, so the engine takes two and keeps seasonal naive, the one candidate
+    that can carry a season learnt once; the choice anchors on it, and on the known truth it
+    beats the level models that miss the coming peak."""
+    rng = np.random.default_rng(RNG_SEED)
+    t = np.arange(21)
+    truth = {i: 30 * (1 + 0.8 * np.cos(2 * np.pi * (t - 18 - i) / 12)) for i in range(4)}
+    y = {i: rng.poisson(mean[:18]).astype(float) for i, mean in truth.items()}
+    result = forecast_values(y, 3, Granularity.MONTHLY.seasonality, keep_candidates=True)
+    for i, r in result.items():
+        assert isinstance(r, SeriesForecast) and r.candidate_points is not None
+        assert r.backtest_windows == 2 and "SeasonalNaive" in r.candidates, r.candidates
+        assert r.model in ("SeasonalNaive", "WeightedEnsemble"), r.model
+        error = np.abs(np.asarray(r.points) - truth[i][18:]).mean()
+        for level in ("AutoETS", "AutoTheta"):
+            other = np.abs(np.asarray(r.candidate_points[level]) - truth[i][18:]).mean()
+            assert error < other, (i, level, error, other)
+
+
 def test_ensemble_combines_its_members() -> None:
     """Smooth: the median of AutoETS, AutoTheta and seasonal naive (the mean of the first two
     without a full season); intermittent: the mean of its four models."""
     rng = np.random.default_rng(RNG_SEED)
     y = {i: rng.poisson(20, 40).astype(float) for i in range(6)}
-    y["short"] = rng.poisson(20, 22).astype(float)  # no full season before the backtest
+    y["short"] = rng.poisson(20, 21).astype(float)  # no full season even with two windows
     y["sparse"] = rng.poisson(6, 60) * (rng.random(60) < 0.3).astype(float)
     result = forecast_values(y, 6, Granularity.MONTHLY.seasonality, keep_candidates=True)
     for key, r in result.items():
