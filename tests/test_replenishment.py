@@ -7,7 +7,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import UTC, datetime, time, timedelta
 from decimal import Decimal
 from typing import Any
 
@@ -60,7 +60,8 @@ HOSPITAL = "St. Aurelia General Hospital"
 async def history(
     demo: Demo, location: str, product_id: int, *, received: int, per_day: int, days: int = 56
 ) -> None:
-    """A receipt `days + 4` days ago, then `per_day` packs dispensed every day up to yesterday."""
+    """A receipt `days + 4` days ago, then `per_day` packs dispensed at noon (UTC) of every day
+    up to yesterday: whatever the time of day the test runs, each falls on its own day."""
     now = utcnow()
     admin = demo.principals["admin"]
     loc = demo.locations[location]
@@ -82,6 +83,7 @@ async def history(
         operation="test.receive",
     )
     lot_id = result.movements[0].lot_id
+    noon = datetime.combine(now.date(), time(12), tzinfo=UTC)
     await demo.services.ledger.record(
         admin,
         [
@@ -90,7 +92,7 @@ async def history(
                 loc,
                 per_day,
                 lot_id=lot_id,
-                occurred_at=now - timedelta(days=d, hours=1),
+                occurred_at=noon - timedelta(days=d),
             )
             for d in range(1, days + 1)
         ],
@@ -554,6 +556,7 @@ async def rising_history(
         operation="test.receive",
     )
     lot_id = result.movements[0].lot_id
+    noon = datetime.combine(now.date(), time(12), tzinfo=UTC)  # each on its own day
     await demo.services.ledger.record(
         admin,
         [
@@ -562,7 +565,7 @@ async def rising_history(
                 demo.locations[location],
                 q,
                 lot_id=lot_id,
-                occurred_at=now - timedelta(days=d, hours=1),
+                occurred_at=noon - timedelta(days=d),
             )
             for d, q in zip(range(days, 0, -1), used, strict=True)
         ],
