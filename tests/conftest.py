@@ -14,6 +14,7 @@ import sys
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
@@ -21,7 +22,7 @@ from typing import Any, TypeVar
 import asyncpg
 import httpx
 import pytest
-from sqlalchemy import select
+from sqlalchemy import event, select
 
 from server.config import Settings
 from server.core.migrate import upgrade
@@ -477,3 +478,22 @@ async def check_ledger(services: Services) -> int:
         assert balance.quantity >= 0, key
         assert last[key] == balance.quantity, key
     return len(balances)
+
+
+@contextmanager
+def sql_statements(demo: Demo) -> Iterator[list[str]]:
+    """Every SQL statement any engine of the app sends while the block runs (the driver path
+    announces its statements too), in order."""
+    seen: list[str] = []
+
+    def record(_conn: Any, _cursor: Any, statement: str, *_: Any) -> None:
+        seen.append(statement)
+
+    engines = [engine.sync_engine for engine in demo.services.db.engines]
+    for engine in engines:
+        event.listen(engine, "before_cursor_execute", record)
+    try:
+        yield seen
+    finally:
+        for engine in engines:
+            event.remove(engine, "before_cursor_execute", record)

@@ -17,7 +17,7 @@ from typing import Any
 import httpx
 import pytest
 from graphql import GraphQLSchema, parse
-from sqlalchemy import event, func, select
+from sqlalchemy import func, select
 
 from server.core.audit import AuditCheckpoint
 from server.core.cost import (
@@ -28,7 +28,7 @@ from server.core.cost import (
     operation_cost,
 )
 from server.schema import build_schema
-from tests.conftest import Demo, LiveServer, gql, start_server, token_for
+from tests.conftest import Demo, LiveServer, gql, sql_statements, start_server, token_for
 from tests.wsclient import GraphQLWebSocket
 
 
@@ -208,17 +208,8 @@ async def test_redis_budget_is_shared_between_workers() -> None:
 @pytest.fixture
 def statements(demo: Demo) -> Iterator[list[str]]:
     """Every SQL statement any engine of the app runs while the test is on."""
-    seen: list[str] = []
-
-    def record(_conn: Any, _cursor: Any, statement: str, *_: Any) -> None:
-        seen.append(statement)
-
-    engines = [engine.sync_engine for engine in demo.services.db.engines]
-    for engine in engines:
-        event.listen(engine, "before_cursor_execute", record)
-    yield seen
-    for engine in engines:
-        event.remove(engine, "before_cursor_execute", record)
+    with sql_statements(demo) as seen:
+        yield seen
 
 
 @pytest.mark.parametrize(

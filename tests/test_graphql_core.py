@@ -18,7 +18,16 @@ from server.cli import SCHEMA_PATH
 from server.core.errors import DomainError, ErrorCode
 from server.core.graphql import DATETIME_SCALAR, coerced_input, decode_id, parse_datetime, sent_id
 from server.schema import schema_sdl
-from tests.conftest import ROOT, Demo, first_product_id, gid, gql, receive, token_for
+from tests.conftest import (
+    ROOT,
+    Demo,
+    first_product_id,
+    gid,
+    gql,
+    receive,
+    sql_statements,
+    token_for,
+)
 
 NESTED = """query($location: ID!) {
   stockLevels(first: 100, location: $location) {
@@ -34,20 +43,11 @@ NESTED = """query($location: ID!) {
 
 @contextmanager
 def count_statements(demo: Demo) -> Iterator[list[str]]:
-    statements: list[str] = []
-
-    def listener(*args: object) -> None:
-        if str(args[2]).lstrip().upper().startswith("SELECT"):
-            statements.append(str(args[2]))
-
-    engines = [e.sync_engine for e in demo.services.db.engines]
-    for engine in engines:
-        event.listen(engine, "before_cursor_execute", listener)
-    try:
-        yield statements
-    finally:
-        for engine in engines:
-            event.remove(engine, "before_cursor_execute", listener)
+    """The SELECTs the block sends (filled when it ends)."""
+    selects: list[str] = []
+    with sql_statements(demo) as seen:
+        yield selects
+    selects.extend(s for s in seen if s.lstrip().upper().startswith("SELECT"))
 
 
 async def test_nested_query_statement_count_does_not_grow_with_rows(demo: Demo, client) -> None:

@@ -5,40 +5,20 @@ replay of a keyed request."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
-
 import pytest
-from sqlalchemy import event, func, select
+from sqlalchemy import func, select
 
 from server.core import audit
 from server.core.audit import AuditEvent
 from server.inventory.models import IdempotencyRecord, Movement, MovementKind
 from server.inventory.service import MovementRequest
-from tests.conftest import Demo, receive
+from tests.conftest import Demo, receive, sql_statements
 
 # What one keyed movement through LedgerService.record costs with every hook wired (the
 # BEGIN IMMEDIATE of SQLite's writer is a statement too; PostgreSQL's BEGIN and COMMIT are not
 # seen by the listener): SQLite 16, PostgreSQL 13 (18 each before the merges; the audit head's
 # advance is a statement of its own, run last so that the chain's lock is the last taken).
 MOST = {"sqlite": 16, "postgresql": 13}
-
-
-@contextmanager
-def counted(demo: Demo) -> Iterator[list[str]]:
-    seen: list[str] = []
-
-    def count(_conn: object, _cursor: object, statement: str, *_rest: object) -> None:
-        seen.append(statement)
-
-    engines = [engine.sync_engine for engine in demo.services.db.engines]
-    for engine in engines:
-        event.listen(engine, "before_cursor_execute", count)
-    try:
-        yield seen
-    finally:
-        for engine in engines:
-            event.remove(engine, "before_cursor_execute", count)
 
 
 async def test_statements_per_movement_and_per_batch(demo: Demo) -> None:
@@ -52,10 +32,10 @@ async def test_statements_per_movement_and_per_batch(demo: Demo) -> None:
         return MovementRequest(kind, location, 1, lot_id=lot)
 
     await services.ledger.record(admin, [request(1)], operation="warm", idempotency_key="warm")
-    with counted(demo) as single:  # a receipt: no budget is spent
+    with sql_statements(demo) as single:  # a receipt: no budget is spent
         await services.ledger.record(admin, [request(0)], operation="one", idempotency_key="one")
     assert len(single) <= MOST[services.db.dialect], "\n".join(single)
-    with counted(demo) as batch:
+    with sql_statements(demo) as batch:
         await services.ledger.record(
             admin, [request(i) for i in range(200)], operation="many", idempotency_key="many"
         )
@@ -105,7 +85,7 @@ async def test_the_audit_append_is_the_last_write_of_a_movement(demo: Demo) -> N
     admin = demo.principals["admin"]
     lot = await receive(demo, "HOSP-CP", 100)
     request = MovementRequest(MovementKind.DISPENSE, demo.locations["HOSP-CP"], 1, lot_id=lot)
-    with counted(demo) as seen:
+    with sql_statements(demo) as seen:
         await services.ledger.record(admin, [request], operation="last", idempotency_key="last")
     audit_statements = [i for i, sql in enumerate(seen) if "audit_" in sql]
     first_audit = audit_statements[0]
